@@ -1,0 +1,656 @@
+//! The step's inputs (`INPUT_*` variables) turned into a checked `Config`. Pure: no I/O.
+//!
+//! The runner sets every declared input, empty when the workflow leaves it out, and keeps the
+//! hyphens of input names (`INPUT_APP-ID`): empty means unset, and names are read from the
+//! environment map, never through a shell.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use reqwest::Url;
+
+use super::permissions::{self, PERMISSIONS};
+use crate::github::{KeyError, PrivateKey, Target, TokenRequest};
+
+/// The process environment, as a map.
+pub type Env = BTreeMap<String, String>;
+
+/// A token lives one hour; a refresh must come before that.
+pub const TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
+pub const DEFAULT_REFRESH_AFTER: Duration = Duration::from_secs(50 * 60);
+
+/// Everything the main step needs, checked.
+#[derive(Debug)]
+pub struct Config {
+    /// App id or client id: the JWT's `iss`.
+    pub issuer: String,
+    pub key: PrivateKey,
+    pub target: Target,
+    pub request: TokenRequest,
+    pub api_url: Url,
+    /// The git server the tokens are for; `None` when it cannot be told from the API URL.
+    pub git_server: Option<Url>,
+    pub skip_revoke: bool,
+    pub refresh_after: Duration,
+    pub git_credentials: bool,
+    pub override_checkout_credentials: bool,
+    /// Variables to export the token to for later steps.
+    pub export_env: Vec<String>,
+    pub ca_certificates: Option<String>,
+}
+
+/// A bad input: which one, and what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("input `{input}`: {message}")]
+pub struct InputError {
+    pub input: String,
+    pub message: String,
+}
+
+fn bad(input: &str, message: impl Into<String>) -> InputError {
+    InputError {
+        input: input.to_owned(),
+        message: message.into(),
+    }
+}
+
+/// An input's value; empty and blank count as unset.
+pub fn input<'a>(env: &'a Env, name: &str) -> Option<&'a str> {
+    let key = format!("INPUT_{}", name.to_ascii_uppercase().replace(' ', "_"));
+    env.get(&key).map(|v| v.trim()).filter(|v| !v.is_empty())
+}
+
+/// Read and check every input of the main step.
+pub fn parse(env: &Env) -> Result<Config, InputError> {
+    let issuer = match (input(env, "client-id"), input(env, "app-id")) {
+        (Some(client), _) => client.to_owned(),
+        (None, Some(app)) => app.to_owned(),
+        (None, None) => {
+            return Err(bad(
+                "app-id",
+                "neither `app-id` nor `client-id` is set: pass the App's client id (or app id) from its settings page",
+            ));
+        }
+    };
+    if issuer.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad(
+            "app-id",
+            "the App id or client id has blanks in it: pass it alone, as the App's settings page shows it",
+        ));
+    }
+    let key_text = input(env, "private-key").ok_or_else(|| {
+        bad(
+            "private-key",
+            "is not set: pass the App's private key, for example `private-key: ${{ secrets.APP_PRIVATE_KEY }}`",
+        )
+    })?;
+    let key =
+        PrivateKey::parse(key_text).map_err(|e: KeyError| bad("private-key", e.to_string()))?;
+    let api_url = api_url(env)?;
+    let git_server = match input(env, "git-server-url") {
+        Some(text) => Some(parse_url("git-server-url", text)?),
+        None => derive_git_server(&api_url),
+    };
+    let refresh_after = match input(env, "refresh-after") {
+        Some(text) => refresh_after(text)?,
+        None => DEFAULT_REFRESH_AFTER,
+    };
+    let target = target(env)?;
+    let repositories = match &target {
+        Target::Repositories { repos, .. } => repos.clone(),
+        _ => Vec::new(),
+    };
+    Ok(Config {
+        issuer,
+        key,
+        target,
+        request: TokenRequest {
+            repositories,
+            permissions: permissions(env)?,
+        },
+        api_url,
+        git_server,
+        skip_revoke: boolean(env, "skip-token-revoke", false)?,
+        refresh_after,
+        git_credentials: boolean(env, "git-credentials", true)?,
+        override_checkout_credentials: boolean(env, "override-checkout-credentials", true)?,
+        export_env: export_env(env)?,
+        ca_certificates: input(env, "ca-certificates").map(str::to_owned),
+    })
+}
+
+/// The API base URL: the input, else `GITHUB_API_URL`, else github.com's.
+pub fn api_url(env: &Env) -> Result<Url, InputError> {
+    let text = input(env, "github-api-url")
+        .or_else(|| {
+            env.get("GITHUB_API_URL")
+                .map(String::as_str)
+                .filter(|v| !v.is_empty())
+        })
+        .unwrap_or("https://api.github.com");
+    parse_url("github-api-url", text)
+}
+
+fn parse_url(name: &str, text: &str) -> Result<Url, InputError> {
+    let mut url = Url::parse(text.trim_end_matches('/')).map_err(|e| {
+        bad(
+            name,
+            format!("`{text}` is not a URL ({e}): pass for example `https://api.github.com`"),
+        )
+    })?;
+    match url.scheme() {
+        "https" => {}
+        "http" if is_loopback(&url) => {}
+        "http" => {
+            return Err(bad(
+                name,
+                format!(
+                    "`{text}` uses plain http, which would send credentials in clear: use https (plain http is allowed only on loopback)"
+                ),
+            ));
+        }
+        other => {
+            return Err(bad(
+                name,
+                format!("`{text}` has scheme `{other}`: use an https URL"),
+            ));
+        }
+    }
+    if url.host_str().is_none() || url.query().is_some() || !url.username().is_empty() {
+        return Err(bad(
+            name,
+            format!("`{text}` must be a plain https URL with a host, no user and no query"),
+        ));
+    }
+    url.set_fragment(None);
+    Ok(url)
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        None => false,
+    }
+}
+
+/// The git server that tokens minted through `api` are meant for.
+pub fn derive_git_server(api: &Url) -> Option<Url> {
+    let host = api.host_str()?.to_ascii_lowercase();
+    let mut server = api.clone();
+    server.set_path("");
+    if host == "api.github.com" {
+        server.set_host(Some("github.com")).ok()?;
+        return Some(server);
+    }
+    if let Some(sub) = host
+        .strip_prefix("api.")
+        .filter(|h| h.ends_with(".ghe.com"))
+    {
+        server.set_host(Some(sub)).ok()?;
+        return Some(server);
+    }
+    if api.path().trim_end_matches('/').ends_with("/api/v3") {
+        let prefix = api
+            .path()
+            .trim_end_matches('/')
+            .trim_end_matches("/api/v3")
+            .to_owned();
+        server.set_path(&prefix);
+        return Some(server);
+    }
+    None
+}
+
+fn target(env: &Env) -> Result<Target, InputError> {
+    let owner = input(env, "owner");
+    let repositories = input(env, "repositories")
+        .map(split_list)
+        .unwrap_or_default();
+    if let Some(enterprise) = input(env, "enterprise") {
+        if owner.is_some() || !repositories.is_empty() {
+            return Err(bad(
+                "enterprise",
+                "an enterprise installation has no owner or repositories: leave `owner` and `repositories` empty, or `enterprise` empty",
+            ));
+        }
+        check_name("enterprise", enterprise)?;
+        return Ok(Target::Enterprise(enterprise.to_owned()));
+    }
+    let current = env.get("GITHUB_REPOSITORY").and_then(|r| r.split_once('/'));
+    match (owner, repositories.is_empty()) {
+        (Some(owner), true) => {
+            check_name("owner", owner)?;
+            Ok(Target::Owner(owner.to_owned()))
+        }
+        (owner, false) => {
+            let owner = owner
+                .map(str::to_owned)
+                .or_else(|| env.get("GITHUB_REPOSITORY_OWNER").cloned())
+                .or_else(|| current.map(|(o, _)| o.to_owned()))
+                .ok_or_else(|| bad("owner", "is not set and `GITHUB_REPOSITORY_OWNER` is empty: name the owner of `repositories`"))?;
+            check_name("owner", &owner)?;
+            let repos = repositories
+                .into_iter()
+                .map(|r| repository_name(&owner, &r))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Target::Repositories {
+                owner,
+                repos: dedup(repos),
+            })
+        }
+        (None, true) => {
+            let (owner, repo) = current.ok_or_else(|| {
+                bad(
+                    "owner",
+                    "is not set and `GITHUB_REPOSITORY` is empty: set `owner` (and `repositories`)",
+                )
+            })?;
+            Ok(Target::Repositories {
+                owner: owner.to_owned(),
+                repos: vec![repo.to_owned()],
+            })
+        }
+    }
+}
+
+/// `name` or `owner/name` of the same owner.
+fn repository_name(owner: &str, entry: &str) -> Result<String, InputError> {
+    let name = match entry.split_once('/') {
+        Some((o, name)) if o.eq_ignore_ascii_case(owner) => name,
+        Some((o, _)) => {
+            return Err(bad(
+                "repositories",
+                format!(
+                    "`{entry}` belongs to `{o}`, not `{owner}`: a token covers one owner; use one token-keeper step per owner"
+                ),
+            ));
+        }
+        None => entry,
+    };
+    check_name("repositories", name)?;
+    Ok(name.to_owned())
+}
+
+fn check_name(input: &str, name: &str) -> Result<(), InputError> {
+    let ok = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok && name != "." && name != ".." {
+        Ok(())
+    } else {
+        Err(bad(
+            input,
+            format!(
+                "`{name}` is not a valid GitHub name: use letters, digits, `-`, `_` and `.` only"
+            ),
+        ))
+    }
+}
+
+/// A comma or newline separated list, blanks dropped.
+pub fn split_list(text: &str) -> Vec<String> {
+    text.split([',', '\n'])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn dedup(items: Vec<String>) -> Vec<String> {
+    let mut seen = BTreeSet::new();
+    items
+        .into_iter()
+        .filter(|i| seen.insert(i.to_ascii_lowercase()))
+        .collect()
+}
+
+fn permissions(env: &Env) -> Result<BTreeMap<String, String>, InputError> {
+    for key in env.keys() {
+        if let Some(name) = key.strip_prefix("INPUT_PERMISSION-")
+            && permissions::find(&name.to_ascii_lowercase()).is_none()
+        {
+            let name = name.to_ascii_lowercase();
+            return Err(bad(
+                &format!("permission-{name}"),
+                format!(
+                    "`{name}` is not a GitHub App permission: see the `permission-*` inputs in the README"
+                ),
+            ));
+        }
+    }
+    let mut chosen = BTreeMap::new();
+    for permission in PERMISSIONS {
+        let name = format!("permission-{}", permission.input);
+        if let Some(level) = input(env, &name) {
+            let level = level.to_ascii_lowercase();
+            let allowed = permission.levels.allowed();
+            if !allowed.contains(&level.as_str()) {
+                return Err(bad(
+                    &name,
+                    format!(
+                        "`{level}` is not a level of this permission: use {}",
+                        allowed.join(" or ")
+                    ),
+                ));
+            }
+            chosen.insert(permission.api_name(), level);
+        }
+    }
+    Ok(chosen)
+}
+
+fn boolean(env: &Env, name: &str, default: bool) -> Result<bool, InputError> {
+    match input(env, name).map(str::to_ascii_lowercase).as_deref() {
+        None => Ok(default),
+        Some("true") => Ok(true),
+        Some("false") => Ok(false),
+        Some(other) => Err(bad(
+            name,
+            format!("`{other}` is not a boolean: use `true` or `false`"),
+        )),
+    }
+}
+
+fn export_env(env: &Env) -> Result<Vec<String>, InputError> {
+    let names = input(env, "export-env").map(split_list).unwrap_or_default();
+    for name in &names {
+        let valid = name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(bad(
+                "export-env",
+                format!("`{name}` is not a variable name: use names like `GH_TOKEN`"),
+            ));
+        }
+    }
+    Ok(names)
+}
+
+/// `refresh-after`: a duration below the token's lifetime.
+pub fn refresh_after(text: &str) -> Result<Duration, InputError> {
+    let value = parse_duration(text).map_err(|e| {
+        bad(
+            "refresh-after",
+            format!("{e}: use for example `50m`, `90s` or `1h`"),
+        )
+    })?;
+    if value.is_zero() {
+        return Err(bad(
+            "refresh-after",
+            "must be more than zero: use for example `50m`",
+        ));
+    }
+    if value >= TOKEN_LIFETIME {
+        return Err(bad(
+            "refresh-after",
+            format!(
+                "`{text}` is not below the token's lifetime of 1h: use at most `59m` (the default is `50m`)"
+            ),
+        ));
+    }
+    Ok(value)
+}
+
+/// `90s`, `50m`, `1h`, `250ms` or bare seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let number: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration"))?;
+    let unit_ms: u64 = match unit.trim() {
+        "" | "s" => 1000,
+        "ms" => 1,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return Err(format!("`{text}` is not a duration")),
+    };
+    number
+        .checked_mul(unit_ms)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("`{text}` is too long"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = include_str!("../../tests/fixtures/app-key.pem");
+
+    fn env(pairs: &[(&str, &str)]) -> Env {
+        let mut env: Env = [
+            ("INPUT_APP-ID", "12345"),
+            ("INPUT_PRIVATE-KEY", KEY),
+            ("GITHUB_REPOSITORY", "octo-org/app"),
+            ("GITHUB_REPOSITORY_OWNER", "octo-org"),
+            ("GITHUB_API_URL", "https://api.github.com"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        for (k, v) in pairs {
+            env.insert((*k).to_owned(), (*v).to_owned());
+        }
+        env
+    }
+
+    fn error_of(pairs: &[(&str, &str)]) -> InputError {
+        parse(&env(pairs)).expect_err("should be refused")
+    }
+
+    #[test]
+    fn no_owner_and_no_repositories_means_the_current_repository() {
+        let config = parse(&env(&[])).unwrap();
+        assert_eq!(
+            config.target,
+            Target::Repositories {
+                owner: "octo-org".into(),
+                repos: vec!["app".into()]
+            }
+        );
+        assert_eq!(config.request.repositories, vec!["app".to_owned()]);
+    }
+
+    #[test]
+    fn owner_alone_means_every_repository() {
+        let config = parse(&env(&[("INPUT_OWNER", "other")])).unwrap();
+        assert_eq!(config.target, Target::Owner("other".into()));
+        assert!(config.request.repositories.is_empty());
+    }
+
+    #[test]
+    fn repositories_are_split_on_commas_and_newlines() {
+        let config = parse(&env(&[("INPUT_REPOSITORIES", "a, b\nocto-org/c\n\n a ")])).unwrap();
+        assert_eq!(config.request.repositories, vec!["a", "b", "c"]);
+    }
+
+    #[test]
+    fn empty_inputs_count_as_unset() {
+        let config = parse(&env(&[
+            ("INPUT_OWNER", ""),
+            ("INPUT_REPOSITORIES", "  "),
+            ("INPUT_REFRESH-AFTER", ""),
+        ]))
+        .unwrap();
+        assert!(matches!(config.target, Target::Repositories { .. }));
+        assert_eq!(config.refresh_after, DEFAULT_REFRESH_AFTER);
+    }
+
+    #[test]
+    fn client_id_wins_over_app_id() {
+        let config = parse(&env(&[("INPUT_CLIENT-ID", "Iv23abc")])).unwrap();
+        assert_eq!(config.issuer, "Iv23abc");
+    }
+
+    #[test]
+    fn enterprise_uses_the_enterprise_lookup() {
+        let config = parse(&env(&[("INPUT_ENTERPRISE", "acme")])).unwrap();
+        assert_eq!(config.target, Target::Enterprise("acme".into()));
+    }
+
+    #[test]
+    fn permissions_are_read_with_api_names() {
+        let config = parse(&env(&[
+            ("INPUT_PERMISSION-PULL-REQUESTS", "write"),
+            ("INPUT_PERMISSION-CONTENTS", "Read"),
+        ]))
+        .unwrap();
+        let expected = BTreeMap::from([
+            ("contents".to_owned(), "read".to_owned()),
+            ("pull_requests".to_owned(), "write".to_owned()),
+        ]);
+        assert_eq!(config.request.permissions, expected);
+    }
+
+    #[test]
+    fn bad_inputs_are_named_with_a_fix() {
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+        let cases: &[Case] = &[
+            (&[("INPUT_APP-ID", "")], "app-id", "client id"),
+            (&[("INPUT_PRIVATE-KEY", "")], "private-key", "secrets."),
+            (
+                &[("INPUT_PRIVATE-KEY", "not a key")],
+                "private-key",
+                "not PEM",
+            ),
+            (
+                &[("INPUT_REPOSITORIES", "other/app")],
+                "repositories",
+                "one token-keeper step per owner",
+            ),
+            (
+                &[("INPUT_PERMISSION-TELEPATHY", "read")],
+                "permission-telepathy",
+                "not a GitHub App permission",
+            ),
+            (
+                &[("INPUT_PERMISSION-CONTENTS", "admin")],
+                "permission-contents",
+                "use read or write",
+            ),
+            (
+                &[("INPUT_PERMISSION-WORKFLOWS", "read")],
+                "permission-workflows",
+                "use write",
+            ),
+            (
+                &[("INPUT_REFRESH-AFTER", "0")],
+                "refresh-after",
+                "more than zero",
+            ),
+            (
+                &[("INPUT_REFRESH-AFTER", "-5m")],
+                "refresh-after",
+                "not a duration",
+            ),
+            (
+                &[("INPUT_REFRESH-AFTER", "61m")],
+                "refresh-after",
+                "lifetime",
+            ),
+            (
+                &[("INPUT_REFRESH-AFTER", "abc")],
+                "refresh-after",
+                "not a duration",
+            ),
+            (
+                &[("INPUT_GITHUB-API-URL", "http://ghes.example.com/api/v3")],
+                "github-api-url",
+                "plain http",
+            ),
+            (
+                &[("INPUT_GITHUB-API-URL", "ftp://x")],
+                "github-api-url",
+                "https",
+            ),
+            (
+                &[("INPUT_SKIP-TOKEN-REVOKE", "yes")],
+                "skip-token-revoke",
+                "`true` or `false`",
+            ),
+            (
+                &[("INPUT_OWNER", "bad owner")],
+                "owner",
+                "not a valid GitHub name",
+            ),
+            (
+                &[("INPUT_ENTERPRISE", "acme"), ("INPUT_OWNER", "o")],
+                "enterprise",
+                "leave `owner`",
+            ),
+            (
+                &[("INPUT_EXPORT-ENV", "GH TOKEN")],
+                "export-env",
+                "variable name",
+            ),
+        ];
+        for (pairs, input, fix) in cases {
+            let err = error_of(pairs);
+            assert_eq!(err.input, *input, "{pairs:?}: {err}");
+            assert!(err.message.contains(fix), "{pairs:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn loopback_http_is_allowed() {
+        for url in [
+            "http://127.0.0.1:8080",
+            "http://localhost:1",
+            "http://[::1]:9",
+        ] {
+            assert!(parse_url("github-api-url", url).is_ok(), "{url}");
+        }
+    }
+
+    #[test]
+    fn git_server_is_derived_from_the_api_url() {
+        let cases = [
+            ("https://api.github.com", Some("https://github.com/")),
+            (
+                "https://ghes.example.com/api/v3",
+                Some("https://ghes.example.com/"),
+            ),
+            (
+                "https://ghes.example.com:8443/api/v3/",
+                Some("https://ghes.example.com:8443/"),
+            ),
+            ("https://api.octo.ghe.com", Some("https://octo.ghe.com/")),
+            ("http://127.0.0.1:9000", None),
+        ];
+        for (api, server) in cases {
+            let derived = derive_git_server(&Url::parse(api).unwrap());
+            assert_eq!(derived.as_ref().map(Url::as_str), server, "{api}");
+        }
+    }
+
+    #[test]
+    fn git_server_url_input_overrides_the_derivation() {
+        let config = parse(&env(&[("INPUT_GIT-SERVER-URL", "https://git.example.com")])).unwrap();
+        assert_eq!(
+            config.git_server.unwrap().as_str(),
+            "https://git.example.com/"
+        );
+    }
+
+    #[test]
+    fn durations_take_units_or_bare_seconds() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("50m"), Ok(Duration::from_secs(3000)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("120"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("5 minutes").is_err());
+        assert!(parse_duration("99999999999999999999h").is_err());
+    }
+}

@@ -1,0 +1,152 @@
+//! Where the job's state lives, seen from our container, from the runner host and from a shell.
+//!
+//! Runner v2.331+ mounts the host's `_temp` at `/github/runner_temp` and sets `RUNNER_TEMP` to it.
+//! Older runners pass `RUNNER_TEMP` untranslated (a host path that does not exist in the
+//! container); there we use `/github/home` (`HOME`), which is the host's `_temp/_github_home`.
+//! The host's `_temp` is `dirname($RUNNER_WORKSPACE)/_temp`, as `RUNNER_WORKSPACE` is not
+//! translated. Later steps find it all through `$RUNNER_TEMP`, expanded in their own shell.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+use super::inputs::Env;
+use crate::keeper::state::Owner;
+
+const DIR: &str = "token-keeper";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    /// The job's folder as we see it.
+    pub root: PathBuf,
+    /// The same folder for a later step's shell, starting with `$RUNNER_TEMP`.
+    pub shell_root: String,
+    /// The same folder on the runner host, when it can be told.
+    pub host_root: Option<PathBuf>,
+    /// Who later steps run as: the owner of the workspace.
+    pub owner: Owner,
+}
+
+impl Layout {
+    pub fn detect(env: &Env) -> Result<Self> {
+        let workspace = env
+            .get("GITHUB_WORKSPACE")
+            .filter(|w| !w.is_empty())
+            .context("`GITHUB_WORKSPACE` is not set: token-keeper must run as a step of a GitHub Actions job")?;
+        let owner = Owner::of(Path::new(workspace))
+            .with_context(|| format!("cannot read the owner of the workspace `{workspace}`"))?;
+        let host_temp = env
+            .get("RUNNER_WORKSPACE")
+            .filter(|w| !w.is_empty())
+            .and_then(|w| Path::new(w).parent())
+            .map(|work| work.join("_temp"));
+        let runner_temp = env
+            .get("RUNNER_TEMP")
+            .map(PathBuf::from)
+            .filter(|p| p.is_dir());
+        if let Some(temp) = runner_temp {
+            return Ok(Self {
+                root: temp.join(DIR),
+                shell_root: format!("$RUNNER_TEMP/{DIR}"),
+                host_root: host_temp.map(|t| t.join(DIR)),
+                owner,
+            });
+        }
+        let Some(home) = env.get("HOME").map(PathBuf::from).filter(|p| p.is_dir()) else {
+            bail!(
+                "neither `RUNNER_TEMP` nor `HOME` is a folder here: cannot store the job's state"
+            );
+        };
+        Ok(Self {
+            root: home.join(DIR),
+            shell_root: format!("$RUNNER_TEMP/_github_home/{DIR}"),
+            host_root: host_temp.map(|t| t.join("_github_home").join(DIR)),
+            owner,
+        })
+    }
+
+    /// The state directory of the step named `step`.
+    pub fn step_dir(&self, step: &str) -> PathBuf {
+        self.root.join(step)
+    }
+}
+
+/// A folder name for this step: `GITHUB_ACTION` (unique within a job), made path-safe.
+pub fn step_name(env: &Env) -> String {
+    let raw = env.get("GITHUB_ACTION").map(String::as_str).unwrap_or("");
+    let name: String = raw
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let name = name.trim_start_matches('_');
+    if name.is_empty() || name == "bin" {
+        "step".into()
+    } else {
+        format!("step-{name}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Env {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn runner_temp_mount_is_preferred() {
+        let tmp = tempfile::tempdir().unwrap();
+        let temp = tmp.path().join("_temp");
+        std::fs::create_dir(&temp).unwrap();
+        let layout = Layout::detect(&env(&[
+            ("GITHUB_WORKSPACE", tmp.path().to_str().unwrap()),
+            ("RUNNER_TEMP", temp.to_str().unwrap()),
+            ("RUNNER_WORKSPACE", "/home/runner/work/repo"),
+        ]))
+        .unwrap();
+        assert_eq!(layout.root, temp.join("token-keeper"));
+        assert_eq!(layout.shell_root, "$RUNNER_TEMP/token-keeper");
+        assert_eq!(
+            layout.host_root.unwrap(),
+            Path::new("/home/runner/work/_temp/token-keeper")
+        );
+    }
+
+    #[test]
+    fn old_runners_fall_back_to_github_home() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = Layout::detect(&env(&[
+            ("GITHUB_WORKSPACE", tmp.path().to_str().unwrap()),
+            ("RUNNER_TEMP", "/home/runner/work/_temp/not-mounted-here"),
+            ("RUNNER_WORKSPACE", "/home/runner/work/repo"),
+            ("HOME", tmp.path().to_str().unwrap()),
+        ]))
+        .unwrap();
+        assert_eq!(layout.root, tmp.path().join("token-keeper"));
+        assert_eq!(layout.shell_root, "$RUNNER_TEMP/_github_home/token-keeper");
+        assert_eq!(
+            layout.host_root.unwrap(),
+            Path::new("/home/runner/work/_temp/_github_home/token-keeper")
+        );
+    }
+
+    #[test]
+    fn step_names_are_path_safe() {
+        assert_eq!(
+            step_name(&env(&[("GITHUB_ACTION", "__org_token-keeper")])),
+            "step-org_token-keeper"
+        );
+        assert_eq!(step_name(&env(&[("GITHUB_ACTION", "../x")])), "step-x");
+        assert_eq!(step_name(&env(&[])), "step");
+    }
+}

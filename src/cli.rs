@@ -1,0 +1,88 @@
+//! The command line: which role this process plays, and running it.
+//!
+//! The action's image runs the same binary under two names: `token-keeper-main` for the main step
+//! and `token-keeper-post` for the post step. The runner gives both the same arguments and only
+//! changes the entrypoint, so the name is what tells a post step, which must never mint, from a
+//! main step. Any other name is the command-line tool.
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Parser;
+
+use crate::action::inputs::Env;
+use crate::action::{main_step, post_step, workflow};
+
+/// Keep GitHub App installation tokens alive for long GitHub Actions jobs.
+#[derive(Debug, Parser)]
+#[command(name = "token-keeper", version)]
+pub struct Cli {}
+
+/// What this process is.
+#[derive(Debug)]
+pub enum Role {
+    MainStep,
+    PostStep,
+    Tool(Cli),
+}
+
+impl Role {
+    /// Errors of the action's steps become `::error::` lines; the tool's go to stderr.
+    pub fn report(&self, err: &anyhow::Error) {
+        match self {
+            Role::MainStep | Role::PostStep => {
+                let _ = workflow::print(&[workflow::error(&format!("{err:#}"))]);
+            }
+            Role::Tool(_) => eprintln!("token-keeper: {err:#}"),
+        }
+    }
+}
+
+/// Tell the role from the program's name, then parse the tool's arguments.
+pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Role, clap::Error> {
+    let args: Vec<OsString> = args.into_iter().collect();
+    let name = args
+        .first()
+        .and_then(|a| Path::new(a).file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    match name.as_str() {
+        "token-keeper-main" => Ok(Role::MainStep),
+        "token-keeper-post" => Ok(Role::PostStep),
+        _ => Cli::try_parse_from(args).map(Role::Tool),
+    }
+}
+
+pub fn run(role: &Role) -> Result<ExitCode> {
+    init_logging();
+    let env = process_env();
+    match role {
+        Role::MainStep => main_step::run(&env)?,
+        Role::PostStep => post_step::run(&env)?,
+        Role::Tool(Cli {}) => {}
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The environment as a map; names and values that are not UTF-8 are skipped.
+fn process_env() -> Env {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect()
+}
+
+/// Diagnostics on stderr, when `TOKEN_KEEPER_LOG` or the runner's debug mode asks for them.
+fn init_logging() {
+    let debug = std::env::var_os("TOKEN_KEEPER_LOG").is_some_and(|v| !v.is_empty())
+        || std::env::var("RUNNER_DEBUG").is_ok_and(|v| v == "1");
+    if debug {
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_max_level(tracing::Level::DEBUG)
+            .with_target(false)
+            .without_time()
+            .init();
+    }
+}

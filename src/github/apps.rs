@@ -1,0 +1,366 @@
+//! The App API calls: find the installation, create an installation token, revoke it.
+//!
+//! Errors GitHub gives as bare statuses (404 on a lookup, 422 on a token request) become messages
+//! that name the owner, repository or permission and say how to fix it.
+
+use std::collections::BTreeMap;
+
+use reqwest::Method;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::client::{ApiError, Auth, GitHub, Idempotency};
+use super::key::PrivateKey;
+use super::secret::Secret;
+
+/// The App's credentials.
+pub struct App<'a> {
+    /// App id or client id: the JWT's `iss`.
+    pub issuer: &'a str,
+    pub key: &'a PrivateKey,
+}
+
+impl App<'_> {
+    fn auth(&self) -> Auth<'_> {
+        Auth::App {
+            issuer: self.issuer,
+            key: self.key,
+        }
+    }
+}
+
+/// Which installation to mint for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// Repositories of one owner: the token is limited to them.
+    Repositories { owner: String, repos: Vec<String> },
+    /// Every repository the owner's installation can reach.
+    Owner(String),
+    /// An enterprise installation (enterprise-level APIs, no repositories).
+    Enterprise(String),
+}
+
+impl Target {
+    fn lookup_path(&self) -> String {
+        match self {
+            Target::Repositories { owner, repos } => {
+                format!(
+                    "repos/{owner}/{}/installation",
+                    repos.first().map_or("", String::as_str)
+                )
+            }
+            Target::Owner(owner) => format!("users/{owner}/installation"),
+            Target::Enterprise(slug) => format!("enterprises/{slug}/installation"),
+        }
+    }
+
+    /// What a person calls this target in a message.
+    pub fn describe(&self) -> String {
+        match self {
+            Target::Repositories { owner, repos } if repos.len() == 1 => {
+                format!("`{owner}/{}`", repos[0])
+            }
+            Target::Repositories { owner, repos } => {
+                format!("`{owner}` (repositories {})", quoted_list(repos))
+            }
+            Target::Owner(owner) => format!("`{owner}`"),
+            Target::Enterprise(slug) => format!("the enterprise `{slug}`"),
+        }
+    }
+}
+
+/// The installation a token is minted from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Installation {
+    pub id: u64,
+    pub app_slug: String,
+    /// The account's login as GitHub spells it.
+    pub account: String,
+}
+
+/// What a token may do: repository names (of the installation's owner) and permissions.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TokenRequest {
+    pub repositories: Vec<String>,
+    pub permissions: BTreeMap<String, String>,
+}
+
+impl TokenRequest {
+    /// The request body; empty fields are left out so GitHub applies the installation's own.
+    pub fn body(&self) -> serde_json::Value {
+        let mut body = json!({});
+        if !self.repositories.is_empty() {
+            body["repositories"] = json!(self.repositories);
+        }
+        if !self.permissions.is_empty() {
+            body["permissions"] = json!(self.permissions);
+        }
+        body
+    }
+}
+
+/// A freshly minted installation token.
+#[derive(Debug, Clone)]
+pub struct MintedToken {
+    pub token: Secret,
+    /// Expiry in GitHub's clock, unix seconds.
+    pub expires_at: i64,
+    pub permissions: BTreeMap<String, String>,
+    /// Names of the repositories it is limited to; empty for "all".
+    pub repositories: Vec<String>,
+}
+
+/// How a revocation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revoked {
+    Now,
+    /// 401: it had expired or been revoked already.
+    AlreadyGone,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MintError {
+    #[error("the App is not installed on {target}: install it at {install_url}")]
+    NotInstalled { target: String, install_url: String },
+    #[error(
+        "the App's JWT was refused ({detail}): check that `app-id` or `client-id` belongs to the App whose `private-key` you pass"
+    )]
+    BadCredentials { detail: String },
+    #[error("GitHub refused the token request ({detail}): {advice}")]
+    Refused { detail: String, advice: String },
+    #[error(transparent)]
+    Api(#[from] ApiError),
+}
+
+/// Find the installation that covers `target`.
+pub async fn find_installation(
+    gh: &GitHub,
+    app: &App<'_>,
+    target: &Target,
+) -> Result<Installation, MintError> {
+    #[derive(Deserialize)]
+    struct Account {
+        login: String,
+    }
+    #[derive(Deserialize)]
+    struct Body {
+        id: u64,
+        app_slug: String,
+        account: Option<Account>,
+    }
+    let result: Result<Body, ApiError> = gh
+        .json(
+            Method::GET,
+            &target.lookup_path(),
+            app.auth(),
+            None,
+            Idempotency::Safe,
+        )
+        .await;
+    match result {
+        Ok(body) => Ok(Installation {
+            id: body.id,
+            app_slug: body.app_slug,
+            account: body
+                .account
+                .map(|a| a.login)
+                .unwrap_or_else(|| owner_of(target).to_owned()),
+        }),
+        Err(err) if err.status() == Some(404) => Err(MintError::NotInstalled {
+            target: target.describe(),
+            install_url: install_url(gh, app).await,
+        }),
+        Err(err) => Err(classify_auth(err)),
+    }
+}
+
+/// Create an installation token, limited as `request` says.
+pub async fn create_token(
+    gh: &GitHub,
+    app: &App<'_>,
+    installation: &Installation,
+    request: &TokenRequest,
+) -> Result<MintedToken, MintError> {
+    #[derive(Deserialize)]
+    struct Repo {
+        name: String,
+    }
+    #[derive(Deserialize)]
+    struct Body {
+        token: String,
+        expires_at: String,
+        #[serde(default)]
+        permissions: BTreeMap<String, String>,
+        #[serde(default)]
+        repositories: Vec<Repo>,
+    }
+    let path = format!("app/installations/{}/access_tokens", installation.id);
+    let result: Result<Body, ApiError> = gh
+        .json(
+            Method::POST,
+            &path,
+            app.auth(),
+            Some(&request.body()),
+            Idempotency::CreatesSomething,
+        )
+        .await;
+    let body = match result {
+        Ok(body) => body,
+        Err(err) if err.status() == Some(422) => {
+            let detail = err.to_string();
+            return Err(MintError::Refused {
+                detail,
+                advice: refusal_advice(&installation.account, request),
+            });
+        }
+        Err(err) => return Err(classify_auth(err)),
+    };
+    let expires_at = humantime::parse_rfc3339(&body.expires_at)
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs() as i64)
+        .ok_or_else(|| {
+            MintError::Api(ApiError::Setup(format!(
+                "GitHub answered an `expires_at` we cannot read: `{}`",
+                body.expires_at
+            )))
+        })?;
+    Ok(MintedToken {
+        token: Secret::new(body.token),
+        expires_at,
+        permissions: body.permissions,
+        repositories: body.repositories.into_iter().map(|r| r.name).collect(),
+    })
+}
+
+/// Revoke an installation token (`DELETE /installation/token`).
+pub async fn revoke(gh: &GitHub, token: &Secret) -> Result<Revoked, ApiError> {
+    match gh
+        .send(
+            Method::DELETE,
+            "installation/token",
+            Auth::Token(token),
+            None,
+            Idempotency::Safe,
+        )
+        .await
+    {
+        Ok(_) => Ok(Revoked::Now),
+        Err(err) if err.status() == Some(401) => Ok(Revoked::AlreadyGone),
+        Err(err) => Err(err),
+    }
+}
+
+fn owner_of(target: &Target) -> &str {
+    match target {
+        Target::Repositories { owner, .. } | Target::Owner(owner) | Target::Enterprise(owner) => {
+            owner
+        }
+    }
+}
+
+/// Where to install the App: its page, when `GET /app` tells us; its settings otherwise.
+async fn install_url(gh: &GitHub, app: &App<'_>) -> String {
+    #[derive(Deserialize)]
+    struct Body {
+        html_url: String,
+    }
+    match gh
+        .json::<Body>(Method::GET, "app", app.auth(), None, Idempotency::Safe)
+        .await
+    {
+        Ok(body) => format!("{}/installations/new", body.html_url.trim_end_matches('/')),
+        Err(_) => "the App's settings page, under `Install App`".into(),
+    }
+}
+
+fn classify_auth(err: ApiError) -> MintError {
+    match err.status() {
+        Some(401) => MintError::BadCredentials {
+            detail: err.to_string(),
+        },
+        _ => MintError::Api(err),
+    }
+}
+
+fn refusal_advice(account: &str, request: &TokenRequest) -> String {
+    let mut asks = Vec::new();
+    if !request.repositories.is_empty() {
+        asks.push(format!(
+            "that the installation on `{account}` can reach repositories {}",
+            quoted_list(&request.repositories)
+        ));
+    }
+    if !request.permissions.is_empty() {
+        let perms: Vec<String> = request
+            .permissions
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect();
+        asks.push(format!("that the App is granted {}", quoted_list(&perms)));
+    }
+    if asks.is_empty() {
+        "check the App's installation settings".into()
+    } else {
+        format!("check {}", asks.join(" and "))
+    }
+}
+
+fn quoted_list(items: &[String]) -> String {
+    items
+        .iter()
+        .map(|i| format!("`{i}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookup_path_follows_the_target() {
+        let repos = Target::Repositories {
+            owner: "octo".into(),
+            repos: vec!["a".into(), "b".into()],
+        };
+        assert_eq!(repos.lookup_path(), "repos/octo/a/installation");
+        assert_eq!(
+            Target::Owner("octo".into()).lookup_path(),
+            "users/octo/installation"
+        );
+        assert_eq!(
+            Target::Enterprise("acme".into()).lookup_path(),
+            "enterprises/acme/installation"
+        );
+    }
+
+    #[test]
+    fn empty_request_sends_an_empty_object() {
+        assert_eq!(TokenRequest::default().body(), json!({}));
+    }
+
+    #[test]
+    fn request_body_carries_repositories_and_permissions() {
+        let request = TokenRequest {
+            repositories: vec!["a".into()],
+            permissions: BTreeMap::from([("contents".into(), "write".into())]),
+        };
+        assert_eq!(
+            request.body(),
+            json!({"repositories": ["a"], "permissions": {"contents": "write"}})
+        );
+    }
+
+    #[test]
+    fn refusal_advice_names_what_was_asked() {
+        let request = TokenRequest {
+            repositories: vec!["a".into(), "b".into()],
+            permissions: BTreeMap::from([("issues".into(), "write".into())]),
+        };
+        assert_eq!(
+            refusal_advice("Octo", &request),
+            "check that the installation on `Octo` can reach repositories `a`, `b` and that the App is granted `issues: write`"
+        );
+    }
+}

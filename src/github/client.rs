@@ -1,0 +1,649 @@
+//! The HTTP side of GitHub's API: base URL, TLS roots, proxies, timeouts, retries and clock skew.
+//!
+//! Every call is bounded by one deadline (git or the runner is waiting), retried with exponential
+//! backoff and jitter on 5xx, 429, rate-limit 403s and network errors, and never on other 4xx.
+//! GitHub's `Date` header tells us how far its clock is from ours; the offset is kept for every
+//! later JWT and handed to the caller to store.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use reqwest::header::{ACCEPT, HeaderMap, RETRY_AFTER, USER_AGENT};
+use reqwest::{Method, Url};
+use serde::de::DeserializeOwned;
+
+use super::jwt;
+use super::key::PrivateKey;
+use super::secret::Secret;
+
+/// Timeouts and bounds of HTTP calls.
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    pub connect_timeout: Duration,
+    /// Longest wait for the next bytes of an answer.
+    pub read_timeout: Duration,
+    /// Bound of one call, retries and waits included.
+    pub deadline: Duration,
+    /// First backoff step; it doubles after each retry, with jitter.
+    pub retry_base: Duration,
+    /// Extra trusted CA certificates, PEM (GHES with a private CA).
+    pub extra_ca_pem: Option<String>,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(20),
+            deadline: Duration::from_secs(60),
+            retry_base: Duration::from_millis(500),
+            extra_ca_pem: None,
+        }
+    }
+}
+
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// The offset of GitHub's clock from ours, in seconds (GitHub minus us).
+#[derive(Debug, Default)]
+pub struct Clock(AtomicI64);
+
+impl Clock {
+    pub fn new(offset: i64) -> Self {
+        Self(AtomicI64::new(offset))
+    }
+
+    pub fn offset(&self) -> i64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn set(&self, offset: i64) {
+        self.0.store(offset, Ordering::Relaxed);
+    }
+
+    /// Now in GitHub's clock, unix seconds.
+    pub fn server_now(&self) -> i64 {
+        unix_now() + self.offset()
+    }
+}
+
+/// Our clock, unix seconds.
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// How a request authenticates.
+#[derive(Clone, Copy)]
+pub enum Auth<'a> {
+    /// As the App: a fresh JWT for every attempt, in GitHub's clock.
+    App {
+        issuer: &'a str,
+        key: &'a PrivateKey,
+    },
+    /// As an installation.
+    Token(&'a Secret),
+}
+
+/// Whether repeating a request that may have reached GitHub is harmless.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Idempotency {
+    Safe,
+    /// Creating a token: an unanswered attempt may have minted one, so such an attempt is
+    /// repeated at most once (at most one token is then left to expire unrevoked).
+    CreatesSomething,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{method} {url} answered {status}{}", message_suffix(.message))]
+    Status {
+        method: Method,
+        url: String,
+        status: u16,
+        message: String,
+    },
+    #[error("{method} {url} failed: {detail}")]
+    Network {
+        method: Method,
+        url: String,
+        detail: String,
+    },
+    #[error("{method} {url} got no usable answer within {}s; last error: {last}", .after.as_secs())]
+    Deadline {
+        method: Method,
+        url: String,
+        after: Duration,
+        last: String,
+    },
+    #[error("{method} {url} answered with a body we cannot read: {detail}")]
+    Decode {
+        method: Method,
+        url: String,
+        detail: String,
+    },
+    #[error("{0}")]
+    Setup(String),
+}
+
+fn message_suffix(message: &str) -> String {
+    if message.is_empty() {
+        String::new()
+    } else {
+        format!(": {message}")
+    }
+}
+
+impl ApiError {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ApiError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// A client for one GitHub API base URL.
+pub struct GitHub {
+    http: reqwest::Client,
+    base: Url,
+    options: HttpOptions,
+    clock: Clock,
+}
+
+impl GitHub {
+    /// A client for `base` (e.g. `https://api.github.com` or `https://HOST/api/v3`).
+    /// Proxies come from `HTTPS_PROXY`, `HTTP_PROXY` and `NO_PROXY`, in either case.
+    pub fn new(base: Url, options: HttpOptions, clock_offset: i64) -> Result<Self, ApiError> {
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(options.connect_timeout)
+            .read_timeout(options.read_timeout)
+            .http1_only()
+            .pool_max_idle_per_host(2);
+        if base.scheme() == "https" {
+            builder =
+                builder.tls_backend_preconfigured(tls_config(options.extra_ca_pem.as_deref())?);
+        }
+        let http = builder.build().map_err(|e| {
+            ApiError::Setup(format!("cannot set up the HTTP client: {}", chain(&e)))
+        })?;
+        let mut base = base;
+        if !base.path().ends_with('/') {
+            base.set_path(&format!("{}/", base.path()));
+        }
+        Ok(Self {
+            http,
+            base,
+            options,
+            clock: Clock::new(clock_offset),
+        })
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    pub fn base(&self) -> &Url {
+        &self.base
+    }
+
+    /// Send a request and decode a 2xx answer's JSON body.
+    pub async fn json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        auth: Auth<'_>,
+        body: Option<&serde_json::Value>,
+        idempotency: Idempotency,
+    ) -> Result<T, ApiError> {
+        let (url, bytes) = self
+            .send(method.clone(), path, auth, body, idempotency)
+            .await?;
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::Decode {
+            method,
+            url,
+            detail: e.to_string(),
+        })
+    }
+
+    /// Send a request; retry what is worth retrying; hand back a 2xx answer's body.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        auth: Auth<'_>,
+        body: Option<&serde_json::Value>,
+        idempotency: Idempotency,
+    ) -> Result<(String, Vec<u8>), ApiError> {
+        let url = self
+            .base
+            .join(path.trim_start_matches('/'))
+            .map_err(|e| ApiError::Setup(format!("bad API path `{path}`: {e}")))?;
+        let shown = url.to_string();
+        let started = Instant::now();
+        let deadline = started + self.options.deadline;
+        let mut attempt: u32 = 0;
+        let mut skew_retried = false;
+        let mut ambiguous_retries = 0;
+        loop {
+            attempt += 1;
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let outcome =
+                tokio::time::timeout(remaining, self.attempt(&method, &url, auth, body)).await;
+            let (error, wait) = match outcome {
+                Err(_elapsed) => {
+                    return Err(ApiError::Deadline {
+                        method,
+                        url: shown,
+                        after: self.options.deadline,
+                        last: "no answer before the deadline".into(),
+                    });
+                }
+                Ok(Err(net)) => {
+                    let may_have_arrived = !net.is_connect();
+                    if idempotency == Idempotency::CreatesSomething && may_have_arrived {
+                        ambiguous_retries += 1;
+                        if ambiguous_retries > 1 {
+                            return Err(network_error(method, shown, &net));
+                        }
+                    }
+                    (network_error(method.clone(), shown.clone(), &net), None)
+                }
+                Ok(Ok(answer)) => {
+                    self.learn_offset(&answer.headers);
+                    let verdict = judge(
+                        &answer,
+                        self.clock.server_now(),
+                        matches!(auth, Auth::App { .. }),
+                    );
+                    match verdict {
+                        Verdict::Success => return Ok((shown, answer.body)),
+                        Verdict::Fail => return Err(status_error(method, shown, &answer)),
+                        Verdict::Skew if !skew_retried => {
+                            skew_retried = true;
+                            tracing::debug!(
+                                offset = self.clock.offset(),
+                                "clock skew: retrying with the server's time"
+                            );
+                            continue;
+                        }
+                        Verdict::Skew => return Err(status_error(method, shown, &answer)),
+                        Verdict::Retry(wait) => {
+                            (status_error(method.clone(), shown.clone(), &answer), wait)
+                        }
+                    }
+                }
+            };
+            let delay = wait.unwrap_or_else(|| backoff(self.options.retry_base, attempt));
+            if Instant::now() + delay >= deadline {
+                // A wait the server asked for that does not fit: its own answer says most.
+                if wait.is_some() {
+                    return Err(error);
+                }
+                return Err(ApiError::Deadline {
+                    method,
+                    url: shown,
+                    after: self.options.deadline,
+                    last: error.to_string(),
+                });
+            }
+            tracing::debug!(
+                attempt,
+                delay_ms = delay.as_millis() as u64,
+                "retrying: {error}"
+            );
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    async fn attempt(
+        &self,
+        method: &Method,
+        url: &Url,
+        auth: Auth<'_>,
+        body: Option<&serde_json::Value>,
+    ) -> Result<Answer, reqwest::Error> {
+        let bearer = match auth {
+            Auth::App { issuer, key } => jwt::sign(issuer, key, self.clock.server_now())
+                .unwrap_or_else(|_| unreachable!("a parsed RSA key always signs")),
+            Auth::Token(token) => token.expose().to_owned(),
+        };
+        let mut request = self
+            .http
+            .request(method.clone(), url.clone())
+            .header(ACCEPT, "application/vnd.github+json")
+            .header("X-GitHub-Api-Version", "2022-11-28")
+            .header(
+                USER_AGENT,
+                concat!("token-keeper/", env!("CARGO_PKG_VERSION")),
+            )
+            .bearer_auth(bearer);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.bytes().await?.to_vec();
+        Ok(Answer {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// Keep the offset of GitHub's clock, when its `Date` says it drifts from ours.
+    fn learn_offset(&self, headers: &HeaderMap) {
+        let Some(server) = header_date(headers) else {
+            return;
+        };
+        let measured = server - unix_now();
+        // `Date` has one-second resolution: ignore jitter around the known offset.
+        if (measured - self.clock.offset()).abs() > 2 {
+            self.clock.set(measured);
+        }
+    }
+}
+
+struct Answer {
+    status: u16,
+    headers: HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn message(&self) -> String {
+        #[derive(serde::Deserialize)]
+        struct Body {
+            message: Option<String>,
+        }
+        serde_json::from_slice::<Body>(&self.body)
+            .ok()
+            .and_then(|b| b.message)
+            .unwrap_or_default()
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    Success,
+    /// Worth another attempt, after the wait the server asked for (or our backoff).
+    Retry(Option<Duration>),
+    /// GitHub refused the JWT's times: retry once with its clock.
+    Skew,
+    Fail,
+}
+
+fn judge(answer: &Answer, server_now: i64, app_auth: bool) -> Verdict {
+    let message = answer.message();
+    decide(
+        answer.status,
+        &message,
+        &RateHeaders {
+            retry_after: answer.header(RETRY_AFTER.as_str()),
+            remaining: answer.header("x-ratelimit-remaining"),
+            reset: answer.header("x-ratelimit-reset"),
+        },
+        server_now,
+        app_auth,
+    )
+}
+
+struct RateHeaders<'a> {
+    retry_after: Option<&'a str>,
+    remaining: Option<&'a str>,
+    reset: Option<&'a str>,
+}
+
+/// What to do with an answer. Pure: the time comes in.
+fn decide(
+    status: u16,
+    message: &str,
+    rate: &RateHeaders<'_>,
+    server_now: i64,
+    app_auth: bool,
+) -> Verdict {
+    let server_wait = || {
+        retry_after(rate.retry_after, server_now).or_else(|| {
+            (rate.remaining == Some("0"))
+                .then(|| rate.reset?.trim().parse::<i64>().ok())
+                .flatten()
+                .map(|reset| Duration::from_secs((reset - server_now).max(1) as u64))
+        })
+    };
+    let lower = message.to_ascii_lowercase();
+    match status {
+        200..=299 => Verdict::Success,
+        401 if app_auth && mentions_jwt_times(&lower) => Verdict::Skew,
+        429 | 500..=599 => Verdict::Retry(server_wait()),
+        403 if lower.contains("rate limit")
+            || rate.remaining == Some("0")
+            || rate.retry_after.is_some() =>
+        {
+            Verdict::Retry(server_wait())
+        }
+        _ => Verdict::Fail,
+    }
+}
+
+fn mentions_jwt_times(lower_message: &str) -> bool {
+    ["'iat'", "'exp'", "issued at", "expiration time"]
+        .iter()
+        .any(|needle| lower_message.contains(needle))
+}
+
+/// `Retry-After` as seconds or as an HTTP date.
+fn retry_after(value: Option<&str>, server_now: i64) -> Option<Duration> {
+    let value = value?.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    let at = at.duration_since(UNIX_EPOCH).ok()?.as_secs() as i64;
+    Some(Duration::from_secs((at - server_now).max(0) as u64))
+}
+
+fn header_date(headers: &HeaderMap) -> Option<i64> {
+    let value = headers.get(reqwest::header::DATE)?.to_str().ok()?;
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(UNIX_EPOCH).ok()?.as_secs() as i64)
+}
+
+/// Exponential backoff with "equal jitter": between half and all of `base * 2^(attempt-1)`.
+fn backoff(base: Duration, attempt: u32) -> Duration {
+    let full = base
+        .saturating_mul(1 << attempt.saturating_sub(1).min(16))
+        .min(MAX_BACKOFF);
+    let mut byte = [0u8; 1];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut byte);
+    full / 2 + (full / 2).mul_f64(f64::from(byte[0]) / 255.0)
+}
+
+fn status_error(method: Method, url: String, answer: &Answer) -> ApiError {
+    ApiError::Status {
+        method,
+        url,
+        status: answer.status,
+        message: answer.message(),
+    }
+}
+
+fn network_error(method: Method, url: String, err: &reqwest::Error) -> ApiError {
+    ApiError::Network {
+        method,
+        url,
+        detail: chain(err),
+    }
+}
+
+/// An error and its sources on one line: reqwest's own text alone hides the cause.
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// Mozilla's roots, the platform's (`SSL_CERT_FILE`, `SSL_CERT_DIR`) and any given as PEM.
+fn tls_config(extra_ca_pem: Option<&str>) -> Result<rustls::ClientConfig, ApiError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for cert in rustls_native_certs::load_native_certs().certs {
+        // A platform bundle may hold certificates rustls cannot use; skip those.
+        let _ = roots.add(cert);
+    }
+    if let Some(pem) = extra_ca_pem.filter(|p| !p.trim().is_empty()) {
+        let mut added = 0;
+        for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            let cert = cert.map_err(|e| {
+                ApiError::Setup(format!("the `ca-certificates` input is not valid PEM ({e}): pass one or more `-----BEGIN CERTIFICATE-----` blocks"))
+            })?;
+            roots.add(cert).map_err(|e| {
+                ApiError::Setup(format!(
+                    "a certificate in the `ca-certificates` input is unusable: {e}"
+                ))
+            })?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(ApiError::Setup(
+                "the `ca-certificates` input holds no certificate: pass one or more `-----BEGIN CERTIFICATE-----` blocks".into(),
+            ));
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ApiError::Setup(format!("cannot set up TLS: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NONE: RateHeaders<'static> = RateHeaders {
+        retry_after: None,
+        remaining: None,
+        reset: None,
+    };
+
+    #[test]
+    fn success_and_plain_client_errors_are_final() {
+        assert_eq!(decide(201, "", &NONE, 0, true), Verdict::Success);
+        for status in [400, 401, 403, 404, 422] {
+            assert_eq!(
+                decide(status, "Not Found", &NONE, 0, true),
+                Verdict::Fail,
+                "{status}"
+            );
+        }
+    }
+
+    #[test]
+    fn server_errors_and_429_are_retried() {
+        for status in [500, 502, 503, 504, 429] {
+            assert_eq!(
+                decide(status, "", &NONE, 0, false),
+                Verdict::Retry(None),
+                "{status}"
+            );
+        }
+    }
+
+    #[test]
+    fn retry_after_is_honoured_in_seconds_and_as_a_date() {
+        let secs = RateHeaders {
+            retry_after: Some("7"),
+            ..NONE
+        };
+        assert_eq!(
+            decide(429, "", &secs, 0, false),
+            Verdict::Retry(Some(Duration::from_secs(7)))
+        );
+        let date = RateHeaders {
+            retry_after: Some("Thu, 01 Jan 1970 00:00:30 GMT"),
+            ..NONE
+        };
+        assert_eq!(
+            decide(503, "", &date, 10, false),
+            Verdict::Retry(Some(Duration::from_secs(20)))
+        );
+    }
+
+    #[test]
+    fn secondary_rate_limit_403_is_retried() {
+        let msg = "You have exceeded a secondary rate limit. Please wait a few minutes.";
+        let with_wait = RateHeaders {
+            retry_after: Some("3"),
+            ..NONE
+        };
+        assert_eq!(
+            decide(403, msg, &with_wait, 0, false),
+            Verdict::Retry(Some(Duration::from_secs(3)))
+        );
+        assert_eq!(decide(403, msg, &NONE, 0, false), Verdict::Retry(None));
+    }
+
+    #[test]
+    fn exhausted_primary_limit_waits_for_the_reset() {
+        let rate = RateHeaders {
+            retry_after: None,
+            remaining: Some("0"),
+            reset: Some("1000"),
+        };
+        assert_eq!(
+            decide(403, "API rate limit exceeded", &rate, 990, false),
+            Verdict::Retry(Some(Duration::from_secs(10)))
+        );
+    }
+
+    #[test]
+    fn jwt_time_complaints_are_skew_only_for_app_auth() {
+        let msg = "'Expiration time' claim ('exp') is too far in the future";
+        assert_eq!(decide(401, msg, &NONE, 0, true), Verdict::Skew);
+        assert_eq!(decide(401, msg, &NONE, 0, false), Verdict::Fail);
+        let iat = "'Issued at' claim ('iat') must be an Integer representing the time that the assertion was issued";
+        assert_eq!(decide(401, iat, &NONE, 0, true), Verdict::Skew);
+        assert_eq!(
+            decide(401, "A JSON web token could not be decoded", &NONE, 0, true),
+            Verdict::Fail
+        );
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_is_capped() {
+        let base = Duration::from_millis(100);
+        for attempt in 1..=4 {
+            let full = base * (1 << (attempt - 1));
+            let got = backoff(base, attempt);
+            assert!(got >= full / 2 && got <= full, "attempt {attempt}: {got:?}");
+        }
+        assert!(backoff(base, 30) <= MAX_BACKOFF);
+    }
+
+    #[test]
+    fn error_chain_is_one_line() {
+        let err = std::io::Error::other("outer");
+        assert_eq!(chain(&err), "outer");
+    }
+}

@@ -1,0 +1,310 @@
+//! The App's private key: accept every way people paste it, refuse the wrong kinds clearly.
+//!
+//! GitHub issues PKCS#1 PEM (`BEGIN RSA PRIVATE KEY`); people also pass PKCS#8, PEM with literal
+//! `\n` sequences or CRLF, or the whole PEM base64-encoded once more. The key's text never goes
+//! into an error: errors say which kind of input was found and where to get the right `.pem`.
+
+use std::fmt;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use ring::signature::RsaKeyPair;
+
+const WHERE_TO_GET: &str = "generate one under `Private keys` in the App's settings and pass the whole downloaded `.pem` file";
+
+/// Why a private key was refused. Never carries any of the key's text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("the private key is empty: {WHERE_TO_GET}")]
+    Empty,
+    #[error(
+        "the private key is an OpenSSH key, not the App's PEM key: {WHERE_TO_GET} (it starts with `-----BEGIN RSA PRIVATE KEY-----`)"
+    )]
+    OpenSsh,
+    #[error("the private key is a public key: {WHERE_TO_GET}")]
+    Public,
+    #[error("the private key is encrypted with a passphrase: {WHERE_TO_GET}, unencrypted")]
+    Encrypted,
+    #[error("the private key is not an RSA key (found `{0}`): {WHERE_TO_GET}")]
+    NotRsa(String),
+    #[error(
+        "the private key looks like the App's client secret, not its private key: {WHERE_TO_GET}"
+    )]
+    ClientSecret,
+    #[error(
+        "the private key is truncated: its `-----END` line is missing; pass the whole `.pem` file, for example from a secret that holds all of it"
+    )]
+    Truncated,
+    #[error("the private key's PEM body is damaged ({0}): {WHERE_TO_GET}")]
+    Damaged(&'static str),
+    #[error("the private key is not PEM: {WHERE_TO_GET}")]
+    NotPem,
+}
+
+/// A parsed RSA private key, as DER. Checked by `ring` when parsed, so signing cannot fail on it.
+#[derive(Clone)]
+pub struct PrivateKey {
+    der: Vec<u8>,
+    format: KeyFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyFormat {
+    Pkcs1,
+    Pkcs8,
+}
+
+impl PrivateKey {
+    /// Parse the key as the `private-key` input gives it.
+    pub fn parse(input: &str) -> Result<Self, KeyError> {
+        let text = normalise(input);
+        if text.is_empty() {
+            return Err(KeyError::Empty);
+        }
+        if !text.contains("-----BEGIN") {
+            return parse_unarmoured(&text);
+        }
+        let (label, body) = pem_block(&text)?;
+        let format = match label.as_str() {
+            "RSA PRIVATE KEY" => KeyFormat::Pkcs1,
+            "PRIVATE KEY" => KeyFormat::Pkcs8,
+            "OPENSSH PRIVATE KEY" => return Err(KeyError::OpenSsh),
+            "PUBLIC KEY" | "RSA PUBLIC KEY" | "SSH2 PUBLIC KEY" => return Err(KeyError::Public),
+            "ENCRYPTED PRIVATE KEY" => return Err(KeyError::Encrypted),
+            other => return Err(KeyError::NotRsa(other.to_owned())),
+        };
+        if body.iter().any(|line| line.starts_with("Proc-Type:")) {
+            return Err(KeyError::Encrypted);
+        }
+        let der = STANDARD
+            .decode(body.concat())
+            .map_err(|_| KeyError::Damaged("not valid base64"))?;
+        Self::from_der(der, format)
+    }
+
+    fn from_der(der: Vec<u8>, format: KeyFormat) -> Result<Self, KeyError> {
+        let parsed = match format {
+            KeyFormat::Pkcs1 => RsaKeyPair::from_der(&der),
+            KeyFormat::Pkcs8 => RsaKeyPair::from_pkcs8(&der),
+        };
+        match parsed {
+            Ok(_) => Ok(Self { der, format }),
+            // PKCS#8 also wraps EC and Ed25519 keys.
+            Err(_) if format == KeyFormat::Pkcs8 && !contains_rsa_oid(&der) => {
+                Err(KeyError::NotRsa("PRIVATE KEY".into()))
+            }
+            Err(_) => Err(KeyError::Damaged("not a complete RSA key")),
+        }
+    }
+
+    /// A `ring` key pair for signing.
+    pub fn key_pair(&self) -> RsaKeyPair {
+        let parsed = match self.format {
+            KeyFormat::Pkcs1 => RsaKeyPair::from_der(&self.der),
+            KeyFormat::Pkcs8 => RsaKeyPair::from_pkcs8(&self.der),
+        };
+        parsed.unwrap_or_else(|_| unreachable!("the key was checked when parsed"))
+    }
+
+    pub fn der(&self) -> &[u8] {
+        &self.der
+    }
+
+    pub fn format(&self) -> KeyFormat {
+        self.format
+    }
+
+    /// The key as PEM, as we store it for later re-mints.
+    pub fn to_pem(&self) -> String {
+        let label = match self.format {
+            KeyFormat::Pkcs1 => "RSA PRIVATE KEY",
+            KeyFormat::Pkcs8 => "PRIVATE KEY",
+        };
+        let body = STANDARD.encode(&self.der);
+        let mut pem = format!("-----BEGIN {label}-----\n");
+        for chunk in body.as_bytes().chunks(64) {
+            pem.push_str(std::str::from_utf8(chunk).unwrap_or_default());
+            pem.push('\n');
+        }
+        pem.push_str(&format!("-----END {label}-----\n"));
+        pem
+    }
+}
+
+impl fmt::Debug for PrivateKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PrivateKey({:?}, {} bytes)", self.format, self.der.len())
+    }
+}
+
+/// Literal `\n` sequences to newlines, CRLF to LF, surrounding blanks and quotes removed.
+fn normalise(input: &str) -> String {
+    let text = input
+        .trim()
+        .trim_matches('"')
+        .replace("\\r\\n", "\n")
+        .replace("\\n", "\n")
+        .replace('\r', "");
+    text.lines()
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join("\n")
+        .trim()
+        .to_owned()
+}
+
+/// The first PEM block's label and body lines.
+fn pem_block(text: &str) -> Result<(String, Vec<&str>), KeyError> {
+    let mut lines = text.lines().skip_while(|l| !l.starts_with("-----BEGIN "));
+    let begin = lines.next().ok_or(KeyError::NotPem)?;
+    let label = begin
+        .trim_start_matches("-----BEGIN ")
+        .trim_end_matches('-')
+        .to_owned();
+    let mut body = Vec::new();
+    for line in lines {
+        if line.starts_with("-----END ") {
+            return Ok((label, body));
+        }
+        body.push(line);
+    }
+    match label.as_str() {
+        "OPENSSH PRIVATE KEY" => Err(KeyError::OpenSsh),
+        "PUBLIC KEY" | "RSA PUBLIC KEY" => Err(KeyError::Public),
+        _ => Err(KeyError::Truncated),
+    }
+}
+
+/// Text without `-----BEGIN`: the PEM base64-encoded once more, or something else entirely.
+fn parse_unarmoured(text: &str) -> Result<PrivateKey, KeyError> {
+    if text.starts_with("ssh-rsa ") || text.starts_with("ssh-ed25519 ") {
+        return Err(KeyError::Public);
+    }
+    if text.len() == 40 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(KeyError::ClientSecret);
+    }
+    let compact: String = text.split_whitespace().collect();
+    match STANDARD.decode(compact) {
+        Ok(decoded) => match String::from_utf8(decoded) {
+            Ok(inner) if inner.contains("-----BEGIN") => PrivateKey::parse(&inner),
+            _ => Err(KeyError::NotPem),
+        },
+        Err(_) => Err(KeyError::NotPem),
+    }
+}
+
+/// Whether DER bytes hold the rsaEncryption OID (1.2.840.113549.1.1.1).
+fn contains_rsa_oid(der: &[u8]) -> bool {
+    const RSA_OID: [u8; 11] = [
+        0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01,
+    ];
+    der.windows(RSA_OID.len()).any(|w| w == RSA_OID)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PKCS1: &str = include_str!("../../tests/fixtures/app-key.pem");
+    const PKCS8: &str = include_str!("../../tests/fixtures/app-key.pkcs8.pem");
+    const OPENSSH: &str = include_str!("../../tests/fixtures/openssh-key");
+    const PUBLIC: &str = include_str!("../../tests/fixtures/app-key.pub.pem");
+    const EC: &str = include_str!("../../tests/fixtures/ec-key.pem");
+
+    fn parse(text: &str) -> Result<KeyFormat, KeyError> {
+        PrivateKey::parse(text).map(|k| k.format())
+    }
+
+    #[test]
+    fn pkcs1_as_github_issues_it_is_accepted() {
+        assert_eq!(parse(PKCS1), Ok(KeyFormat::Pkcs1));
+    }
+
+    #[test]
+    fn pkcs8_is_accepted() {
+        assert_eq!(parse(PKCS8), Ok(KeyFormat::Pkcs8));
+    }
+
+    #[test]
+    fn escaped_newlines_are_accepted() {
+        let escaped = PKCS1.trim().replace('\n', "\\n");
+        assert_eq!(parse(&escaped), Ok(KeyFormat::Pkcs1));
+    }
+
+    #[test]
+    fn crlf_and_surrounding_blanks_are_accepted() {
+        let crlf = format!("\n  {}  \n\n", PKCS1.replace('\n', "\r\n"));
+        assert_eq!(parse(&crlf), Ok(KeyFormat::Pkcs1));
+    }
+
+    #[test]
+    fn base64_wrapped_pem_is_accepted() {
+        let wrapped = STANDARD.encode(PKCS8);
+        assert_eq!(parse(&wrapped), Ok(KeyFormat::Pkcs8));
+    }
+
+    #[test]
+    fn both_formats_sign_the_same() {
+        let one = PrivateKey::parse(PKCS1).unwrap().key_pair();
+        let eight = PrivateKey::parse(PKCS8).unwrap().key_pair();
+        assert_eq!(one.public().as_ref(), eight.public().as_ref());
+    }
+
+    #[test]
+    fn pem_round_trips() {
+        let key = PrivateKey::parse(PKCS1).unwrap();
+        let again = PrivateKey::parse(&key.to_pem()).unwrap();
+        assert_eq!(key.der(), again.der());
+    }
+
+    #[test]
+    fn each_wrong_kind_is_named() {
+        let truncated = &PKCS1[..PKCS1.len() / 2];
+        let damaged = PKCS1.replacen("MII", "MIX", 1);
+        let cut_body = {
+            let lines: Vec<&str> = PKCS1.lines().collect();
+            let mut kept = lines[..lines.len() / 2].to_vec();
+            kept.push(lines[lines.len() - 1]);
+            kept.join("\n")
+        };
+        let cases: [(&str, KeyError); 9] = [
+            ("", KeyError::Empty),
+            ("   \n ", KeyError::Empty),
+            (OPENSSH, KeyError::OpenSsh),
+            (PUBLIC, KeyError::Public),
+            (
+                "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQ user@host",
+                KeyError::Public,
+            ),
+            (
+                "0123456789abcdef0123456789abcdef01234567",
+                KeyError::ClientSecret,
+            ),
+            (truncated, KeyError::Truncated),
+            (&cut_body, KeyError::Damaged("not a complete RSA key")),
+            ("just some words", KeyError::NotPem),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(parse(input), Err(expected), "input: {input:?}");
+        }
+        assert!(matches!(parse(&damaged), Err(KeyError::Damaged(_))));
+        assert_eq!(parse(EC), Err(KeyError::NotRsa("EC PRIVATE KEY".into())));
+    }
+
+    #[test]
+    fn errors_never_quote_the_key() {
+        let body_line = PKCS1.lines().nth(3).unwrap();
+        let broken = PKCS1.replace("-----END RSA PRIVATE KEY-----", "");
+        let err = PrivateKey::parse(&broken).unwrap_err().to_string();
+        assert!(!err.contains(body_line), "{err}");
+        assert!(err.contains("truncated"), "{err}");
+    }
+
+    #[test]
+    fn debug_does_not_show_the_key() {
+        let key = PrivateKey::parse(PKCS1).unwrap();
+        let shown = format!("{key:?}");
+        assert!(shown.starts_with("PrivateKey(Pkcs1"), "{shown}");
+        assert!(!shown.contains("MII"), "{shown}");
+    }
+}

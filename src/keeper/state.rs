@@ -1,0 +1,300 @@
+//! A step's state directory on disk: the ledger of every token minted, and the files beside it.
+//!
+//! Every file is created 0600 inside a 0700 directory and handed to the directory's owner, so a
+//! writer running as root (our container, a later container action, `sudo git`) never leaves a
+//! file the runner's user cannot read. Whole files are replaced by rename, never rewritten.
+
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt, fchown};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::github::Secret;
+
+const LEDGER: &str = "ledger";
+
+/// Who owns what we write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Owner {
+    /// The owner of an existing path.
+    pub fn of(path: &Path) -> io::Result<Self> {
+        let meta = fs::metadata(path)?;
+        Ok(Self {
+            uid: meta.uid(),
+            gid: meta.gid(),
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot {action} `{path}`: {source}")]
+pub struct StateError {
+    action: &'static str,
+    path: PathBuf,
+    #[source]
+    source: io::Error,
+}
+
+fn at(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StateError {
+    let path = path.to_owned();
+    move |source| StateError {
+        action,
+        path,
+        source,
+    }
+}
+
+/// One minted token, as the post step needs it to revoke.
+#[derive(Debug, Clone)]
+pub struct LedgerEntry {
+    pub token: Secret,
+    /// Expiry in GitHub's clock, unix seconds.
+    pub expires_at: i64,
+    /// GitHub's clock minus ours when it was minted, seconds.
+    pub clock_offset: i64,
+}
+
+impl LedgerEntry {
+    /// Whether it may still be live at `now` (our clock).
+    pub fn is_live(&self, now: i64) -> bool {
+        self.expires_at > now + self.clock_offset
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct LedgerLine {
+    token: String,
+    expires_at: i64,
+    clock_offset: i64,
+}
+
+/// A step's state directory.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    path: PathBuf,
+    owner: Owner,
+}
+
+impl StateDir {
+    /// Create the directory (and its parents) 0700, owned by `owner`.
+    pub fn create(path: &Path, owner: Owner) -> Result<Self, StateError> {
+        create_private_dir(path, owner)?;
+        Ok(Self {
+            path: path.to_owned(),
+            owner,
+        })
+    }
+
+    /// An existing directory; what we write in it goes to the directory's owner.
+    pub fn open(path: &Path) -> Result<Self, StateError> {
+        let owner = Owner::of(path).map_err(at("open", path))?;
+        Ok(Self {
+            path: path.to_owned(),
+            owner,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn owner(&self) -> Owner {
+        self.owner
+    }
+
+    /// Replace `name` whole: temp file, fsync, rename. Readers see the old or the new file.
+    pub fn write_atomic(&self, name: &str, bytes: &[u8]) -> Result<(), StateError> {
+        let target = self.path.join(name);
+        let mut temp = tempfile::Builder::new()
+            .prefix(&format!(".{name}."))
+            .permissions(fs::Permissions::from_mode(0o600))
+            .tempfile_in(&self.path)
+            .map_err(at("create a file in", &self.path))?;
+        give(temp.as_file(), self.owner).map_err(at("hand over", temp.path()))?;
+        temp.write_all(bytes).map_err(at("write", temp.path()))?;
+        temp.as_file().sync_all().map_err(at("sync", temp.path()))?;
+        temp.persist(&target).map_err(|e| StateError {
+            action: "replace",
+            path: target.clone(),
+            source: e.error,
+        })?;
+        Ok(())
+    }
+
+    /// Add a minted token to the ledger, durably, before anything else uses it.
+    pub fn record(&self, entry: &LedgerEntry) -> Result<(), StateError> {
+        let line = LedgerLine {
+            token: entry.token.expose().to_owned(),
+            expires_at: entry.expires_at,
+            clock_offset: entry.clock_offset,
+        };
+        let mut text = serde_json::to_string(&line).unwrap_or_default();
+        text.push('\n');
+        let path = self.path.join(LEDGER);
+        let file = self.open_private(&path, OpenOptions::new().append(true))?;
+        (&file)
+            .write_all(text.as_bytes())
+            .map_err(at("append to", &path))?;
+        file.sync_all().map_err(at("sync", &path))
+    }
+
+    /// Every token recorded; a line cut off by a crash is skipped.
+    pub fn ledger(&self) -> Result<Vec<LedgerEntry>, StateError> {
+        let path = self.path.join(LEDGER);
+        let text = match fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(at("read", &path)(e)),
+        };
+        Ok(text
+            .lines()
+            .filter_map(|line| serde_json::from_str::<LedgerLine>(line).ok())
+            .map(|l| LedgerEntry {
+                token: Secret::new(l.token),
+                expires_at: l.expires_at,
+                clock_offset: l.clock_offset,
+            })
+            .collect())
+    }
+
+    /// Remove the directory and all in it.
+    pub fn remove(self) -> Result<(), StateError> {
+        match fs::remove_dir_all(&self.path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(at("remove", &self.path)(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Open or create a file 0600, handed to the directory's owner when new.
+    fn open_private(&self, path: &Path, options: &mut OpenOptions) -> Result<File, StateError> {
+        let file = options
+            .create(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(at("open", path))?;
+        give(&file, self.owner).map_err(at("hand over", path))?;
+        Ok(file)
+    }
+}
+
+/// Create `path` and missing parents 0700, each handed to `owner`.
+pub fn create_private_dir(path: &Path, owner: Owner) -> Result<(), StateError> {
+    if let Some(parent) = path.parent().filter(|p| !p.exists()) {
+        create_private_dir(parent, owner)?;
+    }
+    match DirBuilder::new().mode(0o700).create(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(at("create", path)(e)),
+    }
+    let dir = File::open(path).map_err(at("open", path))?;
+    give(&dir, owner).map_err(at("hand over", path))
+}
+
+/// `fchown` to `owner` when it is not already so; a non-root writer cannot and need not.
+pub fn give(file: &File, owner: Owner) -> io::Result<()> {
+    let meta = file.metadata()?;
+    if meta.uid() == owner.uid && meta.gid() == owner.gid {
+        return Ok(());
+    }
+    match fchown(file, Some(owner.uid), Some(owner.gid)) {
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Ok(()),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn me(dir: &Path) -> Owner {
+        Owner::of(dir).unwrap()
+    }
+
+    fn entry(token: &str, expires_at: i64) -> LedgerEntry {
+        LedgerEntry {
+            token: Secret::new(token.into()),
+            expires_at,
+            clock_offset: 0,
+        }
+    }
+
+    #[test]
+    fn ledger_round_trips_in_order() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = StateDir::create(&tmp.path().join("a/b"), me(tmp.path())).unwrap();
+        dir.record(&entry("one", 10)).unwrap();
+        dir.record(&entry("two", 20)).unwrap();
+        let tokens: Vec<String> = dir
+            .ledger()
+            .unwrap()
+            .iter()
+            .map(|e| e.token.expose().to_owned())
+            .collect();
+        assert_eq!(tokens, ["one", "two"]);
+    }
+
+    #[test]
+    fn a_cut_off_last_line_is_skipped() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = StateDir::create(tmp.path(), me(tmp.path())).unwrap();
+        dir.record(&entry("one", 10)).unwrap();
+        let mut ledger = OpenOptions::new()
+            .append(true)
+            .open(tmp.path().join(LEDGER))
+            .unwrap();
+        ledger.write_all(br#"{"token":"tw"#).unwrap();
+        assert_eq!(dir.ledger().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn files_and_directories_are_private() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("state");
+        let dir = StateDir::create(&path, me(tmp.path())).unwrap();
+        dir.record(&entry("one", 10)).unwrap();
+        dir.write_atomic("cache", b"x").unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o700);
+        assert_eq!(mode(&path.join(LEDGER)), 0o600);
+        assert_eq!(mode(&path.join("cache")), 0o600);
+    }
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temp_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = StateDir::create(tmp.path(), me(tmp.path())).unwrap();
+        dir.write_atomic("cache", b"old").unwrap();
+        dir.write_atomic("cache", b"new").unwrap();
+        assert_eq!(fs::read(tmp.path().join("cache")).unwrap(), b"new");
+        assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn liveness_uses_the_recorded_clock_offset() {
+        let mut e = entry("t", 1000);
+        assert!(e.is_live(999));
+        assert!(!e.is_live(1000));
+        e.clock_offset = 300; // GitHub five minutes ahead of us
+        assert!(!e.is_live(800));
+        assert!(e.is_live(600));
+    }
+
+    #[test]
+    fn remove_deletes_everything_and_tolerates_absence() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("s");
+        let dir = StateDir::create(&path, me(tmp.path())).unwrap();
+        dir.record(&entry("one", 10)).unwrap();
+        dir.clone().remove().unwrap();
+        assert!(!path.exists());
+        dir.remove().unwrap();
+    }
+}

@@ -1,0 +1,14 @@
+use std::process::ExitCode;
+
+use token_keeper::cli;
+
+fn main() -> ExitCode {
+    let role = match cli::parse(std::env::args_os()) {
+        Ok(role) => role,
+        Err(err) => err.exit(),
+    };
+    cli::run(&role).unwrap_or_else(|err| {
+        role.report(&err);
+        ExitCode::FAILURE
+    })
+}
