@@ -1,1 +1,10 @@
-//! Integration tests.
+//! Integration tests: the real binary against a fake GitHub and an emulated runner.
+//!
+//! One test binary (`autotests = false`) keeps builds fast; each module tests one part.
+
+mod support;
+
+/// The action's metadata agrees with the code.
+mod action_yml;
+/// Main and post steps, end to end.
+mod steps;

@@ -33,8 +33,6 @@ pub struct Config {
     pub git_server: Option<Url>,
     pub skip_revoke: bool,
     pub refresh_after: Duration,
-    pub git_credentials: bool,
-    pub override_checkout_credentials: bool,
     /// Variables to export the token to for later steps.
     pub export_env: Vec<String>,
     pub ca_certificates: Option<String>,
@@ -113,8 +111,6 @@ pub fn parse(env: &Env) -> Result<Config, InputError> {
         git_server,
         skip_revoke: boolean(env, "skip-token-revoke", false)?,
         refresh_after,
-        git_credentials: boolean(env, "git-credentials", true)?,
-        override_checkout_credentials: boolean(env, "override-checkout-credentials", true)?,
         export_env: export_env(env)?,
         ca_certificates: input(env, "ca-certificates").map(str::to_owned),
     })

@@ -158,18 +158,22 @@ impl GitHub {
     /// A client for `base` (e.g. `https://api.github.com` or `https://HOST/api/v3`).
     /// Proxies come from `HTTPS_PROXY`, `HTTP_PROXY` and `NO_PROXY`, in either case.
     pub fn new(base: Url, options: HttpOptions, clock_offset: i64) -> Result<Self, ApiError> {
-        let mut builder = reqwest::Client::builder()
+        // Loading the platform's roots takes milliseconds; plain-http loopback needs none.
+        let roots = if base.scheme() == "https" {
+            trusted_roots(options.extra_ca_pem.as_deref())?
+        } else {
+            rustls::RootCertStore::empty()
+        };
+        let http = reqwest::Client::builder()
             .connect_timeout(options.connect_timeout)
             .read_timeout(options.read_timeout)
             .http1_only()
-            .pool_max_idle_per_host(2);
-        if base.scheme() == "https" {
-            builder =
-                builder.tls_backend_preconfigured(tls_config(options.extra_ca_pem.as_deref())?);
-        }
-        let http = builder.build().map_err(|e| {
-            ApiError::Setup(format!("cannot set up the HTTP client: {}", chain(&e)))
-        })?;
+            .pool_max_idle_per_host(2)
+            .tls_backend_preconfigured(tls_config(roots)?)
+            .build()
+            .map_err(|e| {
+                ApiError::Setup(format!("cannot set up the HTTP client: {}", chain(&e)))
+            })?;
         let mut base = base;
         if !base.path().ends_with('/') {
             base.set_path(&format!("{}/", base.path()));
@@ -499,7 +503,7 @@ fn chain(err: &dyn std::error::Error) -> String {
 }
 
 /// Mozilla's roots, the platform's (`SSL_CERT_FILE`, `SSL_CERT_DIR`) and any given as PEM.
-fn tls_config(extra_ca_pem: Option<&str>) -> Result<rustls::ClientConfig, ApiError> {
+fn trusted_roots(extra_ca_pem: Option<&str>) -> Result<rustls::RootCertStore, ApiError> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
 
@@ -528,6 +532,10 @@ fn tls_config(extra_ca_pem: Option<&str>) -> Result<rustls::ClientConfig, ApiErr
             ));
         }
     }
+    Ok(roots)
+}
+
+fn tls_config(roots: rustls::RootCertStore) -> Result<rustls::ClientConfig, ApiError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

@@ -1,0 +1,59 @@
+//! `action.yml` declares what the code reads, and describes every input and output.
+
+use std::collections::BTreeSet;
+
+use token_keeper::action::permissions::PERMISSIONS;
+
+fn action() -> serde_json::Value {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/action.yml")).unwrap();
+    serde_saphyr::from_str(&text).unwrap()
+}
+
+#[test]
+fn declares_exactly_the_permission_list() {
+    let declared: BTreeSet<String> = action()["inputs"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter_map(|k| k.strip_prefix("permission-").map(str::to_owned))
+        .collect();
+    let known: BTreeSet<String> = PERMISSIONS.iter().map(|p| p.input.to_owned()).collect();
+    assert_eq!(declared, known);
+}
+
+#[test]
+fn every_input_and_output_is_described() {
+    let action = action();
+    for section in ["inputs", "outputs"] {
+        for (name, spec) in action[section].as_object().unwrap() {
+            let text = spec["description"].as_str().unwrap_or("");
+            assert!(text.len() > 10, "{section}.{name} needs a description");
+        }
+    }
+}
+
+#[test]
+fn runs_a_container_with_distinct_main_and_post_entrypoints() {
+    let runs = &action()["runs"];
+    assert_eq!(runs["using"], "docker");
+    assert_eq!(runs["entrypoint"], "/usr/local/bin/token-keeper-main");
+    assert_eq!(runs["post-entrypoint"], "/usr/local/bin/token-keeper-post");
+}
+
+#[test]
+fn inputs_mirror_the_official_action() {
+    let action = action();
+    let inputs = action["inputs"].as_object().unwrap();
+    for name in [
+        "app-id",
+        "client-id",
+        "private-key",
+        "owner",
+        "repositories",
+        "skip-token-revoke",
+        "github-api-url",
+    ] {
+        assert!(inputs.contains_key(name), "{name}");
+    }
+    assert_eq!(inputs["github-api-url"]["default"], "${{ github.api_url }}");
+}

@@ -1,0 +1,420 @@
+//! A stand-in for GitHub's App API on loopback, built on wiremock.
+//!
+//! It checks what GitHub checks (the JWT's RS256 signature and its `iat`/`exp` against its own
+//! clock, which can be set apart from ours), issues tokens with a configurable lifetime, knows
+//! which tokens are live, and records every request. Faults are scripted per path.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ring::rand::{SecureRandom, SystemRandom};
+use ring::signature::{KeyPair, RSA_PKCS1_2048_8192_SHA256, RsaKeyPair, UnparsedPublicKey};
+use serde_json::{Value, json};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+pub const APP_ID: &str = "12345";
+pub const CLIENT_ID: &str = "Iv23liTestClient";
+pub const APP_SLUG: &str = "keeper-test";
+pub const APP_KEY: &str = include_str!("../fixtures/app-key.pem");
+
+/// One installation of the App.
+#[derive(Debug, Clone)]
+pub struct Installation {
+    pub id: u64,
+    /// The login as GitHub spells it.
+    pub account: String,
+    pub repos: Vec<String>,
+    pub permissions: BTreeMap<String, String>,
+}
+
+/// A token the fake issued.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub token: String,
+    pub installation: u64,
+    /// `None`: every repository of the installation.
+    pub repos: Option<Vec<String>>,
+    pub permissions: BTreeMap<String, String>,
+    /// In the fake's clock.
+    pub expires_at: i64,
+    pub revoked: bool,
+}
+
+/// A request as the fake saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub claims: Option<Value>,
+    pub body: Value,
+}
+
+/// Everything the fake knows.
+#[derive(Debug)]
+pub struct World {
+    pub public_key: Vec<u8>,
+    /// The fake's clock minus ours, seconds.
+    pub clock_offset: i64,
+    pub token_lifetime: Duration,
+    pub installations: Vec<Installation>,
+    pub issued: Vec<Issued>,
+    pub seen: Vec<Seen>,
+    faults: VecDeque<(String, ResponseTemplate)>,
+}
+
+impl World {
+    pub fn now(&self) -> i64 {
+        unix_now() + self.clock_offset
+    }
+
+    /// Whether `token` is live now and covers `owner/repo`.
+    pub fn authorizes(&self, token: &str, owner: &str, repo: &str) -> bool {
+        let now = self.now();
+        self.issued.iter().any(|t| {
+            t.token == token
+                && !t.revoked
+                && t.expires_at > now
+                && self.installations.iter().any(|i| {
+                    i.id == t.installation
+                        && i.account.eq_ignore_ascii_case(owner)
+                        && i.repos.iter().any(|r| r.eq_ignore_ascii_case(repo))
+                        && t.repos
+                            .as_ref()
+                            .is_none_or(|rs| rs.iter().any(|r| r.eq_ignore_ascii_case(repo)))
+                })
+        })
+    }
+
+    pub fn live_tokens(&self) -> Vec<&Issued> {
+        let now = self.now();
+        self.issued
+            .iter()
+            .filter(|t| !t.revoked && t.expires_at > now)
+            .collect()
+    }
+}
+
+pub struct FakeGitHub {
+    pub server: MockServer,
+    world: Arc<Mutex<World>>,
+}
+
+impl FakeGitHub {
+    /// A fake with one installation: `octo-org` with repositories `app` and `lib`.
+    pub async fn start() -> Self {
+        let server = MockServer::start().await;
+        let pair = RsaKeyPair::from_der(&pem_der(APP_KEY)).expect("test key");
+        let world = Arc::new(Mutex::new(World {
+            public_key: pair.public_key().as_ref().to_vec(),
+            clock_offset: 0,
+            token_lifetime: Duration::from_secs(3600),
+            installations: vec![Installation {
+                id: 4242,
+                account: "Octo-Org".into(),
+                repos: vec!["app".into(), "lib".into()],
+                permissions: BTreeMap::from([
+                    ("contents".into(), "write".into()),
+                    ("metadata".into(), "read".into()),
+                    ("pull_requests".into(), "write".into()),
+                ]),
+            }],
+            issued: Vec::new(),
+            seen: Vec::new(),
+            faults: VecDeque::new(),
+        }));
+        Mock::given(wiremock::matchers::any())
+            .respond_with(Responder(world.clone()))
+            .mount(&server)
+            .await;
+        Self { server, world }
+    }
+
+    pub fn url(&self) -> String {
+        self.server.uri()
+    }
+
+    pub fn world(&self) -> MutexGuard<'_, World> {
+        self.world.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A shared handle, for servers that check tokens (the git server).
+    pub fn handle(&self) -> Arc<Mutex<World>> {
+        self.world.clone()
+    }
+
+    /// Answer the next request whose path starts with `path` with `response` instead.
+    pub fn fail_next(&self, path: &str, response: ResponseTemplate) {
+        self.world().faults.push_back((path.to_owned(), response));
+    }
+
+    pub fn seen(&self, method: &str, path_start: &str) -> Vec<Seen> {
+        self.world()
+            .seen
+            .iter()
+            .filter(|s| s.method == method && s.path.starts_with(path_start))
+            .cloned()
+            .collect()
+    }
+
+    pub fn mints(&self) -> usize {
+        self.world().issued.len()
+    }
+}
+
+struct Responder(Arc<Mutex<World>>);
+
+impl Respond for Responder {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let mut world = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let path = request.url.path().to_owned();
+        let method = request.method.as_str().to_owned();
+        let bearer = request
+            .headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("")
+            .to_owned();
+        let claims = jwt_claims(&bearer, &world.public_key);
+        world.seen.push(Seen {
+            method: method.clone(),
+            path: path.clone(),
+            claims: claims.clone().ok(),
+            body: serde_json::from_slice(&request.body).unwrap_or(Value::Null),
+        });
+        let date = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(world.now() as u64));
+        if let Some(at) = world
+            .faults
+            .iter()
+            .position(|(p, _)| path.starts_with(p.as_str()))
+        {
+            let (_, response) = world.faults.remove(at).unwrap_or_else(|| unreachable!());
+            return response.insert_header("date", date.as_str());
+        }
+        let response = route(&mut world, &method, &path, &bearer, claims, request);
+        response.insert_header("date", date.as_str())
+    }
+}
+
+fn route(
+    world: &mut World,
+    method: &str,
+    path: &str,
+    bearer: &str,
+    claims: Result<Value, String>,
+    request: &Request,
+) -> ResponseTemplate {
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    if method == "DELETE" && path == "/installation/token" {
+        let now = world.now();
+        return match world
+            .issued
+            .iter_mut()
+            .find(|t| t.token == bearer && !t.revoked && t.expires_at > now)
+        {
+            Some(token) => {
+                token.revoked = true;
+                ResponseTemplate::new(204)
+            }
+            None => message(401, "Bad credentials"),
+        };
+    }
+    // Everything else authenticates as the App.
+    let claims = match claims {
+        Ok(claims) => claims,
+        Err(why) => return message(401, &why),
+    };
+    if let Err(why) = check_times(&claims, world.now()) {
+        return message(401, why);
+    }
+    match (method, parts.as_slice()) {
+        ("GET", ["app"]) => ResponseTemplate::new(200).set_body_json(json!({
+            "slug": APP_SLUG,
+            "html_url": format!("https://github.com/apps/{APP_SLUG}"),
+        })),
+        ("GET", ["repos", owner, repo, "installation"]) => {
+            let found = world.installations.iter().find(|i| {
+                i.account.eq_ignore_ascii_case(owner)
+                    && i.repos.iter().any(|r| r.eq_ignore_ascii_case(repo))
+            });
+            installation_answer(found)
+        }
+        ("GET", ["users" | "orgs" | "enterprises", owner, "installation"]) => installation_answer(
+            world
+                .installations
+                .iter()
+                .find(|i| i.account.eq_ignore_ascii_case(owner)),
+        ),
+        ("POST", ["app", "installations", id, "access_tokens"]) => mint(world, id, request),
+        _ => message(404, "Not Found"),
+    }
+}
+
+fn installation_answer(found: Option<&Installation>) -> ResponseTemplate {
+    match found {
+        Some(i) => ResponseTemplate::new(200).set_body_json(json!({
+            "id": i.id,
+            "app_slug": APP_SLUG,
+            "account": {"login": i.account},
+        })),
+        None => message(404, "Not Found"),
+    }
+}
+
+fn mint(world: &mut World, id: &str, request: &Request) -> ResponseTemplate {
+    let Some(installation) = world
+        .installations
+        .iter()
+        .find(|i| i.id.to_string() == id)
+        .cloned()
+    else {
+        return message(404, "Not Found");
+    };
+    let body: Value = serde_json::from_slice(&request.body).unwrap_or(json!({}));
+    let repos: Option<Vec<String>> = body["repositories"].as_array().map(|a| {
+        a.iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect()
+    });
+    if let Some(repos) = &repos
+        && !repos
+            .iter()
+            .all(|r| installation.repos.iter().any(|i| i.eq_ignore_ascii_case(r)))
+    {
+        return message(
+            422,
+            "There is at least one repository that does not exist or is not accessible to the parent installation.",
+        );
+    }
+    let mut permissions = installation.permissions.clone();
+    if let Some(asked) = body["permissions"].as_object() {
+        for (name, level) in asked {
+            let level = level.as_str().unwrap_or("");
+            let granted = installation.permissions.get(name).map(String::as_str);
+            let ok = matches!(
+                (granted, level),
+                (Some("write"), "read" | "write") | (Some("read"), "read") | (Some("admin"), _)
+            );
+            if !ok {
+                return message(
+                    422,
+                    "The permissions requested are not granted to this installation.",
+                );
+            }
+        }
+        permissions = asked
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_owned()))
+            .collect();
+    }
+    let token = format!("ghs_{}", random_alnum(36));
+    let expires_at = world.now() + world.token_lifetime.as_secs() as i64;
+    world.issued.push(Issued {
+        token: token.clone(),
+        installation: installation.id,
+        repos: repos.clone(),
+        permissions: permissions.clone(),
+        expires_at,
+        revoked: false,
+    });
+    let listed: Vec<Value> = repos
+        .unwrap_or_default()
+        .iter()
+        .map(|r| json!({"name": r, "full_name": format!("{}/{r}", installation.account)}))
+        .collect();
+    ResponseTemplate::new(201).set_body_json(json!({
+        "token": token,
+        "expires_at": humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(expires_at as u64)).to_string(),
+        "permissions": permissions,
+        "repository_selection": if listed.is_empty() { "all" } else { "selected" },
+        "repositories": listed,
+    }))
+}
+
+/// GitHub's answers about JWT times, as it words them.
+fn check_times(claims: &Value, now: i64) -> Result<(), &'static str> {
+    let iat = claims["iat"]
+        .as_i64()
+        .ok_or("'Issued at' claim ('iat') must be an Integer")?;
+    let exp = claims["exp"]
+        .as_i64()
+        .ok_or("'Expiration time' claim ('exp') must be an Integer")?;
+    if iat > now + 1 {
+        return Err(
+            "'Issued at' claim ('iat') must be an Integer representing the time that the assertion was issued",
+        );
+    }
+    if exp > now + 600 {
+        return Err("'Expiration time' claim ('exp') is too far in the future");
+    }
+    if exp <= now {
+        return Err(
+            "'Expiration time' claim ('exp') must be a numeric value representing the future time at which the assertion expires",
+        );
+    }
+    Ok(())
+}
+
+/// Verify an RS256 JWT with the App's public key and hand back its claims.
+pub fn jwt_claims(jwt: &str, public_key: &[u8]) -> Result<Value, String> {
+    let parts: Vec<&str> = jwt.split('.').collect();
+    let [header, claims, signature] = parts.as_slice() else {
+        return Err("A JSON web token could not be decoded".into());
+    };
+    let decode = |part: &str| -> Result<Value, String> {
+        let bytes = URL_SAFE_NO_PAD
+            .decode(part)
+            .map_err(|_| "A JSON web token could not be decoded".to_owned())?;
+        serde_json::from_slice(&bytes)
+            .map_err(|_| "A JSON web token could not be decoded".to_owned())
+    };
+    if decode(header)?["alg"] != "RS256" {
+        return Err("'alg' must be RS256".into());
+    }
+    let signature = URL_SAFE_NO_PAD
+        .decode(signature)
+        .map_err(|_| "A JSON web token could not be decoded".to_owned())?;
+    UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, public_key)
+        .verify(format!("{header}.{claims}").as_bytes(), &signature)
+        .map_err(|_| "Integration's JWT could not be verified".to_owned())?;
+    let claims = decode(claims)?;
+    match claims["iss"].as_str() {
+        Some(APP_ID) | Some(CLIENT_ID) => Ok(claims),
+        _ => Err("Integration not found".into()),
+    }
+}
+
+fn message(status: u16, text: &str) -> ResponseTemplate {
+    ResponseTemplate::new(status).set_body_json(json!({
+        "message": text,
+        "documentation_url": "https://docs.github.com/rest",
+    }))
+}
+
+/// The DER inside a PEM block.
+pub fn pem_der(pem: &str) -> Vec<u8> {
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .expect("PEM body")
+}
+
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn random_alnum(len: usize) -> String {
+    const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    let mut bytes = vec![0u8; len];
+    SystemRandom::new().fill(&mut bytes).expect("random");
+    bytes
+        .iter()
+        .map(|b| CHARS[*b as usize % CHARS.len()] as char)
+        .collect()
+}

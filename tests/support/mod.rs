@@ -1,0 +1,6 @@
+//! What the integration tests fake or emulate: GitHub's API and the Actions runner.
+#![allow(dead_code)]
+
+pub mod fake_github;
+pub mod proxy;
+pub mod runner;

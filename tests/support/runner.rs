@@ -1,0 +1,398 @@
+//! Runs the real binary as the Actions runner runs a container action.
+//!
+//! A job gets the runner's folders (`_work/_temp`, the file commands, the workspace, the home),
+//! every input `action.yml` declares (its default, or empty, when the test gives none), and the
+//! five file-command files, fresh for each step. The post step gets the same inputs plus the
+//! main step's `STATE_*`. Where the tests run as root, `Container` reproduces the container's view
+//! in a private mount namespace: the folders bind-mounted at `/github/...` and the environment
+//! translated as the runner translates it.
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::fs;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use tempfile::TempDir;
+
+/// The binary under test.
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_token-keeper"))
+}
+
+/// Declared inputs and their defaults, from `action.yml`.
+pub fn declared_inputs() -> BTreeMap<String, String> {
+    let text = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("action.yml"))
+        .expect("action.yml");
+    let action: serde_json::Value = serde_saphyr::from_str(&text).expect("action.yml is YAML");
+    action["inputs"]
+        .as_object()
+        .expect("inputs")
+        .iter()
+        .map(|(name, spec)| {
+            let default = match &spec["default"] {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Null => String::new(),
+                other => other.to_string(),
+            };
+            (name.clone(), default)
+        })
+        .collect()
+}
+
+/// How the action's container sees the job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    /// The runner's own paths (no container).
+    Host,
+    /// A private mount namespace with `/github/runner_temp` mounted (runner v2.331+).
+    Container,
+    /// The same without `/github/runner_temp` (older runners).
+    OldContainer,
+}
+
+/// One job's folders.
+pub struct Job {
+    _dir: TempDir,
+    pub work: PathBuf,
+    pub temp: PathBuf,
+    pub workspace: PathBuf,
+    pub runner_workspace: PathBuf,
+    pub home: PathBuf,
+    bin: PathBuf,
+    pub api_url: String,
+    pub extra_env: BTreeMap<String, String>,
+    steps: usize,
+}
+
+/// What a step left behind.
+#[derive(Debug)]
+pub struct StepRun {
+    pub status: std::process::ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+    pub outputs: BTreeMap<String, String>,
+    pub env: BTreeMap<String, String>,
+    pub state: BTreeMap<String, String>,
+    pub path: Vec<String>,
+    pub summary: String,
+}
+
+impl StepRun {
+    pub fn succeeded(&self) -> bool {
+        self.status.success()
+    }
+
+    /// Everything the step printed, in one string.
+    pub fn log(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+
+    #[track_caller]
+    pub fn assert_ok(&self) {
+        assert!(
+            self.succeeded(),
+            "step failed: {}\nstdout:\n{}\nstderr:\n{}",
+            self.status,
+            self.stdout,
+            self.stderr
+        );
+    }
+}
+
+impl Job {
+    pub fn new(api_url: &str) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("tk-job")
+            .tempdir()
+            .expect("tempdir");
+        let work = dir.path().join("work");
+        let temp = work.join("_temp");
+        let runner_workspace = work.join("repo");
+        let workspace = runner_workspace.join("repo");
+        let home = temp.join("_github_home");
+        let bin = dir.path().join("bin");
+        for d in [
+            &temp,
+            &workspace,
+            &home,
+            &bin,
+            &temp.join("_runner_file_commands"),
+        ] {
+            fs::create_dir_all(d).expect("job folders");
+        }
+        // The runner's folders are open to the runner's user; ours must not depend on that.
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
+        for name in ["token-keeper-main", "token-keeper-post"] {
+            symlink(binary(), bin.join(name)).expect("symlink");
+        }
+        Self {
+            _dir: dir,
+            work,
+            temp,
+            workspace,
+            runner_workspace,
+            home,
+            bin,
+            api_url: api_url.to_owned(),
+            extra_env: BTreeMap::new(),
+            steps: 0,
+        }
+    }
+
+    /// Hand the job's folders to `uid` (the runner's user when tests run as root).
+    pub fn chown_all(&self, uid: u32) {
+        let status = Command::new("chown")
+            .arg("-R")
+            .arg(format!("{uid}:{uid}"))
+            .arg(&self.work)
+            .status()
+            .expect("chown");
+        assert!(status.success());
+    }
+
+    pub fn main(&mut self, inputs: &[(&str, &str)], view: View) -> StepRun {
+        self.step("token-keeper-main", inputs, &BTreeMap::new(), view)
+    }
+
+    pub fn post(
+        &mut self,
+        inputs: &[(&str, &str)],
+        state: &BTreeMap<String, String>,
+        view: View,
+    ) -> StepRun {
+        self.step("token-keeper-post", inputs, state, view)
+    }
+
+    fn step(
+        &mut self,
+        entry: &str,
+        inputs: &[(&str, &str)],
+        state: &BTreeMap<String, String>,
+        view: View,
+    ) -> StepRun {
+        self.steps += 1;
+        let commands = self.temp.join("_runner_file_commands");
+        let files: Vec<(&str, PathBuf)> = [
+            "GITHUB_OUTPUT",
+            "GITHUB_ENV",
+            "GITHUB_PATH",
+            "GITHUB_STATE",
+            "GITHUB_STEP_SUMMARY",
+        ]
+        .iter()
+        .map(|var| {
+            (
+                *var,
+                commands.join(format!("{}_{}", var.to_lowercase(), self.steps)),
+            )
+        })
+        .collect();
+        for (_, file) in &files {
+            fs::write(file, "").expect("file command");
+        }
+        let mut env = self.base_env();
+        let given: BTreeMap<&str, &str> = inputs.iter().copied().collect();
+        for (name, default) in declared_inputs() {
+            let value = match given.get(name.as_str()) {
+                Some(v) => (*v).to_owned(),
+                None => default.replace("${{ github.api_url }}", &self.api_url),
+            };
+            env.insert(format!("INPUT_{}", name.to_uppercase()), value);
+        }
+        for (name, value) in &given {
+            env.entry(format!("INPUT_{}", name.to_uppercase()))
+                .or_insert_with(|| (*value).to_owned());
+        }
+        for (name, value) in state {
+            env.insert(format!("STATE_{name}"), value.clone());
+        }
+        for (var, file) in &files {
+            env.insert((*var).to_owned(), file.to_string_lossy().into_owned());
+        }
+        env.extend(self.extra_env.clone());
+        let output = match view {
+            View::Host => Command::new(self.bin.join(entry))
+                .env_clear()
+                .envs(&env)
+                .current_dir(&self.workspace)
+                .output(),
+            View::Container | View::OldContainer => self.in_container(entry, env, view),
+        }
+        .expect("run the step");
+        let read = |var: &str| {
+            let file = &files.iter().find(|(v, _)| *v == var).expect("file").1;
+            fs::read_to_string(file).unwrap_or_default()
+        };
+        step_run(output, &read)
+    }
+
+    /// The environment the runner gives every step.
+    fn base_env(&self) -> BTreeMap<String, String> {
+        let s = |p: &Path| p.to_string_lossy().into_owned();
+        BTreeMap::from([
+            ("PATH".into(), std::env::var("PATH").unwrap_or_default()),
+            ("HOME".into(), s(&self.home)),
+            ("CI".into(), "true".into()),
+            ("GITHUB_ACTIONS".into(), "true".into()),
+            ("GITHUB_ACTION".into(), "__org_token-keeper".into()),
+            ("GITHUB_REPOSITORY".into(), "Octo-Org/app".into()),
+            ("GITHUB_REPOSITORY_OWNER".into(), "Octo-Org".into()),
+            ("GITHUB_API_URL".into(), self.api_url.clone()),
+            ("GITHUB_SERVER_URL".into(), "https://github.com".into()),
+            ("GITHUB_WORKSPACE".into(), s(&self.workspace)),
+            ("RUNNER_WORKSPACE".into(), s(&self.runner_workspace)),
+            ("RUNNER_TEMP".into(), s(&self.temp)),
+            ("TOKEN_KEEPER_RETRY_BASE".into(), "20ms".into()),
+        ])
+    }
+
+    /// Run `entry` as `docker run` would: `/github/...` mounts and translated paths.
+    fn in_container(
+        &self,
+        entry: &str,
+        mut env: BTreeMap<String, String>,
+        view: View,
+    ) -> std::io::Result<Output> {
+        let s = |p: &Path| p.to_string_lossy().into_owned();
+        // Most specific first, so a path is translated by its closest mount.
+        let mounts: Vec<(String, &str)> = vec![
+            (
+                s(&self.temp.join("_runner_file_commands")),
+                "/github/file_commands",
+            ),
+            (s(&self.home), "/github/home"),
+            (s(&self.workspace), "/github/workspace"),
+            (s(&self.temp), "/github/runner_temp"),
+        ];
+        let mounts: Vec<(String, &str)> = mounts
+            .into_iter()
+            .filter(|(_, c)| view == View::Container || *c != "/github/runner_temp")
+            .collect();
+        for value in env.values_mut() {
+            for (host, container) in &mounts {
+                if value == host {
+                    *value = (*container).to_owned();
+                } else if let Some(rest) = value.strip_prefix(&format!("{host}/")) {
+                    *value = format!("{container}/{rest}");
+                }
+            }
+        }
+        let mut namespace = Namespace::default();
+        namespace.tmpfs("/github");
+        for (host, container) in &mounts {
+            namespace.bind(host, container);
+        }
+        if view == View::OldContainer {
+            // RUNNER_TEMP stays a host path that the container does not have.
+            namespace.tmpfs(&s(&self.work));
+        }
+        fs::create_dir_all("/github").expect("/github mount point");
+        let mut command = Command::new(self.bin.join(entry));
+        command.env_clear().envs(&env);
+        namespace.enter_in(&mut command, "/github/workspace");
+        command.output()
+    }
+}
+
+/// Mounts made in the child between fork and exec: no shell, which would drop
+/// the hyphenated `INPUT_*` names from the environment.
+#[derive(Default)]
+struct Namespace {
+    steps: Vec<(CString, Option<CString>)>,
+}
+
+impl Namespace {
+    fn tmpfs(&mut self, at: &str) {
+        self.steps.push((cstr(at), None));
+    }
+
+    fn bind(&mut self, host: &str, at: &str) {
+        self.steps.push((cstr(at), Some(cstr(host))));
+    }
+
+    fn enter_in(self, command: &mut Command, workdir: &str) {
+        let workdir = cstr(workdir);
+        let tmpfs = cstr("tmpfs");
+        let check = |rc: libc::c_int| {
+            if rc == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        };
+        // SAFETY: only async-signal-safe system calls on memory prepared before the fork.
+        unsafe {
+            command.pre_exec(move || {
+                check(libc::unshare(libc::CLONE_NEWNS))?;
+                check(libc::mount(
+                    std::ptr::null(),
+                    c"/".as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    std::ptr::null(),
+                ))?;
+                for (at, source) in &self.steps {
+                    libc::mkdir(at.as_ptr(), 0o755);
+                    match source {
+                        None => check(libc::mount(
+                            tmpfs.as_ptr(),
+                            at.as_ptr(),
+                            tmpfs.as_ptr(),
+                            0,
+                            std::ptr::null(),
+                        ))?,
+                        Some(host) => check(libc::mount(
+                            host.as_ptr(),
+                            at.as_ptr(),
+                            std::ptr::null(),
+                            libc::MS_BIND,
+                            std::ptr::null(),
+                        ))?,
+                    }
+                }
+                check(libc::chdir(workdir.as_ptr()))
+            });
+        }
+    }
+}
+
+fn cstr(text: &str) -> CString {
+    CString::new(text).expect("no NUL in test paths")
+}
+
+fn step_run(output: Output, read: &dyn Fn(&str) -> String) -> StepRun {
+    StepRun {
+        status: output.status,
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        outputs: parse_file_command(&read("GITHUB_OUTPUT")),
+        env: parse_file_command(&read("GITHUB_ENV")),
+        state: parse_file_command(&read("GITHUB_STATE")),
+        path: read("GITHUB_PATH").lines().map(str::to_owned).collect(),
+        summary: read("GITHUB_STEP_SUMMARY"),
+    }
+}
+
+/// `name=value` and `name<<DELIM ... DELIM` entries, as the runner reads them.
+pub fn parse_file_command(text: &str) -> BTreeMap<String, String> {
+    let mut entries = BTreeMap::new();
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        if let Some((name, delimiter)) = line.split_once("<<") {
+            let value: Vec<&str> = lines.by_ref().take_while(|l| *l != delimiter).collect();
+            entries.insert(name.to_owned(), value.join("\n"));
+        } else if let Some((name, value)) = line.split_once('=') {
+            entries.insert(name.to_owned(), value.to_owned());
+        }
+    }
+    entries
+}
+
+/// Whether the tests run as root (CI does), so namespaces and other users can be used.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
