@@ -3,22 +3,59 @@
 //! The action's image runs the same binary under two names: `token-keeper-main` for the main step
 //! and `token-keeper-post` for the post step. The runner gives both the same arguments and only
 //! changes the entrypoint, so the name is what tells a post step, which must never mint, from a
-//! main step. Any other name is the command-line tool.
+//! main step. Any other name is the command-line tool that later steps and git run.
 
 use std::ffi::OsString;
-use std::path::Path;
-use std::process::ExitCode;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
 
-use anyhow::Result;
-use clap::Parser;
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
 
 use crate::action::inputs::Env;
 use crate::action::{main_step, post_step, workflow};
+use crate::github::client::unix_now;
+use crate::keeper::locate;
+use crate::{credential, keeper};
 
 /// Keep GitHub App installation tokens alive for long GitHub Actions jobs.
 #[derive(Debug, Parser)]
 #[command(name = "token-keeper", version)]
-pub struct Cli {}
+pub struct Cli {
+    #[command(subcommand)]
+    command: Tool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Tool {
+    /// Git credential helper: answers `get` with a live token, marks it stale on `erase`.
+    Credential {
+        /// The step's state directory.
+        #[arg(long)]
+        state: Option<PathBuf>,
+        /// `get`, `store` or `erase` (anything else is ignored, as git asks).
+        operation: String,
+    },
+    /// Print a live token on stdout.
+    Token {
+        /// The owner whose token to print, when the job minted for several.
+        #[arg(long)]
+        owner: Option<String>,
+        #[arg(long)]
+        state: Option<PathBuf>,
+    },
+    /// Run a command with `GH_TOKEN` and `GITHUB_TOKEN` set to a live token.
+    Exec {
+        #[arg(long)]
+        owner: Option<String>,
+        #[arg(long)]
+        state: Option<PathBuf>,
+        /// The command and its arguments.
+        #[arg(trailing_var_arg = true, required = true, allow_hyphen_values = true)]
+        command: Vec<OsString>,
+    },
+}
 
 /// What this process is.
 #[derive(Debug)]
@@ -57,13 +94,87 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Role, clap::Err
 
 pub fn run(role: &Role) -> Result<ExitCode> {
     init_logging();
-    let env = process_env();
     match role {
-        Role::MainStep => main_step::run(&env)?,
-        Role::PostStep => post_step::run(&env)?,
-        Role::Tool(Cli {}) => {}
+        Role::MainStep => main_step::run(&process_env())?,
+        Role::PostStep => post_step::run(&process_env())?,
+        Role::Tool(cli) => return run_tool(&cli.command),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn run_tool(tool: &Tool) -> Result<ExitCode> {
+    match tool {
+        Tool::Credential { state, operation } => {
+            let state = state.clone().context("`--state DIR` is required")?;
+            let stdin = std::io::stdin().lock();
+            let stdout = std::io::stdout().lock();
+            credential::run(
+                operation,
+                &state,
+                stdin,
+                stdout,
+                std::io::stderr(),
+                unix_now(),
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Tool::Token { owner, state } => {
+            let served = live(state.as_deref(), owner.as_deref())?;
+            if std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true") {
+                eprintln!("::add-mask::{}", served.token.expose());
+            }
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{}", served.token.expose())?;
+            out.flush()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Tool::Exec {
+            owner,
+            state,
+            command,
+        } => {
+            let keeper = locate::find(state.as_deref(), owner.as_deref())?;
+            let ghes = keeper.state()?.config.is_enterprise_server();
+            let served = serve(&keeper)?;
+            let (program, args) = command
+                .split_first()
+                .context("no command given after `--`")?;
+            let mut child = Command::new(program);
+            child
+                .args(args)
+                .env("GH_TOKEN", served.token.expose())
+                .env("GITHUB_TOKEN", served.token.expose());
+            if ghes {
+                child.env("GH_ENTERPRISE_TOKEN", served.token.expose());
+            }
+            let status = child
+                .status()
+                .with_context(|| format!("cannot run `{}`", program.to_string_lossy()))?;
+            Ok(exit_code(status))
+        }
+    }
+}
+
+fn live(state: Option<&Path>, owner: Option<&str>) -> Result<keeper::Served> {
+    serve(&locate::find(state, owner)?)
+}
+
+fn serve(keeper: &keeper::Keeper) -> Result<keeper::Served> {
+    let served = keeper.live(unix_now())?;
+    if let Some(warning) = &served.warning {
+        eprintln!("token-keeper: warning: {warning}");
+    }
+    Ok(served)
+}
+
+/// The child's status as ours; a signal becomes 128 + its number, as shells report it.
+fn exit_code(status: std::process::ExitStatus) -> ExitCode {
+    use std::os::unix::process::ExitStatusExt;
+    let code = status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(1);
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 
 /// The environment as a map; names and values that are not UTF-8 are skipped.

@@ -6,5 +6,9 @@ mod support;
 
 /// The action's metadata agrees with the code.
 mod action_yml;
+/// The test git server itself.
+mod git_server;
+/// The git credential shim with the real git.
+mod shim;
 /// Main and post steps, end to end.
 mod steps;

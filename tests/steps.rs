@@ -12,7 +12,11 @@ use crate::support::proxy::Proxy;
 use crate::support::runner::{Job, StepRun, View, is_root};
 
 fn app<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
-    let mut inputs = vec![("app-id", APP_ID), ("private-key", APP_KEY)];
+    let mut inputs = vec![
+        ("app-id", APP_ID),
+        ("private-key", APP_KEY),
+        ("git-server-url", "https://github.com"),
+    ];
     inputs.extend_from_slice(extra);
     inputs
 }
@@ -29,7 +33,7 @@ fn lines_with<'a>(run: &'a StepRun, token: &str) -> Vec<&'a str> {
 #[tokio::test]
 async fn main_step_mints_masks_and_exports() {
     let github = FakeGitHub::start().await;
-    let mut job = Job::new(&github.url());
+    let job = Job::new(&github.url());
     let run = job.main(&app(&[]), View::Host);
     run.assert_ok();
 
@@ -69,7 +73,7 @@ async fn main_step_mints_masks_and_exports() {
 #[tokio::test]
 async fn post_step_revokes_every_recorded_token_and_removes_the_state() {
     let github = FakeGitHub::start().await;
-    let mut job = Job::new(&github.url());
+    let job = Job::new(&github.url());
     let main = job.main(&app(&[]), View::Host);
     main.assert_ok();
     let dir = state_dir(&main);
@@ -90,7 +94,7 @@ async fn post_step_revokes_every_recorded_token_and_removes_the_state() {
 #[tokio::test]
 async fn post_step_is_quiet_about_tokens_already_revoked() {
     let github = FakeGitHub::start().await;
-    let mut job = Job::new(&github.url());
+    let job = Job::new(&github.url());
     let main = job.main(&app(&[]), View::Host);
     main.assert_ok();
     github.world().issued[0].revoked = true;
@@ -103,7 +107,7 @@ async fn post_step_is_quiet_about_tokens_already_revoked() {
 #[tokio::test]
 async fn skip_token_revoke_leaves_the_token_but_removes_the_state() {
     let github = FakeGitHub::start().await;
-    let mut job = Job::new(&github.url());
+    let job = Job::new(&github.url());
     let inputs = app(&[("skip-token-revoke", "true")]);
     let main = job.main(&inputs, View::Host);
     main.assert_ok();
@@ -116,7 +120,7 @@ async fn skip_token_revoke_leaves_the_token_but_removes_the_state() {
 #[tokio::test]
 async fn post_after_a_failed_main_mints_nothing_and_succeeds() {
     let github = FakeGitHub::start().await;
-    let mut job = Job::new(&github.url());
+    let job = Job::new(&github.url());
     // Fails after saving its state: the App is not installed there.
     let main = job.main(&app(&[("owner", "nobody")]), View::Host);
     assert_eq!(main.status.code(), Some(1));
@@ -139,7 +143,7 @@ async fn post_after_a_failed_main_mints_nothing_and_succeeds() {
 #[tokio::test]
 async fn errors_are_one_annotation_line_that_says_what_to_do() {
     let github = FakeGitHub::start().await;
-    let mut job = Job::new(&github.url());
+    let job = Job::new(&github.url());
     let cases: [(Vec<(&str, &str)>, &str); 4] = [
         (
             app(&[("owner", "nobody")]),
@@ -191,7 +195,7 @@ async fn errors_are_one_annotation_line_that_says_what_to_do() {
 #[tokio::test]
 async fn lookup_and_request_follow_the_inputs() {
     let github = FakeGitHub::start().await;
-    let mut job = Job::new(&github.url());
+    let job = Job::new(&github.url());
     job.main(&app(&[("owner", "octo-org")]), View::Host)
         .assert_ok();
     job.main(&app(&[("repositories", "lib\napp")]), View::Host)
@@ -248,7 +252,7 @@ async fn lookup_and_request_follow_the_inputs() {
 #[tokio::test]
 async fn export_env_hands_the_token_to_later_steps() {
     let github = FakeGitHub::start().await;
-    let mut job = Job::new(&github.url());
+    let job = Job::new(&github.url());
     let run = job.main(&app(&[("export-env", "GH_TOKEN, OTHER")]), View::Host);
     run.assert_ok();
     assert_eq!(run.env["GH_TOKEN"], run.outputs["token"]);
@@ -260,7 +264,7 @@ async fn clock_skew_is_corrected_once_and_kept() {
     for offset in [600_i64, -600] {
         let github = FakeGitHub::start().await;
         github.world().clock_offset = offset;
-        let mut job = Job::new(&github.url());
+        let job = Job::new(&github.url());
         job.main(&app(&[]), View::Host).assert_ok();
         let seen = github.world().seen.clone();
         // The lookup is refused once, then every JWT carries GitHub's time.
@@ -288,7 +292,7 @@ async fn server_errors_are_retried_and_client_errors_are_not() {
         "/app/installations",
         ResponseTemplate::new(429).insert_header("retry-after", "1"),
     );
-    let mut job = Job::new(&github.url());
+    let job = Job::new(&github.url());
     let started = Instant::now();
     job.main(&app(&[]), View::Host).assert_ok();
     assert!(
@@ -378,7 +382,7 @@ async fn in_the_container_state_goes_to_the_runner_user() {
         (View::OldContainer, "_github_home/token-keeper"),
     ] {
         let github = FakeGitHub::start().await;
-        let mut job = Job::new(&github.url());
+        let job = Job::new(&github.url());
         job.chown_all(1001);
         let main = job.main(&app(&[]), view);
         main.assert_ok();

@@ -11,6 +11,7 @@ use std::time::Duration;
 use reqwest::Url;
 
 use super::permissions::{self, PERMISSIONS};
+use crate::duration::parse_duration;
 use crate::github::{KeyError, PrivateKey, Target, TokenRequest};
 
 /// The process environment, as a map.
@@ -33,6 +34,10 @@ pub struct Config {
     pub git_server: Option<Url>,
     pub skip_revoke: bool,
     pub refresh_after: Duration,
+    /// Install the git credential shim for later steps.
+    pub git_credentials: bool,
+    /// Clear `actions/checkout`'s auth header within the token's scope.
+    pub override_checkout_credentials: bool,
     /// Variables to export the token to for later steps.
     pub export_env: Vec<String>,
     pub ca_certificates: Option<String>,
@@ -111,6 +116,8 @@ pub fn parse(env: &Env) -> Result<Config, InputError> {
         git_server,
         skip_revoke: boolean(env, "skip-token-revoke", false)?,
         refresh_after,
+        git_credentials: boolean(env, "git-credentials", true)?,
+        override_checkout_credentials: boolean(env, "override-checkout-credentials", true)?,
         export_env: export_env(env)?,
         ca_certificates: input(env, "ca-certificates").map(str::to_owned),
     })
@@ -394,29 +401,6 @@ pub fn refresh_after(text: &str) -> Result<Duration, InputError> {
     Ok(value)
 }
 
-/// `90s`, `50m`, `1h`, `250ms` or bare seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let number: u64 = digits
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration"))?;
-    let unit_ms: u64 = match unit.trim() {
-        "" | "s" => 1000,
-        "ms" => 1,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        _ => return Err(format!("`{text}` is not a duration")),
-    };
-    number
-        .checked_mul(unit_ms)
-        .map(Duration::from_millis)
-        .ok_or_else(|| format!("`{text}` is too long"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -636,17 +620,5 @@ mod tests {
             config.git_server.unwrap().as_str(),
             "https://git.example.com/"
         );
-    }
-
-    #[test]
-    fn durations_take_units_or_bare_seconds() {
-        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("50m"), Ok(Duration::from_secs(3000)));
-        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        assert_eq!(parse_duration("120"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert!(parse_duration("").is_err());
-        assert!(parse_duration("5 minutes").is_err());
-        assert!(parse_duration("99999999999999999999h").is_err());
     }
 }

@@ -1,4 +1,4 @@
-//! The main step: read inputs, mint, mask, record, export.
+//! The main step: read inputs, mint, mask, record, export, install the git credential shim.
 //!
 //! Order matters. Inputs are checked before anything is written, so bad input leaves nothing
 //! behind. The state directory is saved for the post step before minting, and a minted token is
@@ -7,49 +7,85 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use anyhow::{Context, Result};
+use anyhow::{Result, bail};
+use url::Url;
 
 use super::inputs::{self, Config, Env};
 use super::layout::{self, Layout};
+use super::shim;
 use super::workflow::{self, FileCommand, FileCommands};
 use crate::github::apps::{self, App};
-use crate::github::{GitHub, HttpOptions, Installation, MintedToken};
-use crate::keeper::state::{LedgerEntry, StateDir};
+use crate::github::client::{runtime, unix_now};
+use crate::github::{GitHub, Installation, MintedToken};
+use crate::keeper::state::{CachedToken, MintConfig, StateDir};
+use crate::keeper::{self, Keeper};
+
+/// The main step may wait longer than a git command: nobody is blocked on it yet.
+const MAIN_DEADLINE: Duration = Duration::from_secs(60);
 
 pub fn run(env: &Env) -> Result<()> {
     let files = FileCommands::new(env);
     files.require(&[FileCommand::Output, FileCommand::State])?;
     let config = inputs::parse(env)?;
-    if !config.export_env.is_empty() {
+    let git_server = match (&config.git_server, config.git_credentials) {
+        (_, false) => None,
+        (Some(server), true) => Some(server.clone()),
+        (None, true) => bail!(
+            "input `git-server-url`: cannot tell the git server from `{}`: set `git-server-url` (for example `https://ghes.example.com`), or `git-credentials: false`",
+            config.api_url
+        ),
+    };
+    if git_server.is_some() || !config.export_env.is_empty() {
         files.require(&[FileCommand::Env])?;
     }
-    let options = http_options(env, config.ca_certificates.clone())?;
+    let options = keeper::http_options(
+        &|name| env.get(name).cloned(),
+        MAIN_DEADLINE,
+        config.ca_certificates.clone(),
+    )
+    .map_err(anyhow::Error::msg)?;
     let layout = Layout::detect(env)?;
-    let dir = StateDir::create(&layout.step_dir(&layout::step_name(env)), layout.owner)?;
+    let step = layout::step_name(env);
+    let dir = StateDir::create(&layout.step_dir(&step), layout.owner)?;
     files.set(
         FileCommand::State,
         &[("dir", &dir.path().to_string_lossy())],
     )?;
 
-    let runtime = runtime()?;
     let gh = GitHub::new(config.api_url.clone(), options, 0)?;
     let app = App {
         issuer: &config.issuer,
         key: &config.key,
     };
-    let (installation, minted) = runtime.block_on(async {
+    let (installation, minted) = runtime()?.block_on(async {
         let installation = apps::find_installation(&gh, &app, &config.target).await?;
         let minted = apps::create_token(&gh, &app, &installation, &config.request).await?;
         anyhow::Ok((installation, minted))
     })?;
     workflow::print(&workflow::mask_lines(minted.token.expose()))?;
-    dir.record(&LedgerEntry {
+    let cached = CachedToken {
         token: minted.token.clone(),
         expires_at: minted.expires_at,
+        minted_at: unix_now(),
         clock_offset: gh.clock().offset(),
-    })?;
+    };
+    let mint_config = mint_config(&config, &installation, &minted, git_server.as_ref());
+    let key = git_server.is_some().then_some(&config.key);
+    Keeper::start(dir, mint_config, cached, key)?;
 
     export(&files, &config, &installation, &minted)?;
+    if let Some(server) = &git_server {
+        install_shim(
+            env,
+            &files,
+            &config,
+            &layout,
+            &step,
+            server,
+            &installation,
+            &minted,
+        )?;
+    }
     println!(
         "token-keeper: minted a token for {} (installation {}, App `{}`): {}, expires at {}",
         config.target.describe(),
@@ -57,6 +93,75 @@ pub fn run(env: &Env) -> Result<()> {
         installation.app_slug,
         minted.token.fingerprint(),
         rfc3339(minted.expires_at),
+    );
+    Ok(())
+}
+
+fn mint_config(
+    config: &Config,
+    installation: &Installation,
+    minted: &MintedToken,
+    server: Option<&Url>,
+) -> MintConfig {
+    MintConfig {
+        api_url: config.api_url.to_string(),
+        git_server: server.map(Url::to_string).unwrap_or_default(),
+        issuer: config.issuer.clone(),
+        installation_id: installation.id,
+        account: installation.account.clone(),
+        repositories: config.request.repositories.clone(),
+        permissions: minted.permissions.clone(),
+        refresh_after: config.refresh_after.as_secs(),
+        ca_certificates: config.ca_certificates.clone(),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn install_shim(
+    env: &Env,
+    files: &FileCommands,
+    config: &Config,
+    layout: &Layout,
+    step: &str,
+    server: &Url,
+    installation: &Installation,
+    minted: &MintedToken,
+) -> Result<()> {
+    shim::install_binary(layout)?;
+    // The names as GitHub spells them, and as the workflow wrote them.
+    let mut repositories = minted.repositories.clone();
+    for repo in &config.request.repositories {
+        if !repositories.contains(repo) {
+            repositories.push(repo.clone());
+        }
+    }
+    let scopes = shim::scopes(server, &installation.account, &repositories);
+    let entries = shim::git_config_env(
+        shim::existing_count(env),
+        &scopes,
+        &shim::helper_command(layout, step),
+        config.override_checkout_credentials,
+    );
+    let pairs: Vec<(&str, &str)> = entries
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    files.set(FileCommand::Env, &pairs)?;
+    if let Some(host_bin) = layout.host_root.as_ref().map(|root| root.join("bin")) {
+        files.add_path(&host_bin.to_string_lossy())?;
+    }
+    let event = env
+        .get("GITHUB_EVENT_NAME")
+        .map(String::as_str)
+        .unwrap_or("");
+    if matches!(event, "pull_request_target" | "workflow_run") {
+        workflow::print(&[workflow::warning(&format!(
+            "this `{event}` job may run untrusted code, and every later step can read the App's private key while the git credential shim is on: use `git-credentials: false` unless later steps are trusted"
+        ))])?;
+    }
+    println!(
+        "token-keeper: git will get fresh tokens for {}",
+        scopes.join(", ")
     );
     Ok(())
 }
@@ -115,6 +220,11 @@ fn summary(config: &Config, installation: &Installation, minted: &MintedToken) -
             .collect::<Vec<_>>()
             .join(", ")
     };
+    let refresh = if config.git_credentials {
+        format!("after {}s", config.refresh_after.as_secs())
+    } else {
+        "off (`git-credentials: false`)".to_owned()
+    };
     format!(
         "### token-keeper\n\n\
          | | |\n|---|---|\n\
@@ -124,13 +234,12 @@ fn summary(config: &Config, installation: &Installation, minted: &MintedToken) -
          | Permissions | {permissions} |\n\
          | Expires | {expires} |\n\
          | Token | `{fingerprint}` |\n\
-         | Git refresh | after {refresh}s |\n\n",
+         | Git refresh | {refresh} |\n\n",
         slug = installation.app_slug,
         id = installation.id,
         account = installation.account,
         expires = rfc3339(minted.expires_at),
         fingerprint = minted.token.fingerprint(),
-        refresh = config.refresh_after.as_secs(),
     )
 }
 
@@ -140,35 +249,6 @@ pub fn rfc3339(unix: i64) -> String {
         .to_string()
 }
 
-/// The HTTP bounds, which `TOKEN_KEEPER_*` variables can shorten (tests of hanging servers).
-pub fn http_options(env: &Env, extra_ca_pem: Option<String>) -> Result<HttpOptions> {
-    let mut options = HttpOptions {
-        extra_ca_pem,
-        ..HttpOptions::default()
-    };
-    let knobs: [(&str, &mut Duration); 4] = [
-        ("TOKEN_KEEPER_CONNECT_TIMEOUT", &mut options.connect_timeout),
-        ("TOKEN_KEEPER_READ_TIMEOUT", &mut options.read_timeout),
-        ("TOKEN_KEEPER_DEADLINE", &mut options.deadline),
-        ("TOKEN_KEEPER_RETRY_BASE", &mut options.retry_base),
-    ];
-    for (name, slot) in knobs {
-        if let Some(text) = env.get(name).filter(|v| !v.is_empty()) {
-            *slot = inputs::parse_duration(text)
-                .map_err(|e| anyhow::anyhow!("`{name}`: {e}: use for example `5s` or `200ms`"))?;
-        }
-    }
-    Ok(options)
-}
-
-/// One thread is plenty for a handful of sequential requests, and starts fastest.
-pub fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,21 +256,5 @@ mod tests {
     #[test]
     fn rfc3339_formats_utc_seconds() {
         assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
-    }
-
-    #[test]
-    fn knobs_shorten_the_bounds() {
-        let env: Env = [("TOKEN_KEEPER_DEADLINE".to_owned(), "3s".to_owned())].into();
-        assert_eq!(
-            http_options(&env, None).unwrap().deadline,
-            Duration::from_secs(3)
-        );
-        let bad: Env = [("TOKEN_KEEPER_READ_TIMEOUT".to_owned(), "soon".to_owned())].into();
-        assert!(
-            http_options(&bad, None)
-                .unwrap_err()
-                .to_string()
-                .contains("TOKEN_KEEPER_READ_TIMEOUT")
-        );
     }
 }

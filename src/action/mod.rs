@@ -5,4 +5,5 @@ pub mod layout;
 pub mod main_step;
 pub mod permissions;
 pub mod post_step;
+pub mod shim;
 pub mod workflow;

@@ -9,12 +9,12 @@ use std::path::Path;
 use anyhow::Result;
 
 use super::inputs::{self, Env};
-use super::main_step::{http_options, runtime};
 use super::workflow;
 use crate::github::apps::{self, Revoked};
-use crate::github::client::unix_now;
+use crate::github::client::{runtime, unix_now};
 use crate::github::{GitHub, Secret};
 use crate::keeper::state::{LedgerEntry, StateDir};
+use crate::keeper::{self, REMINT_DEADLINE};
 
 pub fn run(env: &Env) -> Result<()> {
     let Some(dir) = env.get("STATE_dir").filter(|d| !d.is_empty()) else {
@@ -47,24 +47,30 @@ pub fn run(env: &Env) -> Result<()> {
     } else if !live.is_empty() {
         revoke_all(env, &live);
     }
+    let root = dir.path().parent().map(Path::to_owned);
     if let Err(err) = dir.remove() {
         warn(&err.to_string());
+    }
+    if let Some(root) = root {
+        remove_shared_binary(&root);
     }
     Ok(())
 }
 
+/// The job's copy of the binary goes with the last step's state.
+fn remove_shared_binary(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    let others = entries.flatten().any(|e| e.file_name() != "bin");
+    if !others {
+        let _ = std::fs::remove_dir_all(root.join("bin"));
+        let _ = std::fs::remove_dir(root);
+    }
+}
+
 fn revoke_all(env: &Env, live: &[LedgerEntry]) {
-    let client = inputs::api_url(env)
-        .map_err(anyhow::Error::from)
-        .and_then(|url| {
-            let options = http_options(
-                env,
-                inputs::input(env, "ca-certificates").map(str::to_owned),
-            )?;
-            Ok(GitHub::new(url, options, 0)?)
-        })
-        .and_then(|gh| Ok((gh, runtime()?)));
-    let (gh, runtime) = match client {
+    let (gh, runtime) = match client(env) {
         Ok(pair) => pair,
         Err(err) => {
             warn(&format!("cannot revoke tokens: {err:#}"));
@@ -76,6 +82,14 @@ fn revoke_all(env: &Env, live: &[LedgerEntry]) {
             revoke_one(&gh, &entry.token).await;
         }
     });
+}
+
+fn client(env: &Env) -> Result<(GitHub, tokio::runtime::Runtime)> {
+    let url = inputs::api_url(env)?;
+    let ca = inputs::input(env, "ca-certificates").map(str::to_owned);
+    let options = keeper::http_options(&|name| env.get(name).cloned(), REMINT_DEADLINE, ca)
+        .map_err(anyhow::Error::msg)?;
+    Ok((GitHub::new(url, options, 0)?, runtime()?))
 }
 
 async fn revoke_one(gh: &GitHub, token: &Secret) {

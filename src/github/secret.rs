@@ -8,7 +8,8 @@ use std::fmt;
 use ring::digest;
 
 /// An installation token, or any other secret string we hold.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
 pub struct Secret(String);
 
 impl Secret {

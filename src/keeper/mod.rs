@@ -1,3 +1,318 @@
 //! The token store shared by every process of a job: state on disk, locks, the refresh policy.
+//!
+//! `Keeper::live` is the hot path of every git command: it reads one file, asks the policy, and
+//! answers, with no lock, no HTTP client and no async runtime. Only a re-mint takes the lock,
+//! re-reads the state (another process may have re-minted meanwhile), and talks to GitHub.
 
+pub mod locate;
+pub mod lock;
+pub mod policy;
 pub mod state;
+
+use std::path::Path;
+use std::time::Duration;
+
+use self::lock::{Guard, LockError};
+use self::policy::Decision;
+use self::state::{CachedToken, Failure, LedgerEntry, MintConfig, State, StateDir, StateError};
+use crate::duration::parse_duration;
+use crate::github::apps::{self, App};
+use crate::github::client::{runtime, unix_now};
+use crate::github::{
+    GitHub, HttpOptions, Installation, MintedToken, PrivateKey, Secret, TokenRequest,
+};
+
+/// Git is waiting: a re-mint gives up after this (the lock wait is bounded a little longer).
+pub const REMINT_DEADLINE: Duration = Duration::from_secs(20);
+const LOCK_WAIT: Duration = Duration::from_secs(25);
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeeperError {
+    #[error(
+        "no token-keeper state in `{0}`: the token-keeper step of this job did not run, or its post step already cleaned up"
+    )]
+    NoState(String),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("no valid token is left: re-minting failed: {0}")]
+    NothingValid(String),
+}
+
+/// A token to hand out.
+#[derive(Debug)]
+pub struct Served {
+    pub token: Secret,
+    /// Expiry in our clock.
+    pub expires_at: i64,
+    /// Set when the token is served because a re-mint failed.
+    pub warning: Option<String>,
+}
+
+/// One step's token store.
+pub struct Keeper {
+    dir: StateDir,
+}
+
+impl Keeper {
+    pub fn open(path: &Path) -> Result<Self, KeeperError> {
+        match StateDir::open(path) {
+            Ok(dir) => Ok(Self { dir }),
+            Err(_) => Err(KeeperError::NoState(path.display().to_string())),
+        }
+    }
+
+    /// Store the main step's token: the ledger first, then the key and the cache for re-mints.
+    pub fn start(
+        dir: StateDir,
+        config: MintConfig,
+        token: CachedToken,
+        key: Option<&PrivateKey>,
+    ) -> Result<Self, KeeperError> {
+        let guard = Guard::acquire(&dir, LOCK_WAIT, || {})?;
+        guard.record(&LedgerEntry {
+            token: token.token.clone(),
+            expires_at: token.expires_at,
+            clock_offset: token.clock_offset,
+        })?;
+        if let Some(key) = key {
+            dir.write_atomic(state::KEY, key.to_pem().as_bytes())?;
+            guard.write_state(&State::new(config, token))?;
+        }
+        drop(guard);
+        Ok(Self { dir })
+    }
+
+    pub fn dir(&self) -> &StateDir {
+        &self.dir
+    }
+
+    pub fn state(&self) -> Result<State, KeeperError> {
+        self.dir
+            .state()?
+            .ok_or_else(|| KeeperError::NoState(self.dir.path().display().to_string()))
+    }
+
+    /// A token that the policy calls fresh at `now` (our clock), re-minting if needed.
+    pub fn live(&self, now: i64) -> Result<Served, KeeperError> {
+        self.serve(self.state()?, now)
+    }
+
+    /// As `live`, from a state the caller has just read.
+    pub fn serve(&self, state: State, now: i64) -> Result<Served, KeeperError> {
+        match policy::decide(now, &state.facts(), refresh_after(&state)) {
+            Decision::Fresh => Ok(served(&state, None)),
+            Decision::Refresh(reason) => {
+                tracing::debug!(?reason, "re-minting");
+                self.refresh(now)
+            }
+        }
+    }
+
+    /// Git says `password` was refused: mark it stale if the policy agrees.
+    pub fn erase(&self, password: &str, now: i64) -> Result<(), KeeperError> {
+        let state = self.state()?;
+        if state.token.token.expose() != password
+            || !policy::erase_counts(now, &state.facts(), state.last_erase_mint)
+        {
+            return Ok(());
+        }
+        let guard = Guard::acquire(&self.dir, LOCK_WAIT, || {})?;
+        let mut state = self.state()?;
+        if state.token.token.expose() == password {
+            state.erased = true;
+            guard.write_state(&state)?;
+        }
+        Ok(())
+    }
+
+    fn refresh(&self, waiting_since: i64) -> Result<Served, KeeperError> {
+        let guard = Guard::acquire(&self.dir, LOCK_WAIT, || {
+            tracing::debug!("waiting for another re-mint")
+        })?;
+        let now = unix_now();
+        let mut state = self.state()?;
+        if policy::decide(now, &state.facts(), refresh_after(&state)) == Decision::Fresh {
+            return Ok(served(&state, None));
+        }
+        if let Some(failure) = state.failure.as_ref().filter(|f| f.at >= waiting_since) {
+            // It failed while we waited: do not retry for the full bound again.
+            return fallback(&state, now, &failure.message);
+        }
+        match self.remint(&state) {
+            Ok((minted, clock_offset)) => {
+                let token = CachedToken {
+                    token: minted.token,
+                    expires_at: minted.expires_at,
+                    minted_at: unix_now(),
+                    clock_offset,
+                };
+                guard.record(&LedgerEntry {
+                    token: token.token.clone(),
+                    expires_at: token.expires_at,
+                    clock_offset,
+                })?;
+                if state.erased {
+                    state.last_erase_mint = Some(now);
+                }
+                state.token = token;
+                state.erased = false;
+                state.failure = None;
+                guard.write_state(&state)?;
+                Ok(served(&state, None))
+            }
+            Err(message) => {
+                state.failure = Some(Failure {
+                    at: now,
+                    message: message.clone(),
+                });
+                guard.write_state(&state)?;
+                fallback(&state, now, &message)
+            }
+        }
+    }
+
+    /// Mint a new token for the stored installation; the new clock offset comes with it.
+    fn remint(&self, state: &State) -> Result<(MintedToken, i64), String> {
+        let config = &state.config;
+        let key_text = std::fs::read_to_string(self.dir.path().join(state::KEY)).map_err(|e| {
+            format!(
+                "cannot read the App's key in `{}`: {e}",
+                self.dir.path().display()
+            )
+        })?;
+        let key = PrivateKey::parse(&key_text).map_err(|e| e.to_string())?;
+        let api = url::Url::parse(&config.api_url)
+            .map_err(|e| format!("bad API URL in the state: {e}"))?;
+        let options = http_options(
+            &|name| std::env::var(name).ok(),
+            REMINT_DEADLINE,
+            config.ca_certificates.clone(),
+        )?;
+        let gh = GitHub::new(api, options, state.token.clock_offset).map_err(|e| e.to_string())?;
+        let app = App {
+            issuer: &config.issuer,
+            key: &key,
+        };
+        let installation = Installation {
+            id: config.installation_id,
+            app_slug: String::new(),
+            account: config.account.clone(),
+        };
+        let request = TokenRequest {
+            repositories: config.repositories.clone(),
+            permissions: config.permissions.clone(),
+        };
+        let runtime = runtime().map_err(|e| e.to_string())?;
+        let minted = runtime
+            .block_on(apps::create_token(&gh, &app, &installation, &request))
+            .map_err(|e| e.to_string())?;
+        Ok((minted, gh.clock().offset()))
+    }
+}
+
+fn refresh_after(state: &State) -> Duration {
+    Duration::from_secs(state.config.refresh_after)
+}
+
+fn served(state: &State, warning: Option<String>) -> Served {
+    Served {
+        token: state.token.token.clone(),
+        expires_at: state.facts().local_expiry(),
+        warning,
+    }
+}
+
+/// After a failed re-mint: the cached token while GitHub still accepts it, else an error.
+fn fallback(state: &State, now: i64, message: &str) -> Result<Served, KeeperError> {
+    if state.facts().is_valid(now) {
+        let left = state.facts().local_expiry() - now;
+        Ok(served(
+            state,
+            Some(format!(
+                "re-minting failed ({message}); serving the cached token, valid for {left} more seconds"
+            )),
+        ))
+    } else {
+        Err(KeeperError::NothingValid(message.to_owned()))
+    }
+}
+
+/// HTTP bounds; `TOKEN_KEEPER_*` variables shorten them (tests of hanging servers).
+pub fn http_options(
+    get: &dyn Fn(&str) -> Option<String>,
+    deadline: Duration,
+    extra_ca_pem: Option<String>,
+) -> Result<HttpOptions, String> {
+    let mut options = HttpOptions {
+        deadline,
+        extra_ca_pem,
+        ..HttpOptions::default()
+    };
+    let knobs: [(&str, &mut Duration); 4] = [
+        ("TOKEN_KEEPER_CONNECT_TIMEOUT", &mut options.connect_timeout),
+        ("TOKEN_KEEPER_READ_TIMEOUT", &mut options.read_timeout),
+        ("TOKEN_KEEPER_DEADLINE", &mut options.deadline),
+        ("TOKEN_KEEPER_RETRY_BASE", &mut options.retry_base),
+    ];
+    for (name, slot) in knobs {
+        if let Some(text) = get(name).filter(|v| !v.is_empty()) {
+            *slot = parse_duration(&text)
+                .map_err(|e| format!("`{name}`: {e}: use for example `5s` or `200ms`"))?;
+        }
+    }
+    Ok(options)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn knobs_shorten_the_bounds() {
+        let get = |name: &str| (name == "TOKEN_KEEPER_DEADLINE").then(|| "3s".to_owned());
+        assert_eq!(
+            http_options(&get, REMINT_DEADLINE, None).unwrap().deadline,
+            Duration::from_secs(3)
+        );
+        let bad = |name: &str| (name == "TOKEN_KEEPER_READ_TIMEOUT").then(|| "soon".to_owned());
+        assert!(
+            http_options(&bad, REMINT_DEADLINE, None)
+                .unwrap_err()
+                .contains("TOKEN_KEEPER_READ_TIMEOUT")
+        );
+    }
+
+    #[test]
+    fn fallback_serves_a_valid_token_and_refuses_an_expired_one() {
+        let state = State::new(
+            MintConfig {
+                api_url: "http://127.0.0.1:1".into(),
+                git_server: "https://github.com".into(),
+                issuer: "1".into(),
+                installation_id: 1,
+                account: "o".into(),
+                repositories: vec![],
+                permissions: Default::default(),
+                refresh_after: 3000,
+                ca_certificates: None,
+            },
+            CachedToken {
+                token: Secret::new("t".into()),
+                expires_at: 100,
+                minted_at: 0,
+                clock_offset: 0,
+            },
+        );
+        let ok = fallback(&state, 50, "GitHub is down").unwrap();
+        assert!(ok.warning.unwrap().contains("valid for 50 more seconds"));
+        let err = fallback(&state, 100, "GitHub is down").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "no valid token is left: re-minting failed: GitHub is down"
+        );
+    }
+}

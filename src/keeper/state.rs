@@ -9,11 +9,19 @@ use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt, fchown};
 use std::path::{Path, PathBuf};
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
+use super::policy::Facts;
 use crate::github::Secret;
 
 const LEDGER: &str = "ledger";
+/// The cached token and what re-minting needs, replaced whole on every change.
+pub(crate) const STATE: &str = "state.json";
+/// The App's private key, for re-mints.
+pub const KEY: &str = "key.pem";
+const STATE_VERSION: u32 = 1;
 
 /// Who owns what we write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +83,95 @@ struct LedgerLine {
     clock_offset: i64,
 }
 
+/// What re-minting needs, fixed by the main step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MintConfig {
+    pub api_url: String,
+    /// The git server the token is for (`https://github.com`).
+    pub git_server: String,
+    /// App id or client id.
+    pub issuer: String,
+    pub installation_id: u64,
+    /// The installation's account, as GitHub spells it.
+    pub account: String,
+    /// Repositories the token is limited to; empty for all the installation reaches.
+    pub repositories: Vec<String>,
+    pub permissions: BTreeMap<String, String>,
+    /// Seconds.
+    pub refresh_after: u64,
+    pub ca_certificates: Option<String>,
+}
+
+impl MintConfig {
+    /// GitHub Enterprise Server, where `gh` reads `GH_ENTERPRISE_TOKEN`.
+    pub fn is_enterprise_server(&self) -> bool {
+        let host = url::Url::parse(&self.git_server)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+            .unwrap_or_default();
+        !host.is_empty() && host != "github.com" && !host.ends_with(".ghe.com")
+    }
+}
+
+/// The token now served.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CachedToken {
+    pub token: Secret,
+    /// GitHub's clock.
+    pub expires_at: i64,
+    /// Our clock.
+    pub minted_at: i64,
+    /// GitHub's clock minus ours.
+    pub clock_offset: i64,
+}
+
+/// A re-mint that failed, so processes queued behind it do not each retry for the full bound.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    /// Our clock.
+    pub at: i64,
+    pub message: String,
+}
+
+/// The contents of `state.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    pub version: u32,
+    pub config: MintConfig,
+    pub token: CachedToken,
+    /// Git erased the current token.
+    #[serde(default)]
+    pub erased: bool,
+    /// When an erase last caused a re-mint, our clock.
+    #[serde(default)]
+    pub last_erase_mint: Option<i64>,
+    #[serde(default)]
+    pub failure: Option<Failure>,
+}
+
+impl State {
+    pub fn new(config: MintConfig, token: CachedToken) -> Self {
+        Self {
+            version: STATE_VERSION,
+            config,
+            token,
+            erased: false,
+            last_erase_mint: None,
+            failure: None,
+        }
+    }
+
+    /// What the refresh policy looks at.
+    pub fn facts(&self) -> Facts {
+        Facts {
+            minted_at: self.token.minted_at,
+            expires_at: self.token.expires_at,
+            clock_offset: self.token.clock_offset,
+            erased: self.erased,
+        }
+    }
+}
+
 /// A step's state directory.
 #[derive(Debug, Clone)]
 pub struct StateDir {
@@ -129,7 +226,7 @@ impl StateDir {
     }
 
     /// Add a minted token to the ledger, durably, before anything else uses it.
-    pub fn record(&self, entry: &LedgerEntry) -> Result<(), StateError> {
+    pub(super) fn record(&self, entry: &LedgerEntry) -> Result<(), StateError> {
         let line = LedgerLine {
             token: entry.token.expose().to_owned(),
             expires_at: entry.expires_at,
@@ -143,6 +240,22 @@ impl StateDir {
             .write_all(text.as_bytes())
             .map_err(at("append to", &path))?;
         file.sync_all().map_err(at("sync", &path))
+    }
+
+    /// The cached token and configuration; `None` when the main step stored none.
+    pub fn state(&self) -> Result<Option<State>, StateError> {
+        let path = self.path.join(STATE);
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| StateError {
+                    action: "parse",
+                    path,
+                    source: io::Error::new(io::ErrorKind::InvalidData, e),
+                }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(at("read", &path)(e)),
+        }
     }
 
     /// Every token recorded; a line cut off by a crash is skipped.

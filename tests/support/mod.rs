@@ -2,5 +2,7 @@
 #![allow(dead_code)]
 
 pub mod fake_github;
+pub mod git_server;
+pub mod measure;
 pub mod proxy;
 pub mod runner;

@@ -13,13 +13,29 @@ use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use tempfile::TempDir;
 
+use super::measure::{self, Measured};
+
 /// The binary under test.
 pub fn binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_token-keeper"))
+    if let Some(path) = option_env!("CARGO_BIN_EXE_token-keeper") {
+        return PathBuf::from(path);
+    }
+    // Examples (the demo, the benchmarks) sit in `target/<profile>/examples/`.
+    let exe = std::env::current_exe().expect("own path");
+    let profile = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    let binary = profile.join("token-keeper");
+    assert!(
+        binary.exists(),
+        "build the binary first: cargo build (--release)"
+    );
+    binary
 }
 
 /// Declared inputs and their defaults, from `action.yml`.
@@ -64,7 +80,7 @@ pub struct Job {
     bin: PathBuf,
     pub api_url: String,
     pub extra_env: BTreeMap<String, String>,
-    steps: usize,
+    steps: std::cell::Cell<usize>,
 }
 
 /// What a step left behind.
@@ -78,6 +94,9 @@ pub struct StepRun {
     pub state: BTreeMap<String, String>,
     pub path: Vec<String>,
     pub summary: String,
+    /// Process start to exit.
+    pub elapsed: std::time::Duration,
+    pub max_rss_kib: i64,
 }
 
 impl StepRun {
@@ -138,7 +157,7 @@ impl Job {
             bin,
             api_url: api_url.to_owned(),
             extra_env: BTreeMap::new(),
-            steps: 0,
+            steps: std::cell::Cell::new(0),
         }
     }
 
@@ -153,12 +172,12 @@ impl Job {
         assert!(status.success());
     }
 
-    pub fn main(&mut self, inputs: &[(&str, &str)], view: View) -> StepRun {
+    pub fn main(&self, inputs: &[(&str, &str)], view: View) -> StepRun {
         self.step("token-keeper-main", inputs, &BTreeMap::new(), view)
     }
 
     pub fn post(
-        &mut self,
+        &self,
         inputs: &[(&str, &str)],
         state: &BTreeMap<String, String>,
         view: View,
@@ -167,13 +186,13 @@ impl Job {
     }
 
     fn step(
-        &mut self,
+        &self,
         entry: &str,
         inputs: &[(&str, &str)],
         state: &BTreeMap<String, String>,
         view: View,
     ) -> StepRun {
-        self.steps += 1;
+        self.steps.set(self.steps.get() + 1);
         let commands = self.temp.join("_runner_file_commands");
         let files: Vec<(&str, PathBuf)> = [
             "GITHUB_OUTPUT",
@@ -186,7 +205,7 @@ impl Job {
         .map(|var| {
             (
                 *var,
-                commands.join(format!("{}_{}", var.to_lowercase(), self.steps)),
+                commands.join(format!("{}_{}", var.to_lowercase(), self.steps.get())),
             )
         })
         .collect();
@@ -213,20 +232,20 @@ impl Job {
             env.insert((*var).to_owned(), file.to_string_lossy().into_owned());
         }
         env.extend(self.extra_env.clone());
-        let output = match view {
-            View::Host => Command::new(self.bin.join(entry))
-                .env_clear()
-                .envs(&env)
-                .current_dir(&self.workspace)
-                .output(),
+        let mut command = match view {
+            View::Host => {
+                let mut command = Command::new(self.bin.join(entry));
+                command.env_clear().envs(&env).current_dir(&self.workspace);
+                command
+            }
             View::Container | View::OldContainer => self.in_container(entry, env, view),
-        }
-        .expect("run the step");
+        };
+        let measured = measure::run(&mut command, b"").expect("run the step");
         let read = |var: &str| {
             let file = &files.iter().find(|(v, _)| *v == var).expect("file").1;
             fs::read_to_string(file).unwrap_or_default()
         };
-        step_run(output, &read)
+        step_run(measured, &read)
     }
 
     /// The environment the runner gives every step.
@@ -250,12 +269,7 @@ impl Job {
     }
 
     /// Run `entry` as `docker run` would: `/github/...` mounts and translated paths.
-    fn in_container(
-        &self,
-        entry: &str,
-        mut env: BTreeMap<String, String>,
-        view: View,
-    ) -> std::io::Result<Output> {
+    fn in_container(&self, entry: &str, mut env: BTreeMap<String, String>, view: View) -> Command {
         let s = |p: &Path| p.to_string_lossy().into_owned();
         // Most specific first, so a path is translated by its closest mount.
         let mounts: Vec<(String, &str)> = vec![
@@ -293,7 +307,7 @@ impl Job {
         let mut command = Command::new(self.bin.join(entry));
         command.env_clear().envs(&env);
         namespace.enter_in(&mut command, "/github/workspace");
-        command.output()
+        command
     }
 }
 
@@ -363,11 +377,14 @@ fn cstr(text: &str) -> CString {
     CString::new(text).expect("no NUL in test paths")
 }
 
-fn step_run(output: Output, read: &dyn Fn(&str) -> String) -> StepRun {
+fn step_run(measured: Measured, read: &dyn Fn(&str) -> String) -> StepRun {
+    let output = measured.output;
     StepRun {
         status: output.status,
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        elapsed: measured.elapsed,
+        max_rss_kib: measured.max_rss_kib,
         outputs: parse_file_command(&read("GITHUB_OUTPUT")),
         env: parse_file_command(&read("GITHUB_ENV")),
         state: parse_file_command(&read("GITHUB_STATE")),

@@ -1,0 +1,178 @@
+//! Installing the git credential shim for the job's later steps.
+//!
+//! Nothing touches a git config file: later steps get `GIT_CONFIG_COUNT`/`KEY_n`/`VALUE_n`
+//! through `GITHUB_ENV`, appended after any entries an earlier step set. Every entry is scoped to
+//! what the token covers, so other owners, repositories and hosts keep their own credentials. The
+//! helper command starts with `$RUNNER_TEMP`, which the later step's own shell expands, so it
+//! resolves on the runner host and inside job containers alike.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use url::Url;
+
+use super::inputs::Env;
+use super::layout::Layout;
+use crate::keeper::state::{Owner, create_private_dir, give};
+
+/// The URL prefixes the token covers: the owner, or each repository with and without `.git`,
+/// each with the login as GitHub spells it and in lower case (git matches case-sensitively).
+pub fn scopes(server: &Url, account: &str, repositories: &[String]) -> Vec<String> {
+    let base = server.as_str().trim_end_matches('/');
+    let mut logins = vec![account.to_owned()];
+    if account.to_lowercase() != account {
+        logins.push(account.to_lowercase());
+    }
+    let mut scopes = Vec::new();
+    for login in &logins {
+        if repositories.is_empty() {
+            scopes.push(format!("{base}/{login}"));
+        }
+        for repo in repositories {
+            scopes.push(format!("{base}/{login}/{repo}"));
+            scopes.push(format!("{base}/{login}/{repo}.git"));
+        }
+    }
+    scopes.dedup();
+    scopes
+}
+
+/// The command git runs for our scopes.
+pub fn helper_command(layout: &Layout, step: &str) -> String {
+    let root = &layout.shell_root;
+    format!("!\"{root}/bin/token-keeper\" credential --state \"{root}/{step}\"")
+}
+
+/// `GIT_CONFIG_*` variables for later steps, appended after the `existing` count.
+pub fn git_config_env(
+    existing: usize,
+    scopes: &[String],
+    helper: &str,
+    clear_extraheader: bool,
+) -> Vec<(String, String)> {
+    let mut entries: Vec<(String, String)> = Vec::new();
+    for scope in scopes {
+        // An empty helper first resets the list, so no global helper answers before us.
+        entries.push((format!("credential.{scope}.helper"), String::new()));
+        entries.push((format!("credential.{scope}.helper"), helper.to_owned()));
+        if clear_extraheader {
+            entries.push((format!("http.{scope}.extraheader"), String::new()));
+        }
+    }
+    let mut env = Vec::new();
+    for (i, (key, value)) in entries.iter().enumerate() {
+        env.push((format!("GIT_CONFIG_KEY_{}", existing + i), key.clone()));
+        env.push((format!("GIT_CONFIG_VALUE_{}", existing + i), value.clone()));
+    }
+    env.push((
+        "GIT_CONFIG_COUNT".into(),
+        (existing + entries.len()).to_string(),
+    ));
+    env
+}
+
+/// How many `GIT_CONFIG_*` entries earlier steps set.
+pub fn existing_count(env: &Env) -> usize {
+    env.get("GIT_CONFIG_COUNT")
+        .and_then(|c| c.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Copy the running binary to `<root>/bin/token-keeper` (0700, the runner user's).
+pub fn install_binary(layout: &Layout) -> Result<()> {
+    let bin = layout.root.join("bin");
+    create_private_dir(&bin, layout.owner)?;
+    let source = std::env::current_exe().context("cannot find the running binary")?;
+    let target = bin.join("token-keeper");
+    copy_atomic(&source, &target, layout.owner)
+        .with_context(|| format!("cannot install `{}`", target.display()))
+}
+
+fn copy_atomic(source: &Path, target: &Path, owner: Owner) -> std::io::Result<()> {
+    let dir = target.parent().unwrap_or(Path::new("."));
+    let temp = tempfile::Builder::new()
+        .prefix(".token-keeper.")
+        .tempfile_in(dir)?;
+    fs::copy(source, temp.path())?;
+    let file = temp.as_file();
+    file.set_permissions(fs::Permissions::from_mode(0o700))?;
+    give(file, owner)?;
+    file.sync_all()?;
+    temp.persist(target).map_err(|e| e.error)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn github() -> Url {
+        Url::parse("https://github.com").unwrap()
+    }
+
+    #[test]
+    fn owner_wide_tokens_scope_the_owner_in_both_cases() {
+        assert_eq!(
+            scopes(&github(), "Octo-Org", &[]),
+            ["https://github.com/Octo-Org", "https://github.com/octo-org"]
+        );
+        assert_eq!(scopes(&github(), "octo", &[]), ["https://github.com/octo"]);
+    }
+
+    #[test]
+    fn repository_tokens_scope_each_repository_with_and_without_git() {
+        assert_eq!(
+            scopes(&github(), "octo", &["app".into()]),
+            [
+                "https://github.com/octo/app",
+                "https://github.com/octo/app.git"
+            ]
+        );
+    }
+
+    #[test]
+    fn entries_are_appended_after_earlier_ones() {
+        let env = git_config_env(2, &["https://github.com/octo".into()], "!helper", true);
+        let expected: Vec<(String, String)> = [
+            (
+                "GIT_CONFIG_KEY_2",
+                "credential.https://github.com/octo.helper",
+            ),
+            ("GIT_CONFIG_VALUE_2", ""),
+            (
+                "GIT_CONFIG_KEY_3",
+                "credential.https://github.com/octo.helper",
+            ),
+            ("GIT_CONFIG_VALUE_3", "!helper"),
+            (
+                "GIT_CONFIG_KEY_4",
+                "http.https://github.com/octo.extraheader",
+            ),
+            ("GIT_CONFIG_VALUE_4", ""),
+            ("GIT_CONFIG_COUNT", "5"),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+        assert_eq!(env, expected);
+    }
+
+    #[test]
+    fn the_helper_resolves_through_runner_temp() {
+        let layout = Layout {
+            root: "/github/runner_temp/token-keeper".into(),
+            shell_root: "$RUNNER_TEMP/token-keeper".into(),
+            host_root: None,
+            owner: Owner {
+                uid: 1001,
+                gid: 1001,
+            },
+        };
+        assert_eq!(
+            helper_command(&layout, "step-x"),
+            "!\"$RUNNER_TEMP/token-keeper/bin/token-keeper\" credential --state \"$RUNNER_TEMP/token-keeper/step-x\""
+        );
+    }
+}

@@ -1,0 +1,295 @@
+//! Git's credential-helper protocol: read the request, check it is ours, answer from the keeper.
+//!
+//! Git writes `key=value` lines and a blank line; unknown keys and unknown operations are
+//! ignored, as git asks of helpers. Stdout carries protocol lines only; diagnostics go to stderr,
+//! which git shows. We answer only for the protocol, host and port of our git server, and only
+//! for paths inside the token's scope when git sends a path. No mask line is ever printed here: a
+//! build that captures git's stderr would keep the token in its logs.
+
+use std::io::{self, Read, Write};
+use std::path::Path;
+
+use url::Url;
+
+use crate::keeper::state::MintConfig;
+use crate::keeper::{Keeper, KeeperError};
+
+/// The username GitHub expects with an installation token.
+const USERNAME: &str = "x-access-token";
+
+/// The attributes of one request; the ones we do not use are dropped.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub protocol: Option<String>,
+    pub host: Option<String>,
+    pub path: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+impl Request {
+    /// Parse git's attributes. Reading stops at the first blank line; a line without `=` or with
+    /// a NUL is skipped; a line splits at its first `=`.
+    pub fn parse(input: &[u8]) -> Self {
+        let mut request = Self::default();
+        for line in input.split(|b| *b == b'\n') {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.is_empty() {
+                break;
+            }
+            let Ok(line) = std::str::from_utf8(line) else {
+                continue;
+            };
+            let Some((key, value)) = line.split_once('=') else {
+                continue;
+            };
+            if value.contains('\0') {
+                continue;
+            }
+            let slot = match key {
+                "protocol" => &mut request.protocol,
+                "host" => &mut request.host,
+                "path" => &mut request.path,
+                "username" => &mut request.username,
+                "password" => &mut request.password,
+                _ => continue,
+            };
+            *slot = Some(value.to_owned());
+        }
+        request
+    }
+
+    /// Whether the request is for our server and, when git names a path, inside our scope.
+    pub fn is_ours(&self, server: &Url, config: &MintConfig) -> bool {
+        let (Some(protocol), Some(host)) = (&self.protocol, &self.host) else {
+            return false;
+        };
+        let Some(server_host) = server.host_str() else {
+            return false;
+        };
+        let expected_host = match server.port() {
+            Some(port) => format!("{server_host}:{port}"),
+            None => server_host.to_owned(),
+        };
+        if protocol != server.scheme() || !host.eq_ignore_ascii_case(&expected_host) {
+            return false;
+        }
+        match &self.path {
+            None => true,
+            Some(path) => path_in_scope(path, server.path(), config),
+        }
+    }
+}
+
+/// `owner/repo[.git][/...]` under the server's own path, inside the token's owner and repositories.
+fn path_in_scope(path: &str, server_path: &str, config: &MintConfig) -> bool {
+    let prefix = server_path.trim_matches('/');
+    let path = path.trim_start_matches('/');
+    let rest = if prefix.is_empty() {
+        path
+    } else {
+        match path.strip_prefix(prefix).and_then(|r| r.strip_prefix('/')) {
+            Some(rest) => rest,
+            None => return false,
+        }
+    };
+    let mut segments = rest.split('/');
+    let (Some(owner), repo) = (segments.next(), segments.next()) else {
+        return false;
+    };
+    if !owner.eq_ignore_ascii_case(&config.account) {
+        return false;
+    }
+    if config.repositories.is_empty() {
+        return repo.is_some_and(|r| !r.is_empty());
+    }
+    let Some(repo) = repo else {
+        return false;
+    };
+    let repo = repo.strip_suffix(".git").unwrap_or(repo);
+    config
+        .repositories
+        .iter()
+        .any(|r| r.eq_ignore_ascii_case(repo))
+}
+
+/// Run one helper operation: attributes from `input`, answer on `out`, diagnostics on `err`.
+pub fn run(
+    op: &str,
+    state: &Path,
+    mut input: impl Read,
+    mut out: impl Write,
+    mut err: impl Write,
+    now: i64,
+) -> Result<(), KeeperError> {
+    if !matches!(op, "get" | "erase") {
+        // `store` and anything newer: nothing to do, silently.
+        return Ok(());
+    }
+    let mut bytes = Vec::new();
+    // A request that cannot be read is not one we can answer.
+    if input.read_to_end(&mut bytes).is_err() {
+        return Ok(());
+    }
+    let request = Request::parse(&bytes);
+    let keeper = Keeper::open(state)?;
+    let current = keeper.state()?;
+    let Ok(server) = Url::parse(&current.config.git_server) else {
+        return Ok(());
+    };
+    if !request.is_ours(&server, &current.config) {
+        return Ok(());
+    }
+    if op == "erase" {
+        if let Some(password) = &request.password {
+            keeper.erase(password, now)?;
+        }
+        return Ok(());
+    }
+    let served = keeper.serve(current, now)?;
+    if let Some(warning) = &served.warning {
+        let _ = writeln!(err, "token-keeper: warning: {warning}");
+    }
+    write_answer(&mut out, served.token.expose(), served.expires_at).or_else(ignore_closed_pipe)?;
+    Ok(())
+}
+
+fn write_answer(out: &mut impl Write, password: &str, expiry: i64) -> io::Result<()> {
+    let answer =
+        format!("username={USERNAME}\npassword={password}\npassword_expiry_utc={expiry}\n");
+    out.write_all(answer.as_bytes())?;
+    out.flush()
+}
+
+/// Git may stop reading (it closed the pipe): nothing more to do.
+fn ignore_closed_pipe(e: io::Error) -> Result<(), KeeperError> {
+    if e.kind() == io::ErrorKind::BrokenPipe {
+        Ok(())
+    } else {
+        Err(KeeperError::NothingValid(format!("cannot answer git: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(repositories: &[&str]) -> MintConfig {
+        MintConfig {
+            api_url: "https://api.github.com".into(),
+            git_server: "https://github.com".into(),
+            issuer: "1".into(),
+            installation_id: 1,
+            account: "Octo-Org".into(),
+            repositories: repositories.iter().map(|r| (*r).to_owned()).collect(),
+            permissions: Default::default(),
+            refresh_after: 3000,
+            ca_certificates: None,
+        }
+    }
+
+    fn request(text: &str) -> Request {
+        Request::parse(text.as_bytes())
+    }
+
+    #[test]
+    fn attributes_are_read_until_the_blank_line() {
+        let r = request("protocol=https\nhost=github.com\n\npath=ignored\n");
+        assert_eq!(r.protocol.as_deref(), Some("https"));
+        assert_eq!(r.host.as_deref(), Some("github.com"));
+        assert_eq!(r.path, None);
+    }
+
+    #[test]
+    fn unknown_attributes_and_odd_lines_are_ignored() {
+        let r = request(
+            "capability[]=authtype\nwwwauth[]=Basic realm=x\nnonsense\nprotocol=https\nhost=github.com\n",
+        );
+        assert_eq!(r.protocol.as_deref(), Some("https"));
+        assert!(r.is_ours(&Url::parse("https://github.com").unwrap(), &config(&[])));
+    }
+
+    #[test]
+    fn a_value_splits_at_the_first_equals_sign() {
+        let r = request("password=a=b=c\n");
+        assert_eq!(r.password.as_deref(), Some("a=b=c"));
+    }
+
+    #[test]
+    fn crlf_lines_are_accepted() {
+        let r = request("protocol=https\r\nhost=github.com\r\n\r\n");
+        assert_eq!(r.host.as_deref(), Some("github.com"));
+    }
+
+    #[test]
+    fn only_our_protocol_host_and_port_are_answered() {
+        let github = Url::parse("https://github.com").unwrap();
+        let local = Url::parse("http://127.0.0.1:8080").unwrap();
+        let c = config(&[]);
+        assert!(request("protocol=https\nhost=github.com\n").is_ours(&github, &c));
+        assert!(request("protocol=https\nhost=GitHub.com\n").is_ours(&github, &c));
+        assert!(!request("protocol=http\nhost=github.com\n").is_ours(&github, &c));
+        assert!(!request("protocol=https\nhost=gitlab.com\n").is_ours(&github, &c));
+        assert!(!request("protocol=https\nhost=github.com:8443\n").is_ours(&github, &c));
+        assert!(!request("host=github.com\n").is_ours(&github, &c));
+        assert!(request("protocol=http\nhost=127.0.0.1:8080\n").is_ours(&local, &c));
+        assert!(!request("protocol=http\nhost=127.0.0.1\n").is_ours(&local, &c));
+    }
+
+    #[test]
+    fn a_path_must_be_inside_the_scope() {
+        let github = Url::parse("https://github.com").unwrap();
+        let owner_wide = config(&[]);
+        let scoped = config(&["app"]);
+        let with = |path: &str| request(&format!("protocol=https\nhost=github.com\npath={path}\n"));
+        assert!(with("octo-org/anything.git").is_ours(&github, &owner_wide));
+        assert!(!with("other-org/app.git").is_ours(&github, &owner_wide));
+        assert!(!with("Octo-Org").is_ours(&github, &owner_wide));
+        assert!(with("Octo-Org/app.git").is_ours(&github, &scoped));
+        assert!(with("Octo-Org/app").is_ours(&github, &scoped));
+        assert!(with("Octo-Org/App/info/refs").is_ours(&github, &scoped));
+        assert!(!with("Octo-Org/lib.git").is_ours(&github, &scoped));
+        assert!(!with("Octo-Org/app-2.git").is_ours(&github, &scoped));
+    }
+
+    #[test]
+    fn a_server_path_prefix_is_respected() {
+        let ghes = Url::parse("https://ghes.example.com/git").unwrap();
+        let c = config(&[]);
+        let with = |path: &str| {
+            request(&format!(
+                "protocol=https\nhost=ghes.example.com\npath={path}\n"
+            ))
+        };
+        assert!(with("git/Octo-Org/app.git").is_ours(&ghes, &c));
+        assert!(!with("Octo-Org/app.git").is_ours(&ghes, &c));
+    }
+
+    #[test]
+    fn store_and_unknown_operations_are_silent() {
+        for op in ["store", "frobnicate"] {
+            let mut out = Vec::new();
+            let mut err = Vec::new();
+            run(
+                op,
+                Path::new("/nonexistent"),
+                &b"protocol=https\n"[..],
+                &mut out,
+                &mut err,
+                0,
+            )
+            .unwrap();
+            assert!(out.is_empty() && err.is_empty(), "{op}");
+        }
+    }
+
+    #[test]
+    fn the_answer_is_three_protocol_lines() {
+        let mut out = Vec::new();
+        write_answer(&mut out, "ghs_x", 1234).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "username=x-access-token\npassword=ghs_x\npassword_expiry_utc=1234\n"
+        );
+    }
+}

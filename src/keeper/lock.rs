@@ -1,0 +1,137 @@
+//! Single flight across processes: an exclusive lock on the state directory's `lock` file.
+//!
+//! The lock is on a file that is never replaced (a rename would leave waiters locking a dead
+//! inode). Waiting is bounded: git is waiting for us. The guard is the only way to replace the
+//! token cache or append to the ledger, so no write happens outside the lock.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::time::{Duration, Instant};
+
+use super::state::{LedgerEntry, State, StateDir, StateError, give};
+
+const LOCK: &str = "lock";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error(
+        "another process has held the lock on `{0}` for over {1}s: it may be stuck re-minting; try again"
+    )]
+    Timeout(String, u64),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("cannot lock `{path}`: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// Held while re-minting; released on drop.
+pub struct Guard<'a> {
+    dir: &'a StateDir,
+    _file: File,
+}
+
+impl<'a> Guard<'a> {
+    /// Take the lock, waiting at most `bound`; `on_wait` is called once if we have to wait.
+    pub fn acquire(
+        dir: &'a StateDir,
+        bound: Duration,
+        on_wait: impl FnOnce(),
+    ) -> Result<Self, LockError> {
+        let path = dir.path().join(LOCK);
+        let io = |source| LockError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io)?;
+        give(&file, dir.owner()).map_err(io)?;
+        let started = Instant::now();
+        let mut on_wait = Some(on_wait);
+        let mut pause = Duration::from_millis(2);
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(Self { dir, _file: file }),
+                Err(TryLockError::WouldBlock) => {}
+                Err(TryLockError::Error(e)) => return Err(io(e)),
+            }
+            if started.elapsed() >= bound {
+                return Err(LockError::Timeout(
+                    path.display().to_string(),
+                    bound.as_secs(),
+                ));
+            }
+            if let Some(notify) = on_wait.take() {
+                notify();
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+    }
+
+    /// Replace the state file whole.
+    pub fn write_state(&self, state: &State) -> Result<(), StateError> {
+        let mut bytes = serde_json::to_vec_pretty(state).unwrap_or_default();
+        bytes.write_all(b"\n").unwrap_or_default();
+        self.dir.write_atomic(super::state::STATE, &bytes)
+    }
+
+    /// Add a minted token to the ledger.
+    pub fn record(&self, entry: &LedgerEntry) -> Result<(), StateError> {
+        self.dir.record(entry)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Barrier};
+
+    use super::*;
+    use crate::keeper::state::Owner;
+
+    #[test]
+    fn a_second_holder_waits_then_times_out() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = StateDir::create(tmp.path(), Owner::of(tmp.path()).unwrap()).unwrap();
+        let _held = Guard::acquire(&dir, Duration::from_secs(1), || {}).unwrap();
+        let mut waited = false;
+        let err = Guard::acquire(&dir, Duration::from_millis(100), || waited = true)
+            .err()
+            .unwrap();
+        assert!(waited);
+        assert!(matches!(err, LockError::Timeout(..)), "{err}");
+    }
+
+    #[test]
+    fn the_lock_serialises_threads() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = Arc::new(StateDir::create(tmp.path(), Owner::of(tmp.path()).unwrap()).unwrap());
+        let inside = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let start = Arc::new(Barrier::new(4));
+        let workers: Vec<_> = (0..4)
+            .map(|_| {
+                let (dir, inside, start) = (dir.clone(), inside.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    let _guard = Guard::acquire(&dir, Duration::from_secs(5), || {}).unwrap();
+                    let now = inside.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(10));
+                    inside.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                    now
+                })
+            })
+            .collect();
+        for worker in workers {
+            assert_eq!(worker.join().unwrap(), 0, "nobody else was inside");
+        }
+    }
+}

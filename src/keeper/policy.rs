@@ -1,0 +1,188 @@
+//! When to re-mint: a pure decision on the cached token, the time and the thresholds.
+//!
+//! Ages and expiries are judged in our clock: the cache records when we received the token (our
+//! clock) and its expiry in GitHub's clock with the offset between the two, so a runner whose clock
+//! drifts still refreshes on time and never serves a token GitHub considers expired.
+
+use std::time::Duration;
+
+/// A brand-new token can be refused for a few seconds, and a stale checkout header or a repository
+/// outside the token's reach also makes git send `erase`: erase only tokens older than this.
+pub const ERASE_MIN_AGE: i64 = 60;
+/// Re-mints caused by `erase` happen at most once per this many seconds.
+pub const ERASE_MIN_INTERVAL: i64 = 60;
+/// Refresh when less than this is left, or half the token's lifetime if that is less.
+const EXPIRY_MARGIN: i64 = 300;
+
+/// What the policy looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Facts {
+    /// When we received the token, our clock.
+    pub minted_at: i64,
+    /// Its expiry, GitHub's clock.
+    pub expires_at: i64,
+    /// GitHub's clock minus ours.
+    pub clock_offset: i64,
+    /// Git said the token was refused.
+    pub erased: bool,
+}
+
+impl Facts {
+    /// The expiry in our clock.
+    pub fn local_expiry(&self) -> i64 {
+        self.expires_at - self.clock_offset
+    }
+
+    pub fn age(&self, now: i64) -> i64 {
+        now - self.minted_at
+    }
+
+    /// Whether GitHub still accepts it at `now` (our clock).
+    pub fn is_valid(&self, now: i64) -> bool {
+        now < self.local_expiry()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Fresh,
+    Refresh(Reason),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    Age,
+    NearExpiry,
+    Erased,
+}
+
+/// Whether the cached token should be replaced at `now` (our clock).
+pub fn decide(now: i64, facts: &Facts, refresh_after: Duration) -> Decision {
+    let lifetime = facts.local_expiry() - facts.minted_at;
+    let margin = EXPIRY_MARGIN.min(lifetime / 2);
+    if facts.erased {
+        Decision::Refresh(Reason::Erased)
+    } else if facts.age(now) >= refresh_after.as_secs() as i64 {
+        Decision::Refresh(Reason::Age)
+    } else if facts.local_expiry() - now <= margin {
+        Decision::Refresh(Reason::NearExpiry)
+    } else {
+        Decision::Fresh
+    }
+}
+
+/// Whether git's `erase` of the cached token should mark it stale.
+pub fn erase_counts(now: i64, facts: &Facts, last_erase_mint: Option<i64>) -> bool {
+    facts.age(now) >= ERASE_MIN_AGE
+        && last_erase_mint.is_none_or(|at| now - at >= ERASE_MIN_INTERVAL)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FIFTY_MINUTES: Duration = Duration::from_secs(50 * 60);
+
+    fn hour_token(minted_at: i64) -> Facts {
+        Facts {
+            minted_at,
+            expires_at: minted_at + 3600,
+            clock_offset: 0,
+            erased: false,
+        }
+    }
+
+    #[test]
+    fn a_young_token_is_fresh() {
+        assert_eq!(
+            decide(1000 + 49 * 60, &hour_token(1000), FIFTY_MINUTES),
+            Decision::Fresh
+        );
+    }
+
+    #[test]
+    fn an_old_token_is_refreshed() {
+        assert_eq!(
+            decide(1000 + 50 * 60, &hour_token(1000), FIFTY_MINUTES),
+            Decision::Refresh(Reason::Age)
+        );
+    }
+
+    #[test]
+    fn a_token_near_its_expiry_is_refreshed_whatever_its_age() {
+        // GitHub gave a token with only ten minutes left.
+        let short = Facts {
+            expires_at: 1000 + 600,
+            ..hour_token(1000)
+        };
+        assert_eq!(decide(1000 + 299, &short, FIFTY_MINUTES), Decision::Fresh);
+        assert_eq!(
+            decide(1000 + 300, &short, FIFTY_MINUTES),
+            Decision::Refresh(Reason::NearExpiry)
+        );
+    }
+
+    #[test]
+    fn a_fresh_answer_leaves_the_caller_ten_minutes() {
+        let facts = hour_token(0);
+        for now in 0..4000 {
+            if decide(now, &facts, FIFTY_MINUTES) == Decision::Fresh {
+                assert!(facts.local_expiry() - now > 600, "at {now}");
+            }
+        }
+    }
+
+    #[test]
+    fn expiry_is_judged_in_our_clock() {
+        // GitHub runs five minutes ahead: its expiry is five minutes earlier in our clock.
+        let facts = Facts {
+            clock_offset: 300,
+            expires_at: 300 + 3600,
+            ..hour_token(0)
+        };
+        assert_eq!(facts.local_expiry(), 3600);
+        assert!(facts.is_valid(3599));
+        assert!(!facts.is_valid(3600));
+    }
+
+    #[test]
+    fn an_erased_token_is_refreshed() {
+        let facts = Facts {
+            erased: true,
+            ..hour_token(0)
+        };
+        assert_eq!(
+            decide(1, &facts, FIFTY_MINUTES),
+            Decision::Refresh(Reason::Erased)
+        );
+    }
+
+    #[test]
+    fn short_lived_tokens_keep_a_proportional_margin() {
+        // The end-to-end tests use tokens that live 3 s with `refresh-after: 1s`.
+        let facts = Facts {
+            minted_at: 0,
+            expires_at: 3,
+            clock_offset: 0,
+            erased: false,
+        };
+        let one_second = Duration::from_secs(1);
+        assert_eq!(decide(0, &facts, one_second), Decision::Fresh);
+        assert_eq!(
+            decide(1, &facts, one_second),
+            Decision::Refresh(Reason::Age)
+        );
+    }
+
+    #[test]
+    fn erase_needs_an_old_token_and_a_quiet_minute() {
+        let facts = hour_token(0);
+        assert!(!erase_counts(59, &facts, None), "too young");
+        assert!(erase_counts(60, &facts, None));
+        assert!(
+            !erase_counts(100, &facts, Some(50)),
+            "re-minted for an erase 50 s ago"
+        );
+        assert!(erase_counts(110, &facts, Some(50)));
+    }
+}

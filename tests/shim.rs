@@ -1,0 +1,486 @@
+//! The git credential shim, end to end: the real `git` against a git server that accepts only
+//! live tokens of the fake GitHub, in the later steps of an emulated job.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use base64::Engine;
+
+use crate::support::fake_github::{APP_ID, APP_KEY, FakeGitHub, Installation, Issued};
+use crate::support::git_server::{GitServer, git_command};
+use crate::support::runner::{Job, StepRun, View, is_root};
+
+/// A job whose API is the fake and whose git server accepts only the fake's live tokens.
+struct World {
+    github: FakeGitHub,
+    git: GitServer,
+    git_url: String,
+    job: Job,
+}
+
+impl World {
+    async fn start(token_lifetime: Duration) -> Self {
+        let github = FakeGitHub::start().await;
+        github.world().token_lifetime = token_lifetime;
+        let git = GitServer::start(github.handle());
+        for (owner, repo) in [
+            ("Octo-Org", "app"),
+            ("Octo-Org", "lib"),
+            ("Other-Org", "tools"),
+        ] {
+            git.create_repo(owner, repo);
+        }
+        let job = Job::new(&github.url());
+        let git_url = git.url();
+        Self {
+            github,
+            git,
+            git_url,
+            job,
+        }
+    }
+
+    fn inputs<'a>(&'a self, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+        let mut inputs = vec![
+            ("app-id", APP_ID),
+            ("private-key", APP_KEY),
+            ("git-server-url", self.git_url.as_str()),
+        ];
+        inputs.extend_from_slice(extra);
+        inputs
+    }
+
+    fn repo_url(&self, owner: &str, repo: &str) -> String {
+        format!("{}/{owner}/{repo}.git", self.git.url())
+    }
+}
+
+/// A later step on the runner host: the job's env plus what the main step exported.
+struct LaterStep {
+    env: BTreeMap<String, String>,
+    dir: tempfile::TempDir,
+}
+
+impl LaterStep {
+    fn after(job: &Job, main: &StepRun) -> Self {
+        let mut env: BTreeMap<String, String> = main.env.clone();
+        env.insert(
+            "RUNNER_TEMP".into(),
+            job.temp.to_string_lossy().into_owned(),
+        );
+        let path = std::env::var("PATH").unwrap_or_default();
+        env.insert("PATH".into(), format!("{}:{path}", main.path.join(":")));
+        let dir = tempfile::Builder::new()
+            .prefix("tk-step")
+            .tempdir()
+            .expect("step dir");
+        Self { env, dir }
+    }
+
+    fn git(&self, args: &[&str]) -> Output {
+        self.git_in(self.dir.path(), args)
+    }
+
+    fn git_in(&self, dir: &Path, args: &[&str]) -> Output {
+        git_command(dir)
+            .envs(&self.env)
+            .args(args)
+            .output()
+            .expect("git")
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let mut command = Command::new(program);
+        command
+            .current_dir(self.dir.path())
+            .env_clear()
+            .envs(&self.env);
+        command
+    }
+}
+
+/// Make the cached token look `secs` older, as if the job had run that long.
+fn age_cached_token(main: &StepRun, secs: i64) {
+    let file = PathBuf::from(&main.state["dir"]).join("state.json");
+    let mut state: serde_json::Value = serde_json::from_slice(&fs::read(&file).unwrap()).unwrap();
+    state["token"]["minted_at"] = (state["token"]["minted_at"].as_i64().unwrap() - secs).into();
+    fs::write(&file, serde_json::to_vec(&state).unwrap()).unwrap();
+}
+
+#[track_caller]
+fn assert_git_ok(output: &Output) {
+    assert!(
+        output.status.success(),
+        "git failed: {}\nstdout: {}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn a_push_after_expiry_gets_a_fresh_token() {
+    let w = World::start(Duration::from_secs(3)).await;
+    let inputs = w.inputs(&[("refresh-after", "1s")]);
+    let main = w.job.main(&inputs, View::Host);
+    main.assert_ok();
+    let step = LaterStep::after(&w.job, &main);
+
+    assert_git_ok(&step.git(&["clone", "--quiet", &w.repo_url("Octo-Org", "app"), "app"]));
+    std::thread::sleep(Duration::from_millis(3500));
+    let repo = step.dir.path().join("app");
+    fs::write(
+        repo.join("late.txt"),
+        "built after the first token expired\n",
+    )
+    .unwrap();
+    assert_git_ok(&step.git_in(&repo, &["add", "late.txt"]));
+    assert_git_ok(&step.git_in(&repo, &["commit", "--quiet", "-m", "late"]));
+    let push = step.git_in(&repo, &["push", "--quiet", "origin", "main"]);
+    assert_git_ok(&push);
+    // With a one-second `refresh-after`, a slow machine may re-mint again within the push.
+    assert!(w.github.mints() >= 2, "the push re-minted");
+    // Git never prints the token, and the helper prints no mask line.
+    for issued in &w.github.world().issued {
+        assert!(!stderr(&push).contains(issued.token.as_str()));
+    }
+    assert!(!stderr(&push).contains("::add-mask::"));
+}
+
+#[tokio::test]
+async fn without_the_shim_a_late_push_fails() {
+    let w = World::start(Duration::from_secs(2)).await;
+    let inputs = w.inputs(&[("git-credentials", "false")]);
+    let main = w.job.main(&inputs, View::Host);
+    main.assert_ok();
+    assert!(!main.env.contains_key("GIT_CONFIG_COUNT"));
+    let step = LaterStep::after(&w.job, &main);
+    let url = w.repo_url("Octo-Org", "app").replace(
+        "http://",
+        &format!("http://x-access-token:{}@", main.outputs["token"]),
+    );
+    assert_git_ok(&step.git(&["clone", "--quiet", &url, "app"]));
+    std::thread::sleep(Duration::from_millis(2500));
+    let output = step.git_in(
+        &step.dir.path().join("app"),
+        &["push", "origin", "HEAD:refs/heads/late"],
+    );
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("Authentication failed"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(w.github.mints(), 1);
+}
+
+#[tokio::test]
+async fn parallel_git_at_expiry_mints_exactly_once() {
+    let w = World::start(Duration::from_secs(3600)).await;
+    let main = w.job.main(&w.inputs(&[]), View::Host);
+    main.assert_ok();
+    let step = LaterStep::after(&w.job, &main);
+    // Fifty minutes into the job: every git process finds the token due for a refresh.
+    age_cached_token(&main, 50 * 60);
+    let url = w.repo_url("Octo-Org", "app");
+    let children: Vec<_> = (0..32)
+        .map(|_| {
+            git_command(step.dir.path())
+                .envs(&step.env)
+                .args(["ls-remote", &url])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("git")
+        })
+        .collect();
+    for child in children {
+        assert_git_ok(&child.wait_with_output().unwrap());
+    }
+    assert_eq!(w.github.mints(), 2, "one mint in main, one for all 32");
+}
+
+#[tokio::test]
+async fn the_shim_answers_only_inside_the_token_scope() {
+    let w = World::start(Duration::from_secs(3600)).await;
+    let inputs = w.inputs(&[("repositories", "app")]);
+    let main = w.job.main(&inputs, View::Host);
+    main.assert_ok();
+    let step = LaterStep::after(&w.job, &main);
+    assert_git_ok(&step.git(&["ls-remote", &w.repo_url("Octo-Org", "app")]));
+    assert_git_ok(&step.git(&["ls-remote", &w.repo_url("octo-org", "app")]));
+    // Another repository of the owner, another owner, another host: nothing from us.
+    for url in [
+        w.repo_url("Octo-Org", "lib"),
+        w.repo_url("Other-Org", "tools"),
+        w.repo_url("Octo-Org", "app")
+            .replace("127.0.0.1", "localhost"),
+    ] {
+        let output = step.git(&["ls-remote", &url]);
+        assert!(!output.status.success(), "{url}");
+        assert!(
+            stderr(&output).contains("could not read Username"),
+            "{url}: {}",
+            stderr(&output)
+        );
+    }
+    assert_eq!(w.github.mints(), 1);
+}
+
+#[tokio::test]
+async fn a_stale_checkout_header_is_neutralised_only_in_scope() {
+    let mut w = World::start(Duration::from_secs(3600)).await;
+    // Another owner's installation, and a live token of its own in checkout's server-wide header.
+    let other_token = "ghs_othertokenforotherorg000000000000";
+    {
+        let mut world = w.github.world();
+        world.installations.push(Installation {
+            id: 77,
+            account: "Other-Org".into(),
+            repos: vec!["tools".into()],
+            permissions: BTreeMap::new(),
+        });
+        let expires_at = world.now() + 3600;
+        world.issued.push(Issued {
+            token: other_token.into(),
+            installation: 77,
+            repos: None,
+            permissions: BTreeMap::new(),
+            expires_at,
+            revoked: false,
+        });
+    }
+    let header = |token: &str| {
+        let basic =
+            base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{token}"));
+        format!("AUTHORIZATION: basic {basic}")
+    };
+    // An earlier step configured git: checkout's header for the whole server, and an alias.
+    let earlier = [
+        (
+            format!("http.{}/.extraheader", w.git.url()),
+            header(other_token),
+        ),
+        ("alias.earlier".to_owned(), "status".to_owned()),
+    ];
+    w.job
+        .extra_env
+        .insert("GIT_CONFIG_COUNT".into(), "2".into());
+    for (i, (key, value)) in earlier.iter().enumerate() {
+        w.job
+            .extra_env
+            .insert(format!("GIT_CONFIG_KEY_{i}"), key.clone());
+        w.job
+            .extra_env
+            .insert(format!("GIT_CONFIG_VALUE_{i}"), value.clone());
+    }
+    let inputs = w.inputs(&[("owner", "Octo-Org")]);
+    let main = w.job.main(&inputs, View::Host);
+    main.assert_ok();
+    let mut step = LaterStep::after(&w.job, &main);
+    for (key, value) in w
+        .job
+        .extra_env
+        .iter()
+        .filter(|(k, _)| k.starts_with("GIT_CONFIG_"))
+    {
+        step.env.entry(key.clone()).or_insert_with(|| value.clone());
+    }
+    assert_eq!(
+        step.env["GIT_CONFIG_KEY_2"],
+        format!("credential.{}/Octo-Org.helper", w.git.url())
+    );
+
+    // Octo-Org: the header (a token that does not cover it) is cleared, the helper answers.
+    assert_git_ok(&step.git(&["ls-remote", &w.repo_url("Octo-Org", "app")]));
+    // Other-Org: its header still works.
+    assert_git_ok(&step.git(&["ls-remote", &w.repo_url("Other-Org", "tools")]));
+    // The earlier step's entries survive.
+    let alias = step.git(&["config", "alias.earlier"]);
+    assert_eq!(String::from_utf8_lossy(&alias.stdout).trim(), "status");
+}
+
+#[tokio::test]
+async fn erase_of_a_refused_token_makes_the_next_call_remint() {
+    let w = World::start(Duration::from_secs(3600)).await;
+    let main = w.job.main(&w.inputs(&[]), View::Host);
+    main.assert_ok();
+    // The token is two minutes old, and GitHub no longer takes it.
+    age_cached_token(&main, 120);
+    w.github.world().issued[0].revoked = true;
+
+    let step = LaterStep::after(&w.job, &main);
+    let url = w.repo_url("Octo-Org", "app");
+    let refused = step.git(&["ls-remote", &url]);
+    assert!(!refused.status.success());
+    assert_eq!(w.github.mints(), 1, "a get does not re-mint a young token");
+    assert_git_ok(&step.git(&["ls-remote", &url]));
+    assert_eq!(w.github.mints(), 2, "the erase made the next get re-mint");
+}
+
+#[tokio::test]
+async fn token_and_exec_hand_out_a_live_token() {
+    let w = World::start(Duration::from_secs(3600)).await;
+    let main = w.job.main(&w.inputs(&[]), View::Host);
+    main.assert_ok();
+    let step = LaterStep::after(&w.job, &main);
+    let token = main.outputs["token"].clone();
+
+    let printed = step.command("token-keeper").arg("token").output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&printed.stdout),
+        format!("{token}\n")
+    );
+    assert!(printed.stderr.is_empty());
+    let masked = step
+        .command("token-keeper")
+        .arg("token")
+        .env("GITHUB_ACTIONS", "true")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&masked.stderr),
+        format!("::add-mask::{token}\n")
+    );
+
+    let exec = step
+        .command("token-keeper")
+        .args([
+            "exec",
+            "--",
+            "sh",
+            "-c",
+            "test \"$GH_TOKEN\" = \"$GITHUB_TOKEN\" && printf %s \"$GH_TOKEN\"; exit 7",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(exec.status.code(), Some(7));
+    assert_eq!(String::from_utf8_lossy(&exec.stdout), token);
+
+    let unknown = step
+        .command("token-keeper")
+        .args(["token", "--owner", "nobody"])
+        .output()
+        .unwrap();
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr)
+            .starts_with("token-keeper: no token-keeper state for `nobody`")
+    );
+}
+
+#[tokio::test]
+async fn post_revokes_every_token_of_the_job_and_removes_everything() {
+    let w = World::start(Duration::from_secs(3600)).await;
+    let inputs = w.inputs(&[]);
+    let main = w.job.main(&inputs, View::Host);
+    main.assert_ok();
+    let step = LaterStep::after(&w.job, &main);
+    age_cached_token(&main, 50 * 60);
+    assert_git_ok(&step.git(&["ls-remote", &w.repo_url("Octo-Org", "app")]));
+    assert_eq!(w.github.mints(), 2);
+    assert_eq!(w.github.world().live_tokens().len(), 2);
+
+    let post = w.job.post(&inputs, &main.state, View::Host);
+    post.assert_ok();
+    assert!(w.github.world().live_tokens().is_empty(), "both revoked");
+    assert!(
+        !w.job.temp.join("token-keeper").exists(),
+        "state, key and binary removed"
+    );
+}
+
+#[tokio::test]
+async fn the_runner_user_uses_the_shim_after_a_root_main_step() {
+    if !is_root() {
+        eprintln!("skipped: needs root to switch users");
+        return;
+    }
+    let w = World::start(Duration::from_secs(2)).await;
+    w.job.chown_all(1001);
+    let inputs = w.inputs(&[("refresh-after", "1s")]);
+    let main = w.job.main(&inputs, View::Container);
+    main.assert_ok();
+    let step = LaterStep::after(&w.job, &main);
+    let root_dir = w.job.temp.join("token-keeper");
+    for entry in walk(&root_dir) {
+        let meta = fs::symlink_metadata(&entry).unwrap();
+        assert_eq!(meta.uid(), 1001, "{}", entry.display());
+        let mode = meta.mode() & 0o777;
+        let expected = if meta.is_dir() || entry.ends_with("bin/token-keeper") {
+            0o700
+        } else {
+            0o600
+        };
+        assert_eq!(mode, expected, "{}", entry.display());
+    }
+    assert!(
+        main.path[0].ends_with("/_temp/token-keeper/bin"),
+        "{:?}",
+        main.path
+    );
+    fs::set_permissions(
+        step.dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let url = w.repo_url("Octo-Org", "app");
+    let as_runner = |args: &[&str]| {
+        let mut command = git_command(step.dir.path());
+        command.envs(&step.env).args(args);
+        as_user(&mut command, 1001);
+        command.output().expect("git as the runner user")
+    };
+    assert_git_ok(&as_runner(&["ls-remote", &url]));
+
+    // Expired: a root process re-mints (sudo git), then the runner user reads what it wrote.
+    std::thread::sleep(Duration::from_millis(2200));
+    assert_git_ok(&step.git(&["ls-remote", &url]));
+    assert_eq!(w.github.mints(), 2);
+    assert_git_ok(&as_runner(&["ls-remote", &url]));
+    for entry in walk(&root_dir) {
+        assert_eq!(
+            fs::symlink_metadata(&entry).unwrap().uid(),
+            1001,
+            "{}",
+            entry.display()
+        );
+    }
+
+    // A job container sees `_temp` elsewhere: the helper string follows RUNNER_TEMP.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let link = elsewhere.path().join("__w_temp");
+    std::os::unix::fs::symlink(&w.job.temp, &link).unwrap();
+    let mut moved = LaterStep::after(&w.job, &main);
+    moved
+        .env
+        .insert("RUNNER_TEMP".into(), link.to_string_lossy().into_owned());
+    assert_git_ok(&moved.git(&["ls-remote", &url]));
+}
+
+fn as_user(command: &mut Command, uid: u32) {
+    use std::os::unix::process::CommandExt;
+    // As root, std also drops the supplementary groups.
+    command.uid(uid).gid(uid);
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut found = vec![dir.to_owned()];
+    for entry in fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if entry.file_type().unwrap().is_dir() {
+            found.extend(walk(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found
+}
