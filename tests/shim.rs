@@ -12,7 +12,7 @@ use base64::Engine;
 
 use crate::support::fake_github::{APP_ID, APP_KEY, FakeGitHub, Installation, Issued};
 use crate::support::git_server::{GitServer, git_command};
-use crate::support::runner::{Job, StepRun, View, is_root};
+use crate::support::runner::{Job, LaterStep, View, age_cached_token, is_root};
 
 /// A job whose API is the fake and whose git server accepts only the fake's live tokens.
 struct World {
@@ -57,58 +57,6 @@ impl World {
     fn repo_url(&self, owner: &str, repo: &str) -> String {
         format!("{}/{owner}/{repo}.git", self.git.url())
     }
-}
-
-/// A later step on the runner host: the job's env plus what the main step exported.
-struct LaterStep {
-    env: BTreeMap<String, String>,
-    dir: tempfile::TempDir,
-}
-
-impl LaterStep {
-    fn after(job: &Job, main: &StepRun) -> Self {
-        let mut env: BTreeMap<String, String> = main.env.clone();
-        env.insert(
-            "RUNNER_TEMP".into(),
-            job.temp.to_string_lossy().into_owned(),
-        );
-        let path = std::env::var("PATH").unwrap_or_default();
-        env.insert("PATH".into(), format!("{}:{path}", main.path.join(":")));
-        let dir = tempfile::Builder::new()
-            .prefix("tk-step")
-            .tempdir()
-            .expect("step dir");
-        Self { env, dir }
-    }
-
-    fn git(&self, args: &[&str]) -> Output {
-        self.git_in(self.dir.path(), args)
-    }
-
-    fn git_in(&self, dir: &Path, args: &[&str]) -> Output {
-        git_command(dir)
-            .envs(&self.env)
-            .args(args)
-            .output()
-            .expect("git")
-    }
-
-    fn command(&self, program: &str) -> Command {
-        let mut command = Command::new(program);
-        command
-            .current_dir(self.dir.path())
-            .env_clear()
-            .envs(&self.env);
-        command
-    }
-}
-
-/// Make the cached token look `secs` older, as if the job had run that long.
-fn age_cached_token(main: &StepRun, secs: i64) {
-    let file = PathBuf::from(&main.state["dir"]).join("state.json");
-    let mut state: serde_json::Value = serde_json::from_slice(&fs::read(&file).unwrap()).unwrap();
-    state["token"]["minted_at"] = (state["token"]["minted_at"].as_i64().unwrap() - secs).into();
-    fs::write(&file, serde_json::to_vec(&state).unwrap()).unwrap();
 }
 
 #[track_caller]

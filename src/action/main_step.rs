@@ -74,6 +74,14 @@ pub fn run(env: &Env) -> Result<()> {
     Keeper::start(dir, mint_config, cached, key)?;
 
     export(&files, &config, &installation, &minted)?;
+    println!(
+        "token-keeper: minted a token for {} (installation {}, App `{}`): {}, expires at {}",
+        config.target.describe(),
+        installation.id,
+        installation.app_slug,
+        minted.token.fingerprint(),
+        rfc3339(minted.expires_at),
+    );
     if let Some(server) = &git_server {
         install_shim(
             env,
@@ -86,14 +94,6 @@ pub fn run(env: &Env) -> Result<()> {
             &minted,
         )?;
     }
-    println!(
-        "token-keeper: minted a token for {} (installation {}, App `{}`): {}, expires at {}",
-        config.target.describe(),
-        installation.id,
-        installation.app_slug,
-        minted.token.fingerprint(),
-        rfc3339(minted.expires_at),
-    );
     Ok(())
 }
 

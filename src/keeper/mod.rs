@@ -10,7 +10,7 @@ pub mod policy;
 pub mod state;
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use self::lock::{Guard, LockError};
 use self::policy::Decision;
@@ -22,8 +22,10 @@ use crate::github::{
     GitHub, HttpOptions, Installation, MintedToken, PrivateKey, Secret, TokenRequest,
 };
 
-/// Git is waiting: a re-mint gives up after this (the lock wait is bounded a little longer).
+/// Git is waiting: a re-mint gives up after this.
 pub const REMINT_DEADLINE: Duration = Duration::from_secs(20);
+/// A whole call, lock wait and re-mint included, ends within this.
+const CALL_BOUND: Duration = Duration::from_secs(28);
 const LOCK_WAIT: Duration = Duration::from_secs(25);
 
 #[derive(Debug, thiserror::Error)]
@@ -130,6 +132,7 @@ impl Keeper {
     }
 
     fn refresh(&self, waiting_since: i64) -> Result<Served, KeeperError> {
+        let started = Instant::now();
         let guard = Guard::acquire(&self.dir, LOCK_WAIT, || {
             tracing::debug!("waiting for another re-mint")
         })?;
@@ -142,7 +145,10 @@ impl Keeper {
             // It failed while we waited: do not retry for the full bound again.
             return fallback(&state, now, &failure.message);
         }
-        match self.remint(&state) {
+        let budget = CALL_BOUND
+            .saturating_sub(started.elapsed())
+            .min(REMINT_DEADLINE);
+        match self.remint(&state, budget) {
             Ok((minted, clock_offset)) => {
                 let token = CachedToken {
                     token: minted.token,
@@ -176,7 +182,7 @@ impl Keeper {
     }
 
     /// Mint a new token for the stored installation; the new clock offset comes with it.
-    fn remint(&self, state: &State) -> Result<(MintedToken, i64), String> {
+    fn remint(&self, state: &State, deadline: Duration) -> Result<(MintedToken, i64), String> {
         let config = &state.config;
         let key_text = std::fs::read_to_string(self.dir.path().join(state::KEY)).map_err(|e| {
             format!(
@@ -187,11 +193,12 @@ impl Keeper {
         let key = PrivateKey::parse(&key_text).map_err(|e| e.to_string())?;
         let api = url::Url::parse(&config.api_url)
             .map_err(|e| format!("bad API URL in the state: {e}"))?;
-        let options = http_options(
+        let mut options = http_options(
             &|name| std::env::var(name).ok(),
             REMINT_DEADLINE,
             config.ca_certificates.clone(),
         )?;
+        options.deadline = options.deadline.min(deadline);
         let gh = GitHub::new(api, options, state.token.clock_offset).map_err(|e| e.to_string())?;
         let app = App {
             issuer: &config.issuer,

@@ -146,7 +146,11 @@ impl Drop for GitServer {
 /// A hermetic `git` run in `dir`: no system or global config, no prompts, a fixed identity.
 /// Callers add arguments and environment.
 pub fn git_command(dir: &Path) -> Command {
-    let home = Path::new(env!("CARGO_TARGET_TMPDIR")).join("git-home");
+    // Tests have a target temp dir; the demo and the benchmarks use the system's.
+    let home = option_env!("CARGO_TARGET_TMPDIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir)
+        .join("token-keeper-git-home");
     let _ = fs::create_dir_all(&home);
     let mut command = Command::new("git");
     command

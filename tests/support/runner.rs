@@ -13,10 +13,11 @@ use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 
 use tempfile::TempDir;
 
+use super::git_server::git_command;
 use super::measure::{self, Measured};
 
 /// The binary under test.
@@ -406,6 +407,58 @@ pub fn parse_file_command(text: &str) -> BTreeMap<String, String> {
         }
     }
     entries
+}
+
+/// A later step on the runner host: the job's env plus what the main step exported.
+pub struct LaterStep {
+    pub env: BTreeMap<String, String>,
+    pub dir: tempfile::TempDir,
+}
+
+impl LaterStep {
+    pub fn after(job: &Job, main: &StepRun) -> Self {
+        let mut env: BTreeMap<String, String> = main.env.clone();
+        env.insert(
+            "RUNNER_TEMP".into(),
+            job.temp.to_string_lossy().into_owned(),
+        );
+        let path = std::env::var("PATH").unwrap_or_default();
+        env.insert("PATH".into(), format!("{}:{path}", main.path.join(":")));
+        let dir = tempfile::Builder::new()
+            .prefix("tk-step")
+            .tempdir()
+            .expect("step dir");
+        Self { env, dir }
+    }
+
+    pub fn git(&self, args: &[&str]) -> Output {
+        self.git_in(self.dir.path(), args)
+    }
+
+    pub fn git_in(&self, dir: &Path, args: &[&str]) -> Output {
+        git_command(dir)
+            .envs(&self.env)
+            .args(args)
+            .output()
+            .expect("git")
+    }
+
+    pub fn command(&self, program: &str) -> Command {
+        let mut command = Command::new(program);
+        command
+            .current_dir(self.dir.path())
+            .env_clear()
+            .envs(&self.env);
+        command
+    }
+}
+
+/// Make the cached token look `secs` older, as if the job had run that long.
+pub fn age_cached_token(main: &StepRun, secs: i64) {
+    let file = PathBuf::from(&main.state["dir"]).join("state.json");
+    let mut state: serde_json::Value = serde_json::from_slice(&fs::read(&file).unwrap()).unwrap();
+    state["token"]["minted_at"] = (state["token"]["minted_at"].as_i64().unwrap() - secs).into();
+    fs::write(&file, serde_json::to_vec(&state).unwrap()).unwrap();
 }
 
 /// Whether the tests run as root (CI does), so namespaces and other users can be used.
