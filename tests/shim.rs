@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use base64::Engine;
 
-use crate::support::fake_github::{APP_ID, APP_KEY, FakeGitHub, Installation, Issued};
+use crate::support::fake_github::{APP_ID, APP_KEY, FakeGitHub, Issued};
 use crate::support::git_server::{GitServer, git_command};
 use crate::support::runner::{Job, LaterStep, View, age_cached_token, is_root};
 
@@ -186,20 +186,14 @@ async fn the_shim_answers_only_inside_the_token_scope() {
 #[tokio::test]
 async fn a_stale_checkout_header_is_neutralised_only_in_scope() {
     let mut w = World::start(Duration::from_secs(3600)).await;
-    // Another owner's installation, and a live token of its own in checkout's server-wide header.
+    // Another owner's live token in checkout's server-wide header.
     let other_token = "ghs_othertokenforotherorg000000000000";
     {
         let mut world = w.github.world();
-        world.installations.push(Installation {
-            id: 77,
-            account: "Other-Org".into(),
-            repos: vec!["tools".into()],
-            permissions: BTreeMap::new(),
-        });
         let expires_at = world.now() + 3600;
         world.issued.push(Issued {
             token: other_token.into(),
-            installation: 77,
+            installation: 4343,
             repos: None,
             permissions: BTreeMap::new(),
             expires_at,
@@ -431,4 +425,74 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         }
     }
     found
+}
+
+#[tokio::test]
+async fn two_steps_for_two_owners_coexist() {
+    let w = World::start(Duration::from_secs(3600)).await;
+    let octo = w
+        .job
+        .main_as("octo", &w.inputs(&[("owner", "Octo-Org")]), View::Host);
+    octo.assert_ok();
+    let other = w
+        .job
+        .main_as("other", &w.inputs(&[("owner", "Other-Org")]), View::Host);
+    other.assert_ok();
+    // The second step's entries come after the first's.
+    let step = LaterStep::after(&w.job, &other);
+    assert_eq!(
+        other.env["GIT_CONFIG_KEY_6"],
+        format!("credential.{}/Other-Org.helper", w.git_url)
+    );
+    assert_git_ok(&step.git(&["ls-remote", &w.repo_url("Octo-Org", "app")]));
+    assert_git_ok(&step.git(&["ls-remote", &w.repo_url("Other-Org", "tools")]));
+    assert_eq!(w.github.mints(), 2);
+
+    let token = |owner: &str| {
+        let out = step
+            .command("token-keeper")
+            .args(["token", "--owner", owner])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(token("octo-org"), octo.outputs["token"]);
+    assert_eq!(token("Other-Org"), other.outputs["token"]);
+    let ambiguous = step.command("token-keeper").arg("token").output().unwrap();
+    assert!(String::from_utf8_lossy(&ambiguous.stderr).contains("pick one with `--owner`"));
+
+    // Post steps run in reverse order; the binary goes with the last state.
+    let bin = w.job.temp.join("token-keeper/bin/token-keeper");
+    w.job
+        .post_as("other", &w.inputs(&[]), &other.state, View::Host)
+        .assert_ok();
+    assert!(
+        bin.exists(),
+        "the first step's state still needs the binary"
+    );
+    assert_git_ok(&step.git(&["ls-remote", &w.repo_url("Octo-Org", "app")]));
+    w.job
+        .post_as("octo", &w.inputs(&[]), &octo.state, View::Host)
+        .assert_ok();
+    assert!(!w.job.temp.join("token-keeper").exists());
+    assert!(w.github.world().live_tokens().is_empty());
+}
+
+#[tokio::test]
+async fn old_runners_keep_the_state_under_github_home() {
+    if !is_root() {
+        eprintln!("skipped: needs root for a mount namespace");
+        return;
+    }
+    let w = World::start(Duration::from_secs(3600)).await;
+    let main = w.job.main(&w.inputs(&[]), View::OldContainer);
+    main.assert_ok();
+    assert!(main.env["GIT_CONFIG_VALUE_1"].contains("$RUNNER_TEMP/_github_home/token-keeper/"));
+    assert!(
+        main.path[0].ends_with("/_temp/_github_home/token-keeper/bin"),
+        "{:?}",
+        main.path
+    );
+    let step = LaterStep::after(&w.job, &main);
+    assert_git_ok(&step.git(&["ls-remote", &w.repo_url("Octo-Org", "app")]));
 }

@@ -124,6 +124,11 @@ async fn post_after_a_failed_main_mints_nothing_and_succeeds() {
     // Fails after saving its state: the App is not installed there.
     let main = job.main(&app(&[("owner", "nobody")]), View::Host);
     assert_eq!(main.status.code(), Some(1));
+    assert_eq!(
+        github.seen("GET", "/users/nobody/installation").len(),
+        1,
+        "404 is not retried"
+    );
     let post = job.post(&app(&[("owner", "nobody")]), &main.state, View::Host);
     post.assert_ok();
     // Fails before anything: bad key.
@@ -408,4 +413,25 @@ async fn in_the_container_state_goes_to_the_runner_user() {
         assert!(github.world().live_tokens().is_empty());
         assert!(!host_dir.exists());
     }
+}
+
+#[tokio::test]
+async fn risky_events_get_a_warning_about_the_stored_key() {
+    let github = FakeGitHub::start().await;
+    let mut job = Job::new(&github.url());
+    job.extra_env
+        .insert("GITHUB_EVENT_NAME".into(), "pull_request_target".into());
+    let run = job.main(&app(&[]), View::Host);
+    run.assert_ok();
+    assert!(
+        run.stdout
+            .contains("::warning title=token-keeper::this `pull_request_target` job"),
+        "{}",
+        run.stdout
+    );
+    let quiet = job.main(&app(&[("git-credentials", "false")]), View::Host);
+    assert!(
+        !quiet.stdout.contains("::warning"),
+        "no key stored, nothing to warn about"
+    );
 }

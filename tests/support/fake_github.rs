@@ -103,7 +103,8 @@ pub struct FakeGitHub {
 }
 
 impl FakeGitHub {
-    /// A fake with one installation: `octo-org` with repositories `app` and `lib`.
+    /// A fake with two installations: `Octo-Org` (repositories `app` and `lib`) and
+    /// `Other-Org` (`tools`).
     pub async fn start() -> Self {
         let server = MockServer::start().await;
         let pair = RsaKeyPair::from_der(&pem_der(APP_KEY)).expect("test key");
@@ -111,16 +112,24 @@ impl FakeGitHub {
             public_key: pair.public_key().as_ref().to_vec(),
             clock_offset: 0,
             token_lifetime: Duration::from_secs(3600),
-            installations: vec![Installation {
-                id: 4242,
-                account: "Octo-Org".into(),
-                repos: vec!["app".into(), "lib".into()],
-                permissions: BTreeMap::from([
-                    ("contents".into(), "write".into()),
-                    ("metadata".into(), "read".into()),
-                    ("pull_requests".into(), "write".into()),
-                ]),
-            }],
+            installations: vec![
+                Installation {
+                    id: 4242,
+                    account: "Octo-Org".into(),
+                    repos: vec!["app".into(), "lib".into()],
+                    permissions: BTreeMap::from([
+                        ("contents".into(), "write".into()),
+                        ("metadata".into(), "read".into()),
+                        ("pull_requests".into(), "write".into()),
+                    ]),
+                },
+                Installation {
+                    id: 4343,
+                    account: "Other-Org".into(),
+                    repos: vec!["tools".into()],
+                    permissions: BTreeMap::from([("contents".into(), "write".into())]),
+                },
+            ],
             issued: Vec::new(),
             seen: Vec::new(),
             faults: VecDeque::new(),

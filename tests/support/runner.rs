@@ -82,7 +82,13 @@ pub struct Job {
     pub api_url: String,
     pub extra_env: BTreeMap<String, String>,
     steps: std::cell::Cell<usize>,
+    action: std::cell::RefCell<String>,
+    /// What steps so far wrote to `GITHUB_ENV`: the runner gives it to every later step.
+    exported: std::cell::RefCell<BTreeMap<String, String>>,
 }
+
+/// The `GITHUB_ACTION` of a step without an id.
+const DEFAULT_ACTION: &str = "__org_token-keeper";
 
 /// What a step left behind.
 #[derive(Debug)]
@@ -159,6 +165,8 @@ impl Job {
             api_url: api_url.to_owned(),
             extra_env: BTreeMap::new(),
             steps: std::cell::Cell::new(0),
+            action: std::cell::RefCell::new(DEFAULT_ACTION.to_owned()),
+            exported: std::cell::RefCell::new(BTreeMap::new()),
         }
     }
 
@@ -171,6 +179,27 @@ impl Job {
             .status()
             .expect("chown");
         assert!(status.success());
+    }
+
+    /// The main step of a step whose `GITHUB_ACTION` is `action` (unique within a job).
+    pub fn main_as(&self, action: &str, inputs: &[(&str, &str)], view: View) -> StepRun {
+        self.action.replace(action.to_owned());
+        let run = self.main(inputs, view);
+        self.action.replace(DEFAULT_ACTION.to_owned());
+        run
+    }
+
+    pub fn post_as(
+        &self,
+        action: &str,
+        inputs: &[(&str, &str)],
+        state: &BTreeMap<String, String>,
+        view: View,
+    ) -> StepRun {
+        self.action.replace(action.to_owned());
+        let run = self.post(inputs, state, view);
+        self.action.replace(DEFAULT_ACTION.to_owned());
+        run
     }
 
     pub fn main(&self, inputs: &[(&str, &str)], view: View) -> StepRun {
@@ -214,6 +243,7 @@ impl Job {
             fs::write(file, "").expect("file command");
         }
         let mut env = self.base_env();
+        env.extend(self.exported.borrow().clone());
         let given: BTreeMap<&str, &str> = inputs.iter().copied().collect();
         for (name, default) in declared_inputs() {
             let value = match given.get(name.as_str()) {
@@ -246,7 +276,9 @@ impl Job {
             let file = &files.iter().find(|(v, _)| *v == var).expect("file").1;
             fs::read_to_string(file).unwrap_or_default()
         };
-        step_run(measured, &read)
+        let run = step_run(measured, &read);
+        self.exported.borrow_mut().extend(run.env.clone());
+        run
     }
 
     /// The environment the runner gives every step.
@@ -257,7 +289,7 @@ impl Job {
             ("HOME".into(), s(&self.home)),
             ("CI".into(), "true".into()),
             ("GITHUB_ACTIONS".into(), "true".into()),
-            ("GITHUB_ACTION".into(), "__org_token-keeper".into()),
+            ("GITHUB_ACTION".into(), self.action.borrow().clone()),
             ("GITHUB_REPOSITORY".into(), "Octo-Org/app".into()),
             ("GITHUB_REPOSITORY_OWNER".into(), "Octo-Org".into()),
             ("GITHUB_API_URL".into(), self.api_url.clone()),
@@ -417,7 +449,7 @@ pub struct LaterStep {
 
 impl LaterStep {
     pub fn after(job: &Job, main: &StepRun) -> Self {
-        let mut env: BTreeMap<String, String> = main.env.clone();
+        let mut env: BTreeMap<String, String> = job.exported.borrow().clone();
         env.insert(
             "RUNNER_TEMP".into(),
             job.temp.to_string_lossy().into_owned(),
