@@ -127,7 +127,7 @@ async fn main() {
     let mut remints = Vec::new();
     let before = github.mints();
     for _ in 0..REMINT_RUNS {
-        age_cached_token(&main, 50 * 60);
+        age_cached_token(&job, &main, 50 * 60);
         let mut command = step.command(binary().to_str().expect("path"));
         command.args(["token", "--state", &state]);
         let m: Measured = measure::run(&mut command, b"").expect("token");

@@ -6,9 +6,13 @@ mod support;
 
 /// The action's metadata agrees with the code.
 mod action_yml;
+/// Every bad input: one clear error, nothing left behind.
+mod bad_input;
 /// The test git server itself.
 mod git_server;
 /// The git credential shim with the real git.
 mod shim;
 /// Main and post steps, end to end.
 mod steps;
+/// Real TLS: a private CA, an unknown CA, and a proxy tunnel.
+mod tls;

@@ -137,7 +137,7 @@ async fn parallel_git_at_expiry_mints_exactly_once() {
     main.assert_ok();
     let step = LaterStep::after(&w.job, &main);
     // Fifty minutes into the job: every git process finds the token due for a refresh.
-    age_cached_token(&main, 50 * 60);
+    age_cached_token(&w.job, &main, 50 * 60);
     let url = w.repo_url("Octo-Org", "app");
     let children: Vec<_> = (0..32)
         .map(|_| {
@@ -256,7 +256,7 @@ async fn erase_of_a_refused_token_makes_the_next_call_remint() {
     let main = w.job.main(&w.inputs(&[]), View::Host);
     main.assert_ok();
     // The token is two minutes old, and GitHub no longer takes it.
-    age_cached_token(&main, 120);
+    age_cached_token(&w.job, &main, 120);
     w.github.world().issued[0].revoked = true;
 
     let step = LaterStep::after(&w.job, &main);
@@ -326,7 +326,7 @@ async fn post_revokes_every_token_of_the_job_and_removes_everything() {
     let main = w.job.main(&inputs, View::Host);
     main.assert_ok();
     let step = LaterStep::after(&w.job, &main);
-    age_cached_token(&main, 50 * 60);
+    age_cached_token(&w.job, &main, 50 * 60);
     assert_git_ok(&step.git(&["ls-remote", &w.repo_url("Octo-Org", "app")]));
     assert_eq!(w.github.mints(), 2);
     assert_eq!(w.github.world().live_tokens().len(), 2);
@@ -346,9 +346,9 @@ async fn the_runner_user_uses_the_shim_after_a_root_main_step() {
         eprintln!("skipped: needs root to switch users");
         return;
     }
-    let w = World::start(Duration::from_secs(2)).await;
+    let w = World::start(Duration::from_secs(3600)).await;
     w.job.chown_all(1001);
-    let inputs = w.inputs(&[("refresh-after", "1s")]);
+    let inputs = w.inputs(&[]);
     let main = w.job.main(&inputs, View::Container);
     main.assert_ok();
     let step = LaterStep::after(&w.job, &main);
@@ -383,8 +383,8 @@ async fn the_runner_user_uses_the_shim_after_a_root_main_step() {
     };
     assert_git_ok(&as_runner(&["ls-remote", &url]));
 
-    // Expired: a root process re-mints (sudo git), then the runner user reads what it wrote.
-    std::thread::sleep(Duration::from_millis(2200));
+    // Due for a refresh: a root process re-mints (sudo git), then the runner user reads what it wrote.
+    age_cached_token(&w.job, &main, 50 * 60);
     assert_git_ok(&step.git(&["ls-remote", &url]));
     assert_eq!(w.github.mints(), 2);
     assert_git_ok(&as_runner(&["ls-remote", &url]));

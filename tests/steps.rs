@@ -271,7 +271,13 @@ async fn clock_skew_is_corrected_once_and_kept() {
         github.world().clock_offset = offset;
         let job = Job::new(&github.url());
         job.main(&app(&[]), View::Host).assert_ok();
-        let seen = github.world().seen.clone();
+        let seen: Vec<_> = github
+            .world()
+            .seen
+            .iter()
+            .filter(|s| s.claims.is_some())
+            .cloned()
+            .collect();
         // The lookup is refused once, then every JWT carries GitHub's time.
         assert_eq!(seen.len(), 3, "{seen:#?}");
         let server_now = unix_now() + offset;
@@ -434,4 +440,15 @@ async fn risky_events_get_a_warning_about_the_stored_key() {
         !quiet.stdout.contains("::warning"),
         "no key stored, nothing to warn about"
     );
+}
+
+#[tokio::test]
+async fn a_brand_new_token_briefly_refused_is_checked_again() {
+    let github = FakeGitHub::start().await;
+    github.world().refuse_new_tokens = 2;
+    let job = Job::new(&github.url());
+    let run = job.main(&app(&[]), View::Host);
+    run.assert_ok();
+    assert_eq!(github.seen("GET", "/installation/repositories").len(), 3);
+    assert!(!run.stdout.contains("::warning"), "{}", run.stdout);
 }

@@ -119,7 +119,7 @@ pub fn parse(env: &Env) -> Result<Config, InputError> {
         git_credentials: boolean(env, "git-credentials", true)?,
         override_checkout_credentials: boolean(env, "override-checkout-credentials", true)?,
         export_env: export_env(env)?,
-        ca_certificates: input(env, "ca-certificates").map(str::to_owned),
+        ca_certificates: ca_certificates(env)?,
     })
 }
 
@@ -374,6 +374,24 @@ fn export_env(env: &Env) -> Result<Vec<String>, InputError> {
         }
     }
     Ok(names)
+}
+
+/// PEM text with at least one certificate, all of them readable.
+fn ca_certificates(env: &Env) -> Result<Option<String>, InputError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+
+    let Some(pem) = input(env, "ca-certificates") else {
+        return Ok(None);
+    };
+    let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(pem.as_bytes()).collect();
+    match certs {
+        Ok(certs) if !certs.is_empty() => Ok(Some(pem.to_owned())),
+        _ => Err(bad(
+            "ca-certificates",
+            "holds no readable certificate: pass one or more `-----BEGIN CERTIFICATE-----` blocks",
+        )),
+    }
 }
 
 /// `refresh-after`: a duration below the token's lifetime.

@@ -14,14 +14,25 @@ use super::inputs::{self, Config, Env};
 use super::layout::{self, Layout};
 use super::shim;
 use super::workflow::{self, FileCommand, FileCommands};
-use crate::github::apps::{self, App};
+use crate::github::apps::{self, App, MintError};
 use crate::github::client::{runtime, unix_now};
-use crate::github::{GitHub, Installation, MintedToken};
+use crate::github::{GitHub, Installation, MintedToken, Target};
 use crate::keeper::state::{CachedToken, MintConfig, StateDir};
 use crate::keeper::{self, Keeper};
 
 /// The main step may wait longer than a git command: nobody is blocked on it yet.
 const MAIN_DEADLINE: Duration = Duration::from_secs(60);
+
+/// What the main step settled before touching anything.
+struct Plan<'a> {
+    env: &'a Env,
+    files: FileCommands,
+    config: Config,
+    /// Where git's fresh tokens are for, when the shim is on.
+    git_server: Option<Url>,
+    layout: Layout,
+    step: String,
+}
 
 pub fn run(env: &Env) -> Result<()> {
     let files = FileCommands::new(env);
@@ -44,24 +55,43 @@ pub fn run(env: &Env) -> Result<()> {
         config.ca_certificates.clone(),
     )
     .map_err(anyhow::Error::msg)?;
+    let gh = GitHub::new(config.api_url.clone(), options, 0)?;
     let layout = Layout::detect(env)?;
     let step = layout::step_name(env);
-    let dir = StateDir::create(&layout.step_dir(&step), layout.owner)?;
+    let plan = Plan {
+        env,
+        files,
+        config,
+        git_server,
+        layout,
+        step,
+    };
+    let dir = StateDir::create(&plan.layout.step_dir(&plan.step), plan.layout.owner)?;
+    let result = mint_and_export(&plan, &gh, dir.clone());
+    if result.is_err() {
+        discard_if_unused(dir);
+    }
+    result
+}
+
+fn mint_and_export(plan: &Plan, gh: &GitHub, dir: StateDir) -> Result<()> {
+    let (files, config) = (&plan.files, &plan.config);
     files.set(
         FileCommand::State,
         &[("dir", &dir.path().to_string_lossy())],
     )?;
-
-    let gh = GitHub::new(config.api_url.clone(), options, 0)?;
     let app = App {
         issuer: &config.issuer,
         key: &config.key,
     };
-    let (installation, minted) = runtime()?.block_on(async {
-        let installation = apps::find_installation(&gh, &app, &config.target).await?;
-        let minted = apps::create_token(&gh, &app, &installation, &config.request).await?;
-        anyhow::Ok((installation, minted))
-    })?;
+    let runtime = runtime()?;
+    let (installation, minted) = runtime
+        .block_on(async {
+            let installation = apps::find_installation(gh, &app, &config.target).await?;
+            let minted = apps::create_token(gh, &app, &installation, &config.request).await?;
+            Ok((installation, minted))
+        })
+        .map_err(|err| blame_inputs(err, config))?;
     workflow::print(&workflow::mask_lines(minted.token.expose()))?;
     let cached = CachedToken {
         token: minted.token.clone(),
@@ -69,11 +99,17 @@ pub fn run(env: &Env) -> Result<()> {
         minted_at: unix_now(),
         clock_offset: gh.clock().offset(),
     };
-    let mint_config = mint_config(&config, &installation, &minted, git_server.as_ref());
-    let key = git_server.is_some().then_some(&config.key);
+    let mint_config = mint_config(config, &installation, &minted, plan.git_server.as_ref());
+    let key = plan.git_server.is_some().then_some(&config.key);
     Keeper::start(dir, mint_config, cached, key)?;
+    // GitHub can refuse a brand-new token for a few seconds; let later steps not see that.
+    if let Err(err) = runtime.block_on(apps::wait_until_accepted(gh, &minted.token)) {
+        workflow::print(&[workflow::warning(&format!(
+            "the new token is not accepted yet: {err}"
+        ))])?;
+    }
 
-    export(&files, &config, &installation, &minted)?;
+    export(files, config, &installation, &minted)?;
     println!(
         "token-keeper: minted a token for {} (installation {}, App `{}`): {}, expires at {}",
         config.target.describe(),
@@ -82,19 +118,55 @@ pub fn run(env: &Env) -> Result<()> {
         minted.token.fingerprint(),
         rfc3339(minted.expires_at),
     );
-    if let Some(server) = &git_server {
-        install_shim(
-            env,
-            &files,
-            &config,
-            &layout,
-            &step,
-            server,
-            &installation,
-            &minted,
-        )?;
+    if let Some(server) = &plan.git_server {
+        install_shim(plan, server, &installation, &minted)?;
     }
     Ok(())
+}
+
+/// Name the inputs behind GitHub's refusals, so the fix is plain.
+fn blame_inputs(err: MintError, config: &Config) -> anyhow::Error {
+    let inputs: Vec<String> = match &err {
+        MintError::NotInstalled { .. } => match &config.target {
+            Target::Owner(_) => vec!["owner".into()],
+            Target::Repositories { .. } => vec!["owner".into(), "repositories".into()],
+            Target::Enterprise(_) => vec!["enterprise".into()],
+        },
+        MintError::Refused { .. } => {
+            let mut names: Vec<String> = Vec::new();
+            if !config.request.repositories.is_empty() {
+                names.push("repositories".into());
+            }
+            names.extend(
+                config
+                    .request
+                    .permissions
+                    .keys()
+                    .map(|p| format!("permission-{}", p.replace('_', "-"))),
+            );
+            names
+        }
+        // Their messages name the inputs already.
+        MintError::BadCredentials { .. } | MintError::Api(_) => Vec::new(),
+    };
+    if inputs.is_empty() {
+        return err.into();
+    }
+    let named: Vec<String> = inputs.iter().map(|i| format!("`{i}`")).collect();
+    anyhow::anyhow!("{err} (inputs {})", named.join(", "))
+}
+
+/// A main step that failed before minting leaves nothing behind.
+fn discard_if_unused(dir: StateDir) {
+    if !dir.ledger().is_ok_and(|ledger| ledger.is_empty()) {
+        return;
+    }
+    let root = dir.path().parent().map(ToOwned::to_owned);
+    let _ = dir.remove();
+    if let Some(root) = root {
+        // Only when empty: other steps' state may live there.
+        let _ = std::fs::remove_dir(root);
+    }
 }
 
 fn mint_config(
@@ -116,17 +188,13 @@ fn mint_config(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn install_shim(
-    env: &Env,
-    files: &FileCommands,
-    config: &Config,
-    layout: &Layout,
-    step: &str,
+    plan: &Plan,
     server: &Url,
     installation: &Installation,
     minted: &MintedToken,
 ) -> Result<()> {
+    let (env, files, config, layout) = (plan.env, &plan.files, &plan.config, &plan.layout);
     shim::install_binary(layout)?;
     // The names as GitHub spells them, and as the workflow wrote them.
     let mut repositories = minted.repositories.clone();
@@ -139,7 +207,7 @@ fn install_shim(
     let entries = shim::git_config_env(
         shim::existing_count(env),
         &scopes,
-        &shim::helper_command(layout, step),
+        &shim::helper_command(layout, &plan.step),
         config.override_checkout_credentials,
     );
     let pairs: Vec<(&str, &str)> = entries

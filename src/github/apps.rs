@@ -4,6 +4,7 @@
 //! that name the owner, repository or permission and say how to fix it.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use reqwest::Method;
 use serde::Deserialize;
@@ -231,6 +232,35 @@ pub async fn create_token(
         permissions: body.permissions,
         repositories: body.repositories.into_iter().map(|r| r.name).collect(),
     })
+}
+
+/// How long GitHub may refuse a token it has just created.
+const NEW_TOKEN_GRACE: Duration = Duration::from_secs(8);
+
+/// Check that GitHub accepts a new token; it can answer 401 for a few seconds after creating it.
+pub async fn wait_until_accepted(gh: &GitHub, token: &Secret) -> Result<(), ApiError> {
+    let mut pause = Duration::from_millis(250);
+    let mut waited = Duration::ZERO;
+    loop {
+        let check = gh
+            .send(
+                Method::GET,
+                "installation/repositories?per_page=1",
+                Auth::Token(token),
+                None,
+                Idempotency::Safe,
+            )
+            .await;
+        match check {
+            Ok(_) => return Ok(()),
+            Err(err) if err.status() == Some(401) && waited < NEW_TOKEN_GRACE => {
+                tokio::time::sleep(pause).await;
+                waited += pause;
+                pause *= 2;
+            }
+            Err(err) => return Err(err),
+        }
+    }
 }
 
 /// Revoke an installation token (`DELETE /installation/token`).

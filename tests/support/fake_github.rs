@@ -62,6 +62,8 @@ pub struct World {
     pub installations: Vec<Installation>,
     pub issued: Vec<Issued>,
     pub seen: Vec<Seen>,
+    /// How many more times to refuse a valid token with 401, as GitHub briefly does after minting.
+    pub refuse_new_tokens: u32,
     faults: VecDeque<(String, ResponseTemplate)>,
 }
 
@@ -132,6 +134,7 @@ impl FakeGitHub {
             ],
             issued: Vec::new(),
             seen: Vec::new(),
+            refuse_new_tokens: 0,
             faults: VecDeque::new(),
         }));
         Mock::given(wiremock::matchers::any())
@@ -228,6 +231,22 @@ fn route(
                 token.revoked = true;
                 ResponseTemplate::new(204)
             }
+            None => message(401, "Bad credentials"),
+        };
+    }
+    if method == "GET" && path == "/installation/repositories" {
+        if world.refuse_new_tokens > 0 {
+            world.refuse_new_tokens -= 1;
+            return message(401, "Bad credentials");
+        }
+        let now = world.now();
+        return match world
+            .issued
+            .iter()
+            .find(|t| t.token == bearer && !t.revoked && t.expires_at > now)
+        {
+            Some(_) => ResponseTemplate::new(200)
+                .set_body_json(json!({"total_count": 1, "repositories": []})),
             None => message(401, "Bad credentials"),
         };
     }

@@ -81,6 +81,8 @@ pub struct Job {
     bin: PathBuf,
     pub api_url: String,
     pub extra_env: BTreeMap<String, String>,
+    /// Variables the runner would set that a test takes away.
+    pub unset_env: Vec<String>,
     steps: std::cell::Cell<usize>,
     action: std::cell::RefCell<String>,
     /// What steps so far wrote to `GITHUB_ENV`: the runner gives it to every later step.
@@ -164,10 +166,26 @@ impl Job {
             bin,
             api_url: api_url.to_owned(),
             extra_env: BTreeMap::new(),
+            unset_env: Vec::new(),
             steps: std::cell::Cell::new(0),
             action: std::cell::RefCell::new(DEFAULT_ACTION.to_owned()),
             exported: std::cell::RefCell::new(BTreeMap::new()),
         }
+    }
+
+    /// A path as the runner host sees it, for one the container printed.
+    pub fn host_path(&self, path: &str) -> PathBuf {
+        let mounts = [
+            ("/github/runner_temp", &self.temp),
+            ("/github/home", &self.home),
+            ("/github/workspace", &self.workspace),
+        ];
+        for (container, host) in mounts {
+            if let Some(rest) = path.strip_prefix(container) {
+                return host.join(rest.trim_start_matches('/'));
+            }
+        }
+        PathBuf::from(path)
     }
 
     /// Hand the job's folders to `uid` (the runner's user when tests run as root).
@@ -263,6 +281,9 @@ impl Job {
             env.insert((*var).to_owned(), file.to_string_lossy().into_owned());
         }
         env.extend(self.extra_env.clone());
+        for var in &self.unset_env {
+            env.remove(var);
+        }
         let mut command = match view {
             View::Host => {
                 let mut command = Command::new(self.bin.join(entry));
@@ -486,11 +507,13 @@ impl LaterStep {
 }
 
 /// Make the cached token look `secs` older, as if the job had run that long.
-pub fn age_cached_token(main: &StepRun, secs: i64) {
-    let file = PathBuf::from(&main.state["dir"]).join("state.json");
-    let mut state: serde_json::Value = serde_json::from_slice(&fs::read(&file).unwrap()).unwrap();
-    state["token"]["minted_at"] = (state["token"]["minted_at"].as_i64().unwrap() - secs).into();
-    fs::write(&file, serde_json::to_vec(&state).unwrap()).unwrap();
+pub fn age_cached_token(job: &Job, main: &StepRun, secs: i64) {
+    let file = job.host_path(&main.state["dir"]).join("state.json");
+    let mut state: serde_json::Value =
+        serde_json::from_slice(&fs::read(&file).expect("state.json")).expect("JSON");
+    let minted_at = state["token"]["minted_at"].as_i64().expect("minted_at");
+    state["token"]["minted_at"] = (minted_at - secs).into();
+    fs::write(&file, serde_json::to_vec(&state).expect("JSON")).expect("write state.json");
 }
 
 /// Whether the tests run as root (CI does), so namespaces and other users can be used.
