@@ -127,6 +127,10 @@ pub enum ApiError {
         after: Duration,
         last: String,
     },
+    #[error(
+        "cannot trust the TLS certificate of {url} ({detail}): for GitHub Enterprise Server with a private CA, pass the CA's certificate in the `ca-certificates` input or in `SSL_CERT_FILE`"
+    )]
+    Untrusted { url: String, detail: String },
     #[error("{method} {url} answered with a body we cannot read: {detail}")]
     Decode {
         method: Method,
@@ -146,6 +150,17 @@ fn message_suffix(message: &str) -> String {
 }
 
 impl ApiError {
+    /// What went wrong, without the request line.
+    fn detail(&self) -> String {
+        match self {
+            ApiError::Status {
+                status, message, ..
+            } => format!("{status}{}", message_suffix(message)),
+            ApiError::Network { detail, .. } => detail.clone(),
+            other => other.to_string(),
+        }
+    }
+
     pub fn status(&self) -> Option<u16> {
         match self {
             ApiError::Status { status, .. } => Some(*status),
@@ -255,6 +270,11 @@ impl GitHub {
                     });
                 }
                 Ok(Err(net)) => {
+                    let detail = cause(&net);
+                    if detail.contains("invalid peer certificate") {
+                        // Trust does not come back by retrying.
+                        return Err(ApiError::Untrusted { url: shown, detail });
+                    }
                     let may_have_arrived = !net.is_connect();
                     if idempotency == Idempotency::CreatesSomething && may_have_arrived {
                         ambiguous_retries += 1;
@@ -299,7 +319,7 @@ impl GitHub {
                     method,
                     url: shown,
                     after: self.options.deadline,
-                    last: error.to_string(),
+                    last: error.detail(),
                 });
             }
             tracing::debug!(
@@ -491,7 +511,15 @@ fn network_error(method: Method, url: String, err: &reqwest::Error) -> ApiError 
     ApiError::Network {
         method,
         url,
-        detail: chain(err),
+        detail: cause(err),
+    }
+}
+
+/// What lies under reqwest's "error sending request for url (…)": the URL is shown already.
+fn cause(err: &reqwest::Error) -> String {
+    match std::error::Error::source(err) {
+        Some(source) => chain(source),
+        None => err.to_string(),
     }
 }
 

@@ -6,3 +6,4 @@ pub mod git_server;
 pub mod measure;
 pub mod proxy;
 pub mod runner;
+pub mod tls;
