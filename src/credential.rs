@@ -292,4 +292,81 @@ mod tests {
             "username=x-access-token\npassword=ghs_x\npassword_expiry_utc=1234\n"
         );
     }
+
+    mod fuzz {
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::github::{PrivateKey, Secret};
+        use crate::keeper::state::{CachedToken, Owner, StateDir};
+
+        /// A step's state whose token is fresh for an hour from `now`.
+        fn state_dir(now: i64) -> tempfile::TempDir {
+            let tmp = tempfile::tempdir().unwrap();
+            let dir = StateDir::create(tmp.path(), Owner::of(tmp.path()).unwrap()).unwrap();
+            let key = PrivateKey::parse(include_str!("../tests/fixtures/app-key.pem")).unwrap();
+            let token = CachedToken {
+                token: Secret::new("ghs_fuzz".into()),
+                expires_at: now + 3600,
+                minted_at: now,
+                clock_offset: 0,
+            };
+            Keeper::start(dir, config(&[]), token, Some(&key)).unwrap();
+            tmp
+        }
+
+        fn attribute_lines() -> impl Strategy<Value = Vec<u8>> {
+            let key = prop_oneof![
+                Just("protocol".to_owned()),
+                Just("host".to_owned()),
+                Just("path".to_owned()),
+                Just("password".to_owned()),
+                "[a-z\\[\\]]{0,8}",
+            ];
+            let value = prop_oneof![
+                Just("https".to_owned()),
+                Just("github.com".to_owned()),
+                Just("Octo-Org/app.git".to_owned()),
+                ".{0,12}"
+            ];
+            proptest::collection::vec((key, value, any::<bool>()), 0..8).prop_map(|lines| {
+                let mut bytes = Vec::new();
+                for (k, v, with_equals) in lines {
+                    bytes.extend_from_slice(k.as_bytes());
+                    if with_equals {
+                        bytes.push(b'=');
+                    }
+                    bytes.extend_from_slice(v.as_bytes());
+                    bytes.push(b'\n');
+                }
+                bytes
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+            #[test]
+            fn any_bytes_parse_without_panic(input in proptest::collection::vec(any::<u8>(), 0..512)) {
+                let _ = Request::parse(&input);
+            }
+
+            #[test]
+            fn stdout_carries_an_answer_only_for_our_requests(input in attribute_lines(), op in "get|erase|store|[a-z]{0,6}") {
+                let now = 1_800_000_000;
+                let dir = state_dir(now);
+                let (mut out, mut err) = (Vec::new(), Vec::new());
+                let result = run(&op, dir.path(), &input[..], &mut out, &mut err, now);
+                prop_assert!(result.is_ok());
+                let ours = Request::parse(&input).is_ours(&Url::parse("https://github.com").unwrap(), &config(&[]));
+                if op == "get" && ours {
+                    let expected = format!("username=x-access-token\npassword=ghs_fuzz\npassword_expiry_utc={}\n", now + 3600);
+                    prop_assert_eq!(String::from_utf8(out).unwrap(), expected);
+                } else {
+                    prop_assert!(out.is_empty(), "stdout: {:?}", String::from_utf8_lossy(&out));
+                }
+                prop_assert!(err.is_empty());
+            }
+        }
+    }
 }

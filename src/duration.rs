@@ -40,4 +40,17 @@ mod tests {
         assert!(parse_duration("5 minutes").is_err());
         assert!(parse_duration("99999999999999999999h").is_err());
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_text_parses_without_panic(text in ".{0,24}") {
+            let _ = parse_duration(&text);
+        }
+
+        #[test]
+        fn written_durations_round_trip(n in 0u64..1_000_000, unit in "ms|s|m|h|") {
+            let ms = match unit.as_str() { "ms" => 1, "m" => 60_000, "h" => 3_600_000, _ => 1000 };
+            proptest::prop_assert_eq!(parse_duration(&format!("{n}{unit}")), Ok(Duration::from_millis(n * ms)));
+        }
+    }
 }

@@ -8,6 +8,8 @@ mod support;
 mod action_yml;
 /// Every bad input: one clear error, nothing left behind.
 mod bad_input;
+/// Faults survived: errors, resets, hangs, skew, GitHub down, kills, a full disk.
+mod faults;
 /// The test git server itself.
 mod git_server;
 /// The git credential shim with the real git.

@@ -639,4 +639,21 @@ mod tests {
             "https://git.example.com/"
         );
     }
+
+    proptest::proptest! {
+        #[test]
+        fn lists_split_into_trimmed_non_empty_items(text in "[a-z ,\n]{0,40}") {
+            for item in split_list(&text) {
+                proptest::prop_assert!(!item.is_empty());
+                proptest::prop_assert_eq!(item.trim(), item.as_str());
+                proptest::prop_assert!(!item.contains([',', '\n']));
+            }
+        }
+
+        #[test]
+        fn refresh_after_accepts_exactly_durations_below_an_hour(secs in 0u64..10_000) {
+            let parsed = refresh_after(&secs.to_string());
+            proptest::prop_assert_eq!(parsed.is_ok(), secs > 0 && secs < 3600);
+        }
+    }
 }

@@ -100,8 +100,8 @@ pub enum Auth<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Idempotency {
     Safe,
-    /// Creating a token: an unanswered attempt may have minted one, so such an attempt is
-    /// repeated at most once (at most one token is then left to expire unrevoked).
+    /// Creating a token: an attempt that may have reached GitHub but got no answer may have
+    /// minted one, so it is repeated only once; refused connections and error answers as usual.
     CreatesSomething,
 }
 
@@ -254,7 +254,7 @@ impl GitHub {
         let deadline = started + self.options.deadline;
         let mut attempt: u32 = 0;
         let mut skew_retried = false;
-        let mut ambiguous_retries = 0;
+        let mut unanswered = 0;
         loop {
             attempt += 1;
             let remaining = deadline.saturating_duration_since(Instant::now());
@@ -275,10 +275,12 @@ impl GitHub {
                         // Trust does not come back by retrying.
                         return Err(ApiError::Untrusted { url: shown, detail });
                     }
-                    let may_have_arrived = !net.is_connect();
-                    if idempotency == Idempotency::CreatesSomething && may_have_arrived {
-                        ambiguous_retries += 1;
-                        if ambiguous_retries > 1 {
+                    // A request that may have reached GitHub and created something is repeated
+                    // once: a flaky network must not fail the job, and at most one unseen token
+                    // is left to expire unrevoked when the repeat succeeds.
+                    if idempotency == Idempotency::CreatesSomething && !net.is_connect() {
+                        unanswered += 1;
+                        if unanswered > 1 {
                             return Err(network_error(method, shown, &net));
                         }
                     }

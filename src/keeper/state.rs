@@ -235,7 +235,11 @@ impl StateDir {
         let mut text = serde_json::to_string(&line).unwrap_or_default();
         text.push('\n');
         let path = self.path.join(LEDGER);
-        let file = self.open_private(&path, OpenOptions::new().append(true))?;
+        let file = self.open_private(&path, OpenOptions::new().read(true).append(true))?;
+        if !ends_with_newline(&file).map_err(at("read", &path))? {
+            // A line cut off by a full disk or a kill must not swallow this one.
+            text.insert(0, '\n');
+        }
         (&file)
             .write_all(text.as_bytes())
             .map_err(at("append to", &path))?;
@@ -295,6 +299,18 @@ impl StateDir {
         give(&file, self.owner).map_err(at("hand over", path))?;
         Ok(file)
     }
+}
+
+/// Whether a file is empty or ends with a newline.
+fn ends_with_newline(file: &File) -> io::Result<bool> {
+    use std::os::unix::fs::FileExt;
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(true);
+    }
+    let mut last = [0u8; 1];
+    file.read_exact_at(&mut last, len - 1)?;
+    Ok(last[0] == b'\n')
 }
 
 /// Create `path` and missing parents 0700, each handed to `owner`.
@@ -365,6 +381,15 @@ mod tests {
             .unwrap();
         ledger.write_all(br#"{"token":"tw"#).unwrap();
         assert_eq!(dir.ledger().unwrap().len(), 1);
+        // The next entry starts on a line of its own.
+        dir.record(&entry("three", 30)).unwrap();
+        let tokens: Vec<String> = dir
+            .ledger()
+            .unwrap()
+            .iter()
+            .map(|e| e.token.expose().to_owned())
+            .collect();
+        assert_eq!(tokens, ["one", "three"]);
     }
 
     #[test]

@@ -5,5 +5,6 @@ pub mod fake_github;
 pub mod git_server;
 pub mod measure;
 pub mod proxy;
+pub mod relay;
 pub mod runner;
 pub mod tls;

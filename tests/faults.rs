@@ -1,0 +1,421 @@
+//! Faults survived: server errors, rate limits, resets, hangs and clock skew on every call, GitHub
+//! down for good, a helper killed mid re-mint, and a full disk.
+
+use std::fs;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use wiremock::ResponseTemplate;
+
+use crate::support::fake_github::{APP_ID, APP_KEY, FakeGitHub, unix_now};
+use crate::support::relay::Relay;
+use crate::support::runner::{Job, LaterStep, StepRun, View, age_cached_token};
+
+fn inputs() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("app-id", APP_ID),
+        ("private-key", APP_KEY),
+        ("git-server-url", "https://github.com"),
+    ]
+}
+
+/// A job whose API calls go through a relay that can reset connections.
+async fn job_with_relay() -> (FakeGitHub, Relay, Job) {
+    let github = FakeGitHub::start().await;
+    let relay = Relay::start(&github.url());
+    let mut job = Job::new(&relay.url);
+    job.extra_env
+        .insert("TOKEN_KEEPER_READ_TIMEOUT".into(), "1s".into());
+    (github, relay, job)
+}
+
+/// The transient faults GitHub (or the way to it) shows, each then healed.
+enum Fault {
+    Statuses,
+    RateLimited,
+    SecondaryRateLimited,
+    Reset,
+    Hang,
+}
+
+const FAULTS: [Fault; 5] = [
+    Fault::Statuses,
+    Fault::RateLimited,
+    Fault::SecondaryRateLimited,
+    Fault::Reset,
+    Fault::Hang,
+];
+
+impl Fault {
+    fn inject(&self, github: &FakeGitHub, relay: &Relay, method: &str, path: &str) {
+        match self {
+            Fault::Statuses => {
+                for status in [500, 502, 503] {
+                    github.fail_next(path, ResponseTemplate::new(status));
+                }
+            }
+            Fault::RateLimited => github.fail_next(
+                path,
+                ResponseTemplate::new(429).insert_header("retry-after", "1"),
+            ),
+            Fault::SecondaryRateLimited => github.fail_next(
+                path,
+                ResponseTemplate::new(403)
+                    .insert_header("retry-after", "1")
+                    .set_body_json(
+                        serde_json::json!({"message": "You have exceeded a secondary rate limit."}),
+                    ),
+            ),
+            Fault::Reset => relay.reset(&format!("{method} {path}"), 1),
+            Fault::Hang => github.fail_next(
+                path,
+                ResponseTemplate::new(200).set_delay(Duration::from_secs(30)),
+            ),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Fault::Statuses => "500, 502, 503",
+            Fault::RateLimited => "429 with Retry-After",
+            Fault::SecondaryRateLimited => "secondary rate limit 403",
+            Fault::Reset => "connection reset",
+            Fault::Hang => "no answer",
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_main_step_survives_transient_faults_on_lookup_and_mint() {
+    for (method, path) in [("GET", "/repos/"), ("POST", "/app/installations")] {
+        for fault in &FAULTS {
+            let (github, relay, job) = job_with_relay().await;
+            fault.inject(&github, &relay, method, path);
+            let run = job.main(&inputs(), View::Host);
+            assert!(
+                run.succeeded(),
+                "{method} {path}, {}: {}",
+                fault.name(),
+                run.log()
+            );
+            assert!(run.outputs["token"].starts_with("ghs_"));
+            let tries = github.seen(method, path).len() + relay.resets_done();
+            assert!(tries >= 2, "{method} {path}, {}: retried", fault.name());
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_post_step_survives_transient_faults_on_revoke() {
+    for fault in &FAULTS {
+        let (github, relay, job) = job_with_relay().await;
+        let main = job.main(&inputs(), View::Host);
+        main.assert_ok();
+        fault.inject(&github, &relay, "DELETE", "/installation/token");
+        let post = job.post(&inputs(), &main.state, View::Host);
+        post.assert_ok();
+        assert!(
+            !post.log().contains("::warning"),
+            "{}: {}",
+            fault.name(),
+            post.log()
+        );
+        assert!(
+            github.world().live_tokens().is_empty(),
+            "{}: revoked",
+            fault.name()
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_remint_survives_transient_faults() {
+    for fault in &FAULTS {
+        let (github, relay, job) = job_with_relay().await;
+        let main = job.main(&inputs(), View::Host);
+        main.assert_ok();
+        let step = LaterStep::after(&job, &main);
+        age_cached_token(&job, &main, 50 * 60);
+        fault.inject(&github, &relay, "POST", "/app/installations");
+        let out = token(
+            &step,
+            &[
+                ("TOKEN_KEEPER_READ_TIMEOUT", "1s"),
+                ("TOKEN_KEEPER_RETRY_BASE", "20ms"),
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            fault.name(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(github.mints(), 2, "{}", fault.name());
+        assert_ne!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            main.outputs["token"],
+            "{}: a new token",
+            fault.name()
+        );
+        assert!(
+            out.stderr.is_empty(),
+            "{}: {}",
+            fault.name(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+fn token(step: &LaterStep, env: &[(&str, &str)]) -> std::process::Output {
+    let mut command = step.command("token-keeper");
+    command.arg("token").envs(env.iter().copied());
+    command.output().expect("token-keeper token")
+}
+
+#[tokio::test]
+async fn a_token_request_without_an_answer_is_repeated_once_only() {
+    let (github, _relay, job) = job_with_relay().await;
+    let hang = || ResponseTemplate::new(200).set_delay(Duration::from_secs(30));
+    github.fail_next("/app/installations", hang());
+    github.fail_next("/app/installations", hang());
+    let run = job.main(&inputs(), View::Host);
+    assert_eq!(run.status.code(), Some(1), "{}", run.log());
+    assert_eq!(
+        github.seen("POST", "/app/installations").len(),
+        2,
+        "one repeat, no more"
+    );
+}
+
+#[tokio::test]
+async fn skewed_clocks_are_learned_and_kept_for_remints() {
+    for offset in [300_i64, -300] {
+        let github = FakeGitHub::start().await;
+        github.world().clock_offset = offset;
+        let job = Job::new(&github.url());
+        let main = job.main(&inputs(), View::Host);
+        main.assert_ok();
+        let step = LaterStep::after(&job, &main);
+        age_cached_token(&job, &main, 50 * 60);
+        let before = github.world().seen.len();
+        let out = token(&step, &[]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let seen = github.world().seen[before..].to_vec();
+        assert_eq!(
+            seen.len(),
+            1,
+            "offset {offset}: the re-mint's JWT was right the first time: {seen:#?}"
+        );
+        let iat = seen[0].claims.as_ref().unwrap()["iat"].as_i64().unwrap();
+        assert!(
+            (iat - (unix_now() + offset - 60)).abs() <= 5,
+            "offset {offset}: iat {iat}"
+        );
+    }
+}
+
+/// A job whose GitHub is down for good after the main step.
+async fn down_after_main(cached_valid: bool) -> (FakeGitHub, Job, StepRun, LaterStep) {
+    let github = FakeGitHub::start().await;
+    let job = Job::new(&github.url());
+    let main = job.main(&inputs(), View::Host);
+    main.assert_ok();
+    let step = LaterStep::after(&job, &main);
+    age_cached_token(&job, &main, if cached_valid { 50 * 60 } else { 3600 + 60 });
+    for _ in 0..100 {
+        github.fail_next("/app/installations", ResponseTemplate::new(503));
+    }
+    (github, job, main, step)
+}
+
+#[tokio::test]
+async fn with_github_down_the_shim_serves_the_valid_cached_token_and_says_so() {
+    let (_github, _job, main, step) = down_after_main(true).await;
+    let out = token(
+        &step,
+        &[
+            ("TOKEN_KEEPER_DEADLINE", "1s"),
+            ("TOKEN_KEEPER_RETRY_BASE", "50ms"),
+        ],
+    );
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        main.outputs["token"]
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("token-keeper: warning: re-minting failed"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("serving the cached token, valid for"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(&main.outputs["token"]));
+}
+
+#[tokio::test]
+async fn with_github_down_and_nothing_valid_the_shim_fails_with_one_line() {
+    let (_github, job, main, step) = down_after_main(false).await;
+    // The cached token expired an hour ago, by GitHub's clock too.
+    let file = job.host_path(&main.state["dir"]).join("state.json");
+    let mut state: serde_json::Value = serde_json::from_slice(&fs::read(&file).unwrap()).unwrap();
+    state["token"]["expires_at"] = (unix_now() - 60).into();
+    fs::write(&file, serde_json::to_vec(&state).unwrap()).unwrap();
+    let out = token(
+        &step,
+        &[
+            ("TOKEN_KEEPER_DEADLINE", "1s"),
+            ("TOKEN_KEEPER_RETRY_BASE", "50ms"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("token-keeper: no valid token is left: re-minting failed:"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn processes_queued_behind_a_failed_remint_do_not_retry_for_the_full_bound() {
+    let (github, _job, main, step) = down_after_main(true).await;
+    let started = Instant::now();
+    let children: Vec<_> = (0..8)
+        .map(|_| {
+            step.command("token-keeper")
+                .arg("token")
+                .env("TOKEN_KEEPER_DEADLINE", "2s")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            main.outputs["token"]
+        );
+    }
+    // One process spends the 2 s bound; the others read its recorded failure.
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(github.seen("POST", "/app/installations").len() < 30);
+}
+
+fn state_files(job: &Job, main: &StepRun) -> (PathBuf, PathBuf) {
+    let dir = job.host_path(&main.state["dir"]);
+    (dir.join("state.json"), dir.join("ledger"))
+}
+
+#[tokio::test]
+async fn a_helper_killed_mid_remint_leaves_a_usable_state() {
+    let github = FakeGitHub::start().await;
+    let job = Job::new(&github.url());
+    let main = job.main(&inputs(), View::Host);
+    main.assert_ok();
+    let step = LaterStep::after(&job, &main);
+    age_cached_token(&job, &main, 50 * 60);
+    let (state, _) = state_files(&job, &main);
+    let before = fs::read(&state).unwrap();
+    github.fail_next(
+        "/app/installations",
+        ResponseTemplate::new(201).set_delay(Duration::from_secs(30)),
+    );
+    let mut child = step
+        .command("token-keeper")
+        .arg("token")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until its request is out, then kill it mid re-mint, lock held.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while github.seen("POST", "/app/installations").len() < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(fs::read(&state).unwrap(), before, "the state is untouched");
+    let out = token(&step, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_ne!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        main.outputs["token"]
+    );
+}
+
+#[tokio::test]
+async fn a_full_disk_never_leaves_a_half_written_state() {
+    let github = FakeGitHub::start().await;
+    let job = Job::new(&github.url());
+    let main = job.main(&inputs(), View::Host);
+    main.assert_ok();
+    let step = LaterStep::after(&job, &main);
+    age_cached_token(&job, &main, 50 * 60);
+    let (state, ledger) = state_files(&job, &main);
+    let before = fs::read(&state).unwrap();
+    let ledger_len = fs::metadata(&ledger).unwrap().len();
+    // Files may grow only a few bytes past the ledger's size: its append is cut off.
+    let limit = ledger_len + 20;
+    let mut command = step.command("token-keeper");
+    command.arg("token");
+    // SAFETY: setrlimit and signal are async-signal-safe and touch only the child.
+    unsafe {
+        command.pre_exec(move || {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let rlimit = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &rlimit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = command.output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the write failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        fs::read(&state).unwrap(),
+        before,
+        "the state is the old one, whole"
+    );
+    // With room again, the next call works and the ledger lists every token it holds.
+    let out = token(&step, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let fresh = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let ledger_text = fs::read_to_string(&ledger).unwrap();
+    assert!(ledger_text.contains(&fresh));
+    assert!(ledger_text.contains(&main.outputs["token"]));
+    let _: serde_json::Value =
+        serde_json::from_slice(&fs::read(&state).unwrap()).expect("whole JSON");
+}
