@@ -220,14 +220,20 @@ async fn skewed_clocks_are_learned_and_kept_for_remints() {
     }
 }
 
-/// A job whose GitHub is down for good after the main step.
-async fn down_after_main(cached_valid: bool) -> (FakeGitHub, Job, StepRun, LaterStep) {
+/// A job after its main step, with the cached token `age` seconds old.
+async fn aged(age: i64) -> (FakeGitHub, Job, StepRun, LaterStep) {
     let github = FakeGitHub::start().await;
     let job = Job::new(&github.url());
     let main = job.main(&inputs(), View::Host);
     main.assert_ok();
     let step = LaterStep::after(&job, &main);
-    age_cached_token(&job, &main, if cached_valid { 50 * 60 } else { 3600 + 60 });
+    age_cached_token(&job, &main, age);
+    (github, job, main, step)
+}
+
+/// A job whose GitHub is down for good after the main step.
+async fn down_after_main(cached_valid: bool) -> (FakeGitHub, Job, StepRun, LaterStep) {
+    let (github, job, main, step) = aged(if cached_valid { 50 * 60 } else { 3600 + 60 }).await;
     for _ in 0..100 {
         github.fail_next("/app/installations", ResponseTemplate::new(503));
     }
@@ -325,12 +331,7 @@ fn state_files(job: &Job, main: &StepRun) -> (PathBuf, PathBuf) {
 
 #[tokio::test]
 async fn a_helper_killed_mid_remint_leaves_a_usable_state() {
-    let github = FakeGitHub::start().await;
-    let job = Job::new(&github.url());
-    let main = job.main(&inputs(), View::Host);
-    main.assert_ok();
-    let step = LaterStep::after(&job, &main);
-    age_cached_token(&job, &main, 50 * 60);
+    let (github, job, main, step) = aged(50 * 60).await;
     let (state, _) = state_files(&job, &main);
     let before = fs::read(&state).unwrap();
     github.fail_next(
@@ -366,12 +367,7 @@ async fn a_helper_killed_mid_remint_leaves_a_usable_state() {
 
 #[tokio::test]
 async fn a_full_disk_never_leaves_a_half_written_state() {
-    let github = FakeGitHub::start().await;
-    let job = Job::new(&github.url());
-    let main = job.main(&inputs(), View::Host);
-    main.assert_ok();
-    let step = LaterStep::after(&job, &main);
-    age_cached_token(&job, &main, 50 * 60);
+    let (_github, job, main, step) = aged(50 * 60).await;
     let (state, ledger) = state_files(&job, &main);
     let before = fs::read(&state).unwrap();
     let ledger_len = fs::metadata(&ledger).unwrap().len();
