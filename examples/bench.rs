@@ -16,7 +16,7 @@ use support::measure::{self, Measured};
 use support::runner::{Job, LaterStep, View, age_cached_token, binary};
 
 const MAIN_RUNS: usize = 40;
-const FILL_RUNS: usize = 300;
+const FILL_RUNS: usize = 1000;
 const REMINT_RUNS: usize = 40;
 
 #[tokio::main(flavor = "current_thread")]

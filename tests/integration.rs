@@ -12,6 +12,8 @@ mod bad_input;
 mod faults;
 /// The test git server itself.
 mod git_server;
+/// Nothing secret leaks from a whole job.
+mod leaks;
 /// The git credential shim with the real git.
 mod shim;
 /// Main and post steps, end to end.

@@ -12,6 +12,7 @@ use base64::Engine;
 
 use crate::support::fake_github::{APP_ID, APP_KEY, FakeGitHub, Issued};
 use crate::support::git_server::{GitServer, git_command};
+use crate::support::measure;
 use crate::support::runner::{Job, LaterStep, View, age_cached_token, is_root};
 
 /// A job whose API is the fake and whose git server accepts only the fake's live tokens.
@@ -131,15 +132,19 @@ async fn without_the_shim_a_late_push_fails() {
 }
 
 #[tokio::test]
-async fn parallel_git_at_expiry_mints_exactly_once() {
+async fn sixty_four_git_processes_at_expiry_mint_exactly_once() {
     let w = World::start(Duration::from_secs(3600)).await;
     let main = w.job.main(&w.inputs(&[]), View::Host);
     main.assert_ok();
     let step = LaterStep::after(&w.job, &main);
-    // Fifty minutes into the job: every git process finds the token due for a refresh.
+    // An hour into the job: the first token is dead, and every git process finds it due.
     age_cached_token(&w.job, &main, 50 * 60);
+    {
+        let mut world = w.github.world();
+        world.issued[0].expires_at = world.now() - 1;
+    }
     let url = w.repo_url("Octo-Org", "app");
-    let children: Vec<_> = (0..32)
+    let children: Vec<_> = (0..64)
         .map(|_| {
             git_command(step.dir.path())
                 .envs(&step.env)
@@ -153,7 +158,7 @@ async fn parallel_git_at_expiry_mints_exactly_once() {
     for child in children {
         assert_git_ok(&child.wait_with_output().unwrap());
     }
-    assert_eq!(w.github.mints(), 2, "one mint in main, one for all 32");
+    assert_eq!(w.github.mints(), 2, "one mint in main, one for all 64");
 }
 
 #[tokio::test]
@@ -495,4 +500,29 @@ async fn old_runners_keep_the_state_under_github_home() {
     );
     let step = LaterStep::after(&w.job, &main);
     assert_git_ok(&step.git(&["ls-remote", &w.repo_url("Octo-Org", "app")]));
+}
+
+#[tokio::test]
+async fn a_thousand_fills_with_a_fresh_cache_mint_nothing() {
+    let w = World::start(Duration::from_secs(3600)).await;
+    let main = w.job.main(&w.inputs(&[]), View::Host);
+    main.assert_ok();
+    let step = LaterStep::after(&w.job, &main);
+    let request = format!("url={}\n\n", w.repo_url("Octo-Org", "app"));
+    let expected = format!("password={}\n", main.outputs["token"]);
+    let mut times = Vec::with_capacity(1000);
+    for _ in 0..1000 {
+        let mut command = git_command(step.dir.path());
+        command.envs(&step.env).args(["credential", "fill"]);
+        let measured = measure::run(&mut command, request.as_bytes()).expect("git credential fill");
+        assert_git_ok(&measured.output);
+        assert!(String::from_utf8_lossy(&measured.output.stdout).contains(&expected));
+        times.push(measured.elapsed);
+    }
+    times.sort();
+    eprintln!(
+        "git credential fill with a fresh cache: median {:?} over 1000 calls",
+        times[500]
+    );
+    assert_eq!(w.github.mints(), 1, "no re-mint");
 }
