@@ -31,7 +31,7 @@ pub struct Cli {
 enum Tool {
     /// Git credential helper: answers `get` with a live token, marks it stale on `erase`.
     Credential {
-        /// The step's state directory.
+        /// The step's state directory (default: the job's only one).
         #[arg(long)]
         state: Option<PathBuf>,
         /// `get`, `store` or `erase` (anything else is ignored, as git asks).
@@ -105,7 +105,11 @@ pub fn run(role: &Role) -> Result<ExitCode> {
 fn run_tool(tool: &Tool) -> Result<ExitCode> {
     match tool {
         Tool::Credential { state, operation } => {
-            let state = state.clone().context("`--state DIR` is required")?;
+            // The installed helper names its state; by hand, the job's only one will do.
+            let state = match state {
+                Some(dir) => dir.clone(),
+                None => locate::find(None, None)?.dir().path().to_owned(),
+            };
             let stdin = std::io::stdin().lock();
             let stdout = std::io::stdout().lock();
             credential::run(

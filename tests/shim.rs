@@ -312,6 +312,20 @@ async fn token_and_exec_hand_out_a_live_token() {
     assert_eq!(exec.status.code(), Some(7));
     assert_eq!(String::from_utf8_lossy(&exec.stdout), token);
 
+    // By hand, without `--state`: the job's only state answers.
+    let request = format!(
+        "protocol=http\nhost={}\n\n",
+        w.git_url.trim_start_matches("http://")
+    );
+    let by_hand = measure::run(
+        step.command("token-keeper").args(["credential", "get"]),
+        request.as_bytes(),
+    )
+    .unwrap();
+    assert!(
+        String::from_utf8_lossy(&by_hand.output.stdout).contains(&format!("password={token}\n"))
+    );
+
     let unknown = step
         .command("token-keeper")
         .args(["token", "--owner", "nobody"])
