@@ -183,23 +183,12 @@ async fn every_bad_input_gets_one_clear_error_and_leaves_nothing() {
             case.inputs.iter().map(|(n, _)| n).collect::<Vec<_>>(),
             case.unset
         );
-        assert_eq!(run.status.code(), Some(1), "{what}: {}", run.log());
-        let errors: Vec<&str> = run
-            .stdout
-            .lines()
-            .filter(|l| l.starts_with("::error"))
-            .collect();
-        assert_eq!(errors.len(), 1, "{what}: {}", run.log());
-        assert!(
-            errors[0].starts_with("::error title=token-keeper::"),
-            "{what}: {}",
-            errors[0]
-        );
+        let error = run.the_error();
         for words in case.says {
             assert!(
-                errors[0].contains(words),
+                error.contains(words),
                 "{what}: `{words}` missing from {}",
-                errors[0]
+                error
             );
         }
         let key = inputs

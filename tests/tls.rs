@@ -23,23 +23,6 @@ fn job_for(front: &TlsFront) -> Job {
     job
 }
 
-/// The one `::error` line of a failed step.
-fn the_error(run: &StepRun) -> &str {
-    assert_eq!(run.status.code(), Some(1), "{}", run.log());
-    let errors: Vec<&str> = run
-        .stdout
-        .lines()
-        .filter(|l| l.starts_with("::error"))
-        .collect();
-    assert_eq!(errors.len(), 1, "{}", run.log());
-    assert!(
-        errors[0].starts_with("::error title=token-keeper::"),
-        "{}",
-        errors[0]
-    );
-    errors[0]
-}
-
 fn assert_minted(github: &FakeGitHub, run: &StepRun) {
     run.assert_ok();
     assert!(
@@ -53,7 +36,7 @@ fn assert_minted(github: &FakeGitHub, run: &StepRun) {
 /// Refused for the certificate (rustls's `reason`) at once, with a hint: the front was reached
 /// once, no handshake completed, nothing minted.
 fn assert_untrusted(github: &FakeGitHub, front: &TlsFront, run: &StepRun, reason: &str) {
-    let error = the_error(run);
+    let error = run.the_error();
     assert!(
         error.contains(&format!("invalid peer certificate: {reason}")),
         "{error}"
@@ -149,7 +132,7 @@ async fn a_ca_input_that_is_not_pem_is_named() {
     let github = FakeGitHub::start().await;
     let front = TlsFront::start(&github.url());
     let run = job_for(&front).main(&app(&[("ca-certificates", "hello")]), View::Host);
-    let error = the_error(&run);
+    let error = run.the_error();
     assert!(error.contains("`ca-certificates`"), "{error}");
     assert_eq!(front.connections(), 0, "refused before any connection");
     assert_eq!(github.mints(), 0);

@@ -118,6 +118,24 @@ impl StepRun {
         format!("{}{}", self.stdout, self.stderr)
     }
 
+    /// The one `::error` line of a step that failed with exit code 1.
+    #[track_caller]
+    pub fn the_error(&self) -> &str {
+        assert_eq!(self.status.code(), Some(1), "{}", self.log());
+        let errors: Vec<&str> = self
+            .stdout
+            .lines()
+            .filter(|l| l.starts_with("::error"))
+            .collect();
+        assert_eq!(errors.len(), 1, "{}", self.log());
+        assert!(
+            errors[0].starts_with("::error title=token-keeper::"),
+            "{}",
+            errors[0]
+        );
+        errors[0]
+    }
+
     #[track_caller]
     pub fn assert_ok(&self) {
         assert!(
