@@ -11,8 +11,11 @@ use std::path::Path;
 
 use url::Url;
 
+use anyhow::Result;
+
+use crate::github::Secret;
+use crate::keeper::Keeper;
 use crate::keeper::state::MintConfig;
-use crate::keeper::{Keeper, KeeperError};
 
 /// The username GitHub expects with an installation token.
 const USERNAME: &str = "x-access-token";
@@ -23,8 +26,8 @@ pub struct Request {
     pub protocol: Option<String>,
     pub host: Option<String>,
     pub path: Option<String>,
-    pub username: Option<String>,
-    pub password: Option<String>,
+    /// What git offers back with `erase`.
+    pub password: Option<Secret>,
 }
 
 impl Request {
@@ -50,8 +53,10 @@ impl Request {
                 "protocol" => &mut request.protocol,
                 "host" => &mut request.host,
                 "path" => &mut request.path,
-                "username" => &mut request.username,
-                "password" => &mut request.password,
+                "password" => {
+                    request.password = Some(Secret::new(value.to_owned()));
+                    continue;
+                }
                 _ => continue,
             };
             *slot = Some(value.to_owned());
@@ -71,6 +76,16 @@ impl Request {
             Some(port) => format!("{server_host}:{port}"),
             None => server_host.to_owned(),
         };
+        // Git sends the port as the URL has it, `github.com:443` included.
+        let default_port = match protocol.as_str() {
+            "https" => ":443",
+            "http" => ":80",
+            _ => "",
+        };
+        let host = host
+            .strip_suffix(default_port)
+            .filter(|_| !default_port.is_empty())
+            .unwrap_or(host);
         if protocol != server.scheme() || !host.eq_ignore_ascii_case(&expected_host) {
             return false;
         }
@@ -121,7 +136,7 @@ pub fn run(
     mut out: impl Write,
     mut err: impl Write,
     now: i64,
-) -> Result<(), KeeperError> {
+) -> Result<()> {
     if !matches!(op, "get" | "erase") {
         // `store` and anything newer: nothing to do, silently.
         return Ok(());
@@ -142,7 +157,7 @@ pub fn run(
     }
     if op == "erase" {
         if let Some(password) = &request.password {
-            keeper.erase(password, now)?;
+            keeper.erase(&current, password.expose(), now)?;
         }
         return Ok(());
     }
@@ -150,8 +165,13 @@ pub fn run(
     if let Some(warning) = &served.warning {
         let _ = writeln!(err, "token-keeper: warning: {warning}");
     }
-    write_answer(&mut out, served.token.expose(), served.expires_at).or_else(ignore_closed_pipe)?;
-    Ok(())
+    match write_answer(&mut out, served.token.expose(), served.expires_at) {
+        // Git may stop reading (it closed the pipe): nothing more to do.
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {
+            Err(anyhow::anyhow!("cannot answer git: {e}"))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn write_answer(out: &mut impl Write, password: &str, expiry: i64) -> io::Result<()> {
@@ -159,15 +179,6 @@ fn write_answer(out: &mut impl Write, password: &str, expiry: i64) -> io::Result
         format!("username={USERNAME}\npassword={password}\npassword_expiry_utc={expiry}\n");
     out.write_all(answer.as_bytes())?;
     out.flush()
-}
-
-/// Git may stop reading (it closed the pipe): nothing more to do.
-fn ignore_closed_pipe(e: io::Error) -> Result<(), KeeperError> {
-    if e.kind() == io::ErrorKind::BrokenPipe {
-        Ok(())
-    } else {
-        Err(KeeperError::NothingValid(format!("cannot answer git: {e}")))
-    }
 }
 
 #[cfg(test)]
@@ -212,7 +223,7 @@ mod tests {
     #[test]
     fn a_value_splits_at_the_first_equals_sign() {
         let r = request("password=a=b=c\n");
-        assert_eq!(r.password.as_deref(), Some("a=b=c"));
+        assert_eq!(r.password.as_ref().map(Secret::expose), Some("a=b=c"));
     }
 
     #[test]
@@ -231,6 +242,8 @@ mod tests {
         assert!(!request("protocol=http\nhost=github.com\n").is_ours(&github, &c));
         assert!(!request("protocol=https\nhost=gitlab.com\n").is_ours(&github, &c));
         assert!(!request("protocol=https\nhost=github.com:8443\n").is_ours(&github, &c));
+        assert!(request("protocol=https\nhost=github.com:443\n").is_ours(&github, &c));
+        assert!(!request("protocol=http\nhost=github.com:443\n").is_ours(&github, &c));
         assert!(!request("host=github.com\n").is_ours(&github, &c));
         assert!(request("protocol=http\nhost=127.0.0.1:8080\n").is_ours(&local, &c));
         assert!(!request("protocol=http\nhost=127.0.0.1\n").is_ours(&local, &c));

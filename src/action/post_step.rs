@@ -5,6 +5,7 @@
 //! mints.
 
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::Result;
 
@@ -14,7 +15,10 @@ use crate::github::apps::{self, Revoked};
 use crate::github::client::{runtime, unix_now};
 use crate::github::{GitHub, Secret};
 use crate::keeper::state::{LedgerEntry, StateDir};
-use crate::keeper::{self, REMINT_DEADLINE};
+use crate::keeper::{self, Keeper};
+
+/// The job is over; revoking may take its time, within reason.
+const POST_DEADLINE: Duration = Duration::from_secs(30);
 
 pub fn run(env: &Env) -> Result<()> {
     let Some(dir) = env.get("STATE_dir").filter(|d| !d.is_empty()) else {
@@ -28,28 +32,24 @@ pub fn run(env: &Env) -> Result<()> {
             return Ok(());
         }
     };
-    let live: Vec<LedgerEntry> = match dir.ledger() {
-        Ok(entries) => entries
+    let root = dir.path().parent().map(Path::to_owned);
+    let skip = matches!(inputs::input(env, "skip-token-revoke"), Some(v) if v.eq_ignore_ascii_case("true"));
+    let retired = Keeper::retire(dir, |ledger| {
+        let live: Vec<LedgerEntry> = ledger
             .into_iter()
             .filter(|e| e.is_live(unix_now()))
-            .collect(),
-        Err(err) => {
-            warn(&format!("cannot read the list of tokens to revoke: {err}"));
-            Vec::new()
+            .collect();
+        if skip {
+            println!(
+                "token-keeper: not revoking {} token(s): `skip-token-revoke` is true",
+                live.len()
+            );
+        } else if !live.is_empty() {
+            revoke_all(env, &live);
         }
-    };
-    let skip = matches!(inputs::input(env, "skip-token-revoke"), Some(v) if v.eq_ignore_ascii_case("true"));
-    if skip {
-        println!(
-            "token-keeper: not revoking {} token(s): `skip-token-revoke` is true",
-            live.len()
-        );
-    } else if !live.is_empty() {
-        revoke_all(env, &live);
-    }
-    let root = dir.path().parent().map(Path::to_owned);
-    if let Err(err) = dir.remove() {
-        warn(&err.to_string());
+    });
+    if let Err(err) = retired {
+        warn(&format!("cannot clean up the job's tokens: {err}"));
     }
     if let Some(root) = root {
         remove_shared_binary(&root);
@@ -87,7 +87,7 @@ fn revoke_all(env: &Env, live: &[LedgerEntry]) {
 fn client(env: &Env) -> Result<(GitHub, tokio::runtime::Runtime)> {
     let url = inputs::api_url(env)?;
     let ca = inputs::input(env, "ca-certificates").map(str::to_owned);
-    let options = keeper::http_options(&|name| env.get(name).cloned(), REMINT_DEADLINE, ca)
+    let options = keeper::http_options(&|name| env.get(name).cloned(), POST_DEADLINE, ca)
         .map_err(anyhow::Error::msg)?;
     Ok((GitHub::new(url, options, 0)?, runtime()?))
 }

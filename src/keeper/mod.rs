@@ -27,6 +27,8 @@ pub const REMINT_DEADLINE: Duration = Duration::from_secs(20);
 /// A whole call, lock wait and re-mint included, ends within this.
 const CALL_BOUND: Duration = Duration::from_secs(28);
 const LOCK_WAIT: Duration = Duration::from_secs(25);
+/// After a failed re-mint, callers with a valid cached token leave GitHub alone this long.
+const FAILURE_QUIET: i64 = 30;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeeperError {
@@ -61,10 +63,29 @@ pub struct Keeper {
 
 impl Keeper {
     pub fn open(path: &Path) -> Result<Self, KeeperError> {
-        match StateDir::open(path) {
-            Ok(dir) => Ok(Self { dir }),
-            Err(_) => Err(KeeperError::NoState(path.display().to_string())),
+        if !path.exists() {
+            return Err(KeeperError::NoState(path.display().to_string()));
         }
+        Ok(Self {
+            dir: StateDir::open(path)?,
+        })
+    }
+
+    /// End of the job: no re-mint may start (the key goes first), none may be half done (the
+    /// lock), then `revoke` gets every token recorded and the directory goes.
+    pub fn retire(dir: StateDir, revoke: impl FnOnce(Vec<LedgerEntry>)) -> Result<(), KeeperError> {
+        let key = dir.path().join(state::KEY);
+        if let Err(err) = std::fs::remove_file(&key)
+            && err.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::debug!("cannot remove `{}` yet: {err}", key.display());
+        }
+        // A stuck holder must not keep the tokens alive: revoke without the lock then.
+        let guard = Guard::acquire(&dir, LOCK_WAIT, || {}).ok();
+        revoke(dir.ledger()?);
+        dir.remove()?;
+        drop(guard);
+        Ok(())
     }
 
     /// Store the main step's token: the ledger first, then the key and the cache for re-mints.
@@ -114,9 +135,8 @@ impl Keeper {
         }
     }
 
-    /// Git says `password` was refused: mark it stale if the policy agrees.
-    pub fn erase(&self, password: &str, now: i64) -> Result<(), KeeperError> {
-        let state = self.state()?;
+    /// Git says `password` was refused: mark the state's token stale if the policy agrees.
+    pub fn erase(&self, state: &State, password: &str, now: i64) -> Result<(), KeeperError> {
         if state.token.token.expose() != password
             || !policy::erase_counts(now, &state.facts(), state.last_erase_mint)
         {
@@ -133,51 +153,81 @@ impl Keeper {
 
     fn refresh(&self, waiting_since: i64) -> Result<Served, KeeperError> {
         let started = Instant::now();
-        let guard = Guard::acquire(&self.dir, LOCK_WAIT, || {
+        let guard = match Guard::acquire(&self.dir, LOCK_WAIT, || {
             tracing::debug!("waiting for another re-mint")
-        })?;
+        }) {
+            Ok(guard) => guard,
+            // Stuck behind others' re-mints: the cached token, while it lasts.
+            Err(LockError::Timeout(..)) => {
+                return fallback(
+                    &self.state()?,
+                    unix_now(),
+                    "another process is still re-minting",
+                );
+            }
+            Err(err) => return Err(err.into()),
+        };
         let now = unix_now();
         let mut state = self.state()?;
         if policy::decide(now, &state.facts(), refresh_after(&state)) == Decision::Fresh {
             return Ok(served(&state, None));
         }
-        if let Some(failure) = state.failure.as_ref().filter(|f| f.at >= waiting_since) {
-            // It failed while we waited: do not retry for the full bound again.
-            return fallback(&state, now, &failure.message);
+        if let Some(failure) = &state.failure {
+            // It failed while we waited, or just now: GitHub gets a rest, git gets the cache.
+            let recent = now - failure.at < FAILURE_QUIET && state.facts().is_valid(now);
+            if failure.at >= waiting_since || recent {
+                return fallback(&state, now, &failure.message);
+            }
         }
         let budget = CALL_BOUND
             .saturating_sub(started.elapsed())
             .min(REMINT_DEADLINE);
-        match self.remint(&state, budget) {
-            Ok((minted, clock_offset)) => {
-                let token = CachedToken {
-                    token: minted.token,
-                    expires_at: minted.expires_at,
-                    minted_at: unix_now(),
-                    clock_offset,
-                };
-                guard.record(&LedgerEntry {
-                    token: token.token.clone(),
-                    expires_at: token.expires_at,
-                    clock_offset,
-                })?;
-                if state.erased {
-                    state.last_erase_mint = Some(now);
-                }
-                state.token = token;
-                state.erased = false;
-                state.failure = None;
-                guard.write_state(&state)?;
-                Ok(served(&state, None))
-            }
+        let (minted, clock_offset) = match self.remint(&state, budget) {
+            Ok(minted) => minted,
             Err(message) => {
                 state.failure = Some(Failure {
-                    at: now,
+                    at: unix_now(),
                     message: message.clone(),
                 });
-                guard.write_state(&state)?;
-                fallback(&state, now, &message)
+                // Best effort: without the record, the next caller just tries again.
+                if let Err(err) = guard.write_state(&state) {
+                    tracing::debug!("cannot record the failure: {err}");
+                }
+                return fallback(&state, now, &message);
             }
+        };
+        let token = CachedToken {
+            token: minted.token,
+            expires_at: minted.expires_at,
+            minted_at: unix_now(),
+            clock_offset,
+        };
+        let previous = state.clone();
+        if state.erased {
+            state.last_erase_mint = Some(now);
+        }
+        state.token = token;
+        state.erased = false;
+        state.failure = None;
+        let saved = guard
+            .record(&LedgerEntry {
+                token: state.token.token.clone(),
+                expires_at: state.token.expires_at,
+                clock_offset,
+            })
+            .and_then(|()| guard.write_state(&state));
+        match saved {
+            Ok(()) => Ok(served(&state, None)),
+            // A full disk: the old token while it lasts, else the new one, unsaved.
+            Err(err) if previous.facts().is_valid(now) => {
+                fallback(&previous, now, &format!("cannot save the new token: {err}"))
+            }
+            Err(err) => Ok(served(
+                &state,
+                Some(format!(
+                    "cannot save the new token, so the post step cannot revoke it: {err}"
+                )),
+            )),
         }
     }
 
@@ -213,10 +263,22 @@ impl Keeper {
             repositories: config.repositories.clone(),
             permissions: config.permissions.clone(),
         };
+        let started = Instant::now();
         let runtime = runtime().map_err(|e| e.to_string())?;
-        let minted = runtime
-            .block_on(apps::create_token(&gh, &app, &installation, &request))
-            .map_err(|e| e.to_string())?;
+        let minted = runtime.block_on(async {
+            let minted = apps::create_token(&gh, &app, &installation, &request)
+                .await
+                .map_err(|e| e.to_string())?;
+            // GitHub can refuse a brand-new token briefly, and git would fail on it: wait for it,
+            // within what is left of the budget. A check that fails says nothing about the token.
+            let left = deadline.saturating_sub(started.elapsed());
+            if let Ok(Err(err)) =
+                tokio::time::timeout(left, apps::wait_until_accepted(&gh, &minted.token)).await
+            {
+                tracing::debug!("the new token is not accepted yet: {err}");
+            }
+            Ok::<_, String>(minted)
+        })?;
         Ok((minted, gh.clock().offset()))
     }
 }

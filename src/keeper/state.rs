@@ -282,7 +282,7 @@ impl StateDir {
     }
 
     /// Remove the directory and all in it.
-    pub fn remove(self) -> Result<(), StateError> {
+    pub fn remove(&self) -> Result<(), StateError> {
         match fs::remove_dir_all(&self.path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(at("remove", &self.path)(e)),
             _ => Ok(()),
@@ -431,7 +431,7 @@ mod tests {
         let path = tmp.path().join("s");
         let dir = StateDir::create(&path, me(tmp.path())).unwrap();
         dir.record(&entry("one", 10)).unwrap();
-        dir.clone().remove().unwrap();
+        dir.remove().unwrap();
         assert!(!path.exists());
         dir.remove().unwrap();
     }
