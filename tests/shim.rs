@@ -540,3 +540,32 @@ async fn a_thousand_fills_with_a_fresh_cache_mint_nothing() {
     );
     assert_eq!(w.github.mints(), 1, "no re-mint");
 }
+
+#[tokio::test]
+async fn an_enterprise_token_is_kept_fresh_for_tools_but_not_given_to_git() {
+    let w = World::start(Duration::from_secs(3600)).await;
+    let main = w
+        .job
+        .main(&w.inputs(&[("enterprise", "octo-enterprise")]), View::Host);
+    main.assert_ok();
+    assert_eq!(main.outputs["installation-id"], "4444");
+    assert!(
+        !main.env.contains_key("GIT_CONFIG_COUNT"),
+        "no git entries: {:?}",
+        main.env
+    );
+    assert!(main.stdout.contains("git is left alone"), "{}", main.stdout);
+    let step = LaterStep::after(&w.job, &main);
+    age_cached_token(&w.job, &main, 50 * 60);
+    let out = step.command("token-keeper").arg("token").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(w.github.mints(), 2, "re-minted for the tool");
+    assert_eq!(
+        w.github.seen("POST", "/app/installations/4444/")[1].body,
+        serde_json::json!({})
+    );
+}

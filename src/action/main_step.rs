@@ -99,7 +99,7 @@ fn mint_and_export(plan: &Plan, gh: &GitHub, dir: StateDir) -> Result<()> {
         minted_at: unix_now(),
         clock_offset: gh.clock().offset(),
     };
-    let mint_config = mint_config(config, &installation, &minted, plan.git_server.as_ref());
+    let mint_config = mint_config(config, &installation, plan.git_server.as_ref());
     let key = plan.git_server.is_some().then_some(&config.key);
     Keeper::start(dir, mint_config, cached, key)?;
     // GitHub can refuse a brand-new token for a few seconds; let later steps not see that.
@@ -169,12 +169,8 @@ fn discard_if_unused(dir: StateDir) {
     }
 }
 
-fn mint_config(
-    config: &Config,
-    installation: &Installation,
-    minted: &MintedToken,
-    server: Option<&Url>,
-) -> MintConfig {
+/// What a re-mint asks for: what the workflow asked for.
+fn mint_config(config: &Config, installation: &Installation, server: Option<&Url>) -> MintConfig {
     MintConfig {
         api_url: config.api_url.to_string(),
         git_server: server.map(Url::to_string).unwrap_or_default(),
@@ -182,7 +178,7 @@ fn mint_config(
         installation_id: installation.id,
         account: installation.account.clone(),
         repositories: config.request.repositories.clone(),
-        permissions: minted.permissions.clone(),
+        permissions: config.request.permissions.clone(),
         refresh_after: config.refresh_after.as_secs(),
         ca_certificates: config.ca_certificates.clone(),
     }
@@ -196,25 +192,14 @@ fn install_shim(
 ) -> Result<()> {
     let (env, files, config, layout) = (plan.env, &plan.files, &plan.config, &plan.layout);
     shim::install_binary(layout)?;
-    // The names as GitHub spells them, and as the workflow wrote them.
-    let mut repositories = minted.repositories.clone();
-    for repo in &config.request.repositories {
-        if !repositories.contains(repo) {
-            repositories.push(repo.clone());
-        }
+    if matches!(config.target, Target::Enterprise(_)) {
+        // An enterprise token reaches no repository: nothing for git, fresh tokens for tools.
+        println!(
+            "token-keeper: an enterprise token reaches no repository, so git is left alone; `token-keeper token` and `exec` keep it fresh"
+        );
+    } else {
+        configure_git(plan, server, installation, minted)?;
     }
-    let scopes = shim::scopes(server, &installation.account, &repositories);
-    let entries = shim::git_config_env(
-        shim::existing_count(env),
-        &scopes,
-        &shim::helper_command(layout, &plan.step),
-        config.override_checkout_credentials,
-    );
-    let pairs: Vec<(&str, &str)> = entries
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    files.set(FileCommand::Env, &pairs)?;
     if let Some(host_bin) = layout.host_root.as_ref().map(|root| root.join("bin")) {
         files.add_path(&host_bin.to_string_lossy())?;
     }
@@ -227,6 +212,36 @@ fn install_shim(
             "this `{event}` job may run untrusted code, and every later step can read the App's private key while the git credential shim is on: use `git-credentials: false` unless later steps are trusted"
         ))])?;
     }
+    Ok(())
+}
+
+/// `GIT_CONFIG_*` entries for later steps, scoped to what the token covers.
+fn configure_git(
+    plan: &Plan,
+    server: &Url,
+    installation: &Installation,
+    minted: &MintedToken,
+) -> Result<()> {
+    let (config, layout) = (&plan.config, &plan.layout);
+    // The names as GitHub spells them, and as the workflow wrote them.
+    let mut repositories = minted.repositories.clone();
+    for repo in &config.request.repositories {
+        if !repositories.contains(repo) {
+            repositories.push(repo.clone());
+        }
+    }
+    let scopes = shim::scopes(server, &installation.account, &repositories);
+    let entries = shim::git_config_env(
+        shim::existing_count(plan.env),
+        &scopes,
+        &shim::helper_command(layout, &plan.step),
+        config.override_checkout_credentials,
+    );
+    let pairs: Vec<(&str, &str)> = entries
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    plan.files.set(FileCommand::Env, &pairs)?;
     println!(
         "token-keeper: git will get fresh tokens for {}",
         scopes.join(", ")

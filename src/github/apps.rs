@@ -139,9 +139,11 @@ pub async fn find_installation(
     app: &App<'_>,
     target: &Target,
 ) -> Result<Installation, MintError> {
+    /// A user or an organisation has a `login`; an enterprise has a `slug`.
     #[derive(Deserialize)]
     struct Account {
-        login: String,
+        login: Option<String>,
+        slug: Option<String>,
     }
     #[derive(Deserialize)]
     struct Body {
@@ -164,7 +166,7 @@ pub async fn find_installation(
             app_slug: body.app_slug,
             account: body
                 .account
-                .map(|a| a.login)
+                .and_then(|a| a.login.or(a.slug))
                 .unwrap_or_else(|| owner_of(target).to_owned()),
         }),
         Err(err) if err.status() == Some(404) => Err(MintError::NotInstalled {

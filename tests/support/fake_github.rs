@@ -24,8 +24,10 @@ pub const APP_KEY: &str = include_str!("../fixtures/app-key.pem");
 #[derive(Debug, Clone)]
 pub struct Installation {
     pub id: u64,
-    /// The login as GitHub spells it.
+    /// The login (or enterprise slug) as GitHub spells it.
     pub account: String,
+    /// An enterprise installation: its account has a `slug`, no `login`, and no repositories.
+    pub enterprise: bool,
     pub repos: Vec<String>,
     pub permissions: BTreeMap<String, String>,
 }
@@ -105,8 +107,8 @@ pub struct FakeGitHub {
 }
 
 impl FakeGitHub {
-    /// A fake with two installations: `Octo-Org` (repositories `app` and `lib`) and
-    /// `Other-Org` (`tools`).
+    /// A fake with three installations: `Octo-Org` (repositories `app` and `lib`), `Other-Org`
+    /// (`tools`) and the enterprise `octo-enterprise`.
     pub async fn start() -> Self {
         let server = MockServer::start().await;
         let pair = RsaKeyPair::from_der(&pem_der(APP_KEY)).expect("test key");
@@ -118,6 +120,7 @@ impl FakeGitHub {
                 Installation {
                     id: 4242,
                     account: "Octo-Org".into(),
+                    enterprise: false,
                     repos: vec!["app".into(), "lib".into()],
                     permissions: BTreeMap::from([
                         ("contents".into(), "write".into()),
@@ -128,8 +131,19 @@ impl FakeGitHub {
                 Installation {
                     id: 4343,
                     account: "Other-Org".into(),
+                    enterprise: false,
                     repos: vec!["tools".into()],
                     permissions: BTreeMap::from([("contents".into(), "write".into())]),
+                },
+                Installation {
+                    id: 4444,
+                    account: "octo-enterprise".into(),
+                    enterprise: true,
+                    repos: Vec::new(),
+                    permissions: BTreeMap::from([(
+                        "enterprise_organization_installations".into(),
+                        "read".into(),
+                    )]),
                 },
             ],
             issued: Vec::new(),
@@ -270,12 +284,22 @@ fn route(
             });
             installation_answer(found)
         }
-        ("GET", ["users" | "orgs" | "enterprises", owner, "installation"]) => installation_answer(
-            world
-                .installations
-                .iter()
-                .find(|i| i.account.eq_ignore_ascii_case(owner)),
-        ),
+        (
+            "GET",
+            [
+                kind @ ("users" | "orgs" | "enterprises"),
+                owner,
+                "installation",
+            ],
+        ) => {
+            let enterprise = *kind == "enterprises";
+            installation_answer(
+                world
+                    .installations
+                    .iter()
+                    .find(|i| i.enterprise == enterprise && i.account.eq_ignore_ascii_case(owner)),
+            )
+        }
         ("POST", ["app", "installations", id, "access_tokens"]) => mint(world, id, request),
         _ => message(404, "Not Found"),
     }
@@ -283,11 +307,18 @@ fn route(
 
 fn installation_answer(found: Option<&Installation>) -> ResponseTemplate {
     match found {
-        Some(i) => ResponseTemplate::new(200).set_body_json(json!({
-            "id": i.id,
-            "app_slug": APP_SLUG,
-            "account": {"login": i.account},
-        })),
+        Some(i) => {
+            let account = if i.enterprise {
+                json!({"slug": i.account, "name": "Octo Enterprise"})
+            } else {
+                json!({"login": i.account})
+            };
+            ResponseTemplate::new(200).set_body_json(json!({
+                "id": i.id,
+                "app_slug": APP_SLUG,
+                "account": account,
+            }))
+        }
         None => message(404, "Not Found"),
     }
 }
