@@ -124,9 +124,6 @@ fn run_tool(tool: &Tool) -> Result<ExitCode> {
         }
         Tool::Token { owner, state } => {
             let served = live(state.as_deref(), owner.as_deref())?;
-            if std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true") {
-                eprintln!("::add-mask::{}", served.token.expose());
-            }
             let mut out = std::io::stdout().lock();
             writeln!(out, "{}", served.token.expose())?;
             out.flush()?;
@@ -163,8 +160,13 @@ fn live(state: Option<&Path>, owner: Option<&str>) -> Result<keeper::Served> {
     serve(&locate::find(state, owner)?)
 }
 
+/// A live token for a tool. In Actions its mask goes to stderr first: a tool that echoes a
+/// re-minted token must not show it in the log.
 fn serve(keeper: &keeper::Keeper) -> Result<keeper::Served> {
     let served = keeper.live(unix_now())?;
+    if std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true") {
+        eprintln!("::add-mask::{}", served.token.expose());
+    }
     if let Some(warning) = &served.warning {
         eprintln!("token-keeper: warning: {warning}");
     }

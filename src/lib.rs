@@ -3,11 +3,12 @@
 //! `github` speaks to GitHub's API and knows nothing else; `keeper` stores tokens for every
 //! process of a job and decides when to re-mint; `credential` answers git; `action` is the
 //! runner's side (inputs, file commands, main and post steps); `cli` tells which role a process
-//! plays. Arrows point one way: `action` and `credential` use `keeper`, which uses `github`.
+//! plays. Arrows point one way: `action` uses `keeper` and `github`, `credential` uses `keeper`,
+//! `keeper` uses `github`, and `github` uses nothing of ours.
 
 pub mod action;
 pub mod cli;
-pub mod credential;
-pub mod duration;
-pub mod github;
-pub mod keeper;
+mod credential;
+mod duration;
+mod github;
+mod keeper;

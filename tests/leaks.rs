@@ -76,11 +76,13 @@ async fn a_whole_job_leaks_neither_token_nor_key() {
 
     // Git as a build runs it, its stderr captured to a file; then a re-mint, then the tools.
     let repo_url = format!("{git_url}/Octo-Org/app.git");
+    // Both streams, as a build that keeps its logs does.
     let captured = |name: &str, dir: &Path, args: &[&str]| {
         let log = fs::File::create(logs.path().join(name)).expect("log file");
         let status = git_command(dir)
             .envs(&step.env)
             .args(args)
+            .stdout(log.try_clone().expect("log file"))
             .stderr(log)
             .status()
             .expect("git");

@@ -15,7 +15,7 @@ fn app<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
     inputs
 }
 
-/// A job against `front`; a refused handshake is retried, so the deadline bounds those tests.
+/// A job against `front`, with a short deadline in case a refusal ever turns into retries.
 fn job_for(front: &TlsFront) -> Job {
     let mut job = Job::new(&front.url());
     job.extra_env

@@ -32,7 +32,6 @@ pub struct Config {
     pub api_url: Url,
     /// The git server the tokens are for; `None` when it cannot be told from the API URL.
     pub git_server: Option<Url>,
-    pub skip_revoke: bool,
     pub refresh_after: Duration,
     /// Install the git credential shim for later steps.
     pub git_credentials: bool,
@@ -99,6 +98,8 @@ pub fn parse(env: &Env) -> Result<Config, InputError> {
         Some(text) => refresh_after(text)?,
         None => DEFAULT_REFRESH_AFTER,
     };
+    // Read by the post step; checked here, so that a typo fails the job at its start.
+    boolean(env, "skip-token-revoke", false)?;
     let target = target(env)?;
     let repositories = match &target {
         Target::Repositories { repos, .. } => repos.clone(),
@@ -114,7 +115,6 @@ pub fn parse(env: &Env) -> Result<Config, InputError> {
         },
         api_url,
         git_server,
-        skip_revoke: boolean(env, "skip-token-revoke", false)?,
         refresh_after,
         git_credentials: boolean(env, "git-credentials", true)?,
         override_checkout_credentials: boolean(env, "override-checkout-credentials", true)?,
@@ -399,7 +399,7 @@ pub fn refresh_after(text: &str) -> Result<Duration, InputError> {
     let value = parse_duration(text).map_err(|e| {
         bad(
             "refresh-after",
-            format!("{e}: use for example `50m`, `90s` or `1h`"),
+            format!("{e}: use for example `50m` or `90s`"),
         )
     })?;
     if value.is_zero() {

@@ -85,7 +85,7 @@ pub fn step_name(env: &Env) -> String {
         })
         .collect();
     let name = name.trim_start_matches('_');
-    if name.is_empty() || name == "bin" {
+    if name.is_empty() {
         "step".into()
     } else {
         format!("step-{name}")

@@ -1,9 +1,9 @@
 //! The GitHub Actions side: inputs, the runner's file commands, and the main and post steps.
 
-pub mod inputs;
-pub mod layout;
-pub mod main_step;
+pub(crate) mod inputs;
+mod layout;
+pub(crate) mod main_step;
 pub mod permissions;
-pub mod post_step;
-pub mod shim;
-pub mod workflow;
+pub(crate) mod post_step;
+mod shim;
+pub(crate) mod workflow;

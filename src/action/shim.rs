@@ -35,7 +35,6 @@ pub fn scopes(server: &Url, account: &str, repositories: &[String]) -> Vec<Strin
             scopes.push(format!("{base}/{login}/{repo}.git"));
         }
     }
-    scopes.dedup();
     scopes
 }
 

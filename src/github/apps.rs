@@ -255,7 +255,7 @@ pub async fn wait_until_accepted(gh: &GitHub, token: &Secret) -> Result<(), ApiE
             .await;
         match check {
             Ok(_) => return Ok(()),
-            Err(err) if err.status() == Some(401) && waited < NEW_TOKEN_GRACE => {
+            Err(err) if err.status() == Some(401) && waited + pause <= NEW_TOKEN_GRACE => {
                 tokio::time::sleep(pause).await;
                 waited += pause;
                 pause *= 2;

@@ -120,11 +120,14 @@ pub enum ApiError {
         url: String,
         detail: String,
     },
-    #[error("{method} {url} got no usable answer within {}s; last error: {last}", .after.as_secs())]
+    #[error(
+        "{method} {url} got no usable answer within the {}s allowed; last error: {last}",
+        .allowed.as_secs()
+    )]
     Deadline {
         method: Method,
         url: String,
-        after: Duration,
+        allowed: Duration,
         last: String,
     },
     #[error(
@@ -213,10 +216,6 @@ impl GitHub {
         &self.clock
     }
 
-    pub fn base(&self) -> &Url {
-        &self.base
-    }
-
     /// Send a request and decode a 2xx answer's JSON body.
     pub async fn json<T: DeserializeOwned>(
         &self,
@@ -265,13 +264,13 @@ impl GitHub {
                     return Err(ApiError::Deadline {
                         method,
                         url: shown,
-                        after: self.options.deadline,
+                        allowed: self.options.deadline,
                         last: "no answer before the deadline".into(),
                     });
                 }
                 Ok(Err(net)) => {
                     let detail = cause(&net);
-                    if detail.contains("invalid peer certificate") {
+                    if is_untrusted_certificate(&net) {
                         // Trust does not come back by retrying.
                         return Err(ApiError::Untrusted { url: shown, detail });
                     }
@@ -288,6 +287,15 @@ impl GitHub {
                 }
                 Ok(Ok(answer)) => {
                     self.learn_offset(&answer.headers);
+                    // A gateway's 502 or 504 may come after GitHub minted: count it as unanswered.
+                    if idempotency == Idempotency::CreatesSomething
+                        && matches!(answer.status, 502 | 504)
+                    {
+                        unanswered += 1;
+                        if unanswered > 1 {
+                            return Err(status_error(method, shown, &answer));
+                        }
+                    }
                     let verdict = judge(
                         &answer,
                         self.clock.server_now(),
@@ -317,10 +325,11 @@ impl GitHub {
                 if wait.is_some() {
                     return Err(error);
                 }
+                // The next try would not fit: give up now, and say so.
                 return Err(ApiError::Deadline {
                     method,
                     url: shown,
-                    after: self.options.deadline,
+                    allowed: self.options.deadline,
                     last: error.detail(),
                 });
             }
@@ -515,6 +524,28 @@ fn network_error(method: Method, url: String, err: &reqwest::Error) -> ApiError 
         url,
         detail: cause(err),
     }
+}
+
+/// Whether rustls refused the server's certificate, somewhere down the error's sources.
+fn is_untrusted_certificate(err: &reqwest::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(mut e) = source {
+        // An io::Error hides the error it wraps from `source()`, and may wrap another io::Error.
+        while let Some(inner) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            e = inner;
+        }
+        if matches!(
+            e.downcast_ref::<rustls::Error>(),
+            Some(rustls::Error::InvalidCertificate(_))
+        ) {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// What lies under reqwest's "error sending request for url (…)": the URL is shown already.

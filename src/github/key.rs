@@ -97,8 +97,9 @@ impl PrivateKey {
         }
     }
 
-    /// A `ring` key pair for signing.
-    pub fn key_pair(&self) -> RsaKeyPair {
+    /// A `ring` key pair, for the tests' signature checks.
+    #[cfg(test)]
+    pub(crate) fn key_pair(&self) -> RsaKeyPair {
         let parsed = match self.format {
             KeyFormat::Pkcs1 => RsaKeyPair::from_der(&self.der),
             KeyFormat::Pkcs8 => RsaKeyPair::from_pkcs8(&self.der),

@@ -1,4 +1,4 @@
-//! The GitHub App API: keys, JWTs, the HTTP client and the four calls we make.
+//! The GitHub App API: keys, JWTs, the HTTP client and the calls we make.
 //!
 //! Nothing here knows about Actions, git or the on-disk state; it takes values in and hands
 //! values back, so every other part of the crate can be tested against it with a fake server.
@@ -9,7 +9,7 @@ pub mod jwt;
 pub mod key;
 pub mod secret;
 
-pub use apps::{App, Installation, MintError, MintedToken, Revoked, Target, TokenRequest};
-pub use client::{ApiError, Clock, GitHub, HttpOptions};
+pub use apps::{Installation, MintedToken, Target, TokenRequest};
+pub use client::{GitHub, HttpOptions};
 pub use key::{KeyError, PrivateKey};
 pub use secret::Secret;

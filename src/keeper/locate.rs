@@ -52,7 +52,7 @@ fn roots() -> Vec<PathBuf> {
     let mut roots = Vec::new();
     if let Ok(exe) = std::env::current_exe()
         && let Some(bin) = exe.parent().filter(|p| p.ends_with("bin"))
-        && let Some(root) = bin.parent()
+        && let Some(root) = bin.parent().filter(|p| p.ends_with("token-keeper"))
     {
         roots.push(root.to_owned());
     }

@@ -2,7 +2,7 @@
 //!
 //! The lock is on a file that is never replaced (a rename would leave waiters locking a dead
 //! inode). Waiting is bounded: git is waiting for us. The guard is the only way to replace the
-//! token cache or append to the ledger, so no write happens outside the lock.
+//! state file or append to the ledger, so no such write happens outside the lock.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::Write;

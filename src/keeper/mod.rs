@@ -1,7 +1,7 @@
 //! The token store shared by every process of a job: state on disk, locks, the refresh policy.
 //!
-//! `Keeper::live` is the hot path of every git command: it reads one file, asks the policy, and
-//! answers, with no lock, no HTTP client and no async runtime. Only a re-mint takes the lock,
+//! `Keeper::serve` is the hot path of every git command: given the state file just read, it asks
+//! the policy and answers, with no lock, no HTTP client and no async runtime. Only a re-mint takes the lock,
 //! re-reads the state (another process may have re-minted meanwhile), and talks to GitHub.
 
 pub mod locate;

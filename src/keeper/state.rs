@@ -2,7 +2,8 @@
 //!
 //! Every file is created 0600 inside a 0700 directory and handed to the directory's owner, so a
 //! writer running as root (our container, a later container action, `sudo git`) never leaves a
-//! file the runner's user cannot read. Whole files are replaced by rename, never rewritten.
+//! file the runner's user cannot read. The state file and the key are replaced whole, by rename;
+//! the ledger only grows, a line at a time.
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
@@ -207,7 +208,7 @@ impl StateDir {
     }
 
     /// Replace `name` whole: temp file, fsync, rename. Readers see the old or the new file.
-    pub fn write_atomic(&self, name: &str, bytes: &[u8]) -> Result<(), StateError> {
+    pub(super) fn write_atomic(&self, name: &str, bytes: &[u8]) -> Result<(), StateError> {
         let target = self.path.join(name);
         let mut temp = tempfile::Builder::new()
             .prefix(&format!(".{name}."))
