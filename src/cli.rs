@@ -108,7 +108,7 @@ fn run_tool(tool: &Tool) -> Result<ExitCode> {
             // The installed helper names its state; by hand, the job's only one will do.
             let state = match state {
                 Some(dir) => dir.clone(),
-                None => locate::find(None, None)?.dir().path().to_owned(),
+                None => locate::find(None, None)?.0.dir().path().to_owned(),
             };
             let stdin = std::io::stdin().lock();
             let stdout = std::io::stdout().lock();
@@ -134,9 +134,9 @@ fn run_tool(tool: &Tool) -> Result<ExitCode> {
             state,
             command,
         } => {
-            let keeper = locate::find(state.as_deref(), owner.as_deref())?;
-            let ghes = keeper.state()?.config.is_enterprise_server();
-            let served = serve(&keeper)?;
+            let (keeper, state) = locate::find(state.as_deref(), owner.as_deref())?;
+            let ghes = state.config.is_enterprise_server();
+            let served = serve(&keeper, state)?;
             let (program, args) = command
                 .split_first()
                 .context("no command given after `--`")?;
@@ -157,13 +157,14 @@ fn run_tool(tool: &Tool) -> Result<ExitCode> {
 }
 
 fn live(state: Option<&Path>, owner: Option<&str>) -> Result<keeper::Served> {
-    serve(&locate::find(state, owner)?)
+    let (keeper, state) = locate::find(state, owner)?;
+    serve(&keeper, state)
 }
 
 /// A live token for a tool. In Actions its mask goes to stderr first: a tool that echoes a
 /// re-minted token must not show it in the log.
-fn serve(keeper: &keeper::Keeper) -> Result<keeper::Served> {
-    let served = keeper.live(unix_now())?;
+fn serve(keeper: &keeper::Keeper, state: keeper::state::State) -> Result<keeper::Served> {
+    let served = keeper.serve(state, unix_now())?;
     if std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true") {
         eprintln!("::add-mask::{}", served.token.expose());
     }

@@ -2,15 +2,19 @@
 
 use std::path::{Path, PathBuf};
 
+use super::state::State;
 use super::{Keeper, KeeperError};
 
-/// The stores of the job, or the one `explicit` names; `owner` picks among several.
-pub fn find(explicit: Option<&Path>, owner: Option<&str>) -> Result<Keeper, KeeperError> {
+/// The store of the job, or the one `explicit` names; `owner` picks among several. Its state
+/// comes along, read once.
+pub fn find(explicit: Option<&Path>, owner: Option<&str>) -> Result<(Keeper, State), KeeperError> {
     if let Some(dir) = explicit {
-        return Keeper::open(dir);
+        let keeper = Keeper::open(dir)?;
+        let state = keeper.state()?;
+        return Ok((keeper, state));
     }
     let roots = roots();
-    let mut found: Vec<(Keeper, String)> = Vec::new();
+    let mut found: Vec<(Keeper, State)> = Vec::new();
     for root in &roots {
         let Ok(entries) = std::fs::read_dir(root) else {
             continue;
@@ -19,15 +23,15 @@ pub fn find(explicit: Option<&Path>, owner: Option<&str>) -> Result<Keeper, Keep
             if let Ok(keeper) = Keeper::open(&entry.path())
                 && let Ok(state) = keeper.state()
             {
-                found.push((keeper, state.config.account));
+                found.push((keeper, state));
             }
         }
     }
     if let Some(owner) = owner {
-        found.retain(|(_, account)| account.eq_ignore_ascii_case(owner));
+        found.retain(|(_, state)| state.config.account.eq_ignore_ascii_case(owner));
     }
     match found.len() {
-        1 => Ok(found.remove(0).0),
+        1 => Ok(found.remove(0)),
         0 => Err(KeeperError::NotFound(format!(
             "no token-keeper state{} in {}: run the token-keeper step (with `git-credentials: true`) earlier in this job",
             owner.map(|o| format!(" for `{o}`")).unwrap_or_default(),
@@ -38,7 +42,10 @@ pub fn find(explicit: Option<&Path>, owner: Option<&str>) -> Result<Keeper, Keep
                 .join(", ")
         ))),
         _ => {
-            let owners: Vec<String> = found.iter().map(|(_, a)| format!("`{a}`")).collect();
+            let owners: Vec<String> = found
+                .iter()
+                .map(|(_, s)| format!("`{}`", s.config.account))
+                .collect();
             Err(KeeperError::NotFound(format!(
                 "this job has several token-keeper states ({}): pick one with `--owner`",
                 owners.join(", ")

@@ -119,12 +119,8 @@ impl Keeper {
             .ok_or_else(|| KeeperError::NoState(self.dir.path().display().to_string()))
     }
 
-    /// A token that the policy calls fresh at `now` (our clock), re-minting if needed.
-    pub fn live(&self, now: i64) -> Result<Served, KeeperError> {
-        self.serve(self.state()?, now)
-    }
-
-    /// As `live`, from a state the caller has just read.
+    /// A token that the policy calls fresh at `now` (our clock), from the state the caller has
+    /// just read, re-minting if needed.
     pub fn serve(&self, state: State, now: i64) -> Result<Served, KeeperError> {
         match policy::decide(now, &state.facts(), refresh_after(&state)) {
             Decision::Fresh => Ok(served(&state, None)),
