@@ -324,7 +324,7 @@ mod tests {
                 minted_at: now,
                 clock_offset: 0,
             };
-            Keeper::start(dir, config(&[]), token, Some(&key)).unwrap();
+            Keeper::start(&dir, config(&[]), token, Some(&key)).unwrap();
             tmp
         }
 

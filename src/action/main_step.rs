@@ -67,14 +67,14 @@ pub fn run(env: &Env) -> Result<()> {
         step,
     };
     let dir = StateDir::create(&plan.layout.step_dir(&plan.step), plan.layout.owner)?;
-    let result = mint_and_export(&plan, &gh, dir.clone());
+    let result = mint_and_export(&plan, &gh, &dir);
     if result.is_err() {
-        discard_if_unused(dir);
+        discard_if_unused(&dir);
     }
     result
 }
 
-fn mint_and_export(plan: &Plan, gh: &GitHub, dir: StateDir) -> Result<()> {
+fn mint_and_export(plan: &Plan, gh: &GitHub, dir: &StateDir) -> Result<()> {
     let (files, config) = (&plan.files, &plan.config);
     files.set(
         FileCommand::State,
@@ -157,7 +157,7 @@ fn blame_inputs(err: MintError, config: &Config) -> anyhow::Error {
 }
 
 /// A main step that failed before minting leaves nothing behind.
-fn discard_if_unused(dir: StateDir) {
+fn discard_if_unused(dir: &StateDir) {
     if !dir.ledger().is_ok_and(|ledger| ledger.is_empty()) {
         return;
     }

@@ -1,8 +1,9 @@
 //! The token store shared by every process of a job: state on disk, locks, the refresh policy.
 //!
 //! `Keeper::serve` is the hot path of every git command: given the state file just read, it asks
-//! the policy and answers, with no lock, no HTTP client and no async runtime. Only a re-mint takes the lock,
-//! re-reads the state (another process may have re-minted meanwhile), and talks to GitHub.
+//! the policy and answers, with no lock, no HTTP client and no async runtime. Only a re-mint
+//! takes the lock, re-reads the state (another process may have re-minted meanwhile), and talks
+//! to GitHub.
 
 pub mod locate;
 pub mod lock;
@@ -90,12 +91,12 @@ impl Keeper {
 
     /// Store the main step's token: the ledger first, then the key and the cache for re-mints.
     pub fn start(
-        dir: StateDir,
+        dir: &StateDir,
         config: MintConfig,
         token: CachedToken,
         key: Option<&PrivateKey>,
-    ) -> Result<Self, KeeperError> {
-        let guard = Guard::acquire(&dir, LOCK_WAIT, || {})?;
+    ) -> Result<(), KeeperError> {
+        let guard = Guard::acquire(dir, LOCK_WAIT, || {})?;
         guard.record(&LedgerEntry {
             token: token.token.clone(),
             expires_at: token.expires_at,
@@ -105,8 +106,7 @@ impl Keeper {
             dir.write_atomic(state::KEY, key.to_pem().as_bytes())?;
             guard.write_state(&State::new(config, token))?;
         }
-        drop(guard);
-        Ok(Self { dir })
+        Ok(())
     }
 
     pub fn dir(&self) -> &StateDir {
