@@ -9,17 +9,9 @@ use std::time::{Duration, Instant};
 
 use wiremock::ResponseTemplate;
 
-use crate::support::fake_github::{APP_ID, APP_KEY, FakeGitHub, unix_now};
+use crate::support::fake_github::{FakeGitHub, app_inputs, unix_now};
 use crate::support::relay::Relay;
 use crate::support::runner::{Job, LaterStep, StepRun, View, age_cached_token};
-
-fn inputs() -> Vec<(&'static str, &'static str)> {
-    vec![
-        ("app-id", APP_ID),
-        ("private-key", APP_KEY),
-        ("git-server-url", "https://github.com"),
-    ]
-}
 
 /// A job whose API calls go through a relay that can reset connections.
 async fn job_with_relay() -> (FakeGitHub, Relay, Job) {
@@ -93,7 +85,7 @@ async fn the_main_step_survives_transient_faults_on_lookup_and_mint() {
         for fault in &FAULTS {
             let (github, relay, job) = job_with_relay().await;
             fault.inject(&github, &relay, method, path);
-            let run = job.main(&inputs(), View::Host);
+            let run = job.main(&app_inputs(&[]), View::Host);
             assert!(
                 run.succeeded(),
                 "{method} {path}, {}: {}",
@@ -111,10 +103,10 @@ async fn the_main_step_survives_transient_faults_on_lookup_and_mint() {
 async fn the_post_step_survives_transient_faults_on_revoke() {
     for fault in &FAULTS {
         let (github, relay, job) = job_with_relay().await;
-        let main = job.main(&inputs(), View::Host);
+        let main = job.main(&app_inputs(&[]), View::Host);
         main.assert_ok();
         fault.inject(&github, &relay, "DELETE", "/installation/token");
-        let post = job.post(&inputs(), &main.state, View::Host);
+        let post = job.post(&app_inputs(&[]), &main.state, View::Host);
         post.assert_ok();
         assert!(
             !post.log().contains("::warning"),
@@ -134,7 +126,7 @@ async fn the_post_step_survives_transient_faults_on_revoke() {
 async fn a_remint_survives_transient_faults() {
     for fault in &FAULTS {
         let (github, relay, job) = job_with_relay().await;
-        let main = job.main(&inputs(), View::Host);
+        let main = job.main(&app_inputs(&[]), View::Host);
         main.assert_ok();
         let step = LaterStep::after(&job, &main);
         age_cached_token(&job, &main, 50 * 60);
@@ -180,7 +172,7 @@ async fn a_token_request_without_an_answer_is_repeated_once_only() {
     let hang = || ResponseTemplate::new(200).set_delay(Duration::from_secs(30));
     github.fail_next("/app/installations", hang());
     github.fail_next("/app/installations", hang());
-    let run = job.main(&inputs(), View::Host);
+    let run = job.main(&app_inputs(&[]), View::Host);
     assert_eq!(run.status.code(), Some(1), "{}", run.log());
     assert_eq!(
         github.seen("POST", "/app/installations").len(),
@@ -195,7 +187,7 @@ async fn skewed_clocks_are_learned_and_kept_for_remints() {
         let github = FakeGitHub::start().await;
         github.world().clock_offset = offset;
         let job = Job::new(&github.url());
-        let main = job.main(&inputs(), View::Host);
+        let main = job.main(&app_inputs(&[]), View::Host);
         main.assert_ok();
         let step = LaterStep::after(&job, &main);
         age_cached_token(&job, &main, 50 * 60);
@@ -228,7 +220,7 @@ async fn skewed_clocks_are_learned_and_kept_for_remints() {
 async fn aged(age: i64) -> (FakeGitHub, Job, StepRun, LaterStep) {
     let github = FakeGitHub::start().await;
     let job = Job::new(&github.url());
-    let main = job.main(&inputs(), View::Host);
+    let main = job.main(&app_inputs(&[]), View::Host);
     main.assert_ok();
     let step = LaterStep::after(&job, &main);
     age_cached_token(&job, &main, age);

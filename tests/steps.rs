@@ -7,19 +7,9 @@ use std::time::{Duration, Instant};
 
 use wiremock::ResponseTemplate;
 
-use crate::support::fake_github::{APP_ID, APP_KEY, CLIENT_ID, FakeGitHub, unix_now};
+use crate::support::fake_github::{APP_ID, CLIENT_ID, FakeGitHub, app_inputs, unix_now};
 use crate::support::proxy::Proxy;
 use crate::support::runner::{Job, StepRun, View, is_root};
-
-fn app<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
-    let mut inputs = vec![
-        ("app-id", APP_ID),
-        ("private-key", APP_KEY),
-        ("git-server-url", "https://github.com"),
-    ];
-    inputs.extend_from_slice(extra);
-    inputs
-}
 
 fn state_dir(run: &StepRun) -> PathBuf {
     PathBuf::from(run.state.get("dir").expect("main saved its state dir"))
@@ -34,7 +24,7 @@ fn lines_with<'a>(run: &'a StepRun, token: &str) -> Vec<&'a str> {
 async fn main_step_mints_masks_and_exports() {
     let github = FakeGitHub::start().await;
     let job = Job::new(&github.url());
-    let run = job.main(&app(&[]), View::Host);
+    let run = job.main(&app_inputs(&[]), View::Host);
     run.assert_ok();
 
     let token = run.outputs["token"].clone();
@@ -74,12 +64,12 @@ async fn main_step_mints_masks_and_exports() {
 async fn post_step_revokes_every_recorded_token_and_removes_the_state() {
     let github = FakeGitHub::start().await;
     let job = Job::new(&github.url());
-    let main = job.main(&app(&[]), View::Host);
+    let main = job.main(&app_inputs(&[]), View::Host);
     main.assert_ok();
     let dir = state_dir(&main);
     assert!(dir.join("ledger").exists());
 
-    let post = job.post(&app(&[]), &main.state, View::Host);
+    let post = job.post(&app_inputs(&[]), &main.state, View::Host);
     post.assert_ok();
     assert!(
         github.world().live_tokens().is_empty(),
@@ -95,11 +85,11 @@ async fn post_step_revokes_every_recorded_token_and_removes_the_state() {
 async fn post_step_is_quiet_about_tokens_already_revoked() {
     let github = FakeGitHub::start().await;
     let job = Job::new(&github.url());
-    let main = job.main(&app(&[]), View::Host);
+    let main = job.main(&app_inputs(&[]), View::Host);
     main.assert_ok();
     github.world().issued[0].revoked = true;
     // Still live by its expiry, so post tries; GitHub answers 401.
-    let post = job.post(&app(&[]), &main.state, View::Host);
+    let post = job.post(&app_inputs(&[]), &main.state, View::Host);
     post.assert_ok();
     assert!(!post.log().contains("::warning"), "{}", post.log());
 }
@@ -108,7 +98,7 @@ async fn post_step_is_quiet_about_tokens_already_revoked() {
 async fn skip_token_revoke_leaves_the_token_but_removes_the_state() {
     let github = FakeGitHub::start().await;
     let job = Job::new(&github.url());
-    let inputs = app(&[("skip-token-revoke", "true")]);
+    let inputs = app_inputs(&[("skip-token-revoke", "true")]);
     let main = job.main(&inputs, View::Host);
     main.assert_ok();
     let post = job.post(&inputs, &main.state, View::Host);
@@ -122,21 +112,21 @@ async fn post_after_a_failed_main_mints_nothing_and_succeeds() {
     let github = FakeGitHub::start().await;
     let job = Job::new(&github.url());
     // Fails after saving its state: the App is not installed there.
-    let main = job.main(&app(&[("owner", "nobody")]), View::Host);
+    let main = job.main(&app_inputs(&[("owner", "nobody")]), View::Host);
     assert_eq!(main.status.code(), Some(1));
     assert_eq!(
         github.seen("GET", "/users/nobody/installation").len(),
         1,
         "404 is not retried"
     );
-    let post = job.post(&app(&[("owner", "nobody")]), &main.state, View::Host);
+    let post = job.post(&app_inputs(&[("owner", "nobody")]), &main.state, View::Host);
     post.assert_ok();
     // Fails before anything: bad key.
-    let main = job.main(&app(&[("private-key", "nonsense")]), View::Host);
+    let main = job.main(&app_inputs(&[("private-key", "nonsense")]), View::Host);
     assert_eq!(main.status.code(), Some(1));
     assert!(main.state.is_empty());
     let post = job.post(
-        &app(&[("private-key", "nonsense")]),
+        &app_inputs(&[("private-key", "nonsense")]),
         &main.state,
         View::Host,
     );
@@ -151,15 +141,15 @@ async fn errors_are_one_annotation_line_that_says_what_to_do() {
     let job = Job::new(&github.url());
     let cases: [(Vec<(&str, &str)>, &str); 4] = [
         (
-            app(&[("owner", "nobody")]),
+            app_inputs(&[("owner", "nobody")]),
             "the App is not installed on `nobody`: install it at https://github.com/apps/keeper-test/installations/new",
         ),
         (
-            app(&[("repositories", "elsewhere")]),
+            app_inputs(&[("repositories", "elsewhere")]),
             "the App is not installed on `Octo-Org/elsewhere`: install it at",
         ),
         (
-            app(&[("permission-issues", "write")]),
+            app_inputs(&[("permission-issues", "write")]),
             "check that the installation on `Octo-Org` can reach repositories `app` and that the App is granted `issues: write`",
         ),
         (
@@ -186,16 +176,16 @@ async fn errors_are_one_annotation_line_that_says_what_to_do() {
 async fn lookup_and_request_follow_the_inputs() {
     let github = FakeGitHub::start().await;
     let job = Job::new(&github.url());
-    job.main(&app(&[("owner", "octo-org")]), View::Host)
+    job.main(&app_inputs(&[("owner", "octo-org")]), View::Host)
         .assert_ok();
-    job.main(&app(&[("repositories", "lib\napp")]), View::Host)
+    job.main(&app_inputs(&[("repositories", "lib\napp")]), View::Host)
         .assert_ok();
     job.main(
-        &app(&[("client-id", CLIENT_ID), ("permission-contents", "read")]),
+        &app_inputs(&[("client-id", CLIENT_ID), ("permission-contents", "read")]),
         View::Host,
     )
     .assert_ok();
-    let enterprise = job.main(&app(&[("enterprise", "acme")]), View::Host);
+    let enterprise = job.main(&app_inputs(&[("enterprise", "acme")]), View::Host);
     assert!(
         enterprise
             .stdout
@@ -243,7 +233,10 @@ async fn lookup_and_request_follow_the_inputs() {
 async fn export_env_hands_the_token_to_later_steps() {
     let github = FakeGitHub::start().await;
     let job = Job::new(&github.url());
-    let run = job.main(&app(&[("export-env", "GH_TOKEN, OTHER")]), View::Host);
+    let run = job.main(
+        &app_inputs(&[("export-env", "GH_TOKEN, OTHER")]),
+        View::Host,
+    );
     run.assert_ok();
     assert_eq!(run.env["GH_TOKEN"], run.outputs["token"]);
     assert_eq!(run.env["OTHER"], run.outputs["token"]);
@@ -255,7 +248,7 @@ async fn clock_skew_is_corrected_once_and_kept() {
         let github = FakeGitHub::start().await;
         github.world().clock_offset = offset;
         let job = Job::new(&github.url());
-        job.main(&app(&[]), View::Host).assert_ok();
+        job.main(&app_inputs(&[]), View::Host).assert_ok();
         let seen: Vec<_> = github
             .world()
             .seen
@@ -290,7 +283,7 @@ async fn server_errors_are_retried_and_client_errors_are_not() {
     );
     let job = Job::new(&github.url());
     let started = Instant::now();
-    job.main(&app(&[]), View::Host).assert_ok();
+    job.main(&app_inputs(&[]), View::Host).assert_ok();
     assert!(
         started.elapsed() >= Duration::from_secs(1),
         "Retry-After was honoured"
@@ -299,7 +292,7 @@ async fn server_errors_are_retried_and_client_errors_are_not() {
     assert_eq!(github.seen("POST", "/app/").len(), 2);
 
     github.fail_next("/repos/", ResponseTemplate::new(422));
-    let run = job.main(&app(&[]), View::Host);
+    let run = job.main(&app_inputs(&[]), View::Host);
     assert_eq!(run.status.code(), Some(1));
     assert_eq!(github.seen("GET", "/repos/").len(), 5, "422 is not retried");
 }
@@ -315,7 +308,7 @@ async fn a_hanging_server_is_cut_off_by_the_read_timeout_and_retried() {
     job.extra_env
         .insert("TOKEN_KEEPER_READ_TIMEOUT".into(), "1s".into());
     let started = Instant::now();
-    job.main(&app(&[]), View::Host).assert_ok();
+    job.main(&app_inputs(&[]), View::Host).assert_ok();
     assert!(started.elapsed() < Duration::from_secs(10));
     assert_eq!(github.seen("GET", "/repos/").len(), 2);
 }
@@ -326,7 +319,7 @@ async fn an_unreachable_api_fails_within_the_deadline() {
     job.extra_env
         .insert("TOKEN_KEEPER_DEADLINE".into(), "2s".into());
     let started = Instant::now();
-    let run = job.main(&app(&[]), View::Host);
+    let run = job.main(&app_inputs(&[]), View::Host);
     assert_eq!(run.status.code(), Some(1));
     assert!(
         started.elapsed() < Duration::from_secs(6),
@@ -347,7 +340,7 @@ async fn requests_go_through_the_proxy() {
     let proxy = Proxy::start();
     let mut job = Job::new(&github.url());
     job.extra_env.insert("http_proxy".into(), proxy.url.clone());
-    job.main(&app(&[]), View::Host).assert_ok();
+    job.main(&app_inputs(&[]), View::Host).assert_ok();
     let seen = proxy.seen();
     assert!(!seen.is_empty());
     assert!(
@@ -360,7 +353,7 @@ async fn requests_go_through_the_proxy() {
 
     job.extra_env.insert("NO_PROXY".into(), "127.0.0.1".into());
     let before = proxy.seen().len();
-    job.main(&app(&[]), View::Host).assert_ok();
+    job.main(&app_inputs(&[]), View::Host).assert_ok();
     assert_eq!(proxy.seen().len(), before, "NO_PROXY is honoured");
 }
 
@@ -381,7 +374,7 @@ async fn in_the_container_state_goes_to_the_runner_user() {
         let github = FakeGitHub::start().await;
         let job = Job::new(&github.url());
         job.chown_all(1001);
-        let main = job.main(&app(&[]), view);
+        let main = job.main(&app_inputs(&[]), view);
         main.assert_ok();
         let host_dir = job.temp.join(relative).join("step-org_token-keeper");
         let ledger = host_dir.join("ledger");
@@ -400,7 +393,7 @@ async fn in_the_container_state_goes_to_the_runner_user() {
             "{:?}",
             main.state
         );
-        let post = job.post(&app(&[]), &main.state, view);
+        let post = job.post(&app_inputs(&[]), &main.state, view);
         post.assert_ok();
         assert!(github.world().live_tokens().is_empty());
         assert!(!host_dir.exists());
@@ -413,7 +406,7 @@ async fn risky_events_get_a_warning_about_the_stored_key() {
     let mut job = Job::new(&github.url());
     job.extra_env
         .insert("GITHUB_EVENT_NAME".into(), "pull_request_target".into());
-    let run = job.main(&app(&[]), View::Host);
+    let run = job.main(&app_inputs(&[]), View::Host);
     run.assert_ok();
     assert!(
         run.stdout
@@ -421,7 +414,7 @@ async fn risky_events_get_a_warning_about_the_stored_key() {
         "{}",
         run.stdout
     );
-    let quiet = job.main(&app(&[("git-credentials", "false")]), View::Host);
+    let quiet = job.main(&app_inputs(&[("git-credentials", "false")]), View::Host);
     assert!(
         !quiet.stdout.contains("::warning"),
         "no key stored, nothing to warn about"
@@ -433,7 +426,7 @@ async fn a_brand_new_token_briefly_refused_is_checked_again() {
     let github = FakeGitHub::start().await;
     github.world().refuse_new_tokens = 2;
     let job = Job::new(&github.url());
-    let run = job.main(&app(&[]), View::Host);
+    let run = job.main(&app_inputs(&[]), View::Host);
     run.assert_ok();
     assert_eq!(github.seen("GET", "/installation/repositories").len(), 3);
     assert!(!run.stdout.contains("::warning"), "{}", run.stdout);

@@ -1,19 +1,9 @@
 //! The main step against an HTTPS API behind a private CA: real handshakes, through a TLS front.
 
-use crate::support::fake_github::{APP_ID, APP_KEY, FakeGitHub};
+use crate::support::fake_github::{FakeGitHub, app_inputs};
 use crate::support::proxy::Proxy;
 use crate::support::runner::{Job, StepRun, View};
 use crate::support::tls::{TestCa, TlsFront};
-
-fn app<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
-    let mut inputs = vec![
-        ("app-id", APP_ID),
-        ("private-key", APP_KEY),
-        ("git-server-url", "https://github.com"),
-    ];
-    inputs.extend_from_slice(extra);
-    inputs
-}
 
 /// A job against `front`, with a short deadline in case a refusal ever turns into retries.
 fn job_for(front: &TlsFront) -> Job {
@@ -61,7 +51,7 @@ async fn a_private_ca_given_as_input_is_trusted() {
     let front = TlsFront::start(&github.url());
     let job = job_for(&front);
     let ca = front.ca_pem();
-    let run = job.main(&app(&[("ca-certificates", &ca)]), View::Host);
+    let run = job.main(&app_inputs(&[("ca-certificates", &ca)]), View::Host);
     assert_minted(&github, &run);
     assert!(front.handshakes() > 0, "the API was reached over TLS");
 }
@@ -78,7 +68,7 @@ async fn a_private_ca_in_ssl_cert_file_is_trusted() {
         "SSL_CERT_FILE".into(),
         bundle.to_string_lossy().into_owned(),
     );
-    let run = job.main(&app(&[]), View::Host);
+    let run = job.main(&app_inputs(&[]), View::Host);
     assert_minted(&github, &run);
 }
 
@@ -86,7 +76,7 @@ async fn a_private_ca_in_ssl_cert_file_is_trusted() {
 async fn without_the_ca_the_certificate_is_refused() {
     let github = FakeGitHub::start().await;
     let front = TlsFront::start(&github.url());
-    let run = job_for(&front).main(&app(&[]), View::Host);
+    let run = job_for(&front).main(&app_inputs(&[]), View::Host);
     assert_untrusted(&github, &front, &run, "UnknownIssuer");
 }
 
@@ -102,7 +92,7 @@ async fn a_certificate_from_another_ca_is_refused() {
         ("token-keeper test CA", "BadSignature"),
     ] {
         let front = TlsFront::signed_by(&github.url(), &TestCa::new(name));
-        let run = job_for(&front).main(&app(&[("ca-certificates", &ca)]), View::Host);
+        let run = job_for(&front).main(&app_inputs(&[("ca-certificates", &ca)]), View::Host);
         assert_untrusted(&github, &front, &run, reason);
     }
 }
@@ -116,7 +106,7 @@ async fn tls_goes_through_a_proxy_tunnel() {
     job.extra_env
         .insert("HTTPS_PROXY".into(), proxy.url.clone());
     let ca = front.ca_pem();
-    let run = job.main(&app(&[("ca-certificates", &ca)]), View::Host);
+    let run = job.main(&app_inputs(&[("ca-certificates", &ca)]), View::Host);
     assert_minted(&github, &run);
     let tunnel = format!(
         "CONNECT {} HTTP/1.1",
@@ -131,7 +121,7 @@ async fn tls_goes_through_a_proxy_tunnel() {
 async fn a_ca_input_that_is_not_pem_is_named() {
     let github = FakeGitHub::start().await;
     let front = TlsFront::start(&github.url());
-    let run = job_for(&front).main(&app(&[("ca-certificates", "hello")]), View::Host);
+    let run = job_for(&front).main(&app_inputs(&[("ca-certificates", "hello")]), View::Host);
     let error = run.the_error();
     assert!(error.contains("`ca-certificates`"), "{error}");
     assert_eq!(front.connections(), 0, "refused before any connection");

@@ -20,6 +20,17 @@ pub const CLIENT_ID: &str = "Iv23liTestClient";
 pub const APP_SLUG: &str = "keeper-test";
 pub const APP_KEY: &str = include_str!("../fixtures/app-key.pem");
 
+/// The action's inputs for this App, plus `extra`; git credentials go to `https://github.com`.
+pub fn app_inputs<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut inputs = vec![
+        ("app-id", APP_ID),
+        ("private-key", APP_KEY),
+        ("git-server-url", "https://github.com"),
+    ];
+    inputs.extend_from_slice(extra);
+    inputs
+}
+
 /// One installation of the App.
 #[derive(Debug, Clone)]
 pub struct Installation {
