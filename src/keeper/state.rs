@@ -356,19 +356,21 @@ mod tests {
         }
     }
 
+    fn tokens(dir: &StateDir) -> Vec<String> {
+        dir.ledger()
+            .unwrap()
+            .iter()
+            .map(|e| e.token.expose().to_owned())
+            .collect()
+    }
+
     #[test]
     fn ledger_round_trips_in_order() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = StateDir::create(&tmp.path().join("a/b"), me(tmp.path())).unwrap();
         dir.record(&entry("one", 10)).unwrap();
         dir.record(&entry("two", 20)).unwrap();
-        let tokens: Vec<String> = dir
-            .ledger()
-            .unwrap()
-            .iter()
-            .map(|e| e.token.expose().to_owned())
-            .collect();
-        assert_eq!(tokens, ["one", "two"]);
+        assert_eq!(tokens(&dir), ["one", "two"]);
     }
 
     #[test]
@@ -384,13 +386,7 @@ mod tests {
         assert_eq!(dir.ledger().unwrap().len(), 1);
         // The next entry starts on a line of its own.
         dir.record(&entry("three", 30)).unwrap();
-        let tokens: Vec<String> = dir
-            .ledger()
-            .unwrap()
-            .iter()
-            .map(|e| e.token.expose().to_owned())
-            .collect();
-        assert_eq!(tokens, ["one", "three"]);
+        assert_eq!(tokens(&dir), ["one", "three"]);
     }
 
     #[test]
