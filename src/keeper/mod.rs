@@ -64,12 +64,11 @@ pub struct Keeper {
 
 impl Keeper {
     pub fn open(path: &Path) -> Result<Self, KeeperError> {
-        if !path.exists() {
-            return Err(KeeperError::NoState(path.display().to_string()));
+        match StateDir::open(path) {
+            Ok(dir) => Ok(Self { dir }),
+            Err(err) if err.is_not_found() => Err(KeeperError::NoState(path.display().to_string())),
+            Err(err) => Err(err.into()),
         }
-        Ok(Self {
-            dir: StateDir::open(path)?,
-        })
     }
 
     /// End of the job: no re-mint may start (the key goes first), none may be half done (the
@@ -97,11 +96,7 @@ impl Keeper {
         key: Option<&PrivateKey>,
     ) -> Result<(), KeeperError> {
         let guard = Guard::acquire(dir, LOCK_WAIT, || {})?;
-        guard.record(&LedgerEntry {
-            token: token.token.clone(),
-            expires_at: token.expires_at,
-            clock_offset: token.clock_offset,
-        })?;
+        guard.record(&token.ledger_entry())?;
         if let Some(key) = key {
             dir.write_atomic(state::KEY, key.to_pem().as_bytes())?;
             guard.write_state(&State::new(config, token))?;
@@ -206,11 +201,7 @@ impl Keeper {
         state.erased = false;
         state.failure = None;
         let saved = guard
-            .record(&LedgerEntry {
-                token: state.token.token.clone(),
-                expires_at: state.token.expires_at,
-                clock_offset,
-            })
+            .record(&state.token.ledger_entry())
             .and_then(|()| guard.write_state(&state));
         match saved {
             Ok(()) => Ok(served(&state, None)),

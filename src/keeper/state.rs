@@ -51,6 +51,12 @@ pub struct StateError {
     source: io::Error,
 }
 
+impl StateError {
+    pub fn is_not_found(&self) -> bool {
+        self.source.kind() == io::ErrorKind::NotFound
+    }
+}
+
 fn at(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StateError {
     let path = path.to_owned();
     move |source| StateError {
@@ -124,6 +130,17 @@ pub struct CachedToken {
     pub minted_at: i64,
     /// GitHub's clock minus ours.
     pub clock_offset: i64,
+}
+
+impl CachedToken {
+    /// Its line in the ledger.
+    pub fn ledger_entry(&self) -> LedgerEntry {
+        LedgerEntry {
+            token: self.token.clone(),
+            expires_at: self.expires_at,
+            clock_offset: self.clock_offset,
+        }
+    }
 }
 
 /// A re-mint that failed, so processes queued behind it do not each retry for the full bound.
