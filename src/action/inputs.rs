@@ -346,7 +346,7 @@ fn permissions(env: &Env) -> Result<BTreeMap<String, String>, InputError> {
     Ok(chosen)
 }
 
-fn boolean(env: &Env, name: &str, default: bool) -> Result<bool, InputError> {
+pub fn boolean(env: &Env, name: &str, default: bool) -> Result<bool, InputError> {
     match input(env, name).map(str::to_ascii_lowercase).as_deref() {
         None => Ok(default),
         Some("true") => Ok(true),

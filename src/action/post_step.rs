@@ -33,7 +33,8 @@ pub fn run(env: &Env) -> Result<()> {
         }
     };
     let root = dir.path().parent().map(Path::to_owned);
-    let skip = matches!(inputs::input(env, "skip-token-revoke"), Some(v) if v.eq_ignore_ascii_case("true"));
+    // The main step refused a bad value; here it can only fall back to revoking.
+    let skip = inputs::boolean(env, "skip-token-revoke", false).unwrap_or(false);
     let retired = Keeper::retire(dir, |ledger| {
         let live: Vec<LedgerEntry> = ledger
             .into_iter()
