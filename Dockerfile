@@ -1,23 +1,16 @@
-# The action's image: one static musl binary on `scratch`, with CA certificates.
-# Built natively for each platform (linux/amd64, linux/arm64); see the README's release notes.
-
-FROM rust:1.95-alpine AS build
-RUN apk add --no-cache musl-dev ca-certificates
-WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
-COPY src ./src
-COPY tests ./tests
-COPY examples ./examples
-RUN cargo build --release --locked --bin token-keeper \
- && mkdir /out \
- && cp target/release/token-keeper /out/token-keeper \
- && ln -s token-keeper /out/token-keeper-main \
- && ln -s token-keeper /out/token-keeper-post
-
+# The action's image: the static musl binary and a CA bundle on `scratch`, nothing else.
+#
+# The build context is laid out by `scripts/stage-image`, here and in the release workflow alike:
+# cargo builds the binary natively for one platform, and this file only packages it. Build with
+# `scripts/build-image`, or `docker build <context>` after staging.
+#
+#   bin/token-keeper             the static binary (and its two entrypoint names, as links)
+#   ca-certificates.crt          the build host's CA bundle (Debian's or Ubuntu's ca-certificates)
+#
+# No base image: `scratch` has no shell, so the runner's `INPUT_*` variables are read from the
+# environment by the binary itself. No USER and no WORKDIR: the runner sets both for actions.
 FROM scratch
-COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
-# Copying the folder keeps the two entrypoint names as links to the one binary.
-COPY --from=build /out/ /usr/local/bin/
-LABEL org.opencontainers.image.source="https://github.com/token-keeper/token-keeper" \
-      org.opencontainers.image.description="Mint GitHub App tokens and keep them fresh for git in long jobs"
+COPY ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
+# Copying the folder keeps `token-keeper-main` and `token-keeper-post` as links to the binary.
+COPY bin/ /usr/local/bin/
 ENTRYPOINT ["/usr/local/bin/token-keeper"]
