@@ -8,6 +8,8 @@ mod support;
 mod action_yml;
 /// Every bad input: one clear error, nothing left behind.
 mod bad_input;
+/// The built image under a real container engine, run as the runner runs it.
+mod engine;
 /// Faults survived: errors, resets, hangs, skew, GitHub down, kills, a full disk.
 mod faults;
 /// The test git server itself.

@@ -16,15 +16,15 @@ use crate::support::measure;
 use crate::support::runner::{Job, LaterStep, View, age_cached_token, is_root};
 
 /// A job whose API is the fake and whose git server accepts only the fake's live tokens.
-struct World {
-    github: FakeGitHub,
-    git: GitServer,
-    git_url: String,
-    job: Job,
+pub(crate) struct World {
+    pub github: FakeGitHub,
+    pub git: GitServer,
+    pub git_url: String,
+    pub job: Job,
 }
 
 impl World {
-    async fn start(token_lifetime: Duration) -> Self {
+    pub async fn start(token_lifetime: Duration) -> Self {
         let github = FakeGitHub::start().await;
         github.world().token_lifetime = token_lifetime;
         let git = GitServer::start(github.handle());
@@ -45,7 +45,7 @@ impl World {
         }
     }
 
-    fn inputs<'a>(&'a self, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    pub fn inputs<'a>(&'a self, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
         let mut inputs = vec![
             ("app-id", APP_ID),
             ("private-key", APP_KEY),
@@ -55,13 +55,13 @@ impl World {
         inputs
     }
 
-    fn repo_url(&self, owner: &str, repo: &str) -> String {
+    pub fn repo_url(&self, owner: &str, repo: &str) -> String {
         format!("{}/{owner}/{repo}.git", self.git.url())
     }
 }
 
 #[track_caller]
-fn assert_git_ok(output: &Output) {
+pub(crate) fn assert_git_ok(output: &Output) {
     assert!(
         output.status.success(),
         "git failed: {}\nstdout: {}\nstderr: {}",
@@ -427,13 +427,13 @@ async fn the_runner_user_uses_the_shim_after_a_root_main_step() {
     assert_git_ok(&moved.git(&["ls-remote", &url]));
 }
 
-fn as_user(command: &mut Command, uid: u32) {
+pub(crate) fn as_user(command: &mut Command, uid: u32) {
     use std::os::unix::process::CommandExt;
     // As root, std also drops the supplementary groups.
     command.uid(uid).gid(uid);
 }
 
-fn walk(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut found = vec![dir.to_owned()];
     for entry in fs::read_dir(dir).unwrap().flatten() {
         let path = entry.path();

@@ -1,6 +1,7 @@
 //! What the integration tests fake or emulate: GitHub's API and the Actions runner.
 #![allow(dead_code)]
 
+pub mod engine;
 pub mod fake_github;
 pub mod git_server;
 pub mod measure;

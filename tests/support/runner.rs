@@ -17,6 +17,7 @@ use std::process::{Command, Output};
 
 use tempfile::TempDir;
 
+use super::engine::Image;
 use super::git_server::git_command;
 use super::measure::{self, Measured};
 
@@ -68,6 +69,26 @@ pub enum View {
     Container,
     /// The same without `/github/runner_temp` (older runners).
     OldContainer,
+    /// The built image under a real engine, run as the runner runs it; `runner_temp` is false
+    /// for runners older than v2.331.
+    Engine {
+        image: &'static Image,
+        runner_temp: bool,
+    },
+}
+
+impl View {
+    /// Whether the step sees `/github/runner_temp`, when it runs in a container at all.
+    fn has_runner_temp(self) -> bool {
+        matches!(
+            self,
+            View::Container
+                | View::Engine {
+                    runner_temp: true,
+                    ..
+                }
+        )
+    }
 }
 
 /// One job's folders.
@@ -166,6 +187,7 @@ impl Job {
             &home,
             &bin,
             &temp.join("_runner_file_commands"),
+            &temp.join("_github_workflow"),
         ] {
             fs::create_dir_all(d).expect("job folders");
         }
@@ -258,6 +280,25 @@ impl Job {
         state: &BTreeMap<String, String>,
         view: View,
     ) -> StepRun {
+        self.run_step(inputs, state, |env| match view {
+            View::Host => {
+                let mut command = Command::new(self.bin.join(entry));
+                command.env_clear().envs(&env).current_dir(&self.workspace);
+                command
+            }
+            View::Container | View::OldContainer => self.in_container(entry, env, view),
+            View::Engine { image, .. } => self.in_engine(image, entry, env, view),
+        })
+    }
+
+    /// A step of this job: `launch` gets the step's whole environment (inputs, `STATE_*`, the
+    /// file commands, what earlier steps exported) and says how to start it.
+    pub fn run_step(
+        &self,
+        inputs: &[(&str, &str)],
+        state: &BTreeMap<String, String>,
+        launch: impl FnOnce(BTreeMap<String, String>) -> Command,
+    ) -> StepRun {
         self.steps.set(self.steps.get() + 1);
         let commands = self.temp.join("_runner_file_commands");
         let files: Vec<(&str, PathBuf)> = [
@@ -302,15 +343,7 @@ impl Job {
         for var in &self.unset_env {
             env.remove(var);
         }
-        let mut command = match view {
-            View::Host => {
-                let mut command = Command::new(self.bin.join(entry));
-                command.env_clear().envs(&env).current_dir(&self.workspace);
-                command
-            }
-            View::Container | View::OldContainer => self.in_container(entry, env, view),
-        };
-        let measured = measure::run(&mut command, b"").expect("run the step");
+        let measured = measure::run(&mut launch(env), b"").expect("run the step");
         let read = |var: &str| {
             let file = &files.iter().find(|(v, _)| *v == var).expect("file").1;
             fs::read_to_string(file).unwrap_or_default()
@@ -340,23 +373,26 @@ impl Job {
         ])
     }
 
-    /// Run `entry` as `docker run` would: `/github/...` mounts and translated paths.
-    fn in_container(&self, entry: &str, mut env: BTreeMap<String, String>, view: View) -> Command {
+    /// The runner's mounts (host path, container path) for this view, most specific first, and
+    /// `env` translated through them as the runner translates values.
+    fn container_env(
+        &self,
+        env: &mut BTreeMap<String, String>,
+        view: View,
+    ) -> Vec<(String, &'static str)> {
         let s = |p: &Path| p.to_string_lossy().into_owned();
-        // Most specific first, so a path is translated by its closest mount.
-        let mounts: Vec<(String, &str)> = vec![
+        let mut mounts: Vec<(String, &'static str)> = vec![
             (
                 s(&self.temp.join("_runner_file_commands")),
                 "/github/file_commands",
             ),
+            (s(&self.temp.join("_github_workflow")), "/github/workflow"),
             (s(&self.home), "/github/home"),
             (s(&self.workspace), "/github/workspace"),
-            (s(&self.temp), "/github/runner_temp"),
         ];
-        let mounts: Vec<(String, &str)> = mounts
-            .into_iter()
-            .filter(|(_, c)| view == View::Container || *c != "/github/runner_temp")
-            .collect();
+        if view.has_runner_temp() {
+            mounts.push((s(&self.temp), "/github/runner_temp"));
+        }
         for value in env.values_mut() {
             for (host, container) in &mounts {
                 if value == host {
@@ -366,6 +402,13 @@ impl Job {
                 }
             }
         }
+        mounts
+    }
+
+    /// Run `entry` as `docker run` would, in a mount namespace: `/github/...` mounts and
+    /// translated paths.
+    fn in_container(&self, entry: &str, mut env: BTreeMap<String, String>, view: View) -> Command {
+        let mounts = self.container_env(&mut env, view);
         let mut namespace = Namespace::default();
         namespace.tmpfs("/github");
         for (host, container) in &mounts {
@@ -373,12 +416,50 @@ impl Job {
         }
         if view == View::OldContainer {
             // RUNNER_TEMP stays a host path that the container does not have.
-            namespace.tmpfs(&s(&self.work));
+            namespace.tmpfs(&self.work.to_string_lossy());
         }
         fs::create_dir_all("/github").expect("/github mount point");
         let mut command = Command::new(self.bin.join(entry));
         command.env_clear().envs(&env);
         namespace.enter_in(&mut command, "/github/workspace");
+        command
+    }
+
+    /// The built image, as actions/runner's `DockerRun` starts it: `--rm`, the workspace as the
+    /// working directory, values passed as `-e NAME` (never in argv), the runner's mounts, and
+    /// the step's entrypoint. Two differences, both for a loopback test: host networking, so
+    /// the container reaches the fake GitHub, and no docker socket mount, which we never use.
+    fn in_engine(
+        &self,
+        image: &Image,
+        entry: &str,
+        mut env: BTreeMap<String, String>,
+        view: View,
+    ) -> Command {
+        // The host's PATH and HOME belong to the engine, not to the container.
+        env.remove("PATH");
+        let mounts = self.container_env(&mut env, view);
+        let mut command = image.command();
+        command.args([
+            "run",
+            "--rm",
+            "--workdir",
+            "/github/workspace",
+            "--network",
+            "host",
+        ]);
+        for name in env.keys() {
+            command.arg("-e").arg(name);
+        }
+        for (host, container) in &mounts {
+            command.arg("-v").arg(format!("{host}:{container}"));
+        }
+        command
+            .arg("--entrypoint")
+            .arg(format!("/usr/local/bin/{entry}"))
+            .arg(&image.name);
+        // `-e NAME` takes the value from the engine's own environment.
+        command.envs(&env);
         command
     }
 }

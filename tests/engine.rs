@@ -1,0 +1,149 @@
+//! The built image under a real engine, run the way actions/runner runs a container action: main
+//! in a container, later steps on the host with the real git through the binary the container
+//! copied out, as the runner's unprivileged user, then post in a container again.
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use crate::shim::{World, as_user, assert_git_ok, walk};
+use crate::support::engine;
+use crate::support::git_server::git_command;
+use crate::support::runner::{LaterStep, View, age_cached_token, is_root};
+
+/// The runner's user on GitHub-hosted runners.
+const RUNNER_UID: u32 = 1001;
+
+/// A later step's command as the runner's user, where the tests can switch users.
+fn as_runner(step: &LaterStep, args: &[&str], dir: &Path) -> Output {
+    let mut command: Command = git_command(dir);
+    command.envs(&step.env).args(args);
+    if is_root() {
+        as_user(&mut command, RUNNER_UID);
+    }
+    command.output().expect("git")
+}
+
+#[tokio::test]
+async fn a_long_job_mints_pushes_after_an_hour_and_revokes_on_the_built_image() {
+    let Some(image) = engine::image() else {
+        return;
+    };
+    let w = World::start(Duration::from_secs(3600)).await;
+    if is_root() {
+        w.job.chown_all(RUNNER_UID);
+    }
+    let view = View::Engine {
+        image,
+        runner_temp: true,
+    };
+    let inputs = w.inputs(&[]);
+    let main = w.job.main(&inputs, view);
+    main.assert_ok();
+    let token = &main.outputs["token"];
+    assert_eq!(
+        main.stdout.lines().next(),
+        Some(format!("::add-mask::{token}").as_str())
+    );
+    assert!(
+        main.state["dir"].starts_with("/github/runner_temp/token-keeper/"),
+        "{}",
+        main.state["dir"]
+    );
+
+    // Later steps run the binary the container copied out: the image's own static binary.
+    let copied = Path::new(&main.path[0]).join("token-keeper");
+    let extracted = tempfile::tempdir().unwrap();
+    image.file("/usr/local/bin/token-keeper", extracted.path());
+    assert_eq!(
+        fs::read(&copied).expect("the copied binary"),
+        fs::read(extracted.path().join("token-keeper")).unwrap(),
+        "{} is the image's binary",
+        copied.display()
+    );
+    let root_dir = w.job.temp.join("token-keeper");
+    if is_root() {
+        for entry in walk(&root_dir) {
+            let meta = fs::symlink_metadata(&entry).unwrap();
+            assert_eq!(
+                meta.uid(),
+                RUNNER_UID,
+                "{} is the runner's",
+                entry.display()
+            );
+        }
+    }
+
+    let step = LaterStep::after(&w.job, &main);
+    fs::set_permissions(step.dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
+    let repo = step.dir.path().join("app");
+    assert_git_ok(&as_runner(
+        &step,
+        &["clone", "--quiet", &w.repo_url("Octo-Org", "app"), "app"],
+        step.dir.path(),
+    ));
+    // An hour into the build: the push needs a token minted after the main step.
+    age_cached_token(&w.job, &main, 50 * 60);
+    fs::write(repo.join("late.txt"), "built after the first token aged\n").unwrap();
+    assert_git_ok(&as_runner(&step, &["add", "late.txt"], &repo));
+    assert_git_ok(&as_runner(
+        &step,
+        &["commit", "--quiet", "-m", "late"],
+        &repo,
+    ));
+    assert_git_ok(&as_runner(
+        &step,
+        &["push", "--quiet", "origin", "main"],
+        &repo,
+    ));
+    assert_eq!(w.github.mints(), 2, "the push re-minted once");
+    assert_eq!(w.github.world().live_tokens().len(), 2);
+
+    let post = w.job.post(&inputs, &main.state, view);
+    post.assert_ok();
+    assert!(w.github.world().live_tokens().is_empty(), "both revoked");
+    assert!(!root_dir.exists(), "state, key and binary removed");
+}
+
+#[tokio::test]
+async fn on_old_runners_the_built_image_keeps_the_state_under_github_home() {
+    let Some(image) = engine::image() else {
+        return;
+    };
+    let w = World::start(Duration::from_secs(3600)).await;
+    let view = View::Engine {
+        image,
+        runner_temp: false,
+    };
+    let inputs = w.inputs(&[]);
+    let main = w.job.main(&inputs, view);
+    main.assert_ok();
+    assert!(main.env["GIT_CONFIG_VALUE_1"].contains("$RUNNER_TEMP/_github_home/token-keeper/"));
+    let step = LaterStep::after(&w.job, &main);
+    assert_git_ok(&step.git(&["ls-remote", &w.repo_url("Octo-Org", "app")]));
+
+    w.job.post(&inputs, &main.state, view).assert_ok();
+    assert!(w.github.world().live_tokens().is_empty());
+    assert!(!w.job.home.join("token-keeper").exists());
+}
+
+#[tokio::test]
+async fn bad_input_on_the_built_image_is_one_error_and_post_succeeds() {
+    let Some(image) = engine::image() else {
+        return;
+    };
+    let w = World::start(Duration::from_secs(3600)).await;
+    let view = View::Engine {
+        image,
+        runner_temp: true,
+    };
+    let inputs = w.inputs(&[("refresh-after", "two hours")]);
+    let main = w.job.main(&inputs, view);
+    assert!(main.the_error().contains("refresh-after"), "{}", main.log());
+    let post = w.job.post(&inputs, &main.state, view);
+    post.assert_ok();
+    assert_eq!(w.github.mints(), 0);
+    assert!(!w.job.temp.join("token-keeper").exists());
+}

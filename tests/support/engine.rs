@@ -1,0 +1,123 @@
+//! A real container engine and the action's built image, for tests that run it as the runner does.
+//!
+//! The engine is docker when its daemon answers, podman otherwise (`TOKEN_KEEPER_ENGINE` picks
+//! one). The image is `TOKEN_KEEPER_IMAGE` when set, else built once per test run by
+//! `scripts/build-image`. Where neither can be had the tests fail and say why, unless
+//! `TOKEN_KEEPER_SKIP_ENGINE=1` says to skip them.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The engine's program and the image to run.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Image {
+    pub engine: String,
+    pub name: String,
+}
+
+impl Image {
+    /// A command of the engine, with the machine's own environment.
+    pub fn command(&self) -> Command {
+        Command::new(&self.engine)
+    }
+
+    /// Copy a file out of the image, as `docker cp` from a created container.
+    pub fn file(&self, path: &str, to: &Path) {
+        let created = self
+            .command()
+            .args(["create", &self.name])
+            .output()
+            .expect("engine create");
+        assert!(created.status.success(), "{}", shown(&created));
+        let id = String::from_utf8_lossy(&created.stdout).trim().to_owned();
+        let copied = self
+            .command()
+            .args(["cp", &format!("{id}:{path}")])
+            .arg(to)
+            .output()
+            .expect("engine cp");
+        let _ = self.command().args(["rm", &id]).output();
+        assert!(copied.status.success(), "{}", shown(&copied));
+    }
+}
+
+/// The built image, or `None` when the tests are told to skip the engine.
+pub fn image() -> Option<&'static Image> {
+    if std::env::var("TOKEN_KEEPER_SKIP_ENGINE").is_ok_and(|v| v == "1") {
+        eprintln!("skipped: TOKEN_KEEPER_SKIP_ENGINE=1");
+        return None;
+    }
+    match built() {
+        Ok(image) => Some(image),
+        Err(why) => panic!(
+            "{why}\n(the image tests need docker or podman; set TOKEN_KEEPER_SKIP_ENGINE=1 to skip them)"
+        ),
+    }
+}
+
+/// The engine and the image, found or built once per process; or why there is none.
+pub fn built() -> Result<&'static Image, &'static str> {
+    static IMAGE: OnceLock<Result<Image, String>> = OnceLock::new();
+    IMAGE.get_or_init(find).as_ref().map_err(String::as_str)
+}
+
+impl Image {
+    /// The image's size as the engine reports it, bytes.
+    pub fn size(&self) -> u64 {
+        let output = self
+            .command()
+            .args(["image", "inspect", "--format", "{{.Size}}", &self.name])
+            .output()
+            .expect("engine image inspect");
+        String::from_utf8_lossy(&output.stdout)
+            .trim()
+            .parse()
+            .expect("a size")
+    }
+}
+
+fn find() -> Result<Image, String> {
+    let engine = match std::env::var("TOKEN_KEEPER_ENGINE") {
+        Ok(engine) if !engine.is_empty() => engine,
+        _ if answers("docker", &["version", "--format", "{{.Server.Version}}"]) => "docker".into(),
+        _ if answers("podman", &["version"]) => "podman".into(),
+        _ => return Err("no container engine answers here (docker's daemon, or podman)".into()),
+    };
+    if let Ok(name) = std::env::var("TOKEN_KEEPER_IMAGE") {
+        return Ok(Image { engine, name });
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-image");
+    let built = Command::new(&script)
+        .env("TOKEN_KEEPER_ENGINE", &engine)
+        .output()
+        .map_err(|err| format!("cannot run {}: {err}", script.display()))?;
+    if !built.status.success() {
+        return Err(format!("scripts/build-image failed:\n{}", shown(&built)));
+    }
+    let stdout = String::from_utf8_lossy(&built.stdout);
+    let name = stdout
+        .lines()
+        .last()
+        .ok_or("scripts/build-image printed no image name")?;
+    Ok(Image {
+        engine,
+        name: name.to_owned(),
+    })
+}
+
+fn answers(program: &str, args: &[&str]) -> bool {
+    Command::new(program)
+        .args(args)
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn shown(output: &std::process::Output) -> String {
+    format!(
+        "{}\nstdout: {}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
