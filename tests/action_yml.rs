@@ -38,6 +38,9 @@ fn runs_a_container_with_distinct_main_and_post_entrypoints() {
     assert_eq!(runs["using"], "docker");
     assert_eq!(runs["entrypoint"], "/usr/local/bin/token-keeper-main");
     assert_eq!(runs["post-entrypoint"], "/usr/local/bin/token-keeper-post");
+    // Pulled, never built in the user's job; the release workflow pins it by digest.
+    let image = runs["image"].as_str().unwrap();
+    assert!(image.starts_with("docker://ghcr.io/"), "{image}");
 }
 
 #[test]
