@@ -1,23 +1,30 @@
 //! Benchmarks: the figures the README quotes, printed. Processes are measured from spawn to exit,
 //! peak memory with `wait4`, against the fake GitHub on loopback.
 //!
-//! Run it with `cargo build --release && cargo run --release --example bench`.
+//! Run it with `cargo build --release && cargo run --release --example bench`. The image figures
+//! need a container engine (see `tests/support/engine.rs`); the comparison with the official
+//! action needs `TOKEN_KEEPER_OFFICIAL_ACTION`, a checkout of actions/create-github-app-token.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use support::fake_github::{APP_ID, APP_KEY, FakeGitHub};
+use support::engine::{self, Image};
+use support::fake_github::{APP_ID, APP_KEY, CLIENT_ID, FakeGitHub};
 use support::git_server::git_command;
 use support::measure::{self, Measured};
-use support::runner::{Job, LaterStep, View, age_cached_token, binary};
+use support::runner::{Job, LaterStep, StepRun, View, age_cached_token, binary};
 
 const MAIN_RUNS: usize = 40;
 const FILL_RUNS: usize = 1000;
 const REMINT_RUNS: usize = 40;
+const ENGINE_RUNS: usize = 15;
+/// A round trip to api.github.com, added to every answer of the fake for the whole-action figures.
+const API_LATENCY: Duration = Duration::from_millis(50);
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
@@ -155,7 +162,7 @@ async fn main() {
         binary().display(),
         size as f64 / 1024.0 / 1024.0
     );
-    image_size();
+    image_figures(&github);
 }
 
 fn median(runs: &[(Duration, i64)]) -> Duration {
@@ -168,56 +175,128 @@ fn report(what: &str, runs: &[(Duration, i64)], target: &str) {
     let mut times: Vec<Duration> = runs.iter().map(|r| r.0).collect();
     times.sort();
     let p90 = times[times.len() * 9 / 10];
-    let rss = runs.iter().map(|r| r.1).max().unwrap_or(0);
+    let rss = match runs.iter().map(|r| r.1).max().unwrap_or(0) {
+        0 => String::new(),
+        kib => format!(", peak RSS {:.1} MiB", kib as f64 / 1024.0),
+    };
     let target = if target.is_empty() {
         String::new()
     } else {
         format!("  (target {target})")
     };
     println!(
-        "{what}\n  {} runs: median {:.2} ms, p90 {:.2} ms, peak RSS {:.1} MiB{target}",
+        "{what}\n  {} runs: median {:.2} ms, p90 {:.2} ms{rss}{target}",
         runs.len(),
         median(runs).as_secs_f64() * 1000.0,
         p90.as_secs_f64() * 1000.0,
-        rss as f64 / 1024.0
     );
 }
 
-/// The action's image, built from the Dockerfile, when a container engine answers here.
-fn image_size() {
-    let engine = Command::new("docker")
-        .args(["version", "--format", "{{.Server.Version}}"])
-        .output();
-    if !engine.is_ok_and(|o| o.status.success()) {
-        println!("image: no container engine here (docker build . then docker image ls)");
-        return;
-    }
-    let built = Command::new("docker")
-        .args(["build", "--quiet", "--tag", "token-keeper:bench", "."])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status();
-    if !built.is_ok_and(|s| s.success()) {
-        println!("image: the build failed");
-        return;
-    }
-    let size = Command::new("docker")
-        .args([
-            "image",
-            "inspect",
-            "--format",
-            "{{.Size}}",
-            "token-keeper:bench",
-        ])
-        .output()
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .trim()
-                .parse::<u64>()
-                .unwrap_or(0)
-        })
-        .unwrap_or(0);
+/// The action's image under this machine's engine: its size, one container run of main and of
+/// post, and the whole action's cost to a job (main + post, engine start included) against the
+/// official action's `node dist/main.cjs` + `node dist/post.cjs`, with every API answer 50 ms late.
+fn image_figures(github: &FakeGitHub) {
+    let image = match engine::built() {
+        Ok(image) => image,
+        Err(why) => {
+            println!("image: not measured: {why}");
+            return;
+        }
+    };
+    let size = image.size();
     println!(
-        "image: token-keeper:bench ({:.1} MiB)",
+        "image {} under {}: {size} bytes ({:.2} MiB; target <= 4 MB)\n",
+        image.name,
+        image.engine,
         size as f64 / 1024.0 / 1024.0
     );
+    let (mut mains, mut posts) = (Vec::new(), Vec::new());
+    for _ in 0..ENGINE_RUNS {
+        let (main, post) = ours(github, image);
+        mains.push((main.elapsed, main.max_rss_kib));
+        posts.push((post.elapsed, post.max_rss_kib));
+    }
+    report("main step, one container run", &mains, "");
+    report("post step, one container run", &posts, "");
+
+    github.world().latency = API_LATENCY;
+    let official = std::env::var_os("TOKEN_KEEPER_OFFICIAL_ACTION").map(PathBuf::from);
+    println!(
+        "\nthe whole action's cost to a job (main + post), every API answer {} ms late",
+        API_LATENCY.as_millis()
+    );
+    let (mut our_jobs, mut their_jobs) = (Vec::new(), Vec::new());
+    let (mut our_trips, mut their_trips) = (0, 0);
+    for _ in 0..ENGINE_RUNS {
+        let before = github.world().seen.len();
+        let (main, post) = ours(github, image);
+        our_trips = github.world().seen.len() - before;
+        our_jobs.push((main.elapsed + post.elapsed, 0));
+        if let Some(dir) = &official {
+            let before = github.world().seen.len();
+            let (main, post) = theirs(github, dir);
+            their_trips = github.world().seen.len() - before;
+            their_jobs.push((main.elapsed + post.elapsed, 0));
+        }
+    }
+    github.world().latency = Duration::ZERO;
+    report(
+        &format!("token-keeper in containers, {our_trips} API round trips"),
+        &our_jobs,
+        "",
+    );
+    if their_jobs.is_empty() {
+        println!(
+            "actions/create-github-app-token: not measured (set TOKEN_KEEPER_OFFICIAL_ACTION to a checkout of it)"
+        );
+        return;
+    }
+    report(
+        &format!("actions/create-github-app-token under node, {their_trips} API round trips"),
+        &their_jobs,
+        "",
+    );
+    println!(
+        "  ratio of medians: {:.2}x",
+        median(&our_jobs).as_secs_f64() / median(&their_jobs).as_secs_f64()
+    );
+}
+
+/// One job with token-keeper: main and post, each a container run of the image.
+fn ours(github: &FakeGitHub, image: &'static Image) -> (StepRun, StepRun) {
+    let view = View::Engine {
+        image,
+        runner_temp: true,
+    };
+    let inputs = [
+        ("client-id", CLIENT_ID),
+        ("private-key", APP_KEY),
+        ("git-server-url", "http://127.0.0.1:9"),
+    ];
+    let job = Job::new(&github.url());
+    let main = job.main(&inputs, view);
+    main.assert_ok();
+    let post = job.post(&inputs, &main.state, view);
+    post.assert_ok();
+    (main, post)
+}
+
+/// One job with the official action's bundled scripts under node, given the same inputs.
+fn theirs(github: &FakeGitHub, dir: &Path) -> (StepRun, StepRun) {
+    let inputs = [("client-id", CLIENT_ID), ("private-key", APP_KEY)];
+    let job = Job::new(&github.url());
+    let node = |script: &'static str| {
+        let path = dir.join(script);
+        move |env: BTreeMap<String, String>| {
+            let mut command = Command::new("node");
+            command.arg(&path).env_clear().envs(env);
+            command
+        }
+    };
+    let main = job.run_step(&inputs, &BTreeMap::new(), node("dist/main.cjs"));
+    main.assert_ok();
+    assert!(main.outputs["token"].starts_with("ghs_"), "{}", main.log());
+    let post = job.run_step(&inputs, &main.state, node("dist/post.cjs"));
+    post.assert_ok();
+    (main, post)
 }

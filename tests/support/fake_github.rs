@@ -77,6 +77,8 @@ pub struct World {
     pub seen: Vec<Seen>,
     /// How many more times to refuse a valid token with 401, as GitHub briefly does after minting.
     pub refuse_new_tokens: u32,
+    /// Added to every answer, as a round trip to api.github.com would.
+    pub latency: Duration,
     faults: VecDeque<(String, ResponseTemplate)>,
 }
 
@@ -160,6 +162,7 @@ impl FakeGitHub {
             issued: Vec::new(),
             seen: Vec::new(),
             refuse_new_tokens: 0,
+            latency: Duration::ZERO,
             faults: VecDeque::new(),
         }));
         Mock::given(wiremock::matchers::any())
@@ -212,8 +215,10 @@ impl Respond for Responder {
             .headers
             .get("authorization")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("")
+            // The scheme is case-insensitive: octokit sends `bearer`.
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map_or("", |(_, credentials)| credentials)
             .to_owned();
         let claims = jwt_claims(&bearer, &world.public_key);
         world.seen.push(Seen {
@@ -232,7 +237,9 @@ impl Respond for Responder {
             return response.insert_header("date", date.as_str());
         }
         let response = route(&mut world, &method, &path, &bearer, claims, request);
-        response.insert_header("date", date.as_str())
+        response
+            .insert_header("date", date.as_str())
+            .set_delay(world.latency)
     }
 }
 
