@@ -105,6 +105,31 @@ async fn a_push_after_expiry_gets_a_fresh_token() {
 }
 
 #[tokio::test]
+async fn with_git_identity_later_commits_are_the_bots() {
+    let w = World::start(Duration::from_secs(3600)).await;
+    let main = w
+        .job
+        .main(&w.inputs(&[("git-identity", "true")]), View::Host);
+    main.assert_ok();
+    let step = LaterStep::after(&w.job, &main);
+    assert_git_ok(&step.git(&["clone", "--quiet", &w.repo_url("Octo-Org", "app"), "app"]));
+    let repo = step.dir.path().join("app");
+    fs::write(repo.join("bot.txt"), "committed by the App\n").unwrap();
+    assert_git_ok(&step.git_in(&repo, &["add", "bot.txt"]));
+    assert_git_ok(&step.git_in(&repo, &["commit", "--quiet", "-m", "bot"]));
+    let log = step.git_in(&repo, &["log", "-1", "--format=%an <%ae>|%cn <%ce>"]);
+    let expected = format!(
+        "{0}|{0}",
+        format_args!(
+            "{} <{}>",
+            main.outputs["git-user-name"], main.outputs["git-user-email"]
+        )
+    );
+    assert_eq!(String::from_utf8_lossy(&log.stdout).trim(), expected);
+    assert!(expected.starts_with("keeper-test[bot] <41898282+keeper-test[bot]@users.noreply."));
+}
+
+#[tokio::test]
 async fn without_the_shim_a_late_push_fails() {
     let w = World::start(Duration::from_secs(2)).await;
     let inputs = w.inputs(&[("git-credentials", "false")]);

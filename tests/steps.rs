@@ -243,6 +243,33 @@ async fn export_env_hands_the_token_to_later_steps() {
 }
 
 #[tokio::test]
+async fn the_bot_identity_is_an_output_and_on_request_the_git_author() {
+    let github = FakeGitHub::start().await;
+    let job = Job::new(&github.url());
+    let run = job.main(&app_inputs(&[]), View::Host);
+    run.assert_ok();
+    assert_eq!(run.outputs["app-user-id"], "41898282");
+    assert_eq!(run.outputs["git-user-name"], "keeper-test[bot]");
+    assert_eq!(
+        run.outputs["git-user-email"],
+        "41898282+keeper-test[bot]@users.noreply.github.com"
+    );
+    assert!(!run.env.contains_key("GIT_AUTHOR_NAME"), "only on request");
+    // The identity comes with the new token's check: three round trips in all.
+    assert_eq!(github.world().seen.len(), 3);
+
+    let run = job.main(&app_inputs(&[("git-identity", "true")]), View::Host);
+    run.assert_ok();
+    for who in ["AUTHOR", "COMMITTER"] {
+        assert_eq!(run.env[&format!("GIT_{who}_NAME")], "keeper-test[bot]");
+        assert_eq!(
+            run.env[&format!("GIT_{who}_EMAIL")],
+            "41898282+keeper-test[bot]@users.noreply.github.com"
+        );
+    }
+}
+
+#[tokio::test]
 async fn clock_skew_is_corrected_once_and_kept() {
     for offset in [600_i64, -600] {
         let github = FakeGitHub::start().await;
@@ -428,6 +455,7 @@ async fn a_brand_new_token_briefly_refused_is_checked_again() {
     let job = Job::new(&github.url());
     let run = job.main(&app_inputs(&[]), View::Host);
     run.assert_ok();
-    assert_eq!(github.seen("GET", "/installation/repositories").len(), 3);
+    assert_eq!(github.seen("GET", "/users/keeper-test%5Bbot%5D").len(), 3);
     assert!(!run.stdout.contains("::warning"), "{}", run.stdout);
+    assert_eq!(run.outputs["app-user-id"], "41898282");
 }

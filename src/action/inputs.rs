@@ -39,6 +39,8 @@ pub struct Config {
     pub override_checkout_credentials: bool,
     /// Variables to export the token to for later steps.
     pub export_env: Vec<String>,
+    /// Make the App's bot the git author and committer of later steps.
+    pub git_identity: bool,
     pub ca_certificates: Option<String>,
 }
 
@@ -119,6 +121,7 @@ pub fn parse(env: &Env) -> Result<Config, InputError> {
         git_credentials: boolean(env, "git-credentials", true)?,
         override_checkout_credentials: boolean(env, "override-checkout-credentials", true)?,
         export_env: export_env(env)?,
+        git_identity: boolean(env, "git-identity", false)?,
         ca_certificates: ca_certificates(env)?,
     })
 }

@@ -14,7 +14,7 @@ use super::inputs::{self, Config, Env};
 use super::layout::{self, Layout};
 use super::shim;
 use super::workflow::{self, FileCommand, FileCommands};
-use crate::github::apps::{self, App, MintError};
+use crate::github::apps::{self, App, BotUser, MintError};
 use crate::github::client::{runtime, unix_now};
 use crate::github::{GitHub, Installation, MintedToken, Target};
 use crate::keeper::state::{CachedToken, MintConfig, StateDir};
@@ -46,7 +46,7 @@ pub fn run(env: &Env) -> Result<()> {
             config.api_url
         ),
     };
-    if git_server.is_some() || !config.export_env.is_empty() {
+    if git_server.is_some() || !config.export_env.is_empty() || config.git_identity {
         files.require(&[FileCommand::Env])?;
     }
     let options = keeper::http_options(
@@ -102,14 +102,18 @@ fn mint_and_export(plan: &Plan, gh: &GitHub, dir: &StateDir) -> Result<()> {
     let mint_config = mint_config(config, &installation, plan.git_server.as_ref());
     let key = plan.git_server.is_some().then_some(&config.key);
     Keeper::start(dir, mint_config, cached, key)?;
-    // GitHub can refuse a brand-new token for a few seconds; let later steps not see that.
-    if let Err(err) = runtime.block_on(apps::wait_until_accepted(gh, &minted.token)) {
-        workflow::print(&[workflow::warning(&format!(
-            "the new token is not accepted yet: {err}"
-        ))])?;
-    }
+    // GitHub can refuse a brand-new token for a few seconds; let later steps not see that. The
+    // check is the bot user's lookup, so the identity costs no extra round trip.
+    let bot = runtime
+        .block_on(apps::bot_user(gh, &minted.token, &installation.app_slug))
+        .unwrap_or_else(|err| {
+            let _ = workflow::print(&[workflow::warning(&format!(
+                "the new token is not accepted yet: {err}"
+            ))]);
+            BotUser::of_app(&installation.app_slug, None)
+        });
 
-    export(files, config, &installation, &minted)?;
+    export(files, config, &installation, &minted, &bot)?;
     println!(
         "token-keeper: minted a token for {} (installation {}, App `{}`): {}, expires at {}",
         config.target.describe(),
@@ -254,10 +258,18 @@ fn export(
     config: &Config,
     installation: &Installation,
     minted: &MintedToken,
+    bot: &BotUser,
 ) -> Result<()> {
     let token = minted.token.expose();
     let id = installation.id.to_string();
     let expires = rfc3339(minted.expires_at);
+    let user_id = bot.id.map(|id| id.to_string()).unwrap_or_default();
+    let host = config
+        .git_server
+        .as_ref()
+        .and_then(Url::host_str)
+        .unwrap_or("github.com");
+    let email = bot.email(host);
     files.set(
         FileCommand::Output,
         &[
@@ -265,8 +277,23 @@ fn export(
             ("installation-id", &id),
             ("app-slug", &installation.app_slug),
             ("expires-at", &expires),
+            ("app-user-id", &user_id),
+            ("git-user-name", &bot.login),
+            ("git-user-email", &email),
         ],
     )?;
+    if config.git_identity {
+        let (name, email) = (bot.login.as_str(), email.as_str());
+        files.set(
+            FileCommand::Env,
+            &[
+                ("GIT_AUTHOR_NAME", name),
+                ("GIT_AUTHOR_EMAIL", email),
+                ("GIT_COMMITTER_NAME", name),
+                ("GIT_COMMITTER_EMAIL", email),
+            ],
+        )?;
+    }
     let exported: Vec<(&str, &str)> = config
         .export_env
         .iter()

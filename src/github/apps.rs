@@ -239,22 +239,74 @@ pub async fn create_token(
 /// How long GitHub may refuse a token it has just created.
 const NEW_TOKEN_GRACE: Duration = Duration::from_secs(8);
 
-/// Check that GitHub accepts a new token; it can answer 401 for a few seconds after creating it.
+/// The App's bot user, `<slug>[bot]`: the author of what its tokens commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BotUser {
+    pub login: String,
+    /// `None` when GitHub did not say (a server without the user, an odd answer).
+    pub id: Option<u64>,
+}
+
+impl BotUser {
+    pub fn of_app(slug: &str, id: Option<u64>) -> Self {
+        Self {
+            login: format!("{slug}[bot]"),
+            id,
+        }
+    }
+
+    /// Its commit address on the git server `host`: `<id>+<login>@users.noreply.<host>`, the
+    /// form that GitHub links to the bot's account; without the id, the older `<login>@…`.
+    pub fn email(&self, host: &str) -> String {
+        match self.id {
+            Some(id) => format!("{id}+{}@users.noreply.{host}", self.login),
+            None => format!("{}@users.noreply.{host}", self.login),
+        }
+    }
+}
+
+/// Look up the App's bot user with a new token. The one request also checks that GitHub accepts
+/// the token, which it can refuse with 401 for a few seconds after creating it: any other
+/// answer means it did.
+pub async fn bot_user(gh: &GitHub, token: &Secret, slug: &str) -> Result<BotUser, ApiError> {
+    #[derive(Deserialize)]
+    struct Body {
+        id: u64,
+    }
+    let path = format!("users/{slug}%5Bbot%5D");
+    match first_use(gh, token, &path).await {
+        Ok(bytes) => {
+            let id = serde_json::from_slice::<Body>(&bytes).ok().map(|b| b.id);
+            Ok(BotUser::of_app(slug, id))
+        }
+        Err(err) if err.status().is_some_and(|s| s != 401) => Ok(BotUser::of_app(slug, None)),
+        Err(err) => Err(err),
+    }
+}
+
+/// Check that GitHub accepts a new token.
 pub async fn wait_until_accepted(gh: &GitHub, token: &Secret) -> Result<(), ApiError> {
+    first_use(gh, token, "installation/repositories?per_page=1")
+        .await
+        .map(drop)
+}
+
+/// A new token's first request, repeated while GitHub answers 401 within the grace period.
+async fn first_use(gh: &GitHub, token: &Secret, path: &str) -> Result<Vec<u8>, ApiError> {
     let mut pause = Duration::from_millis(250);
     let mut waited = Duration::ZERO;
     loop {
-        let check = gh
+        let answer = gh
             .send(
                 Method::GET,
-                "installation/repositories?per_page=1",
+                path,
                 Auth::Token(token),
                 None,
                 Idempotency::Safe,
             )
             .await;
-        match check {
-            Ok(_) => return Ok(()),
+        match answer {
+            Ok((_, bytes)) => return Ok(bytes),
             Err(err) if err.status() == Some(401) && waited + pause <= NEW_TOKEN_GRACE => {
                 tokio::time::sleep(pause).await;
                 waited += pause;
@@ -364,6 +416,20 @@ mod tests {
         assert_eq!(
             Target::Enterprise("acme".into()).lookup_path(),
             "enterprises/acme/installation"
+        );
+    }
+
+    #[test]
+    fn the_bot_commits_with_its_numbered_noreply_address() {
+        let bot = BotUser::of_app("keeper", Some(41));
+        assert_eq!(bot.login, "keeper[bot]");
+        assert_eq!(
+            bot.email("github.com"),
+            "41+keeper[bot]@users.noreply.github.com"
+        );
+        assert_eq!(
+            BotUser::of_app("keeper", None).email("ghes.example.com"),
+            "keeper[bot]@users.noreply.ghes.example.com"
         );
     }
 

@@ -18,6 +18,8 @@ use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 pub const APP_ID: &str = "12345";
 pub const CLIENT_ID: &str = "Iv23liTestClient";
 pub const APP_SLUG: &str = "keeper-test";
+/// The id of the App's bot user, `keeper-test[bot]`.
+pub const APP_USER_ID: u64 = 41_898_282;
 pub const APP_KEY: &str = include_str!("../fixtures/app-key.pem");
 
 /// The action's inputs for this App, plus `extra`; git credentials go to `https://github.com`.
@@ -266,20 +268,26 @@ fn route(
             None => message(401, "Bad credentials"),
         };
     }
-    if method == "GET" && path == "/installation/repositories" {
+    let bot = format!("/users/{APP_SLUG}%5Bbot%5D");
+    if method == "GET" && (path == "/installation/repositories" || path == bot) {
         if world.refuse_new_tokens > 0 {
             world.refuse_new_tokens -= 1;
             return message(401, "Bad credentials");
         }
         let now = world.now();
-        return match world
+        if !world
             .issued
             .iter()
-            .find(|t| t.token == bearer && !t.revoked && t.expires_at > now)
+            .any(|t| t.token == bearer && !t.revoked && t.expires_at > now)
         {
-            Some(_) => ResponseTemplate::new(200)
-                .set_body_json(json!({"total_count": 1, "repositories": []})),
-            None => message(401, "Bad credentials"),
+            return message(401, "Bad credentials");
+        }
+        return if path == bot {
+            ResponseTemplate::new(200).set_body_json(
+                json!({"login": format!("{APP_SLUG}[bot]"), "id": APP_USER_ID, "type": "Bot"}),
+            )
+        } else {
+            ResponseTemplate::new(200).set_body_json(json!({"total_count": 1, "repositories": []}))
         };
     }
     // Everything else authenticates as the App.
