@@ -210,6 +210,24 @@ fn image_figures(github: &FakeGitHub) {
         image.engine,
         size as f64 / 1024.0 / 1024.0
     );
+    // The runner puts action containers on the job's bridge network; the step figures below use
+    // the host's, to reach the fake GitHub on loopback.
+    for network in ["host", "bridge"] {
+        let mut idle = Vec::new();
+        for _ in 0..ENGINE_RUNS {
+            let mut command = image.command();
+            command.args(["run", "--rm", "--network", network, "--entrypoint"]);
+            command.args(["/usr/local/bin/token-keeper", &image.name, "--version"]);
+            let m = measure::run(&mut command, b"").expect("engine run");
+            assert!(m.output.status.success(), "{:?}", m.output);
+            idle.push((m.elapsed, 0));
+        }
+        report(
+            &format!("engine start alone (`token-keeper --version`), {network} network"),
+            &idle,
+            "",
+        );
+    }
     let (mut mains, mut posts) = (Vec::new(), Vec::new());
     for _ in 0..ENGINE_RUNS {
         let (main, post) = ours(github, image);
