@@ -59,4 +59,8 @@ fn inputs_mirror_the_official_action() {
         assert!(inputs.contains_key(name), "{name}");
     }
     assert_eq!(inputs["github-api-url"]["default"], "${{ github.api_url }}");
+    assert_eq!(
+        inputs["app-id"]["deprecationMessage"],
+        "Use 'client-id' instead."
+    );
 }
