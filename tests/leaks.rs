@@ -222,3 +222,120 @@ async fn a_whole_job_leaks_neither_token_nor_key() {
     }
     assert!(github.world().live_tokens().is_empty());
 }
+
+/// Every 20-character run of the key's base64, as `(run, which key)`.
+fn key_runs(keys: &[&str]) -> std::collections::HashSet<String> {
+    let mut runs = std::collections::HashSet::new();
+    for key in keys {
+        let body: String = key.lines().filter(|l| !l.starts_with("-----")).collect();
+        for start in 0..=body.len() - 20 {
+            runs.insert(body[start..start + 20].to_owned());
+        }
+    }
+    runs
+}
+
+/// The first 20-character run of a key found in `text`, if any.
+fn leaked_run<'a>(text: &'a str, runs: &std::collections::HashSet<String>) -> Option<&'a str> {
+    let bytes = text.as_bytes();
+    (0..bytes.len().saturating_sub(19))
+        .filter(|&i| text.is_char_boundary(i) && text.is_char_boundary(i + 20))
+        .map(|i| &text[i..i + 20])
+        .find(|window| runs.contains(*window))
+}
+
+/// Ways a key gets mangled on its way into a secret, each of a real key.
+fn malformed_shapes(pem: &str) -> Vec<(String, String)> {
+    let lines: Vec<&str> = pem.trim().lines().collect();
+    let (begin, end) = (lines[0], lines[lines.len() - 1]);
+    let body = &lines[1..lines.len() - 1];
+    let label = begin.trim_matches('-').trim_start_matches("BEGIN ");
+    let joined = body.concat();
+    let mut damaged = joined.clone();
+    damaged.replace_range(40..41, "!");
+    let shapes = [
+        ("one line, spaces", lines.join(" ")),
+        ("one line, no separators", lines.concat()),
+        ("escaped newlines escaped again", lines.join("\\\\n")),
+        ("escaped newlines and spaces", lines.join("\\n ")),
+        ("tabs", lines.join("\t")),
+        (
+            "begin line runs into the body",
+            format!("-----BEGIN {label} {joined}\n{end}"),
+        ),
+        (
+            "begin line without its closing dashes",
+            format!("-----BEGIN {label}\n{}\n{end}", body.join("\n")),
+        ),
+        ("no end line", format!("{begin}\n{}", body.join("\n"))),
+        ("no end line, one line", format!("{begin} {joined}")),
+        ("four dashes", lines.join("\n").replace("-----", "----")),
+        ("lower-case armour", lines.join("\n").to_lowercase()),
+        (
+            "misspelt label",
+            lines.join("\n").replace("PRIVATE KEY", "PRIVAT KEY"),
+        ),
+        (
+            "unknown label",
+            lines.join("\n").replace(label, "OCTO ORG KEY"),
+        ),
+        ("body only", body.join("\n")),
+        ("body on one line", joined.clone()),
+        (
+            "half the body",
+            format!("{begin}\n{}\n{end}", &joined[..joined.len() / 2]),
+        ),
+        ("a damaged body", format!("{begin}\n{damaged}\n{end}")),
+        ("in JSON", format!("{{\"key\": \"{}\"}}", lines.join("\\n"))),
+        ("in quotes, one line", format!("'{}'", lines.join(" "))),
+        ("base64 of a truncated key", {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD.encode(&pem[..pem.len() / 2])
+        }),
+        ("body then armour", format!("{joined} {begin} {end}")),
+        (
+            "two begin lines",
+            format!("{begin} {begin}\n{}\n{end}", body.join("\n")),
+        ),
+    ];
+    shapes
+        .into_iter()
+        .map(|(name, text)| (name.to_owned(), text))
+        .collect()
+}
+
+#[tokio::test]
+async fn no_malformed_key_shows_any_of_its_text() {
+    let pkcs8 = include_str!("fixtures/app-key.pkcs8.pem");
+    let runs = key_runs(&[APP_KEY, pkcs8]);
+    let github = FakeGitHub::start().await;
+    for pem in [APP_KEY, pkcs8] {
+        for (shape, text) in malformed_shapes(pem) {
+            let job = Job::new(&github.url());
+            let inputs = [
+                ("app-id", APP_ID),
+                ("private-key", text.as_str()),
+                ("git-server-url", "https://github.com"),
+            ];
+            let run = job.main(&inputs, View::Host);
+            // A key that parses is stored for re-mints, in its own file: nowhere else.
+            let written: Vec<String> = files_below(&job.work)
+                .into_iter()
+                .filter(|(path, _)| !path.ends_with("key.pem"))
+                .map(|(_, bytes)| String::from_utf8_lossy(&bytes).into_owned())
+                .collect();
+            for shown in [&run.stdout, &run.stderr].into_iter().chain(&written) {
+                if let Some(leak) = leaked_run(shown, &runs) {
+                    panic!("{shape}: the key's `{leak}` shows in:\n{shown}");
+                }
+            }
+            if !run.succeeded() {
+                assert!(
+                    run.the_error().contains("private-key"),
+                    "{shape}: {}",
+                    run.log()
+                );
+            }
+        }
+    }
+}

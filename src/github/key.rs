@@ -25,8 +25,8 @@ pub enum KeyError {
     Public,
     #[error("the private key is encrypted with a passphrase: {WHERE_TO_GET}, unencrypted")]
     Encrypted,
-    #[error("the private key is not an RSA key (found `{0}`): {WHERE_TO_GET}")]
-    NotRsa(String),
+    #[error("the private key is not an RSA key (found {}): {WHERE_TO_GET}", found(*.0))]
+    NotRsa(Option<&'static str>),
     #[error(
         "the private key looks like the App's client secret, not its private key: {WHERE_TO_GET}"
     )]
@@ -39,6 +39,13 @@ pub enum KeyError {
     Damaged(&'static str),
     #[error("the private key is not PEM: {WHERE_TO_GET}")]
     NotPem,
+}
+
+fn found(label: Option<&str>) -> String {
+    label.map_or_else(
+        || "a PEM block of another kind".to_owned(),
+        |label| format!("`{label}`"),
+    )
 }
 
 /// A parsed RSA private key, as DER. Checked by `ring` when parsed, so signing cannot fail on it.
@@ -65,19 +72,25 @@ impl PrivateKey {
             return parse_unarmoured(&text);
         }
         let (label, body) = pem_block(&text)?;
-        let format = match label.as_str() {
+        let format = match label {
             "RSA PRIVATE KEY" => KeyFormat::Pkcs1,
             "PRIVATE KEY" => KeyFormat::Pkcs8,
             "OPENSSH PRIVATE KEY" => return Err(KeyError::OpenSsh),
             "PUBLIC KEY" | "RSA PUBLIC KEY" | "SSH2 PUBLIC KEY" => return Err(KeyError::Public),
             "ENCRYPTED PRIVATE KEY" => return Err(KeyError::Encrypted),
-            other => return Err(KeyError::NotRsa(other.to_owned())),
+            other => return Err(KeyError::NotRsa(known_label(other))),
         };
-        if body.iter().any(|line| line.starts_with("Proc-Type:")) {
+        if body.contains("Proc-Type:") {
             return Err(KeyError::Encrypted);
         }
+        // A key pasted into a one-line field has spaces, or escaped newlines that were escaped
+        // once more (`\\n`), where its line breaks were.
+        let compact: String = body
+            .chars()
+            .filter(|c| !c.is_whitespace() && *c != '\\')
+            .collect();
         let der = STANDARD
-            .decode(body.concat())
+            .decode(compact)
             .map_err(|_| KeyError::Damaged("not valid base64"))?;
         Self::from_der(der, format)
     }
@@ -91,7 +104,7 @@ impl PrivateKey {
             Ok(_) => Ok(Self { der, format }),
             // PKCS#8 also wraps EC and Ed25519 keys.
             Err(_) if format == KeyFormat::Pkcs8 && !contains_rsa_oid(&der) => {
-                Err(KeyError::NotRsa("PRIVATE KEY".into()))
+                Err(KeyError::NotRsa(Some("PRIVATE KEY")))
             }
             Err(_) => Err(KeyError::Damaged("not a complete RSA key")),
         }
@@ -154,26 +167,42 @@ fn normalise(input: &str) -> String {
         .to_owned()
 }
 
-/// The first PEM block's label and body lines.
-fn pem_block(text: &str) -> Result<(String, Vec<&str>), KeyError> {
-    let mut lines = text.lines().skip_while(|l| !l.starts_with("-----BEGIN "));
-    let begin = lines.next().ok_or(KeyError::NotPem)?;
-    let label = begin
-        .trim_start_matches("-----BEGIN ")
-        .trim_end_matches('-')
-        .to_owned();
-    let mut body = Vec::new();
-    for line in lines {
-        if line.starts_with("-----END ") {
-            return Ok((label, body));
-        }
-        body.push(line);
+/// The first PEM block's label and body, wherever its armour lines break: a key pasted into a
+/// one-line field has its `-----BEGIN …-----` line run into the body.
+fn pem_block(text: &str) -> Result<(&str, &str), KeyError> {
+    let start = text.find("-----BEGIN ").ok_or(KeyError::NotPem)? + "-----BEGIN ".len();
+    let rest = &text[start..];
+    let label_end = rest.find("-----").ok_or(KeyError::NotPem)?;
+    let label = rest[..label_end].trim();
+    let after = rest[label_end..].trim_start_matches('-');
+    match after.find("-----END ") {
+        Some(end) => Ok((label, &after[..end])),
+        None => match label {
+            "OPENSSH PRIVATE KEY" => Err(KeyError::OpenSsh),
+            "PUBLIC KEY" | "RSA PUBLIC KEY" => Err(KeyError::Public),
+            _ => Err(KeyError::Truncated),
+        },
     }
-    match label.as_str() {
-        "OPENSSH PRIVATE KEY" => Err(KeyError::OpenSsh),
-        "PUBLIC KEY" | "RSA PUBLIC KEY" => Err(KeyError::Public),
-        _ => Err(KeyError::Truncated),
-    }
+}
+
+/// A PEM label worth naming in an error: only the standard ones, so that whatever a broken
+/// armour line swept into the label (the key's own text) is never shown.
+fn known_label(label: &str) -> Option<&'static str> {
+    const KNOWN: [&str; 12] = [
+        "EC PRIVATE KEY",
+        "DSA PRIVATE KEY",
+        "CERTIFICATE",
+        "CERTIFICATE REQUEST",
+        "NEW CERTIFICATE REQUEST",
+        "X509 CRL",
+        "PKCS7",
+        "CMS",
+        "EC PARAMETERS",
+        "PGP PRIVATE KEY BLOCK",
+        "PGP PUBLIC KEY BLOCK",
+        "DH PARAMETERS",
+    ];
+    KNOWN.into_iter().find(|known| *known == label)
 }
 
 /// Text without `-----BEGIN`: the PEM base64-encoded once more, or something else entirely.
@@ -233,6 +262,21 @@ mod tests {
     }
 
     #[test]
+    fn a_key_pasted_on_one_line_is_accepted() {
+        let lines: Vec<&str> = PKCS1.trim().lines().collect();
+        assert_eq!(parse(&lines.join(" ")), Ok(KeyFormat::Pkcs1));
+        assert_eq!(parse(&lines.join("\\\\n")), Ok(KeyFormat::Pkcs1));
+    }
+
+    #[test]
+    fn an_unknown_label_is_not_quoted() {
+        let odd = PKCS1.replace("RSA PRIVATE KEY", "RSA PRIVATE KEY MIIEpAIBAAKCAQEA");
+        let err = PrivateKey::parse(&odd).unwrap_err();
+        assert_eq!(err, KeyError::NotRsa(None));
+        assert!(!err.to_string().contains("MIIE"), "{err}");
+    }
+
+    #[test]
     fn crlf_and_surrounding_blanks_are_accepted() {
         let crlf = format!("\n  {}  \n\n", PKCS1.replace('\n', "\r\n"));
         assert_eq!(parse(&crlf), Ok(KeyFormat::Pkcs1));
@@ -289,7 +333,7 @@ mod tests {
             assert_eq!(parse(input), Err(expected), "input: {input:?}");
         }
         assert!(matches!(parse(&damaged), Err(KeyError::Damaged(_))));
-        assert_eq!(parse(EC), Err(KeyError::NotRsa("EC PRIVATE KEY".into())));
+        assert_eq!(parse(EC), Err(KeyError::NotRsa(Some("EC PRIVATE KEY"))));
     }
 
     #[test]
