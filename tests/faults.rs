@@ -438,3 +438,57 @@ async fn a_full_disk_never_leaves_a_half_written_state() {
     let _: serde_json::Value =
         serde_json::from_slice(&fs::read(&state).unwrap()).expect("whole JSON");
 }
+
+/// Answers whose waits overflow a clock: `Retry-After` past the end of time (the wait cannot be
+/// honoured), and a rate-limit reset before its beginning (retried after a second).
+fn endless_waits() -> [(ResponseTemplate, bool); 2] {
+    [
+        (
+            ResponseTemplate::new(503).insert_header("retry-after", "18446744073709551615"),
+            true,
+        ),
+        (
+            ResponseTemplate::new(403)
+                .insert_header("x-ratelimit-remaining", "0")
+                .insert_header("x-ratelimit-reset", "-9223372036854775808"),
+            false,
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn a_server_asking_for_an_endless_wait_crashes_no_role() {
+    for (answer, endless) in endless_waits() {
+        // The main step gives up at once with its one error line, or retries soon.
+        let github = FakeGitHub::start().await;
+        github.fail_next("/repos/", answer.clone());
+        let job = Job::new(&github.url());
+        let started = Instant::now();
+        let run = job.main(&app_inputs(&[]), View::Host);
+        if endless {
+            assert!(run.the_error().contains("/installation"), "{}", run.log());
+        } else {
+            run.assert_ok();
+        }
+        assert!(started.elapsed() < Duration::from_secs(5));
+
+        // The helper serves the cached token, still valid, and warns; or retries soon.
+        let (github, job, main, step) = aged(50 * 60).await;
+        github.fail_next("/app/installations", answer.clone());
+        let out = token(&step, &[]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let served = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        assert_eq!(served == main.outputs["token"], endless, "{served}");
+
+        // The post step warns for what it could not revoke, removes the state and exits 0.
+        github.fail_next("/installation/token", answer);
+        let post = job.post(&app_inputs(&[]), &main.state, View::Host);
+        post.assert_ok();
+        assert_eq!(post.stdout.contains("::warning"), endless, "{}", post.log());
+        assert!(!job.temp.join("token-keeper").exists());
+    }
+}

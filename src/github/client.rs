@@ -320,7 +320,12 @@ impl GitHub {
                 }
             };
             let delay = wait.unwrap_or_else(|| backoff(self.options.retry_base, attempt));
-            if Instant::now() + delay >= deadline {
+            // A server can ask for any wait, even one past the end of time: none outlives the
+            // deadline.
+            if Instant::now()
+                .checked_add(delay)
+                .is_none_or(|then| then >= deadline)
+            {
                 // A wait the server asked for that does not fit: its own answer says most.
                 if wait.is_some() {
                     return Err(error);
@@ -458,7 +463,7 @@ fn decide(
             (rate.remaining == Some("0"))
                 .then(|| rate.reset?.trim().parse::<i64>().ok())
                 .flatten()
-                .map(|reset| Duration::from_secs((reset - server_now).max(1) as u64))
+                .map(|reset| Duration::from_secs(reset.saturating_sub(server_now).max(1) as u64))
         })
     };
     let lower = message.to_ascii_lowercase();
@@ -490,7 +495,9 @@ fn retry_after(value: Option<&str>, server_now: i64) -> Option<Duration> {
     }
     let at = httpdate::parse_http_date(value).ok()?;
     let at = at.duration_since(UNIX_EPOCH).ok()?.as_secs() as i64;
-    Some(Duration::from_secs((at - server_now).max(0) as u64))
+    Some(Duration::from_secs(
+        at.saturating_sub(server_now).max(0) as u64
+    ))
 }
 
 fn header_date(headers: &HeaderMap) -> Option<i64> {
@@ -665,6 +672,29 @@ mod tests {
             decide(503, "", &date, 10, false),
             Verdict::Retry(Some(Duration::from_secs(20)))
         );
+    }
+
+    #[test]
+    fn waits_from_the_end_of_time_are_read_without_panicking() {
+        let huge = RateHeaders {
+            retry_after: Some("18446744073709551615"),
+            ..NONE
+        };
+        assert_eq!(
+            decide(503, "", &huge, 0, false),
+            Verdict::Retry(Some(Duration::from_secs(u64::MAX)))
+        );
+        for reset in ["-9223372036854775808", "9223372036854775807"] {
+            let exhausted = RateHeaders {
+                remaining: Some("0"),
+                reset: Some(reset),
+                ..NONE
+            };
+            assert!(matches!(
+                decide(403, "", &exhausted, 1_700_000_000, false),
+                Verdict::Retry(Some(_))
+            ));
+        }
     }
 
     #[test]
