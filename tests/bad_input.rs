@@ -95,7 +95,15 @@ fn cases() -> Vec<Case> {
         ),
         case(
             &[("refresh-after", "0")],
-            &["`refresh-after`", "more than zero"],
+            &["`refresh-after`", "too short", "`1m`"],
+        ),
+        case(
+            &[("refresh-after", "500ms")],
+            &["`refresh-after`", "`500ms` is too short", "`1m`"],
+        ),
+        case(
+            &[("refresh-after", "59s")],
+            &["`refresh-after`", "too short"],
         ),
         case(
             &[("refresh-after", "-5m")],

@@ -20,6 +20,8 @@ pub type Env = BTreeMap<String, String>;
 /// A token lives one hour; a refresh must come before that.
 pub const TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 pub const DEFAULT_REFRESH_AFTER: Duration = Duration::from_secs(50 * 60);
+/// Re-mints at most once a minute: a shorter age would mint for nearly every git command.
+const MIN_REFRESH_AFTER: Duration = Duration::from_secs(60);
 
 /// Everything the main step needs, checked.
 #[derive(Debug)]
@@ -405,10 +407,12 @@ pub fn refresh_after(text: &str) -> Result<Duration, InputError> {
             format!("{e}: use for example `50m` or `90s`"),
         )
     })?;
-    if value.is_zero() {
+    if value < MIN_REFRESH_AFTER {
         return Err(bad(
             "refresh-after",
-            "must be more than zero: use for example `50m`",
+            format!(
+                "`{text}` is too short: use at least `1m` (every git command would mint a token); the default is `50m`"
+            ),
         ));
     }
     if value >= TOKEN_LIFETIME {
@@ -547,7 +551,7 @@ mod tests {
             (
                 &[("INPUT_REFRESH-AFTER", "0")],
                 "refresh-after",
-                "more than zero",
+                "too short",
             ),
             (
                 &[("INPUT_REFRESH-AFTER", "-5m")],
@@ -654,9 +658,9 @@ mod tests {
         }
 
         #[test]
-        fn refresh_after_accepts_exactly_durations_below_an_hour(secs in 0u64..10_000) {
+        fn refresh_after_accepts_exactly_a_minute_to_below_an_hour(secs in 0u64..10_000) {
             let parsed = refresh_after(&secs.to_string());
-            proptest::prop_assert_eq!(parsed.is_ok(), secs > 0 && secs < 3600);
+            proptest::prop_assert_eq!(parsed.is_ok(), (60..3600).contains(&secs));
         }
     }
 }
