@@ -385,7 +385,7 @@ async fn a_helper_killed_mid_remint_leaves_a_usable_state() {
 
 #[tokio::test]
 async fn a_full_disk_never_leaves_a_half_written_state() {
-    let (_github, job, main, step) = aged(50 * 60).await;
+    let (github, job, main, step) = aged(50 * 60).await;
     let (state, ledger) = state_files(&job, &main);
     let before = fs::read(&state).unwrap();
     let ledger_len = fs::metadata(&ledger).unwrap().len();
@@ -419,6 +419,8 @@ async fn a_full_disk_never_leaves_a_half_written_state() {
         main.outputs["token"]
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot save the new token"));
+    let unsaved = github.world().issued[1].clone();
+    assert!(unsaved.revoked, "the unsaved token was revoked at once");
     assert_eq!(
         fs::read(&state).unwrap(),
         before,

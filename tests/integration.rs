@@ -16,6 +16,8 @@ mod faults;
 mod git_server;
 /// Nothing secret leaks from a whole job.
 mod leaks;
+/// Every minted token is recorded and revoked, whatever goes wrong around it.
+mod minted;
 /// The git credential shim with the real git.
 mod shim;
 /// Main and post steps, end to end.

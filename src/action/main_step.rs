@@ -101,7 +101,16 @@ fn mint_and_export(plan: &Plan, gh: &GitHub, dir: &StateDir) -> Result<()> {
     };
     let mint_config = mint_config(config, &installation, plan.git_server.as_ref());
     let key = plan.git_server.is_some().then_some(&config.key);
-    Keeper::start(dir, mint_config, cached, key)?;
+    if let Err(err) = Keeper::start(dir, mint_config, cached, key) {
+        // Unrecorded, the post step could never revoke it: revoke it now.
+        if let Err(revoke) = runtime.block_on(apps::revoke(gh, &minted.token)) {
+            workflow::print(&[workflow::warning(&format!(
+                "cannot revoke {} either, so it stays valid until it expires: {revoke}",
+                minted.token.fingerprint()
+            ))])?;
+        }
+        return Err(anyhow::Error::new(err).context("cannot record the new token"));
+    }
     // GitHub can refuse a brand-new token for a few seconds; let later steps not see that. The
     // check is the bot user's lookup, so the identity costs no extra round trip.
     let bot = runtime

@@ -178,28 +178,19 @@ pub async fn find_installation(
 }
 
 /// Create an installation token, limited as `request` says.
+///
+/// The token is read first and on its own: once GitHub has minted one, the caller must get it to
+/// record and later revoke, whatever else in the answer is odd. The other fields are read
+/// leniently; an unreadable `expires_at` is taken as the usual hour from GitHub's `now`.
 pub async fn create_token(
     gh: &GitHub,
     app: &App<'_>,
     installation: &Installation,
     request: &TokenRequest,
 ) -> Result<MintedToken, MintError> {
-    #[derive(Deserialize)]
-    struct Repo {
-        name: String,
-    }
-    #[derive(Deserialize)]
-    struct Body {
-        token: String,
-        expires_at: String,
-        #[serde(default)]
-        permissions: BTreeMap<String, String>,
-        #[serde(default)]
-        repositories: Vec<Repo>,
-    }
     let path = format!("app/installations/{}/access_tokens", installation.id);
-    let result: Result<Body, ApiError> = gh
-        .json(
+    let result = gh
+        .send(
             Method::POST,
             &path,
             app.auth(),
@@ -207,8 +198,8 @@ pub async fn create_token(
             Idempotency::CreatesSomething,
         )
         .await;
-    let body = match result {
-        Ok(body) => body,
+    let (url, bytes) = match result {
+        Ok(answer) => answer,
         Err(err) if err.status() == Some(422) => {
             let detail = err.to_string();
             return Err(MintError::Refused {
@@ -218,21 +209,57 @@ pub async fn create_token(
         }
         Err(err) => return Err(classify_auth(err)),
     };
-    let expires_at = humantime::parse_rfc3339(&body.expires_at)
-        .ok()
+    let minted = read_minted(&bytes, gh.clock().server_now()).map_err(|detail| {
+        MintError::Api(ApiError::Decode {
+            method: Method::POST,
+            url,
+            detail,
+        })
+    })?;
+    Ok(minted)
+}
+
+/// A token request's answer: the token, checked, then the rest as far as it reads.
+fn read_minted(bytes: &[u8], server_now: i64) -> Result<MintedToken, String> {
+    #[derive(Deserialize)]
+    struct Token {
+        token: String,
+    }
+    #[derive(Deserialize, Default)]
+    struct Repo {
+        name: String,
+    }
+    #[derive(Deserialize, Default)]
+    #[serde(default)]
+    struct Rest {
+        expires_at: Option<String>,
+        permissions: BTreeMap<String, serde_json::Value>,
+        repositories: Vec<Repo>,
+    }
+    let token = serde_json::from_slice::<Token>(bytes)
+        .map_err(|e| format!("no token in it ({e})"))?
+        .token;
+    let token = Secret::checked(token).map_err(|why| format!("its token {why}"))?;
+    let rest: Rest = serde_json::from_slice(bytes).unwrap_or_default();
+    let expires_at = rest
+        .expires_at
+        .as_deref()
+        .and_then(|text| humantime::parse_rfc3339(text).ok())
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_secs() as i64)
-        .ok_or_else(|| {
-            MintError::Api(ApiError::Setup(format!(
-                "GitHub answered an `expires_at` we cannot read: `{}`",
-                body.expires_at
-            )))
-        })?;
+        .and_then(|d| i64::try_from(d.as_secs()).ok())
+        .unwrap_or_else(|| {
+            tracing::debug!("unreadable `expires_at`: taking an hour from now");
+            server_now.saturating_add(3600)
+        });
     Ok(MintedToken {
-        token: Secret::new(body.token),
+        token,
         expires_at,
-        permissions: body.permissions,
-        repositories: body.repositories.into_iter().map(|r| r.name).collect(),
+        permissions: rest
+            .permissions
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, v.as_str()?.to_owned())))
+            .collect(),
+        repositories: rest.repositories.into_iter().map(|r| r.name).collect(),
     })
 }
 
@@ -430,6 +457,37 @@ mod tests {
         assert_eq!(
             BotUser::of_app("keeper", None).email("ghes.example.com"),
             "keeper[bot]@users.noreply.ghes.example.com"
+        );
+    }
+
+    #[test]
+    fn a_minted_token_is_read_first_and_the_rest_leniently() {
+        let odd = br#"{"token": "ghs_abc", "expires_at": "soon", "permissions": {"a": 1}}"#;
+        let minted = read_minted(odd, 1000).unwrap();
+        assert_eq!(minted.token.expose(), "ghs_abc");
+        assert_eq!(minted.expires_at, 4600);
+        assert!(minted.permissions.is_empty());
+        let whole = br#"{"token": "ghs_abc", "expires_at": "2026-11-25T18:00:00Z",
+            "permissions": {"contents": "write"}, "repositories": [{"name": "app"}]}"#;
+        let minted = read_minted(whole, 0).unwrap();
+        assert_eq!(minted.expires_at, 1_795_629_600);
+        assert_eq!(minted.repositories, ["app"]);
+        assert_eq!(minted.permissions["contents"], "write");
+    }
+
+    #[test]
+    fn an_answer_without_a_usable_token_is_refused() {
+        assert!(
+            read_minted(b"{}", 0)
+                .unwrap_err()
+                .starts_with("no token in it")
+        );
+        assert!(read_minted(b"not json", 0).is_err());
+        let injected = br#"{"token": "ghs_abc\npassword=evil"}"#;
+        assert!(
+            read_minted(injected, 0)
+                .unwrap_err()
+                .starts_with("its token")
         );
     }
 

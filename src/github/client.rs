@@ -194,6 +194,9 @@ impl GitHub {
             .connect_timeout(options.connect_timeout)
             .read_timeout(options.read_timeout)
             .http1_only()
+            // GitHub's API does not redirect these calls; following one would send a token or a
+            // JWT to wherever the answer points.
+            .redirect(reqwest::redirect::Policy::none())
             .pool_max_idle_per_host(2)
             .tls_backend_preconfigured(tls_config(roots)?)
             .build()
@@ -273,6 +276,10 @@ impl GitHub {
                     if is_untrusted_certificate(&net) {
                         // Trust does not come back by retrying.
                         return Err(ApiError::Untrusted { url: shown, detail });
+                    }
+                    if net.is_builder() {
+                        // A request we cannot build (a header value it cannot carry) never will.
+                        return Err(network_error(method, shown, &net));
                     }
                     // A request that may have reached GitHub and created something is repeated
                     // once: a flaky network must not fail the job, and at most one unseen token

@@ -17,6 +17,24 @@ impl Secret {
         Self(value)
     }
 
+    /// A token as a server hands it over, checked: what goes into an HTTP header, a file
+    /// command or git's credential protocol must not carry a line break, a blank or a control
+    /// character that the next reader would take as the end of the value.
+    pub fn checked(value: String) -> Result<Self, &'static str> {
+        const MAX_LEN: usize = 4096;
+        if value.is_empty() {
+            return Err("is empty");
+        }
+        if value.len() > MAX_LEN {
+            return Err("is longer than any token GitHub issues");
+        }
+        let allowed = |c: char| c.is_ascii_alphanumeric() || "_-.~+/=".contains(c);
+        if !value.chars().all(allowed) {
+            return Err("has characters no token has (a blank, a line break or a symbol)");
+        }
+        Ok(Self(value))
+    }
+
     /// The secret itself, for the few places that must send or store it.
     pub fn expose(&self) -> &str {
         &self.0
@@ -55,6 +73,18 @@ mod tests {
         let shown = format!("{secret} {secret:?} {secret:#?}");
         assert!(!shown.contains("supersecret"), "{shown}");
         assert!(!shown.contains("ghs_"), "{shown}");
+    }
+
+    #[test]
+    fn tokens_are_checked_for_their_charset() {
+        assert!(Secret::checked("ghs_16C7e42F292c6912E7710c838347Ae178B4a".into()).is_ok());
+        assert!(Secret::checked("eyJhbGciOi.eyJzdWIi.c2ln-_".into()).is_ok());
+        for bad in [
+            "", "ghs_a\nb", "ghs_a\rb", "ghs_a\0b", "ghs a", "ghs_é", "a=b\n",
+        ] {
+            assert!(Secret::checked(bad.into()).is_err(), "{bad:?}");
+        }
+        assert!(Secret::checked("a".repeat(5000)).is_err());
     }
 
     #[test]

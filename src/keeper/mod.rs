@@ -82,9 +82,15 @@ impl Keeper {
         }
         // A stuck holder must not keep the tokens alive: revoke without the lock then.
         let guard = Guard::acquire(&dir, LOCK_WAIT, || {}).ok();
-        revoke(dir.ledger()?);
-        dir.remove()?;
+        // Whatever the ledger holds, the directory goes.
+        let ledger = dir.ledger();
+        if let Ok(entries) = &ledger {
+            revoke(entries.clone());
+        }
+        let removed = dir.remove();
         drop(guard);
+        ledger?;
+        removed?;
         Ok(())
     }
 
@@ -200,19 +206,24 @@ impl Keeper {
         state.token = token;
         state.erased = false;
         state.failure = None;
-        let saved = guard
-            .record(&state.token.ledger_entry())
-            .and_then(|()| guard.write_state(&state));
-        match saved {
-            Ok(()) => Ok(served(&state, None)),
-            // A full disk: the old token while it lasts, else the new one, unsaved.
-            Err(err) if previous.facts().is_valid(now) => {
-                fallback(&previous, now, &format!("cannot save the new token: {err}"))
+        if let Err(err) = guard.record(&state.token.ledger_entry()) {
+            // A full disk: unrecorded, the post step could never revoke it, so it goes now and
+            // the old token serves while it lasts.
+            let mut why = format!("cannot save the new token: {err}");
+            if let Err(revoke) = revoke_unrecorded(&state) {
+                why.push_str(&format!(
+                    "; nor revoke it, so it stays valid until it expires: {revoke}"
+                ));
             }
+            return fallback(&previous, now, &why);
+        }
+        match guard.write_state(&state) {
+            Ok(()) => Ok(served(&state, None)),
+            // Recorded, so the post step revokes it: hand it out all the same.
             Err(err) => Ok(served(
                 &state,
                 Some(format!(
-                    "cannot save the new token, so the post step cannot revoke it: {err}"
+                    "cannot save the new token as the cached one: {err}"
                 )),
             )),
         }
@@ -228,15 +239,7 @@ impl Keeper {
             )
         })?;
         let key = PrivateKey::parse(&key_text).map_err(|e| e.to_string())?;
-        let api = url::Url::parse(&config.api_url)
-            .map_err(|e| format!("bad API URL in the state: {e}"))?;
-        let mut options = http_options(
-            &|name| std::env::var(name).ok(),
-            REMINT_DEADLINE,
-            config.ca_certificates.clone(),
-        )?;
-        options.deadline = options.deadline.min(deadline);
-        let gh = GitHub::new(api, options, state.token.clock_offset).map_err(|e| e.to_string())?;
+        let gh = client(state, deadline)?;
         let app = App {
             issuer: &config.issuer,
             key: &key,
@@ -268,6 +271,33 @@ impl Keeper {
         })?;
         Ok((minted, gh.clock().offset()))
     }
+}
+
+/// A client for the stored API, bounded by `deadline`.
+fn client(state: &State, deadline: Duration) -> Result<GitHub, String> {
+    let config = &state.config;
+    let api =
+        url::Url::parse(&config.api_url).map_err(|e| format!("bad API URL in the state: {e}"))?;
+    let mut options = http_options(
+        &|name| std::env::var(name).ok(),
+        REMINT_DEADLINE,
+        config.ca_certificates.clone(),
+    )?;
+    options.deadline = options.deadline.min(deadline);
+    GitHub::new(api, options, state.token.clock_offset).map_err(|e| e.to_string())
+}
+
+/// How long revoking a token that could not be recorded may take.
+const UNRECORDED_REVOKE: Duration = Duration::from_secs(5);
+
+/// Revoke a token that could not be recorded.
+fn revoke_unrecorded(state: &State) -> Result<(), String> {
+    let gh = client(state, UNRECORDED_REVOKE)?;
+    let runtime = runtime().map_err(|e| e.to_string())?;
+    runtime
+        .block_on(apps::revoke(&gh, &state.token.token))
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
 fn refresh_after(state: &State) -> Duration {

@@ -280,21 +280,24 @@ impl StateDir {
         }
     }
 
-    /// Every token recorded; a line cut off by a crash is skipped.
+    /// Every token recorded. A line that does not read (cut off by a crash, damaged on disk) is
+    /// skipped: one bad byte must not keep the other tokens from being revoked.
     pub fn ledger(&self) -> Result<Vec<LedgerEntry>, StateError> {
         let path = self.path.join(LEDGER);
-        let text = match fs::read_to_string(&path) {
-            Ok(text) => text,
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(at("read", &path)(e)),
         };
-        Ok(text
-            .lines()
-            .filter_map(|line| serde_json::from_str::<LedgerLine>(line).ok())
-            .map(|l| LedgerEntry {
-                token: Secret::new(l.token),
-                expires_at: l.expires_at,
-                clock_offset: l.clock_offset,
+        Ok(bytes
+            .split(|b| *b == b'\n')
+            .filter_map(|line| serde_json::from_slice::<LedgerLine>(line).ok())
+            .filter_map(|l| {
+                Some(LedgerEntry {
+                    token: Secret::checked(l.token).ok()?,
+                    expires_at: l.expires_at,
+                    clock_offset: l.clock_offset,
+                })
             })
             .collect())
     }
@@ -404,6 +407,23 @@ mod tests {
         // The next entry starts on a line of its own.
         dir.record(&entry("three", 30)).unwrap();
         assert_eq!(tokens(&dir), ["one", "three"]);
+    }
+
+    #[test]
+    fn damaged_lines_are_skipped_and_the_rest_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = StateDir::create(tmp.path(), me(tmp.path())).unwrap();
+        dir.record(&entry("one", 10)).unwrap();
+        let mut ledger = OpenOptions::new()
+            .append(true)
+            .open(tmp.path().join(LEDGER))
+            .unwrap();
+        ledger.write_all(b"\xff\xfe not a line\n").unwrap();
+        ledger
+            .write_all(b"{\"token\":\"t\\nx\",\"expires_at\":1,\"clock_offset\":0}\n")
+            .unwrap();
+        dir.record(&entry("two", 20)).unwrap();
+        assert_eq!(tokens(&dir), ["one", "two"]);
     }
 
     #[test]

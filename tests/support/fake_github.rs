@@ -81,6 +81,8 @@ pub struct World {
     pub refuse_new_tokens: u32,
     /// Added to every answer, as a round trip to api.github.com would.
     pub latency: Duration,
+    /// Changes the next token answers' bodies after the token is issued (odd answers).
+    pub edit_mint_answer: Option<fn(&mut Value)>,
     faults: VecDeque<(String, ResponseTemplate)>,
 }
 
@@ -165,6 +167,7 @@ impl FakeGitHub {
             seen: Vec::new(),
             refuse_new_tokens: 0,
             latency: Duration::ZERO,
+            edit_mint_answer: None,
             faults: VecDeque::new(),
         }));
         Mock::given(wiremock::matchers::any())
@@ -410,13 +413,17 @@ fn mint(world: &mut World, id: &str, request: &Request) -> ResponseTemplate {
         .iter()
         .map(|r| json!({"name": r, "full_name": format!("{}/{r}", installation.account)}))
         .collect();
-    ResponseTemplate::new(201).set_body_json(json!({
+    let mut answer = json!({
         "token": token,
         "expires_at": humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(expires_at as u64)).to_string(),
         "permissions": permissions,
         "repository_selection": if listed.is_empty() { "all" } else { "selected" },
         "repositories": listed,
-    }))
+    });
+    if let Some(edit) = world.edit_mint_answer {
+        edit(&mut answer);
+    }
+    ResponseTemplate::new(201).set_body_json(answer)
 }
 
 /// GitHub's answers about JWT times, as it words them.
