@@ -6,7 +6,7 @@
 //! for paths inside the token's scope when git sends a path. No mask line is ever printed here: a
 //! build that captures git's stderr would keep the token in its logs.
 
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::path::Path;
 
 use url::Url;
@@ -64,29 +64,59 @@ impl Request {
         request
     }
 
+    /// Read a request as git writes it: up to the first blank line, which ends it even when the
+    /// caller keeps its end of the pipe open, or to the end of input; at most 64 KiB.
+    pub fn read_from(input: impl Read) -> io::Result<Self> {
+        const LIMIT: u64 = 64 * 1024;
+        let mut reader = io::BufReader::new(input.take(LIMIT));
+        let mut bytes = Vec::new();
+        loop {
+            let start = bytes.len();
+            if reader.read_until(b'\n', &mut bytes)? == 0 {
+                break;
+            }
+            let line = &bytes[start..];
+            if line == b"\n" || line == b"\r\n" {
+                break;
+            }
+        }
+        Ok(Self::parse(&bytes))
+    }
+
     /// Whether the request is for our server and, when git names a path, inside our scope.
     pub fn is_ours(&self, server: &Url, config: &MintConfig) -> bool {
         let (Some(protocol), Some(host)) = (&self.protocol, &self.host) else {
             return false;
         };
-        let Some(server_host) = server.host_str() else {
+        let (Some(server_host), Some(server_port)) =
+            (server.host_str(), server.port_or_known_default())
+        else {
             return false;
         };
-        let expected_host = match server.port() {
-            Some(port) => format!("{server_host}:{port}"),
-            None => server_host.to_owned(),
-        };
-        // Git sends the port as the URL has it, `github.com:443` included.
+        if protocol != server.scheme() {
+            return false;
+        }
         let default_port = match protocol.as_str() {
-            "https" => ":443",
-            "http" => ":80",
-            _ => "",
+            "https" => 443,
+            "http" => 80,
+            _ => return false,
         };
-        let host = host
-            .strip_suffix(default_port)
-            .filter(|_| !default_port.is_empty())
-            .unwrap_or(host);
-        if protocol != server.scheme() || !host.eq_ignore_ascii_case(&expected_host) {
+        // Git sends the port as the URL has it, `github.com:443` included; one port at most.
+        let (name, port) = match host.rsplit_once(':') {
+            // An IPv6 address, without a port.
+            _ if host.starts_with('[') && host.ends_with(']') => (host.as_str(), default_port),
+            // A second colon outside brackets: `host:PORT:80` names no single server.
+            Some((name, _)) if name.contains(':') && !name.starts_with('[') => return false,
+            Some((name, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => {
+                match port.parse::<u16>() {
+                    Ok(port) => (name, port),
+                    Err(_) => return false,
+                }
+            }
+            Some(_) => return false,
+            None => (host.as_str(), default_port),
+        };
+        if !name.eq_ignore_ascii_case(server_host) || port != server_port {
             return false;
         }
         match &self.path {
@@ -97,7 +127,18 @@ impl Request {
 }
 
 /// `owner/repo[.git][/...]` under the server's own path, inside the token's owner and repositories.
+/// A path a server could read as another one (`..` or `.` segments, percent-encodings, backslashes,
+/// empty segments) is never ours.
 fn path_in_scope(path: &str, server_path: &str, config: &MintConfig) -> bool {
+    let path = path.strip_suffix('/').unwrap_or(path);
+    let ambiguous = path.contains(['%', '\\'])
+        || path
+            .trim_start_matches('/')
+            .split('/')
+            .any(|segment| matches!(segment, "" | "." | ".."));
+    if ambiguous {
+        return false;
+    }
     let prefix = server_path.trim_matches('/');
     let path = path.trim_start_matches('/');
     let rest = if prefix.is_empty() {
@@ -141,12 +182,10 @@ pub fn run(
         // `store` and anything newer: nothing to do, silently.
         return Ok(());
     }
-    let mut bytes = Vec::new();
     // A request that cannot be read is not one we can answer.
-    if input.read_to_end(&mut bytes).is_err() {
+    let Ok(request) = Request::read_from(&mut input) else {
         return Ok(());
-    }
-    let request = Request::parse(&bytes);
+    };
     let keeper = Keeper::open(state)?;
     let current = keeper.state()?;
     let Ok(server) = Url::parse(&current.config.git_server) else {
@@ -165,7 +204,12 @@ pub fn run(
     if let Some(warning) = &served.warning {
         let _ = writeln!(err, "token-keeper: warning: {warning}");
     }
-    match write_answer(&mut out, served.token.expose(), served.expires_at) {
+    let answer = Answer {
+        username: USERNAME,
+        password: &served.token,
+        password_expiry_utc: served.expires_at,
+    };
+    match answer.write_to(&mut out) {
         // Git may stop reading (it closed the pipe): nothing more to do.
         Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {
             Err(anyhow::anyhow!("cannot answer git: {e}"))
@@ -174,11 +218,38 @@ pub fn run(
     }
 }
 
-fn write_answer(out: &mut impl Write, password: &str, expiry: i64) -> io::Result<()> {
-    let answer =
-        format!("username={USERNAME}\npassword={password}\npassword_expiry_utc={expiry}\n");
-    out.write_all(answer.as_bytes())?;
-    out.flush()
+/// What we tell git.
+#[derive(Debug)]
+pub struct Answer<'a> {
+    pub username: &'a str,
+    pub password: &'a Secret,
+    /// Unix seconds, our clock (git compares it with its own).
+    pub password_expiry_utc: i64,
+}
+
+impl Answer<'_> {
+    /// Write the attribute lines in one piece. A value holding NUL, CR or LF is refused, and
+    /// nothing is written: git would read what follows the break as attributes of its own.
+    pub fn write_to(&self, mut out: impl Write) -> io::Result<()> {
+        let expiry = self.password_expiry_utc.to_string();
+        let attributes = [
+            ("username", self.username),
+            ("password", self.password.expose()),
+            ("password_expiry_utc", expiry.as_str()),
+        ];
+        let mut text = String::new();
+        for (key, value) in attributes {
+            if value.contains(['\0', '\r', '\n']) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("the `{key}` to answer holds a NUL or a line break"),
+                ));
+            }
+            text.push_str(&format!("{key}={value}\n"));
+        }
+        out.write_all(text.as_bytes())?;
+        out.flush()
+    }
 }
 
 #[cfg(test)]
@@ -296,14 +367,82 @@ mod tests {
         }
     }
 
+    fn answer(password: &Secret) -> Answer<'_> {
+        Answer {
+            username: USERNAME,
+            password,
+            password_expiry_utc: 1234,
+        }
+    }
+
     #[test]
-    fn the_answer_is_three_protocol_lines() {
+    fn the_answer_is_three_protocol_lines_that_read_back() {
+        let password = Secret::new("ghs_x".into());
         let mut out = Vec::new();
-        write_answer(&mut out, "ghs_x", 1234).unwrap();
+        answer(&password).write_to(&mut out).unwrap();
         assert_eq!(
-            String::from_utf8(out).unwrap(),
+            String::from_utf8(out.clone()).unwrap(),
             "username=x-access-token\npassword=ghs_x\npassword_expiry_utc=1234\n"
         );
+        assert_eq!(Request::parse(&out).password, Some(password));
+    }
+
+    #[test]
+    fn an_answer_with_a_line_break_or_nul_is_never_written() {
+        for bad in ["ghs_x\nusername=evil", "ghs_x\r", "ghs\0x"] {
+            let password = Secret::new(bad.into());
+            let mut out = Vec::new();
+            assert!(answer(&password).write_to(&mut out).is_err(), "{bad:?}");
+            assert!(out.is_empty(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn reading_stops_at_the_blank_line_though_input_goes_on() {
+        // A reader that never ends: only the blank line can stop the request.
+        let endless = b"protocol=https\nhost=github.com\n\n".chain(io::repeat(b'x'));
+        let request = Request::read_from(endless).unwrap();
+        assert_eq!(request.host.as_deref(), Some("github.com"));
+    }
+
+    #[test]
+    fn a_host_with_two_ports_or_an_odd_port_is_not_ours() {
+        let local = Url::parse("http://127.0.0.1:8080").unwrap();
+        let github = Url::parse("https://github.com").unwrap();
+        let c = config(&[]);
+        for host in [
+            "127.0.0.1:8080:80",
+            "127.0.0.1:8080:",
+            "127.0.0.1:+8080",
+            "127.0.0.1:99999",
+        ] {
+            let r = request(&format!("protocol=http\nhost={host}\n"));
+            assert!(!r.is_ours(&local, &c), "{host}");
+        }
+        assert!(!request("protocol=https\nhost=github.com:443:443\n").is_ours(&github, &c));
+        let v6 = Url::parse("http://[::1]:8080").unwrap();
+        assert!(request("protocol=http\nhost=[::1]:8080\n").is_ours(&v6, &c));
+        assert!(!request("protocol=http\nhost=[::1]\n").is_ours(&v6, &c));
+    }
+
+    #[test]
+    fn paths_a_server_could_read_as_another_are_not_ours() {
+        let github = Url::parse("https://github.com").unwrap();
+        let scoped = config(&["app"]);
+        let owner_wide = config(&[]);
+        let with = |path: &str| request(&format!("protocol=https\nhost=github.com\npath={path}\n"));
+        for path in [
+            "Octo-Org/app/../other.git",
+            "Octo-Org/app/%2e%2e/other.git",
+            "Octo-Org/app%2f..%2fother.git",
+            "Octo-Org/./app.git",
+            "Octo-Org//app.git",
+            "Octo-Org/app\\..\\other.git",
+        ] {
+            assert!(!with(path).is_ours(&github, &scoped), "{path}");
+            assert!(!with(path).is_ours(&github, &owner_wide), "{path}");
+        }
+        assert!(with("Octo-Org/app.git/").is_ours(&github, &scoped));
     }
 
     mod fuzz {

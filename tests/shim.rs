@@ -130,6 +130,49 @@ async fn with_git_identity_later_commits_are_the_bots() {
 }
 
 #[tokio::test]
+async fn the_helper_answers_at_the_blank_line_while_its_input_stays_open() {
+    let w = World::start(Duration::from_secs(3600)).await;
+    let main = w.job.main(&w.inputs(&[]), View::Host);
+    main.assert_ok();
+    let step = LaterStep::after(&w.job, &main);
+    let mut child = step
+        .command("token-keeper")
+        .args([
+            "credential",
+            "--state",
+            &w.job.host_path(&main.state["dir"]).to_string_lossy(),
+            "get",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let host = w.git_url.trim_start_matches("http://");
+    std::io::Write::write_all(
+        &mut stdin,
+        format!("protocol=http\nhost={host}\n\n").as_bytes(),
+    )
+    .unwrap();
+    // Stdin stays open: the answer must come all the same.
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() && started.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let finished = child.try_wait().unwrap().is_some();
+    if !finished {
+        child.kill().unwrap();
+    }
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(finished, "the helper waited for the end of its input");
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains(&format!("password={}", main.outputs["token"]))
+    );
+}
+
+#[tokio::test]
 async fn without_the_shim_a_late_push_fails() {
     let w = World::start(Duration::from_secs(2)).await;
     let inputs = w.inputs(&[("git-credentials", "false")]);
