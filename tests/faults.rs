@@ -494,3 +494,162 @@ async fn a_server_asking_for_an_endless_wait_crashes_no_role() {
         assert!(!job.temp.join("token-keeper").exists());
     }
 }
+
+/// A job after its main step and two re-mints: three live tokens in the ledger.
+async fn three_tokens() -> (FakeGitHub, Job, StepRun) {
+    let (github, job, main, step) = aged(50 * 60).await;
+    for _ in 0..2 {
+        age_cached_token(&job, &main, 50 * 60);
+        assert!(token(&step, &[]).status.success());
+    }
+    assert_eq!(github.world().live_tokens().len(), 3);
+    (github, job, main)
+}
+
+#[tokio::test]
+async fn the_post_step_revokes_in_parallel_within_one_deadline() {
+    let hang = || ResponseTemplate::new(204).set_delay(Duration::from_secs(30));
+    let failing = || ResponseTemplate::new(500);
+    for (name, answer) in [
+        ("no answer", hang as fn() -> ResponseTemplate),
+        ("500", failing),
+    ] {
+        let (github, mut job, main) = three_tokens().await;
+        for _ in 0..100 {
+            github.fail_next("/installation/token", answer());
+        }
+        job.extra_env
+            .insert("TOKEN_KEEPER_DEADLINE".into(), "2s".into());
+        let started = Instant::now();
+        let post = job.post(&app_inputs(&[]), &main.state, View::Host);
+        let took = started.elapsed();
+        post.assert_ok();
+        // One at a time, three tokens would take three deadlines.
+        assert!(took < Duration::from_secs(4), "{name}: {took:?}");
+        let warnings = post
+            .stdout
+            .lines()
+            .filter(|l| l.starts_with("::warning"))
+            .count();
+        assert_eq!(warnings, 3, "{name}: one per token: {}", post.log());
+        assert!(
+            !job.temp.join("token-keeper").exists(),
+            "{name}: state removed"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_post_step_ends_within_its_ten_second_deadline() {
+    let (github, job, main) = three_tokens().await;
+    for _ in 0..3 {
+        github.fail_next(
+            "/installation/token",
+            ResponseTemplate::new(204).set_delay(Duration::from_secs(60)),
+        );
+    }
+    let started = Instant::now();
+    let post = job.post(&app_inputs(&[]), &main.state, View::Host);
+    post.assert_ok();
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(12),
+        "about ten seconds: {took:?}"
+    );
+    assert!(
+        took >= Duration::from_secs(9),
+        "the full deadline: {took:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_stalled_dns_resolver_does_not_outlast_the_deadline() {
+    if !crate::support::runner::is_root() {
+        eprintln!("skipped: needs root for a mount namespace and port 53");
+        return;
+    }
+    // A resolver that takes every question and answers none.
+    let resolver = std::net::UdpSocket::bind("127.0.0.99:53").expect("bind 127.0.0.99:53");
+    let conf = tempfile::NamedTempFile::new().unwrap();
+    fs::write(
+        conf.path(),
+        "nameserver 127.0.0.99\noptions timeout:30 attempts:2\n",
+    )
+    .unwrap();
+
+    let (github, job, main, step) = aged(50 * 60).await;
+    let state_file = job.host_path(&main.state["dir"]).join("state.json");
+    let mut state: serde_json::Value =
+        serde_json::from_slice(&fs::read(&state_file).unwrap()).unwrap();
+    let port = url::Url::parse(&github.url()).unwrap().port().unwrap();
+    state["config"]["api_url"] = format!("http://api.stalled.test:{port}").into();
+    fs::write(&state_file, serde_json::to_vec(&state).unwrap()).unwrap();
+
+    let mut command = step.command("token-keeper");
+    command.arg("token").env("TOKEN_KEEPER_DEADLINE", "2s");
+    let conf_path = std::ffi::CString::new(conf.path().to_str().unwrap()).unwrap();
+    // SAFETY: only async-signal-safe calls on memory prepared before the fork.
+    unsafe {
+        command.pre_exec(move || {
+            let check = |rc: libc::c_int| {
+                if rc == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            };
+            check(libc::unshare(libc::CLONE_NEWNS))?;
+            check(libc::mount(
+                std::ptr::null(),
+                c"/".as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ))?;
+            check(libc::mount(
+                conf_path.as_ptr(),
+                c"/etc/resolv.conf".as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND,
+                std::ptr::null(),
+            ))
+        });
+    }
+    let started = Instant::now();
+    let out = command.output().unwrap();
+    let took = started.elapsed();
+    let mut question = [0u8; 512];
+    resolver.set_nonblocking(true).unwrap();
+    assert!(
+        resolver.recv(&mut question).is_ok(),
+        "the lookup reached the stalled resolver"
+    );
+    assert!(
+        took < Duration::from_secs(6),
+        "bounded by the 2 s deadline: {took:?}"
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        main.outputs["token"]
+    );
+}
+
+#[tokio::test]
+async fn an_answer_past_a_mebibyte_is_refused_not_read() {
+    let github = FakeGitHub::start().await;
+    let huge = format!("{{\"message\": \"{}\"}}", "x".repeat(2 << 20));
+    github.fail_next("/repos/", ResponseTemplate::new(200).set_body_string(huge));
+    let job = Job::new(&github.url());
+    let run = job.main(&app_inputs(&[]), View::Host);
+    assert!(
+        run.the_error().contains("answered more than 1024 KiB"),
+        "{}",
+        run.log()
+    );
+    assert!(run.max_rss_kib < 32 * 1024, "peak {} KiB", run.max_rss_kib);
+}

@@ -82,7 +82,7 @@ async fn post_step_revokes_every_recorded_token_and_removes_the_state() {
 }
 
 #[tokio::test]
-async fn post_step_is_quiet_about_tokens_already_revoked() {
+async fn post_step_warns_of_a_token_someone_else_revoked_as_the_official_action_does() {
     let github = FakeGitHub::start().await;
     let job = Job::new(&github.url());
     let main = job.main(&app_inputs(&[]), View::Host);
@@ -91,6 +91,34 @@ async fn post_step_is_quiet_about_tokens_already_revoked() {
     // Still live by its expiry, so post tries; GitHub answers 401.
     let post = job.post(&app_inputs(&[]), &main.state, View::Host);
     post.assert_ok();
+    let warnings: Vec<&str> = post
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("::warning"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{}", post.log());
+    assert!(warnings[0].contains("401"), "{}", warnings[0]);
+    assert!(
+        warnings[0].contains("revoked already or has expired"),
+        "{}",
+        warnings[0]
+    );
+}
+
+#[tokio::test]
+async fn post_step_leaves_an_expired_token_alone_quietly() {
+    let github = FakeGitHub::start().await;
+    let job = Job::new(&github.url());
+    let main = job.main(&app_inputs(&[]), View::Host);
+    main.assert_ok();
+    let ledger = state_dir(&main).join("ledger");
+    let text = fs::read_to_string(&ledger).unwrap();
+    let mut line: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    line["expires_at"] = (unix_now() - 60).into();
+    fs::write(&ledger, format!("{line}\n")).unwrap();
+    let post = job.post(&app_inputs(&[]), &main.state, View::Host);
+    post.assert_ok();
+    assert!(github.seen("DELETE", "/installation/token").is_empty());
     assert!(!post.log().contains("::warning"), "{}", post.log());
 }
 

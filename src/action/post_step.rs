@@ -1,26 +1,30 @@
 //! The post step: revoke every token the job minted, then delete the step's state.
 //!
-//! It runs even when the main step failed, and never fails the job: a token that expired or was
-//! revoked already is done, quietly; any other failure is a warning with its status. It never
-//! mints.
+//! It runs even when the main step failed, and never fails the job: a token that has expired by
+//! the ledger is left alone; one that GitHub would not revoke is a warning with its status. All
+//! revocations run at once, within one deadline. It never mints.
 
 use std::path::Path;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
 use super::inputs::{self, Env};
 use super::workflow;
+use crate::github::GitHub;
 use crate::github::apps::{self, Revoked};
-use crate::github::client::{runtime, unix_now};
-use crate::github::{GitHub, Secret};
+use crate::github::client::{Runtime, runtime, unix_now};
 use crate::keeper::state::{LedgerEntry, StateDir};
 use crate::keeper::{self, Keeper};
 
-/// The job is over; revoking may take its time, within reason.
-const POST_DEADLINE: Duration = Duration::from_secs(30);
+/// The whole step ends within about this: the job is waiting. Every revocation runs at once.
+const POST_DEADLINE: Duration = Duration::from_secs(10);
+/// How long a re-mint in progress may hold up the step; after that it revokes regardless.
+const POST_LOCK_WAIT: Duration = Duration::from_secs(3);
 
 pub fn run(env: &Env) -> Result<()> {
+    let started = Instant::now();
     let Some(dir) = env.get("STATE_dir").filter(|d| !d.is_empty()) else {
         println!("token-keeper: nothing to clean up (the main step stopped before it minted)");
         return Ok(());
@@ -35,7 +39,7 @@ pub fn run(env: &Env) -> Result<()> {
     let root = dir.path().parent().map(Path::to_owned);
     // The main step refused a bad value; here it can only fall back to revoking.
     let skip = inputs::boolean(env, "skip-token-revoke", false).unwrap_or(false);
-    let retired = Keeper::retire(dir, |ledger| {
+    let retired = Keeper::retire(dir, POST_LOCK_WAIT, |ledger| {
         let live: Vec<LedgerEntry> = ledger
             .into_iter()
             .filter(|e| e.is_live(unix_now()))
@@ -46,7 +50,7 @@ pub fn run(env: &Env) -> Result<()> {
                 live.len()
             );
         } else if !live.is_empty() {
-            revoke_all(env, &live);
+            revoke_all(env, &live, POST_DEADLINE.saturating_sub(started.elapsed()));
         }
     });
     if let Err(err) = retired {
@@ -70,37 +74,50 @@ fn remove_shared_binary(root: &Path) {
     }
 }
 
-fn revoke_all(env: &Env, live: &[LedgerEntry]) {
-    let (gh, runtime) = match client(env) {
+/// Revoke every live token at once, all within one deadline; warn for each that did not go.
+fn revoke_all(env: &Env, live: &[LedgerEntry], deadline: Duration) {
+    let (gh, runtime) = match client(env, deadline) {
         Ok(pair) => pair,
         Err(err) => {
             warn(&format!("cannot revoke tokens: {err:#}"));
             return;
         }
     };
-    runtime.block_on(async {
-        for entry in live {
-            revoke_one(&gh, &entry.token).await;
+    let gh = Arc::new(gh);
+    let outcomes = runtime.block_on(async {
+        let mut revocations = tokio::task::JoinSet::new();
+        for (at, entry) in live.iter().enumerate() {
+            let (gh, token) = (gh.clone(), entry.token.clone());
+            revocations.spawn(async move { (at, apps::revoke(&gh, &token).await) });
         }
+        let mut outcomes: Vec<Option<_>> = live.iter().map(|_| None).collect();
+        while let Some(joined) = revocations.join_next().await {
+            if let Ok((at, outcome)) = joined {
+                outcomes[at] = Some(outcome);
+            }
+        }
+        outcomes
     });
+    for (entry, outcome) in live.iter().zip(outcomes) {
+        let shown = entry.token.fingerprint();
+        match outcome {
+            Some(Ok(Revoked::Now)) => println!("token-keeper: revoked {shown}"),
+            Some(Ok(Revoked::AlreadyGone)) => warn(&format!(
+                "{shown} was not revoked: GitHub answered 401, so it was revoked already or has expired"
+            )),
+            Some(Err(err)) => warn(&format!("could not revoke {shown}: {err}")),
+            None => warn(&format!("could not revoke {shown}: the revocation stopped")),
+        }
+    }
 }
 
-fn client(env: &Env) -> Result<(GitHub, tokio::runtime::Runtime)> {
+fn client(env: &Env, deadline: Duration) -> Result<(GitHub, Runtime)> {
     let url = inputs::api_url(env)?;
     let ca = inputs::input(env, "ca-certificates").map(str::to_owned);
-    let options = keeper::http_options(&|name| env.get(name).cloned(), POST_DEADLINE, ca)
+    let mut options = keeper::http_options(&|name| env.get(name).cloned(), deadline, ca)
         .map_err(anyhow::Error::msg)?;
+    options.deadline = options.deadline.min(deadline);
     Ok((GitHub::new(url, options, 0)?, runtime()?))
-}
-
-async fn revoke_one(gh: &GitHub, token: &Secret) {
-    match apps::revoke(gh, token).await {
-        Ok(Revoked::Now) => println!("token-keeper: revoked {}", token.fingerprint()),
-        Ok(Revoked::AlreadyGone) => {
-            tracing::debug!("{} had expired or was revoked already", token.fingerprint());
-        }
-        Err(err) => warn(&format!("could not revoke {}: {err}", token.fingerprint())),
-    }
 }
 
 fn warn(message: &str) {

@@ -5,6 +5,8 @@
 //! GitHub's `Date` header tells us how far its clock is from ours; the offset is kept for every
 //! later JWT and handed to the caller to store.
 
+use std::future::Future;
+use std::mem::ManuallyDrop;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -68,13 +70,36 @@ impl Clock {
     }
 }
 
-/// One thread is plenty for a handful of sequential requests, and starts fastest.
-pub fn runtime() -> Result<tokio::runtime::Runtime, ApiError> {
+/// One thread is plenty for a handful of requests, and starts fastest.
+pub fn runtime() -> Result<Runtime, ApiError> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
+        .map(|runtime| Runtime(ManuallyDrop::new(runtime)))
         .map_err(|e| ApiError::Setup(format!("cannot start the async runtime: {e}")))
 }
+
+/// An async runtime that, when dropped, does not wait for work stuck outside it: a DNS lookup
+/// blocked in the system resolver holds a thread of its own, and waiting for that thread would
+/// break every time bound we promise.
+pub struct Runtime(ManuallyDrop<tokio::runtime::Runtime>);
+
+impl Runtime {
+    pub fn block_on<F: Future>(&self, future: F) -> F::Output {
+        self.0.block_on(future)
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        // SAFETY: the runtime is taken once, here, and the wrapper is never used again.
+        let runtime = unsafe { ManuallyDrop::take(&mut self.0) };
+        runtime.shutdown_background();
+    }
+}
+
+/// The most of an answer's body we read: GitHub's answers here are a few KiB.
+const MAX_BODY: usize = 1024 * 1024;
 
 /// Our clock, unix seconds.
 pub fn unix_now() -> i64 {
@@ -292,6 +317,17 @@ impl GitHub {
                     }
                     (network_error(method.clone(), shown.clone(), &net), None)
                 }
+                Ok(Ok(answer)) if answer.oversized => {
+                    return Err(ApiError::Decode {
+                        method,
+                        url: shown,
+                        detail: format!(
+                            "{} answered more than {} KiB",
+                            answer.status,
+                            MAX_BODY / 1024
+                        ),
+                    });
+                }
                 Ok(Ok(answer)) => {
                     self.learn_offset(&answer.headers);
                     // A gateway's 502 or 504 may come after GitHub minted: count it as unanswered.
@@ -379,14 +415,26 @@ impl GitHub {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = request.send().await?;
+        let mut response = request.send().await?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
-        let body = response.bytes().await?.to_vec();
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await? {
+            if body.len() + chunk.len() > MAX_BODY {
+                return Ok(Answer {
+                    status,
+                    headers,
+                    body: Vec::new(),
+                    oversized: true,
+                });
+            }
+            body.extend_from_slice(&chunk);
+        }
         Ok(Answer {
             status,
             headers,
             body,
+            oversized: false,
         })
     }
 
@@ -407,6 +455,8 @@ struct Answer {
     status: u16,
     headers: HeaderMap,
     body: Vec<u8>,
+    /// The body was larger than we read; it was dropped.
+    oversized: bool,
 }
 
 impl Answer {

@@ -73,7 +73,11 @@ impl Keeper {
 
     /// End of the job: no re-mint may start (the key goes first), none may be half done (the
     /// lock), then `revoke` gets every token recorded and the directory goes.
-    pub fn retire(dir: StateDir, revoke: impl FnOnce(Vec<LedgerEntry>)) -> Result<(), KeeperError> {
+    pub fn retire(
+        dir: StateDir,
+        lock_wait: Duration,
+        revoke: impl FnOnce(Vec<LedgerEntry>),
+    ) -> Result<(), KeeperError> {
         let key = dir.path().join(state::KEY);
         if let Err(err) = std::fs::remove_file(&key)
             && err.kind() != std::io::ErrorKind::NotFound
@@ -81,7 +85,7 @@ impl Keeper {
             tracing::debug!("cannot remove `{}` yet: {err}", key.display());
         }
         // A stuck holder must not keep the tokens alive: revoke without the lock then.
-        let guard = Guard::acquire(&dir, LOCK_WAIT, || {}).ok();
+        let guard = Guard::acquire(&dir, lock_wait, || {}).ok();
         // Whatever the ledger holds, the directory goes.
         let ledger = dir.ledger();
         if let Ok(entries) = &ledger {
