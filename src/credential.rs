@@ -452,10 +452,10 @@ mod tests {
         use crate::github::{PrivateKey, Secret};
         use crate::keeper::state::{CachedToken, Owner, StateDir};
 
-        /// A step's state whose token is fresh for an hour from `now`.
+        /// A job whose step `s` has a token fresh for an hour from `now`.
         fn state_dir(now: i64) -> tempfile::TempDir {
             let tmp = tempfile::tempdir().unwrap();
-            let dir = StateDir::create(tmp.path(), Owner::of(tmp.path()).unwrap()).unwrap();
+            let dir = StateDir::create(tmp.path(), "s", Owner::of(tmp.path()).unwrap()).unwrap();
             let key = PrivateKey::parse(include_str!("../tests/fixtures/app-key.pem")).unwrap();
             let token = CachedToken {
                 token: Secret::new("ghs_fuzz".into()),
@@ -508,7 +508,7 @@ mod tests {
                 let now = 1_800_000_000;
                 let dir = state_dir(now);
                 let (mut out, mut err) = (Vec::new(), Vec::new());
-                let result = run(&op, dir.path(), &input[..], &mut out, &mut err, now);
+                let result = run(&op, &dir.path().join("s"), &input[..], &mut out, &mut err, now);
                 prop_assert!(result.is_ok());
                 let ours = Request::parse(&input).is_ours(&Url::parse("https://github.com").unwrap(), &config(&[]));
                 if op == "get" && ours {

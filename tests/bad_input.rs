@@ -122,7 +122,7 @@ fn cases() -> Vec<Case> {
             &["`github-api-url`", "plain http", "use https"],
         ),
         case(
-            &[("github-api-url", "not a url")],
+            &[("github-api-url", "api.github.com")],
             &["`github-api-url`", "not a URL"],
         ),
         case(

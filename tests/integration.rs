@@ -18,6 +18,8 @@ mod git_server;
 mod leaks;
 /// Every minted token is recorded and revoked, whatever goes wrong around it.
 mod minted;
+/// The state directory is ours alone, whatever an earlier step planted.
+mod ours;
 /// The git credential shim with the real git.
 mod shim;
 /// Main and post steps, end to end.

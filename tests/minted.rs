@@ -35,14 +35,12 @@ async fn a_token_that_cannot_be_recorded_is_revoked_at_once() {
     let github = FakeGitHub::start().await;
     let job = Job::new(&github.url());
     // The ledger cannot be written: a folder stands where it goes.
-    let step = job.temp.join("token-keeper/step-org_token-keeper");
+    let step = job.temp.join("token-keeper/step-__org_token-keeper");
     fs::create_dir_all(step.join("ledger")).unwrap();
     let main = job.main(&app_inputs(&[]), View::Host);
-    assert!(
-        main.the_error().contains("cannot record the new token"),
-        "{}",
-        main.log()
-    );
+    let error = main.the_error();
+    assert!(error.contains("cannot record the new token"), "{error}");
+    assert_eq!(error.matches("os error").count(), 1, "the cause once: {error}");
     let world = github.world();
     assert_eq!(world.issued.len(), 1);
     assert!(world.issued[0].revoked, "revoked by the main step itself");

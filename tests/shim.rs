@@ -515,6 +515,38 @@ pub(crate) fn walk(dir: &Path) -> Vec<PathBuf> {
 }
 
 #[tokio::test]
+async fn steps_whose_ids_differ_only_by_punctuation_keep_their_own_state() {
+    let w = World::start(Duration::from_secs(3600)).await;
+    // A step inside a composite action, and a step of the workflow.
+    let octo = w.job.main_as(
+        "release.token",
+        &w.inputs(&[("owner", "Octo-Org")]),
+        View::Host,
+    );
+    octo.assert_ok();
+    let other = w.job.main_as(
+        "release_token",
+        &w.inputs(&[("owner", "Other-Org")]),
+        View::Host,
+    );
+    other.assert_ok();
+    assert_ne!(octo.state["dir"], other.state["dir"]);
+    let step = LaterStep::after(&w.job, &other);
+    assert_git_ok(&step.git(&["ls-remote", &w.repo_url("Octo-Org", "app")]));
+    assert_git_ok(&step.git(&["ls-remote", &w.repo_url("Other-Org", "tools")]));
+    let token = |owner: &str| {
+        let out = step
+            .command("token-keeper")
+            .args(["token", "--owner", owner])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(token("Octo-Org"), octo.outputs["token"]);
+    assert_eq!(token("Other-Org"), other.outputs["token"]);
+}
+
+#[tokio::test]
 async fn two_steps_for_two_owners_coexist() {
     let w = World::start(Duration::from_secs(3600)).await;
     let octo = w

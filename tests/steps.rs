@@ -431,7 +431,7 @@ async fn in_the_container_state_goes_to_the_runner_user() {
         job.chown_all(1001);
         let main = job.main(&app_inputs(&[]), view);
         main.assert_ok();
-        let host_dir = job.temp.join(relative).join("step-org_token-keeper");
+        let host_dir = job.temp.join(relative).join("step-__org_token-keeper");
         let ledger = host_dir.join("ledger");
         assert!(ledger.exists(), "{view:?}: {}", main.log());
         for (path, expected) in [(&host_dir, 0o700), (&ledger, 0o600)] {

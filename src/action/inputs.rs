@@ -141,10 +141,19 @@ pub fn api_url(env: &Env) -> Result<Url, InputError> {
 }
 
 fn parse_url(name: &str, text: &str) -> Result<Url, InputError> {
+    let shown = shown_url(text);
+    // The URL parser drops tabs and line breaks silently: a value holding one is not what it
+    // looks like.
+    if text.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(bad(
+            name,
+            format!("`{shown}` has a line break or a blank in it: pass the URL alone"),
+        ));
+    }
     let mut url = Url::parse(text.trim_end_matches('/')).map_err(|e| {
         bad(
             name,
-            format!("`{text}` is not a URL ({e}): pass for example `https://api.github.com`"),
+            format!("`{shown}` is not a URL ({e}): pass for example `https://api.github.com`"),
         )
     })?;
     match url.scheme() {
@@ -154,25 +163,51 @@ fn parse_url(name: &str, text: &str) -> Result<Url, InputError> {
             return Err(bad(
                 name,
                 format!(
-                    "`{text}` uses plain http, which would send credentials in clear: use https (plain http is allowed only on loopback)"
+                    "`{shown}` uses plain http, which would send credentials in clear: use https (plain http is allowed only on loopback)"
                 ),
             ));
         }
         other => {
             return Err(bad(
                 name,
-                format!("`{text}` has scheme `{other}`: use an https URL"),
+                format!("`{shown}` has scheme `{other}`: use an https URL"),
             ));
         }
     }
-    if url.host_str().is_none() || url.query().is_some() || !url.username().is_empty() {
+    if url.host_str().is_none()
+        || url.query().is_some()
+        || !url.username().is_empty()
+        || url.password().is_some()
+    {
         return Err(bad(
             name,
-            format!("`{text}` must be a plain https URL with a host, no user and no query"),
+            format!("`{shown}` must be a plain https URL with a host, no user and no query"),
         ));
     }
     url.set_fragment(None);
     Ok(url)
+}
+
+/// A URL as an error may show it: a user, password, query or fragment can hold a secret, so
+/// they are replaced by `…`.
+fn shown_url(text: &str) -> String {
+    let (scheme, rest) = match text.split_once("://") {
+        Some((scheme, rest)) => (format!("{scheme}://"), rest),
+        None => (String::new(), text),
+    };
+    let (before, tail) = match rest.find(['?', '#']) {
+        Some(at) => (&rest[..at], "…"),
+        None => (rest, ""),
+    };
+    let (authority, path) = before.split_at(before.find('/').unwrap_or(before.len()));
+    let authority = match authority.rsplit_once('@') {
+        Some((_, host)) => format!("…@{host}"),
+        None => authority.to_owned(),
+    };
+    format!("{scheme}{authority}{path}{tail}")
+        .chars()
+        .filter(|c| !c.is_control())
+        .collect()
 }
 
 fn is_loopback(url: &Url) -> bool {
@@ -515,6 +550,36 @@ mod tests {
             ("pull_requests".to_owned(), "write".to_owned()),
         ]);
         assert_eq!(config.request.permissions, expected);
+    }
+
+    #[test]
+    fn urls_in_errors_never_show_a_user_password_or_query() {
+        for text in [
+            "https://user:s3cret@ghes.example.com/api/v3",
+            "http://x:s3cret@ghes.example.com/api/v3",
+            "https://ghes.example.com/api/v3?access_token=s3cret",
+            "https://s3cret@ghes.example.com\n/api/v3",
+            "ftp://u:s3cret@example.com",
+        ] {
+            let err = parse_url("github-api-url", text).unwrap_err().to_string();
+            assert!(!err.contains("s3cret"), "{err}");
+            assert!(
+                err.contains("ghes.example.com") || err.contains("example.com"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_url_with_a_line_break_or_blank_is_refused() {
+        for text in [
+            "https://github.com\n/evil",
+            "https://git\thub.com",
+            "https://github.com /x",
+        ] {
+            let err = parse_url("git-server-url", text).unwrap_err().to_string();
+            assert!(err.contains("line break or a blank"), "{err}");
+        }
     }
 
     #[test]

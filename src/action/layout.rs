@@ -71,25 +71,24 @@ impl Layout {
     }
 }
 
-/// A folder name for this step: `GITHUB_ACTION` (unique within a job), made path-safe.
+/// A folder name for this step from `GITHUB_ACTION`, which is unique within a job, kept unique:
+/// letters, digits, `-`, `_` and `.` stay as they are (the `step-` prefix keeps `.` and `..`
+/// harmless), and every other byte becomes `%XX`, `%` included. Distinct steps never share a
+/// folder (`release.token`, a step inside a composite action, and `release_token` once did).
 pub fn step_name(env: &Env) -> String {
     let raw = env.get("GITHUB_ACTION").map(String::as_str).unwrap_or("");
-    let name: String = raw
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let name = name.trim_start_matches('_');
-    if name.is_empty() {
-        "step".into()
-    } else {
-        format!("step-{name}")
+    if raw.is_empty() {
+        return "step".into();
     }
+    let mut name = String::from("step-");
+    for byte in raw.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.') {
+            name.push(char::from(byte));
+        } else {
+            name.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    name
 }
 
 #[cfg(test)]
@@ -142,11 +141,29 @@ mod tests {
 
     #[test]
     fn step_names_are_path_safe() {
-        assert_eq!(
-            step_name(&env(&[("GITHUB_ACTION", "__org_token-keeper")])),
-            "step-org_token-keeper"
-        );
-        assert_eq!(step_name(&env(&[("GITHUB_ACTION", "../x")])), "step-x");
+        let name = |id: &str| step_name(&env(&[("GITHUB_ACTION", id)]));
+        assert_eq!(name("__org_token-keeper"), "step-__org_token-keeper");
+        assert_eq!(name("../x"), "step-..%2Fx");
+        assert_eq!(name("a b/é"), "step-a%20b%2F%C3%A9");
         assert_eq!(step_name(&env(&[])), "step");
+    }
+
+    #[test]
+    fn distinct_steps_get_distinct_folders() {
+        let ids = [
+            "release.token",
+            "release_token",
+            "release-token",
+            "release%2Etoken",
+            "release%2etoken",
+            "release token",
+            "release/token",
+            "__release_token",
+        ];
+        let names: std::collections::BTreeSet<String> = ids
+            .iter()
+            .map(|id| step_name(&env(&[("GITHUB_ACTION", id)])))
+            .collect();
+        assert_eq!(names.len(), ids.len(), "{names:?}");
     }
 }

@@ -66,7 +66,7 @@ pub fn run(env: &Env) -> Result<()> {
         layout,
         step,
     };
-    let dir = StateDir::create(&plan.layout.step_dir(&plan.step), plan.layout.owner)?;
+    let dir = StateDir::create(&plan.layout.root, &plan.step, plan.layout.owner)?;
     let result = mint_and_export(&plan, &gh, &dir);
     if result.is_err() {
         discard_if_unused(&dir);

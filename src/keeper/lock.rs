@@ -21,11 +21,8 @@ pub enum LockError {
     Timeout(String, u64),
     #[error(transparent)]
     State(#[from] StateError),
-    #[error("cannot lock `{path}`: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("cannot lock `{path}`: {cause}")]
+    Io { path: String, cause: std::io::Error },
 }
 
 /// Held while re-minting; released on drop.
@@ -42,9 +39,9 @@ impl<'a> Guard<'a> {
         on_wait: impl FnOnce(),
     ) -> Result<Self, LockError> {
         let path = dir.path().join(LOCK);
-        let io = |source| LockError::Io {
+        let io = |cause| LockError::Io {
             path: path.display().to_string(),
-            source,
+            cause,
         };
         let file = OpenOptions::new()
             .read(true)
@@ -52,6 +49,7 @@ impl<'a> Guard<'a> {
             .create(true)
             .truncate(false)
             .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
             .map_err(io)?;
         give(&file, dir.owner()).map_err(io)?;
@@ -101,7 +99,7 @@ mod tests {
     #[test]
     fn a_second_holder_waits_then_times_out() {
         let tmp = tempfile::tempdir().unwrap();
-        let dir = StateDir::create(tmp.path(), Owner::of(tmp.path()).unwrap()).unwrap();
+        let dir = StateDir::create(tmp.path(), "s", Owner::of(tmp.path()).unwrap()).unwrap();
         let _held = Guard::acquire(&dir, Duration::from_secs(1), || {}).unwrap();
         let mut waited = false;
         let err = Guard::acquire(&dir, Duration::from_millis(100), || waited = true)
@@ -114,7 +112,8 @@ mod tests {
     #[test]
     fn the_lock_serialises_threads() {
         let tmp = tempfile::tempdir().unwrap();
-        let dir = Arc::new(StateDir::create(tmp.path(), Owner::of(tmp.path()).unwrap()).unwrap());
+        let dir =
+            Arc::new(StateDir::create(tmp.path(), "s", Owner::of(tmp.path()).unwrap()).unwrap());
         let inside = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let start = Arc::new(Barrier::new(4));
         let workers: Vec<_> = (0..4)

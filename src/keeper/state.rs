@@ -42,27 +42,28 @@ impl Owner {
     }
 }
 
+/// A file operation that failed, with the path it was about. The cause is part of the message,
+/// not a source of its own, so that a chain of errors does not print it twice.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot {action} `{path}`: {source}")]
+#[error("cannot {action} `{path}`: {cause}")]
 pub struct StateError {
     action: &'static str,
     path: PathBuf,
-    #[source]
-    source: io::Error,
+    cause: io::Error,
 }
 
 impl StateError {
     pub fn is_not_found(&self) -> bool {
-        self.source.kind() == io::ErrorKind::NotFound
+        self.cause.kind() == io::ErrorKind::NotFound
     }
 }
 
 fn at(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StateError {
     let path = path.to_owned();
-    move |source| StateError {
+    move |cause| StateError {
         action,
         path,
-        source,
+        cause,
     }
 }
 
@@ -198,13 +199,13 @@ pub struct StateDir {
 }
 
 impl StateDir {
-    /// Create the directory (and its parents) 0700, owned by `owner`.
-    pub fn create(path: &Path, owner: Owner) -> Result<Self, StateError> {
-        create_private_dir(path, owner)?;
-        Ok(Self {
-            path: path.to_owned(),
-            owner,
-        })
+    /// Create the job's folder `job` and the step's folder `name` in it, each 0700 and owned by
+    /// `owner`; `job`'s own parent must exist.
+    pub fn create(job: &Path, name: &str, owner: Owner) -> Result<Self, StateError> {
+        let path = job.join(name);
+        create_private_dir(job, owner)?;
+        create_private_dir(&path, owner)?;
+        Ok(Self { path, owner })
     }
 
     /// An existing directory; what we write in it goes to the directory's owner.
@@ -235,11 +236,8 @@ impl StateDir {
         give(temp.as_file(), self.owner).map_err(at("hand over", temp.path()))?;
         temp.write_all(bytes).map_err(at("write", temp.path()))?;
         temp.as_file().sync_all().map_err(at("sync", temp.path()))?;
-        temp.persist(&target).map_err(|e| StateError {
-            action: "replace",
-            path: target.clone(),
-            source: e.error,
-        })?;
+        temp.persist(&target)
+            .map_err(|e| at("replace", &target)(e.error))?;
         Ok(())
     }
 
@@ -268,13 +266,13 @@ impl StateDir {
     pub fn state(&self) -> Result<Option<State>, StateError> {
         let path = self.path.join(STATE);
         match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| StateError {
-                    action: "parse",
-                    path,
-                    source: io::Error::new(io::ErrorKind::InvalidData, e),
-                }),
+            // serde's message can quote a value of the file, a token among them: only where.
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                at("parse", &path)(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("damaged at line {}, column {}", e.line(), e.column()),
+                ))
+            }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(at("read", &path)(e)),
         }
@@ -310,11 +308,13 @@ impl StateDir {
         }
     }
 
-    /// Open or create a file 0600, handed to the directory's owner when new.
+    /// Open or create a file 0600, handed to the directory's owner when new; never through a
+    /// link, which anyone who can write the folder could have planted.
     fn open_private(&self, path: &Path, options: &mut OpenOptions) -> Result<File, StateError> {
         let file = options
             .create(true)
             .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(path)
             .map_err(at("open", path))?;
         give(&file, self.owner).map_err(at("hand over", path))?;
@@ -334,18 +334,41 @@ fn ends_with_newline(file: &File) -> io::Result<bool> {
     Ok(last[0] == b'\n')
 }
 
-/// Create `path` and missing parents 0700, each handed to `owner`.
+/// Create the folder `path` 0700, handed to `owner`. A folder that is already there must be a
+/// folder, not a link, made by us or by `owner`; a loose mode is made private.
 pub fn create_private_dir(path: &Path, owner: Owner) -> Result<(), StateError> {
-    if let Some(parent) = path.parent().filter(|p| !p.exists()) {
-        create_private_dir(parent, owner)?;
-    }
     match DirBuilder::new().mode(0o700).create(path) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(at("create", path)(e)),
     }
-    let dir = File::open(path).map_err(at("open", path))?;
-    give(&dir, owner).map_err(at("hand over", path))
+    let refuse = |why: String| at("use", path)(io::Error::other(why));
+    let dir = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_DIRECTORY)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP | libc::ENOTDIR) => refuse(
+                "it is a link or a file where our folder goes, so what we write could land elsewhere: remove it".into(),
+            ),
+            _ => at("open", path)(e),
+        })?;
+    let meta = dir.metadata().map_err(at("read", path))?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != owner.uid && meta.uid() != me {
+        return Err(refuse(format!(
+            "it belongs to uid {}, not to the runner's user (uid {}): remove it",
+            meta.uid(),
+            owner.uid
+        )));
+    }
+    give(&dir, owner).map_err(at("hand over", path))?;
+    if meta.mode() & 0o077 != 0 {
+        dir.set_permissions(fs::Permissions::from_mode(0o700))
+            .map_err(at("make private", path))?;
+    }
+    Ok(())
 }
 
 /// `fchown` to `owner` when it is not already so; a non-root writer cannot and need not.
@@ -387,7 +410,7 @@ mod tests {
     #[test]
     fn ledger_round_trips_in_order() {
         let tmp = tempfile::tempdir().unwrap();
-        let dir = StateDir::create(&tmp.path().join("a/b"), me(tmp.path())).unwrap();
+        let dir = StateDir::create(&tmp.path().join("a"), "b", me(tmp.path())).unwrap();
         dir.record(&entry("one", 10)).unwrap();
         dir.record(&entry("two", 20)).unwrap();
         assert_eq!(tokens(&dir), ["one", "two"]);
@@ -396,11 +419,11 @@ mod tests {
     #[test]
     fn a_cut_off_last_line_is_skipped() {
         let tmp = tempfile::tempdir().unwrap();
-        let dir = StateDir::create(tmp.path(), me(tmp.path())).unwrap();
+        let dir = StateDir::create(tmp.path(), "s", me(tmp.path())).unwrap();
         dir.record(&entry("one", 10)).unwrap();
         let mut ledger = OpenOptions::new()
             .append(true)
-            .open(tmp.path().join(LEDGER))
+            .open(dir.path().join(LEDGER))
             .unwrap();
         ledger.write_all(br#"{"token":"tw"#).unwrap();
         assert_eq!(dir.ledger().unwrap().len(), 1);
@@ -412,11 +435,11 @@ mod tests {
     #[test]
     fn damaged_lines_are_skipped_and_the_rest_read() {
         let tmp = tempfile::tempdir().unwrap();
-        let dir = StateDir::create(tmp.path(), me(tmp.path())).unwrap();
+        let dir = StateDir::create(tmp.path(), "s", me(tmp.path())).unwrap();
         dir.record(&entry("one", 10)).unwrap();
         let mut ledger = OpenOptions::new()
             .append(true)
-            .open(tmp.path().join(LEDGER))
+            .open(dir.path().join(LEDGER))
             .unwrap();
         ledger.write_all(b"\xff\xfe not a line\n").unwrap();
         ledger
@@ -429,8 +452,8 @@ mod tests {
     #[test]
     fn files_and_directories_are_private() {
         let tmp = tempfile::tempdir().unwrap();
-        let path = tmp.path().join("state");
-        let dir = StateDir::create(&path, me(tmp.path())).unwrap();
+        let path = tmp.path().join("job/state");
+        let dir = StateDir::create(&tmp.path().join("job"), "state", me(tmp.path())).unwrap();
         dir.record(&entry("one", 10)).unwrap();
         dir.write_atomic("cache", b"x").unwrap();
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
@@ -442,11 +465,11 @@ mod tests {
     #[test]
     fn atomic_write_replaces_and_leaves_no_temp_file() {
         let tmp = tempfile::tempdir().unwrap();
-        let dir = StateDir::create(tmp.path(), me(tmp.path())).unwrap();
+        let dir = StateDir::create(tmp.path(), "s", me(tmp.path())).unwrap();
         dir.write_atomic("cache", b"old").unwrap();
         dir.write_atomic("cache", b"new").unwrap();
-        assert_eq!(fs::read(tmp.path().join("cache")).unwrap(), b"new");
-        assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 1);
+        assert_eq!(fs::read(dir.path().join("cache")).unwrap(), b"new");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
     #[test]
@@ -463,7 +486,7 @@ mod tests {
     fn remove_deletes_everything_and_tolerates_absence() {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("s");
-        let dir = StateDir::create(&path, me(tmp.path())).unwrap();
+        let dir = StateDir::create(tmp.path(), "s", me(tmp.path())).unwrap();
         dir.record(&entry("one", 10)).unwrap();
         dir.remove().unwrap();
         assert!(!path.exists());
