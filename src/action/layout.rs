@@ -64,11 +64,6 @@ impl Layout {
             owner,
         })
     }
-
-    /// The state directory of the step named `step`.
-    pub fn step_dir(&self, step: &str) -> PathBuf {
-        self.root.join(step)
-    }
 }
 
 /// A folder name for this step from `GITHUB_ACTION`, which is unique within a job, kept unique:
