@@ -15,10 +15,28 @@ fn declares_exactly_the_permission_list() {
         .as_object()
         .unwrap()
         .keys()
-        .filter_map(|k| k.strip_prefix("permission-").map(str::to_owned))
+        .filter(|k| k.starts_with("permission-"))
+        .cloned()
         .collect();
-    let known: BTreeSet<String> = PERMISSIONS.iter().map(|p| p.input.to_owned()).collect();
+    let known: BTreeSet<String> = PERMISSIONS.iter().map(|p| p.input()).collect();
     assert_eq!(declared, known);
+    // What the official action added lately, and GitHub's current schema.
+    for name in [
+        "permission-discussions",
+        "permission-merge-queues",
+        "permission-attestations",
+        "permission-artifact-metadata",
+        "permission-custom-properties-for-organizations",
+        "permission-enterprise-custom-properties-for-organizations",
+        "permission-code-quality",
+        "permission-organization-copilot-agent-settings",
+    ] {
+        assert!(declared.contains(name), "{name}");
+    }
+    assert!(
+        !declared.contains("permission-team-discussions"),
+        "gone from GitHub's schema"
+    );
 }
 
 #[test]

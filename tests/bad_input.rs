@@ -82,14 +82,6 @@ fn cases() -> Vec<Case> {
             &["`enterprise`", "leave `owner`"],
         ),
         case(
-            &[("permission-telepathy", "read")],
-            &["`permission-telepathy`", "not a GitHub App permission"],
-        ),
-        case(
-            &[("permission-contents", "admin")],
-            &["`permission-contents`", "use read or write"],
-        ),
-        case(
             &[("permission-issues", "write")],
             &["`permission-issues`", "granted `issues: write`"],
         ),

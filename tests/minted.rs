@@ -40,7 +40,11 @@ async fn a_token_that_cannot_be_recorded_is_revoked_at_once() {
     let main = job.main(&app_inputs(&[]), View::Host);
     let error = main.the_error();
     assert!(error.contains("cannot record the new token"), "{error}");
-    assert_eq!(error.matches("os error").count(), 1, "the cause once: {error}");
+    assert_eq!(
+        error.matches("os error").count(),
+        1,
+        "the cause once: {error}"
+    );
     let world = github.world();
     assert_eq!(world.issued.len(), 1);
     assert!(world.issued[0].revoked, "revoked by the main step itself");

@@ -258,6 +258,47 @@ async fn lookup_and_request_follow_the_inputs() {
 }
 
 #[tokio::test]
+async fn permission_inputs_not_in_githubs_list_go_to_github_with_a_warning() {
+    let github = FakeGitHub::start().await;
+    let job = Job::new(&github.url());
+    // The underscore spelling, which the runner passes though `action.yml` declares none.
+    let run = job.main(
+        &app_inputs(&[("permission-pull_requests", "write")]),
+        View::Host,
+    );
+    run.assert_ok();
+    assert!(!run.stdout.contains("::warning"), "{}", run.log());
+    let posts = github.seen("POST", "/app/installations/4242/access_tokens");
+    assert_eq!(
+        posts[0].body["permissions"],
+        serde_json::json!({"pull_requests": "write"})
+    );
+
+    // A name GitHub does not list: asked for, with a warning; GitHub's 422 decides.
+    let run = job.main(&app_inputs(&[("permission-telepathy", "read")]), View::Host);
+    let warning = run
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("::warning"))
+        .unwrap_or("");
+    assert!(
+        warning.contains("`telepathy` is not a permission GitHub lists"),
+        "{}",
+        run.log()
+    );
+    assert!(
+        run.the_error().contains("`permission-telepathy`"),
+        "{}",
+        run.log()
+    );
+    let posts = github.seen("POST", "/app/installations/4242/access_tokens");
+    assert_eq!(
+        posts[1].body["permissions"],
+        serde_json::json!({"telepathy": "read"})
+    );
+}
+
+#[tokio::test]
 async fn export_env_hands_the_token_to_later_steps() {
     let github = FakeGitHub::start().await;
     let job = Job::new(&github.url());

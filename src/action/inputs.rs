@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use reqwest::Url;
 
-use super::permissions::{self, PERMISSIONS};
+use super::permissions;
 use crate::duration::parse_duration;
 use crate::github::{KeyError, PrivateKey, Target, TokenRequest};
 
@@ -44,6 +44,8 @@ pub struct Config {
     /// Make the App's bot the git author and committer of later steps.
     pub git_identity: bool,
     pub ca_certificates: Option<String>,
+    /// What the step should say about inputs it takes but cannot vouch for.
+    pub warnings: Vec<String>,
 }
 
 /// A bad input: which one, and what to do about it.
@@ -109,14 +111,16 @@ pub fn parse(env: &Env) -> Result<Config, InputError> {
         Target::Repositories { repos, .. } => repos.clone(),
         _ => Vec::new(),
     };
+    let (permissions, warnings) = permissions(env);
     Ok(Config {
         issuer,
         key,
         target,
         request: TokenRequest {
             repositories,
-            permissions: permissions(env)?,
+            permissions,
         },
+        warnings,
         api_url,
         git_server,
         refresh_after,
@@ -351,39 +355,34 @@ fn dedup(items: Vec<String>) -> Vec<String> {
         .collect()
 }
 
-fn permissions(env: &Env) -> Result<BTreeMap<String, String>, InputError> {
-    for key in env.keys() {
-        if let Some(name) = key.strip_prefix("INPUT_PERMISSION-")
-            && permissions::find(&name.to_ascii_lowercase()).is_none()
-        {
-            let name = name.to_ascii_lowercase();
-            return Err(bad(
-                &format!("permission-{name}"),
-                format!(
-                    "`{name}` is not a GitHub App permission: see the `permission-*` inputs in the README"
-                ),
-            ));
+/// The `permission-*` inputs by their API names, and a warning for each name or level GitHub's
+/// list does not have: those go to GitHub as given, and its answer decides. The runner passes
+/// inputs that `action.yml` does not declare (`permission-pull_requests`) all the same.
+fn permissions(env: &Env) -> (BTreeMap<String, String>, Vec<String>) {
+    let (mut chosen, mut warnings) = (BTreeMap::new(), Vec::new());
+    for (key, value) in env {
+        let Some(suffix) = key.strip_prefix("INPUT_PERMISSION-") else {
+            continue;
+        };
+        let level = value.trim().to_ascii_lowercase();
+        if level.is_empty() {
+            continue;
         }
-    }
-    let mut chosen = BTreeMap::new();
-    for permission in PERMISSIONS {
-        let name = format!("permission-{}", permission.input);
-        if let Some(level) = input(env, &name) {
-            let level = level.to_ascii_lowercase();
-            let allowed = permission.levels.allowed();
-            if !allowed.contains(&level.as_str()) {
-                return Err(bad(
-                    &name,
-                    format!(
-                        "`{level}` is not a level of this permission: use {}",
-                        allowed.join(" or ")
-                    ),
-                ));
-            }
-            chosen.insert(permission.api_name(), level);
+        let input = format!("permission-{}", suffix.to_ascii_lowercase());
+        let name = suffix.to_ascii_lowercase().replace('-', "_");
+        match permissions::find(suffix) {
+            Some(known) if known.levels.contains(&level.as_str()) => {}
+            Some(known) => warnings.push(format!(
+                "input `{input}`: `{level}` is not a level GitHub lists for `{name}` ({}); asking for it anyway",
+                known.levels.join(", ")
+            )),
+            None => warnings.push(format!(
+                "input `{input}`: `{name}` is not a permission GitHub lists for Apps; asking for `{name}: {level}` anyway"
+            )),
         }
+        chosen.insert(name, level);
     }
-    Ok(chosen)
+    (chosen, warnings)
 }
 
 pub fn boolean(env: &Env, name: &str, default: bool) -> Result<bool, InputError> {
@@ -553,6 +552,25 @@ mod tests {
     }
 
     #[test]
+    fn unknown_permissions_and_levels_are_asked_for_with_a_warning() {
+        let config = parse(&env(&[
+            ("INPUT_PERMISSION-TELEPATHY", "read"),
+            ("INPUT_PERMISSION-CONTENTS", "Admin"),
+            ("INPUT_PERMISSION-PULL_REQUESTS", "write"),
+        ]))
+        .unwrap();
+        let expected = BTreeMap::from([
+            ("contents".to_owned(), "admin".to_owned()),
+            ("pull_requests".to_owned(), "write".to_owned()),
+            ("telepathy".to_owned(), "read".to_owned()),
+        ]);
+        assert_eq!(config.request.permissions, expected);
+        assert_eq!(config.warnings.len(), 2, "{:?}", config.warnings);
+        assert!(config.warnings[0].contains("`admin` is not a level GitHub lists for `contents`"));
+        assert!(config.warnings[1].contains("`telepathy` is not a permission GitHub lists"));
+    }
+
+    #[test]
     fn urls_in_errors_never_show_a_user_password_or_query() {
         for text in [
             "https://user:s3cret@ghes.example.com/api/v3",
@@ -597,21 +615,6 @@ mod tests {
                 &[("INPUT_REPOSITORIES", "other/app")],
                 "repositories",
                 "one token-keeper step per owner",
-            ),
-            (
-                &[("INPUT_PERMISSION-TELEPATHY", "read")],
-                "permission-telepathy",
-                "not a GitHub App permission",
-            ),
-            (
-                &[("INPUT_PERMISSION-CONTENTS", "admin")],
-                "permission-contents",
-                "use read or write",
-            ),
-            (
-                &[("INPUT_PERMISSION-WORKFLOWS", "read")],
-                "permission-workflows",
-                "use write",
             ),
             (
                 &[("INPUT_REFRESH-AFTER", "0")],

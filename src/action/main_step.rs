@@ -38,6 +38,12 @@ pub fn run(env: &Env) -> Result<()> {
     let files = FileCommands::new(env);
     files.require(&[FileCommand::Output, FileCommand::State])?;
     let config = inputs::parse(env)?;
+    let warnings: Vec<String> = config
+        .warnings
+        .iter()
+        .map(|w| workflow::warning(w))
+        .collect();
+    workflow::print(&warnings)?;
     let git_server = match (&config.git_server, config.git_credentials) {
         (_, false) => None,
         (Some(server), true) => Some(server.clone()),
