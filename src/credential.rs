@@ -262,6 +262,7 @@ mod tests {
             git_server: "https://github.com".into(),
             issuer: "1".into(),
             installation_id: 1,
+            app_slug: "keeper".into(),
             account: "Octo-Org".into(),
             repositories: repositories.iter().map(|r| (*r).to_owned()).collect(),
             permissions: Default::default(),

@@ -75,7 +75,11 @@ fn cases() -> Vec<Case> {
         ),
         case(
             &[("enterprise", "acme")],
-            &["not installed on the enterprise `acme`", "`enterprise`"],
+            &[
+                "no installation of the App on the enterprise `acme`",
+                "GitHub Enterprise Cloud only",
+                "`enterprise`",
+            ],
         ),
         case(
             &[("enterprise", "acme"), ("owner", "Octo-Org")],

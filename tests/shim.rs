@@ -668,4 +668,24 @@ async fn an_enterprise_token_is_kept_fresh_for_tools_but_not_given_to_git() {
         w.github.seen("POST", "/app/installations/4444/")[1].body,
         serde_json::json!({})
     );
+    // An enterprise token reaches no repository: its check is not a repository listing.
+    assert!(
+        w.github
+            .seen("GET", "/installation/repositories")
+            .is_empty()
+    );
+    assert_eq!(w.github.seen("GET", "/users/keeper-test%5Bbot%5D").len(), 2);
+}
+
+#[tokio::test]
+async fn an_unknown_enterprise_says_enterprise_installations_are_cloud_only() {
+    let w = World::start(Duration::from_secs(3600)).await;
+    let main = w.job.main(
+        &w.inputs(&[("enterprise", "no-such-enterprise")]),
+        View::Host,
+    );
+    let error = main.the_error();
+    assert!(error.contains("GitHub Enterprise Cloud only"), "{error}");
+    assert!(error.contains("`no-such-enterprise`"), "{error}");
+    assert!(!error.contains("install it at"), "{error}");
 }

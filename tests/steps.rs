@@ -217,7 +217,7 @@ async fn lookup_and_request_follow_the_inputs() {
     assert!(
         enterprise
             .stdout
-            .contains("not installed on the enterprise `acme`"),
+            .contains("no installation of the App on the enterprise `acme`"),
         "{}",
         enterprise.log()
     );

@@ -146,11 +146,13 @@ fn mint_and_export(plan: &Plan, gh: &GitHub, dir: &StateDir) -> Result<()> {
 /// Name the inputs behind GitHub's refusals, so the fix is plain.
 fn blame_inputs(err: MintError, config: &Config) -> anyhow::Error {
     let inputs: Vec<String> = match &err {
-        MintError::NotInstalled { .. } => match &config.target {
-            Target::Owner(_) => vec!["owner".into()],
-            Target::Repositories { .. } => vec!["owner".into(), "repositories".into()],
-            Target::Enterprise(_) => vec!["enterprise".into()],
-        },
+        MintError::NotInstalled { .. } | MintError::NoEnterpriseInstallation { .. } => {
+            match &config.target {
+                Target::Owner(_) => vec!["owner".into()],
+                Target::Repositories { .. } => vec!["owner".into(), "repositories".into()],
+                Target::Enterprise(_) => vec!["enterprise".into()],
+            }
+        }
         MintError::Refused { .. } => {
             let mut names: Vec<String> = Vec::new();
             if !config.request.repositories.is_empty() {
@@ -195,6 +197,7 @@ fn mint_config(config: &Config, installation: &Installation, server: Option<&Url
         git_server: server.map(Url::to_string).unwrap_or_default(),
         issuer: config.issuer.clone(),
         installation_id: installation.id,
+        app_slug: installation.app_slug.clone(),
         account: installation.account.clone(),
         repositories: config.request.repositories.clone(),
         permissions: config.request.permissions.clone(),

@@ -124,6 +124,10 @@ pub enum MintError {
     #[error("the App is not installed on {target}: install it at {install_url}")]
     NotInstalled { target: String, install_url: String },
     #[error(
+        "GitHub knows no installation of the App on the enterprise `{enterprise}`: enterprise installations exist on GitHub Enterprise Cloud only (not on GitHub Enterprise Server, nor for an organization), so check the enterprise's slug and that the App is installed on the enterprise itself"
+    )]
+    NoEnterpriseInstallation { enterprise: String },
+    #[error(
         "the App's JWT was refused ({detail}): check that `app-id` or `client-id` belongs to the App whose `private-key` you pass"
     )]
     BadCredentials { detail: String },
@@ -169,10 +173,15 @@ pub async fn find_installation(
                 .and_then(|a| a.login.or(a.slug))
                 .unwrap_or_else(|| owner_of(target).to_owned()),
         }),
-        Err(err) if err.status() == Some(404) => Err(MintError::NotInstalled {
-            target: target.describe(),
-            install_url: install_url(gh, app).await,
-        }),
+        Err(err) if err.status() == Some(404) => match target {
+            Target::Enterprise(slug) => Err(MintError::NoEnterpriseInstallation {
+                enterprise: slug.clone(),
+            }),
+            _ => Err(MintError::NotInstalled {
+                target: target.describe(),
+                install_url: install_url(gh, app).await,
+            }),
+        },
         Err(err) => Err(classify_auth(err)),
     }
 }
@@ -309,13 +318,6 @@ pub async fn bot_user(gh: &GitHub, token: &Secret, slug: &str) -> Result<BotUser
         Err(err) if err.status().is_some_and(|s| s != 401) => Ok(BotUser::of_app(slug, None)),
         Err(err) => Err(err),
     }
-}
-
-/// Check that GitHub accepts a new token.
-pub async fn wait_until_accepted(gh: &GitHub, token: &Secret) -> Result<(), ApiError> {
-    first_use(gh, token, "installation/repositories?per_page=1")
-        .await
-        .map(drop)
 }
 
 /// A new token's first request, repeated while GitHub answers 401 within the grace period.

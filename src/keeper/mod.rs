@@ -265,10 +265,10 @@ impl Keeper {
                 .map_err(|e| e.to_string())?;
             // GitHub can refuse a brand-new token briefly, and git would fail on it: wait for it,
             // within what is left of the budget. A check that fails says nothing about the token.
+            // The check is a lookup every token may make, enterprise ones included.
             let left = deadline.saturating_sub(started.elapsed());
-            if let Ok(Err(err)) =
-                tokio::time::timeout(left, apps::wait_until_accepted(&gh, &minted.token)).await
-            {
+            let check = apps::bot_user(&gh, &minted.token, &config.app_slug);
+            if let Ok(Err(err)) = tokio::time::timeout(left, check).await {
                 tracing::debug!("the new token is not accepted yet: {err}");
             }
             Ok::<_, String>(minted)
@@ -384,6 +384,7 @@ mod tests {
                 git_server: "https://github.com".into(),
                 issuer: "1".into(),
                 installation_id: 1,
+                app_slug: "keeper".into(),
                 account: "o".into(),
                 repositories: vec![],
                 permissions: Default::default(),

@@ -100,6 +100,9 @@ pub struct MintConfig {
     /// App id or client id.
     pub issuer: String,
     pub installation_id: u64,
+    /// The App's slug: a new token is checked by looking up its bot user.
+    #[serde(default)]
+    pub app_slug: String,
     /// The installation's account, as GitHub spells it.
     pub account: String,
     /// Repositories the token is limited to; empty for all the installation reaches.
