@@ -146,6 +146,17 @@ fn cases() -> Vec<Case> {
             unset: &["GITHUB_ENV"],
             says: &["`GITHUB_ENV` is not set"],
         },
+        // As the official action's tests: no repository, or no owner, to mint for.
+        Case {
+            inputs: &[],
+            unset: &["GITHUB_REPOSITORY"],
+            says: &["`owner`", "`GITHUB_REPOSITORY` is empty"],
+        },
+        Case {
+            inputs: &[("repositories", "app")],
+            unset: &["GITHUB_REPOSITORY_OWNER", "GITHUB_REPOSITORY"],
+            says: &["`owner`", "`GITHUB_REPOSITORY_OWNER` is empty"],
+        },
         Case {
             inputs: &[],
             unset: &["GITHUB_OUTPUT"],

@@ -299,6 +299,39 @@ async fn permission_inputs_not_in_githubs_list_go_to_github_with_a_warning() {
 }
 
 #[tokio::test]
+async fn a_custom_api_url_with_api_v3_is_used_and_gives_the_git_server() {
+    let github = FakeGitHub::start().await;
+    let api = format!("{}/api/v3", github.url());
+    let job = Job::new(&api);
+    let run = job.main(
+        &[
+            ("app-id", APP_ID),
+            ("private-key", crate::support::fake_github::APP_KEY),
+            ("github-api-url", &api),
+        ],
+        View::Host,
+    );
+    run.assert_ok();
+    assert_eq!(
+        github
+            .seen("POST", "/app/installations/4242/access_tokens")
+            .len(),
+        1
+    );
+    let received = github.server.received_requests().await.unwrap_or_default();
+    assert!(
+        received
+            .iter()
+            .all(|r| r.url.path().starts_with("/api/v3/"))
+    );
+    // The git server is the API's host, as on GitHub Enterprise Server.
+    assert_eq!(
+        run.env["GIT_CONFIG_KEY_1"],
+        format!("credential.{}/Octo-Org/app.helper", github.url())
+    );
+}
+
+#[tokio::test]
 async fn export_env_hands_the_token_to_later_steps() {
     let github = FakeGitHub::start().await;
     let job = Job::new(&github.url());

@@ -214,7 +214,9 @@ struct Responder(Arc<Mutex<World>>);
 impl Respond for Responder {
     fn respond(&self, request: &Request) -> ResponseTemplate {
         let mut world = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let path = request.url.path().to_owned();
+        // GitHub Enterprise Server serves the same API under `/api/v3`.
+        let path = request.url.path();
+        let path = path.strip_prefix("/api/v3").unwrap_or(path).to_owned();
         let method = request.method.as_str().to_owned();
         let bearer = request
             .headers
