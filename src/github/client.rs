@@ -156,7 +156,7 @@ pub enum ApiError {
         last: String,
     },
     #[error(
-        "cannot trust the TLS certificate of {url} ({detail}): for GitHub Enterprise Server with a private CA, pass the CA's certificate in the `ca-certificates` input or in `SSL_CERT_FILE`"
+        "cannot trust the TLS certificate of {url} ({detail}): for GitHub Enterprise Server with a private CA, pass the CA's certificate in the `ca-certificates` input (`SSL_CERT_FILE` reaches the tools on the runner host, not the action's container)"
     )]
     Untrusted { url: String, detail: String },
     #[error("{method} {url} answered with a body we cannot read: {detail}")]
