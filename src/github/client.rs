@@ -277,112 +277,70 @@ impl GitHub {
             .join(path.trim_start_matches('/'))
             .map_err(|e| ApiError::Setup(format!("bad API path `{path}`: {e}")))?;
         let shown = url.to_string();
-        let started = Instant::now();
-        let deadline = started + self.options.deadline;
-        let mut attempt: u32 = 0;
-        let mut skew_retried = false;
-        let mut unanswered = 0;
+        let deadline = Instant::now() + self.options.deadline;
+        let mut tries = Tries::new(idempotency);
         loop {
-            attempt += 1;
+            let bearer = match auth {
+                Auth::App { issuer, key } => jwt::sign(issuer, key, self.clock.server_now())
+                    .map_err(|e| ApiError::Setup(e.to_string()))?,
+                Auth::Token(token) => token.expose().to_owned(),
+            };
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let outcome =
-                tokio::time::timeout(remaining, self.attempt(&method, &url, auth, body)).await;
-            let (error, wait) = match outcome {
-                Err(_elapsed) => {
-                    return Err(ApiError::Deadline {
-                        method,
-                        url: shown,
-                        allowed: self.options.deadline,
-                        last: "no answer before the deadline".into(),
-                    });
-                }
-                Ok(Err(net)) => {
-                    let detail = cause(&net);
-                    if is_untrusted_certificate(&net) {
-                        // Trust does not come back by retrying.
-                        return Err(ApiError::Untrusted { url: shown, detail });
+            let attempt = self.attempt(&method, &url, &bearer, body);
+            let Ok(result) = tokio::time::timeout(remaining, attempt).await else {
+                return Err(self.deadline_error(method, shown, "no answer before the deadline"));
+            };
+            let (outcome, error) = match result {
+                Ok(answer) => {
+                    if !answer.oversized {
+                        self.learn_offset(&answer.headers);
                     }
-                    if net.is_builder() {
-                        // A request we cannot build (a header value it cannot carry) never will.
-                        return Err(network_error(method, shown, &net));
-                    }
-                    // A request that may have reached GitHub and created something is repeated
-                    // once: a flaky network must not fail the job, and at most one unseen token
-                    // is left to expire unrevoked when the repeat succeeds.
-                    if idempotency == Idempotency::CreatesSomething && !net.is_connect() {
-                        unanswered += 1;
-                        if unanswered > 1 {
-                            return Err(network_error(method, shown, &net));
-                        }
-                    }
-                    (network_error(method.clone(), shown.clone(), &net), None)
-                }
-                Ok(Ok(answer)) if answer.oversized => {
-                    return Err(ApiError::Decode {
-                        method,
-                        url: shown,
-                        detail: format!(
-                            "{} answered more than {} KiB",
-                            answer.status,
-                            MAX_BODY / 1024
-                        ),
-                    });
-                }
-                Ok(Ok(answer)) => {
-                    self.learn_offset(&answer.headers);
-                    // A gateway's 502 or 504 may come after GitHub minted: count it as unanswered.
-                    if idempotency == Idempotency::CreatesSomething
-                        && matches!(answer.status, 502 | 504)
-                    {
-                        unanswered += 1;
-                        if unanswered > 1 {
-                            return Err(status_error(method, shown, &answer));
-                        }
-                    }
-                    let verdict = judge(
+                    let outcome = Outcome::of(
                         &answer,
                         self.clock.server_now(),
                         matches!(auth, Auth::App { .. }),
                     );
-                    match verdict {
-                        Verdict::Success => return Ok((shown, answer.body)),
-                        Verdict::Fail => return Err(status_error(method, shown, &answer)),
-                        Verdict::Skew if !skew_retried => {
-                            skew_retried = true;
-                            tracing::debug!(
-                                offset = self.clock.offset(),
-                                "clock skew: retrying with the server's time"
-                            );
-                            continue;
-                        }
-                        Verdict::Skew => return Err(status_error(method, shown, &answer)),
-                        Verdict::Retry(wait) => {
-                            (status_error(method.clone(), shown.clone(), &answer), wait)
-                        }
+                    if outcome == Outcome::Answered(Verdict::Success) {
+                        return Ok((shown, answer.body));
                     }
+                    (
+                        outcome,
+                        answer_error(method.clone(), shown.clone(), &answer),
+                    )
+                }
+                Err(net) => {
+                    let outcome = Outcome::of_network(&net);
+                    let detail = cause(&net);
+                    let error = match outcome {
+                        Outcome::Untrusted => ApiError::Untrusted {
+                            url: shown.clone(),
+                            detail,
+                        },
+                        _ => ApiError::Network {
+                            method: method.clone(),
+                            url: shown.clone(),
+                            detail,
+                        },
+                    };
+                    (outcome, error)
                 }
             };
-            let delay = wait.unwrap_or_else(|| backoff(self.options.retry_base, attempt));
+            let wait = match tries.next(&outcome) {
+                Next::GiveUp => return Err(error),
+                Next::RetryNow => continue,
+                Next::RetryAfter(wait) => wait,
+            };
+            let delay = wait.unwrap_or_else(|| backoff(self.options.retry_base, tries.attempts));
             // A server can ask for any wait, even one past the end of time: none outlives the
-            // deadline.
-            if Instant::now()
-                .checked_add(delay)
-                .is_none_or(|then| then >= deadline)
-            {
-                // A wait the server asked for that does not fit: its own answer says most.
-                if wait.is_some() {
-                    return Err(error);
-                }
-                // The next try would not fit: give up now, and say so.
-                return Err(ApiError::Deadline {
-                    method,
-                    url: shown,
-                    allowed: self.options.deadline,
-                    last: error.detail(),
+            // deadline. A wait the server asked for that does not fit: its own answer says most.
+            if !fits(Instant::now(), delay, deadline) {
+                return Err(match wait {
+                    Some(_) => error,
+                    None => self.deadline_error(method, shown, &error.detail()),
                 });
             }
             tracing::debug!(
-                attempt,
+                attempt = tries.attempts,
                 delay_ms = delay.as_millis() as u64,
                 "retrying: {error}"
             );
@@ -390,18 +348,22 @@ impl GitHub {
         }
     }
 
+    fn deadline_error(&self, method: Method, url: String, last: &str) -> ApiError {
+        ApiError::Deadline {
+            method,
+            url,
+            allowed: self.options.deadline,
+            last: last.to_owned(),
+        }
+    }
+
     async fn attempt(
         &self,
         method: &Method,
         url: &Url,
-        auth: Auth<'_>,
+        bearer: &str,
         body: Option<&serde_json::Value>,
     ) -> Result<Answer, reqwest::Error> {
-        let bearer = match auth {
-            Auth::App { issuer, key } => jwt::sign(issuer, key, self.clock.server_now())
-                .unwrap_or_else(|_| unreachable!("a parsed RSA key always signs")),
-            Auth::Token(token) => token.expose().to_owned(),
-        };
         let mut request = self
             .http
             .request(method.clone(), url.clone())
@@ -476,7 +438,7 @@ impl Answer {
     }
 }
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Verdict {
     Success,
     /// Worth another attempt, after the wait the server asked for (or our backoff).
@@ -484,6 +446,121 @@ enum Verdict {
     /// GitHub refused the JWT's times: retry once with its clock.
     Skew,
     Fail,
+}
+
+/// What one attempt came to, as far as the next one is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// GitHub (or a gateway before it) answered, with a status worth `Verdict`.
+    Answered(Verdict),
+    /// A gateway's 502 or 504: GitHub may have acted on the request before it failed.
+    GatewayFailed(Verdict),
+    /// No answer. `may_have_arrived` unless the connection itself failed.
+    Unanswered { may_have_arrived: bool },
+    /// The server's certificate is not trusted: retrying does not change that.
+    Untrusted,
+    /// The request cannot be built (a header value it cannot carry): it never will be.
+    Unbuildable,
+    /// The answer was larger than we read.
+    Oversized,
+}
+
+impl Outcome {
+    fn of(answer: &Answer, server_now: i64, app_auth: bool) -> Self {
+        if answer.oversized {
+            return Outcome::Oversized;
+        }
+        let verdict = judge(answer, server_now, app_auth);
+        match answer.status {
+            502 | 504 => Outcome::GatewayFailed(verdict),
+            _ => Outcome::Answered(verdict),
+        }
+    }
+
+    fn of_network(err: &reqwest::Error) -> Self {
+        if is_untrusted_certificate(err) {
+            Outcome::Untrusted
+        } else if err.is_builder() {
+            Outcome::Unbuildable
+        } else {
+            Outcome::Unanswered {
+                may_have_arrived: !err.is_connect(),
+            }
+        }
+    }
+}
+
+/// What to do after an attempt that did not succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    GiveUp,
+    /// At once: the skew was corrected.
+    RetryNow,
+    /// After the server's wait, or our backoff.
+    RetryAfter(Option<Duration>),
+}
+
+/// What one call remembers from attempt to attempt. Pure: the outcome comes in.
+#[derive(Debug)]
+struct Tries {
+    idempotency: Idempotency,
+    attempts: u32,
+    skew_retried: bool,
+    /// Attempts that may have reached GitHub without us seeing its answer.
+    unanswered: u32,
+}
+
+impl Tries {
+    fn new(idempotency: Idempotency) -> Self {
+        Self {
+            idempotency,
+            attempts: 0,
+            skew_retried: false,
+            unanswered: 0,
+        }
+    }
+
+    /// A request that may have reached GitHub and created something is repeated once: a flaky
+    /// network must not fail the job, and at most one unseen token is left to expire unrevoked
+    /// when the repeat succeeds.
+    fn next(&mut self, outcome: &Outcome) -> Next {
+        self.attempts += 1;
+        let creates = self.idempotency == Idempotency::CreatesSomething;
+        let verdict = match *outcome {
+            Outcome::Untrusted | Outcome::Unbuildable | Outcome::Oversized => return Next::GiveUp,
+            Outcome::Unanswered { may_have_arrived } => {
+                if creates && may_have_arrived {
+                    self.unanswered += 1;
+                }
+                Verdict::Retry(None)
+            }
+            Outcome::GatewayFailed(verdict) => {
+                if creates {
+                    self.unanswered += 1;
+                }
+                verdict
+            }
+            Outcome::Answered(verdict) => verdict,
+        };
+        if self.unanswered > 1 {
+            return Next::GiveUp;
+        }
+        match verdict {
+            Verdict::Success | Verdict::Fail => Next::GiveUp,
+            Verdict::Skew if !self.skew_retried => {
+                self.skew_retried = true;
+                Next::RetryNow
+            }
+            Verdict::Skew => Next::GiveUp,
+            Verdict::Retry(wait) => Next::RetryAfter(wait),
+        }
+    }
+}
+
+/// Whether waiting `delay` from `now` still ends before `deadline`; a wait too long for the
+/// clock to hold does not.
+fn fits(now: Instant, delay: Duration, deadline: Instant) -> bool {
+    now.checked_add(delay).is_some_and(|then| then < deadline)
 }
 
 fn judge(answer: &Answer, server_now: i64, app_auth: bool) -> Verdict {
@@ -573,20 +650,28 @@ fn backoff(base: Duration, attempt: u32) -> Duration {
     full / 2 + (full / 2).mul_f64(f64::from(byte[0]) / 255.0)
 }
 
+/// The error an answer that was not a success stands for.
+fn answer_error(method: Method, url: String, answer: &Answer) -> ApiError {
+    if answer.oversized {
+        return ApiError::Decode {
+            method,
+            url,
+            detail: format!(
+                "{} answered more than {} KiB",
+                answer.status,
+                MAX_BODY / 1024
+            ),
+        };
+    }
+    status_error(method, url, answer)
+}
+
 fn status_error(method: Method, url: String, answer: &Answer) -> ApiError {
     ApiError::Status {
         method,
         url,
         status: answer.status,
         message: answer.message(),
-    }
-}
-
-fn network_error(method: Method, url: String, err: &reqwest::Error) -> ApiError {
-    ApiError::Network {
-        method,
-        url,
-        detail: cause(err),
     }
 }
 
@@ -687,6 +772,79 @@ mod tests {
         remaining: None,
         reset: None,
     };
+
+    #[test]
+    fn a_token_request_without_an_answer_is_repeated_once() {
+        let mut tries = Tries::new(Idempotency::CreatesSomething);
+        let lost = Outcome::Unanswered {
+            may_have_arrived: true,
+        };
+        assert_eq!(tries.next(&lost), Next::RetryAfter(None));
+        assert_eq!(tries.next(&lost), Next::GiveUp);
+        let mut tries = Tries::new(Idempotency::CreatesSomething);
+        let gateway = Outcome::GatewayFailed(Verdict::Retry(None));
+        assert_eq!(tries.next(&gateway), Next::RetryAfter(None));
+        assert_eq!(tries.next(&lost), Next::GiveUp, "both may have minted");
+    }
+
+    #[test]
+    fn refused_connections_and_safe_requests_are_retried_until_the_deadline() {
+        let mut tries = Tries::new(Idempotency::CreatesSomething);
+        let refused = Outcome::Unanswered {
+            may_have_arrived: false,
+        };
+        for _ in 0..5 {
+            assert_eq!(tries.next(&refused), Next::RetryAfter(None));
+        }
+        let mut tries = Tries::new(Idempotency::Safe);
+        let lost = Outcome::Unanswered {
+            may_have_arrived: true,
+        };
+        for _ in 0..5 {
+            assert_eq!(tries.next(&lost), Next::RetryAfter(None));
+        }
+        assert_eq!(tries.attempts, 5);
+    }
+
+    #[test]
+    fn skew_is_retried_once_at_once() {
+        let mut tries = Tries::new(Idempotency::Safe);
+        assert_eq!(
+            tries.next(&Outcome::Answered(Verdict::Skew)),
+            Next::RetryNow
+        );
+        assert_eq!(tries.next(&Outcome::Answered(Verdict::Skew)), Next::GiveUp);
+    }
+
+    #[test]
+    fn what_retrying_cannot_mend_is_given_up_at_once() {
+        for outcome in [
+            Outcome::Untrusted,
+            Outcome::Unbuildable,
+            Outcome::Oversized,
+            Outcome::Answered(Verdict::Fail),
+        ] {
+            assert_eq!(
+                Tries::new(Idempotency::Safe).next(&outcome),
+                Next::GiveUp,
+                "{outcome:?}"
+            );
+        }
+        let wait = Some(Duration::from_secs(3));
+        assert_eq!(
+            Tries::new(Idempotency::Safe).next(&Outcome::Answered(Verdict::Retry(wait))),
+            Next::RetryAfter(wait)
+        );
+    }
+
+    #[test]
+    fn a_wait_fits_only_before_the_deadline() {
+        let now = Instant::now();
+        let deadline = now + Duration::from_secs(10);
+        assert!(fits(now, Duration::from_secs(9), deadline));
+        assert!(!fits(now, Duration::from_secs(10), deadline));
+        assert!(!fits(now, Duration::MAX, deadline), "past the end of time");
+    }
 
     #[test]
     fn success_and_plain_client_errors_are_final() {

@@ -1,25 +1,24 @@
-//! The App JWT (RS256) that authenticates us as the App, signed with `ring`.
+//! The App JWT (RS256) that authenticates us as the App.
 //!
-//! `jsonwebtoken` builds and encodes the token; its signing goes through a small
-//! `CryptoProvider` of ours whose RS256 signer is `ring`'s `RsaKeyPair`: `ring` signs in well under
-//! a millisecond with no one-time initialisation, which every main step and every re-mint pays.
+//! A JWT is two base64url JSON parts and an RS256 signature over them; `ring` signs with the key
+//! pair parsed once with the key, in well under a millisecond and with no one-time setup, which
+//! every main step and every re-mint would pay.
 
-use std::sync::Once;
-
-use jsonwebtoken::crypto::{CryptoProvider, JwtSigner, JwtVerifier, KeyUtils};
-use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::signature;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::rand::SystemRandom;
-use ring::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
+use ring::signature::RSA_PKCS1_SHA256;
 use serde::Serialize;
 
-use super::key::{KeyFormat, PrivateKey};
+use super::key::PrivateKey;
 
 /// GitHub refuses an `iat` in its future; backdating covers small clock drift.
 pub const BACKDATE_SECS: i64 = 60;
 /// GitHub allows `exp` at most 10 minutes ahead; keep a margin under it.
 pub const LIFETIME_SECS: i64 = 540;
+
+/// The one header we send.
+const HEADER: &str = r#"{"alg":"RS256","typ":"JWT"}"#;
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
 pub struct Claims<'a> {
@@ -39,87 +38,34 @@ impl<'a> Claims<'a> {
     }
 }
 
+/// The system's random source failed, which RSA signing needs for blinding.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot sign the App's JWT: the system's random source failed")]
+pub struct SignError;
+
 /// Sign the App JWT for `issuer` (app id or client id) at `server_now` (unix seconds).
-pub fn sign(
-    issuer: &str,
-    key: &PrivateKey,
-    server_now: i64,
-) -> Result<String, jsonwebtoken::errors::Error> {
-    install_provider();
-    let der_key = match key.format() {
-        KeyFormat::Pkcs1 => EncodingKey::from_rsa_der(key.der()),
-        // Tag PKCS#8 so the signer factory knows which parser to use.
-        KeyFormat::Pkcs8 => EncodingKey::from_rsa_der(&[PKCS8_TAG, key.der()].concat()),
-    };
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::RS256),
-        &Claims::new(issuer, server_now),
-        &der_key,
+pub fn sign(issuer: &str, key: &PrivateKey, server_now: i64) -> Result<String, SignError> {
+    let claims = serde_json::to_vec(&Claims::new(issuer, server_now)).map_err(|_| SignError)?;
+    let mut jwt = URL_SAFE_NO_PAD.encode(HEADER);
+    jwt.push('.');
+    URL_SAFE_NO_PAD.encode_string(claims, &mut jwt);
+    let pair = key.pair();
+    let mut signature = vec![0; pair.public().modulus_len()];
+    pair.sign(
+        &RSA_PKCS1_SHA256,
+        &SystemRandom::new(),
+        jwt.as_bytes(),
+        &mut signature,
     )
-}
-
-const PKCS8_TAG: &[u8] = b"pkcs8:";
-
-static PROVIDER: CryptoProvider = CryptoProvider {
-    signer_factory: ring_signer,
-    verifier_factory: no_verifier,
-    key_utils: KeyUtils::new_unimplemented(),
-};
-
-fn install_provider() {
-    static INSTALL: Once = Once::new();
-    // A second install attempt only fails if one is in place, which is then ours.
-    INSTALL.call_once(|| {
-        let _ = PROVIDER.install_default();
-    });
-}
-
-struct RingRs256(RsaKeyPair);
-
-impl signature::Signer<Vec<u8>> for RingRs256 {
-    fn try_sign(&self, msg: &[u8]) -> Result<Vec<u8>, signature::Error> {
-        let mut sig = vec![0; self.0.public().modulus_len()];
-        self.0
-            .sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), msg, &mut sig)
-            .map_err(|_| signature::Error::new())?;
-        Ok(sig)
-    }
-}
-
-impl JwtSigner for RingRs256 {
-    fn algorithm(&self) -> Algorithm {
-        Algorithm::RS256
-    }
-}
-
-fn ring_signer(
-    alg: &Algorithm,
-    key: &EncodingKey,
-) -> jsonwebtoken::errors::Result<Box<dyn JwtSigner>> {
-    if *alg != Algorithm::RS256 {
-        return Err(ErrorKind::InvalidAlgorithm.into());
-    }
-    let bytes = key.as_bytes();
-    let pair = match bytes.strip_prefix(PKCS8_TAG) {
-        Some(pkcs8) => RsaKeyPair::from_pkcs8(pkcs8),
-        None => RsaKeyPair::from_der(bytes),
-    }
-    .map_err(|_| ErrorKind::InvalidRsaKey("rejected by ring".into()))?;
-    Ok(Box::new(RingRs256(pair)))
-}
-
-fn no_verifier(
-    _: &Algorithm,
-    _: &DecodingKey,
-) -> jsonwebtoken::errors::Result<Box<dyn JwtVerifier>> {
-    Err(ErrorKind::InvalidAlgorithm.into())
+    .map_err(|_| SignError)?;
+    jwt.push('.');
+    URL_SAFE_NO_PAD.encode_string(signature, &mut jwt);
+    Ok(jwt)
 }
 
 #[cfg(test)]
 mod tests {
-    use base64::Engine;
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    use ring::signature::{RSA_PKCS1_2048_8192_SHA256, UnparsedPublicKey};
+    use ring::signature::{KeyPair, RSA_PKCS1_2048_8192_SHA256, UnparsedPublicKey};
 
     use super::*;
 
@@ -131,10 +77,10 @@ mod tests {
         assert_eq!(parts.len(), 3);
         let header: serde_json::Value =
             serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).unwrap()).unwrap();
-        assert_eq!(header["alg"], "RS256");
+        assert_eq!(header, serde_json::json!({"alg": "RS256", "typ": "JWT"}));
         let signed = format!("{}.{}", parts[0], parts[1]);
         let sig = URL_SAFE_NO_PAD.decode(parts[2]).unwrap();
-        let public = key.key_pair().public().as_ref().to_vec();
+        let public = key.pair().public_key().as_ref().to_vec();
         UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, public)
             .verify(signed.as_bytes(), &sig)
             .expect("signature verifies with the public key");
@@ -159,7 +105,7 @@ mod tests {
         let jwt = sign("1", &key, 0).unwrap();
         let parts: Vec<&str> = jwt.rsplitn(2, '.').collect();
         let sig = URL_SAFE_NO_PAD.decode(parts[0]).unwrap();
-        let public = other.key_pair().public().as_ref().to_vec();
+        let public = other.pair().public_key().as_ref().to_vec();
         assert!(
             UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, public)
                 .verify(parts[1].as_bytes(), &sig)

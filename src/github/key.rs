@@ -5,6 +5,7 @@
 //! into an error: errors say which kind of input was found and where to get the right `.pem`.
 
 use std::fmt;
+use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -48,9 +49,10 @@ fn found(label: Option<&str>) -> String {
     )
 }
 
-/// A parsed RSA private key, as DER. Checked by `ring` when parsed, so signing cannot fail on it.
+/// A parsed RSA private key: `ring`'s key pair, parsed once, and the DER it came from.
 #[derive(Clone)]
 pub struct PrivateKey {
+    pair: Arc<RsaKeyPair>,
     der: Vec<u8>,
     format: KeyFormat,
 }
@@ -101,7 +103,11 @@ impl PrivateKey {
             KeyFormat::Pkcs8 => RsaKeyPair::from_pkcs8(&der),
         };
         match parsed {
-            Ok(_) => Ok(Self { der, format }),
+            Ok(pair) => Ok(Self {
+                pair: Arc::new(pair),
+                der,
+                format,
+            }),
             // PKCS#8 also wraps EC and Ed25519 keys.
             Err(_) if format == KeyFormat::Pkcs8 && !contains_rsa_oid(&der) => {
                 Err(KeyError::NotRsa(Some("PRIVATE KEY")))
@@ -110,20 +116,12 @@ impl PrivateKey {
         }
     }
 
-    /// A `ring` key pair, for the tests' signature checks.
+    /// The key pair that signs.
+    pub fn pair(&self) -> &RsaKeyPair {
+        &self.pair
+    }
+
     #[cfg(test)]
-    pub(crate) fn key_pair(&self) -> RsaKeyPair {
-        let parsed = match self.format {
-            KeyFormat::Pkcs1 => RsaKeyPair::from_der(&self.der),
-            KeyFormat::Pkcs8 => RsaKeyPair::from_pkcs8(&self.der),
-        };
-        parsed.unwrap_or_else(|_| unreachable!("the key was checked when parsed"))
-    }
-
-    pub fn der(&self) -> &[u8] {
-        &self.der
-    }
-
     pub fn format(&self) -> KeyFormat {
         self.format
     }
@@ -290,16 +288,16 @@ mod tests {
 
     #[test]
     fn both_formats_sign_the_same() {
-        let one = PrivateKey::parse(PKCS1).unwrap().key_pair();
-        let eight = PrivateKey::parse(PKCS8).unwrap().key_pair();
-        assert_eq!(one.public().as_ref(), eight.public().as_ref());
+        let one = PrivateKey::parse(PKCS1).unwrap();
+        let eight = PrivateKey::parse(PKCS8).unwrap();
+        assert_eq!(one.pair().public().as_ref(), eight.pair().public().as_ref());
     }
 
     #[test]
     fn pem_round_trips() {
         let key = PrivateKey::parse(PKCS1).unwrap();
         let again = PrivateKey::parse(&key.to_pem()).unwrap();
-        assert_eq!(key.der(), again.der());
+        assert_eq!(key.der, again.der);
     }
 
     #[test]
