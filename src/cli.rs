@@ -6,18 +6,15 @@
 //! main step. Any other name is the command-line tool that later steps and git run.
 
 use std::ffi::OsString;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 use crate::action::inputs::Env;
 use crate::action::{main_step, post_step, workflow};
-use crate::github::client::unix_now;
-use crate::keeper::locate;
-use crate::{credential, keeper};
+use crate::tools;
 
 /// Keep GitHub App installation tokens alive for long GitHub Actions jobs.
 #[derive(Debug, Parser)]
@@ -95,93 +92,18 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Role, clap::Err
 pub fn run(role: &Role) -> Result<ExitCode> {
     init_logging();
     match role {
-        Role::MainStep => main_step::run(&process_env())?,
-        Role::PostStep => post_step::run(&process_env())?,
-        Role::Tool(cli) => return run_tool(&cli.command),
+        Role::MainStep => main_step::run(&process_env()).map(|()| ExitCode::SUCCESS),
+        Role::PostStep => post_step::run(&process_env()).map(|()| ExitCode::SUCCESS),
+        Role::Tool(cli) => match &cli.command {
+            Tool::Credential { state, operation } => tools::credential(state.as_deref(), operation),
+            Tool::Token { owner, state } => tools::token(state.as_deref(), owner.as_deref()),
+            Tool::Exec {
+                owner,
+                state,
+                command,
+            } => tools::exec(state.as_deref(), owner.as_deref(), command),
+        },
     }
-    Ok(ExitCode::SUCCESS)
-}
-
-fn run_tool(tool: &Tool) -> Result<ExitCode> {
-    match tool {
-        Tool::Credential { state, operation } => {
-            // The installed helper names its state; by hand, the job's only one will do.
-            let state = match state {
-                Some(dir) => dir.clone(),
-                None => locate::find(None, None)?.0.dir().path().to_owned(),
-            };
-            let stdin = std::io::stdin().lock();
-            let stdout = std::io::stdout().lock();
-            credential::run(
-                operation,
-                &state,
-                stdin,
-                stdout,
-                std::io::stderr(),
-                unix_now(),
-            )?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Tool::Token { owner, state } => {
-            let served = live(state.as_deref(), owner.as_deref())?;
-            let mut out = std::io::stdout().lock();
-            writeln!(out, "{}", served.token.expose())?;
-            out.flush()?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Tool::Exec {
-            owner,
-            state,
-            command,
-        } => {
-            let (keeper, state) = locate::find(state.as_deref(), owner.as_deref())?;
-            let ghes = state.config.is_enterprise_server();
-            let served = serve(&keeper, state)?;
-            let (program, args) = command
-                .split_first()
-                .context("no command given after `--`")?;
-            let mut child = Command::new(program);
-            child
-                .args(args)
-                .env("GH_TOKEN", served.token.expose())
-                .env("GITHUB_TOKEN", served.token.expose());
-            if ghes {
-                child.env("GH_ENTERPRISE_TOKEN", served.token.expose());
-            }
-            let status = child
-                .status()
-                .with_context(|| format!("cannot run `{}`", program.to_string_lossy()))?;
-            Ok(exit_code(status))
-        }
-    }
-}
-
-fn live(state: Option<&Path>, owner: Option<&str>) -> Result<keeper::Served> {
-    let (keeper, state) = locate::find(state, owner)?;
-    serve(&keeper, state)
-}
-
-/// A live token for a tool. In Actions its mask goes to stderr first: a tool that echoes a
-/// re-minted token must not show it in the log.
-fn serve(keeper: &keeper::Keeper, state: keeper::state::State) -> Result<keeper::Served> {
-    let served = keeper.serve(state, unix_now())?;
-    if std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true") {
-        eprintln!("::add-mask::{}", served.token.expose());
-    }
-    if let Some(warning) = &served.warning {
-        eprintln!("token-keeper: warning: {warning}");
-    }
-    Ok(served)
-}
-
-/// The child's status as ours; a signal becomes 128 + its number, as shells report it.
-fn exit_code(status: std::process::ExitStatus) -> ExitCode {
-    use std::os::unix::process::ExitStatusExt;
-    let code = status
-        .code()
-        .or_else(|| status.signal().map(|s| 128 + s))
-        .unwrap_or(1);
-    ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 
 /// The environment as a map; names and values that are not UTF-8 are skipped.

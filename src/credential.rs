@@ -14,6 +14,7 @@ use url::Url;
 use anyhow::Result;
 
 use crate::github::Secret;
+use crate::github::client::Knobs;
 use crate::keeper::Keeper;
 use crate::keeper::state::MintConfig;
 
@@ -173,6 +174,7 @@ fn path_in_scope(path: &str, server_path: &str, config: &MintConfig) -> bool {
 pub fn run(
     op: &str,
     state: &Path,
+    knobs: &Knobs,
     mut input: impl Read,
     mut out: impl Write,
     mut err: impl Write,
@@ -186,7 +188,7 @@ pub fn run(
     let Ok(request) = Request::read_from(&mut input) else {
         return Ok(());
     };
-    let keeper = Keeper::open(state)?;
+    let keeper = Keeper::open(state, knobs.clone())?;
     let current = keeper.state()?;
     let Ok(server) = Url::parse(&current.config.git_server) else {
         return Ok(());
@@ -358,6 +360,7 @@ mod tests {
             run(
                 op,
                 Path::new("/nonexistent"),
+                &Knobs::default(),
                 &b"protocol=https\n"[..],
                 &mut out,
                 &mut err,
@@ -509,7 +512,7 @@ mod tests {
                 let now = 1_800_000_000;
                 let dir = state_dir(now);
                 let (mut out, mut err) = (Vec::new(), Vec::new());
-                let result = run(&op, &dir.path().join("s"), &input[..], &mut out, &mut err, now);
+                let result = run(&op, &dir.path().join("s"), &Knobs::default(), &input[..], &mut out, &mut err, now);
                 prop_assert!(result.is_ok());
                 let ours = Request::parse(&input).is_ours(&Url::parse("https://github.com").unwrap(), &config(&[]));
                 if op == "get" && ours {

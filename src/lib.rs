@@ -8,7 +8,9 @@
 
 pub mod action;
 pub mod cli;
+mod clock;
 mod credential;
 mod duration;
 mod github;
 mod keeper;
+mod tools;

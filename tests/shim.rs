@@ -173,6 +173,42 @@ async fn the_helper_answers_at_the_blank_line_while_its_input_stays_open() {
 }
 
 #[tokio::test]
+async fn a_person_waiting_for_the_lock_is_told_and_git_is_not() {
+    let w = World::start(Duration::from_secs(3600)).await;
+    let main = w.job.main(&w.inputs(&[]), View::Host);
+    main.assert_ok();
+    let step = LaterStep::after(&w.job, &main);
+    age_cached_token(&w.job, &main, 50 * 60);
+    // Another process is re-minting: it holds the lock for a moment.
+    let lock = fs::File::open(w.job.host_path(&main.state["dir"]).join("lock")).unwrap();
+    lock.lock().unwrap();
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(500));
+        drop(lock);
+    });
+    let out = step.command("token-keeper").arg("token").output().unwrap();
+    release.join().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("waiting for another process of this job to finish re-minting"),
+        "{}",
+        stderr(&out)
+    );
+
+    age_cached_token(&w.job, &main, 50 * 60);
+    let lock = fs::File::open(w.job.host_path(&main.state["dir"]).join("lock")).unwrap();
+    lock.lock().unwrap();
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(500));
+        drop(lock);
+    });
+    let fill = step.git(&["ls-remote", &w.repo_url("Octo-Org", "app")]);
+    release.join().unwrap();
+    assert_git_ok(&fill);
+    assert!(!stderr(&fill).contains("waiting"), "{}", stderr(&fill));
+}
+
+#[tokio::test]
 async fn without_the_shim_a_late_push_fails() {
     let w = World::start(Duration::from_secs(2)).await;
     let inputs = w.inputs(&[("git-credentials", "false")]);

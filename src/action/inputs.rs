@@ -12,7 +12,7 @@ use reqwest::Url;
 
 use super::permissions;
 use crate::duration::parse_duration;
-use crate::github::{KeyError, PrivateKey, Target, TokenRequest};
+use crate::github::{KeyError, PrivateKey, Target, TokenRequest, client};
 
 /// The process environment, as a map.
 pub type Env = BTreeMap<String, String>;
@@ -417,18 +417,14 @@ fn export_env(env: &Env) -> Result<Vec<String>, InputError> {
 
 /// PEM text with at least one certificate, all of them readable.
 fn ca_certificates(env: &Env) -> Result<Option<String>, InputError> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-
     let Some(pem) = input(env, "ca-certificates") else {
         return Ok(None);
     };
-    let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(pem.as_bytes()).collect();
-    match certs {
-        Ok(certs) if !certs.is_empty() => Ok(Some(pem.to_owned())),
-        _ => Err(bad(
+    match client::ca_certificates(pem) {
+        Ok(_) => Ok(Some(pem.to_owned())),
+        Err(why) => Err(bad(
             "ca-certificates",
-            "holds no readable certificate: pass one or more `-----BEGIN CERTIFICATE-----` blocks",
+            format!("{why}: pass one or more `-----BEGIN CERTIFICATE-----` blocks"),
         )),
     }
 }

@@ -66,6 +66,29 @@ impl Layout {
     }
 }
 
+/// Where a later step finds the job's folders: beside the `bin/` that holds the running binary
+/// (the copy the main step installed), then under `RUNNER_TEMP`, as new and as older runners
+/// keep it.
+pub fn job_roots(exe: Option<&Path>, runner_temp: Option<&Path>) -> Vec<PathBuf> {
+    let mut roots = Vec::new();
+    if let Some(root) = exe
+        .and_then(Path::parent)
+        .filter(|bin| bin.ends_with("bin"))
+        .and_then(Path::parent)
+        .filter(|root| root.ends_with(DIR))
+    {
+        roots.push(root.to_owned());
+    }
+    if let Some(temp) = runner_temp {
+        for root in [temp.join(DIR), temp.join("_github_home").join(DIR)] {
+            if !roots.contains(&root) {
+                roots.push(root);
+            }
+        }
+    }
+    roots
+}
+
 /// A folder name for this step from `GITHUB_ACTION`, which is unique within a job, kept unique:
 /// letters, digits, `-`, `_` and `.` stay as they are (the `step-` prefix keeps `.` and `..`
 /// harmless), and every other byte becomes `%XX`, `%` included. Distinct steps never share a
@@ -141,6 +164,26 @@ mod tests {
         assert_eq!(name("../x"), "step-..%2Fx");
         assert_eq!(name("a b/é"), "step-a%20b%2F%C3%A9");
         assert_eq!(step_name(&env(&[])), "step");
+    }
+
+    #[test]
+    fn later_steps_look_beside_the_installed_binary_then_under_runner_temp() {
+        let temp = Path::new("/w/_temp");
+        let installed = Path::new("/w/_temp/token-keeper/bin/token-keeper");
+        assert_eq!(
+            job_roots(Some(installed), Some(temp)),
+            [
+                PathBuf::from("/w/_temp/token-keeper"),
+                PathBuf::from("/w/_temp/_github_home/token-keeper"),
+            ]
+        );
+        let elsewhere = Path::new("/usr/local/bin/token-keeper");
+        assert_eq!(job_roots(Some(elsewhere), None), Vec::<PathBuf>::new());
+        let old = Path::new("/h/token-keeper/bin/token-keeper");
+        assert_eq!(
+            job_roots(Some(old), None),
+            [PathBuf::from("/h/token-keeper")]
+        );
     }
 
     #[test]

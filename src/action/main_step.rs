@@ -14,11 +14,12 @@ use super::inputs::{self, Config, Env};
 use super::layout::{self, Layout};
 use super::shim;
 use super::workflow::{self, FileCommand, FileCommands};
+use crate::clock::unix_now;
 use crate::github::apps::{self, App, BotUser, MintError};
-use crate::github::client::{runtime, unix_now};
+use crate::github::client::{self, Knobs, Runtime};
 use crate::github::{GitHub, Installation, MintedToken, Target};
+use crate::keeper::Keeper;
 use crate::keeper::state::{CachedToken, MintConfig, StateDir};
-use crate::keeper::{self, Keeper};
 
 /// The main step may wait longer than a git command: nobody is blocked on it yet.
 const MAIN_DEADLINE: Duration = Duration::from_secs(60);
@@ -55,13 +56,14 @@ pub fn run(env: &Env) -> Result<()> {
     if git_server.is_some() || !config.export_env.is_empty() || config.git_identity {
         files.require(&[FileCommand::Env])?;
     }
-    let options = keeper::http_options(
-        &|name| env.get(name).cloned(),
+    let knobs = Knobs::from_env(|name| env.get(name).cloned())?;
+    let (gh, runtime) = client::connect(
+        config.api_url.clone(),
         MAIN_DEADLINE,
         config.ca_certificates.clone(),
-    )
-    .map_err(anyhow::Error::msg)?;
-    let gh = GitHub::new(config.api_url.clone(), options, 0)?;
+        0,
+        &knobs,
+    )?;
     let layout = Layout::detect(env)?;
     let step = layout::step_name(env);
     let plan = Plan {
@@ -73,14 +75,14 @@ pub fn run(env: &Env) -> Result<()> {
         step,
     };
     let dir = StateDir::create(&plan.layout.root, &plan.step, plan.layout.owner)?;
-    let result = mint_and_export(&plan, &gh, &dir);
+    let result = mint_and_export(&plan, &gh, &runtime, &dir);
     if result.is_err() {
         discard_if_unused(&dir);
     }
     result
 }
 
-fn mint_and_export(plan: &Plan, gh: &GitHub, dir: &StateDir) -> Result<()> {
+fn mint_and_export(plan: &Plan, gh: &GitHub, runtime: &Runtime, dir: &StateDir) -> Result<()> {
     let (files, config) = (&plan.files, &plan.config);
     files.set(
         FileCommand::State,
@@ -90,7 +92,6 @@ fn mint_and_export(plan: &Plan, gh: &GitHub, dir: &StateDir) -> Result<()> {
         issuer: &config.issuer,
         key: &config.key,
     };
-    let runtime = runtime()?;
     let (installation, minted) = runtime
         .block_on(async {
             let installation = apps::find_installation(gh, &app, &config.target).await?;
@@ -115,7 +116,7 @@ fn mint_and_export(plan: &Plan, gh: &GitHub, dir: &StateDir) -> Result<()> {
                 minted.token.fingerprint()
             ))])?;
         }
-        return Err(anyhow::Error::new(err).context("cannot record the new token"));
+        return Err(err.context("cannot record the new token"));
     }
     // GitHub can refuse a brand-new token for a few seconds; let later steps not see that. The
     // check is the bot user's lookup, so the identity costs no extra round trip.

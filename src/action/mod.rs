@@ -1,7 +1,7 @@
 //! The GitHub Actions side: inputs, the runner's file commands, and the main and post steps.
 
 pub(crate) mod inputs;
-mod layout;
+pub(crate) mod layout;
 pub(crate) mod main_step;
 pub mod permissions;
 pub(crate) mod post_step;

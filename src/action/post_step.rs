@@ -12,11 +12,12 @@ use anyhow::Result;
 
 use super::inputs::{self, Env};
 use super::workflow;
+use crate::clock::unix_now;
 use crate::github::GitHub;
 use crate::github::apps::{self, Revoked};
-use crate::github::client::{Runtime, runtime, unix_now};
+use crate::github::client::{self, Knobs, Runtime};
+use crate::keeper::Keeper;
 use crate::keeper::state::{LedgerEntry, StateDir};
-use crate::keeper::{self, Keeper};
 
 /// The whole step ends within about this: the job is waiting. Every revocation runs at once.
 const POST_DEADLINE: Duration = Duration::from_secs(10);
@@ -114,10 +115,8 @@ fn revoke_all(env: &Env, live: &[LedgerEntry], deadline: Duration) {
 fn client(env: &Env, deadline: Duration) -> Result<(GitHub, Runtime)> {
     let url = inputs::api_url(env)?;
     let ca = inputs::input(env, "ca-certificates").map(str::to_owned);
-    let mut options = keeper::http_options(&|name| env.get(name).cloned(), deadline, ca)
-        .map_err(anyhow::Error::msg)?;
-    options.deadline = options.deadline.min(deadline);
-    Ok((GitHub::new(url, options, 0)?, runtime()?))
+    let knobs = Knobs::from_env(|name| env.get(name).cloned())?;
+    Ok(client::connect(url, deadline, ca, 0, &knobs)?)
 }
 
 fn warn(message: &str) {

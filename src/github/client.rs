@@ -9,7 +9,7 @@ use std::future::Future;
 use std::mem::ManuallyDrop;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use reqwest::header::{ACCEPT, HeaderMap, RETRY_AFTER, USER_AGENT};
 use reqwest::{Method, Url};
@@ -18,6 +18,8 @@ use serde::de::DeserializeOwned;
 use super::jwt;
 use super::key::PrivateKey;
 use super::secret::Secret;
+use crate::clock::unix_now;
+use crate::duration::parse_duration;
 
 /// Timeouts and bounds of HTTP calls.
 #[derive(Debug, Clone)]
@@ -47,6 +49,77 @@ impl Default for HttpOptions {
 
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
+/// The `TOKEN_KEEPER_*` variables that shorten the HTTP bounds (for tests of hanging servers,
+/// or a user who would rather fail fast).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Knobs {
+    connect_timeout: Option<Duration>,
+    read_timeout: Option<Duration>,
+    deadline: Option<Duration>,
+    retry_base: Option<Duration>,
+}
+
+impl Knobs {
+    /// Read them through `get` (the process environment, or the step's).
+    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Self, ApiError> {
+        let read = |name: &str| -> Result<Option<Duration>, ApiError> {
+            match get(name).filter(|v| !v.is_empty()) {
+                None => Ok(None),
+                Some(text) => parse_duration(&text).map(Some).map_err(|e| {
+                    ApiError::Setup(format!("`{name}`: {e}: use for example `5s` or `200ms`"))
+                }),
+            }
+        };
+        Ok(Self {
+            connect_timeout: read("TOKEN_KEEPER_CONNECT_TIMEOUT")?,
+            read_timeout: read("TOKEN_KEEPER_READ_TIMEOUT")?,
+            deadline: read("TOKEN_KEEPER_DEADLINE")?,
+            retry_base: read("TOKEN_KEEPER_RETRY_BASE")?,
+        })
+    }
+
+    /// The bounds of calls that may take `deadline` in all, with these applied.
+    fn options(&self, deadline: Duration, extra_ca_pem: Option<String>) -> HttpOptions {
+        let defaults = HttpOptions::default();
+        HttpOptions {
+            connect_timeout: self.connect_timeout.unwrap_or(defaults.connect_timeout),
+            read_timeout: self.read_timeout.unwrap_or(defaults.read_timeout),
+            deadline: self.deadline.map_or(deadline, |d| d.min(deadline)),
+            retry_base: self.retry_base.unwrap_or(defaults.retry_base),
+            extra_ca_pem,
+        }
+    }
+}
+
+/// A client for the API at `base` whose calls each end within `deadline`, with the runtime that
+/// drives them: the one way every role talks to GitHub.
+pub fn connect(
+    base: Url,
+    deadline: Duration,
+    extra_ca_pem: Option<String>,
+    clock_offset: i64,
+    knobs: &Knobs,
+) -> Result<(GitHub, Runtime), ApiError> {
+    let options = knobs.options(deadline, extra_ca_pem);
+    Ok((GitHub::new(base, options, clock_offset)?, runtime()?))
+}
+
+/// The certificates of a PEM text such as the `ca-certificates` input: at least one, all readable.
+pub fn ca_certificates(
+    pem: &str,
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+
+    let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("is not valid PEM ({e})"))?;
+    if certs.is_empty() {
+        return Err("holds no certificate".into());
+    }
+    Ok(certs)
+}
+
 /// The offset of GitHub's clock from ours, in seconds (GitHub minus us).
 #[derive(Debug, Default)]
 pub struct Clock(AtomicI64);
@@ -71,7 +144,7 @@ impl Clock {
 }
 
 /// One thread is plenty for a handful of requests, and starts fastest.
-pub fn runtime() -> Result<Runtime, ApiError> {
+fn runtime() -> Result<Runtime, ApiError> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -100,14 +173,6 @@ impl Drop for Runtime {
 
 /// The most of an answer's body we read: GitHub's answers here are a few KiB.
 const MAX_BODY: usize = 1024 * 1024;
-
-/// Our clock, unix seconds.
-pub fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
 
 /// How a request authenticates.
 #[derive(Clone, Copy)]
@@ -722,9 +787,6 @@ fn chain(err: &dyn std::error::Error) -> String {
 
 /// Mozilla's roots, the platform's (`SSL_CERT_FILE`, `SSL_CERT_DIR`) and any given as PEM.
 fn trusted_roots(extra_ca_pem: Option<&str>) -> Result<rustls::RootCertStore, ApiError> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     for cert in rustls_native_certs::load_native_certs().certs {
@@ -732,22 +794,17 @@ fn trusted_roots(extra_ca_pem: Option<&str>) -> Result<rustls::RootCertStore, Ap
         let _ = roots.add(cert);
     }
     if let Some(pem) = extra_ca_pem.filter(|p| !p.trim().is_empty()) {
-        let mut added = 0;
-        for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
-            let cert = cert.map_err(|e| {
-                ApiError::Setup(format!("the `ca-certificates` input is not valid PEM ({e}): pass one or more `-----BEGIN CERTIFICATE-----` blocks"))
-            })?;
+        let certs = ca_certificates(pem).map_err(|why| {
+            ApiError::Setup(format!(
+                "the `ca-certificates` input {why}: pass one or more `-----BEGIN CERTIFICATE-----` blocks"
+            ))
+        })?;
+        for cert in certs {
             roots.add(cert).map_err(|e| {
                 ApiError::Setup(format!(
                     "a certificate in the `ca-certificates` input is unusable: {e}"
                 ))
             })?;
-            added += 1;
-        }
-        if added == 0 {
-            return Err(ApiError::Setup(
-                "the `ca-certificates` input holds no certificate: pass one or more `-----BEGIN CERTIFICATE-----` blocks".into(),
-            ));
         }
     }
     Ok(roots)
@@ -772,6 +829,28 @@ mod tests {
         remaining: None,
         reset: None,
     };
+
+    #[test]
+    fn knobs_shorten_the_bounds_and_a_bad_one_is_named() {
+        let get = |name: &str| (name == "TOKEN_KEEPER_DEADLINE").then(|| "3s".to_owned());
+        let knobs = Knobs::from_env(get).unwrap();
+        let deadline = |allowed| knobs.options(allowed, None).deadline;
+        assert_eq!(deadline(Duration::from_secs(20)), Duration::from_secs(3));
+        assert_eq!(
+            deadline(Duration::from_secs(1)),
+            Duration::from_secs(1),
+            "never longer"
+        );
+        assert_eq!(
+            Knobs::default()
+                .options(Duration::from_secs(20), None)
+                .deadline,
+            Duration::from_secs(20)
+        );
+        let bad = |name: &str| (name == "TOKEN_KEEPER_READ_TIMEOUT").then(|| "soon".to_owned());
+        let err = Knobs::from_env(bad).unwrap_err().to_string();
+        assert!(err.contains("`TOKEN_KEEPER_READ_TIMEOUT`"), "{err}");
+    }
 
     #[test]
     fn a_token_request_without_an_answer_is_repeated_once() {

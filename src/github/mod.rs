@@ -10,6 +10,6 @@ pub mod key;
 pub mod secret;
 
 pub use apps::{Installation, MintedToken, Target, TokenRequest};
-pub use client::{GitHub, HttpOptions};
+pub use client::GitHub;
 pub use key::{KeyError, PrivateKey};
 pub use secret::Secret;

@@ -3,7 +3,7 @@
 //! `Keeper::serve` is the hot path of every git command: given the state file just read, it asks
 //! the policy and answers, with no lock, no HTTP client and no async runtime. Only a re-mint
 //! takes the lock, re-reads the state (another process may have re-minted meanwhile), and talks
-//! to GitHub.
+//! to GitHub. Time comes in as `now`, and the HTTP bounds as `Knobs`, from the caller.
 
 pub mod locate;
 pub mod lock;
@@ -13,15 +13,14 @@ pub mod state;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use anyhow::{Context, Result, anyhow};
+
 use self::lock::{Guard, LockError};
 use self::policy::Decision;
-use self::state::{CachedToken, Failure, LedgerEntry, MintConfig, State, StateDir, StateError};
-use crate::duration::parse_duration;
+use self::state::{CachedToken, Failure, LedgerEntry, MintConfig, State, StateDir};
 use crate::github::apps::{self, App};
-use crate::github::client::{runtime, unix_now};
-use crate::github::{
-    GitHub, HttpOptions, Installation, MintedToken, PrivateKey, Secret, TokenRequest,
-};
+use crate::github::client::{self, Knobs};
+use crate::github::{GitHub, Installation, MintedToken, PrivateKey, Secret, TokenRequest};
 
 /// Git is waiting: a re-mint gives up after this.
 pub const REMINT_DEADLINE: Duration = Duration::from_secs(20);
@@ -30,22 +29,8 @@ const CALL_BOUND: Duration = Duration::from_secs(28);
 const LOCK_WAIT: Duration = Duration::from_secs(25);
 /// After a failed re-mint, callers with a valid cached token leave GitHub alone this long.
 const FAILURE_QUIET: i64 = 30;
-
-#[derive(Debug, thiserror::Error)]
-pub enum KeeperError {
-    #[error(
-        "no token-keeper state in `{0}`: the token-keeper step of this job did not run, or its post step already cleaned up"
-    )]
-    NoState(String),
-    #[error(transparent)]
-    State(#[from] StateError),
-    #[error(transparent)]
-    Lock(#[from] LockError),
-    #[error("{0}")]
-    NotFound(String),
-    #[error("no valid token is left: re-minting failed: {0}")]
-    NothingValid(String),
-}
+/// How long revoking a token that could not be recorded may take.
+const UNRECORDED_REVOKE: Duration = Duration::from_secs(5);
 
 /// A token to hand out.
 #[derive(Debug)]
@@ -60,24 +45,39 @@ pub struct Served {
 /// One step's token store.
 pub struct Keeper {
     dir: StateDir,
+    knobs: Knobs,
+    /// Called once when a re-mint has to wait for another process's.
+    on_wait: fn(),
 }
 
 impl Keeper {
-    pub fn open(path: &Path) -> Result<Self, KeeperError> {
+    /// The store in `path`; re-mints use `knobs` for their HTTP bounds.
+    pub fn open(path: &Path, knobs: Knobs) -> Result<Self> {
         match StateDir::open(path) {
-            Ok(dir) => Ok(Self { dir }),
-            Err(err) if err.is_not_found() => Err(KeeperError::NoState(path.display().to_string())),
+            Ok(dir) => Ok(Self {
+                dir,
+                knobs,
+                on_wait: || tracing::debug!("waiting for another re-mint"),
+            }),
+            Err(err) if err.is_not_found() => Err(no_state(path)),
             Err(err) => Err(err.into()),
         }
     }
 
+    /// Tell a person when a re-mint waits for another process's, as `notice` does.
+    pub fn announcing_waits(mut self, notice: fn()) -> Self {
+        self.on_wait = notice;
+        self
+    }
+
     /// End of the job: no re-mint may start (the key goes first), none may be half done (the
-    /// lock), then `revoke` gets every token recorded and the directory goes.
+    /// lock, for at most `lock_wait`), then `revoke` gets every token recorded and the directory
+    /// goes, whatever the ledger holds.
     pub fn retire(
         dir: StateDir,
         lock_wait: Duration,
         revoke: impl FnOnce(Vec<LedgerEntry>),
-    ) -> Result<(), KeeperError> {
+    ) -> Result<()> {
         let key = dir.path().join(state::KEY);
         if let Err(err) = std::fs::remove_file(&key)
             && err.kind() != std::io::ErrorKind::NotFound
@@ -86,7 +86,6 @@ impl Keeper {
         }
         // A stuck holder must not keep the tokens alive: revoke without the lock then.
         let guard = Guard::acquire(&dir, lock_wait, || {}).ok();
-        // Whatever the ledger holds, the directory goes.
         let ledger = dir.ledger();
         if let Ok(entries) = &ledger {
             revoke(entries.clone());
@@ -104,7 +103,7 @@ impl Keeper {
         config: MintConfig,
         token: CachedToken,
         key: Option<&PrivateKey>,
-    ) -> Result<(), KeeperError> {
+    ) -> Result<()> {
         let guard = Guard::acquire(dir, LOCK_WAIT, || {})?;
         guard.record(&token.ledger_entry())?;
         if let Some(key) = key {
@@ -118,15 +117,13 @@ impl Keeper {
         &self.dir
     }
 
-    pub fn state(&self) -> Result<State, KeeperError> {
-        self.dir
-            .state()?
-            .ok_or_else(|| KeeperError::NoState(self.dir.path().display().to_string()))
+    pub fn state(&self) -> Result<State> {
+        self.dir.state()?.ok_or_else(|| no_state(self.dir.path()))
     }
 
     /// A token that the policy calls fresh at `now` (our clock), from the state the caller has
     /// just read, re-minting if needed.
-    pub fn serve(&self, state: State, now: i64) -> Result<Served, KeeperError> {
+    pub fn serve(&self, state: State, now: i64) -> Result<Served> {
         match policy::decide(now, &state.facts(), refresh_after(&state)) {
             Decision::Fresh => Ok(served(&state, None)),
             Decision::Refresh(reason) => {
@@ -137,13 +134,13 @@ impl Keeper {
     }
 
     /// Git says `password` was refused: mark the state's token stale if the policy agrees.
-    pub fn erase(&self, state: &State, password: &str, now: i64) -> Result<(), KeeperError> {
+    pub fn erase(&self, state: &State, password: &str, now: i64) -> Result<()> {
         if state.token.token.expose() != password
             || !policy::erase_counts(now, &state.facts(), state.last_erase_mint)
         {
             return Ok(());
         }
-        let guard = Guard::acquire(&self.dir, LOCK_WAIT, || {})?;
+        let guard = Guard::acquire(&self.dir, LOCK_WAIT, self.on_wait)?;
         let mut state = self.state()?;
         if state.token.token.expose() == password {
             state.erased = true;
@@ -152,42 +149,32 @@ impl Keeper {
         Ok(())
     }
 
-    fn refresh(&self, waiting_since: i64) -> Result<Served, KeeperError> {
+    /// Re-mint under the lock, unless another process did, or just failed to.
+    fn refresh(&self, now: i64) -> Result<Served> {
         let started = Instant::now();
-        let guard = match Guard::acquire(&self.dir, LOCK_WAIT, || {
-            tracing::debug!("waiting for another re-mint")
-        }) {
+        let guard = match Guard::acquire(&self.dir, LOCK_WAIT, self.on_wait) {
             Ok(guard) => guard,
             // Stuck behind others' re-mints: the cached token, while it lasts.
             Err(LockError::Timeout(..)) => {
-                return fallback(
-                    &self.state()?,
-                    unix_now(),
-                    "another process is still re-minting",
-                );
+                return fallback(&self.state()?, now, "another process is still re-minting");
             }
             Err(err) => return Err(err.into()),
         };
-        let now = unix_now();
         let mut state = self.state()?;
-        if policy::decide(now, &state.facts(), refresh_after(&state)) == Decision::Fresh {
-            return Ok(served(&state, None));
-        }
-        if let Some(failure) = &state.failure {
-            // It failed while we waited, or just now: GitHub gets a rest, git gets the cache.
-            let recent = now - failure.at < FAILURE_QUIET && state.facts().is_valid(now);
-            if failure.at >= waiting_since || recent {
-                return fallback(&state, now, &failure.message);
-            }
+        match plan(now, &state) {
+            Plan::Serve => return Ok(served(&state, None)),
+            Plan::Fallback(message) => return fallback(&state, now, &message),
+            Plan::Remint => {}
         }
         let budget = CALL_BOUND
             .saturating_sub(started.elapsed())
             .min(REMINT_DEADLINE);
         let (minted, clock_offset) = match self.remint(&state, budget) {
             Ok(minted) => minted,
-            Err(message) => {
+            Err(err) => {
+                let message = format!("{err:#}");
                 state.failure = Some(Failure {
-                    at: unix_now(),
+                    at: now,
                     message: message.clone(),
                 });
                 // Best effort: without the record, the next caller just tries again.
@@ -197,26 +184,15 @@ impl Keeper {
                 return fallback(&state, now, &message);
             }
         };
-        let token = CachedToken {
-            token: minted.token,
-            expires_at: minted.expires_at,
-            minted_at: unix_now(),
-            clock_offset,
-        };
         let previous = state.clone();
-        if state.erased {
-            state.last_erase_mint = Some(now);
-        }
-        state.token = token;
-        state.erased = false;
-        state.failure = None;
+        state.renew(minted.token, minted.expires_at, clock_offset, now);
         if let Err(err) = guard.record(&state.token.ledger_entry()) {
             // A full disk: unrecorded, the post step could never revoke it, so it goes now and
             // the old token serves while it lasts.
             let mut why = format!("cannot save the new token: {err}");
-            if let Err(revoke) = revoke_unrecorded(&state) {
+            if let Err(revoke) = self.revoke_unrecorded(&state) {
                 why.push_str(&format!(
-                    "; nor revoke it, so it stays valid until it expires: {revoke}"
+                    "; nor revoke it, so it stays valid until it expires: {revoke:#}"
                 ));
             }
             return fallback(&previous, now, &why);
@@ -234,23 +210,20 @@ impl Keeper {
     }
 
     /// Mint a new token for the stored installation; the new clock offset comes with it.
-    fn remint(&self, state: &State, deadline: Duration) -> Result<(MintedToken, i64), String> {
+    fn remint(&self, state: &State, deadline: Duration) -> Result<(MintedToken, i64)> {
         let config = &state.config;
-        let key_text = std::fs::read_to_string(self.dir.path().join(state::KEY)).map_err(|e| {
-            format!(
-                "cannot read the App's key in `{}`: {e}",
-                self.dir.path().display()
-            )
-        })?;
-        let key = PrivateKey::parse(&key_text).map_err(|e| e.to_string())?;
-        let gh = client(state, deadline)?;
+        let key_path = self.dir.path().join(state::KEY);
+        let key_text = std::fs::read_to_string(&key_path)
+            .with_context(|| format!("cannot read the App's key `{}`", key_path.display()))?;
+        let key = PrivateKey::parse(&key_text)?;
+        let (gh, runtime) = self.connect(state, deadline)?;
         let app = App {
             issuer: &config.issuer,
             key: &key,
         };
         let installation = Installation {
             id: config.installation_id,
-            app_slug: String::new(),
+            app_slug: config.app_slug.clone(),
             account: config.account.clone(),
         };
         let request = TokenRequest {
@@ -258,11 +231,8 @@ impl Keeper {
             permissions: config.permissions.clone(),
         };
         let started = Instant::now();
-        let runtime = runtime().map_err(|e| e.to_string())?;
         let minted = runtime.block_on(async {
-            let minted = apps::create_token(&gh, &app, &installation, &request)
-                .await
-                .map_err(|e| e.to_string())?;
+            let minted = apps::create_token(&gh, &app, &installation, &request).await?;
             // GitHub can refuse a brand-new token briefly, and git would fail on it: wait for it,
             // within what is left of the budget. A check that fails says nothing about the token.
             // The check is a lookup every token may make, enterprise ones included.
@@ -271,37 +241,64 @@ impl Keeper {
             if let Ok(Err(err)) = tokio::time::timeout(left, check).await {
                 tracing::debug!("the new token is not accepted yet: {err}");
             }
-            Ok::<_, String>(minted)
+            Ok::<_, apps::MintError>(minted)
         })?;
         Ok((minted, gh.clock().offset()))
     }
+
+    /// Revoke a token that could not be recorded.
+    fn revoke_unrecorded(&self, state: &State) -> Result<()> {
+        let (gh, runtime) = self.connect(state, UNRECORDED_REVOKE)?;
+        runtime.block_on(apps::revoke(&gh, &state.token.token))?;
+        Ok(())
+    }
+
+    /// A client for the stored API, bounded by `deadline`.
+    fn connect(&self, state: &State, deadline: Duration) -> Result<(GitHub, client::Runtime)> {
+        let config = &state.config;
+        let api = url::Url::parse(&config.api_url)
+            .with_context(|| format!("bad API URL `{}` in the state", config.api_url))?;
+        let connected = client::connect(
+            api,
+            deadline,
+            config.ca_certificates.clone(),
+            state.token.clock_offset,
+            &self.knobs,
+        )?;
+        Ok(connected)
+    }
 }
 
-/// A client for the stored API, bounded by `deadline`.
-fn client(state: &State, deadline: Duration) -> Result<GitHub, String> {
-    let config = &state.config;
-    let api =
-        url::Url::parse(&config.api_url).map_err(|e| format!("bad API URL in the state: {e}"))?;
-    let mut options = http_options(
-        &|name| std::env::var(name).ok(),
-        REMINT_DEADLINE,
-        config.ca_certificates.clone(),
-    )?;
-    options.deadline = options.deadline.min(deadline);
-    GitHub::new(api, options, state.token.clock_offset).map_err(|e| e.to_string())
+/// What a process that holds the lock does with the state it has just re-read.
+#[derive(Debug, PartialEq, Eq)]
+enum Plan {
+    /// Another process re-minted meanwhile.
+    Serve,
+    /// A re-mint failed while we waited, or just now: GitHub gets a rest, git gets the cache.
+    Fallback(String),
+    Remint,
 }
 
-/// How long revoking a token that could not be recorded may take.
-const UNRECORDED_REVOKE: Duration = Duration::from_secs(5);
+fn plan(now: i64, state: &State) -> Plan {
+    if policy::decide(now, &state.facts(), refresh_after(state)) == Decision::Fresh {
+        return Plan::Serve;
+    }
+    match &state.failure {
+        Some(failure)
+            if failure.at >= now
+                || (now - failure.at < FAILURE_QUIET && state.facts().is_valid(now)) =>
+        {
+            Plan::Fallback(failure.message.clone())
+        }
+        _ => Plan::Remint,
+    }
+}
 
-/// Revoke a token that could not be recorded.
-fn revoke_unrecorded(state: &State) -> Result<(), String> {
-    let gh = client(state, UNRECORDED_REVOKE)?;
-    let runtime = runtime().map_err(|e| e.to_string())?;
-    runtime
-        .block_on(apps::revoke(&gh, &state.token.token))
-        .map(drop)
-        .map_err(|e| e.to_string())
+fn no_state(path: &Path) -> anyhow::Error {
+    anyhow!(
+        "no token-keeper state in `{}`: the token-keeper step of this job did not run, or its post step already cleaned up",
+        path.display()
+    )
 }
 
 fn refresh_after(state: &State) -> Duration {
@@ -317,7 +314,7 @@ fn served(state: &State, warning: Option<String>) -> Served {
 }
 
 /// After a failed re-mint: the cached token while GitHub still accepts it, else an error.
-fn fallback(state: &State, now: i64, message: &str) -> Result<Served, KeeperError> {
+fn fallback(state: &State, now: i64, message: &str) -> Result<Served> {
     if state.facts().is_valid(now) {
         let left = state.facts().local_expiry() - now;
         Ok(served(
@@ -327,53 +324,70 @@ fn fallback(state: &State, now: i64, message: &str) -> Result<Served, KeeperErro
             )),
         ))
     } else {
-        Err(KeeperError::NothingValid(message.to_owned()))
+        Err(anyhow!(
+            "no valid token is left: re-minting failed: {message}"
+        ))
     }
-}
-
-/// HTTP bounds; `TOKEN_KEEPER_*` variables shorten them (tests of hanging servers).
-pub fn http_options(
-    get: &dyn Fn(&str) -> Option<String>,
-    deadline: Duration,
-    extra_ca_pem: Option<String>,
-) -> Result<HttpOptions, String> {
-    let mut options = HttpOptions {
-        deadline,
-        extra_ca_pem,
-        ..HttpOptions::default()
-    };
-    let knobs: [(&str, &mut Duration); 4] = [
-        ("TOKEN_KEEPER_CONNECT_TIMEOUT", &mut options.connect_timeout),
-        ("TOKEN_KEEPER_READ_TIMEOUT", &mut options.read_timeout),
-        ("TOKEN_KEEPER_DEADLINE", &mut options.deadline),
-        ("TOKEN_KEEPER_RETRY_BASE", &mut options.retry_base),
-    ];
-    for (name, slot) in knobs {
-        if let Some(text) = get(name).filter(|v| !v.is_empty()) {
-            *slot = parse_duration(&text)
-                .map_err(|e| format!("`{name}`: {e}: use for example `5s` or `200ms`"))?;
-        }
-    }
-    Ok(options)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn state(minted_at: i64, failure: Option<i64>) -> State {
+        let mut state = State::new(
+            MintConfig {
+                api_url: "http://127.0.0.1:1".into(),
+                git_server: "https://github.com".into(),
+                issuer: "1".into(),
+                installation_id: 1,
+                app_slug: "keeper".into(),
+                account: "o".into(),
+                repositories: vec![],
+                permissions: Default::default(),
+                refresh_after: 3000,
+                ca_certificates: None,
+            },
+            CachedToken {
+                token: Secret::new("t".into()),
+                expires_at: minted_at + 3600,
+                minted_at,
+                clock_offset: 0,
+            },
+        );
+        state.failure = failure.map(|at| Failure {
+            at,
+            message: "GitHub is down".into(),
+        });
+        state
+    }
+
     #[test]
-    fn knobs_shorten_the_bounds() {
-        let get = |name: &str| (name == "TOKEN_KEEPER_DEADLINE").then(|| "3s".to_owned());
+    fn under_the_lock_a_fresh_state_is_served_and_a_stale_one_reminted() {
         assert_eq!(
-            http_options(&get, REMINT_DEADLINE, None).unwrap().deadline,
-            Duration::from_secs(3)
+            plan(1000, &state(900, None)),
+            Plan::Serve,
+            "another process re-minted"
         );
-        let bad = |name: &str| (name == "TOKEN_KEEPER_READ_TIMEOUT").then(|| "soon".to_owned());
-        assert!(
-            http_options(&bad, REMINT_DEADLINE, None)
-                .unwrap_err()
-                .contains("TOKEN_KEEPER_READ_TIMEOUT")
+        assert_eq!(plan(4000, &state(900, None)), Plan::Remint);
+        assert_eq!(
+            plan(4000, &state(900, Some(3000))),
+            Plan::Remint,
+            "an old failure"
         );
+    }
+
+    #[test]
+    fn a_recent_failure_gives_github_a_rest_while_the_cache_is_valid() {
+        let failed = |at| plan(4000, &state(900, Some(at)));
+        assert_eq!(failed(3990), Plan::Fallback("GitHub is down".into()));
+        assert_eq!(
+            failed(4000),
+            Plan::Fallback("GitHub is down".into()),
+            "while we waited"
+        );
+        // Expired by now: a recent failure is no reason not to try.
+        assert_eq!(plan(4600, &state(900, Some(4590))), Plan::Remint);
     }
 
     #[test]

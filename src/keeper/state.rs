@@ -183,6 +183,21 @@ impl State {
         }
     }
 
+    /// A new token replaces the cached one at `now`: the erase and any failure are over.
+    pub fn renew(&mut self, token: Secret, expires_at: i64, clock_offset: i64, now: i64) {
+        if self.erased {
+            self.last_erase_mint = Some(now);
+        }
+        self.token = CachedToken {
+            token,
+            expires_at,
+            minted_at: now,
+            clock_offset,
+        };
+        self.erased = false;
+        self.failure = None;
+    }
+
     /// What the refresh policy looks at.
     pub fn facts(&self) -> Facts {
         Facts {
@@ -473,6 +488,40 @@ mod tests {
         dir.write_atomic("cache", b"new").unwrap();
         assert_eq!(fs::read(dir.path().join("cache")).unwrap(), b"new");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_renewed_state_forgets_the_erase_and_the_failure() {
+        let mut state = State::new(
+            MintConfig {
+                api_url: String::new(),
+                git_server: String::new(),
+                issuer: "1".into(),
+                installation_id: 1,
+                app_slug: String::new(),
+                account: "o".into(),
+                repositories: vec![],
+                permissions: BTreeMap::new(),
+                refresh_after: 3000,
+                ca_certificates: None,
+            },
+            CachedToken {
+                token: Secret::new("old".into()),
+                expires_at: 3600,
+                minted_at: 0,
+                clock_offset: 0,
+            },
+        );
+        state.erased = true;
+        state.failure = Some(Failure {
+            at: 10,
+            message: "down".into(),
+        });
+        state.renew(Secret::new("new".into()), 7300, 5, 3700);
+        assert_eq!(state.token.token.expose(), "new");
+        assert_eq!((state.token.minted_at, state.token.clock_offset), (3700, 5));
+        assert!(!state.erased && state.failure.is_none());
+        assert_eq!(state.last_erase_mint, Some(3700));
     }
 
     #[test]

@@ -1,0 +1,113 @@
+//! The commands later steps and git run: `credential`, `token` and `exec`.
+//!
+//! They find the job's token store (the one the main step named, or the only one), and hand out
+//! a live token. A person may be waiting on `token` and `exec`, so they say when a re-mint waits
+//! for another process's; git's helper stays quiet but for warnings.
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, ExitStatus};
+
+use anyhow::{Context, Result};
+
+use crate::action::layout;
+use crate::clock::unix_now;
+use crate::credential;
+use crate::github::client::Knobs;
+use crate::keeper::state::State;
+use crate::keeper::{Keeper, Served, locate};
+
+/// `credential <operation>`: answer git.
+pub fn credential(state: Option<&Path>, operation: &str) -> Result<ExitCode> {
+    // The installed helper names its state; by hand, the job's only one will do.
+    let state = match state {
+        Some(dir) => dir.to_owned(),
+        None => find(None, None)?.0.dir().path().to_owned(),
+    };
+    credential::run(
+        operation,
+        &state,
+        &knobs()?,
+        std::io::stdin().lock(),
+        std::io::stdout().lock(),
+        std::io::stderr(),
+        unix_now(),
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `token`: print a live token on stdout.
+pub fn token(state: Option<&Path>, owner: Option<&str>) -> Result<ExitCode> {
+    let (keeper, state) = find(state, owner)?;
+    let served = serve(keeper, state)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", served.token.expose())
+        .and_then(|()| out.flush())
+        .context("cannot print the token")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `exec -- COMMAND`: run it with `GH_TOKEN` and `GITHUB_TOKEN` set to a live token (and
+/// `GH_ENTERPRISE_TOKEN` on GitHub Enterprise Server); its exit status becomes ours.
+pub fn exec(state: Option<&Path>, owner: Option<&str>, command: &[OsString]) -> Result<ExitCode> {
+    let (program, args) = command
+        .split_first()
+        .context("no command given after `--`")?;
+    let (keeper, state) = find(state, owner)?;
+    let ghes = state.config.is_enterprise_server();
+    let served = serve(keeper, state)?;
+    let mut child = Command::new(program);
+    child
+        .args(args)
+        .env("GH_TOKEN", served.token.expose())
+        .env("GITHUB_TOKEN", served.token.expose());
+    if ghes {
+        child.env("GH_ENTERPRISE_TOKEN", served.token.expose());
+    }
+    let status = child
+        .status()
+        .with_context(|| format!("cannot run `{}`", program.to_string_lossy()))?;
+    Ok(exit_code(status))
+}
+
+/// The `TOKEN_KEEPER_*` bounds of this process.
+fn knobs() -> Result<Knobs> {
+    Ok(Knobs::from_env(|name| std::env::var(name).ok())?)
+}
+
+/// The job's store that `state` names, or the only one (for `owner`).
+fn find(state: Option<&Path>, owner: Option<&str>) -> Result<(Keeper, State)> {
+    let exe = std::env::current_exe().ok();
+    let runner_temp = std::env::var_os("RUNNER_TEMP").map(PathBuf::from);
+    let roots = layout::job_roots(exe.as_deref(), runner_temp.as_deref());
+    locate::find(&roots, state, owner, &knobs()?)
+}
+
+/// A live token for a person's command. In Actions its mask goes to stderr first: a command
+/// that echoes a re-minted token must not show it in the log.
+fn serve(keeper: Keeper, state: State) -> Result<Served> {
+    let keeper = keeper.announcing_waits(say_waiting);
+    let served = keeper.serve(state, unix_now())?;
+    if std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true") {
+        eprintln!("::add-mask::{}", served.token.expose());
+    }
+    if let Some(warning) = &served.warning {
+        eprintln!("token-keeper: warning: {warning}");
+    }
+    Ok(served)
+}
+
+fn say_waiting() {
+    eprintln!("token-keeper: waiting for another process of this job to finish re-minting");
+}
+
+/// The child's status as ours; a signal becomes 128 + its number, as shells report it.
+fn exit_code(status: ExitStatus) -> ExitCode {
+    use std::os::unix::process::ExitStatusExt;
+    let code = status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(1);
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
