@@ -454,7 +454,8 @@ mod tests {
 
         use super::*;
         use crate::github::{PrivateKey, Secret};
-        use crate::keeper::state::{CachedToken, Owner, StateDir};
+        use crate::keeper::state::{CachedToken, StateDir};
+        use crate::private::Owner;
 
         /// A job whose step `s` has a token fresh for an hour from `now`.
         fn state_dir(now: i64) -> tempfile::TempDir {

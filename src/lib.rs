@@ -13,4 +13,5 @@ mod credential;
 mod duration;
 mod github;
 mod keeper;
+mod private;
 mod tools;

@@ -15,7 +15,7 @@ use url::Url;
 
 use super::inputs::Env;
 use super::layout::Layout;
-use crate::keeper::state::{Owner, create_private_dir, give};
+use crate::private::{Owner, create_private_dir, give};
 
 /// The URL prefixes the token covers: the owner, or each repository with and without `.git`,
 /// each with the login as GitHub spells it and in lower case (git matches case-sensitively).

@@ -5,11 +5,11 @@
 //! state file or append to the ledger, so no such write happens outside the lock.
 
 use std::fs::{File, OpenOptions, TryLockError};
-use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::time::{Duration, Instant};
 
-use super::state::{LedgerEntry, State, StateDir, StateError, give};
+use super::state::{LedgerEntry, State, StateDir};
+use crate::private::{FileError, at, give};
 
 const LOCK: &str = "lock";
 
@@ -20,7 +20,7 @@ pub enum LockError {
     )]
     Timeout(String, u64),
     #[error(transparent)]
-    State(#[from] StateError),
+    State(#[from] FileError),
     #[error("cannot lock `{path}`: {cause}")]
     Io { path: String, cause: std::io::Error },
 }
@@ -77,14 +77,16 @@ impl<'a> Guard<'a> {
     }
 
     /// Replace the state file whole.
-    pub fn write_state(&self, state: &State) -> Result<(), StateError> {
-        let mut bytes = serde_json::to_vec_pretty(state).unwrap_or_default();
-        bytes.write_all(b"\n").unwrap_or_default();
+    pub fn write_state(&self, state: &State) -> Result<(), FileError> {
+        let file = self.dir.path().join(super::state::STATE);
+        let mut bytes = serde_json::to_vec_pretty(state)
+            .map_err(|e| at("write", &file)(std::io::Error::other(e)))?;
+        bytes.push(b'\n');
         self.dir.write_atomic(super::state::STATE, &bytes)
     }
 
     /// Add a minted token to the ledger.
-    pub fn record(&self, entry: &LedgerEntry) -> Result<(), StateError> {
+    pub fn record(&self, entry: &LedgerEntry) -> Result<(), FileError> {
         self.dir.record(entry)
     }
 }
@@ -94,7 +96,7 @@ mod tests {
     use std::sync::{Arc, Barrier};
 
     use super::*;
-    use crate::keeper::state::Owner;
+    use crate::private::Owner;
 
     #[test]
     fn a_second_holder_waits_then_times_out() {

@@ -1,13 +1,11 @@
 //! A step's state directory on disk: the ledger of every token minted, and the files beside it.
 //!
-//! Every file is created 0600 inside a 0700 directory and handed to the directory's owner, so a
-//! writer running as root (our container, a later container action, `sudo git`) never leaves a
-//! file the runner's user cannot read. The state file and the key are replaced whole, by rename;
-//! the ledger only grows, a line at a time.
+//! Files and folders are private to the runner's user (`crate::private`). The state file and the
+//! key are replaced whole, by rename; the ledger only grows, a line at a time.
 
-use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt, fchown};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use std::collections::BTreeMap;
@@ -16,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::policy::Facts;
 use crate::github::Secret;
+use crate::private::{FileError, Owner, at, create_private_dir, give, open_private};
 
 const LEDGER: &str = "ledger";
 /// The cached token and what re-minting needs, replaced whole on every change.
@@ -23,49 +22,6 @@ pub(crate) const STATE: &str = "state.json";
 /// The App's private key, for re-mints.
 pub const KEY: &str = "key.pem";
 const STATE_VERSION: u32 = 1;
-
-/// Who owns what we write.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Owner {
-    pub uid: u32,
-    pub gid: u32,
-}
-
-impl Owner {
-    /// The owner of an existing path.
-    pub fn of(path: &Path) -> io::Result<Self> {
-        let meta = fs::metadata(path)?;
-        Ok(Self {
-            uid: meta.uid(),
-            gid: meta.gid(),
-        })
-    }
-}
-
-/// A file operation that failed, with the path it was about. The cause is part of the message,
-/// not a source of its own, so that a chain of errors does not print it twice.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot {action} `{path}`: {cause}")]
-pub struct StateError {
-    action: &'static str,
-    path: PathBuf,
-    cause: io::Error,
-}
-
-impl StateError {
-    pub fn is_not_found(&self) -> bool {
-        self.cause.kind() == io::ErrorKind::NotFound
-    }
-}
-
-fn at(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StateError {
-    let path = path.to_owned();
-    move |cause| StateError {
-        action,
-        path,
-        cause,
-    }
-}
 
 /// One minted token, as the post step needs it to revoke.
 #[derive(Debug, Clone)]
@@ -219,7 +175,7 @@ pub struct StateDir {
 impl StateDir {
     /// Create the job's folder `job` and the step's folder `name` in it, each 0700 and owned by
     /// `owner`; `job`'s own parent must exist.
-    pub fn create(job: &Path, name: &str, owner: Owner) -> Result<Self, StateError> {
+    pub fn create(job: &Path, name: &str, owner: Owner) -> Result<Self, FileError> {
         let path = job.join(name);
         create_private_dir(job, owner)?;
         create_private_dir(&path, owner)?;
@@ -227,7 +183,7 @@ impl StateDir {
     }
 
     /// An existing directory; what we write in it goes to the directory's owner.
-    pub fn open(path: &Path) -> Result<Self, StateError> {
+    pub fn open(path: &Path) -> Result<Self, FileError> {
         let owner = Owner::of(path).map_err(at("open", path))?;
         Ok(Self {
             path: path.to_owned(),
@@ -244,7 +200,7 @@ impl StateDir {
     }
 
     /// Replace `name` whole: temp file, fsync, rename. Readers see the old or the new file.
-    pub(super) fn write_atomic(&self, name: &str, bytes: &[u8]) -> Result<(), StateError> {
+    pub(super) fn write_atomic(&self, name: &str, bytes: &[u8]) -> Result<(), FileError> {
         let target = self.path.join(name);
         let mut temp = tempfile::Builder::new()
             .prefix(&format!(".{name}."))
@@ -260,16 +216,21 @@ impl StateDir {
     }
 
     /// Add a minted token to the ledger, durably, before anything else uses it.
-    pub(super) fn record(&self, entry: &LedgerEntry) -> Result<(), StateError> {
+    pub(super) fn record(&self, entry: &LedgerEntry) -> Result<(), FileError> {
         let line = LedgerLine {
             token: entry.token.expose().to_owned(),
             expires_at: entry.expires_at,
             clock_offset: entry.clock_offset,
         };
-        let mut text = serde_json::to_string(&line).unwrap_or_default();
+        let mut text = serde_json::to_string(&line)
+            .map_err(|e| at("write a line for", &self.path.join(LEDGER))(io::Error::other(e)))?;
         text.push('\n');
         let path = self.path.join(LEDGER);
-        let file = self.open_private(&path, OpenOptions::new().read(true).append(true))?;
+        let file = open_private(
+            &path,
+            OpenOptions::new().read(true).append(true),
+            self.owner,
+        )?;
         if !ends_with_newline(&file).map_err(at("read", &path))? {
             // A line cut off by a full disk or a kill must not swallow this one.
             text.insert(0, '\n');
@@ -281,7 +242,7 @@ impl StateDir {
     }
 
     /// The cached token and configuration; `None` when the main step stored none.
-    pub fn state(&self) -> Result<Option<State>, StateError> {
+    pub fn state(&self) -> Result<Option<State>, FileError> {
         let path = self.path.join(STATE);
         match fs::read(&path) {
             // serde's message can quote a value of the file, a token among them: only where.
@@ -298,7 +259,7 @@ impl StateDir {
 
     /// Every token recorded. A line that does not read (cut off by a crash, damaged on disk) is
     /// skipped: one bad byte must not keep the other tokens from being revoked.
-    pub fn ledger(&self) -> Result<Vec<LedgerEntry>, StateError> {
+    pub fn ledger(&self) -> Result<Vec<LedgerEntry>, FileError> {
         let path = self.path.join(LEDGER);
         let bytes = match fs::read(&path) {
             Ok(bytes) => bytes,
@@ -319,24 +280,11 @@ impl StateDir {
     }
 
     /// Remove the directory and all in it.
-    pub fn remove(&self) -> Result<(), StateError> {
+    pub fn remove(&self) -> Result<(), FileError> {
         match fs::remove_dir_all(&self.path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(at("remove", &self.path)(e)),
             _ => Ok(()),
         }
-    }
-
-    /// Open or create a file 0600, handed to the directory's owner when new; never through a
-    /// link, which anyone who can write the folder could have planted.
-    fn open_private(&self, path: &Path, options: &mut OpenOptions) -> Result<File, StateError> {
-        let file = options
-            .create(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(path)
-            .map_err(at("open", path))?;
-        give(&file, self.owner).map_err(at("hand over", path))?;
-        Ok(file)
     }
 }
 
@@ -350,55 +298,6 @@ fn ends_with_newline(file: &File) -> io::Result<bool> {
     let mut last = [0u8; 1];
     file.read_exact_at(&mut last, len - 1)?;
     Ok(last[0] == b'\n')
-}
-
-/// Create the folder `path` 0700, handed to `owner`. A folder that is already there must be a
-/// folder, not a link, made by us or by `owner`; a loose mode is made private.
-pub fn create_private_dir(path: &Path, owner: Owner) -> Result<(), StateError> {
-    match DirBuilder::new().mode(0o700).create(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(at("create", path)(e)),
-    }
-    let refuse = |why: String| at("use", path)(io::Error::other(why));
-    let dir = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_DIRECTORY)
-        .open(path)
-        .map_err(|e| match e.raw_os_error() {
-            Some(libc::ELOOP | libc::ENOTDIR) => refuse(
-                "it is a link or a file where our folder goes, so what we write could land elsewhere: remove it".into(),
-            ),
-            _ => at("open", path)(e),
-        })?;
-    let meta = dir.metadata().map_err(at("read", path))?;
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let me = unsafe { libc::geteuid() };
-    if meta.uid() != owner.uid && meta.uid() != me {
-        return Err(refuse(format!(
-            "it belongs to uid {}, not to the runner's user (uid {}): remove it",
-            meta.uid(),
-            owner.uid
-        )));
-    }
-    give(&dir, owner).map_err(at("hand over", path))?;
-    if meta.mode() & 0o077 != 0 {
-        dir.set_permissions(fs::Permissions::from_mode(0o700))
-            .map_err(at("make private", path))?;
-    }
-    Ok(())
-}
-
-/// `fchown` to `owner` when it is not already so; a non-root writer cannot and need not.
-pub fn give(file: &File, owner: Owner) -> io::Result<()> {
-    let meta = file.metadata()?;
-    if meta.uid() == owner.uid && meta.gid() == owner.gid {
-        return Ok(());
-    }
-    match fchown(file, Some(owner.uid), Some(owner.gid)) {
-        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Ok(()),
-        other => other,
-    }
 }
 
 #[cfg(test)]

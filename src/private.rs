@@ -1,0 +1,154 @@
+//! Files and folders only the runner's user can read: 0600 and 0700, handed to that user, and
+//! never reached through a link.
+//!
+//! The main step runs as root in our container, and a later container action or `sudo git` may
+//! too: whatever they write goes to the owner of the workspace, so the runner's user can read it
+//! after them. An earlier step of the job could have planted a link or a loose folder where we
+//! write; neither is followed nor kept.
+
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt, fchown};
+use std::path::{Path, PathBuf};
+
+/// Who owns what we write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Owner {
+    /// The owner of an existing path.
+    pub fn of(path: &Path) -> io::Result<Self> {
+        let meta = fs::metadata(path)?;
+        Ok(Self {
+            uid: meta.uid(),
+            gid: meta.gid(),
+        })
+    }
+}
+
+/// A file operation that failed, with the path it was about. The cause is part of the message,
+/// not a source of its own, so that a chain of errors does not print it twice.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot {action} `{path}`: {cause}")]
+pub struct FileError {
+    action: &'static str,
+    path: PathBuf,
+    cause: io::Error,
+}
+
+impl FileError {
+    pub fn is_not_found(&self) -> bool {
+        self.cause.kind() == io::ErrorKind::NotFound
+    }
+}
+
+/// The error of `action` on `path`, for `map_err`.
+pub fn at(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> FileError {
+    let path = path.to_owned();
+    move |cause| FileError {
+        action,
+        path,
+        cause,
+    }
+}
+
+/// Open or create a file 0600, handed to `owner` when new; never through a link.
+pub fn open_private(
+    path: &Path,
+    options: &mut OpenOptions,
+    owner: Owner,
+) -> Result<File, FileError> {
+    let file = options
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(at("open", path))?;
+    give(&file, owner).map_err(at("hand over", path))?;
+    Ok(file)
+}
+
+/// Create the folder `path` 0700, handed to `owner`. A folder that is already there must be a
+/// folder, not a link, made by us or by `owner`; a loose mode is made private.
+pub fn create_private_dir(path: &Path, owner: Owner) -> Result<(), FileError> {
+    match DirBuilder::new().mode(0o700).create(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(at("create", path)(e)),
+    }
+    let refuse = |why: String| at("use", path)(io::Error::other(why));
+    let dir = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_DIRECTORY)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP | libc::ENOTDIR) => refuse(
+                "it is a link or a file where our folder goes, so what we write could land elsewhere: remove it".into(),
+            ),
+            _ => at("open", path)(e),
+        })?;
+    let meta = dir.metadata().map_err(at("read", path))?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != owner.uid && meta.uid() != me {
+        return Err(refuse(format!(
+            "it belongs to uid {}, not to the runner's user (uid {}): remove it",
+            meta.uid(),
+            owner.uid
+        )));
+    }
+    give(&dir, owner).map_err(at("hand over", path))?;
+    if meta.mode() & 0o077 != 0 {
+        dir.set_permissions(fs::Permissions::from_mode(0o700))
+            .map_err(at("make private", path))?;
+    }
+    Ok(())
+}
+
+/// `fchown` to `owner` when it is not already so; a non-root writer cannot and need not.
+pub fn give(file: &File, owner: Owner) -> io::Result<()> {
+    let meta = file.metadata()?;
+    if meta.uid() == owner.uid && meta.gid() == owner.gid {
+        return Ok(());
+    }
+    match fchown(file, Some(owner.uid), Some(owner.gid)) {
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Ok(()),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_loose_folder_of_ours_is_made_private_and_a_link_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let me = Owner::of(tmp.path()).unwrap();
+        let loose = tmp.path().join("loose");
+        fs::create_dir(&loose).unwrap();
+        fs::set_permissions(&loose, fs::Permissions::from_mode(0o777)).unwrap();
+        create_private_dir(&loose, me).unwrap();
+        assert_eq!(fs::metadata(&loose).unwrap().mode() & 0o777, 0o700);
+
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&loose, &link).unwrap();
+        let err = create_private_dir(&link, me).unwrap_err().to_string();
+        assert!(err.contains("is a link or a file"), "{err}");
+    }
+
+    #[test]
+    fn a_planted_link_is_not_opened() {
+        let tmp = tempfile::tempdir().unwrap();
+        let me = Owner::of(tmp.path()).unwrap();
+        let target = tmp.path().join("elsewhere");
+        fs::write(&target, "untouched").unwrap();
+        let link = tmp.path().join("ledger");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(open_private(&link, OpenOptions::new().append(true), me).is_err());
+        assert_eq!(fs::read_to_string(&target).unwrap(), "untouched");
+    }
+}
