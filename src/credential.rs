@@ -23,18 +23,18 @@ const USERNAME: &str = "x-access-token";
 
 /// The attributes of one request; the ones we do not use are dropped.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Request {
-    pub protocol: Option<String>,
-    pub host: Option<String>,
-    pub path: Option<String>,
+pub(crate) struct Request {
+    pub(crate) protocol: Option<String>,
+    pub(crate) host: Option<String>,
+    pub(crate) path: Option<String>,
     /// What git offers back with `erase`.
-    pub password: Option<Secret>,
+    pub(crate) password: Option<Secret>,
 }
 
 impl Request {
     /// Parse git's attributes. Reading stops at the first blank line; a line without `=` or with
     /// a NUL is skipped; a line splits at its first `=`.
-    pub fn parse(input: &[u8]) -> Self {
+    pub(crate) fn parse(input: &[u8]) -> Self {
         let mut request = Self::default();
         for line in input.split(|b| *b == b'\n') {
             let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -67,7 +67,7 @@ impl Request {
 
     /// Read a request as git writes it: up to the first blank line, which ends it even when the
     /// caller keeps its end of the pipe open, or to the end of input; at most 64 KiB.
-    pub fn read_from(input: impl Read) -> io::Result<Self> {
+    pub(crate) fn read_from(input: impl Read) -> io::Result<Self> {
         const LIMIT: u64 = 64 * 1024;
         let mut reader = io::BufReader::new(input.take(LIMIT));
         let mut bytes = Vec::new();
@@ -85,7 +85,7 @@ impl Request {
     }
 
     /// Whether the request is for our server and, when git names a path, inside our scope.
-    pub fn is_ours(&self, server: &Url, config: &MintConfig) -> bool {
+    pub(crate) fn is_ours(&self, server: &Url, config: &MintConfig) -> bool {
         let (Some(protocol), Some(host)) = (&self.protocol, &self.host) else {
             return false;
         };
@@ -171,7 +171,7 @@ fn path_in_scope(path: &str, server_path: &str, config: &MintConfig) -> bool {
 }
 
 /// Run one helper operation: attributes from `input`, answer on `out`, diagnostics on `err`.
-pub fn run(
+pub(crate) fn run(
     op: &str,
     state: &Path,
     knobs: &Knobs,
@@ -222,17 +222,17 @@ pub fn run(
 
 /// What we tell git.
 #[derive(Debug)]
-pub struct Answer<'a> {
-    pub username: &'a str,
-    pub password: &'a Secret,
+pub(crate) struct Answer<'a> {
+    pub(crate) username: &'a str,
+    pub(crate) password: &'a Secret,
     /// Unix seconds, our clock (git compares it with its own).
-    pub password_expiry_utc: i64,
+    pub(crate) password_expiry_utc: i64,
 }
 
 impl Answer<'_> {
     /// Write the attribute lines in one piece. A value holding NUL, CR or LF is refused, and
     /// nothing is written: git would read what follows the break as attributes of its own.
-    pub fn write_to(&self, mut out: impl Write) -> io::Result<()> {
+    pub(crate) fn write_to(&self, mut out: impl Write) -> io::Result<()> {
         let expiry = self.password_expiry_utc.to_string();
         let attributes = [
             ("username", self.username),

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 /// `90s`, `50m`, `1h`, `250ms` or bare seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())

@@ -13,14 +13,14 @@ use std::path::{Path, PathBuf};
 
 /// Who owns what we write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Owner {
-    pub uid: u32,
-    pub gid: u32,
+pub(crate) struct Owner {
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
 }
 
 impl Owner {
     /// The owner of an existing path.
-    pub fn of(path: &Path) -> io::Result<Self> {
+    pub(crate) fn of(path: &Path) -> io::Result<Self> {
         let meta = fs::metadata(path)?;
         Ok(Self {
             uid: meta.uid(),
@@ -33,20 +33,20 @@ impl Owner {
 /// not a source of its own, so that a chain of errors does not print it twice.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot {action} `{path}`: {cause}")]
-pub struct FileError {
+pub(crate) struct FileError {
     action: &'static str,
     path: PathBuf,
     cause: io::Error,
 }
 
 impl FileError {
-    pub fn is_not_found(&self) -> bool {
+    pub(crate) fn is_not_found(&self) -> bool {
         self.cause.kind() == io::ErrorKind::NotFound
     }
 }
 
 /// The error of `action` on `path`, for `map_err`.
-pub fn at(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> FileError {
+pub(crate) fn at(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> FileError {
     let path = path.to_owned();
     move |cause| FileError {
         action,
@@ -56,7 +56,7 @@ pub fn at(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> FileEr
 }
 
 /// Open or create a file 0600, handed to `owner` when new; never through a link.
-pub fn open_private(
+pub(crate) fn open_private(
     path: &Path,
     options: &mut OpenOptions,
     owner: Owner,
@@ -73,7 +73,7 @@ pub fn open_private(
 
 /// Create the folder `path` 0700, handed to `owner`. A folder that is already there must be a
 /// folder, not a link, made by us or by `owner`; a loose mode is made private.
-pub fn create_private_dir(path: &Path, owner: Owner) -> Result<(), FileError> {
+pub(crate) fn create_private_dir(path: &Path, owner: Owner) -> Result<(), FileError> {
     match DirBuilder::new().mode(0o700).create(path) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
@@ -109,7 +109,7 @@ pub fn create_private_dir(path: &Path, owner: Owner) -> Result<(), FileError> {
 }
 
 /// `fchown` to `owner` when it is not already so; a non-root writer cannot and need not.
-pub fn give(file: &File, owner: Owner) -> io::Result<()> {
+pub(crate) fn give(file: &File, owner: Owner) -> io::Result<()> {
     let meta = file.metadata()?;
     if meta.uid() == owner.uid && meta.gid() == owner.gid {
         return Ok(());

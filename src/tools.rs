@@ -19,7 +19,7 @@ use crate::keeper::state::State;
 use crate::keeper::{Keeper, Served, locate};
 
 /// `credential <operation>`: answer git.
-pub fn credential(state: Option<&Path>, operation: &str) -> Result<ExitCode> {
+pub(crate) fn credential(state: Option<&Path>, operation: &str) -> Result<ExitCode> {
     // The installed helper names its state; by hand, the job's only one will do.
     let state = match state {
         Some(dir) => dir.to_owned(),
@@ -38,7 +38,7 @@ pub fn credential(state: Option<&Path>, operation: &str) -> Result<ExitCode> {
 }
 
 /// `token`: print a live token on stdout.
-pub fn token(state: Option<&Path>, owner: Option<&str>) -> Result<ExitCode> {
+pub(crate) fn token(state: Option<&Path>, owner: Option<&str>) -> Result<ExitCode> {
     let (keeper, state) = find(state, owner)?;
     let served = serve(keeper, state)?;
     let mut out = std::io::stdout().lock();
@@ -50,7 +50,11 @@ pub fn token(state: Option<&Path>, owner: Option<&str>) -> Result<ExitCode> {
 
 /// `exec -- COMMAND`: run it with `GH_TOKEN` and `GITHUB_TOKEN` set to a live token (and
 /// `GH_ENTERPRISE_TOKEN` on GitHub Enterprise Server); its exit status becomes ours.
-pub fn exec(state: Option<&Path>, owner: Option<&str>, command: &[OsString]) -> Result<ExitCode> {
+pub(crate) fn exec(
+    state: Option<&Path>,
+    owner: Option<&str>,
+    command: &[OsString],
+) -> Result<ExitCode> {
     let (program, args) = command
         .split_first()
         .context("no command given after `--`")?;

@@ -15,45 +15,45 @@ use crate::duration::parse_duration;
 use crate::github::{KeyError, PrivateKey, Target, TokenRequest, client};
 
 /// The process environment, as a map.
-pub type Env = BTreeMap<String, String>;
+pub(crate) type Env = BTreeMap<String, String>;
 
 /// A token lives one hour; a refresh must come before that.
-pub const TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
-pub const DEFAULT_REFRESH_AFTER: Duration = Duration::from_secs(50 * 60);
+pub(crate) const TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
+pub(crate) const DEFAULT_REFRESH_AFTER: Duration = Duration::from_secs(50 * 60);
 /// Re-mints at most once a minute: a shorter age would mint for nearly every git command.
 const MIN_REFRESH_AFTER: Duration = Duration::from_secs(60);
 
 /// Everything the main step needs, checked.
 #[derive(Debug)]
-pub struct Config {
+pub(crate) struct Config {
     /// App id or client id: the JWT's `iss`.
-    pub issuer: String,
-    pub key: PrivateKey,
-    pub target: Target,
-    pub request: TokenRequest,
-    pub api_url: Url,
+    pub(crate) issuer: String,
+    pub(crate) key: PrivateKey,
+    pub(crate) target: Target,
+    pub(crate) request: TokenRequest,
+    pub(crate) api_url: Url,
     /// The git server the tokens are for; `None` when it cannot be told from the API URL.
-    pub git_server: Option<Url>,
-    pub refresh_after: Duration,
+    pub(crate) git_server: Option<Url>,
+    pub(crate) refresh_after: Duration,
     /// Install the git credential shim for later steps.
-    pub git_credentials: bool,
+    pub(crate) git_credentials: bool,
     /// Clear `actions/checkout`'s auth header within the token's scope.
-    pub override_checkout_credentials: bool,
+    pub(crate) override_checkout_credentials: bool,
     /// Variables to export the token to for later steps.
-    pub export_env: Vec<String>,
+    pub(crate) export_env: Vec<String>,
     /// Make the App's bot the git author and committer of later steps.
-    pub git_identity: bool,
-    pub ca_certificates: Option<String>,
+    pub(crate) git_identity: bool,
+    pub(crate) ca_certificates: Option<String>,
     /// What the step should say about inputs it takes but cannot vouch for.
-    pub warnings: Vec<String>,
+    pub(crate) warnings: Vec<String>,
 }
 
 /// A bad input: which one, and what to do about it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("input `{input}`: {message}")]
-pub struct InputError {
-    pub input: String,
-    pub message: String,
+pub(crate) struct InputError {
+    pub(crate) input: String,
+    pub(crate) message: String,
 }
 
 fn bad(input: &str, message: impl Into<String>) -> InputError {
@@ -64,13 +64,13 @@ fn bad(input: &str, message: impl Into<String>) -> InputError {
 }
 
 /// An input's value; empty and blank count as unset.
-pub fn input<'a>(env: &'a Env, name: &str) -> Option<&'a str> {
+pub(crate) fn input<'a>(env: &'a Env, name: &str) -> Option<&'a str> {
     let key = format!("INPUT_{}", name.to_ascii_uppercase().replace(' ', "_"));
     env.get(&key).map(|v| v.trim()).filter(|v| !v.is_empty())
 }
 
 /// Read and check every input of the main step.
-pub fn parse(env: &Env) -> Result<Config, InputError> {
+pub(crate) fn parse(env: &Env) -> Result<Config, InputError> {
     let issuer = match (input(env, "client-id"), input(env, "app-id")) {
         (Some(client), _) => client.to_owned(),
         (None, Some(app)) => app.to_owned(),
@@ -133,7 +133,7 @@ pub fn parse(env: &Env) -> Result<Config, InputError> {
 }
 
 /// The API base URL: the input, else `GITHUB_API_URL`, else github.com's.
-pub fn api_url(env: &Env) -> Result<Url, InputError> {
+pub(crate) fn api_url(env: &Env) -> Result<Url, InputError> {
     let text = input(env, "github-api-url")
         .or_else(|| {
             env.get("GITHUB_API_URL")
@@ -224,7 +224,7 @@ fn is_loopback(url: &Url) -> bool {
 }
 
 /// The git server that tokens minted through `api` are meant for.
-pub fn derive_git_server(api: &Url) -> Option<Url> {
+pub(crate) fn derive_git_server(api: &Url) -> Option<Url> {
     let host = api.host_str()?.to_ascii_lowercase();
     let mut server = api.clone();
     server.set_path("");
@@ -339,7 +339,7 @@ fn check_name(input: &str, name: &str) -> Result<(), InputError> {
 }
 
 /// A comma or newline separated list, blanks dropped.
-pub fn split_list(text: &str) -> Vec<String> {
+pub(crate) fn split_list(text: &str) -> Vec<String> {
     text.split([',', '\n'])
         .map(str::trim)
         .filter(|s| !s.is_empty())
@@ -385,7 +385,7 @@ fn permissions(env: &Env) -> (BTreeMap<String, String>, Vec<String>) {
     (chosen, warnings)
 }
 
-pub fn boolean(env: &Env, name: &str, default: bool) -> Result<bool, InputError> {
+pub(crate) fn boolean(env: &Env, name: &str, default: bool) -> Result<bool, InputError> {
     match input(env, name).map(str::to_ascii_lowercase).as_deref() {
         None => Ok(default),
         Some("true") => Ok(true),
@@ -430,7 +430,7 @@ fn ca_certificates(env: &Env) -> Result<Option<String>, InputError> {
 }
 
 /// `refresh-after`: a duration below the token's lifetime.
-pub fn refresh_after(text: &str) -> Result<Duration, InputError> {
+pub(crate) fn refresh_after(text: &str) -> Result<Duration, InputError> {
     let value = parse_duration(text).map_err(|e| {
         bad(
             "refresh-after",

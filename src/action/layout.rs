@@ -16,19 +16,19 @@ use crate::private::Owner;
 const DIR: &str = "token-keeper";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Layout {
+pub(crate) struct Layout {
     /// The job's folder as we see it.
-    pub root: PathBuf,
+    pub(crate) root: PathBuf,
     /// The same folder for a later step's shell, starting with `$RUNNER_TEMP`.
-    pub shell_root: String,
+    pub(crate) shell_root: String,
     /// The same folder on the runner host, when it can be told.
-    pub host_root: Option<PathBuf>,
+    pub(crate) host_root: Option<PathBuf>,
     /// Who later steps run as: the owner of the workspace.
-    pub owner: Owner,
+    pub(crate) owner: Owner,
 }
 
 impl Layout {
-    pub fn detect(env: &Env) -> Result<Self> {
+    pub(crate) fn detect(env: &Env) -> Result<Self> {
         let workspace = env
             .get("GITHUB_WORKSPACE")
             .filter(|w| !w.is_empty())
@@ -69,7 +69,7 @@ impl Layout {
 /// Where a later step finds the job's folders: beside the `bin/` that holds the running binary
 /// (the copy the main step installed), then under `RUNNER_TEMP`, as new and as older runners
 /// keep it.
-pub fn job_roots(exe: Option<&Path>, runner_temp: Option<&Path>) -> Vec<PathBuf> {
+pub(crate) fn job_roots(exe: Option<&Path>, runner_temp: Option<&Path>) -> Vec<PathBuf> {
     let mut roots = Vec::new();
     if let Some(root) = exe
         .and_then(Path::parent)
@@ -93,7 +93,7 @@ pub fn job_roots(exe: Option<&Path>, runner_temp: Option<&Path>) -> Vec<PathBuf>
 /// letters, digits, `-`, `_` and `.` stay as they are (the `step-` prefix keeps `.` and `..`
 /// harmless), and every other byte becomes `%XX`, `%` included. Distinct steps never share a
 /// folder (`release.token`, a step inside a composite action, and `release_token` once did).
-pub fn step_name(env: &Env) -> String {
+pub(crate) fn step_name(env: &Env) -> String {
     let raw = env.get("GITHUB_ACTION").map(String::as_str).unwrap_or("");
     if raw.is_empty() {
         return "step".into();

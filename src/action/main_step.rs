@@ -35,7 +35,7 @@ struct Plan<'a> {
     step: String,
 }
 
-pub fn run(env: &Env) -> Result<()> {
+pub(crate) fn run(env: &Env) -> Result<()> {
     let files = FileCommands::new(env);
     files.require(&[FileCommand::Output, FileCommand::State])?;
     let config = inputs::parse(env)?;
@@ -373,7 +373,7 @@ fn summary(config: &Config, installation: &Installation, minted: &MintedToken) -
 }
 
 /// Unix seconds as RFC 3339 (`2026-11-25T18:00:00Z`).
-pub fn rfc3339(unix: i64) -> String {
+pub(crate) fn rfc3339(unix: i64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(unix.max(0) as u64))
         .to_string()
 }

@@ -12,8 +12,8 @@ pub use generated::PERMISSIONS;
 /// A permission, by its name in the API (`pull_requests`), and the levels GitHub lists for it.
 #[derive(Debug, Clone, Copy)]
 pub struct Permission {
-    pub name: &'static str,
-    pub levels: &'static [&'static str],
+    pub(crate) name: &'static str,
+    pub(crate) levels: &'static [&'static str],
 }
 
 impl Permission {
@@ -24,7 +24,7 @@ impl Permission {
 }
 
 /// The permission an input names: `pull-requests` and `pull_requests` alike.
-pub fn find(input_name: &str) -> Option<&'static Permission> {
+pub(crate) fn find(input_name: &str) -> Option<&'static Permission> {
     let name = input_name.to_ascii_lowercase().replace('-', "_");
     PERMISSIONS.iter().find(|p| p.name == name)
 }

@@ -24,7 +24,7 @@ const POST_DEADLINE: Duration = Duration::from_secs(10);
 /// How long a re-mint in progress may hold up the step; after that it revokes regardless.
 const POST_LOCK_WAIT: Duration = Duration::from_secs(3);
 
-pub fn run(env: &Env) -> Result<()> {
+pub(crate) fn run(env: &Env) -> Result<()> {
     let started = Instant::now();
     let Some(dir) = env.get("STATE_dir").filter(|d| !d.is_empty()) else {
         println!("token-keeper: nothing to clean up (the main step stopped before it minted)");

@@ -19,7 +19,7 @@ use crate::private::{Owner, create_private_dir, give};
 
 /// The URL prefixes the token covers: the owner, or each repository with and without `.git`,
 /// each with the login as GitHub spells it and in lower case (git matches case-sensitively).
-pub fn scopes(server: &Url, account: &str, repositories: &[String]) -> Vec<String> {
+pub(crate) fn scopes(server: &Url, account: &str, repositories: &[String]) -> Vec<String> {
     let base = server.as_str().trim_end_matches('/');
     let mut logins = vec![account.to_owned()];
     if account.to_lowercase() != account {
@@ -39,13 +39,13 @@ pub fn scopes(server: &Url, account: &str, repositories: &[String]) -> Vec<Strin
 }
 
 /// The command git runs for our scopes.
-pub fn helper_command(layout: &Layout, step: &str) -> String {
+pub(crate) fn helper_command(layout: &Layout, step: &str) -> String {
     let root = &layout.shell_root;
     format!("!\"{root}/bin/token-keeper\" credential --state \"{root}/{step}\"")
 }
 
 /// `GIT_CONFIG_*` variables for later steps, appended after the `existing` count.
-pub fn git_config_env(
+pub(crate) fn git_config_env(
     existing: usize,
     scopes: &[String],
     helper: &str,
@@ -73,14 +73,14 @@ pub fn git_config_env(
 }
 
 /// How many `GIT_CONFIG_*` entries earlier steps set.
-pub fn existing_count(env: &Env) -> usize {
+pub(crate) fn existing_count(env: &Env) -> usize {
     env.get("GIT_CONFIG_COUNT")
         .and_then(|c| c.trim().parse().ok())
         .unwrap_or(0)
 }
 
 /// Copy the running binary to `<root>/bin/token-keeper` (0700, the runner user's).
-pub fn install_binary(layout: &Layout) -> Result<()> {
+pub(crate) fn install_binary(layout: &Layout) -> Result<()> {
     let bin = layout.root.join("bin");
     create_private_dir(&bin, layout.owner)?;
     let source = std::env::current_exe().context("cannot find the running binary")?;

@@ -14,7 +14,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use super::inputs::Env;
 
 /// A workflow command line: `::name props::message`, with the runner's escaping.
-pub fn command(name: &str, props: &[(&str, &str)], message: &str) -> String {
+pub(crate) fn command(name: &str, props: &[(&str, &str)], message: &str) -> String {
     let props: Vec<String> = props
         .iter()
         .map(|(k, v)| format!("{k}={}", escape_property(v)))
@@ -28,17 +28,17 @@ pub fn command(name: &str, props: &[(&str, &str)], message: &str) -> String {
 }
 
 /// `::error title=token-keeper::message`
-pub fn error(message: &str) -> String {
+pub(crate) fn error(message: &str) -> String {
     command("error", &[("title", "token-keeper")], message)
 }
 
 /// `::warning title=token-keeper::message`
-pub fn warning(message: &str) -> String {
+pub(crate) fn warning(message: &str) -> String {
     command("warning", &[("title", "token-keeper")], message)
 }
 
 /// `::add-mask::value`; a multi-line value is masked line by line.
-pub fn mask_lines(value: &str) -> Vec<String> {
+pub(crate) fn mask_lines(value: &str) -> Vec<String> {
     value
         .lines()
         .filter(|l| !l.trim().is_empty())
@@ -58,13 +58,13 @@ fn escape_property(text: &str) -> String {
 
 /// The file commands of the running step.
 #[derive(Debug, Clone)]
-pub struct FileCommands {
+pub(crate) struct FileCommands {
     env: Env,
 }
 
 /// One file command file.
 #[derive(Debug, Clone, Copy)]
-pub enum FileCommand {
+pub(crate) enum FileCommand {
     Output,
     Env,
     Path,
@@ -85,7 +85,7 @@ impl FileCommand {
 }
 
 impl FileCommands {
-    pub fn new(env: &Env) -> Self {
+    pub(crate) fn new(env: &Env) -> Self {
         Self { env: env.clone() }
     }
 
@@ -100,7 +100,7 @@ impl FileCommands {
     }
 
     /// Fail early, before minting, when a file command the step needs is missing.
-    pub fn require(&self, which: &[FileCommand]) -> Result<()> {
+    pub(crate) fn require(&self, which: &[FileCommand]) -> Result<()> {
         which.iter().try_for_each(|w| self.path(*w).map(drop))
     }
 
@@ -119,7 +119,7 @@ impl FileCommands {
     }
 
     /// `name<<DELIM\nvalue\nDELIM\n` entries, for `GITHUB_OUTPUT`, `GITHUB_ENV` and `GITHUB_STATE`.
-    pub fn set(&self, which: FileCommand, pairs: &[(&str, &str)]) -> Result<()> {
+    pub(crate) fn set(&self, which: FileCommand, pairs: &[(&str, &str)]) -> Result<()> {
         let mut text = String::new();
         for (name, value) in pairs {
             text.push_str(&heredoc(name, value)?);
@@ -127,11 +127,11 @@ impl FileCommands {
         self.append(which, &text)
     }
 
-    pub fn add_path(&self, dir: &str) -> Result<()> {
+    pub(crate) fn add_path(&self, dir: &str) -> Result<()> {
         self.append(FileCommand::Path, &format!("{dir}\n"))
     }
 
-    pub fn summary(&self, markdown: &str) -> Result<()> {
+    pub(crate) fn summary(&self, markdown: &str) -> Result<()> {
         self.append(FileCommand::Summary, markdown)
     }
 }
@@ -156,7 +156,7 @@ fn random_delimiter() -> Result<String> {
 }
 
 /// Write lines to stdout at once (workflow commands must start at a line's beginning).
-pub fn print(lines: &[String]) -> io::Result<()> {
+pub(crate) fn print(lines: &[String]) -> io::Result<()> {
     let mut out = io::stdout().lock();
     for line in lines {
         writeln!(out, "{line}")?;

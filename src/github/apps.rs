@@ -15,10 +15,10 @@ use super::key::PrivateKey;
 use super::secret::Secret;
 
 /// The App's credentials.
-pub struct App<'a> {
+pub(crate) struct App<'a> {
     /// App id or client id: the JWT's `iss`.
-    pub issuer: &'a str,
-    pub key: &'a PrivateKey,
+    pub(crate) issuer: &'a str,
+    pub(crate) key: &'a PrivateKey,
 }
 
 impl App<'_> {
@@ -32,7 +32,7 @@ impl App<'_> {
 
 /// Which installation to mint for.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
+pub(crate) enum Target {
     /// Repositories of one owner: the token is limited to them.
     Repositories { owner: String, repos: Vec<String> },
     /// Every repository the owner's installation can reach.
@@ -56,7 +56,7 @@ impl Target {
     }
 
     /// What a person calls this target in a message.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Target::Repositories { owner, repos } if repos.len() == 1 => {
                 format!("`{owner}/{}`", repos[0])
@@ -72,23 +72,23 @@ impl Target {
 
 /// The installation a token is minted from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Installation {
-    pub id: u64,
-    pub app_slug: String,
+pub(crate) struct Installation {
+    pub(crate) id: u64,
+    pub(crate) app_slug: String,
     /// The account's login as GitHub spells it.
-    pub account: String,
+    pub(crate) account: String,
 }
 
 /// What a token may do: repository names (of the installation's owner) and permissions.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TokenRequest {
-    pub repositories: Vec<String>,
-    pub permissions: BTreeMap<String, String>,
+pub(crate) struct TokenRequest {
+    pub(crate) repositories: Vec<String>,
+    pub(crate) permissions: BTreeMap<String, String>,
 }
 
 impl TokenRequest {
     /// The request body; empty fields are left out so GitHub applies the installation's own.
-    pub fn body(&self) -> serde_json::Value {
+    pub(crate) fn body(&self) -> serde_json::Value {
         let mut body = json!({});
         if !self.repositories.is_empty() {
             body["repositories"] = json!(self.repositories);
@@ -102,25 +102,25 @@ impl TokenRequest {
 
 /// A freshly minted installation token.
 #[derive(Debug, Clone)]
-pub struct MintedToken {
-    pub token: Secret,
+pub(crate) struct MintedToken {
+    pub(crate) token: Secret,
     /// Expiry in GitHub's clock, unix seconds.
-    pub expires_at: i64,
-    pub permissions: BTreeMap<String, String>,
+    pub(crate) expires_at: i64,
+    pub(crate) permissions: BTreeMap<String, String>,
     /// Names of the repositories it is limited to; empty for "all".
-    pub repositories: Vec<String>,
+    pub(crate) repositories: Vec<String>,
 }
 
 /// How a revocation ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Revoked {
+pub(crate) enum Revoked {
     Now,
     /// 401: it had expired or been revoked already.
     AlreadyGone,
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum MintError {
+pub(crate) enum MintError {
     #[error("the App is not installed on {target}: install it at {install_url}")]
     NotInstalled { target: String, install_url: String },
     #[error(
@@ -138,7 +138,7 @@ pub enum MintError {
 }
 
 /// Find the installation that covers `target`.
-pub async fn find_installation(
+pub(crate) async fn find_installation(
     gh: &GitHub,
     app: &App<'_>,
     target: &Target,
@@ -191,7 +191,7 @@ pub async fn find_installation(
 /// The token is read first and on its own: once GitHub has minted one, the caller must get it to
 /// record and later revoke, whatever else in the answer is odd. The other fields are read
 /// leniently; an unreadable `expires_at` is taken as the usual hour from GitHub's `now`.
-pub async fn create_token(
+pub(crate) async fn create_token(
     gh: &GitHub,
     app: &App<'_>,
     installation: &Installation,
@@ -277,14 +277,14 @@ const NEW_TOKEN_GRACE: Duration = Duration::from_secs(8);
 
 /// The App's bot user, `<slug>[bot]`: the author of what its tokens commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BotUser {
-    pub login: String,
+pub(crate) struct BotUser {
+    pub(crate) login: String,
     /// `None` when GitHub did not say (a server without the user, an odd answer).
-    pub id: Option<u64>,
+    pub(crate) id: Option<u64>,
 }
 
 impl BotUser {
-    pub fn of_app(slug: &str, id: Option<u64>) -> Self {
+    pub(crate) fn of_app(slug: &str, id: Option<u64>) -> Self {
         Self {
             login: format!("{slug}[bot]"),
             id,
@@ -293,7 +293,7 @@ impl BotUser {
 
     /// Its commit address on the git server `host`: `<id>+<login>@users.noreply.<host>`, the
     /// form that GitHub links to the bot's account; without the id, the older `<login>@…`.
-    pub fn email(&self, host: &str) -> String {
+    pub(crate) fn email(&self, host: &str) -> String {
         match self.id {
             Some(id) => format!("{id}+{}@users.noreply.{host}", self.login),
             None => format!("{}@users.noreply.{host}", self.login),
@@ -304,7 +304,7 @@ impl BotUser {
 /// Look up the App's bot user with a new token. The one request also checks that GitHub accepts
 /// the token, which it can refuse with 401 for a few seconds after creating it: any other
 /// answer means it did.
-pub async fn bot_user(gh: &GitHub, token: &Secret, slug: &str) -> Result<BotUser, ApiError> {
+pub(crate) async fn bot_user(gh: &GitHub, token: &Secret, slug: &str) -> Result<BotUser, ApiError> {
     #[derive(Deserialize)]
     struct Body {
         id: u64,
@@ -347,7 +347,7 @@ async fn first_use(gh: &GitHub, token: &Secret, path: &str) -> Result<Vec<u8>, A
 }
 
 /// Revoke an installation token (`DELETE /installation/token`).
-pub async fn revoke(gh: &GitHub, token: &Secret) -> Result<Revoked, ApiError> {
+pub(crate) async fn revoke(gh: &GitHub, token: &Secret) -> Result<Revoked, ApiError> {
     match gh
         .send(
             Method::DELETE,

@@ -23,16 +23,16 @@ use crate::duration::parse_duration;
 
 /// Timeouts and bounds of HTTP calls.
 #[derive(Debug, Clone)]
-pub struct HttpOptions {
-    pub connect_timeout: Duration,
+pub(crate) struct HttpOptions {
+    pub(crate) connect_timeout: Duration,
     /// Longest wait for the next bytes of an answer.
-    pub read_timeout: Duration,
+    pub(crate) read_timeout: Duration,
     /// Bound of one call, retries and waits included.
-    pub deadline: Duration,
+    pub(crate) deadline: Duration,
     /// First backoff step; it doubles after each retry, with jitter.
-    pub retry_base: Duration,
+    pub(crate) retry_base: Duration,
     /// Extra trusted CA certificates, PEM (GHES with a private CA).
-    pub extra_ca_pem: Option<String>,
+    pub(crate) extra_ca_pem: Option<String>,
 }
 
 impl Default for HttpOptions {
@@ -52,7 +52,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// The `TOKEN_KEEPER_*` variables that shorten the HTTP bounds (for tests of hanging servers,
 /// or a user who would rather fail fast).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Knobs {
+pub(crate) struct Knobs {
     connect_timeout: Option<Duration>,
     read_timeout: Option<Duration>,
     deadline: Option<Duration>,
@@ -61,7 +61,7 @@ pub struct Knobs {
 
 impl Knobs {
     /// Read them through `get` (the process environment, or the step's).
-    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Self, ApiError> {
+    pub(crate) fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Self, ApiError> {
         let read = |name: &str| -> Result<Option<Duration>, ApiError> {
             match get(name).filter(|v| !v.is_empty()) {
                 None => Ok(None),
@@ -93,7 +93,7 @@ impl Knobs {
 
 /// A client for the API at `base` whose calls each end within `deadline`, with the runtime that
 /// drives them: the one way every role talks to GitHub.
-pub fn connect(
+pub(crate) fn connect(
     base: Url,
     deadline: Duration,
     extra_ca_pem: Option<String>,
@@ -105,7 +105,7 @@ pub fn connect(
 }
 
 /// The certificates of a PEM text such as the `ca-certificates` input: at least one, all readable.
-pub fn ca_certificates(
+pub(crate) fn ca_certificates(
     pem: &str,
 ) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
     use rustls::pki_types::CertificateDer;
@@ -122,14 +122,14 @@ pub fn ca_certificates(
 
 /// The offset of GitHub's clock from ours, in seconds (GitHub minus us).
 #[derive(Debug, Default)]
-pub struct Clock(AtomicI64);
+pub(crate) struct Clock(AtomicI64);
 
 impl Clock {
-    pub fn new(offset: i64) -> Self {
+    pub(crate) fn new(offset: i64) -> Self {
         Self(AtomicI64::new(offset))
     }
 
-    pub fn offset(&self) -> i64 {
+    pub(crate) fn offset(&self) -> i64 {
         self.0.load(Ordering::Relaxed)
     }
 
@@ -138,7 +138,7 @@ impl Clock {
     }
 
     /// Now in GitHub's clock, unix seconds.
-    pub fn server_now(&self) -> i64 {
+    pub(crate) fn server_now(&self) -> i64 {
         unix_now() + self.offset()
     }
 }
@@ -155,10 +155,10 @@ fn runtime() -> Result<Runtime, ApiError> {
 /// An async runtime that, when dropped, does not wait for work stuck outside it: a DNS lookup
 /// blocked in the system resolver holds a thread of its own, and waiting for that thread would
 /// break every time bound we promise.
-pub struct Runtime(ManuallyDrop<tokio::runtime::Runtime>);
+pub(crate) struct Runtime(ManuallyDrop<tokio::runtime::Runtime>);
 
 impl Runtime {
-    pub fn block_on<F: Future>(&self, future: F) -> F::Output {
+    pub(crate) fn block_on<F: Future>(&self, future: F) -> F::Output {
         self.0.block_on(future)
     }
 }
@@ -176,7 +176,7 @@ const MAX_BODY: usize = 1024 * 1024;
 
 /// How a request authenticates.
 #[derive(Clone, Copy)]
-pub enum Auth<'a> {
+pub(crate) enum Auth<'a> {
     /// As the App: a fresh JWT for every attempt, in GitHub's clock.
     App {
         issuer: &'a str,
@@ -188,7 +188,7 @@ pub enum Auth<'a> {
 
 /// Whether repeating a request that may have reached GitHub is harmless.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Idempotency {
+pub(crate) enum Idempotency {
     Safe,
     /// Creating a token: an attempt that may have reached GitHub but got no answer may have
     /// minted one, so it is repeated only once; refused connections and error answers as usual.
@@ -196,7 +196,7 @@ pub enum Idempotency {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     #[error("{method} {url} answered {status}{}", message_suffix(.message))]
     Status {
         method: Method,
@@ -254,7 +254,7 @@ impl ApiError {
         }
     }
 
-    pub fn status(&self) -> Option<u16> {
+    pub(crate) fn status(&self) -> Option<u16> {
         match self {
             ApiError::Status { status, .. } => Some(*status),
             _ => None,
@@ -263,7 +263,7 @@ impl ApiError {
 }
 
 /// A client for one GitHub API base URL.
-pub struct GitHub {
+pub(crate) struct GitHub {
     http: reqwest::Client,
     base: Url,
     options: HttpOptions,
@@ -273,7 +273,11 @@ pub struct GitHub {
 impl GitHub {
     /// A client for `base` (e.g. `https://api.github.com` or `https://HOST/api/v3`).
     /// Proxies come from `HTTPS_PROXY`, `HTTP_PROXY` and `NO_PROXY`, in either case.
-    pub fn new(base: Url, options: HttpOptions, clock_offset: i64) -> Result<Self, ApiError> {
+    pub(crate) fn new(
+        base: Url,
+        options: HttpOptions,
+        clock_offset: i64,
+    ) -> Result<Self, ApiError> {
         // Loading the platform's roots takes milliseconds; plain-http loopback needs none.
         let roots = if base.scheme() == "https" {
             trusted_roots(options.extra_ca_pem.as_deref())?
@@ -305,12 +309,12 @@ impl GitHub {
         })
     }
 
-    pub fn clock(&self) -> &Clock {
+    pub(crate) fn clock(&self) -> &Clock {
         &self.clock
     }
 
     /// Send a request and decode a 2xx answer's JSON body.
-    pub async fn json<T: DeserializeOwned>(
+    pub(crate) async fn json<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
@@ -329,7 +333,7 @@ impl GitHub {
     }
 
     /// Send a request; retry what is worth retrying; hand back a 2xx answer's body.
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         method: Method,
         path: &str,

@@ -13,23 +13,23 @@ use serde::Serialize;
 use super::key::PrivateKey;
 
 /// GitHub refuses an `iat` in its future; backdating covers small clock drift.
-pub const BACKDATE_SECS: i64 = 60;
+pub(crate) const BACKDATE_SECS: i64 = 60;
 /// GitHub allows `exp` at most 10 minutes ahead; keep a margin under it.
-pub const LIFETIME_SECS: i64 = 540;
+pub(crate) const LIFETIME_SECS: i64 = 540;
 
 /// The one header we send.
 const HEADER: &str = r#"{"alg":"RS256","typ":"JWT"}"#;
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
-pub struct Claims<'a> {
-    pub iat: i64,
-    pub exp: i64,
-    pub iss: &'a str,
+pub(crate) struct Claims<'a> {
+    pub(crate) iat: i64,
+    pub(crate) exp: i64,
+    pub(crate) iss: &'a str,
 }
 
 impl<'a> Claims<'a> {
     /// Claims for `now`, in GitHub's clock (our clock plus the measured offset).
-    pub fn new(issuer: &'a str, server_now: i64) -> Self {
+    pub(crate) fn new(issuer: &'a str, server_now: i64) -> Self {
         Self {
             iat: server_now - BACKDATE_SECS,
             exp: server_now + LIFETIME_SECS,
@@ -41,10 +41,10 @@ impl<'a> Claims<'a> {
 /// The system's random source failed, which RSA signing needs for blinding.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot sign the App's JWT: the system's random source failed")]
-pub struct SignError;
+pub(crate) struct SignError;
 
 /// Sign the App JWT for `issuer` (app id or client id) at `server_now` (unix seconds).
-pub fn sign(issuer: &str, key: &PrivateKey, server_now: i64) -> Result<String, SignError> {
+pub(crate) fn sign(issuer: &str, key: &PrivateKey, server_now: i64) -> Result<String, SignError> {
     let claims = serde_json::to_vec(&Claims::new(issuer, server_now)).map_err(|_| SignError)?;
     let mut jwt = URL_SAFE_NO_PAD.encode(HEADER);
     jwt.push('.');

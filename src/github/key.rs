@@ -15,7 +15,7 @@ const WHERE_TO_GET: &str = "generate one under `Private keys` in the App's setti
 
 /// Why a private key was refused. Never carries any of the key's text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum KeyError {
+pub(crate) enum KeyError {
     #[error("the private key is empty: {WHERE_TO_GET}")]
     Empty,
     #[error(
@@ -51,21 +51,21 @@ fn found(label: Option<&str>) -> String {
 
 /// A parsed RSA private key: `ring`'s key pair, parsed once, and the DER it came from.
 #[derive(Clone)]
-pub struct PrivateKey {
+pub(crate) struct PrivateKey {
     pair: Arc<RsaKeyPair>,
     der: Vec<u8>,
     format: KeyFormat,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyFormat {
+pub(crate) enum KeyFormat {
     Pkcs1,
     Pkcs8,
 }
 
 impl PrivateKey {
     /// Parse the key as the `private-key` input gives it.
-    pub fn parse(input: &str) -> Result<Self, KeyError> {
+    pub(crate) fn parse(input: &str) -> Result<Self, KeyError> {
         let text = normalise(input);
         if text.is_empty() {
             return Err(KeyError::Empty);
@@ -117,17 +117,17 @@ impl PrivateKey {
     }
 
     /// The key pair that signs.
-    pub fn pair(&self) -> &RsaKeyPair {
+    pub(crate) fn pair(&self) -> &RsaKeyPair {
         &self.pair
     }
 
     #[cfg(test)]
-    pub fn format(&self) -> KeyFormat {
+    pub(crate) fn format(&self) -> KeyFormat {
         self.format
     }
 
     /// The key as PEM, as we store it for later re-mints.
-    pub fn to_pem(&self) -> String {
+    pub(crate) fn to_pem(&self) -> String {
         let label = match self.format {
             KeyFormat::Pkcs1 => "RSA PRIVATE KEY",
             KeyFormat::Pkcs8 => "PRIVATE KEY",

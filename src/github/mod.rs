@@ -3,13 +3,13 @@
 //! Nothing here knows about Actions, git or the on-disk state; it takes values in and hands
 //! values back, so every other part of the crate can be tested against it with a fake server.
 
-pub mod apps;
-pub mod client;
-pub mod jwt;
-pub mod key;
-pub mod secret;
+pub(crate) mod apps;
+pub(crate) mod client;
+pub(crate) mod jwt;
+pub(crate) mod key;
+pub(crate) mod secret;
 
-pub use apps::{Installation, MintedToken, Target, TokenRequest};
-pub use client::GitHub;
-pub use key::{KeyError, PrivateKey};
-pub use secret::Secret;
+pub(crate) use apps::{Installation, MintedToken, Target, TokenRequest};
+pub(crate) use client::GitHub;
+pub(crate) use key::{KeyError, PrivateKey};
+pub(crate) use secret::Secret;

@@ -10,17 +10,17 @@ use ring::digest;
 /// An installation token, or any other secret string we hold.
 #[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(transparent)]
-pub struct Secret(String);
+pub(crate) struct Secret(String);
 
 impl Secret {
-    pub fn new(value: String) -> Self {
+    pub(crate) fn new(value: String) -> Self {
         Self(value)
     }
 
     /// A token as a server hands it over, checked: what goes into an HTTP header, a file
     /// command or git's credential protocol must not carry a line break, a blank or a control
     /// character that the next reader would take as the end of the value.
-    pub fn checked(value: String) -> Result<Self, &'static str> {
+    pub(crate) fn checked(value: String) -> Result<Self, &'static str> {
         const MAX_LEN: usize = 4096;
         if value.is_empty() {
             return Err("is empty");
@@ -36,12 +36,12 @@ impl Secret {
     }
 
     /// The secret itself, for the few places that must send or store it.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 
     /// `sha256:` and the first 12 hex digits of the SHA-256 of the secret.
-    pub fn fingerprint(&self) -> String {
+    pub(crate) fn fingerprint(&self) -> String {
         let hash = digest::digest(&digest::SHA256, self.0.as_bytes());
         let hex: String = hash.as_ref()[..6]
             .iter()

@@ -10,7 +10,7 @@ use crate::github::client::Knobs;
 
 /// The store `explicit` names, or the one in `roots` (job folders, each holding a folder per
 /// step); `owner` picks among several. Its state comes along, read once.
-pub fn find(
+pub(crate) fn find(
     roots: &[PathBuf],
     explicit: Option<&Path>,
     owner: Option<&str>,

@@ -14,7 +14,7 @@ use crate::private::{FileError, at, give};
 const LOCK: &str = "lock";
 
 #[derive(Debug, thiserror::Error)]
-pub enum LockError {
+pub(crate) enum LockError {
     #[error(
         "another process has held the lock on `{0}` for over {1}s: it may be stuck re-minting; try again"
     )]
@@ -26,14 +26,14 @@ pub enum LockError {
 }
 
 /// Held while re-minting; released on drop.
-pub struct Guard<'a> {
+pub(crate) struct Guard<'a> {
     dir: &'a StateDir,
     _file: File,
 }
 
 impl<'a> Guard<'a> {
     /// Take the lock, waiting at most `bound`; `on_wait` is called once if we have to wait.
-    pub fn acquire(
+    pub(crate) fn acquire(
         dir: &'a StateDir,
         bound: Duration,
         on_wait: impl FnOnce(),
@@ -77,7 +77,7 @@ impl<'a> Guard<'a> {
     }
 
     /// Replace the state file whole.
-    pub fn write_state(&self, state: &State) -> Result<(), FileError> {
+    pub(crate) fn write_state(&self, state: &State) -> Result<(), FileError> {
         let file = self.dir.path().join(super::state::STATE);
         let mut bytes = serde_json::to_vec_pretty(state)
             .map_err(|e| at("write", &file)(std::io::Error::other(e)))?;
@@ -86,7 +86,7 @@ impl<'a> Guard<'a> {
     }
 
     /// Add a minted token to the ledger.
-    pub fn record(&self, entry: &LedgerEntry) -> Result<(), FileError> {
+    pub(crate) fn record(&self, entry: &LedgerEntry) -> Result<(), FileError> {
         self.dir.record(entry)
     }
 }

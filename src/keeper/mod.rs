@@ -5,10 +5,10 @@
 //! takes the lock, re-reads the state (another process may have re-minted meanwhile), and talks
 //! to GitHub. Time comes in as `now`, and the HTTP bounds as `Knobs`, from the caller.
 
-pub mod locate;
-pub mod lock;
-pub mod policy;
-pub mod state;
+pub(crate) mod locate;
+pub(crate) mod lock;
+pub(crate) mod policy;
+pub(crate) mod state;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -23,7 +23,7 @@ use crate::github::client::{self, Knobs};
 use crate::github::{GitHub, Installation, MintedToken, PrivateKey, Secret, TokenRequest};
 
 /// Git is waiting: a re-mint gives up after this.
-pub const REMINT_DEADLINE: Duration = Duration::from_secs(20);
+pub(crate) const REMINT_DEADLINE: Duration = Duration::from_secs(20);
 /// A whole call, lock wait and re-mint included, ends within this.
 const CALL_BOUND: Duration = Duration::from_secs(28);
 const LOCK_WAIT: Duration = Duration::from_secs(25);
@@ -34,16 +34,16 @@ const UNRECORDED_REVOKE: Duration = Duration::from_secs(5);
 
 /// A token to hand out.
 #[derive(Debug)]
-pub struct Served {
-    pub token: Secret,
+pub(crate) struct Served {
+    pub(crate) token: Secret,
     /// Expiry in our clock.
-    pub expires_at: i64,
+    pub(crate) expires_at: i64,
     /// Set when the token is served because a re-mint failed.
-    pub warning: Option<String>,
+    pub(crate) warning: Option<String>,
 }
 
 /// One step's token store.
-pub struct Keeper {
+pub(crate) struct Keeper {
     dir: StateDir,
     knobs: Knobs,
     /// Called once when a re-mint has to wait for another process's.
@@ -52,7 +52,7 @@ pub struct Keeper {
 
 impl Keeper {
     /// The store in `path`; re-mints use `knobs` for their HTTP bounds.
-    pub fn open(path: &Path, knobs: Knobs) -> Result<Self> {
+    pub(crate) fn open(path: &Path, knobs: Knobs) -> Result<Self> {
         match StateDir::open(path) {
             Ok(dir) => Ok(Self {
                 dir,
@@ -65,7 +65,7 @@ impl Keeper {
     }
 
     /// Tell a person when a re-mint waits for another process's, as `notice` does.
-    pub fn announcing_waits(mut self, notice: fn()) -> Self {
+    pub(crate) fn announcing_waits(mut self, notice: fn()) -> Self {
         self.on_wait = notice;
         self
     }
@@ -73,7 +73,7 @@ impl Keeper {
     /// End of the job: no re-mint may start (the key goes first), none may be half done (the
     /// lock, for at most `lock_wait`), then `revoke` gets every token recorded and the directory
     /// goes, whatever the ledger holds.
-    pub fn retire(
+    pub(crate) fn retire(
         dir: StateDir,
         lock_wait: Duration,
         revoke: impl FnOnce(Vec<LedgerEntry>),
@@ -98,7 +98,7 @@ impl Keeper {
     }
 
     /// Store the main step's token: the ledger first, then the key and the cache for re-mints.
-    pub fn start(
+    pub(crate) fn start(
         dir: &StateDir,
         config: MintConfig,
         token: CachedToken,
@@ -113,17 +113,17 @@ impl Keeper {
         Ok(())
     }
 
-    pub fn dir(&self) -> &StateDir {
+    pub(crate) fn dir(&self) -> &StateDir {
         &self.dir
     }
 
-    pub fn state(&self) -> Result<State> {
+    pub(crate) fn state(&self) -> Result<State> {
         self.dir.state()?.ok_or_else(|| no_state(self.dir.path()))
     }
 
     /// A token that the policy calls fresh at `now` (our clock), from the state the caller has
     /// just read, re-minting if needed.
-    pub fn serve(&self, state: State, now: i64) -> Result<Served> {
+    pub(crate) fn serve(&self, state: State, now: i64) -> Result<Served> {
         match policy::decide(now, &state.facts(), refresh_after(&state)) {
             Decision::Fresh => Ok(served(&state, None)),
             Decision::Refresh(reason) => {
@@ -134,7 +134,7 @@ impl Keeper {
     }
 
     /// Git says `password` was refused: mark the state's token stale if the policy agrees.
-    pub fn erase(&self, state: &State, password: &str, now: i64) -> Result<()> {
+    pub(crate) fn erase(&self, state: &State, password: &str, now: i64) -> Result<()> {
         if state.token.token.expose() != password
             || !policy::erase_counts(now, &state.facts(), state.last_erase_mint)
         {

@@ -8,56 +8,56 @@ use std::time::Duration;
 
 /// A brand-new token can be refused for a few seconds, and a stale checkout header or a repository
 /// outside the token's reach also makes git send `erase`: erase only tokens older than this.
-pub const ERASE_MIN_AGE: i64 = 60;
+pub(crate) const ERASE_MIN_AGE: i64 = 60;
 /// Re-mints caused by `erase` happen at most once per this many seconds.
-pub const ERASE_MIN_INTERVAL: i64 = 60;
+pub(crate) const ERASE_MIN_INTERVAL: i64 = 60;
 /// Refresh when less than this is left, or half the token's lifetime if that is less.
 const EXPIRY_MARGIN: i64 = 300;
 
 /// What the policy looks at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Facts {
+pub(crate) struct Facts {
     /// When we received the token, our clock.
-    pub minted_at: i64,
+    pub(crate) minted_at: i64,
     /// Its expiry, GitHub's clock.
-    pub expires_at: i64,
+    pub(crate) expires_at: i64,
     /// GitHub's clock minus ours.
-    pub clock_offset: i64,
+    pub(crate) clock_offset: i64,
     /// Git said the token was refused.
-    pub erased: bool,
+    pub(crate) erased: bool,
 }
 
 impl Facts {
     /// The expiry in our clock.
-    pub fn local_expiry(&self) -> i64 {
+    pub(crate) fn local_expiry(&self) -> i64 {
         self.expires_at - self.clock_offset
     }
 
-    pub fn age(&self, now: i64) -> i64 {
+    pub(crate) fn age(&self, now: i64) -> i64 {
         now - self.minted_at
     }
 
     /// Whether GitHub still accepts it at `now` (our clock).
-    pub fn is_valid(&self, now: i64) -> bool {
+    pub(crate) fn is_valid(&self, now: i64) -> bool {
         now < self.local_expiry()
     }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
+pub(crate) enum Decision {
     Fresh,
     Refresh(Reason),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reason {
+pub(crate) enum Reason {
     Age,
     NearExpiry,
     Erased,
 }
 
 /// Whether the cached token should be replaced at `now` (our clock).
-pub fn decide(now: i64, facts: &Facts, refresh_after: Duration) -> Decision {
+pub(crate) fn decide(now: i64, facts: &Facts, refresh_after: Duration) -> Decision {
     let lifetime = facts.local_expiry() - facts.minted_at;
     let margin = EXPIRY_MARGIN.min(lifetime / 2);
     if facts.erased {
@@ -72,7 +72,7 @@ pub fn decide(now: i64, facts: &Facts, refresh_after: Duration) -> Decision {
 }
 
 /// Whether git's `erase` of the cached token should mark it stale.
-pub fn erase_counts(now: i64, facts: &Facts, last_erase_mint: Option<i64>) -> bool {
+pub(crate) fn erase_counts(now: i64, facts: &Facts, last_erase_mint: Option<i64>) -> bool {
     facts.age(now) >= ERASE_MIN_AGE
         && last_erase_mint.is_none_or(|at| now - at >= ERASE_MIN_INTERVAL)
 }

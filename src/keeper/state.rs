@@ -20,22 +20,22 @@ const LEDGER: &str = "ledger";
 /// The cached token and what re-minting needs, replaced whole on every change.
 pub(crate) const STATE: &str = "state.json";
 /// The App's private key, for re-mints.
-pub const KEY: &str = "key.pem";
+pub(crate) const KEY: &str = "key.pem";
 const STATE_VERSION: u32 = 1;
 
 /// One minted token, as the post step needs it to revoke.
 #[derive(Debug, Clone)]
-pub struct LedgerEntry {
-    pub token: Secret,
+pub(crate) struct LedgerEntry {
+    pub(crate) token: Secret,
     /// Expiry in GitHub's clock, unix seconds.
-    pub expires_at: i64,
+    pub(crate) expires_at: i64,
     /// GitHub's clock minus ours when it was minted, seconds.
-    pub clock_offset: i64,
+    pub(crate) clock_offset: i64,
 }
 
 impl LedgerEntry {
     /// Whether it may still be live at `now` (our clock).
-    pub fn is_live(&self, now: i64) -> bool {
+    pub(crate) fn is_live(&self, now: i64) -> bool {
         self.expires_at > now + self.clock_offset
     }
 }
@@ -49,29 +49,29 @@ struct LedgerLine {
 
 /// What re-minting needs, fixed by the main step.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MintConfig {
-    pub api_url: String,
+pub(crate) struct MintConfig {
+    pub(crate) api_url: String,
     /// The git server the token is for (`https://github.com`).
-    pub git_server: String,
+    pub(crate) git_server: String,
     /// App id or client id.
-    pub issuer: String,
-    pub installation_id: u64,
+    pub(crate) issuer: String,
+    pub(crate) installation_id: u64,
     /// The App's slug: a new token is checked by looking up its bot user.
     #[serde(default)]
-    pub app_slug: String,
+    pub(crate) app_slug: String,
     /// The installation's account, as GitHub spells it.
-    pub account: String,
+    pub(crate) account: String,
     /// Repositories the token is limited to; empty for all the installation reaches.
-    pub repositories: Vec<String>,
-    pub permissions: BTreeMap<String, String>,
+    pub(crate) repositories: Vec<String>,
+    pub(crate) permissions: BTreeMap<String, String>,
     /// Seconds.
-    pub refresh_after: u64,
-    pub ca_certificates: Option<String>,
+    pub(crate) refresh_after: u64,
+    pub(crate) ca_certificates: Option<String>,
 }
 
 impl MintConfig {
     /// GitHub Enterprise Server, where `gh` reads `GH_ENTERPRISE_TOKEN`.
-    pub fn is_enterprise_server(&self) -> bool {
+    pub(crate) fn is_enterprise_server(&self) -> bool {
         let host = url::Url::parse(&self.git_server)
             .ok()
             .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
@@ -82,19 +82,19 @@ impl MintConfig {
 
 /// The token now served.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CachedToken {
-    pub token: Secret,
+pub(crate) struct CachedToken {
+    pub(crate) token: Secret,
     /// GitHub's clock.
-    pub expires_at: i64,
+    pub(crate) expires_at: i64,
     /// Our clock.
-    pub minted_at: i64,
+    pub(crate) minted_at: i64,
     /// GitHub's clock minus ours.
-    pub clock_offset: i64,
+    pub(crate) clock_offset: i64,
 }
 
 impl CachedToken {
     /// Its line in the ledger.
-    pub fn ledger_entry(&self) -> LedgerEntry {
+    pub(crate) fn ledger_entry(&self) -> LedgerEntry {
         LedgerEntry {
             token: self.token.clone(),
             expires_at: self.expires_at,
@@ -105,30 +105,30 @@ impl CachedToken {
 
 /// A re-mint that failed, so processes queued behind it do not each retry for the full bound.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Failure {
+pub(crate) struct Failure {
     /// Our clock.
-    pub at: i64,
-    pub message: String,
+    pub(crate) at: i64,
+    pub(crate) message: String,
 }
 
 /// The contents of `state.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct State {
-    pub version: u32,
-    pub config: MintConfig,
-    pub token: CachedToken,
+pub(crate) struct State {
+    pub(crate) version: u32,
+    pub(crate) config: MintConfig,
+    pub(crate) token: CachedToken,
     /// Git erased the current token.
     #[serde(default)]
-    pub erased: bool,
+    pub(crate) erased: bool,
     /// When an erase last caused a re-mint, our clock.
     #[serde(default)]
-    pub last_erase_mint: Option<i64>,
+    pub(crate) last_erase_mint: Option<i64>,
     #[serde(default)]
-    pub failure: Option<Failure>,
+    pub(crate) failure: Option<Failure>,
 }
 
 impl State {
-    pub fn new(config: MintConfig, token: CachedToken) -> Self {
+    pub(crate) fn new(config: MintConfig, token: CachedToken) -> Self {
         Self {
             version: STATE_VERSION,
             config,
@@ -140,7 +140,7 @@ impl State {
     }
 
     /// A new token replaces the cached one at `now`: the erase and any failure are over.
-    pub fn renew(&mut self, token: Secret, expires_at: i64, clock_offset: i64, now: i64) {
+    pub(crate) fn renew(&mut self, token: Secret, expires_at: i64, clock_offset: i64, now: i64) {
         if self.erased {
             self.last_erase_mint = Some(now);
         }
@@ -155,7 +155,7 @@ impl State {
     }
 
     /// What the refresh policy looks at.
-    pub fn facts(&self) -> Facts {
+    pub(crate) fn facts(&self) -> Facts {
         Facts {
             minted_at: self.token.minted_at,
             expires_at: self.token.expires_at,
@@ -167,7 +167,7 @@ impl State {
 
 /// A step's state directory.
 #[derive(Debug, Clone)]
-pub struct StateDir {
+pub(crate) struct StateDir {
     path: PathBuf,
     owner: Owner,
 }
@@ -175,7 +175,7 @@ pub struct StateDir {
 impl StateDir {
     /// Create the job's folder `job` and the step's folder `name` in it, each 0700 and owned by
     /// `owner`; `job`'s own parent must exist.
-    pub fn create(job: &Path, name: &str, owner: Owner) -> Result<Self, FileError> {
+    pub(crate) fn create(job: &Path, name: &str, owner: Owner) -> Result<Self, FileError> {
         let path = job.join(name);
         create_private_dir(job, owner)?;
         create_private_dir(&path, owner)?;
@@ -183,7 +183,7 @@ impl StateDir {
     }
 
     /// An existing directory; what we write in it goes to the directory's owner.
-    pub fn open(path: &Path) -> Result<Self, FileError> {
+    pub(crate) fn open(path: &Path) -> Result<Self, FileError> {
         let owner = Owner::of(path).map_err(at("open", path))?;
         Ok(Self {
             path: path.to_owned(),
@@ -191,11 +191,11 @@ impl StateDir {
         })
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
-    pub fn owner(&self) -> Owner {
+    pub(crate) fn owner(&self) -> Owner {
         self.owner
     }
 
@@ -242,7 +242,7 @@ impl StateDir {
     }
 
     /// The cached token and configuration; `None` when the main step stored none.
-    pub fn state(&self) -> Result<Option<State>, FileError> {
+    pub(crate) fn state(&self) -> Result<Option<State>, FileError> {
         let path = self.path.join(STATE);
         match fs::read(&path) {
             // serde's message can quote a value of the file, a token among them: only where.
@@ -259,7 +259,7 @@ impl StateDir {
 
     /// Every token recorded. A line that does not read (cut off by a crash, damaged on disk) is
     /// skipped: one bad byte must not keep the other tokens from being revoked.
-    pub fn ledger(&self) -> Result<Vec<LedgerEntry>, FileError> {
+    pub(crate) fn ledger(&self) -> Result<Vec<LedgerEntry>, FileError> {
         let path = self.path.join(LEDGER);
         let bytes = match fs::read(&path) {
             Ok(bytes) => bytes,
@@ -280,7 +280,7 @@ impl StateDir {
     }
 
     /// Remove the directory and all in it.
-    pub fn remove(&self) -> Result<(), FileError> {
+    pub(crate) fn remove(&self) -> Result<(), FileError> {
         match fs::remove_dir_all(&self.path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(at("remove", &self.path)(e)),
             _ => Ok(()),
