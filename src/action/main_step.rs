@@ -329,26 +329,14 @@ fn export(
 }
 
 fn summary(config: &Config, installation: &Installation, minted: &MintedToken) -> String {
-    let repositories = if minted.repositories.is_empty() {
-        "all the installation can reach".to_owned()
-    } else {
-        minted
-            .repositories
-            .iter()
-            .map(|r| format!("`{r}`"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let permissions = if minted.permissions.is_empty() {
-        "the installation's".to_owned()
-    } else {
-        minted
-            .permissions
-            .iter()
-            .map(|(k, v)| format!("`{k}: {v}`"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let repositories = listed(
+        minted.repositories.iter().cloned(),
+        "all the installation can reach",
+    );
+    let permissions = listed(
+        minted.permissions.iter().map(|(k, v)| format!("{k}: {v}")),
+        "the installation's",
+    );
     let refresh = if config.git_credentials {
         format!("after {}s", config.refresh_after.as_secs())
     } else {
@@ -370,6 +358,16 @@ fn summary(config: &Config, installation: &Installation, minted: &MintedToken) -
         expires = rfc3339(minted.expires_at),
         fingerprint = minted.token.fingerprint(),
     )
+}
+
+/// `items` in backticks, comma separated; `none` when there are none.
+fn listed(items: impl Iterator<Item = String>, none: &str) -> String {
+    let items: Vec<String> = items.map(|i| format!("`{i}`")).collect();
+    if items.is_empty() {
+        none.to_owned()
+    } else {
+        items.join(", ")
+    }
 }
 
 /// Unix seconds as RFC 3339 (`2026-11-25T18:00:00Z`).

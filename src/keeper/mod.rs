@@ -392,26 +392,7 @@ mod tests {
 
     #[test]
     fn fallback_serves_a_valid_token_and_refuses_an_expired_one() {
-        let state = State::new(
-            MintConfig {
-                api_url: "http://127.0.0.1:1".into(),
-                git_server: "https://github.com".into(),
-                issuer: "1".into(),
-                installation_id: 1,
-                app_slug: "keeper".into(),
-                account: "o".into(),
-                repositories: vec![],
-                permissions: Default::default(),
-                refresh_after: 3000,
-                ca_certificates: None,
-            },
-            CachedToken {
-                token: Secret::new("t".into()),
-                expires_at: 100,
-                minted_at: 0,
-                clock_offset: 0,
-            },
-        );
+        let state = state(-3500, None);
         let ok = fallback(&state, 50, "GitHub is down").unwrap();
         assert!(ok.warning.unwrap().contains("valid for 50 more seconds"));
         let err = fallback(&state, 100, "GitHub is down").unwrap_err();

@@ -324,6 +324,15 @@ mod tests {
             .collect()
     }
 
+    /// Bytes added to the ledger behind the keeper's back.
+    fn append(dir: &StateDir, bytes: &[u8]) {
+        let mut ledger = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join(LEDGER))
+            .unwrap();
+        ledger.write_all(bytes).unwrap();
+    }
+
     #[test]
     fn ledger_round_trips_in_order() {
         let tmp = tempfile::tempdir().unwrap();
@@ -338,11 +347,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = StateDir::create(tmp.path(), "s", me(tmp.path())).unwrap();
         dir.record(&entry("one", 10)).unwrap();
-        let mut ledger = OpenOptions::new()
-            .append(true)
-            .open(dir.path().join(LEDGER))
-            .unwrap();
-        ledger.write_all(br#"{"token":"tw"#).unwrap();
+        append(&dir, br#"{"token":"tw"#);
         assert_eq!(dir.ledger().unwrap().len(), 1);
         // The next entry starts on a line of its own.
         dir.record(&entry("three", 30)).unwrap();
@@ -354,14 +359,11 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = StateDir::create(tmp.path(), "s", me(tmp.path())).unwrap();
         dir.record(&entry("one", 10)).unwrap();
-        let mut ledger = OpenOptions::new()
-            .append(true)
-            .open(dir.path().join(LEDGER))
-            .unwrap();
-        ledger.write_all(b"\xff\xfe not a line\n").unwrap();
-        ledger
-            .write_all(b"{\"token\":\"t\\nx\",\"expires_at\":1,\"clock_offset\":0}\n")
-            .unwrap();
+        append(&dir, b"\xff\xfe not a line\n");
+        append(
+            &dir,
+            b"{\"token\":\"t\\nx\",\"expires_at\":1,\"clock_offset\":0}\n",
+        );
         dir.record(&entry("two", 20)).unwrap();
         assert_eq!(tokens(&dir), ["one", "two"]);
     }
