@@ -1,10 +1,14 @@
 //! token-keeper: mint GitHub App installation tokens in Actions and keep them fresh for git.
 //!
-//! `github` speaks to GitHub's API and knows nothing else; `keeper` stores tokens for every
-//! process of a job and decides when to re-mint; `credential` answers git; `action` is the
-//! runner's side (inputs, file commands, main and post steps); `cli` tells which role a process
-//! plays. Arrows point one way: `action` uses `keeper` and `github`, `credential` uses `keeper`,
-//! `keeper` uses `github`, and `github` uses nothing of ours.
+//! Five floors, arrows pointing down only:
+//! - `cli` tells which role a process plays and dispatches: the main and post steps
+//!   (`action`), or a command a later step or git runs (`tools`);
+//! - `action` is the runner's side (inputs, file commands, layout, the shim, main and post
+//!   steps); `tools` the commands (`token`, `exec`, `credential`), with `credential` speaking
+//!   git's protocol;
+//! - `keeper` stores tokens for every process of a job and decides when to re-mint;
+//! - `github` speaks to GitHub's API and knows nothing of Actions, git or the state;
+//! - leaves used by all: `private` (files only the runner's user reads), `clock`, `duration`.
 
 pub mod action;
 pub mod cli;

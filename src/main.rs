@@ -1,3 +1,5 @@
+//! The binary: parse the command line, run the role, print the one top-level error.
+
 use std::process::ExitCode;
 
 use token_keeper::cli;

@@ -1,4 +1,5 @@
-//! Where the job's state lives, seen from our container, from the runner host and from a shell.
+//! Where the job's state lives, seen from our container, from the runner host, from a shell, and
+//! from a later step looking for it: every runner path is known here and only here.
 //!
 //! Runner v2.331+ mounts the host's `_temp` at `/github/runner_temp` and sets `RUNNER_TEMP` to it.
 //! Older runners pass `RUNNER_TEMP` untranslated (a host path that does not exist in the

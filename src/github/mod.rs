@@ -1,7 +1,8 @@
 //! The GitHub App API: keys, JWTs, the HTTP client and the calls we make.
 //!
-//! Nothing here knows about Actions, git or the on-disk state; it takes values in and hands
-//! values back, so every other part of the crate can be tested against it with a fake server.
+//! Nothing here knows about Actions, git or the on-disk state (it uses only the crate's leaves,
+//! the clock and durations); it takes values in and hands values back, so every other part of
+//! the crate can be tested against it with a fake server.
 
 pub(crate) mod apps;
 pub(crate) mod client;
