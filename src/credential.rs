@@ -14,9 +14,8 @@ use url::Url;
 use anyhow::Result;
 
 use crate::github::Secret;
-use crate::github::client::Knobs;
-use crate::keeper::Keeper;
 use crate::keeper::state::MintConfig;
+use crate::keeper::{Caller, Keeper};
 
 /// The username GitHub expects with an installation token.
 const USERNAME: &str = "x-access-token";
@@ -174,7 +173,7 @@ fn path_in_scope(path: &str, server_path: &str, config: &MintConfig) -> bool {
 pub(crate) fn run(
     op: &str,
     state: &Path,
-    knobs: &Knobs,
+    caller: &Caller,
     mut input: impl Read,
     mut out: impl Write,
     mut err: impl Write,
@@ -188,7 +187,7 @@ pub(crate) fn run(
     let Ok(request) = Request::read_from(&mut input) else {
         return Ok(());
     };
-    let keeper = Keeper::open(state, knobs.clone())?;
+    let keeper = Keeper::open(state, caller.clone())?;
     let current = keeper.state()?;
     let Ok(server) = Url::parse(&current.config.git_server) else {
         return Ok(());
@@ -270,6 +269,7 @@ mod tests {
             permissions: Default::default(),
             refresh_after: 3000,
             ca_certificates: None,
+            exchange: None,
         }
     }
 
@@ -360,7 +360,7 @@ mod tests {
             run(
                 op,
                 Path::new("/nonexistent"),
-                &Knobs::default(),
+                &Caller::default(),
                 &b"protocol=https\n"[..],
                 &mut out,
                 &mut err,
@@ -468,7 +468,7 @@ mod tests {
                 minted_at: now,
                 clock_offset: 0,
             };
-            Keeper::start(&dir, config(&[]), token, Some(&key)).unwrap();
+            Keeper::start(&dir, token, Some(config(&[])), Some(&key)).unwrap();
             tmp
         }
 
@@ -513,7 +513,7 @@ mod tests {
                 let now = 1_800_000_000;
                 let dir = state_dir(now);
                 let (mut out, mut err) = (Vec::new(), Vec::new());
-                let result = run(&op, &dir.path().join("s"), &Knobs::default(), &input[..], &mut out, &mut err, now);
+                let result = run(&op, &dir.path().join("s"), &Caller::default(), &input[..], &mut out, &mut err, now);
                 prop_assert!(result.is_ok());
                 let ours = Request::parse(&input).is_ours(&Url::parse("https://github.com").unwrap(), &config(&[]));
                 if op == "get" && ours {

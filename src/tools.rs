@@ -14,9 +14,8 @@ use anyhow::{Context, Result};
 use crate::action::layout;
 use crate::clock::unix_now;
 use crate::credential;
-use crate::github::client::Knobs;
 use crate::keeper::state::State;
-use crate::keeper::{Keeper, Served, locate};
+use crate::keeper::{Caller, Keeper, Served, locate};
 
 /// `credential <operation>`: answer git.
 pub(crate) fn credential(state: Option<&Path>, operation: &str) -> Result<ExitCode> {
@@ -28,7 +27,7 @@ pub(crate) fn credential(state: Option<&Path>, operation: &str) -> Result<ExitCo
     credential::run(
         operation,
         &state,
-        &knobs()?,
+        &caller()?,
         std::io::stdin().lock(),
         std::io::stdout().lock(),
         std::io::stderr(),
@@ -75,9 +74,9 @@ pub(crate) fn exec(
     Ok(exit_code(status))
 }
 
-/// The `TOKEN_KEEPER_*` bounds of this process.
-fn knobs() -> Result<Knobs> {
-    Ok(Knobs::from_env(|name| std::env::var(name).ok())?)
+/// What this process brings to a re-mint: its `TOKEN_KEEPER_*` bounds and its step's identity.
+fn caller() -> Result<Caller> {
+    Caller::from_env(|name| std::env::var(name).ok())
 }
 
 /// The job's store that `state` names, or the only one (for `owner`).
@@ -85,7 +84,7 @@ fn find(state: Option<&Path>, owner: Option<&str>) -> Result<(Keeper, State)> {
     let exe = std::env::current_exe().ok();
     let runner_temp = std::env::var_os("RUNNER_TEMP").map(PathBuf::from);
     let roots = layout::job_roots(exe.as_deref(), runner_temp.as_deref());
-    locate::find(&roots, state, owner, &knobs()?)
+    locate::find(&roots, state, owner, &caller()?)
 }
 
 /// A live token for a person's command. In Actions its mask goes to stderr first: a command

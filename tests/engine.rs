@@ -147,3 +147,28 @@ async fn bad_input_on_the_built_image_is_one_error_and_post_succeeds() {
     assert_eq!(w.github.mints(), 0);
     assert!(!w.job.temp.join("token-keeper").exists());
 }
+
+#[tokio::test]
+async fn a_keyless_job_runs_on_the_built_image() {
+    let Some(image) = engine::image() else {
+        return;
+    };
+    let k = crate::keyless::Keyless::start().await;
+    let view = View::Engine {
+        image,
+        runner_temp: true,
+    };
+    let sts = k.sts.url();
+    let inputs = k.inputs(&sts, &[]);
+    let main = k.job.main(&inputs, view);
+    main.assert_ok();
+    let root = k.job.temp.join("token-keeper");
+    crate::keyless::assert_no_key_material(&root);
+    let step = k.later(&main);
+    age_cached_token(&k.job, &main, 50 * 60);
+    assert_git_ok(&step.git(&["ls-remote", &k.repo_url("Octo-Org", "app")]));
+    assert_eq!(k.sts.world().exchanges, 2, "the later step exchanged again");
+    k.job.post(&inputs, &main.state, view).assert_ok();
+    assert!(k.github.world().live_tokens().is_empty());
+    assert!(!root.exists());
+}

@@ -14,6 +14,8 @@ mod engine;
 mod faults;
 /// The test git server itself.
 mod git_server;
+/// Keyless: the job's identity exchanged for tokens, no App key anywhere.
+mod keyless;
 /// Nothing secret leaks from a whole job.
 mod leaks;
 /// Every minted token is recorded and revoked, whatever goes wrong around it.

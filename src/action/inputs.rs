@@ -12,6 +12,7 @@ use reqwest::Url;
 
 use super::permissions;
 use crate::duration::parse_duration;
+use crate::github::exchange::Exchange;
 use crate::github::{KeyError, PrivateKey, Target, TokenRequest, client};
 
 /// The process environment, as a map.
@@ -23,12 +24,23 @@ pub(crate) const DEFAULT_REFRESH_AFTER: Duration = Duration::from_secs(50 * 60);
 /// Re-mints at most once a minute: a shorter age would mint for nearly every git command.
 const MIN_REFRESH_AFTER: Duration = Duration::from_secs(60);
 
+/// Where tokens come from.
+#[derive(Debug)]
+pub(crate) enum Source {
+    /// The App's key signs a JWT; the installation is looked up, and a token minted.
+    App {
+        /// App id or client id: the JWT's `iss`.
+        issuer: String,
+        key: PrivateKey,
+    },
+    /// Keyless: the job's identity is exchanged for a token; no key anywhere.
+    Exchange(Exchange),
+}
+
 /// Everything the main step needs, checked.
 #[derive(Debug)]
 pub(crate) struct Config {
-    /// App id or client id: the JWT's `iss`.
-    pub(crate) issuer: String,
-    pub(crate) key: PrivateKey,
+    pub(crate) source: Source,
     pub(crate) target: Target,
     pub(crate) request: TokenRequest,
     pub(crate) api_url: Url,
@@ -71,30 +83,7 @@ pub(crate) fn input<'a>(env: &'a Env, name: &str) -> Option<&'a str> {
 
 /// Read and check every input of the main step.
 pub(crate) fn parse(env: &Env) -> Result<Config, InputError> {
-    let issuer = match (input(env, "client-id"), input(env, "app-id")) {
-        (Some(client), _) => client.to_owned(),
-        (None, Some(app)) => app.to_owned(),
-        (None, None) => {
-            return Err(bad(
-                "app-id",
-                "neither `app-id` nor `client-id` is set: pass the App's client id (or app id) from its settings page",
-            ));
-        }
-    };
-    if issuer.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(bad(
-            "app-id",
-            "the App id or client id has blanks in it: pass it alone, as the App's settings page shows it",
-        ));
-    }
-    let key_text = input(env, "private-key").ok_or_else(|| {
-        bad(
-            "private-key",
-            "is not set: pass the App's private key, for example `private-key: ${{ secrets.APP_PRIVATE_KEY }}`",
-        )
-    })?;
-    let key =
-        PrivateKey::parse(key_text).map_err(|e: KeyError| bad("private-key", e.to_string()))?;
+    let keyless = input(env, "sts-identity").is_some();
     let api_url = api_url(env)?;
     let git_server = match input(env, "git-server-url") {
         Some(text) => Some(parse_url("git-server-url", text)?),
@@ -106,15 +95,24 @@ pub(crate) fn parse(env: &Env) -> Result<Config, InputError> {
     };
     // Read by the post step; checked here, so that a typo fails the job at its start.
     boolean(env, "skip-token-revoke", false)?;
-    let target = target(env)?;
+    let (source, target) = if keyless {
+        keyless_source(env)?
+    } else {
+        (app_source(env)?, target(env)?)
+    };
     let repositories = match &target {
         Target::Repositories { repos, .. } => repos.clone(),
         _ => Vec::new(),
     };
     let (permissions, warnings) = permissions(env);
+    if keyless && !permissions.is_empty() {
+        return Err(bad(
+            "sts-identity",
+            "a keyless token gets what its trust policy grants: remove the `permission-*` inputs, or grant less in the policy",
+        ));
+    }
     Ok(Config {
-        issuer,
-        key,
+        source,
         target,
         request: TokenRequest {
             repositories,
@@ -131,6 +129,101 @@ pub(crate) fn parse(env: &Env) -> Result<Config, InputError> {
         ca_certificates: ca_certificates(env)?,
     })
 }
+
+/// The App's id (or client id) and its key.
+fn app_source(env: &Env) -> Result<Source, InputError> {
+    let issuer = match (input(env, "client-id"), input(env, "app-id")) {
+        (Some(client), _) => ("client-id", client),
+        (None, Some(app)) => ("app-id", app),
+        (None, None) => {
+            return Err(bad(
+                "app-id",
+                "neither `app-id` nor `client-id` is set: pass the App's client id (or app id) from its settings page, or use keyless mode with `sts-identity`",
+            ));
+        }
+    };
+    if issuer
+        .1
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(bad(
+            issuer.0,
+            "the App id or client id has blanks in it: pass it alone, as the App's settings page shows it",
+        ));
+    }
+    let key_text = input(env, "private-key").ok_or_else(|| {
+        bad(
+            "private-key",
+            "is not set: pass the App's private key, for example `private-key: ${{ secrets.APP_PRIVATE_KEY }}`",
+        )
+    })?;
+    let key =
+        PrivateKey::parse(key_text).map_err(|e: KeyError| bad("private-key", e.to_string()))?;
+    Ok(Source::App {
+        issuer: issuer.1.to_owned(),
+        key,
+    })
+}
+
+/// Keyless mode: the exchange service, scope and policy, and the target the scope names. The
+/// scope defaults as `owner` and `repositories` do, to one repository or a whole owner.
+fn keyless_source(env: &Env) -> Result<(Source, Target), InputError> {
+    for name in ["app-id", "client-id", "private-key", "enterprise"] {
+        if input(env, name).is_some() {
+            return Err(bad(
+                name,
+                "is set in keyless mode (`sts-identity`): no App key is needed there; remove it, or remove `sts-identity` to mint with the key",
+            ));
+        }
+    }
+    let identity = input(env, "sts-identity").unwrap_or_default();
+    check_name("sts-identity", identity)?;
+    let domain = input(env, "sts-domain").unwrap_or(DEFAULT_STS_DOMAIN);
+    let service = if domain.contains("://") {
+        parse_url("sts-domain", domain)?
+    } else {
+        parse_url("sts-domain", &format!("https://{domain}"))?
+    };
+    let scope = match input(env, "sts-scope") {
+        Some(scope) => scope.to_owned(),
+        None => match target(env)? {
+            Target::Repositories { owner, repos } if repos.len() == 1 => {
+                format!("{owner}/{}", repos[0])
+            }
+            Target::Owner(owner) => owner,
+            _ => {
+                return Err(bad(
+                    "sts-scope",
+                    "a keyless token covers one repository or one owner: set `sts-scope` (`owner/repo` or `owner`)",
+                ));
+            }
+        },
+    };
+    let target = match scope.split_once('/') {
+        Some((owner, repo)) => {
+            check_name("sts-scope", owner)?;
+            check_name("sts-scope", repo)?;
+            Target::Repositories {
+                owner: owner.to_owned(),
+                repos: vec![repo.to_owned()],
+            }
+        }
+        None => {
+            check_name("sts-scope", &scope)?;
+            Target::Owner(scope.clone())
+        }
+    };
+    let exchange = Exchange {
+        service,
+        scope,
+        identity: identity.to_owned(),
+    };
+    Ok((Source::Exchange(exchange), target))
+}
+
+/// The public Octo STS instance.
+pub(crate) const DEFAULT_STS_DOMAIN: &str = "octo-sts.dev";
 
 /// The API base URL: the input, else `GITHUB_API_URL`, else github.com's.
 pub(crate) fn api_url(env: &Env) -> Result<Url, InputError> {
@@ -524,7 +617,63 @@ mod tests {
     #[test]
     fn client_id_wins_over_app_id() {
         let config = parse(&env(&[("INPUT_CLIENT-ID", "Iv23abc")])).unwrap();
-        assert_eq!(config.issuer, "Iv23abc");
+        assert!(matches!(config.source, Source::App { issuer, .. } if issuer == "Iv23abc"));
+    }
+
+    #[test]
+    fn keyless_mode_needs_no_key_and_scopes_as_owner_and_repositories_do() {
+        let keyless = |extra: &[(&str, &str)]| {
+            let mut pairs = vec![
+                ("INPUT_STS-IDENTITY", "release"),
+                ("INPUT_PRIVATE-KEY", ""),
+                ("INPUT_APP-ID", ""),
+            ];
+            pairs.extend_from_slice(extra);
+            parse(&env(&pairs))
+        };
+        let config = keyless(&[]).unwrap();
+        let Source::Exchange(exchange) = &config.source else {
+            panic!("keyless: {:?}", config.source)
+        };
+        assert_eq!(exchange.service.as_str(), "https://octo-sts.dev/");
+        assert_eq!(exchange.scope, "octo-org/app");
+        assert_eq!(
+            config.target,
+            Target::Repositories {
+                owner: "octo-org".into(),
+                repos: vec!["app".into()]
+            }
+        );
+        let owner_wide = keyless(&[("INPUT_OWNER", "acme")]).unwrap();
+        assert_eq!(owner_wide.target, Target::Owner("acme".into()));
+        let local = keyless(&[
+            ("INPUT_STS-DOMAIN", "http://127.0.0.1:8080"),
+            ("INPUT_STS-SCOPE", "acme/tools"),
+        ])
+        .unwrap();
+        let Source::Exchange(exchange) = &local.source else {
+            panic!()
+        };
+        assert_eq!(exchange.audience(), "127.0.0.1:8080");
+        assert_eq!(exchange.scope, "acme/tools");
+    }
+
+    #[test]
+    fn keyless_mode_refuses_a_key_permissions_or_plain_http_elsewhere() {
+        let with = |extra: &[(&str, &str)]| {
+            let mut pairs = vec![("INPUT_STS-IDENTITY", "release"), ("INPUT_APP-ID", "")];
+            pairs.extend_from_slice(extra);
+            parse(&env(&pairs)).unwrap_err().to_string()
+        };
+        assert!(with(&[]).contains("`private-key`: is set in keyless mode"));
+        let no_key = |extra: &[(&str, &str)]| {
+            let mut pairs = vec![("INPUT_PRIVATE-KEY", "")];
+            pairs.extend_from_slice(extra);
+            with(&pairs)
+        };
+        assert!(no_key(&[("INPUT_PERMISSION-CONTENTS", "write")]).contains("trust policy grants"));
+        assert!(no_key(&[("INPUT_STS-DOMAIN", "http://sts.example.com")]).contains("plain http"));
+        assert!(no_key(&[("INPUT_REPOSITORIES", "a, b")]).contains("one repository or one owner"));
     }
 
     #[test]

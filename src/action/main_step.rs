@@ -10,16 +10,17 @@ use std::time::{Duration, UNIX_EPOCH};
 use anyhow::{Result, bail};
 use url::Url;
 
-use super::inputs::{self, Config, Env};
+use super::inputs::{self, Config, Env, Source};
 use super::layout::{self, Layout};
 use super::shim;
 use super::workflow::{self, FileCommand, FileCommands};
 use crate::clock::unix_now;
 use crate::github::apps::{self, App, BotUser, MintError};
 use crate::github::client::{self, Knobs, Runtime};
+use crate::github::exchange::{self, IdentityRequest};
 use crate::github::{GitHub, Installation, MintedToken, Target};
 use crate::keeper::Keeper;
-use crate::keeper::state::{CachedToken, MintConfig, StateDir};
+use crate::keeper::state::{CachedToken, ExchangeConfig, MintConfig, StateDir};
 
 /// The main step may wait longer than a git command: nobody is blocked on it yet.
 const MAIN_DEADLINE: Duration = Duration::from_secs(60);
@@ -88,17 +89,7 @@ fn mint_and_export(plan: &Plan, gh: &GitHub, runtime: &Runtime, dir: &StateDir) 
         FileCommand::State,
         &[("dir", &dir.path().to_string_lossy())],
     )?;
-    let app = App {
-        issuer: &config.issuer,
-        key: &config.key,
-    };
-    let (installation, minted) = runtime
-        .block_on(async {
-            let installation = apps::find_installation(gh, &app, &config.target).await?;
-            let minted = apps::create_token(gh, &app, &installation, &config.request).await?;
-            Ok((installation, minted))
-        })
-        .map_err(|err| blame_inputs(err, config))?;
+    let (installation, minted) = mint(plan, gh, runtime)?;
     workflow::print(&workflow::mask_lines(minted.token.expose()))?;
     let cached = CachedToken {
         token: minted.token.clone(),
@@ -106,9 +97,16 @@ fn mint_and_export(plan: &Plan, gh: &GitHub, runtime: &Runtime, dir: &StateDir) 
         minted_at: unix_now(),
         clock_offset: gh.clock().offset(),
     };
-    let mint_config = mint_config(config, &installation, plan.git_server.as_ref());
-    let key = plan.git_server.is_some().then_some(&config.key);
-    if let Err(err) = Keeper::start(dir, mint_config, cached, key) {
+    // Later steps re-mint when the shim is on: the App's key goes with the state, if any.
+    let keep = plan
+        .git_server
+        .as_ref()
+        .map(|server| mint_config(config, &installation, server));
+    let key = match &config.source {
+        Source::App { key, .. } => Some(key),
+        Source::Exchange(_) => None,
+    };
+    if let Err(err) = Keeper::start(dir, cached, keep, key) {
         // Unrecorded, the post step could never revoke it: revoke it now.
         if let Err(revoke) = runtime.block_on(apps::revoke(gh, &minted.token)) {
             workflow::print(&[workflow::warning(&format!(
@@ -119,22 +117,40 @@ fn mint_and_export(plan: &Plan, gh: &GitHub, runtime: &Runtime, dir: &StateDir) 
         return Err(err.context("cannot record the new token"));
     }
     // GitHub can refuse a brand-new token for a few seconds; let later steps not see that. The
-    // check is the bot user's lookup, so the identity costs no extra round trip.
-    let bot = runtime
-        .block_on(apps::bot_user(gh, &minted.token, &installation.app_slug))
-        .unwrap_or_else(|err| {
-            let _ = workflow::print(&[workflow::warning(&format!(
-                "the new token is not accepted yet: {err}"
-            ))]);
-            BotUser::of_app(&installation.app_slug, None)
-        });
+    // check is the bot user's lookup, so the identity costs no extra round trip; a keyless
+    // token's App is not known to us, so its check is a plain one.
+    let checked = match &config.source {
+        Source::App { .. } => runtime
+            .block_on(apps::bot_user(gh, &minted.token, &installation.app_slug))
+            .map(Some),
+        Source::Exchange(_) => runtime
+            .block_on(apps::accepted(gh, &minted.token))
+            .map(|()| None),
+    };
+    let bot = checked.unwrap_or_else(|err| {
+        let _ = workflow::print(&[workflow::warning(&format!(
+            "the new token is not accepted yet: {err}"
+        ))]);
+        match &config.source {
+            Source::App { .. } => Some(BotUser::of_app(&installation.app_slug, None)),
+            Source::Exchange(_) => None,
+        }
+    });
 
-    export(files, config, &installation, &minted, &bot)?;
+    export(files, config, &installation, &minted, bot.as_ref())?;
+    let from = match &config.source {
+        Source::App { .. } => format!(
+            "installation {}, App `{}`",
+            installation.id, installation.app_slug
+        ),
+        Source::Exchange(exchange) => format!(
+            "keyless: policy `{}` at `{}`",
+            exchange.identity, exchange.service
+        ),
+    };
     println!(
-        "token-keeper: minted a token for {} (installation {}, App `{}`): {}, expires at {}",
+        "token-keeper: minted a token for {} ({from}): {}, expires at {}",
         config.target.describe(),
-        installation.id,
-        installation.app_slug,
         minted.token.fingerprint(),
         rfc3339(minted.expires_at),
     );
@@ -142,6 +158,40 @@ fn mint_and_export(plan: &Plan, gh: &GitHub, runtime: &Runtime, dir: &StateDir) 
         install_shim(plan, server, &installation, &minted)?;
     }
     Ok(())
+}
+
+/// Mint with the App's key, or exchange the job's identity (keyless).
+fn mint(plan: &Plan, gh: &GitHub, runtime: &Runtime) -> Result<(Installation, MintedToken)> {
+    let config = &plan.config;
+    match &config.source {
+        Source::App { issuer, key } => {
+            let app = App { issuer, key };
+            runtime
+                .block_on(async {
+                    let installation = apps::find_installation(gh, &app, &config.target).await?;
+                    let minted =
+                        apps::create_token(gh, &app, &installation, &config.request).await?;
+                    Ok((installation, minted))
+                })
+                .map_err(|err| blame_inputs(err, config))
+        }
+        Source::Exchange(wanted) => {
+            let identity = IdentityRequest::from_env(|name| plan.env.get(name).cloned())
+                .ok_or_else(|| anyhow::anyhow!(
+                    "keyless mode needs the job's identity, and `ACTIONS_ID_TOKEN_REQUEST_URL` is not set: add `permissions: id-token: write` to the job"
+                ))?;
+            let minted = runtime.block_on(async {
+                let oidc = exchange::identity_token(gh, &identity, &wanted.audience()).await?;
+                exchange::exchange(gh, wanted, &oidc, gh.clock().server_now()).await
+            })?;
+            let installation = Installation {
+                id: 0,
+                app_slug: String::new(),
+                account: config.target.owner().to_owned(),
+            };
+            Ok((installation, minted))
+        }
+    }
 }
 
 /// Name the inputs behind GitHub's refusals, so the fix is plain.
@@ -192,11 +242,22 @@ fn discard_if_unused(dir: &StateDir) {
 }
 
 /// What a re-mint asks for: what the workflow asked for.
-fn mint_config(config: &Config, installation: &Installation, server: Option<&Url>) -> MintConfig {
+fn mint_config(config: &Config, installation: &Installation, server: &Url) -> MintConfig {
+    let (issuer, exchange) = match &config.source {
+        Source::App { issuer, .. } => (issuer.clone(), None),
+        Source::Exchange(exchange) => (
+            String::new(),
+            Some(ExchangeConfig {
+                service: exchange.service.to_string(),
+                scope: exchange.scope.clone(),
+                identity: exchange.identity.clone(),
+            }),
+        ),
+    };
     MintConfig {
         api_url: config.api_url.to_string(),
-        git_server: server.map(Url::to_string).unwrap_or_default(),
-        issuer: config.issuer.clone(),
+        git_server: server.to_string(),
+        issuer,
         installation_id: installation.id,
         app_slug: installation.app_slug.clone(),
         account: installation.account.clone(),
@@ -204,6 +265,7 @@ fn mint_config(config: &Config, installation: &Installation, server: Option<&Url
         permissions: config.request.permissions.clone(),
         refresh_after: config.refresh_after.as_secs(),
         ca_certificates: config.ca_certificates.clone(),
+        exchange,
     }
 }
 
@@ -277,18 +339,25 @@ fn export(
     config: &Config,
     installation: &Installation,
     minted: &MintedToken,
-    bot: &BotUser,
+    bot: Option<&BotUser>,
 ) -> Result<()> {
     let token = minted.token.expose();
-    let id = installation.id.to_string();
+    // A keyless token comes from an exchange that names no installation and no App.
+    let id = match installation.id {
+        0 => String::new(),
+        id => id.to_string(),
+    };
     let expires = rfc3339(minted.expires_at);
-    let user_id = bot.id.map(|id| id.to_string()).unwrap_or_default();
     let host = config
         .git_server
         .as_ref()
         .and_then(Url::host_str)
         .unwrap_or("github.com");
-    let email = bot.email(host);
+    let user_id = bot.and_then(|b| b.id).map(|id| id.to_string());
+    let (name, email) = match bot {
+        Some(bot) => (bot.login.clone(), bot.email(host)),
+        None => (String::new(), String::new()),
+    };
     files.set(
         FileCommand::Output,
         &[
@@ -296,13 +365,17 @@ fn export(
             ("installation-id", &id),
             ("app-slug", &installation.app_slug),
             ("expires-at", &expires),
-            ("app-user-id", &user_id),
-            ("git-user-name", &bot.login),
+            ("app-user-id", user_id.as_deref().unwrap_or_default()),
+            ("git-user-name", &name),
             ("git-user-email", &email),
         ],
     )?;
-    if config.git_identity {
-        let (name, email) = (bot.login.as_str(), email.as_str());
+    if config.git_identity && bot.is_none() {
+        workflow::print(&[workflow::warning(
+            "`git-identity` is ignored in keyless mode: the exchange does not say which App's bot the token acts as; set `GIT_AUTHOR_*` and `GIT_COMMITTER_*` yourself",
+        )])?;
+    } else if config.git_identity {
+        let (name, email) = (name.as_str(), email.as_str());
         files.set(
             FileCommand::Env,
             &[

@@ -55,6 +55,15 @@ impl Target {
         }
     }
 
+    /// The owner's login, or the enterprise's slug.
+    pub(crate) fn owner(&self) -> &str {
+        match self {
+            Target::Repositories { owner, .. }
+            | Target::Owner(owner)
+            | Target::Enterprise(owner) => owner,
+        }
+    }
+
     /// What a person calls this target in a message.
     pub(crate) fn describe(&self) -> String {
         match self {
@@ -229,7 +238,7 @@ pub(crate) async fn create_token(
 }
 
 /// A token request's answer: the token, checked, then the rest as far as it reads.
-fn read_minted(bytes: &[u8], server_now: i64) -> Result<MintedToken, String> {
+pub(crate) fn read_minted(bytes: &[u8], server_now: i64) -> Result<MintedToken, String> {
     #[derive(Deserialize)]
     struct Token {
         token: String,
@@ -320,6 +329,13 @@ pub(crate) async fn bot_user(gh: &GitHub, token: &Secret, slug: &str) -> Result<
     }
 }
 
+/// Check that GitHub accepts a new token that has no bot to look up (a keyless one).
+pub(crate) async fn accepted(gh: &GitHub, token: &Secret) -> Result<(), ApiError> {
+    first_use(gh, token, "installation/repositories?per_page=1")
+        .await
+        .map(drop)
+}
+
 /// A new token's first request, repeated while GitHub answers 401 within the grace period.
 async fn first_use(gh: &GitHub, token: &Secret, path: &str) -> Result<Vec<u8>, ApiError> {
     let mut pause = Duration::from_millis(250);
@@ -365,11 +381,7 @@ pub(crate) async fn revoke(gh: &GitHub, token: &Secret) -> Result<Revoked, ApiEr
 }
 
 fn owner_of(target: &Target) -> &str {
-    match target {
-        Target::Repositories { owner, .. } | Target::Owner(owner) | Target::Enterprise(owner) => {
-            owner
-        }
-    }
+    target.owner()
 }
 
 /// Where to install the App: its page, when `GET /app` tells us; its settings otherwise.

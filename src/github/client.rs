@@ -345,6 +345,18 @@ impl GitHub {
             .base
             .join(path.trim_start_matches('/'))
             .map_err(|e| ApiError::Setup(format!("bad API path `{path}`: {e}")))?;
+        self.send_to(method, url, auth, body, idempotency).await
+    }
+
+    /// `send` to a whole URL, which need not be under the base (the job's identity service).
+    pub(crate) async fn send_to(
+        &self,
+        method: Method,
+        url: Url,
+        auth: Auth<'_>,
+        body: Option<&serde_json::Value>,
+        idempotency: Idempotency,
+    ) -> Result<(String, Vec<u8>), ApiError> {
         let shown = url.to_string();
         let deadline = Instant::now() + self.options.deadline;
         let mut tries = Tries::new(idempotency);

@@ -6,6 +6,7 @@
 
 pub(crate) mod apps;
 pub(crate) mod client;
+pub(crate) mod exchange;
 pub(crate) mod jwt;
 pub(crate) mod key;
 pub(crate) mod secret;

@@ -4,9 +4,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 
-use super::Keeper;
 use super::state::State;
-use crate::github::client::Knobs;
+use super::{Caller, Keeper};
 
 /// The store `explicit` names, or the one in `roots` (job folders, each holding a folder per
 /// step); `owner` picks among several. Its state comes along, read once.
@@ -14,10 +13,10 @@ pub(crate) fn find(
     roots: &[PathBuf],
     explicit: Option<&Path>,
     owner: Option<&str>,
-    knobs: &Knobs,
+    caller: &Caller,
 ) -> Result<(Keeper, State)> {
     if let Some(dir) = explicit {
-        let keeper = Keeper::open(dir, knobs.clone())?;
+        let keeper = Keeper::open(dir, caller.clone())?;
         let state = keeper.state()?;
         return Ok((keeper, state));
     }
@@ -27,7 +26,7 @@ pub(crate) fn find(
             continue;
         };
         for entry in entries.flatten() {
-            if let Ok(keeper) = Keeper::open(&entry.path(), knobs.clone())
+            if let Ok(keeper) = Keeper::open(&entry.path(), caller.clone())
                 && let Ok(state) = keeper.state()
             {
                 found.push((keeper, state));

@@ -13,13 +13,14 @@ pub(crate) mod state;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 
 use self::lock::{Guard, LockError};
 use self::policy::Decision;
-use self::state::{CachedToken, Failure, LedgerEntry, MintConfig, State, StateDir};
+use self::state::{CachedToken, ExchangeConfig, Failure, LedgerEntry, MintConfig, State, StateDir};
 use crate::github::apps::{self, App};
 use crate::github::client::{self, Knobs};
+use crate::github::exchange::{self, Exchange, IdentityRequest};
 use crate::github::{GitHub, Installation, MintedToken, PrivateKey, Secret, TokenRequest};
 
 /// Git is waiting: a re-mint gives up after this.
@@ -42,21 +43,39 @@ pub(crate) struct Served {
     pub(crate) warning: Option<String>,
 }
 
+/// What the process that asks brings to a re-mint: its HTTP bounds and, for a keyless store,
+/// its step's means to ask for the job's identity.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Caller {
+    pub(crate) knobs: Knobs,
+    pub(crate) identity: Option<IdentityRequest>,
+}
+
+impl Caller {
+    /// From the process environment, read through `get`.
+    pub(crate) fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        Ok(Self {
+            knobs: Knobs::from_env(&get)?,
+            identity: IdentityRequest::from_env(&get),
+        })
+    }
+}
+
 /// One step's token store.
 pub(crate) struct Keeper {
     dir: StateDir,
-    knobs: Knobs,
+    caller: Caller,
     /// Called once when a re-mint has to wait for another process's.
     on_wait: fn(),
 }
 
 impl Keeper {
-    /// The store in `path`; re-mints use `knobs` for their HTTP bounds.
-    pub(crate) fn open(path: &Path, knobs: Knobs) -> Result<Self> {
+    /// The store in `path`, for re-mints on behalf of `caller`.
+    pub(crate) fn open(path: &Path, caller: Caller) -> Result<Self> {
         match StateDir::open(path) {
             Ok(dir) => Ok(Self {
                 dir,
-                knobs,
+                caller,
                 on_wait: || tracing::debug!("waiting for another re-mint"),
             }),
             Err(err) if err.is_not_found() => Err(no_state(path)),
@@ -97,17 +116,20 @@ impl Keeper {
         Ok(())
     }
 
-    /// Store the main step's token: the ledger first, then the key and the cache for re-mints.
+    /// Store the main step's token: the ledger first; then, when later steps re-mint (`config`),
+    /// the App's key if there is one, and the cache.
     pub(crate) fn start(
         dir: &StateDir,
-        config: MintConfig,
         token: CachedToken,
+        config: Option<MintConfig>,
         key: Option<&PrivateKey>,
     ) -> Result<()> {
         let guard = Guard::acquire(dir, LOCK_WAIT, || {})?;
         guard.record(&token.ledger_entry())?;
-        if let Some(key) = key {
-            dir.write_atomic(state::KEY, key.to_pem().as_bytes())?;
+        if let Some(config) = config {
+            if let Some(key) = key {
+                dir.write_atomic(state::KEY, key.to_pem().as_bytes())?;
+            }
             guard.write_state(&State::new(config, token))?;
         }
         Ok(())
@@ -209,9 +231,13 @@ impl Keeper {
         }
     }
 
-    /// Mint a new token for the stored installation; the new clock offset comes with it.
+    /// Mint a new token for the stored installation, or exchange the job's identity for one;
+    /// the new clock offset comes with it.
     fn remint(&self, state: &State, deadline: Duration) -> Result<(MintedToken, i64)> {
         let config = &state.config;
+        if let Some(exchange) = &config.exchange {
+            return self.exchange(state, exchange, deadline);
+        }
         let key_path = self.dir.path().join(state::KEY);
         let key_text = std::fs::read_to_string(&key_path)
             .with_context(|| format!("cannot read the App's key `{}`", key_path.display()))?;
@@ -246,6 +272,41 @@ impl Keeper {
         Ok((minted, gh.clock().offset()))
     }
 
+    /// A keyless re-mint, with the identity of the step that asks.
+    fn exchange(
+        &self,
+        state: &State,
+        stored: &ExchangeConfig,
+        deadline: Duration,
+    ) -> Result<(MintedToken, i64)> {
+        let Some(identity) = &self.caller.identity else {
+            bail!(
+                "this step cannot ask for the job's identity: `ACTIONS_ID_TOKEN_REQUEST_URL` and `ACTIONS_ID_TOKEN_REQUEST_TOKEN` are not set here (a container step, or a tool that clears its environment); run it as an ordinary step, or pass the two variables on"
+            );
+        };
+        let service = url::Url::parse(&stored.service)
+            .with_context(|| format!("bad exchange URL `{}` in the state", stored.service))?;
+        let wanted = Exchange {
+            service,
+            scope: stored.scope.clone(),
+            identity: stored.identity.clone(),
+        };
+        let (gh, runtime) = self.connect(state, deadline)?;
+        let started = Instant::now();
+        let minted = runtime.block_on(async {
+            let oidc = exchange::identity_token(&gh, identity, &wanted.audience()).await?;
+            let minted = exchange::exchange(&gh, &wanted, &oidc, gh.clock().server_now()).await?;
+            let left = deadline.saturating_sub(started.elapsed());
+            if let Ok(Err(err)) =
+                tokio::time::timeout(left, apps::accepted(&gh, &minted.token)).await
+            {
+                tracing::debug!("the new token is not accepted yet: {err}");
+            }
+            Ok::<_, exchange::ExchangeError>(minted)
+        })?;
+        Ok((minted, gh.clock().offset()))
+    }
+
     /// Revoke a token that could not be recorded.
     fn revoke_unrecorded(&self, state: &State) -> Result<()> {
         let (gh, runtime) = self.connect(state, UNRECORDED_REVOKE)?;
@@ -263,7 +324,7 @@ impl Keeper {
             deadline,
             config.ca_certificates.clone(),
             state.token.clock_offset,
-            &self.knobs,
+            &self.caller.knobs,
         )?;
         Ok(connected)
     }
@@ -347,6 +408,7 @@ mod tests {
                 permissions: Default::default(),
                 refresh_after: 3000,
                 ca_certificates: None,
+                exchange: None,
             },
             CachedToken {
                 token: Secret::new("t".into()),

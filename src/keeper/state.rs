@@ -67,6 +67,17 @@ pub(crate) struct MintConfig {
     /// Seconds.
     pub(crate) refresh_after: u64,
     pub(crate) ca_certificates: Option<String>,
+    /// Keyless: where re-mints exchange the job's identity; the App's fields are then empty.
+    #[serde(default)]
+    pub(crate) exchange: Option<ExchangeConfig>,
+}
+
+/// A keyless store's exchange: nothing secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ExchangeConfig {
+    pub(crate) service: String,
+    pub(crate) scope: String,
+    pub(crate) identity: String,
 }
 
 impl MintConfig {
@@ -405,6 +416,7 @@ mod tests {
                 permissions: BTreeMap::new(),
                 refresh_after: 3000,
                 ca_certificates: None,
+                exchange: None,
             },
             CachedToken {
                 token: Secret::new("old".into()),

@@ -8,4 +8,5 @@ pub mod measure;
 pub mod proxy;
 pub mod relay;
 pub mod runner;
+pub mod sts;
 pub mod tls;

@@ -1,0 +1,217 @@
+//! Keyless tokens: the job's OIDC identity, exchanged for an installation token at a token
+//! exchange service that speaks Octo STS's protocol. No App key is involved on our side.
+//!
+//! 1. `GET $ACTIONS_ID_TOKEN_REQUEST_URL&audience=<domain>` with the request token answers
+//!    `{"value": "<OIDC JWT>"}`: the runner gives every step of a job with
+//!    `permissions: id-token: write` the two variables.
+//! 2. `GET <service>/sts/exchange?scope=<owner[/repo]>&identity=<policy>` with that JWT answers
+//!    `{"token": "…"}`, or an error whose `message` says why; the trust policy decides what the
+//!    token may reach.
+
+use reqwest::{Method, Url};
+use serde::Deserialize;
+
+use super::apps::{MintedToken, read_minted};
+use super::client::{ApiError, Auth, GitHub, Idempotency};
+use super::secret::Secret;
+
+/// Where a step asks for the job's identity.
+#[derive(Clone)]
+pub(crate) struct IdentityRequest {
+    url: Url,
+    token: Secret,
+}
+
+impl IdentityRequest {
+    /// From `ACTIONS_ID_TOKEN_REQUEST_URL` and `ACTIONS_ID_TOKEN_REQUEST_TOKEN`, read through
+    /// `get`; `None` when the step has not both.
+    pub(crate) fn from_env(get: impl Fn(&str) -> Option<String>) -> Option<Self> {
+        let url = Url::parse(&get("ACTIONS_ID_TOKEN_REQUEST_URL")?).ok()?;
+        let token = get("ACTIONS_ID_TOKEN_REQUEST_TOKEN").filter(|t| !t.is_empty())?;
+        Some(Self {
+            url,
+            token: Secret::new(token),
+        })
+    }
+}
+
+impl std::fmt::Debug for IdentityRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "IdentityRequest({})", self.token.fingerprint())
+    }
+}
+
+/// What one exchange asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Exchange {
+    /// The service's base URL (`https://octo-sts.dev`).
+    pub(crate) service: Url,
+    /// `owner/repo`, or `owner` for a policy of the owner's `.github` repository.
+    pub(crate) scope: String,
+    /// The trust policy's name.
+    pub(crate) identity: String,
+}
+
+impl Exchange {
+    /// The audience the identity token is asked for: the service's host (and port), as Octo STS
+    /// checks it.
+    pub(crate) fn audience(&self) -> String {
+        match (self.service.host_str(), self.service.port()) {
+            (Some(host), Some(port)) => format!("{host}:{port}"),
+            (Some(host), None) => host.to_owned(),
+            (None, _) => self.service.to_string(),
+        }
+    }
+
+    fn url(&self) -> Url {
+        let mut url = self.service.clone();
+        url.set_path(&format!(
+            "{}/sts/exchange",
+            url.path().trim_end_matches('/')
+        ));
+        url.query_pairs_mut()
+            .append_pair("scope", &self.scope)
+            .append_pair("identity", &self.identity);
+        url
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ExchangeError {
+    #[error(
+        "cannot get the job's OIDC identity token ({0}): the job needs `permissions: id-token: write`"
+    )]
+    Identity(String),
+    #[error(
+        "the token exchange at `{service}` refused the policy `{identity}` for `{scope}`: {message}"
+    )]
+    Refused {
+        service: String,
+        scope: String,
+        identity: String,
+        message: String,
+    },
+    #[error(transparent)]
+    Api(#[from] ApiError),
+}
+
+/// The job's identity token for `audience`.
+pub(crate) async fn identity_token(
+    gh: &GitHub,
+    request: &IdentityRequest,
+    audience: &str,
+) -> Result<Secret, ExchangeError> {
+    #[derive(Deserialize)]
+    struct Body {
+        value: String,
+    }
+    let mut url = request.url.clone();
+    url.query_pairs_mut().append_pair("audience", audience);
+    // The request URL is the runner's own: an error names the status, not the URL.
+    let (_, bytes) = gh
+        .send_to(
+            Method::GET,
+            url,
+            Auth::Token(&request.token),
+            None,
+            Idempotency::Safe,
+        )
+        .await
+        .map_err(|err| match err.status() {
+            Some(status) => ExchangeError::Identity(format!("the runner answered {status}")),
+            None => ExchangeError::Identity(err.to_string()),
+        })?;
+    let body: Body = serde_json::from_slice(&bytes)
+        .map_err(|_| ExchangeError::Identity("the runner's answer holds no token".into()))?;
+    Secret::checked(body.value)
+        .map_err(|why| ExchangeError::Identity(format!("the runner's token {why}")))
+}
+
+/// Exchange the identity token `oidc` for an installation token, at `server_now` in GitHub's
+/// clock (the answer has no expiry: an installation token lives an hour).
+pub(crate) async fn exchange(
+    gh: &GitHub,
+    exchange: &Exchange,
+    oidc: &Secret,
+    server_now: i64,
+) -> Result<MintedToken, ExchangeError> {
+    let answer = gh
+        .send_to(
+            Method::GET,
+            exchange.url(),
+            Auth::Token(oidc),
+            None,
+            Idempotency::CreatesSomething,
+        )
+        .await;
+    let (url, bytes) = match answer {
+        Ok(answer) => answer,
+        Err(ApiError::Status {
+            status, message, ..
+        }) if (400..500).contains(&status) => {
+            return Err(ExchangeError::Refused {
+                service: exchange.service.to_string(),
+                scope: exchange.scope.clone(),
+                identity: exchange.identity.clone(),
+                message: if message.is_empty() {
+                    format!("{status}")
+                } else {
+                    format!("{status}: {message}")
+                },
+            });
+        }
+        Err(err) => return Err(err.into()),
+    };
+    read_minted(&bytes, server_now).map_err(|detail| {
+        ExchangeError::Api(ApiError::Decode {
+            method: Method::GET,
+            url,
+            detail,
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exchange(service: &str) -> Exchange {
+        Exchange {
+            service: Url::parse(service).unwrap(),
+            scope: "octo-org/app".into(),
+            identity: "release".into(),
+        }
+    }
+
+    #[test]
+    fn the_audience_is_the_services_host_and_port() {
+        assert_eq!(exchange("https://octo-sts.dev").audience(), "octo-sts.dev");
+        assert_eq!(
+            exchange("http://127.0.0.1:8080").audience(),
+            "127.0.0.1:8080"
+        );
+    }
+
+    #[test]
+    fn the_exchange_url_carries_scope_and_identity() {
+        assert_eq!(
+            exchange("https://sts.example.com/base/").url().as_str(),
+            "https://sts.example.com/base/sts/exchange?scope=octo-org%2Fapp&identity=release"
+        );
+    }
+
+    #[test]
+    fn an_identity_request_needs_both_variables() {
+        let both = |name: &str| match name {
+            "ACTIONS_ID_TOKEN_REQUEST_URL" => {
+                Some("https://runner.example/t?api-version=2.0".into())
+            }
+            "ACTIONS_ID_TOKEN_REQUEST_TOKEN" => Some("secret".into()),
+            _ => None,
+        };
+        let request = IdentityRequest::from_env(both).unwrap();
+        assert!(!format!("{request:?}").contains("secret"));
+        let url_only = |name: &str| both(name).filter(|_| name.ends_with("URL"));
+        assert!(IdentityRequest::from_env(url_only).is_none());
+    }
+}

@@ -1,0 +1,298 @@
+//! Keyless: tokens from exchanging the job's OIDC identity at a token exchange service, now and at
+//! every refresh, with no App key anywhere in the job.
+
+use std::fs;
+use std::path::Path;
+use std::process::Output;
+
+use crate::shim::{assert_git_ok, walk};
+use crate::support::fake_github::{APP_ID, APP_KEY, FakeGitHub};
+use crate::support::git_server::{GitServer, git_command};
+use crate::support::runner::{Job, LaterStep, StepRun, View, age_cached_token};
+use crate::support::sts::{Issuer, Policy, Sts};
+
+/// A job with `id-token: write`, an exchange service, and a git server for the fake's tokens.
+pub(crate) struct Keyless {
+    pub github: FakeGitHub,
+    git: GitServer,
+    issuer: Issuer,
+    pub sts: Sts,
+    pub job: Job,
+}
+
+impl Keyless {
+    pub async fn start() -> Self {
+        let github = FakeGitHub::start().await;
+        let git = GitServer::start(github.handle());
+        for (owner, repo) in [("Octo-Org", "app"), ("Other-Org", "tools")] {
+            git.create_repo(owner, repo);
+        }
+        let issuer = Issuer::start().await;
+        let sts = Sts::start(&github).await;
+        let mut job = Job::new(&github.url());
+        job.extra_env.extend(issuer.env());
+        Self {
+            github,
+            git,
+            issuer,
+            sts,
+            job,
+        }
+    }
+
+    pub fn inputs<'a>(
+        &'a self,
+        sts: &'a str,
+        extra: &[(&'a str, &'a str)],
+    ) -> Vec<(&'a str, &'a str)> {
+        let mut inputs = vec![
+            ("sts-identity", "release"),
+            ("sts-domain", sts),
+            ("git-server-url", self.git_url()),
+        ];
+        inputs.extend_from_slice(extra);
+        inputs
+    }
+
+    fn git_url(&self) -> &'static str {
+        Box::leak(self.git.url().into_boxed_str())
+    }
+
+    pub fn repo_url(&self, owner: &str, repo: &str) -> String {
+        format!("{}/{owner}/{repo}.git", self.git.url())
+    }
+
+    /// A later step, which the runner gives the identity variables too.
+    pub fn later(&self, main: &StepRun) -> LaterStep {
+        let mut step = LaterStep::after(&self.job, main);
+        step.env.extend(self.issuer.env());
+        step
+    }
+}
+
+/// Nothing in the job's state is, or names, a private key.
+pub(crate) fn assert_no_key_material(dir: &Path) {
+    if !dir.exists() {
+        return;
+    }
+    for path in walk(dir) {
+        assert!(!path.ends_with("key.pem"), "{}", path.display());
+        if path.is_file() && !path.ends_with("bin/token-keeper") {
+            let text = String::from_utf8_lossy(&fs::read(&path).unwrap()).into_owned();
+            assert!(!text.contains("PRIVATE KEY"), "{}", path.display());
+        }
+    }
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn a_keyless_long_build_pushes_after_an_hour_and_post_revokes_everything() {
+    let k = Keyless::start().await;
+    let sts = k.sts.url();
+    let inputs = k.inputs(&sts, &[]);
+    let main = k.job.main(&inputs, View::Host);
+    main.assert_ok();
+    assert!(main.outputs["token"].starts_with("ghs_"));
+    assert_eq!(
+        main.outputs["installation-id"], "",
+        "an exchange names no installation"
+    );
+    assert!(
+        main.stdout.contains("keyless: policy `release`"),
+        "{}",
+        main.stdout
+    );
+    let root = k.job.temp.join("token-keeper");
+    assert_no_key_material(&root);
+
+    let step = k.later(&main);
+    let repo = step.dir.path().join("app");
+    assert_git_ok(&step.git(&["clone", "--quiet", &k.repo_url("Octo-Org", "app"), "app"]));
+    age_cached_token(&k.job, &main, 50 * 60);
+    fs::write(repo.join("late.txt"), "built an hour later\n").unwrap();
+    assert_git_ok(&step.git_in(&repo, &["add", "late.txt"]));
+    assert_git_ok(&step.git_in(&repo, &["commit", "--quiet", "-m", "late"]));
+    let push = step.git_in(&repo, &["push", "--quiet", "origin", "main"]);
+    assert_git_ok(&push);
+    assert_eq!(k.sts.world().exchanges, 2, "the push exchanged again");
+    assert_no_key_material(&root);
+
+    let post = k.job.post(&inputs, &main.state, View::Host);
+    post.assert_ok();
+    assert!(
+        k.github.world().live_tokens().is_empty(),
+        "every token revoked"
+    );
+    assert!(!root.exists());
+    for log in [main.log(), post.log(), stderr(&push)] {
+        assert!(!log.contains("PRIVATE KEY"), "{log}");
+    }
+}
+
+#[tokio::test]
+async fn thirty_two_gits_at_expiry_exchange_once() {
+    let k = Keyless::start().await;
+    let sts = k.sts.url();
+    let main = k.job.main(&k.inputs(&sts, &[]), View::Host);
+    main.assert_ok();
+    let step = k.later(&main);
+    age_cached_token(&k.job, &main, 50 * 60);
+    let url = k.repo_url("Octo-Org", "app");
+    let children: Vec<_> = (0..32)
+        .map(|_| {
+            let mut command = git_command(step.dir.path());
+            command.envs(&step.env).args(["ls-remote", &url]);
+            command
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert_git_ok(&out);
+    }
+    assert_eq!(
+        k.sts.world().exchanges,
+        2,
+        "one exchange at start, one at expiry"
+    );
+}
+
+#[tokio::test]
+async fn keyless_errors_say_what_to_do() {
+    let k = Keyless::start().await;
+    let sts = k.sts.url();
+
+    // No `id-token: write`: the runner sets neither variable.
+    let mut job = Job::new(&k.github.url());
+    job.extra_env.clear();
+    let run = job.main(&k.inputs(&sts, &[]), View::Host);
+    assert!(
+        run.the_error().contains("`permissions: id-token: write`"),
+        "{}",
+        run.log()
+    );
+
+    let run = k
+        .job
+        .main(&k.inputs(&sts, &[("sts-identity", "nope")]), View::Host);
+    let error = run.the_error();
+    assert!(
+        error.contains("trust policy `nope` not found in `Octo-Org/app`"),
+        "{error}"
+    );
+
+    k.sts.world().policies.push(Policy {
+        scope: "Octo-Org/app".into(),
+        identity: "elsewhere".into(),
+        allows: "Octo-Org/lib".into(),
+        repos: None,
+    });
+    let run = k.job.main(
+        &k.inputs(&sts, &[("sts-identity", "elsewhere")]),
+        View::Host,
+    );
+    assert!(
+        run.the_error().contains("does not allow this workflow"),
+        "{}",
+        run.log()
+    );
+    assert!(!run.log().contains("ghs_"), "no token in any message");
+}
+
+#[tokio::test]
+async fn without_the_service_or_the_identity_the_cached_token_serves_while_valid() {
+    let k = Keyless::start().await;
+    let sts = k.sts.url();
+    let main = k.job.main(&k.inputs(&sts, &[]), View::Host);
+    main.assert_ok();
+    age_cached_token(&k.job, &main, 50 * 60);
+    let step = k.later(&main);
+    let token = |step: &LaterStep| {
+        let mut command = step.command("token-keeper");
+        command.arg("token").env("TOKEN_KEEPER_DEADLINE", "2s");
+        command.output().unwrap()
+    };
+
+    // The service is down: the cached token, with a warning.
+    k.sts.world().down = true;
+    let out = token(&step);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        main.outputs["token"]
+    );
+    assert!(
+        stderr(&out).contains("serving the cached token"),
+        "{}",
+        stderr(&out)
+    );
+    k.sts.world().down = false;
+
+    // A step without the identity variables: the cached token while valid, then one line.
+    let mut bare = k.later(&main);
+    bare.env.remove("ACTIONS_ID_TOKEN_REQUEST_URL");
+    bare.env.remove("ACTIONS_ID_TOKEN_REQUEST_TOKEN");
+    // The failure above would keep this call quiet for a while: forget it.
+    let state = k.job.host_path(&main.state["dir"]).join("state.json");
+    let mut json: serde_json::Value = serde_json::from_slice(&fs::read(&state).unwrap()).unwrap();
+    json["failure"] = serde_json::Value::Null;
+    fs::write(&state, serde_json::to_vec(&json).unwrap()).unwrap();
+    let out = token(&bare);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot ask for the job's identity"),
+        "{}",
+        stderr(&out)
+    );
+    json["token"]["expires_at"] = (crate::support::fake_github::unix_now() - 10).into();
+    json["failure"] = serde_json::Value::Null;
+    fs::write(&state, serde_json::to_vec(&json).unwrap()).unwrap();
+    let out = token(&bare);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot ask for the job's identity"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[tokio::test]
+async fn keyless_and_keyed_steps_work_side_by_side() {
+    let k = Keyless::start().await;
+    let sts = k.sts.url();
+    let keyless = k.job.main_as("keyless", &k.inputs(&sts, &[]), View::Host);
+    keyless.assert_ok();
+    let keyed = k.job.main_as(
+        "keyed",
+        &[
+            ("app-id", APP_ID),
+            ("private-key", APP_KEY),
+            ("owner", "Other-Org"),
+            ("git-server-url", k.git_url()),
+        ],
+        View::Host,
+    );
+    keyed.assert_ok();
+    let step = k.later(&keyed);
+    assert_git_ok(&step.git(&["ls-remote", &k.repo_url("Octo-Org", "app")]));
+    assert_git_ok(&step.git(&["ls-remote", &k.repo_url("Other-Org", "tools")]));
+    let dirs: Vec<_> = [&keyless, &keyed]
+        .iter()
+        .map(|run| k.job.host_path(&run.state["dir"]))
+        .collect();
+    assert!(
+        !dirs[0].join("key.pem").exists(),
+        "the keyless step stores no key"
+    );
+    assert!(
+        dirs[1].join("key.pem").exists(),
+        "the keyed one does, for its re-mints"
+    );
+}
