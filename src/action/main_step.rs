@@ -292,9 +292,10 @@ fn install_shim(
         .get("GITHUB_EVENT_NAME")
         .map(String::as_str)
         .unwrap_or("");
-    if matches!(event, "pull_request_target" | "workflow_run") {
+    let holds_key = matches!(config.source, Source::App { .. });
+    if holds_key && matches!(event, "pull_request_target" | "workflow_run") {
         workflow::print(&[workflow::warning(&format!(
-            "this `{event}` job may run untrusted code, and every later step can read the App's private key while the git credential shim is on: use `git-credentials: false` unless later steps are trusted"
+            "this `{event}` job may run untrusted code, and every later step can read the App's private key while the git credential shim is on: use keyless mode (`sts-identity`) or `git-credentials: false` unless later steps are trusted"
         ))])?;
     }
     Ok(())
