@@ -454,6 +454,7 @@ mod tests {
 
         use super::*;
         use crate::github::{PrivateKey, Secret};
+        use crate::keeper::policy::Lifetime;
         use crate::keeper::state::{CachedToken, StateDir};
         use crate::private::Owner;
 
@@ -464,9 +465,11 @@ mod tests {
             let key = PrivateKey::parse(include_str!("../tests/fixtures/app-key.pem")).unwrap();
             let token = CachedToken {
                 token: Secret::new("ghs_fuzz".into()),
-                expires_at: now + 3600,
-                minted_at: now,
-                clock_offset: 0,
+                lifetime: Lifetime {
+                    minted_at: now,
+                    expires_at: now + 3600,
+                    clock_offset: 0,
+                },
             };
             Keeper::start(&dir, token, Some(config(&[])), Some(&key)).unwrap();
             tmp

@@ -20,6 +20,7 @@ use crate::github::client::{self, Knobs, Runtime};
 use crate::github::exchange::{self, IdentityRequest};
 use crate::github::{GitHub, Installation, MintedToken, Target};
 use crate::keeper::Keeper;
+use crate::keeper::policy::Lifetime;
 use crate::keeper::state::{CachedToken, ExchangeConfig, MintConfig, StateDir};
 
 /// The main step may wait longer than a git command: nobody is blocked on it yet.
@@ -93,9 +94,11 @@ fn mint_and_export(plan: &Plan, gh: &GitHub, runtime: &Runtime, dir: &StateDir) 
     workflow::print(&workflow::mask_lines(minted.token.expose()))?;
     let cached = CachedToken {
         token: minted.token.clone(),
-        expires_at: minted.expires_at,
-        minted_at: unix_now(),
-        clock_offset: gh.clock().offset(),
+        lifetime: Lifetime {
+            minted_at: unix_now(),
+            expires_at: minted.expires_at,
+            clock_offset: gh.clock().offset(),
+        },
     };
     // Later steps re-mint when the shim is on: the App's key goes with the state, if any.
     let keep = plan

@@ -146,7 +146,12 @@ impl Keeper {
     /// A token that the policy calls fresh at `now` (our clock), from the state the caller has
     /// just read, re-minting if needed.
     pub(crate) fn serve(&self, state: State, now: i64) -> Result<Served> {
-        match policy::decide(now, &state.facts(), refresh_after(&state)) {
+        match policy::decide(
+            now,
+            &state.token.lifetime,
+            state.erased,
+            refresh_after(&state),
+        ) {
             Decision::Fresh => Ok(served(&state, None)),
             Decision::Refresh(reason) => {
                 tracing::debug!(?reason, "re-minting");
@@ -158,7 +163,7 @@ impl Keeper {
     /// Git says `password` was refused: mark the state's token stale if the policy agrees.
     pub(crate) fn erase(&self, state: &State, password: &str, now: i64) -> Result<()> {
         if state.token.token.expose() != password
-            || !policy::erase_counts(now, &state.facts(), state.last_erase_mint)
+            || !policy::erase_counts(now, &state.token.lifetime, state.last_erase_mint)
         {
             return Ok(());
         }
@@ -323,7 +328,7 @@ impl Keeper {
             api,
             deadline,
             config.ca_certificates.clone(),
-            state.token.clock_offset,
+            state.token.lifetime.clock_offset,
             &self.caller.knobs,
         )?;
         Ok(connected)
@@ -341,13 +346,19 @@ enum Plan {
 }
 
 fn plan(now: i64, state: &State) -> Plan {
-    if policy::decide(now, &state.facts(), refresh_after(state)) == Decision::Fresh {
+    if policy::decide(
+        now,
+        &state.token.lifetime,
+        state.erased,
+        refresh_after(state),
+    ) == Decision::Fresh
+    {
         return Plan::Serve;
     }
     match &state.failure {
         Some(failure)
             if failure.at >= now
-                || (now - failure.at < FAILURE_QUIET && state.facts().is_valid(now)) =>
+                || (now - failure.at < FAILURE_QUIET && state.token.lifetime.is_valid(now)) =>
         {
             Plan::Fallback(failure.message.clone())
         }
@@ -369,15 +380,15 @@ fn refresh_after(state: &State) -> Duration {
 fn served(state: &State, warning: Option<String>) -> Served {
     Served {
         token: state.token.token.clone(),
-        expires_at: state.facts().local_expiry(),
+        expires_at: state.token.lifetime.local_expiry(),
         warning,
     }
 }
 
 /// After a failed re-mint: the cached token while GitHub still accepts it, else an error.
 fn fallback(state: &State, now: i64, message: &str) -> Result<Served> {
-    if state.facts().is_valid(now) {
-        let left = state.facts().local_expiry() - now;
+    if state.token.lifetime.is_valid(now) {
+        let left = state.token.lifetime.local_expiry() - now;
         Ok(served(
             state,
             Some(format!(
@@ -393,6 +404,7 @@ fn fallback(state: &State, now: i64, message: &str) -> Result<Served> {
 
 #[cfg(test)]
 mod tests {
+    use super::policy::Lifetime;
     use super::*;
 
     fn state(minted_at: i64, failure: Option<i64>) -> State {
@@ -412,9 +424,11 @@ mod tests {
             },
             CachedToken {
                 token: Secret::new("t".into()),
-                expires_at: minted_at + 3600,
-                minted_at,
-                clock_offset: 0,
+                lifetime: Lifetime {
+                    minted_at,
+                    expires_at: minted_at + 3600,
+                    clock_offset: 0,
+                },
             },
         );
         state.failure = failure.map(|at| Failure {

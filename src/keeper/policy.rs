@@ -14,20 +14,18 @@ pub(crate) const ERASE_MIN_INTERVAL: i64 = 60;
 /// Refresh when less than this is left, or half the token's lifetime if that is less.
 const EXPIRY_MARGIN: i64 = 300;
 
-/// What the policy looks at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Facts {
+/// A token's life as the policy judges it; the cached token carries it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Lifetime {
     /// When we received the token, our clock.
     pub(crate) minted_at: i64,
     /// Its expiry, GitHub's clock.
     pub(crate) expires_at: i64,
     /// GitHub's clock minus ours.
     pub(crate) clock_offset: i64,
-    /// Git said the token was refused.
-    pub(crate) erased: bool,
 }
 
-impl Facts {
+impl Lifetime {
     /// The expiry in our clock.
     pub(crate) fn local_expiry(&self) -> i64 {
         self.expires_at - self.clock_offset
@@ -56,11 +54,17 @@ pub(crate) enum Reason {
     Erased,
 }
 
-/// Whether the cached token should be replaced at `now` (our clock).
-pub(crate) fn decide(now: i64, facts: &Facts, refresh_after: Duration) -> Decision {
+/// Whether the cached token should be replaced at `now` (our clock); `erased` when git said it
+/// was refused.
+pub(crate) fn decide(
+    now: i64,
+    facts: &Lifetime,
+    erased: bool,
+    refresh_after: Duration,
+) -> Decision {
     let lifetime = facts.local_expiry() - facts.minted_at;
     let margin = EXPIRY_MARGIN.min(lifetime / 2);
-    if facts.erased {
+    if erased {
         Decision::Refresh(Reason::Erased)
     } else if facts.age(now) >= refresh_after.as_secs() as i64 {
         Decision::Refresh(Reason::Age)
@@ -72,7 +76,7 @@ pub(crate) fn decide(now: i64, facts: &Facts, refresh_after: Duration) -> Decisi
 }
 
 /// Whether git's `erase` of the cached token should mark it stale.
-pub(crate) fn erase_counts(now: i64, facts: &Facts, last_erase_mint: Option<i64>) -> bool {
+pub(crate) fn erase_counts(now: i64, facts: &Lifetime, last_erase_mint: Option<i64>) -> bool {
     facts.age(now) >= ERASE_MIN_AGE
         && last_erase_mint.is_none_or(|at| now - at >= ERASE_MIN_INTERVAL)
 }
@@ -83,19 +87,18 @@ mod tests {
 
     const FIFTY_MINUTES: Duration = Duration::from_secs(50 * 60);
 
-    fn hour_token(minted_at: i64) -> Facts {
-        Facts {
+    fn hour_token(minted_at: i64) -> Lifetime {
+        Lifetime {
             minted_at,
             expires_at: minted_at + 3600,
             clock_offset: 0,
-            erased: false,
         }
     }
 
     #[test]
     fn a_young_token_is_fresh() {
         assert_eq!(
-            decide(1000 + 49 * 60, &hour_token(1000), FIFTY_MINUTES),
+            decide(1000 + 49 * 60, &hour_token(1000), false, FIFTY_MINUTES),
             Decision::Fresh
         );
     }
@@ -103,7 +106,7 @@ mod tests {
     #[test]
     fn an_old_token_is_refreshed() {
         assert_eq!(
-            decide(1000 + 50 * 60, &hour_token(1000), FIFTY_MINUTES),
+            decide(1000 + 50 * 60, &hour_token(1000), false, FIFTY_MINUTES),
             Decision::Refresh(Reason::Age)
         );
     }
@@ -111,13 +114,16 @@ mod tests {
     #[test]
     fn a_token_near_its_expiry_is_refreshed_whatever_its_age() {
         // GitHub gave a token with only ten minutes left.
-        let short = Facts {
+        let short = Lifetime {
             expires_at: 1000 + 600,
             ..hour_token(1000)
         };
-        assert_eq!(decide(1000 + 299, &short, FIFTY_MINUTES), Decision::Fresh);
         assert_eq!(
-            decide(1000 + 300, &short, FIFTY_MINUTES),
+            decide(1000 + 299, &short, false, FIFTY_MINUTES),
+            Decision::Fresh
+        );
+        assert_eq!(
+            decide(1000 + 300, &short, false, FIFTY_MINUTES),
             Decision::Refresh(Reason::NearExpiry)
         );
     }
@@ -126,7 +132,7 @@ mod tests {
     fn a_fresh_answer_leaves_the_caller_ten_minutes() {
         let facts = hour_token(0);
         for now in 0..4000 {
-            if decide(now, &facts, FIFTY_MINUTES) == Decision::Fresh {
+            if decide(now, &facts, false, FIFTY_MINUTES) == Decision::Fresh {
                 assert!(facts.local_expiry() - now > 600, "at {now}");
             }
         }
@@ -135,7 +141,7 @@ mod tests {
     #[test]
     fn expiry_is_judged_in_our_clock() {
         // GitHub runs five minutes ahead: its expiry is five minutes earlier in our clock.
-        let facts = Facts {
+        let facts = Lifetime {
             clock_offset: 300,
             expires_at: 300 + 3600,
             ..hour_token(0)
@@ -147,12 +153,8 @@ mod tests {
 
     #[test]
     fn an_erased_token_is_refreshed() {
-        let facts = Facts {
-            erased: true,
-            ..hour_token(0)
-        };
         assert_eq!(
-            decide(1, &facts, FIFTY_MINUTES),
+            decide(1, &hour_token(0), true, FIFTY_MINUTES),
             Decision::Refresh(Reason::Erased)
         );
     }
@@ -160,16 +162,15 @@ mod tests {
     #[test]
     fn short_lived_tokens_keep_a_proportional_margin() {
         // The end-to-end tests use tokens that live 3 s with `refresh-after: 1s`.
-        let facts = Facts {
+        let facts = Lifetime {
             minted_at: 0,
             expires_at: 3,
             clock_offset: 0,
-            erased: false,
         };
         let one_second = Duration::from_secs(1);
-        assert_eq!(decide(0, &facts, one_second), Decision::Fresh);
+        assert_eq!(decide(0, &facts, false, one_second), Decision::Fresh);
         assert_eq!(
-            decide(1, &facts, one_second),
+            decide(1, &facts, false, one_second),
             Decision::Refresh(Reason::Age)
         );
     }

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::policy::Facts;
+use super::policy::Lifetime;
 use crate::github::Secret;
 use crate::private::{FileError, Owner, at, create_private_dir, give, open_private};
 
@@ -95,12 +95,8 @@ impl MintConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct CachedToken {
     pub(crate) token: Secret,
-    /// GitHub's clock.
-    pub(crate) expires_at: i64,
-    /// Our clock.
-    pub(crate) minted_at: i64,
-    /// GitHub's clock minus ours.
-    pub(crate) clock_offset: i64,
+    #[serde(flatten)]
+    pub(crate) lifetime: Lifetime,
 }
 
 impl CachedToken {
@@ -108,8 +104,8 @@ impl CachedToken {
     pub(crate) fn ledger_entry(&self) -> LedgerEntry {
         LedgerEntry {
             token: self.token.clone(),
-            expires_at: self.expires_at,
-            clock_offset: self.clock_offset,
+            expires_at: self.lifetime.expires_at,
+            clock_offset: self.lifetime.clock_offset,
         }
     }
 }
@@ -157,22 +153,14 @@ impl State {
         }
         self.token = CachedToken {
             token,
-            expires_at,
-            minted_at: now,
-            clock_offset,
+            lifetime: Lifetime {
+                minted_at: now,
+                expires_at,
+                clock_offset,
+            },
         };
         self.erased = false;
         self.failure = None;
-    }
-
-    /// What the refresh policy looks at.
-    pub(crate) fn facts(&self) -> Facts {
-        Facts {
-            minted_at: self.token.minted_at,
-            expires_at: self.token.expires_at,
-            clock_offset: self.token.clock_offset,
-            erased: self.erased,
-        }
     }
 }
 
@@ -420,9 +408,11 @@ mod tests {
             },
             CachedToken {
                 token: Secret::new("old".into()),
-                expires_at: 3600,
-                minted_at: 0,
-                clock_offset: 0,
+                lifetime: Lifetime {
+                    minted_at: 0,
+                    expires_at: 3600,
+                    clock_offset: 0,
+                },
             },
         );
         state.erased = true;
@@ -432,7 +422,13 @@ mod tests {
         });
         state.renew(Secret::new("new".into()), 7300, 5, 3700);
         assert_eq!(state.token.token.expose(), "new");
-        assert_eq!((state.token.minted_at, state.token.clock_offset), (3700, 5));
+        assert_eq!(
+            (
+                state.token.lifetime.minted_at,
+                state.token.lifetime.clock_offset
+            ),
+            (3700, 5)
+        );
         assert!(!state.erased && state.failure.is_none());
         assert_eq!(state.last_erase_mint, Some(3700));
     }
