@@ -172,6 +172,16 @@ async fn the_helper_answers_at_the_blank_line_while_its_input_stays_open() {
     );
 }
 
+/// Hold the lock at `path` for `how_long`, as a process re-minting would; join to wait for it.
+fn hold_lock(path: &Path, how_long: Duration) -> std::thread::JoinHandle<()> {
+    let lock = fs::File::open(path).unwrap();
+    lock.lock().unwrap();
+    std::thread::spawn(move || {
+        std::thread::sleep(how_long);
+        drop(lock);
+    })
+}
+
 #[tokio::test]
 async fn a_person_waiting_for_the_lock_is_told_and_git_is_not() {
     let w = World::start(Duration::from_secs(3600)).await;
@@ -180,12 +190,8 @@ async fn a_person_waiting_for_the_lock_is_told_and_git_is_not() {
     let step = LaterStep::after(&w.job, &main);
     age_cached_token(&w.job, &main, 50 * 60);
     // Another process is re-minting: it holds the lock for a moment.
-    let lock = fs::File::open(w.job.host_path(&main.state["dir"]).join("lock")).unwrap();
-    lock.lock().unwrap();
-    let release = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(500));
-        drop(lock);
-    });
+    let lock_file = w.job.host_path(&main.state["dir"]).join("lock");
+    let release = hold_lock(&lock_file, Duration::from_millis(500));
     let out = step.command("token-keeper").arg("token").output().unwrap();
     release.join().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
@@ -196,12 +202,7 @@ async fn a_person_waiting_for_the_lock_is_told_and_git_is_not() {
     );
 
     age_cached_token(&w.job, &main, 50 * 60);
-    let lock = fs::File::open(w.job.host_path(&main.state["dir"]).join("lock")).unwrap();
-    lock.lock().unwrap();
-    let release = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(500));
-        drop(lock);
-    });
+    let release = hold_lock(&lock_file, Duration::from_millis(500));
     let fill = step.git(&["ls-remote", &w.repo_url("Octo-Org", "app")]);
     release.join().unwrap();
     assert_git_ok(&fill);

@@ -72,13 +72,7 @@ struct IssuerResponder {
 
 impl Respond for IssuerResponder {
     fn respond(&self, request: &Request) -> ResponseTemplate {
-        let bearer = request
-            .headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split_once(' '))
-            .map_or("", |(_, t)| t);
-        if bearer != self.request_token {
+        if bearer(request) != self.request_token {
             return ResponseTemplate::new(401)
                 .set_body_json(json!({"message": "bad request token"}));
         }
@@ -96,6 +90,16 @@ impl Respond for IssuerResponder {
         });
         ResponseTemplate::new(200).set_body_json(json!({"value": sign(&self.pair, &claims)}))
     }
+}
+
+/// The credentials of a request's `Authorization` header, whatever its scheme.
+fn bearer(request: &Request) -> &str {
+    request
+        .headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .map_or("", |(_, t)| t)
 }
 
 fn sign(pair: &RsaKeyPair, claims: &Value) -> String {
@@ -201,13 +205,7 @@ impl Respond for StsResponder {
                 .unwrap_or_default()
         };
         let (scope, identity) = (query("scope"), query("identity"));
-        let bearer = request
-            .headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split_once(' '))
-            .map_or("", |(_, t)| t);
-        let claims = match verify_jwt(bearer, &Issuer::public_key()) {
+        let claims = match verify_jwt(bearer(request), &Issuer::public_key()) {
             Ok(claims) => claims,
             Err(_) => return refuse(401, "invalid identity token"),
         };
