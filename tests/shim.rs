@@ -551,6 +551,16 @@ pub(crate) fn walk(dir: &Path) -> Vec<PathBuf> {
     found
 }
 
+/// What `token-keeper token --owner OWNER` prints in a later step.
+fn token_for(step: &LaterStep, owner: &str) -> String {
+    let out = step
+        .command("token-keeper")
+        .args(["token", "--owner", owner])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 #[tokio::test]
 async fn steps_whose_ids_differ_only_by_punctuation_keep_their_own_state() {
     let w = World::start(Duration::from_secs(3600)).await;
@@ -571,14 +581,7 @@ async fn steps_whose_ids_differ_only_by_punctuation_keep_their_own_state() {
     let step = LaterStep::after(&w.job, &other);
     assert_git_ok(&step.git(&["ls-remote", &w.repo_url("Octo-Org", "app")]));
     assert_git_ok(&step.git(&["ls-remote", &w.repo_url("Other-Org", "tools")]));
-    let token = |owner: &str| {
-        let out = step
-            .command("token-keeper")
-            .args(["token", "--owner", owner])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    };
+    let token = |owner: &str| token_for(&step, owner);
     assert_eq!(token("Octo-Org"), octo.outputs["token"]);
     assert_eq!(token("Other-Org"), other.outputs["token"]);
 }
@@ -604,14 +607,7 @@ async fn two_steps_for_two_owners_coexist() {
     assert_git_ok(&step.git(&["ls-remote", &w.repo_url("Other-Org", "tools")]));
     assert_eq!(w.github.mints(), 2);
 
-    let token = |owner: &str| {
-        let out = step
-            .command("token-keeper")
-            .args(["token", "--owner", owner])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    };
+    let token = |owner: &str| token_for(&step, owner);
     assert_eq!(token("octo-org"), octo.outputs["token"]);
     assert_eq!(token("Other-Org"), other.outputs["token"]);
     let ambiguous = step.command("token-keeper").arg("token").output().unwrap();
