@@ -210,6 +210,86 @@ async fn a_person_waiting_for_the_lock_is_told_and_git_is_not() {
 }
 
 #[tokio::test]
+async fn cargo_fetches_a_private_git_dependency_after_the_first_token_expired() {
+    let w = World::start(Duration::from_secs(3)).await;
+    w.git.add_files(
+        "Octo-Org",
+        "lib",
+        &[
+            (
+                "Cargo.toml",
+                "[package]\nname = \"lib\"\nversion = \"0.1.0\"\nedition = \"2021\"\n",
+            ),
+            ("src/lib.rs", "pub fn answer() -> u32 {\n    42\n}\n"),
+        ],
+    );
+    let main = w
+        .job
+        .main(&w.inputs(&[("repositories", "app, lib")]), View::Host);
+    main.assert_ok();
+    assert_eq!(main.env["CARGO_NET_GIT_FETCH_WITH_CLI"], "true");
+    assert!(
+        main.stdout.contains("cargo will fetch git dependencies"),
+        "{}",
+        main.stdout
+    );
+    let step = LaterStep::after(&w.job, &main);
+    let app = step.dir.path().join("app");
+    fs::create_dir_all(app.join("src")).unwrap();
+    fs::write(
+        app.join("Cargo.toml"),
+        format!(
+            "[package]\nname = \"app\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\nlib = {{ git = \"{}\" }}\n",
+            w.repo_url("Octo-Org", "lib")
+        ),
+    )
+    .unwrap();
+    fs::write(app.join("src/main.rs"), "fn main() {}\n").unwrap();
+    std::thread::sleep(Duration::from_millis(3500));
+    assert!(
+        w.github.world().live_tokens().is_empty(),
+        "the first token has expired"
+    );
+
+    let cargo = |with_cli: bool| {
+        let home = tempfile::tempdir().unwrap();
+        // The cargo that builds these tests, not rustup's proxy, which reads HOME.
+        let mut command = step.command(env!("CARGO"));
+        command
+            .current_dir(&app)
+            .args(["generate-lockfile", "--quiet"])
+            .env("CARGO_HOME", home.path())
+            .env("HOME", home.path())
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_TERMINAL_PROMPT", "0");
+        if !with_cli {
+            command.env_remove("CARGO_NET_GIT_FETCH_WITH_CLI");
+        }
+        (command.output().unwrap(), home)
+    };
+    // cargo's own git library never asks the shim.
+    let (without, _home) = cargo(false);
+    assert!(!without.status.success(), "{}", stderr(&without));
+    let (with, _home) = cargo(true);
+    assert!(with.status.success(), "{}", stderr(&with));
+    let lock = fs::read_to_string(app.join("Cargo.lock")).unwrap();
+    assert!(lock.contains("name = \"lib\""), "{lock}");
+}
+
+#[tokio::test]
+async fn a_workflows_own_cargo_setting_is_kept() {
+    let mut w = World::start(Duration::from_secs(3600)).await;
+    w.job
+        .extra_env
+        .insert("CARGO_NET_GIT_FETCH_WITH_CLI".into(), "false".into());
+    let main = w.job.main(&w.inputs(&[]), View::Host);
+    main.assert_ok();
+    assert!(!main.env.contains_key("CARGO_NET_GIT_FETCH_WITH_CLI"));
+    assert!(!main.stdout.contains("cargo will fetch"), "{}", main.stdout);
+}
+
+#[tokio::test]
 async fn without_the_shim_a_late_push_fails() {
     let w = World::start(Duration::from_secs(2)).await;
     let inputs = w.inputs(&[("git-credentials", "false")]);

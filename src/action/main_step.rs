@@ -23,6 +23,9 @@ use crate::keeper::Keeper;
 use crate::keeper::policy::Lifetime;
 use crate::keeper::state::{CachedToken, ExchangeConfig, MintConfig, StateDir};
 
+/// cargo's switch from its own git library to git's command line, which reads our shim.
+const CARGO_GIT_CLI: &str = "CARGO_NET_GIT_FETCH_WITH_CLI";
+
 /// The main step may wait longer than a git command: nobody is blocked on it yet.
 const MAIN_DEADLINE: Duration = Duration::from_secs(60);
 
@@ -326,15 +329,26 @@ fn configure_git(
         &shim::helper_command(layout, &plan.step),
         config.override_checkout_credentials,
     );
-    let pairs: Vec<(&str, &str)> = entries
+    let mut pairs: Vec<(&str, &str)> = entries
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
+    // cargo's own git library reads no `GIT_CONFIG_*`: with git's command line, cargo's git
+    // dependencies get fresh tokens too. A workflow that chose otherwise keeps its choice.
+    let cargo = !plan.env.contains_key(CARGO_GIT_CLI);
+    if cargo {
+        pairs.push((CARGO_GIT_CLI, "true"));
+    }
     plan.files.set(FileCommand::Env, &pairs)?;
     println!(
         "token-keeper: git will get fresh tokens for {}",
         scopes.join(", ")
     );
+    if cargo {
+        println!(
+            "token-keeper: cargo will fetch git dependencies with git's command line ({CARGO_GIT_CLI}=true), so they get fresh tokens too"
+        );
+    }
     Ok(())
 }
 

@@ -129,6 +129,27 @@ impl GitServer {
             .arg("main"));
     }
 
+    /// Commit `files` (path, contents) on top of `owner/repo`'s `main`, straight into the
+    /// repository on disk.
+    pub fn add_files(&self, owner: &str, repo: &str, files: &[(&str, &str)]) {
+        let bare = self.repo_dir(owner, repo);
+        let seed = tempdir("tk-git-files");
+        let work = seed.path();
+        run(git_command(work)
+            .arg("clone")
+            .arg("--quiet")
+            .arg(&bare)
+            .arg("."));
+        for (path, contents) in files {
+            let path = work.join(path);
+            fs::create_dir_all(path.parent().expect("a folder")).expect("folders");
+            fs::write(&path, contents).expect("file");
+        }
+        run(git_command(work).args(["add", "."]));
+        run(git_command(work).args(["commit", "--quiet", "-m", "Add files"]));
+        run(git_command(work).args(["push", "--quiet", "origin", "main"]));
+    }
+
     /// Every request so far, in order.
     pub fn requests(&self) -> Vec<Seen> {
         lock(&self.seen).clone()
