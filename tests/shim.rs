@@ -277,6 +277,97 @@ async fn cargo_fetches_a_private_git_dependency_after_the_first_token_expired() 
     assert!(lock.contains("name = \"lib\""), "{lock}");
 }
 
+/// A job whose first token has expired, with `Octo-Org/lib` holding `files` and in scope.
+async fn expired_with_lib(files: &[(&str, &str)]) -> (World, LaterStep) {
+    let w = World::start(Duration::from_secs(3)).await;
+    w.git.add_files("Octo-Org", "lib", files);
+    let main = w
+        .job
+        .main(&w.inputs(&[("repositories", "app, lib")]), View::Host);
+    main.assert_ok();
+    let step = LaterStep::after(&w.job, &main);
+    std::thread::sleep(Duration::from_millis(3500));
+    assert!(
+        w.github.world().live_tokens().is_empty(),
+        "the first token has expired"
+    );
+    (w, step)
+}
+
+#[tokio::test]
+async fn pip_installs_a_private_git_requirement_after_the_first_token_expired() {
+    let (w, step) = expired_with_lib(&[
+        (
+            "pyproject.toml",
+            "[build-system]\nrequires = [\"setuptools\"]\nbuild-backend = \"setuptools.build_meta\"\n\n[project]\nname = \"octo-lib\"\nversion = \"0.1.0\"\n\n[tool.setuptools]\npy-modules = [\"octo_lib\"]\n",
+        ),
+        ("octo_lib.py", "ANSWER = 42\n"),
+    ])
+    .await;
+    let target = step.dir.path().join("site");
+    let out = step
+        .command("python3")
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+        ])
+        .arg(&target)
+        .arg(format!("git+{}", w.repo_url("Octo-Org", "lib")))
+        .env("HOME", step.dir.path())
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let installed: Vec<String> = fs::read_dir(&target)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        installed.iter().any(|n| n.starts_with("octo_lib-0.1.0")),
+        "{installed:?}"
+    );
+    assert!(w.github.mints() >= 2, "pip's git re-minted");
+}
+
+#[tokio::test]
+async fn npm_installs_a_private_git_dependency_after_the_first_token_expired() {
+    let (w, step) = expired_with_lib(&[(
+        "package.json",
+        "{\"name\": \"octo-lib\", \"version\": \"0.1.0\"}\n",
+    )])
+    .await;
+    let app = step.dir.path().join("app");
+    fs::create_dir_all(&app).unwrap();
+    fs::write(
+        app.join("package.json"),
+        "{\"name\": \"app\", \"version\": \"0.1.0\"}\n",
+    )
+    .unwrap();
+    let out = step
+        .command("npm")
+        .current_dir(&app)
+        .args(["install", "--no-audit", "--no-fund", "--ignore-scripts"])
+        .arg(format!("git+{}", w.repo_url("Octo-Org", "lib")))
+        .env("HOME", step.dir.path())
+        .env("npm_config_cache", step.dir.path().join("npm-cache"))
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(app.join("node_modules/octo-lib/package.json").exists());
+    assert!(w.github.mints() >= 2, "npm's git re-minted");
+}
+
 #[tokio::test]
 async fn a_workflows_own_cargo_setting_is_kept() {
     let mut w = World::start(Duration::from_secs(3600)).await;
