@@ -48,6 +48,10 @@ enum Tool {
         owner: Option<String>,
         #[arg(long)]
         state: Option<PathBuf>,
+        /// For a long-running command: instead of `GH_TOKEN`, give it a private
+        /// `GH_CONFIG_DIR` whose token is replaced before it expires, for as long as it runs.
+        #[arg(long)]
+        keep_fresh: bool,
         /// The command and its arguments.
         #[arg(trailing_var_arg = true, required = true, allow_hyphen_values = true)]
         command: Vec<OsString>,
@@ -100,8 +104,9 @@ pub fn run(role: &Role) -> Result<ExitCode> {
             Tool::Exec {
                 owner,
                 state,
+                keep_fresh,
                 command,
-            } => tools::exec(state.as_deref(), owner.as_deref(), command),
+            } => tools::exec(state.as_deref(), owner.as_deref(), *keep_fresh, command),
         },
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use base64::Engine;
 
-use crate::support::fake_github::{APP_ID, APP_KEY, FakeGitHub, Issued};
+use crate::support::fake_github::{APP_ID, APP_KEY, FakeGitHub, Issued, app_inputs};
 use crate::support::git_server::{GitServer, git_command};
 use crate::support::measure;
 use crate::support::runner::{Job, LaterStep, View, age_cached_token, is_root};
@@ -366,6 +366,55 @@ async fn npm_installs_a_private_git_dependency_after_the_first_token_expired() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(app.join("node_modules/octo-lib/package.json").exists());
     assert!(w.github.mints() >= 2, "npm's git re-minted");
+}
+
+#[tokio::test]
+async fn gh_in_a_long_running_process_gets_a_fresh_token_from_keep_fresh() {
+    let gh = Command::new("gh").arg("--version").output();
+    assert!(
+        gh.is_ok_and(|o| o.status.success()),
+        "this test needs the real `gh` (Debian's package `gh`; .ci/run installs it)"
+    );
+    let github = FakeGitHub::start().await;
+    github.world().token_lifetime = Duration::from_secs(3);
+    // `gh` talks to the git server's host over TLS: the front, with the test CA.
+    let front = crate::support::tls::TlsFront::start(&github.url());
+    let job = Job::new(&github.url());
+    let server = front.url();
+    let main = job.main(&app_inputs(&[("git-server-url", &server)]), View::Host);
+    main.assert_ok();
+    let step = LaterStep::after(&job, &main);
+    let ca = step.dir.path().join("ca.pem");
+    front.write_ca(&ca);
+    let script = r#"test -z "$GH_TOKEN$GITHUB_TOKEN" || exit 9
+gh api installation/repositories --jq .total_count || exit 1
+sleep 4
+gh api installation/repositories --jq .total_count"#;
+    let out = step
+        .command("token-keeper")
+        .args(["exec", "--keep-fresh", "--", "sh", "-c", script])
+        .env("SSL_CERT_FILE", &ca)
+        .env("HOME", step.dir.path())
+        .env("GH_NO_UPDATE_NOTIFIER", "1")
+        .env("GH_PROMPT_DISABLED", "1")
+        .env("GH_TOKEN", "a-stale-token-from-the-step")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{:?}\n{}", out.status, stderr(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "1\n1\n",
+        "{}",
+        stderr(&out)
+    );
+    assert!(github.mints() >= 2, "re-minted while the child ran");
+    let state = job.host_path(&main.state["dir"]);
+    let left: Vec<_> = fs::read_dir(&state)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("gh-config"))
+        .collect();
+    assert!(left.is_empty(), "the private GH_CONFIG_DIR is gone");
 }
 
 #[tokio::test]

@@ -75,6 +75,14 @@ pub(crate) fn decide(
     }
 }
 
+/// When `decide` will first call for a refresh, unless git erases the token first.
+pub(crate) fn refresh_at(facts: &Lifetime, refresh_after: Duration) -> i64 {
+    let lifetime = facts.local_expiry() - facts.minted_at;
+    let margin = EXPIRY_MARGIN.min(lifetime / 2);
+    let by_age = facts.minted_at + refresh_after.as_secs() as i64;
+    by_age.min(facts.local_expiry() - margin)
+}
+
 /// Whether git's `erase` of the cached token should mark it stale.
 pub(crate) fn erase_counts(now: i64, facts: &Lifetime, last_erase_mint: Option<i64>) -> bool {
     facts.age(now) >= ERASE_MIN_AGE
@@ -173,6 +181,26 @@ mod tests {
             decide(1, &facts, false, one_second),
             Decision::Refresh(Reason::Age)
         );
+    }
+
+    #[test]
+    fn refresh_at_is_when_decide_first_refreshes() {
+        for (facts, after) in [
+            (hour_token(1000), FIFTY_MINUTES),
+            (hour_token(1000), Duration::from_secs(3590)),
+            (
+                Lifetime {
+                    minted_at: 0,
+                    expires_at: 3,
+                    clock_offset: 0,
+                },
+                FIFTY_MINUTES,
+            ),
+        ] {
+            let at = refresh_at(&facts, after);
+            assert_eq!(decide(at - 1, &facts, false, after), Decision::Fresh);
+            assert_ne!(decide(at, &facts, false, after), Decision::Fresh);
+        }
     }
 
     #[test]

@@ -222,9 +222,11 @@ impl Respond for Responder {
             .headers
             .get("authorization")
             .and_then(|v| v.to_str().ok())
-            // The scheme is case-insensitive: octokit sends `bearer`.
+            // As GitHub: `Bearer` in any case (octokit sends `bearer`), or `token` (gh).
             .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .filter(|(scheme, _)| {
+                scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("token")
+            })
             .map_or("", |(_, credentials)| credentials)
             .to_owned();
         let claims = jwt_claims(&bearer, &world.public_key);

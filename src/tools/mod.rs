@@ -1,5 +1,8 @@
 //! The commands later steps and git run: `credential`, `token` and `exec`.
 //!
+//! `exec --keep-fresh` lives in `fresh`: a long-running child whose `gh` reads a token that is
+//! replaced before it expires.
+//!
 //! They find the job's token store (the one the main step named, or the only one), and hand out
 //! a live token. A person may be waiting on `token` and `exec`, so they say when a re-mint waits
 //! for another process's; git's helper stays quiet but for warnings.
@@ -10,6 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, ExitStatus};
 
 use anyhow::{Context, Result};
+
+mod fresh;
 
 use crate::action::layout;
 use crate::clock::unix_now;
@@ -39,7 +44,7 @@ pub(crate) fn credential(state: Option<&Path>, operation: &str) -> Result<ExitCo
 /// `token`: print a live token on stdout.
 pub(crate) fn token(state: Option<&Path>, owner: Option<&str>) -> Result<ExitCode> {
     let (keeper, state) = find(state, owner)?;
-    let served = serve(keeper, state)?;
+    let served = serve(&keeper.announcing_waits(say_waiting), state)?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}", served.token.expose())
         .and_then(|()| out.flush())
@@ -48,21 +53,27 @@ pub(crate) fn token(state: Option<&Path>, owner: Option<&str>) -> Result<ExitCod
 }
 
 /// `exec -- COMMAND`: run it with `GH_TOKEN` and `GITHUB_TOKEN` set to a live token (and
-/// `GH_ENTERPRISE_TOKEN` on GitHub Enterprise Server); its exit status becomes ours.
+/// `GH_ENTERPRISE_TOKEN` on GitHub Enterprise Server); its exit status becomes ours. With
+/// `keep_fresh`, see `keep_fresh`.
 pub(crate) fn exec(
     state: Option<&Path>,
     owner: Option<&str>,
+    keep_fresh: bool,
     command: &[OsString],
 ) -> Result<ExitCode> {
     let (program, args) = command
         .split_first()
         .context("no command given after `--`")?;
     let (keeper, state) = find(state, owner)?;
-    let ghes = state.config.is_enterprise_server();
-    let served = serve(keeper, state)?;
+    let keeper = keeper.announcing_waits(say_waiting);
     let mut child = Command::new(program);
+    child.args(args);
+    if keep_fresh {
+        return fresh::run(&keeper, state, child);
+    }
+    let ghes = state.config.is_enterprise_server();
+    let served = serve(&keeper, state)?;
     child
-        .args(args)
         .env("GH_TOKEN", served.token.expose())
         .env("GITHUB_TOKEN", served.token.expose());
     if ghes {
@@ -89,8 +100,7 @@ fn find(state: Option<&Path>, owner: Option<&str>) -> Result<(Keeper, State)> {
 
 /// A live token for a person's command. In Actions its mask goes to stderr first: a command
 /// that echoes a re-minted token must not show it in the log.
-fn serve(keeper: Keeper, state: State) -> Result<Served> {
-    let keeper = keeper.announcing_waits(say_waiting);
+fn serve(keeper: &Keeper, state: State) -> Result<Served> {
     let served = keeper.serve(state, unix_now())?;
     if std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true") {
         eprintln!("::add-mask::{}", served.token.expose());

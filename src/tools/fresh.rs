@@ -1,0 +1,170 @@
+//! `exec --keep-fresh`: a long-running child whose `gh` always finds a live token.
+//!
+//! `gh` takes `GH_TOKEN` (or `GITHUB_TOKEN`) from an environment that never changes for a child;
+//! without them it reads `hosts.yml` under `GH_CONFIG_DIR` at every invocation. So the child gets
+//! a private `GH_CONFIG_DIR` and none of those variables, and a thread of ours replaces the token
+//! in `hosts.yml` (whole, by rename) before it expires, until the child ends. The folder sits in
+//! the step's state directory, so the post step removes it even if we are killed.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use super::{exit_code, serve};
+use crate::clock::unix_now;
+use crate::github::Secret;
+use crate::keeper::state::State;
+use crate::keeper::{Keeper, policy};
+use crate::private::create_private_dir;
+
+/// The variables through which `gh` would take a token that never changes.
+const TOKEN_VARIABLES: [&str; 4] = [
+    "GH_TOKEN",
+    "GITHUB_TOKEN",
+    "GH_ENTERPRISE_TOKEN",
+    "GITHUB_ENTERPRISE_TOKEN",
+];
+
+/// Look again at least this often, and at most this often while a refresh is due.
+const LONGEST_NAP: Duration = Duration::from_secs(30);
+const SHORTEST_NAP: Duration = Duration::from_secs(1);
+
+pub(super) fn run(keeper: &Keeper, state: State, mut child: Command) -> Result<ExitCode> {
+    let host = gh_host(&state.config.git_server)?;
+    let dir = keeper
+        .dir()
+        .path()
+        .join(format!("gh-config-{}", std::process::id()));
+    create_private_dir(&dir, keeper.dir().owner())?;
+    let result = run_in(keeper, state, &mut child, &dir, &host);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn run_in(
+    keeper: &Keeper,
+    state: State,
+    child: &mut Command,
+    dir: &Path,
+    host: &str,
+) -> Result<ExitCode> {
+    let served = serve(keeper, state)?;
+    write_hosts(dir, host, &served.token)?;
+    for name in TOKEN_VARIABLES {
+        child.env_remove(name);
+    }
+    child.env("GH_CONFIG_DIR", dir);
+    if host != "github.com" {
+        child.env("GH_HOST", host);
+    }
+    let mut running = child.spawn().context("cannot run the command")?;
+    let (stop, stopped) = mpsc::channel::<()>();
+    let token = served.token;
+    std::thread::scope(|scope| {
+        scope.spawn(move || refresh_until(keeper, dir, host, token, stopped));
+        let status = running.wait();
+        let _ = stop.send(());
+        Ok(exit_code(status.context("cannot wait for the command")?))
+    })
+}
+
+/// Keep `hosts.yml` live until told to stop.
+fn refresh_until(
+    keeper: &Keeper,
+    dir: &Path,
+    host: &str,
+    mut current: Secret,
+    stopped: mpsc::Receiver<()>,
+) {
+    loop {
+        let nap = keeper
+            .state()
+            .map(|state| nap(unix_now(), &state))
+            .unwrap_or(LONGEST_NAP);
+        if !matches!(
+            stopped.recv_timeout(nap),
+            Err(mpsc::RecvTimeoutError::Timeout)
+        ) {
+            return;
+        }
+        let renewed = keeper
+            .state()
+            .and_then(|state| serve(keeper, state))
+            .and_then(|served| {
+                if served.token != current {
+                    write_hosts(dir, host, &served.token)?;
+                    current = served.token;
+                }
+                Ok(())
+            });
+        if let Err(err) = renewed {
+            eprintln!("token-keeper: warning: cannot keep the token fresh: {err:#}");
+        }
+    }
+}
+
+/// How long to wait before looking again: until the policy would refresh, within bounds.
+fn nap(now: i64, state: &State) -> Duration {
+    let refresh_after = Duration::from_secs(state.config.refresh_after);
+    let due = policy::refresh_at(&state.token.lifetime, refresh_after);
+    let secs = u64::try_from(due.saturating_sub(now)).unwrap_or(0);
+    Duration::from_secs(secs).clamp(SHORTEST_NAP, LONGEST_NAP)
+}
+
+/// The host `gh` knows the git server by: `github.com`, or the server's host and port.
+fn gh_host(git_server: &str) -> Result<String> {
+    let url = url::Url::parse(git_server)
+        .with_context(|| format!("bad git server `{git_server}` in the state"))?;
+    let host = url.host_str().context("the git server has no host")?;
+    Ok(match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_owned(),
+    })
+}
+
+/// `hosts.yml` with the token for `host`, replaced whole.
+fn write_hosts(dir: &Path, host: &str, token: &Secret) -> Result<()> {
+    // The token's charset was checked when it arrived: nothing in it can break the YAML.
+    let text = format!(
+        "{host:?}:\n    user: x-access-token\n    oauth_token: {}\n    git_protocol: https\n",
+        token.expose()
+    );
+    let target: PathBuf = dir.join("hosts.yml");
+    let mut temp = tempfile::Builder::new()
+        .prefix(".hosts.yml.")
+        .tempfile_in(dir)
+        .context("cannot write `hosts.yml`")?;
+    std::io::Write::write_all(&mut temp, text.as_bytes()).context("cannot write `hosts.yml`")?;
+    temp.persist(&target)
+        .map_err(|e| e.error)
+        .context("cannot replace `hosts.yml`")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gh_knows_a_server_by_its_host_and_port() {
+        assert_eq!(gh_host("https://github.com/").unwrap(), "github.com");
+        assert_eq!(
+            gh_host("https://ghes.example.com:8443").unwrap(),
+            "ghes.example.com:8443"
+        );
+    }
+
+    #[test]
+    fn hosts_yml_names_the_host_and_the_token() {
+        let dir = tempfile::tempdir().unwrap();
+        write_hosts(dir.path(), "127.0.0.1:8443", &Secret::new("ghs_a".into())).unwrap();
+        let text = std::fs::read_to_string(dir.path().join("hosts.yml")).unwrap();
+        assert_eq!(
+            text,
+            "\"127.0.0.1:8443\":\n    user: x-access-token\n    oauth_token: ghs_a\n    git_protocol: https\n"
+        );
+    }
+}
