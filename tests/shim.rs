@@ -418,6 +418,45 @@ gh api installation/repositories --jq .total_count"#;
 }
 
 #[tokio::test]
+async fn a_cancelled_keep_fresh_ends_its_child_and_leaves_nothing() {
+    let w = World::start(Duration::from_secs(3600)).await;
+    let main = w.job.main(&w.inputs(&[]), View::Host);
+    main.assert_ok();
+    let step = LaterStep::after(&w.job, &main);
+    let pid_file = step.dir.path().join("child.pid");
+    let mut running = step
+        .command("token-keeper")
+        .args(["exec", "--keep-fresh", "--", "sh", "-c"])
+        .arg(format!("echo $$ > {}; exec sleep 30", pid_file.display()))
+        .spawn()
+        .unwrap();
+    let state = w.job.host_path(&main.state["dir"]);
+    let started = std::time::Instant::now();
+    while !pid_file.exists() && started.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let child: i32 = fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // The runner cancels a job with SIGINT, then SIGTERM.
+    // SAFETY: kill has no memory preconditions; the pid is our own child's.
+    unsafe { libc::kill(running.id() as i32, libc::SIGTERM) };
+    let status = running.wait().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(10), "ended at once");
+    assert_eq!(status.code(), Some(128 + libc::SIGTERM), "{status:?}");
+    // SAFETY: as above; signal 0 only asks whether the process exists.
+    assert_ne!(unsafe { libc::kill(child, 0) }, 0, "the child is gone");
+    let left: Vec<_> = fs::read_dir(&state)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("gh-config"))
+        .collect();
+    assert!(left.is_empty(), "nothing left behind");
+}
+
+#[tokio::test]
 async fn a_workflows_own_cargo_setting_is_kept() {
     let mut w = World::start(Duration::from_secs(3600)).await;
     w.job
