@@ -398,6 +398,7 @@ gh api installation/repositories --jq .total_count"#;
         .env("GH_NO_UPDATE_NOTIFIER", "1")
         .env("GH_PROMPT_DISABLED", "1")
         .env("GH_TOKEN", "a-stale-token-from-the-step")
+        .env("GITHUB_ACTIONS", "true")
         .output()
         .unwrap();
     assert!(out.status.success(), "{:?}\n{}", out.status, stderr(&out));
@@ -408,6 +409,19 @@ gh api installation/repositories --jq .total_count"#;
         stderr(&out)
     );
     assert!(github.mints() >= 2, "re-minted while the child ran");
+    // Each new token is masked before the child can read it, and only once.
+    let masks: Vec<String> = stderr(&out)
+        .lines()
+        .filter(|l| l.starts_with("::add-mask::"))
+        .map(str::to_owned)
+        .collect();
+    let distinct: std::collections::BTreeSet<&String> = masks.iter().collect();
+    assert!(masks.len() >= 2, "{masks:?}");
+    assert_eq!(
+        distinct.len(),
+        masks.len(),
+        "a token masked twice: {masks:?}"
+    );
     let state = job.host_path(&main.state["dir"]);
     let left: Vec<_> = fs::read_dir(&state)
         .unwrap()

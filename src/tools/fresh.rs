@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use super::{exit_code, serve};
+use super::{exit_code, serve, serve_unless};
 use crate::clock::unix_now;
 use crate::github::Secret;
 use crate::keeper::state::State;
@@ -150,7 +150,7 @@ fn refresh_until(
         }
         let renewed = keeper
             .state()
-            .and_then(|state| serve(keeper, state))
+            .and_then(|state| serve_unless(keeper, state, Some(&current)))
             .and_then(|served| {
                 if served.token != current {
                     write_hosts(dir, host, &served.token)?;

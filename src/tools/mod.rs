@@ -19,6 +19,7 @@ mod fresh;
 use crate::action::layout;
 use crate::clock::unix_now;
 use crate::credential;
+use crate::github::Secret;
 use crate::keeper::state::State;
 use crate::keeper::{Caller, Keeper, Served, locate};
 
@@ -101,8 +102,13 @@ fn find(state: Option<&Path>, owner: Option<&str>) -> Result<(Keeper, State)> {
 /// A live token for a person's command. In Actions its mask goes to stderr first: a command
 /// that echoes a re-minted token must not show it in the log.
 fn serve(keeper: &Keeper, state: State) -> Result<Served> {
+    serve_unless(keeper, state, None)
+}
+
+/// `serve`, but a token equal to `known` was masked already and is not masked again.
+fn serve_unless(keeper: &Keeper, state: State, known: Option<&Secret>) -> Result<Served> {
     let served = keeper.serve(state, unix_now())?;
-    if std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true") {
+    if std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true") && known != Some(&served.token) {
         eprintln!("::add-mask::{}", served.token.expose());
     }
     if let Some(warning) = &served.warning {
