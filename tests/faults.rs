@@ -11,7 +11,7 @@ use wiremock::ResponseTemplate;
 
 use crate::support::fake_github::{FakeGitHub, app_inputs, unix_now};
 use crate::support::relay::Relay;
-use crate::support::runner::{Job, LaterStep, StepRun, View, age_cached_token};
+use crate::support::runner::{Job, LaterStep, Namespace, StepRun, View, age_cached_token};
 
 /// A job whose API calls go through a relay that can reset connections.
 async fn job_with_relay() -> (FakeGitHub, Relay, Job) {
@@ -587,34 +587,9 @@ async fn a_stalled_dns_resolver_does_not_outlast_the_deadline() {
 
     let mut command = step.command("token-keeper");
     command.arg("token").env("TOKEN_KEEPER_DEADLINE", "2s");
-    let conf_path = std::ffi::CString::new(conf.path().to_str().unwrap()).unwrap();
-    // SAFETY: only async-signal-safe calls on memory prepared before the fork.
-    unsafe {
-        command.pre_exec(move || {
-            let check = |rc: libc::c_int| {
-                if rc == 0 {
-                    Ok(())
-                } else {
-                    Err(std::io::Error::last_os_error())
-                }
-            };
-            check(libc::unshare(libc::CLONE_NEWNS))?;
-            check(libc::mount(
-                std::ptr::null(),
-                c"/".as_ptr(),
-                std::ptr::null(),
-                libc::MS_REC | libc::MS_PRIVATE,
-                std::ptr::null(),
-            ))?;
-            check(libc::mount(
-                conf_path.as_ptr(),
-                c"/etc/resolv.conf".as_ptr(),
-                std::ptr::null(),
-                libc::MS_BIND,
-                std::ptr::null(),
-            ))
-        });
-    }
+    let mut namespace = Namespace::default();
+    namespace.bind(conf.path().to_str().unwrap(), "/etc/resolv.conf");
+    namespace.enter_in(&mut command, step.dir.path().to_str().unwrap());
     let started = Instant::now();
     let out = command.output().unwrap();
     let took = started.elapsed();

@@ -467,20 +467,21 @@ impl Job {
 /// Mounts made in the child between fork and exec: no shell, which would drop
 /// the hyphenated `INPUT_*` names from the environment.
 #[derive(Default)]
-struct Namespace {
+pub struct Namespace {
     steps: Vec<(CString, Option<CString>)>,
 }
 
 impl Namespace {
-    fn tmpfs(&mut self, at: &str) {
+    pub fn tmpfs(&mut self, at: &str) {
         self.steps.push((cstr(at), None));
     }
 
-    fn bind(&mut self, host: &str, at: &str) {
+    /// Mount `host` (a folder or a file) over `at`.
+    pub fn bind(&mut self, host: &str, at: &str) {
         self.steps.push((cstr(at), Some(cstr(host))));
     }
 
-    fn enter_in(self, command: &mut Command, workdir: &str) {
+    pub fn enter_in(self, command: &mut Command, workdir: &str) {
         let workdir = cstr(workdir);
         let tmpfs = cstr("tmpfs");
         let check = |rc: libc::c_int| {
