@@ -186,10 +186,7 @@ fn mint(plan: &Plan, gh: &GitHub, runtime: &Runtime) -> Result<(Installation, Mi
                 .ok_or_else(|| anyhow::anyhow!(
                     "keyless mode needs the job's identity, and `ACTIONS_ID_TOKEN_REQUEST_URL` is not set: add `permissions: id-token: write` to the job"
                 ))?;
-            let minted = runtime.block_on(async {
-                let oidc = exchange::identity_token(gh, &identity, &wanted.audience()).await?;
-                exchange::exchange(gh, wanted, &oidc, gh.clock().server_now()).await
-            })?;
+            let minted = runtime.block_on(exchange::mint(gh, &identity, wanted))?;
             let installation = Installation {
                 id: 0,
                 app_slug: String::new(),

@@ -95,8 +95,18 @@ pub(crate) enum ExchangeError {
     Api(#[from] ApiError),
 }
 
+/// A keyless token: the job's identity for the service's audience, exchanged as `wanted` says.
+pub(crate) async fn mint(
+    gh: &GitHub,
+    request: &IdentityRequest,
+    wanted: &Exchange,
+) -> Result<MintedToken, ExchangeError> {
+    let oidc = identity_token(gh, request, &wanted.audience()).await?;
+    exchange(gh, wanted, &oidc, gh.clock().server_now()).await
+}
+
 /// The job's identity token for `audience`.
-pub(crate) async fn identity_token(
+async fn identity_token(
     gh: &GitHub,
     request: &IdentityRequest,
     audience: &str,
@@ -129,7 +139,7 @@ pub(crate) async fn identity_token(
 
 /// Exchange the identity token `oidc` for an installation token, at `server_now` in GitHub's
 /// clock (the answer has no expiry: an installation token lives an hour).
-pub(crate) async fn exchange(
+async fn exchange(
     gh: &GitHub,
     exchange: &Exchange,
     oidc: &Secret,

@@ -299,8 +299,7 @@ impl Keeper {
         let (gh, runtime) = self.connect(state, deadline)?;
         let started = Instant::now();
         let minted = runtime.block_on(async {
-            let oidc = exchange::identity_token(&gh, identity, &wanted.audience()).await?;
-            let minted = exchange::exchange(&gh, &wanted, &oidc, gh.clock().server_now()).await?;
+            let minted = exchange::mint(&gh, identity, &wanted).await?;
             let left = deadline.saturating_sub(started.elapsed());
             if let Ok(Err(err)) =
                 tokio::time::timeout(left, apps::accepted(&gh, &minted.token)).await
