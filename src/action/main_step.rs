@@ -125,23 +125,15 @@ fn mint_and_export(plan: &Plan, gh: &GitHub, runtime: &Runtime, dir: &StateDir) 
     // GitHub can refuse a brand-new token for a few seconds; let later steps not see that. The
     // check is the bot user's lookup, so the identity costs no extra round trip; a keyless
     // token's App is not known to us, so its check is a plain one.
-    let checked = match &config.source {
-        Source::App { .. } => runtime
-            .block_on(apps::bot_user(gh, &minted.token, &installation.app_slug))
-            .map(Some),
-        Source::Exchange(_) => runtime
-            .block_on(apps::accepted(gh, &minted.token))
-            .map(|()| None),
-    };
-    let bot = checked.unwrap_or_else(|err| {
-        let _ = workflow::print(&[workflow::warning(&format!(
-            "the new token is not accepted yet: {err}"
-        ))]);
-        match &config.source {
-            Source::App { .. } => Some(BotUser::of_app(&installation.app_slug, None)),
-            Source::Exchange(_) => None,
-        }
-    });
+    let bot = runtime
+        .block_on(apps::check_new(gh, &minted.token, &installation.app_slug))
+        .unwrap_or_else(|err| {
+            let _ = workflow::print(&[workflow::warning(&format!(
+                "the new token is not accepted yet: {err}"
+            ))]);
+            (!installation.app_slug.is_empty())
+                .then(|| BotUser::of_app(&installation.app_slug, None))
+        });
 
     export(files, config, &installation, &minted, bot.as_ref())?;
     let from = match &config.source {

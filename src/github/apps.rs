@@ -310,30 +310,35 @@ impl BotUser {
     }
 }
 
-/// Look up the App's bot user with a new token. The one request also checks that GitHub accepts
-/// the token, which it can refuse with 401 for a few seconds after creating it: any other
-/// answer means it did.
-pub(crate) async fn bot_user(gh: &GitHub, token: &Secret, slug: &str) -> Result<BotUser, ApiError> {
+/// Check that GitHub accepts a new token, which it can refuse with 401 for a few seconds after
+/// creating it. With the App's slug the check is the lookup of its bot user, so the bot's id
+/// costs no extra request (any answer but 401 means the token was accepted); a keyless token's
+/// App is not known to us (no slug), and its check is a plain one.
+pub(crate) async fn check_new(
+    gh: &GitHub,
+    token: &Secret,
+    app_slug: &str,
+) -> Result<Option<BotUser>, ApiError> {
     #[derive(Deserialize)]
     struct Body {
         id: u64,
     }
-    let path = format!("users/{slug}%5Bbot%5D");
+    if app_slug.is_empty() {
+        return first_use(gh, token, "installation/repositories?per_page=1")
+            .await
+            .map(|_| None);
+    }
+    let path = format!("users/{app_slug}%5Bbot%5D");
     match first_use(gh, token, &path).await {
         Ok(bytes) => {
             let id = serde_json::from_slice::<Body>(&bytes).ok().map(|b| b.id);
-            Ok(BotUser::of_app(slug, id))
+            Ok(Some(BotUser::of_app(app_slug, id)))
         }
-        Err(err) if err.status().is_some_and(|s| s != 401) => Ok(BotUser::of_app(slug, None)),
+        Err(err) if err.status().is_some_and(|s| s != 401) => {
+            Ok(Some(BotUser::of_app(app_slug, None)))
+        }
         Err(err) => Err(err),
     }
-}
-
-/// Check that GitHub accepts a new token that has no bot to look up (a keyless one).
-pub(crate) async fn accepted(gh: &GitHub, token: &Secret) -> Result<(), ApiError> {
-    first_use(gh, token, "installation/repositories?per_page=1")
-        .await
-        .map(drop)
 }
 
 /// A new token's first request, repeated while GitHub answers 401 within the grace period.

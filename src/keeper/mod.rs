@@ -240,50 +240,55 @@ impl Keeper {
     /// the new clock offset comes with it.
     fn remint(&self, state: &State, deadline: Duration) -> Result<(MintedToken, i64)> {
         let config = &state.config;
-        if let Some(exchange) = &config.exchange {
-            return self.exchange(state, exchange, deadline);
-        }
-        let key_path = self.dir.path().join(state::KEY);
-        let key_text = std::fs::read_to_string(&key_path)
-            .with_context(|| format!("cannot read the App's key `{}`", key_path.display()))?;
-        let key = PrivateKey::parse(&key_text)?;
+        // Keyless or not, every input is read before the clock starts.
+        let source = match &config.exchange {
+            Some(stored) => Source::Exchange(Box::new(self.exchange(stored)?)),
+            None => Source::App(self.read_key()?),
+        };
         let (gh, runtime) = self.connect(state, deadline)?;
-        let app = App {
-            issuer: &config.issuer,
-            key: &key,
-        };
-        let installation = Installation {
-            id: config.installation_id,
-            app_slug: config.app_slug.clone(),
-            account: config.account.clone(),
-        };
-        let request = TokenRequest {
-            repositories: config.repositories.clone(),
-            permissions: config.permissions.clone(),
-        };
         let started = Instant::now();
         let minted = runtime.block_on(async {
-            let minted = apps::create_token(&gh, &app, &installation, &request).await?;
+            let minted = match &source {
+                Source::Exchange(means) => exchange::mint(&gh, &means.0, &means.1).await?,
+                Source::App(key) => {
+                    let app = App {
+                        issuer: &config.issuer,
+                        key,
+                    };
+                    let installation = Installation {
+                        id: config.installation_id,
+                        app_slug: config.app_slug.clone(),
+                        account: config.account.clone(),
+                    };
+                    let request = TokenRequest {
+                        repositories: config.repositories.clone(),
+                        permissions: config.permissions.clone(),
+                    };
+                    apps::create_token(&gh, &app, &installation, &request).await?
+                }
+            };
             // GitHub can refuse a brand-new token briefly, and git would fail on it: wait for it,
             // within what is left of the budget. A check that fails says nothing about the token.
-            // The check is a lookup every token may make, enterprise ones included.
             let left = deadline.saturating_sub(started.elapsed());
-            let check = apps::bot_user(&gh, &minted.token, &config.app_slug);
+            let check = apps::check_new(&gh, &minted.token, &config.app_slug);
             if let Ok(Err(err)) = tokio::time::timeout(left, check).await {
                 tracing::debug!("the new token is not accepted yet: {err}");
             }
-            Ok::<_, apps::MintError>(minted)
+            Ok::<_, anyhow::Error>(minted)
         })?;
         Ok((minted, gh.clock().offset()))
     }
 
-    /// A keyless re-mint, with the identity of the step that asks.
-    fn exchange(
-        &self,
-        state: &State,
-        stored: &ExchangeConfig,
-        deadline: Duration,
-    ) -> Result<(MintedToken, i64)> {
+    /// The App's key, stored by the main step.
+    fn read_key(&self) -> Result<PrivateKey> {
+        let path = self.dir.path().join(state::KEY);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read the App's key `{}`", path.display()))?;
+        Ok(PrivateKey::parse(&text)?)
+    }
+
+    /// A keyless re-mint's means: the identity of the step that asks, and the stored exchange.
+    fn exchange(&self, stored: &ExchangeConfig) -> Result<(IdentityRequest, Exchange)> {
         let Some(identity) = &self.caller.identity else {
             bail!(
                 "this step cannot ask for the job's identity: `ACTIONS_ID_TOKEN_REQUEST_URL` and `ACTIONS_ID_TOKEN_REQUEST_TOKEN` are not set here (a container step, or a tool that clears its environment); run it as an ordinary step, or pass the two variables on"
@@ -296,19 +301,7 @@ impl Keeper {
             scope: stored.scope.clone(),
             identity: stored.identity.clone(),
         };
-        let (gh, runtime) = self.connect(state, deadline)?;
-        let started = Instant::now();
-        let minted = runtime.block_on(async {
-            let minted = exchange::mint(&gh, identity, &wanted).await?;
-            let left = deadline.saturating_sub(started.elapsed());
-            if let Ok(Err(err)) =
-                tokio::time::timeout(left, apps::accepted(&gh, &minted.token)).await
-            {
-                tracing::debug!("the new token is not accepted yet: {err}");
-            }
-            Ok::<_, exchange::ExchangeError>(minted)
-        })?;
-        Ok((minted, gh.clock().offset()))
+        Ok((identity.clone(), wanted))
     }
 
     /// Revoke a token that could not be recorded.
@@ -332,6 +325,12 @@ impl Keeper {
         )?;
         Ok(connected)
     }
+}
+
+/// Where a re-mint's token comes from.
+enum Source {
+    App(PrivateKey),
+    Exchange(Box<(IdentityRequest, Exchange)>),
 }
 
 /// What a process that holds the lock does with the state it has just re-read.
