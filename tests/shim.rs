@@ -254,15 +254,11 @@ async fn cargo_fetches_a_private_git_dependency_after_the_first_token_expired() 
     let cargo = |with_cli: bool| {
         let home = tempfile::tempdir().unwrap();
         // The cargo that builds these tests, not rustup's proxy, which reads HOME.
-        let mut command = step.command(env!("CARGO"));
+        let mut command = step.tool(env!("CARGO"), home.path());
         command
             .current_dir(&app)
             .args(["generate-lockfile", "--quiet"])
-            .env("CARGO_HOME", home.path())
-            .env("HOME", home.path())
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("GIT_TERMINAL_PROMPT", "0");
+            .env("CARGO_HOME", home.path());
         if !with_cli {
             command.env_remove("CARGO_NET_GIT_FETCH_WITH_CLI");
         }
@@ -306,7 +302,7 @@ async fn pip_installs_a_private_git_requirement_after_the_first_token_expired() 
     .await;
     let target = step.dir.path().join("site");
     let out = step
-        .command("python3")
+        .tool("python3", step.dir.path())
         .args([
             "-m",
             "pip",
@@ -318,10 +314,6 @@ async fn pip_installs_a_private_git_requirement_after_the_first_token_expired() 
         ])
         .arg(&target)
         .arg(format!("git+{}", w.repo_url("Octo-Org", "lib")))
-        .env("HOME", step.dir.path())
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_TERMINAL_PROMPT", "0")
         .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
         .output()
         .unwrap();
@@ -352,15 +344,11 @@ async fn npm_installs_a_private_git_dependency_after_the_first_token_expired() {
     )
     .unwrap();
     let out = step
-        .command("npm")
+        .tool("npm", step.dir.path())
         .current_dir(&app)
         .args(["install", "--no-audit", "--no-fund", "--ignore-scripts"])
         .arg(format!("git+{}", w.repo_url("Octo-Org", "lib")))
-        .env("HOME", step.dir.path())
         .env("npm_config_cache", step.dir.path().join("npm-cache"))
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_TERMINAL_PROMPT", "0")
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));

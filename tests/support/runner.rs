@@ -596,6 +596,18 @@ impl LaterStep {
             .expect("git")
     }
 
+    /// A package manager (or any tool that runs git) in this step, with `home` as its home and
+    /// git's own configuration files out of the way, as `git_command` has them.
+    pub fn tool(&self, program: &str, home: &Path) -> Command {
+        let mut command = self.command(program);
+        command
+            .env("HOME", home)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_TERMINAL_PROMPT", "0");
+        command
+    }
+
     pub fn command(&self, program: &str) -> Command {
         let mut command = Command::new(program);
         command
