@@ -105,6 +105,17 @@ async fn a_keyless_long_build_pushes_after_an_hour_and_post_revokes_everything()
         "{}",
         main.stdout
     );
+    assert!(
+        main.summary.contains("keyless: policy `release`"),
+        "{}",
+        main.summary
+    );
+    assert!(
+        main.summary.contains("as the trust policy grants"),
+        "{}",
+        main.summary
+    );
+    assert!(!main.summary.contains("installation 0"), "{}", main.summary);
     let root = k.job.temp.join("token-keeper");
     assert_no_key_material(&root);
 

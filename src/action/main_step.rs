@@ -136,19 +136,10 @@ fn mint_and_export(plan: &Plan, gh: &GitHub, runtime: &Runtime, dir: &StateDir) 
         });
 
     export(files, config, &installation, &minted, bot.as_ref())?;
-    let from = match &config.source {
-        Source::App { .. } => format!(
-            "installation {}, App `{}`",
-            installation.id, installation.app_slug
-        ),
-        Source::Exchange(exchange) => format!(
-            "keyless: policy `{}` at `{}`",
-            exchange.identity, exchange.service
-        ),
-    };
     println!(
-        "token-keeper: minted a token for {} ({from}): {}, expires at {}",
+        "token-keeper: minted a token for {} ({}): {}, expires at {}",
         config.target.describe(),
+        origin(config, &installation),
         minted.token.fingerprint(),
         rfc3339(minted.expires_at),
     );
@@ -409,13 +400,15 @@ fn export(
 }
 
 fn summary(config: &Config, installation: &Installation, minted: &MintedToken) -> String {
-    let repositories = listed(
-        minted.repositories.iter().cloned(),
-        "all the installation can reach",
-    );
+    // A keyless token's answer lists neither: its trust policy decided them.
+    let (all, own) = match config.source {
+        Source::App { .. } => ("all the installation can reach", "the installation's"),
+        Source::Exchange(_) => ("as the trust policy grants", "as the trust policy grants"),
+    };
+    let repositories = listed(minted.repositories.iter().cloned(), all);
     let permissions = listed(
         minted.permissions.iter().map(|(k, v)| format!("{k}: {v}")),
-        "the installation's",
+        own,
     );
     let refresh = if config.git_credentials {
         format!("after {}s", config.refresh_after.as_secs())
@@ -425,19 +418,31 @@ fn summary(config: &Config, installation: &Installation, minted: &MintedToken) -
     format!(
         "### token-keeper\n\n\
          | | |\n|---|---|\n\
-         | App | `{slug}` |\n\
-         | Installation | {id} on `{account}` |\n\
+         | From | {origin} on `{account}` |\n\
          | Repositories | {repositories} |\n\
          | Permissions | {permissions} |\n\
          | Expires | {expires} |\n\
          | Token | `{fingerprint}` |\n\
          | Git refresh | {refresh} |\n\n",
-        slug = installation.app_slug,
-        id = installation.id,
+        origin = origin(config, installation),
         account = installation.account,
         expires = rfc3339(minted.expires_at),
         fingerprint = minted.token.fingerprint(),
     )
+}
+
+/// Where the token came from, for the log and the summary.
+fn origin(config: &Config, installation: &Installation) -> String {
+    match &config.source {
+        Source::App { .. } => format!(
+            "installation {}, App `{}`",
+            installation.id, installation.app_slug
+        ),
+        Source::Exchange(exchange) => format!(
+            "keyless: policy `{}` at `{}`",
+            exchange.identity, exchange.service
+        ),
+    }
 }
 
 /// `items` in backticks, comma separated; `none` when there are none.
