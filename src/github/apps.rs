@@ -180,7 +180,7 @@ pub(crate) async fn find_installation(
             account: body
                 .account
                 .and_then(|a| a.login.or(a.slug))
-                .unwrap_or_else(|| owner_of(target).to_owned()),
+                .unwrap_or_else(|| target.owner().to_owned()),
         }),
         Err(err) if err.status() == Some(404) => match target {
             Target::Enterprise(slug) => Err(MintError::NoEnterpriseInstallation {
@@ -383,10 +383,6 @@ pub(crate) async fn revoke(gh: &GitHub, token: &Secret) -> Result<Revoked, ApiEr
         Err(err) if err.status() == Some(401) => Ok(Revoked::AlreadyGone),
         Err(err) => Err(err),
     }
-}
-
-fn owner_of(target: &Target) -> &str {
-    target.owner()
 }
 
 /// Where to install the App: its page, when `GET /app` tells us; its settings otherwise.
