@@ -14,6 +14,8 @@ mod engine;
 mod faults;
 /// The test git server itself.
 mod git_server;
+/// A hostile or broken server: its text cleaned, our secrets unshown, its names checked.
+mod hostile;
 /// Keyless: the job's identity exchanged for tokens, no App key anywhere.
 mod keyless;
 /// Nothing secret leaks from a whole job.

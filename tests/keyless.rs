@@ -5,9 +5,13 @@ use std::fs;
 use std::path::Path;
 use std::process::Output;
 
+use serde_json::json;
+use wiremock::ResponseTemplate;
+
 use crate::shim::{assert_git_ok, walk};
 use crate::support::fake_github::{APP_ID, APP_KEY, FakeGitHub};
 use crate::support::git_server::{GitServer, git_command};
+use crate::support::logs::assert_no_secret_shown;
 use crate::support::runner::{Job, LaterStep, StepRun, View, age_cached_token};
 use crate::support::sts::{Issuer, Policy, Sts};
 
@@ -306,4 +310,43 @@ async fn keyless_and_keyed_steps_work_side_by_side() {
         dirs[1].join("key.pem").exists(),
         "the keyed one does, for its re-mints"
     );
+}
+
+#[tokio::test]
+async fn the_identity_and_its_request_token_are_masked_and_never_shown() {
+    let k = Keyless::start().await;
+    let sts = k.sts.url();
+    k.sts.world().answer_next = Some(Box::new(|identity| {
+        ResponseTemplate::new(403)
+            .set_body_json(json!({"message": format!("identity {identity} refused")}))
+    }));
+    let refused = k.job.main(&k.inputs(&sts, &[]), View::Host);
+    assert!(refused.the_error().contains("refused"), "{}", refused.log());
+    // An answer that is not the object we expect is not quoted back either.
+    let quoted = "ghs_quotedBackInAParseError0123456789";
+    k.sts.world().answer_next = Some(Box::new(move |_| {
+        ResponseTemplate::new(200).set_body_json(json!(quoted))
+    }));
+    let odd = k.job.main(&k.inputs(&sts, &[]), View::Host);
+    assert!(odd.the_error().contains("line 1"), "{}", odd.log());
+    assert!(!odd.log().contains(quoted), "{}", odd.log());
+
+    let mut secrets = k.sts.world().identities.clone();
+    assert_eq!(secrets.len(), 2);
+    secrets.push(k.issuer.env()[1].1.clone());
+    for run in [&refused, &odd] {
+        assert_no_secret_shown("main step", &run.log(), &secrets);
+        assert!(
+            run.stdout
+                .contains(&format!("::add-mask::{}\n", secrets[2])),
+            "the runner's request token is masked: {}",
+            run.stdout
+        );
+    }
+    for (identity, run) in secrets[..2].iter().zip([&refused, &odd]) {
+        assert!(
+            run.stdout.contains(&format!("::add-mask::{identity}\n")),
+            "the identity token is masked before use"
+        );
+    }
 }

@@ -101,3 +101,39 @@ async fn a_loose_folder_is_made_private_and_a_strangers_refused() {
         main.log()
     );
 }
+
+#[tokio::test]
+async fn a_planted_hard_link_in_the_step_folder_is_neither_written_nor_handed_over() {
+    if root_needed() {
+        return;
+    }
+    for name in ["ledger", "lock"] {
+        let github = FakeGitHub::start().await;
+        let job = Job::new(&github.url());
+        let step = job.temp.join("token-keeper/step-__org_token-keeper");
+        fs::create_dir_all(&step).unwrap();
+        job.chown_all(RUNNER_UID);
+        // Root's file, on the job's file system, under a second name in the step's folder.
+        let victim = job.temp.join("root-owned");
+        fs::write(&victim, "root's own\n").unwrap();
+        fs::hard_link(&victim, step.join(name)).unwrap();
+
+        let main = job.main(&app_inputs(&[]), View::Container);
+        let error = main.the_error();
+        assert!(error.contains("hard link"), "{name}: {error}");
+        assert_eq!(
+            fs::read_to_string(&victim).unwrap(),
+            "root's own\n",
+            "{name}"
+        );
+        assert_eq!(
+            fs::metadata(&victim).unwrap().uid(),
+            0,
+            "{name}: still root's"
+        );
+        assert!(
+            github.world().issued.iter().all(|t| t.revoked),
+            "{name}: nothing left live"
+        );
+    }
+}

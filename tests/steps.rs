@@ -1,5 +1,6 @@
 //! The main and post steps, run as the runner runs them, against the fake GitHub.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -79,6 +80,34 @@ async fn post_step_revokes_every_recorded_token_and_removes_the_state() {
     assert!(!dir.exists(), "state removed");
     assert!(!post.log().contains(&main.outputs["token"]));
     assert_eq!(github.mints(), 1, "a post step never mints");
+}
+
+#[tokio::test]
+async fn a_post_step_without_state_variables_finds_the_steps_state_and_revokes() {
+    // nektos/act gives a container action's post step no `STATE_*`.
+    let github = FakeGitHub::start().await;
+    let job = Job::new(&github.url());
+    let main = job.main(&app_inputs(&[]), View::Host);
+    main.assert_ok();
+    let dir = job.host_path(&main.state["dir"]);
+    let other = job.main_as("other", &app_inputs(&[("owner", "Other-Org")]), View::Host);
+    other.assert_ok();
+
+    let post = job.post(&app_inputs(&[]), &BTreeMap::new(), View::Host);
+    post.assert_ok();
+    assert!(post.stdout.contains("no `STATE_dir`"), "{}", post.log());
+    assert!(!dir.exists(), "state removed");
+    let live: Vec<u64> = github
+        .world()
+        .live_tokens()
+        .iter()
+        .map(|t| t.installation)
+        .collect();
+    assert_eq!(
+        live,
+        [4343],
+        "this step's token revoked, the other step's left alone"
+    );
 }
 
 #[tokio::test]

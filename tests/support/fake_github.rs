@@ -63,12 +63,16 @@ pub struct Issued {
 pub struct Seen {
     pub method: String,
     pub path: String,
+    /// The request's credentials, as sent: a JWT or a token.
+    pub bearer: String,
     pub claims: Option<Value>,
     pub body: Value,
 }
 
+/// A scripted answer, which may quote the request's credentials back.
+pub type Fault = Box<dyn Fn(&str) -> ResponseTemplate + Send>;
+
 /// Everything the fake knows.
-#[derive(Debug)]
 pub struct World {
     pub public_key: Vec<u8>,
     /// The fake's clock minus ours, seconds.
@@ -83,7 +87,7 @@ pub struct World {
     pub latency: Duration,
     /// Changes the next token answers' bodies after the token is issued (odd answers).
     pub edit_mint_answer: Option<fn(&mut Value)>,
-    faults: VecDeque<(String, ResponseTemplate)>,
+    faults: VecDeque<(String, Fault)>,
 }
 
 impl World {
@@ -192,7 +196,24 @@ impl FakeGitHub {
 
     /// Answer the next request whose path starts with `path` with `response` instead.
     pub fn fail_next(&self, path: &str, response: ResponseTemplate) {
-        self.world().faults.push_back((path.to_owned(), response));
+        self.answer_next(path, move |_| response.clone());
+    }
+
+    /// Answer the next request whose path starts with `path` with what `answer` makes of the
+    /// request's credentials (a hostile server quoting them back, say).
+    pub fn answer_next(
+        &self,
+        path: &str,
+        answer: impl Fn(&str) -> ResponseTemplate + Send + 'static,
+    ) {
+        self.world()
+            .faults
+            .push_back((path.to_owned(), Box::new(answer)));
+    }
+
+    /// Every credential sent to the fake so far: JWTs and tokens.
+    pub fn bearers(&self) -> Vec<String> {
+        self.world().seen.iter().map(|s| s.bearer.clone()).collect()
     }
 
     pub fn seen(&self, method: &str, path_start: &str) -> Vec<Seen> {
@@ -233,6 +254,7 @@ impl Respond for Responder {
         world.seen.push(Seen {
             method: method.clone(),
             path: path.clone(),
+            bearer: bearer.clone(),
             claims: claims.clone().ok(),
             body: serde_json::from_slice(&request.body).unwrap_or(Value::Null),
         });
@@ -242,8 +264,8 @@ impl Respond for Responder {
             .iter()
             .position(|(p, _)| path.starts_with(p.as_str()))
         {
-            let (_, response) = world.faults.remove(at).unwrap_or_else(|| unreachable!());
-            return response.insert_header("date", date.as_str());
+            let (_, answer) = world.faults.remove(at).unwrap_or_else(|| unreachable!());
+            return answer(&bearer).insert_header("date", date.as_str());
         }
         let response = route(&mut world, &method, &path, &bearer, claims, request);
         response
@@ -488,7 +510,8 @@ pub fn verify_jwt(jwt: &str, public_key: &[u8]) -> Result<Value, String> {
     decode(claims)
 }
 
-fn message(status: u16, text: &str) -> ResponseTemplate {
+/// An error answer in GitHub's shape.
+pub fn message(status: u16, text: &str) -> ResponseTemplate {
     ResponseTemplate::new(status).set_body_json(json!({
         "message": text,
         "documentation_url": "https://docs.github.com/rest",

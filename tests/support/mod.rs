@@ -4,6 +4,7 @@
 pub mod engine;
 pub mod fake_github;
 pub mod git_server;
+pub mod logs;
 pub mod measure;
 pub mod proxy;
 pub mod relay;

@@ -620,11 +620,26 @@ impl LaterStep {
 
 /// Make the cached token look `secs` older, as if the job had run that long.
 pub fn age_cached_token(job: &Job, main: &StepRun, secs: i64) {
+    edit_cached_token(job, main, |token| {
+        let minted_at = token["minted_at"].as_i64().expect("minted_at");
+        token["minted_at"] = (minted_at - secs).into();
+    });
+}
+
+/// Make the cached token expired in our clock, as an hour later (GitHub's fake still takes it).
+pub fn expire_cached_token(job: &Job, main: &StepRun) {
+    let now = super::fake_github::unix_now();
+    edit_cached_token(job, main, |token| {
+        token["minted_at"] = (now - 3600).into();
+        token["expires_at"] = (now - 1).into();
+    });
+}
+
+fn edit_cached_token(job: &Job, main: &StepRun, edit: impl FnOnce(&mut serde_json::Value)) {
     let file = job.host_path(&main.state["dir"]).join("state.json");
     let mut state: serde_json::Value =
         serde_json::from_slice(&fs::read(&file).expect("state.json")).expect("JSON");
-    let minted_at = state["token"]["minted_at"].as_i64().expect("minted_at");
-    state["token"]["minted_at"] = (minted_at - secs).into();
+    edit(&mut state["token"]);
     fs::write(&file, serde_json::to_vec(&state).expect("JSON")).expect("write state.json");
 }
 

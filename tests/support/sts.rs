@@ -131,12 +131,16 @@ pub struct Policy {
 }
 
 /// What the exchange service knows and has done.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct StsWorld {
     pub policies: Vec<Policy>,
     pub exchanges: usize,
     /// Answer every exchange with 503.
     pub down: bool,
+    /// Every identity token presented.
+    pub identities: Vec<String>,
+    /// Answer the next exchange with what this makes of the identity token (a broken service).
+    pub answer_next: Option<super::fake_github::Fault>,
 }
 
 /// A token exchange service on loopback.
@@ -193,6 +197,10 @@ fn refuse(status: u16, message: &str) -> ResponseTemplate {
 impl Respond for StsResponder {
     fn respond(&self, request: &Request) -> ResponseTemplate {
         let mut sts = self.world.lock().unwrap_or_else(|e| e.into_inner());
+        sts.identities.push(bearer(request).to_owned());
+        if let Some(answer) = sts.answer_next.take() {
+            return answer(bearer(request));
+        }
         if sts.down {
             return refuse(503, "unavailable");
         }
