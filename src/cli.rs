@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand};
 
 use crate::action::inputs::Env;
 use crate::action::{main_step, post_step, workflow};
-use crate::tools;
+use crate::{messages, tools};
 
 /// Keep GitHub App installation tokens alive for long GitHub Actions jobs.
 #[derive(Debug, Parser)]
@@ -73,7 +73,7 @@ impl Role {
             Role::MainStep | Role::PostStep => {
                 let _ = workflow::print(&[workflow::error(&format!("{err:#}"))]);
             }
-            Role::Tool(_) => eprintln!("token-keeper: {err:#}"),
+            Role::Tool(_) => messages::say(std::io::stderr(), &format!("{err:#}")),
         }
     }
 }

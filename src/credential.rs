@@ -13,9 +13,10 @@ use url::Url;
 
 use anyhow::Result;
 
-use crate::github::Secret;
 use crate::keeper::state::MintConfig;
 use crate::keeper::{Caller, Keeper};
+use crate::messages;
+use crate::secret::Secret;
 
 /// The username GitHub expects with an installation token.
 const USERNAME: &str = "x-access-token";
@@ -203,7 +204,7 @@ pub(crate) fn run(
     }
     let served = keeper.serve(current, now)?;
     if let Some(warning) = &served.warning {
-        let _ = writeln!(err, "token-keeper: warning: {warning}");
+        messages::warn(&mut err, warning);
     }
     let answer = Answer {
         username: USERNAME,
@@ -453,10 +454,11 @@ mod tests {
         use proptest::prelude::*;
 
         use super::*;
-        use crate::github::{PrivateKey, Secret};
+        use crate::github::PrivateKey;
         use crate::keeper::policy::Lifetime;
         use crate::keeper::state::{CachedToken, StateDir};
         use crate::private::Owner;
+        use crate::secret::Secret;
 
         /// A job whose step `s` has a token fresh for an hour from `now`.
         fn state_dir(now: i64) -> tempfile::TempDir {

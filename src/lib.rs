@@ -8,7 +8,9 @@
 //!   git's protocol;
 //! - `keeper` stores tokens for every process of a job and decides when to re-mint;
 //! - `github` speaks to GitHub's API and knows nothing of Actions, git or the state;
-//! - leaves used by all: `private` (files only the runner's user reads), `clock`, `duration`.
+//! - leaves used by all: `messages` (our prefix, and text from elsewhere made safe to show),
+//!   `secret` (secrets held, never shown), `private` (files only the runner's user reads),
+//!   `clock`, `duration`.
 
 pub mod action;
 pub mod cli;
@@ -17,5 +19,7 @@ mod credential;
 mod duration;
 mod github;
 mod keeper;
+mod messages;
 mod private;
+mod secret;
 mod tools;

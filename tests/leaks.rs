@@ -143,10 +143,11 @@ async fn a_whole_job_leaks_neither_token_nor_key() {
         }
     }
     assert!(!main.summary.contains(&tokens[0]));
-    // `token` masks on stderr, then prints on stdout; `exec` prints nothing of it.
+    // `token` masks on stderr, on a line of its own, then prints on stdout; `exec` prints
+    // nothing of it.
     assert_eq!(
         String::from_utf8_lossy(&token_out.stderr),
-        format!("::add-mask::{}\n", tokens[1])
+        format!("\n::add-mask::{}\n", tokens[1])
     );
     assert_eq!(
         String::from_utf8_lossy(&token_out.stdout),

@@ -661,7 +661,8 @@ async fn token_and_exec_hand_out_a_live_token() {
         .unwrap();
     assert_eq!(
         String::from_utf8_lossy(&masked.stderr),
-        format!("::add-mask::{token}\n")
+        format!("\n::add-mask::{token}\n"),
+        "a mask starts a line of its own"
     );
 
     let exec = step

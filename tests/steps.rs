@@ -39,12 +39,21 @@ async fn main_step_mints_masks_and_exports() {
         .as_secs() as i64;
     assert!((expires - (unix_now() + 3600)).abs() < 10);
 
-    // The mask comes first, and the token shows nowhere else in the log.
-    assert_eq!(
-        run.stdout.lines().next(),
-        Some(format!("::add-mask::{token}").as_str())
-    );
+    // The masks come first (the App's JWTs', then the token's), and the token shows nowhere
+    // else in the log.
+    let masks = run
+        .stdout
+        .lines()
+        .take_while(|l| l.starts_with("::add-mask::"))
+        .count();
+    assert!(masks >= 2, "{}", run.stdout);
     assert_eq!(lines_with(&run, &token), [format!("::add-mask::{token}")]);
+    let mask = run.stdout.find(&format!("::add-mask::{token}")).unwrap();
+    assert!(
+        !run.stdout[..mask].contains("token-keeper:"),
+        "{}",
+        run.stdout
+    );
     assert!(!run.stderr.contains(&token));
     assert!(!run.summary.contains(&token));
     assert!(run.summary.contains("sha256:"), "{}", run.summary);

@@ -22,6 +22,7 @@ use crate::github::{GitHub, Installation, MintedToken, Target};
 use crate::keeper::Keeper;
 use crate::keeper::policy::Lifetime;
 use crate::keeper::state::{CachedToken, ExchangeConfig, MintConfig, StateDir};
+use crate::messages;
 
 /// cargo's switch from its own git library to git's command line, which reads our shim.
 const CARGO_GIT_CLI: &str = "CARGO_NET_GIT_FETCH_WITH_CLI";
@@ -41,6 +42,8 @@ struct Plan<'a> {
 }
 
 pub(crate) fn run(env: &Env) -> Result<()> {
+    // The JWT, the job's identity and the new token are masked as they are made.
+    workflow::mask_every_secret();
     let files = FileCommands::new(env);
     files.require(&[FileCommand::Output, FileCommand::State])?;
     let config = inputs::parse(env)?;
@@ -94,7 +97,6 @@ fn mint_and_export(plan: &Plan, gh: &GitHub, runtime: &Runtime, dir: &StateDir) 
         &[("dir", &dir.path().to_string_lossy())],
     )?;
     let (installation, minted) = mint(plan, gh, runtime)?;
-    workflow::print(&workflow::mask_lines(minted.token.expose()))?;
     let cached = CachedToken {
         token: minted.token.clone(),
         lifetime: Lifetime {
@@ -128,21 +130,20 @@ fn mint_and_export(plan: &Plan, gh: &GitHub, runtime: &Runtime, dir: &StateDir) 
     let bot = runtime
         .block_on(apps::check_new(gh, &minted.token, &installation.app_slug))
         .unwrap_or_else(|err| {
-            let _ = workflow::print(&[workflow::warning(&format!(
-                "the new token is not accepted yet: {err}"
-            ))]);
+            let why = format!("the new token is not accepted yet: {err}");
+            workflow::print(&[workflow::warning(&why)]).ok();
             (!installation.app_slug.is_empty())
-                .then(|| BotUser::of_app(&installation.app_slug, None))
+                .then(|| BotUser::of_app(&installation.app_slug, Err(why)))
         });
 
     export(files, config, &installation, &minted, bot.as_ref())?;
-    println!(
-        "token-keeper: minted a token for {} ({}): {}, expires at {}",
+    workflow::print(&[messages::line(&format!(
+        "minted a token for {} ({}): {}, expires at {}",
         config.target.describe(),
         origin(config, &installation),
         minted.token.fingerprint(),
         rfc3339(minted.expires_at),
-    );
+    ))])?;
     if let Some(server) = &plan.git_server {
         install_shim(plan, server, &installation, &minted)?;
     }
@@ -265,9 +266,9 @@ fn install_shim(
     shim::install_binary(layout)?;
     if matches!(config.target, Target::Enterprise(_)) {
         // An enterprise token reaches no repository: nothing for git, fresh tokens for tools.
-        println!(
-            "token-keeper: an enterprise token reaches no repository, so git is left alone; `token-keeper token` and `exec` keep it fresh"
-        );
+        workflow::print(&[messages::line(
+            "an enterprise token reaches no repository, so git is left alone; `token-keeper token` and `exec` keep it fresh",
+        )])?;
     } else {
         configure_git(plan, server, installation, minted)?;
     }
@@ -320,15 +321,16 @@ fn configure_git(
         pairs.push((CARGO_GIT_CLI, "true"));
     }
     plan.files.set(FileCommand::Env, &pairs)?;
-    println!(
-        "token-keeper: git will get fresh tokens for {}",
+    let mut said = vec![messages::line(&format!(
+        "git will get fresh tokens for {}",
         scopes.join(", ")
-    );
+    ))];
     if cargo {
-        println!(
-            "token-keeper: cargo will fetch git dependencies with git's command line ({CARGO_GIT_CLI}=true), so they get fresh tokens too"
-        );
+        said.push(messages::line(&format!(
+            "cargo will fetch git dependencies with git's command line ({CARGO_GIT_CLI}=true), so they get fresh tokens too"
+        )));
     }
+    workflow::print(&said)?;
     Ok(())
 }
 

@@ -18,6 +18,7 @@ use crate::github::apps::{self, Revoked};
 use crate::github::client::{self, Knobs, Runtime};
 use crate::keeper::Keeper;
 use crate::keeper::state::{LedgerEntry, StateDir};
+use crate::messages;
 
 /// The whole step ends within about this: the job is waiting. Every revocation runs at once.
 const POST_DEADLINE: Duration = Duration::from_secs(10);
@@ -46,10 +47,10 @@ pub(crate) fn run(env: &Env) -> Result<()> {
             .filter(|e| e.is_live(unix_now()))
             .collect();
         if skip {
-            println!(
-                "token-keeper: not revoking {} token(s): `skip-token-revoke` is true",
+            say(&format!(
+                "not revoking {} token(s): `skip-token-revoke` is true",
                 live.len()
-            );
+            ));
         } else if !live.is_empty() {
             revoke_all(env, &live, POST_DEADLINE.saturating_sub(started.elapsed()));
         }
@@ -102,7 +103,7 @@ fn revoke_all(env: &Env, live: &[LedgerEntry], deadline: Duration) {
     for (entry, outcome) in live.iter().zip(outcomes) {
         let shown = entry.token.fingerprint();
         match outcome {
-            Some(Ok(Revoked::Now)) => println!("token-keeper: revoked {shown}"),
+            Some(Ok(Revoked::Now)) => say(&format!("revoked {shown}")),
             Some(Ok(Revoked::AlreadyGone)) => warn(&format!(
                 "{shown} was not revoked: GitHub answered 401, so it was revoked already or has expired"
             )),

@@ -12,8 +12,10 @@ use anyhow::{Context, Result, bail};
 use ring::rand::{SecureRandom, SystemRandom};
 
 use super::inputs::Env;
+use crate::{messages, secret};
 
-/// A workflow command line: `::name props::message`, with the runner's escaping.
+/// A workflow command line: `::name props::message`, the message shown safely, with the runner's
+/// escaping.
 pub(crate) fn command(name: &str, props: &[(&str, &str)], message: &str) -> String {
     let props: Vec<String> = props
         .iter()
@@ -24,26 +26,50 @@ pub(crate) fn command(name: &str, props: &[(&str, &str)], message: &str) -> Stri
     } else {
         format!(" {}", props.join(","))
     };
-    format!("::{name}{props}::{}", escape_data(message))
+    format!(
+        "::{name}{props}::{}",
+        escape_data(&messages::shown(message))
+    )
 }
 
 /// `::error title=token-keeper::message`
 pub(crate) fn error(message: &str) -> String {
-    command("error", &[("title", "token-keeper")], message)
+    command("error", &[("title", messages::NAME)], message)
 }
 
 /// `::warning title=token-keeper::message`
 pub(crate) fn warning(message: &str) -> String {
-    command("warning", &[("title", "token-keeper")], message)
+    command("warning", &[("title", messages::NAME)], message)
 }
 
-/// `::add-mask::value`; a multi-line value is masked line by line.
+/// `::add-mask::value` lines, for a stream only we write to; a multi-line value is masked line
+/// by line.
 pub(crate) fn mask_lines(value: &str) -> Vec<String> {
     value
         .lines()
         .filter(|l| !l.trim().is_empty())
         .map(|line| format!("::add-mask::{}", escape_data(line)))
         .collect()
+}
+
+/// The mask lines of `value` for a stream that other processes write to too (a child's progress
+/// bar may have left a line unfinished there): a line break first, so that each mask starts a
+/// line, in one write.
+pub(crate) fn masks_on_shared_stream(value: &str) -> String {
+    let mut text = String::from("\n");
+    for line in mask_lines(value) {
+        text.push_str(&line);
+        text.push('\n');
+    }
+    text
+}
+
+/// From now on, mask every secret this process makes on stdout, before it is used: for the
+/// main and post steps, whose stdout only the runner reads.
+pub(crate) fn mask_every_secret() {
+    secret::announce_with(|value| {
+        let _ = print(&mask_lines(value));
+    });
 }
 
 fn escape_data(text: &str) -> String {
@@ -172,7 +198,7 @@ mod tests {
     fn messages_are_escaped_onto_one_line() {
         assert_eq!(
             error("50% done\nnext"),
-            "::error title=token-keeper::50%25 done%0Anext"
+            "::error title=token-keeper::50%25 done\\nnext"
         );
         assert_eq!(
             command("warning", &[("title", "a:b,c")], "x"),
@@ -185,6 +211,19 @@ mod tests {
         assert_eq!(
             mask_lines("one\ntwo\n"),
             vec!["::add-mask::one", "::add-mask::two"]
+        );
+    }
+
+    #[test]
+    fn masks_on_a_shared_stream_start_lines_of_their_own() {
+        assert_eq!(masks_on_shared_stream("ghs_a"), "\n::add-mask::ghs_a\n");
+    }
+
+    #[test]
+    fn messages_are_cleaned_of_what_the_runner_reads_as_commands() {
+        assert_eq!(
+            warning("a\u{1b}[2K ##[stop-commands]x"),
+            "::warning title=token-keeper::a\\u{1b}[2K ##\\[stop-commands]x"
         );
     }
 

@@ -12,7 +12,10 @@ use serde_json::json;
 
 use super::client::{ApiError, Auth, GitHub, Idempotency};
 use super::key::PrivateKey;
-use super::secret::Secret;
+use super::names;
+use crate::clock::rfc3339;
+use crate::messages::json_error;
+use crate::secret::Secret;
 
 /// The App's credentials.
 pub(crate) struct App<'a> {
@@ -255,7 +258,7 @@ pub(crate) fn read_minted(bytes: &[u8], server_now: i64) -> Result<MintedToken, 
         repositories: Vec<Repo>,
     }
     let token = serde_json::from_slice::<Token>(bytes)
-        .map_err(|e| format!("no token in it ({e})"))?
+        .map_err(|e| format!("no token in it: it {}", json_error(&e)))?
         .token;
     let token = Secret::checked(token).map_err(|why| format!("its token {why}"))?;
     let rest: Rest = serde_json::from_slice(bytes).unwrap_or_default();
@@ -331,11 +334,13 @@ pub(crate) async fn check_new(
     let path = format!("users/{app_slug}%5Bbot%5D");
     match first_use(gh, token, &path).await {
         Ok(bytes) => {
-            let id = serde_json::from_slice::<Body>(&bytes).ok().map(|b| b.id);
+            let id = serde_json::from_slice::<Body>(&bytes)
+                .map(|b| b.id)
+                .map_err(|e| format!("the answer to its lookup {}", json_error(&e)));
             Ok(Some(BotUser::of_app(app_slug, id)))
         }
         Err(err) if err.status().is_some_and(|s| s != 401) => {
-            Ok(Some(BotUser::of_app(app_slug, None)))
+            Ok(Some(BotUser::of_app(app_slug, Err(err.to_string()))))
         }
         Err(err) => Err(err),
     }

@@ -17,9 +17,10 @@ use serde::de::DeserializeOwned;
 
 use super::jwt;
 use super::key::PrivateKey;
-use super::secret::Secret;
 use crate::clock::unix_now;
 use crate::duration::parse_duration;
+use crate::messages;
+use crate::secret::Secret;
 
 /// Timeouts and bounds of HTTP calls.
 #[derive(Debug, Clone)]
@@ -328,7 +329,7 @@ impl GitHub {
         serde_json::from_slice(&bytes).map_err(|e| ApiError::Decode {
             method,
             url,
-            detail: e.to_string(),
+            detail: messages::json_error(&e),
         })
     }
 
@@ -361,13 +362,17 @@ impl GitHub {
         let deadline = Instant::now() + self.options.deadline;
         let mut tries = Tries::new(idempotency);
         loop {
+            let jwt;
             let bearer = match auth {
-                Auth::App { issuer, key } => jwt::sign(issuer, key, self.clock.server_now())
-                    .map_err(|e| ApiError::Setup(e.to_string()))?,
-                Auth::Token(token) => token.expose().to_owned(),
+                Auth::App { issuer, key } => {
+                    jwt = jwt::sign(issuer, key, self.clock.server_now())
+                        .map_err(|e| ApiError::Setup(e.to_string()))?;
+                    &jwt
+                }
+                Auth::Token(token) => token,
             };
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let attempt = self.attempt(&method, &url, &bearer, body);
+            let attempt = self.attempt(&method, &url, bearer.expose(), body);
             let Ok(result) = tokio::time::timeout(remaining, attempt).await else {
                 return Err(self.deadline_error(method, shown, "no answer before the deadline"));
             };

@@ -11,6 +11,7 @@ use ring::signature::RSA_PKCS1_SHA256;
 use serde::Serialize;
 
 use super::key::PrivateKey;
+use crate::secret::Secret;
 
 /// GitHub refuses an `iat` in its future; backdating covers small clock drift.
 pub(crate) const BACKDATE_SECS: i64 = 60;
@@ -43,8 +44,9 @@ impl<'a> Claims<'a> {
 #[error("cannot sign the App's JWT: the system's random source failed")]
 pub(crate) struct SignError;
 
-/// Sign the App JWT for `issuer` (app id or client id) at `server_now` (unix seconds).
-pub(crate) fn sign(issuer: &str, key: &PrivateKey, server_now: i64) -> Result<String, SignError> {
+/// Sign the App JWT for `issuer` (app id or client id) at `server_now` (unix seconds). It is a
+/// secret: for ten minutes it acts as the App, on every installation.
+pub(crate) fn sign(issuer: &str, key: &PrivateKey, server_now: i64) -> Result<Secret, SignError> {
     let claims = serde_json::to_vec(&Claims::new(issuer, server_now)).map_err(|_| SignError)?;
     let mut jwt = URL_SAFE_NO_PAD.encode(HEADER);
     jwt.push('.');
@@ -60,7 +62,7 @@ pub(crate) fn sign(issuer: &str, key: &PrivateKey, server_now: i64) -> Result<St
     .map_err(|_| SignError)?;
     jwt.push('.');
     URL_SAFE_NO_PAD.encode_string(signature, &mut jwt);
-    Ok(jwt)
+    Ok(Secret::new(jwt))
 }
 
 #[cfg(test)]
@@ -91,7 +93,8 @@ mod tests {
     fn jwt_is_signed_and_carries_the_claims() {
         for pem in [PKCS1, PKCS8] {
             let key = PrivateKey::parse(pem).unwrap();
-            let claims = verify(&sign("Iv23liabc", &key, 1_700_000_000).unwrap(), &key);
+            let jwt = sign("Iv23liabc", &key, 1_700_000_000).unwrap();
+            let claims = verify(jwt.expose(), &key);
             assert_eq!(claims["iss"], "Iv23liabc");
             assert_eq!(claims["iat"], 1_700_000_000 - 60);
             assert_eq!(claims["exp"], 1_700_000_000 + 540);
@@ -103,7 +106,7 @@ mod tests {
         let key = PrivateKey::parse(PKCS1).unwrap();
         let other = PrivateKey::parse(include_str!("../../tests/fixtures/other-key.pem")).unwrap();
         let jwt = sign("1", &key, 0).unwrap();
-        let parts: Vec<&str> = jwt.rsplitn(2, '.').collect();
+        let parts: Vec<&str> = jwt.expose().rsplitn(2, '.').collect();
         let sig = URL_SAFE_NO_PAD.decode(parts[0]).unwrap();
         let public = other.pair().public_key().as_ref().to_vec();
         assert!(

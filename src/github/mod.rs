@@ -7,11 +7,11 @@
 pub(crate) mod apps;
 pub(crate) mod client;
 pub(crate) mod exchange;
+pub(crate) mod hosts;
 pub(crate) mod jwt;
 pub(crate) mod key;
-pub(crate) mod secret;
+pub(crate) mod names;
 
 pub(crate) use apps::{Installation, MintedToken, Target, TokenRequest};
 pub(crate) use client::GitHub;
 pub(crate) use key::{KeyError, PrivateKey};
-pub(crate) use secret::Secret;

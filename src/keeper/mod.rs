@@ -21,7 +21,9 @@ use self::state::{CachedToken, ExchangeConfig, Failure, LedgerEntry, MintConfig,
 use crate::github::apps::{self, App};
 use crate::github::client::{self, Knobs};
 use crate::github::exchange::{self, Exchange, IdentityRequest};
-use crate::github::{GitHub, Installation, MintedToken, PrivateKey, Secret, TokenRequest};
+use crate::github::{GitHub, Installation, MintedToken, PrivateKey, TokenRequest};
+use crate::messages;
+use crate::secret::Secret;
 
 /// Git is waiting: a re-mint gives up after this.
 pub(crate) const REMINT_DEADLINE: Duration = Duration::from_secs(20);
@@ -199,7 +201,9 @@ impl Keeper {
         let (minted, clock_offset) = match self.remint(&state, budget) {
             Ok(minted) => minted,
             Err(err) => {
-                let message = format!("{err:#}");
+                // Stored for other processes to show: scrubbed of our secrets here, which they
+                // do not hold.
+                let message = messages::describe(&err);
                 state.failure = Some(Failure {
                     at: now,
                     message: message.clone(),

@@ -13,8 +13,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::policy::Lifetime;
-use crate::github::Secret;
+use crate::github::hosts;
 use crate::private::{FileError, Owner, at, create_private_dir, give, open_private};
+use crate::secret::Secret;
 
 const LEDGER: &str = "ledger";
 /// The cached token and what re-minting needs, replaced whole on every change.

@@ -16,12 +16,12 @@ use anyhow::{Context, Result};
 
 mod fresh;
 
-use crate::action::layout;
+use crate::action::{layout, workflow};
 use crate::clock::unix_now;
-use crate::credential;
-use crate::github::Secret;
 use crate::keeper::state::State;
 use crate::keeper::{Caller, Keeper, Served, locate};
+use crate::secret::Secret;
+use crate::{credential, messages};
 
 /// `credential <operation>`: answer git.
 pub(crate) fn credential(state: Option<&Path>, operation: &str) -> Result<ExitCode> {
@@ -102,23 +102,27 @@ fn find(state: Option<&Path>, owner: Option<&str>) -> Result<(Keeper, State)> {
 /// A live token for a person's command. In Actions its mask goes to stderr first: a command
 /// that echoes a re-minted token must not show it in the log.
 fn serve(keeper: &Keeper, state: State) -> Result<Served> {
-    serve_unless(keeper, state, None)
-}
-
-/// `serve`, but a token equal to `known` was masked already and is not masked again.
-fn serve_unless(keeper: &Keeper, state: State, known: Option<&Secret>) -> Result<Served> {
     let served = keeper.serve(state, unix_now())?;
-    if std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true") && known != Some(&served.token) {
-        eprintln!("::add-mask::{}", served.token.expose());
-    }
+    mask(&served.token);
     if let Some(warning) = &served.warning {
-        eprintln!("token-keeper: warning: {warning}");
+        messages::warn(std::io::stderr(), warning);
     }
     Ok(served)
 }
 
+/// In Actions, mask a token we hand out, on stderr, which the person's command shares.
+fn mask(token: &Secret) {
+    if std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true") {
+        let masks = workflow::masks_on_shared_stream(token.expose());
+        let _ = std::io::stderr().write_all(masks.as_bytes());
+    }
+}
+
 fn say_waiting() {
-    eprintln!("token-keeper: waiting for another process of this job to finish re-minting");
+    messages::say(
+        std::io::stderr(),
+        "waiting for another process of this job to finish re-minting",
+    );
 }
 
 /// The child's status as ours; a signal becomes 128 + its number, as shells report it.
