@@ -5,7 +5,7 @@
 //! masked, then recorded in the ledger, before it is used anywhere: whatever fails later, the
 //! post step finds it and revokes it.
 
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Result, bail};
 use url::Url;
@@ -13,8 +13,9 @@ use url::Url;
 use super::inputs::{self, Config, Env, Source};
 use super::layout::{self, Layout};
 use super::shim;
+use super::summary::{origin, summary};
 use super::workflow::{self, FileCommand, FileCommands};
-use crate::clock::unix_now;
+use crate::clock::{rfc3339, unix_now};
 use crate::github::apps::{self, App, BotUser, MintError};
 use crate::github::client::{self, Knobs, Runtime};
 use crate::github::exchange::{self, IdentityRequest};
@@ -399,76 +400,4 @@ fn export(
         tracing::debug!("no step summary: {err:#}");
     }
     Ok(())
-}
-
-fn summary(config: &Config, installation: &Installation, minted: &MintedToken) -> String {
-    // A keyless token's answer lists neither: its trust policy decided them.
-    let (all, own) = match config.source {
-        Source::App { .. } => ("all the installation can reach", "the installation's"),
-        Source::Exchange(_) => ("as the trust policy grants", "as the trust policy grants"),
-    };
-    let repositories = listed(minted.repositories.iter().cloned(), all);
-    let permissions = listed(
-        minted.permissions.iter().map(|(k, v)| format!("{k}: {v}")),
-        own,
-    );
-    let refresh = if config.git_credentials {
-        format!("after {}s", config.refresh_after.as_secs())
-    } else {
-        "off (`git-credentials: false`)".to_owned()
-    };
-    format!(
-        "### token-keeper\n\n\
-         | | |\n|---|---|\n\
-         | From | {origin} on `{account}` |\n\
-         | Repositories | {repositories} |\n\
-         | Permissions | {permissions} |\n\
-         | Expires | {expires} |\n\
-         | Token | `{fingerprint}` |\n\
-         | Git refresh | {refresh} |\n\n",
-        origin = origin(config, installation),
-        account = installation.account,
-        expires = rfc3339(minted.expires_at),
-        fingerprint = minted.token.fingerprint(),
-    )
-}
-
-/// Where the token came from, for the log and the summary.
-fn origin(config: &Config, installation: &Installation) -> String {
-    match &config.source {
-        Source::App { .. } => format!(
-            "installation {}, App `{}`",
-            installation.id, installation.app_slug
-        ),
-        Source::Exchange(exchange) => format!(
-            "keyless: policy `{}` at `{}`",
-            exchange.identity, exchange.service
-        ),
-    }
-}
-
-/// `items` in backticks, comma separated; `none` when there are none.
-fn listed(items: impl Iterator<Item = String>, none: &str) -> String {
-    let items: Vec<String> = items.map(|i| format!("`{i}`")).collect();
-    if items.is_empty() {
-        none.to_owned()
-    } else {
-        items.join(", ")
-    }
-}
-
-/// Unix seconds as RFC 3339 (`2026-11-25T18:00:00Z`).
-pub(crate) fn rfc3339(unix: i64) -> String {
-    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(unix.max(0) as u64))
-        .to_string()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rfc3339_formats_utc_seconds() {
-        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
-    }
 }

@@ -6,4 +6,5 @@ pub(crate) mod main_step;
 pub mod permissions;
 pub(crate) mod post_step;
 mod shim;
+mod summary;
 pub(crate) mod workflow;
