@@ -206,8 +206,12 @@ fn blame_inputs(err: MintError, config: &Config) -> anyhow::Error {
             );
             names
         }
-        // Their messages name the inputs already.
-        MintError::BadCredentials { .. } | MintError::Api(_) => Vec::new(),
+        MintError::Moved { .. } => match &config.target {
+            Target::Owner(_) => vec!["owner".into()],
+            _ => vec!["owner".into(), "repositories".into()],
+        },
+        // Their messages name the inputs, or the answer's fields, already.
+        MintError::BadCredentials { .. } | MintError::Unusable(_) | MintError::Api(_) => Vec::new(),
     };
     if inputs.is_empty() {
         return err.into();
@@ -297,10 +301,12 @@ fn configure_git(
     minted: &MintedToken,
 ) -> Result<()> {
     let (config, layout) = (&plan.config, &plan.layout);
-    // The names as GitHub spells them, and as the workflow wrote them.
-    let mut repositories = minted.repositories.clone();
-    for repo in &config.request.repositories {
-        if !repositories.contains(repo) {
+    // The names asked for, as the workflow wrote them and as GitHub spells them: no name the
+    // answer adds widens the scope.
+    let mut repositories = config.request.repositories.clone();
+    for repo in &minted.repositories {
+        let asked = repositories.iter().any(|r| r.eq_ignore_ascii_case(repo));
+        if asked && !repositories.contains(repo) {
             repositories.push(repo.clone());
         }
     }
@@ -354,7 +360,7 @@ fn export(
         .as_ref()
         .and_then(Url::host_str)
         .unwrap_or("github.com");
-    let user_id = bot.and_then(|b| b.id).map(|id| id.to_string());
+    let user_id = bot.and_then(|b| b.id.as_ref().ok()).map(u64::to_string);
     let (name, email) = match bot {
         Some(bot) => (bot.login.clone(), bot.email(host)),
         None => (String::new(), String::new()),
@@ -376,6 +382,11 @@ fn export(
             "`git-identity` is ignored in keyless mode: the exchange does not say which App's bot the token acts as; set `GIT_AUTHOR_*` and `GIT_COMMITTER_*` yourself",
         )])?;
     } else if config.git_identity {
+        if let Some(Err(why)) = bot.map(|b| &b.id) {
+            workflow::print(&[workflow::warning(&format!(
+                "cannot look up the App's bot user `{name}` ({why}): later commits are by `{email}`, which GitHub does not link to the bot"
+            ))])?;
+        }
         let (name, email) = (name.as_str(), email.as_str());
         files.set(
             FileCommand::Env,

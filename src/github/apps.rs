@@ -1,7 +1,9 @@
 //! The App API calls: find the installation, create an installation token, revoke it.
 //!
 //! Errors GitHub gives as bare statuses (404 on a lookup, 422 on a token request) become messages
-//! that name the owner, repository or permission and say how to fix it.
+//! that name the owner, repository or permission and say how to fix it. Names in GitHub's answers
+//! decide which URLs git's credentials cover: each is checked against GitHub's rules, and the
+//! account must be the owner asked for, before anything uses it.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -145,9 +147,21 @@ pub(crate) enum MintError {
     BadCredentials { detail: String },
     #[error("GitHub refused the token request ({detail}): {advice}")]
     Refused { detail: String, advice: String },
+    #[error(
+        "{target} has moved (GitHub answered {status}): it was renamed or transferred; use its current name"
+    )]
+    Moved { target: String, status: u16 },
+    #[error(transparent)]
+    Unusable(#[from] Unusable),
     #[error(transparent)]
     Api(#[from] ApiError),
 }
+
+/// An answer we must not act on: a name that breaks GitHub's rules or names another owner, or a
+/// token that has expired on arrival.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct Unusable(String);
 
 /// Find the installation that covers `target`.
 pub(crate) async fn find_installation(
@@ -155,19 +169,7 @@ pub(crate) async fn find_installation(
     app: &App<'_>,
     target: &Target,
 ) -> Result<Installation, MintError> {
-    /// A user or an organisation has a `login`; an enterprise has a `slug`.
-    #[derive(Deserialize)]
-    struct Account {
-        login: Option<String>,
-        slug: Option<String>,
-    }
-    #[derive(Deserialize)]
-    struct Body {
-        id: u64,
-        app_slug: String,
-        account: Option<Account>,
-    }
-    let result: Result<Body, ApiError> = gh
+    let result: Result<LookupAnswer, ApiError> = gh
         .json(
             Method::GET,
             &target.lookup_path(),
@@ -177,13 +179,10 @@ pub(crate) async fn find_installation(
         )
         .await;
     match result {
-        Ok(body) => Ok(Installation {
-            id: body.id,
-            app_slug: body.app_slug,
-            account: body
-                .account
-                .and_then(|a| a.login.or(a.slug))
-                .unwrap_or_else(|| target.owner().to_owned()),
+        Ok(answer) => Ok(installation_of(target, answer)?),
+        Err(err) if matches!(err.status(), Some(301 | 302 | 307 | 308)) => Err(MintError::Moved {
+            target: target.describe(),
+            status: err.status().unwrap_or_default(),
         }),
         Err(err) if err.status() == Some(404) => match target {
             Target::Enterprise(slug) => Err(MintError::NoEnterpriseInstallation {
@@ -196,6 +195,56 @@ pub(crate) async fn find_installation(
         },
         Err(err) => Err(classify_auth(err)),
     }
+}
+
+/// What GitHub answers to an installation lookup. A user or an organisation has a `login`; an
+/// enterprise has a `slug`.
+#[derive(Deserialize)]
+struct LookupAnswer {
+    id: u64,
+    app_slug: String,
+    #[serde(default)]
+    account: Account,
+}
+
+#[derive(Deserialize, Default)]
+struct Account {
+    login: Option<String>,
+    slug: Option<String>,
+}
+
+/// The installation a lookup for `target` found: its App's slug a slug, its account a login (an
+/// enterprise's slug) and the owner that was asked for, case aside.
+fn installation_of(target: &Target, answer: LookupAnswer) -> Result<Installation, Unusable> {
+    const LOOKUP: &str = "GitHub's answer to the installation lookup";
+    if !names::is_slug(&answer.app_slug) {
+        return Err(Unusable(format!(
+            "{LOOKUP} has no valid App slug (`app_slug` is `{}`)",
+            names::shown(&answer.app_slug)
+        )));
+    }
+    let (field, account) = match target {
+        Target::Enterprise(_) => ("account.slug", answer.account.slug),
+        _ => ("account.login", answer.account.login),
+    };
+    let account = account.unwrap_or_default();
+    if !names::is_login(&account) {
+        return Err(Unusable(format!(
+            "{LOOKUP} has no valid account (`{field}` is `{}`), so it cannot tell which URLs git's credentials may cover",
+            names::shown(&account)
+        )));
+    }
+    if !account.eq_ignore_ascii_case(target.owner()) {
+        return Err(Unusable(format!(
+            "{LOOKUP} names the account `{account}` (`{field}`), not `{}`, the owner asked for: git's credentials would cover another owner",
+            target.owner()
+        )));
+    }
+    Ok(Installation {
+        id: answer.id,
+        app_slug: answer.app_slug,
+        account,
+    })
 }
 
 /// Create an installation token, limited as `request` says.
@@ -237,7 +286,41 @@ pub(crate) async fn create_token(
             detail,
         })
     })?;
-    Ok(minted)
+    Ok(accept(gh, minted).await?)
+}
+
+/// A new token checked before anyone uses it: it must not have expired on arrival (it would
+/// fail every call, every later call would mint again, and the post step would judge it gone and
+/// leave it), and the repositories it names must be repository names. One that fails is revoked
+/// at once.
+pub(crate) async fn accept(gh: &GitHub, minted: MintedToken) -> Result<MintedToken, Unusable> {
+    let Some(why) = unusable(&minted, gh.clock().server_now()) else {
+        return Ok(minted);
+    };
+    Err(Unusable(match revoke(gh, &minted.token).await {
+        Ok(_) => format!("{why}; it was revoked"),
+        Err(err) => {
+            format!("{why}; revoking it failed too, so it stays valid until it expires: {err}")
+        }
+    }))
+}
+
+/// Why a new token must not be used at `server_now` (GitHub's clock), if it must not.
+fn unusable(minted: &MintedToken, server_now: i64) -> Option<String> {
+    if minted.expires_at <= server_now {
+        return Some(format!(
+            "GitHub handed over a token that expired at {} (`expires_at`), already past by GitHub's own clock",
+            rfc3339(minted.expires_at)
+        ));
+    }
+    let bad = minted
+        .repositories
+        .iter()
+        .find(|r| !names::is_repository(r))?;
+    Some(format!(
+        "GitHub's answer to the token request names `{}` among its repositories (`repositories`), which is no repository's name",
+        names::shown(bad)
+    ))
 }
 
 /// A token request's answer: the token, checked, then the rest as far as it reads.
@@ -291,12 +374,12 @@ const NEW_TOKEN_GRACE: Duration = Duration::from_secs(8);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct BotUser {
     pub(crate) login: String,
-    /// `None` when GitHub did not say (a server without the user, an odd answer).
-    pub(crate) id: Option<u64>,
+    /// Its numeric id, or why GitHub did not say (a server without the user, an odd answer).
+    pub(crate) id: Result<u64, String>,
 }
 
 impl BotUser {
-    pub(crate) fn of_app(slug: &str, id: Option<u64>) -> Self {
+    pub(crate) fn of_app(slug: &str, id: Result<u64, String>) -> Self {
         Self {
             login: format!("{slug}[bot]"),
             id,
@@ -307,8 +390,8 @@ impl BotUser {
     /// form that GitHub links to the bot's account; without the id, the older `<login>@…`.
     pub(crate) fn email(&self, host: &str) -> String {
         match self.id {
-            Some(id) => format!("{id}+{}@users.noreply.{host}", self.login),
-            None => format!("{}@users.noreply.{host}", self.login),
+            Ok(id) => format!("{id}+{}@users.noreply.{host}", self.login),
+            Err(_) => format!("{}@users.noreply.{host}", self.login),
         }
     }
 }
@@ -396,12 +479,15 @@ async fn install_url(gh: &GitHub, app: &App<'_>) -> String {
     struct Body {
         html_url: String,
     }
-    match gh
+    let page = gh
         .json::<Body>(Method::GET, "app", app.auth(), None, Idempotency::Safe)
         .await
-    {
-        Ok(body) => format!("{}/installations/new", body.html_url.trim_end_matches('/')),
-        Err(_) => "the App's settings page, under `Install App`".into(),
+        .ok()
+        .and_then(|body| url::Url::parse(&body.html_url).ok())
+        .filter(|url| matches!(url.scheme(), "https" | "http") && url.query().is_none());
+    match page {
+        Some(page) => format!("{}/installations/new", page.as_str().trim_end_matches('/')),
+        None => "the App's settings page, under `Install App`".into(),
     }
 }
 
@@ -466,16 +552,80 @@ mod tests {
         );
     }
 
+    fn answer(login: &str, slug: &str) -> LookupAnswer {
+        LookupAnswer {
+            id: 1,
+            app_slug: slug.into(),
+            account: Account {
+                login: Some(login.into()),
+                slug: None,
+            },
+        }
+    }
+
+    #[test]
+    fn a_lookup_answer_must_name_the_owner_asked_for_with_valid_names() {
+        let target = Target::Repositories {
+            owner: "Octo-Org".into(),
+            repos: vec!["app".into()],
+        };
+        let found = installation_of(&target, answer("octo-org", "keeper")).unwrap();
+        assert_eq!(found.account, "octo-org", "as GitHub spells it");
+        for (login, slug, field) in [
+            ("", "keeper", "`account.login` is ``"),
+            (
+                "Other-Org",
+                "keeper",
+                "`Other-Org` (`account.login`), not `Octo-Org`",
+            ),
+            ("octo org\n", "keeper", "`account.login` is `octo org\\n`"),
+            ("Octo-Org", "kee per", "`app_slug` is `kee per`"),
+        ] {
+            let err = installation_of(&target, answer(login, slug)).unwrap_err();
+            assert!(err.to_string().contains(field), "{err}");
+        }
+        let enterprise = Target::Enterprise("acme".into());
+        let slugged = LookupAnswer {
+            account: Account {
+                login: None,
+                slug: Some("ACME".into()),
+            },
+            ..answer("", "keeper")
+        };
+        assert_eq!(
+            installation_of(&enterprise, slugged).unwrap().account,
+            "ACME"
+        );
+    }
+
+    #[test]
+    fn a_new_token_must_not_have_expired_and_must_name_real_repositories() {
+        let minted = |expires_at, repos: &[&str]| MintedToken {
+            token: Secret::new("ghs_unusable-or-not".into()),
+            expires_at,
+            permissions: BTreeMap::new(),
+            repositories: repos.iter().map(|r| (*r).to_owned()).collect(),
+        };
+        assert_eq!(unusable(&minted(1001, &["app"]), 1000), None);
+        assert!(
+            unusable(&minted(1000, &[]), 1000)
+                .unwrap()
+                .contains("1970-01-01T00:16:40Z")
+        );
+        let named = unusable(&minted(5000, &["app", ".."]), 1000).unwrap();
+        assert!(named.contains("`..`"), "{named}");
+    }
+
     #[test]
     fn the_bot_commits_with_its_numbered_noreply_address() {
-        let bot = BotUser::of_app("keeper", Some(41));
+        let bot = BotUser::of_app("keeper", Ok(41));
         assert_eq!(bot.login, "keeper[bot]");
         assert_eq!(
             bot.email("github.com"),
             "41+keeper[bot]@users.noreply.github.com"
         );
         assert_eq!(
-            BotUser::of_app("keeper", None).email("ghes.example.com"),
+            BotUser::of_app("keeper", Err("no answer".into())).email("ghes.example.com"),
             "keeper[bot]@users.noreply.ghes.example.com"
         );
     }

@@ -11,9 +11,9 @@
 use reqwest::{Method, Url};
 use serde::Deserialize;
 
-use super::apps::{MintedToken, read_minted};
+use super::apps::{self, MintedToken, Unusable, read_minted};
 use super::client::{ApiError, Auth, GitHub, Idempotency};
-use super::secret::Secret;
+use crate::secret::Secret;
 
 /// Where a step asks for the job's identity.
 #[derive(Clone)]
@@ -91,6 +91,8 @@ pub(crate) enum ExchangeError {
         identity: String,
         message: String,
     },
+    #[error(transparent)]
+    Unusable(#[from] Unusable),
     #[error(transparent)]
     Api(#[from] ApiError),
 }
@@ -172,13 +174,14 @@ async fn exchange(
         }
         Err(err) => return Err(err.into()),
     };
-    read_minted(&bytes, server_now).map_err(|detail| {
+    let minted = read_minted(&bytes, server_now).map_err(|detail| {
         ExchangeError::Api(ApiError::Decode {
             method: Method::GET,
             url,
             detail,
         })
-    })
+    })?;
+    Ok(apps::accept(gh, minted).await?)
 }
 
 #[cfg(test)]
