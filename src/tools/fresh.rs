@@ -13,12 +13,13 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use super::{exit_code, serve, serve_unless};
+use super::{exit_code, mask, serve};
 use crate::clock::unix_now;
-use crate::github::Secret;
 use crate::keeper::state::State;
-use crate::keeper::{Keeper, policy};
+use crate::keeper::{Keeper, Served, policy};
+use crate::messages;
 use crate::private::create_private_dir;
+use crate::secret::Secret;
 
 /// The variables through which `gh` would take a token that never changes.
 const TOKEN_VARIABLES: [&str; 4] = [
@@ -31,6 +32,8 @@ const TOKEN_VARIABLES: [&str; 4] = [
 /// Look again at least this often, and at most this often while a refresh is due.
 const LONGEST_NAP: Duration = Duration::from_secs(30);
 const SHORTEST_NAP: Duration = Duration::from_secs(1);
+/// The longest pause between tries while re-minting fails.
+const LONGEST_PAUSE: Duration = Duration::from_secs(120);
 
 pub(super) fn run(keeper: &Keeper, state: State, mut child: Command) -> Result<ExitCode> {
     let host = gh_host(&state.config.git_server)?;
@@ -65,9 +68,8 @@ fn run_in(
     let mut running = child.spawn().context("cannot run the command")?;
     signals.forward_to(running.id());
     let (stop, stopped) = mpsc::channel::<()>();
-    let token = served.token;
     std::thread::scope(|scope| {
-        scope.spawn(move || refresh_until(keeper, dir, host, token, stopped));
+        scope.spawn(move || refresh_until(keeper, dir, host, served, stopped));
         let status = running.wait();
         let _ = stop.send(());
         Ok(exit_code(status.context("cannot wait for the command")?))
@@ -129,19 +131,38 @@ impl Signals {
     }
 }
 
-/// Keep `hosts.yml` live until told to stop.
+/// How the child's token stands, as far as a person hears of it: we say so when it changes, not
+/// at every try.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Health {
+    Fresh,
+    /// A re-mint failed; the cached token, still valid, serves.
+    Cached,
+    /// No valid token is left.
+    Gone,
+}
+
+/// Keep `hosts.yml` live until told to stop. Tries that fail come further and further apart.
 fn refresh_until(
     keeper: &Keeper,
     dir: &Path,
     host: &str,
-    mut current: Secret,
+    mut current: Served,
     stopped: mpsc::Receiver<()>,
 ) {
+    let mut health = match current.warning {
+        Some(_) => Health::Cached,
+        None => Health::Fresh,
+    };
+    let mut failures = 0;
     loop {
-        let nap = keeper
-            .state()
-            .map(|state| nap(unix_now(), &state))
-            .unwrap_or(LONGEST_NAP);
+        let nap = match failures {
+            0 => keeper
+                .state()
+                .map(|state| nap(unix_now(), &state))
+                .unwrap_or(LONGEST_NAP),
+            failed => pause_after(failed),
+        };
         if !matches!(
             stopped.recv_timeout(nap),
             Err(mpsc::RecvTimeoutError::Timeout)
@@ -150,18 +171,54 @@ fn refresh_until(
         }
         let renewed = keeper
             .state()
-            .and_then(|state| serve_unless(keeper, state, Some(&current)))
+            .and_then(|state| keeper.serve(state, unix_now()))
             .and_then(|served| {
-                if served.token != current {
+                if served.token != current.token {
+                    mask(&served.token);
                     write_hosts(dir, host, &served.token)?;
-                    current = served.token;
                 }
-                Ok(())
+                Ok(served)
             });
-        if let Err(err) = renewed {
-            eprintln!("token-keeper: warning: cannot keep the token fresh: {err:#}");
+        let (now, warning) = match renewed {
+            Ok(served) => {
+                let warning = served.warning.clone();
+                current = served;
+                match warning {
+                    Some(warning) => (Health::Cached, Some(warning)),
+                    None => (Health::Fresh, None),
+                }
+            }
+            Err(err) => (
+                Health::Gone,
+                Some(format!(
+                    "cannot keep the token fresh: {}",
+                    messages::describe(&err)
+                )),
+            ),
+        };
+        failures = match now {
+            Health::Fresh => 0,
+            _ => failures + 1,
+        };
+        if now != health {
+            match warning {
+                Some(warning) => messages::warn(
+                    std::io::stderr(),
+                    &format!("{warning}; trying again less and less often"),
+                ),
+                None => messages::say(std::io::stderr(), "the token is fresh again"),
+            }
+            health = now;
         }
     }
+}
+
+/// The pause after `failures` tries in a row that failed: doubling from two seconds, to at most
+/// `LONGEST_PAUSE`. The App's rate limit is shared by every job.
+fn pause_after(failures: u32) -> Duration {
+    SHORTEST_NAP
+        .saturating_mul(1 << failures.min(16))
+        .min(LONGEST_PAUSE)
 }
 
 /// How long to wait before looking again: until the policy would refresh, within bounds.
@@ -205,6 +262,13 @@ fn write_hosts(dir: &Path, host: &str, token: &Secret) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failing_tries_come_further_apart_up_to_two_minutes() {
+        let pauses: Vec<u64> = (1..=8).map(|n| pause_after(n).as_secs()).collect();
+        assert_eq!(pauses, [2, 4, 8, 16, 32, 64, 120, 120]);
+        assert_eq!(pause_after(u32::MAX), LONGEST_PAUSE);
+    }
 
     #[test]
     fn gh_knows_a_server_by_its_host_and_port() {
