@@ -55,7 +55,10 @@ pub(crate) fn at(action: &'static str, path: &Path) -> impl FnOnce(io::Error) ->
     }
 }
 
-/// Open or create a file 0600, handed to `owner` when new; never through a link.
+/// Open or create a file 0600, handed to `owner` when new; never through a link. The no-follow
+/// flag stops symbolic links only: a hard link an earlier step planted would have us write into,
+/// and hand over, a file we do not own. So what we opened must be a plain file with one name,
+/// ours or `owner`'s.
 pub(crate) fn open_private(
     path: &Path,
     options: &mut OpenOptions,
@@ -67,8 +70,27 @@ pub(crate) fn open_private(
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)
         .map_err(at("open", path))?;
+    let meta = file.metadata().map_err(at("read", path))?;
+    let refuse = |why: String| at("use", path)(io::Error::other(why));
+    if !meta.is_file() || meta.nlink() != 1 {
+        return Err(refuse(
+            "it is a hard link to another file, or not a plain file, so what we write could land elsewhere: remove it".into(),
+        ));
+    }
+    if meta.uid() != owner.uid && meta.uid() != effective_uid() {
+        return Err(refuse(format!(
+            "it belongs to uid {}, not to the runner's user (uid {}): remove it",
+            meta.uid(),
+            owner.uid
+        )));
+    }
     give(&file, owner).map_err(at("hand over", path))?;
     Ok(file)
+}
+
+fn effective_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
 }
 
 /// Create the folder `path` 0700, handed to `owner`. A folder that is already there must be a
@@ -91,9 +113,7 @@ pub(crate) fn create_private_dir(path: &Path, owner: Owner) -> Result<(), FileEr
             _ => at("open", path)(e),
         })?;
     let meta = dir.metadata().map_err(at("read", path))?;
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let me = unsafe { libc::geteuid() };
-    if meta.uid() != owner.uid && meta.uid() != me {
+    if meta.uid() != owner.uid && meta.uid() != effective_uid() {
         return Err(refuse(format!(
             "it belongs to uid {}, not to the runner's user (uid {}): remove it",
             meta.uid(),
@@ -138,6 +158,22 @@ mod tests {
         std::os::unix::fs::symlink(&loose, &link).unwrap();
         let err = create_private_dir(&link, me).unwrap_err().to_string();
         assert!(err.contains("is a link or a file"), "{err}");
+    }
+
+    #[test]
+    fn a_planted_hard_link_is_not_written() {
+        let tmp = tempfile::tempdir().unwrap();
+        let me = Owner::of(tmp.path()).unwrap();
+        let target = tmp.path().join("elsewhere");
+        fs::write(&target, "untouched").unwrap();
+        let link = tmp.path().join("ledger");
+        fs::hard_link(&target, &link).unwrap();
+        let err = open_private(&link, OpenOptions::new().append(true), me)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("hard link"), "{err}");
+        assert_eq!(fs::read_to_string(&target).unwrap(), "untouched");
+        assert!(open_private(&tmp.path().join("new"), OpenOptions::new().append(true), me).is_ok());
     }
 
     #[test]

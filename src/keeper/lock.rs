@@ -5,11 +5,10 @@
 //! state file or append to the ledger, so no such write happens outside the lock.
 
 use std::fs::{File, OpenOptions, TryLockError};
-use std::os::unix::fs::OpenOptionsExt;
 use std::time::{Duration, Instant};
 
 use super::state::{LedgerEntry, State, StateDir};
-use crate::private::{FileError, at, give};
+use crate::private::{FileError, at, open_private};
 
 const LOCK: &str = "lock";
 
@@ -43,16 +42,11 @@ impl<'a> Guard<'a> {
             path: path.display().to_string(),
             cause,
         };
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
-            .map_err(io)?;
-        give(&file, dir.owner()).map_err(io)?;
+        let file = open_private(
+            &path,
+            OpenOptions::new().read(true).write(true).truncate(false),
+            dir.owner(),
+        )?;
         let started = Instant::now();
         let mut on_wait = Some(on_wait);
         let mut pause = Duration::from_millis(2);
