@@ -13,7 +13,7 @@ use reqwest::Url;
 use super::permissions;
 use crate::duration::parse_duration;
 use crate::github::exchange::Exchange;
-use crate::github::{KeyError, PrivateKey, Target, TokenRequest, client};
+use crate::github::{KeyError, PrivateKey, Target, TokenRequest, client, hosts};
 
 /// The process environment, as a map.
 pub(crate) type Env = BTreeMap<String, String>;
@@ -87,7 +87,7 @@ pub(crate) fn parse(env: &Env) -> Result<Config, InputError> {
     let api_url = api_url(env)?;
     let git_server = match input(env, "git-server-url") {
         Some(text) => Some(parse_url("git-server-url", text)?),
-        None => derive_git_server(&api_url),
+        None => hosts::git_server_of(&api_url),
     };
     let refresh_after = match input(env, "refresh-after") {
         Some(text) => refresh_after(text)?,
@@ -104,7 +104,14 @@ pub(crate) fn parse(env: &Env) -> Result<Config, InputError> {
         Target::Repositories { repos, .. } => repos.clone(),
         _ => Vec::new(),
     };
-    let (permissions, warnings) = permissions(env);
+    // The list we ship is GitHub's cloud's; each Enterprise Server version lists its own, so
+    // there a name we do not know is no reason to warn.
+    let listed = [Some(&api_url), git_server.as_ref()]
+        .into_iter()
+        .flatten()
+        .filter_map(Url::host_str)
+        .any(hosts::is_cloud);
+    let (permissions, warnings) = permissions(env, listed);
     if keyless && !permissions.is_empty() {
         return Err(bad(
             "sts-identity",
@@ -316,34 +323,6 @@ fn is_loopback(url: &Url) -> bool {
     }
 }
 
-/// The git server that tokens minted through `api` are meant for.
-pub(crate) fn derive_git_server(api: &Url) -> Option<Url> {
-    let host = api.host_str()?.to_ascii_lowercase();
-    let mut server = api.clone();
-    server.set_path("");
-    if host == "api.github.com" {
-        server.set_host(Some("github.com")).ok()?;
-        return Some(server);
-    }
-    if let Some(sub) = host
-        .strip_prefix("api.")
-        .filter(|h| h.ends_with(".ghe.com"))
-    {
-        server.set_host(Some(sub)).ok()?;
-        return Some(server);
-    }
-    if api.path().trim_end_matches('/').ends_with("/api/v3") {
-        let prefix = api
-            .path()
-            .trim_end_matches('/')
-            .trim_end_matches("/api/v3")
-            .to_owned();
-        server.set_path(&prefix);
-        return Some(server);
-    }
-    None
-}
-
 fn target(env: &Env) -> Result<Target, InputError> {
     let owner = input(env, "owner");
     let repositories = input(env, "repositories")
@@ -448,10 +427,11 @@ fn dedup(items: Vec<String>) -> Vec<String> {
         .collect()
 }
 
-/// The `permission-*` inputs by their API names, and a warning for each name or level GitHub's
-/// list does not have: those go to GitHub as given, and its answer decides. The runner passes
-/// inputs that `action.yml` does not declare (`permission-pull_requests`) all the same.
-fn permissions(env: &Env) -> (BTreeMap<String, String>, Vec<String>) {
+/// The `permission-*` inputs by their API names and, when the server's list is the one we ship
+/// (`listed`), a warning for each name or level it does not have: those go to GitHub as given,
+/// and its answer decides. The runner passes inputs that `action.yml` does not declare
+/// (`permission-pull_requests`) all the same.
+fn permissions(env: &Env, listed: bool) -> (BTreeMap<String, String>, Vec<String>) {
     let (mut chosen, mut warnings) = (BTreeMap::new(), Vec::new());
     for (key, value) in env {
         let Some(suffix) = key.strip_prefix("INPUT_PERMISSION-") else {
@@ -464,6 +444,7 @@ fn permissions(env: &Env) -> (BTreeMap<String, String>, Vec<String>) {
         let input = format!("permission-{}", suffix.to_ascii_lowercase());
         let name = suffix.to_ascii_lowercase().replace('-', "_");
         match permissions::find(suffix) {
+            _ if !listed => {}
             Some(known) if known.levels.contains(&level.as_str()) => {}
             Some(known) => warnings.push(format!(
                 "input `{input}`: `{level}` is not a level GitHub lists for `{name}` ({}); asking for it anyway",
@@ -716,6 +697,18 @@ mod tests {
     }
 
     #[test]
+    fn on_enterprise_server_unknown_permissions_get_no_warning() {
+        let config = parse(&env(&[
+            ("INPUT_GITHUB-API-URL", "https://ghes.example.com/api/v3"),
+            ("INPUT_PERMISSION-TELEPATHY", "read"),
+            ("INPUT_PERMISSION-WORKFLOWS", "read"),
+        ]))
+        .unwrap();
+        assert_eq!(config.request.permissions["telepathy"], "read");
+        assert_eq!(config.warnings, Vec::<String>::new());
+    }
+
+    #[test]
     fn urls_in_errors_never_show_a_user_password_or_query() {
         for text in [
             "https://user:s3cret@ghes.example.com/api/v3",
@@ -827,27 +820,6 @@ mod tests {
             "http://[::1]:9",
         ] {
             assert!(parse_url("github-api-url", url).is_ok(), "{url}");
-        }
-    }
-
-    #[test]
-    fn git_server_is_derived_from_the_api_url() {
-        let cases = [
-            ("https://api.github.com", Some("https://github.com/")),
-            (
-                "https://ghes.example.com/api/v3",
-                Some("https://ghes.example.com/"),
-            ),
-            (
-                "https://ghes.example.com:8443/api/v3/",
-                Some("https://ghes.example.com:8443/"),
-            ),
-            ("https://api.octo.ghe.com", Some("https://octo.ghe.com/")),
-            ("http://127.0.0.1:9000", None),
-        ];
-        for (api, server) in cases {
-            let derived = derive_git_server(&Url::parse(api).unwrap());
-            assert_eq!(derived.as_ref().map(Url::as_str), server, "{api}");
         }
     }
 

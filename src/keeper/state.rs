@@ -84,11 +84,10 @@ pub(crate) struct ExchangeConfig {
 impl MintConfig {
     /// GitHub Enterprise Server, where `gh` reads `GH_ENTERPRISE_TOKEN`.
     pub(crate) fn is_enterprise_server(&self) -> bool {
-        let host = url::Url::parse(&self.git_server)
+        url::Url::parse(&self.git_server)
             .ok()
-            .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
-            .unwrap_or_default();
-        !host.is_empty() && host != "github.com" && !host.ends_with(".ghe.com")
+            .and_then(|u| u.host_str().map(|host| !hosts::is_cloud(host)))
+            .unwrap_or(false)
     }
 }
 

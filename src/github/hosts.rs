@@ -1,0 +1,86 @@
+//! GitHub's servers: which are its cloud (github.com, GHE.com) and which Enterprise Server, and
+//! the git server an API URL stands for.
+
+use url::Url;
+
+/// Whether `host` is one of GitHub's cloud servers, whose API description (and permission list)
+/// we ship: github.com and its API, or a GHE.com subdomain.
+pub(crate) fn is_cloud(host: &str) -> bool {
+    let host = host.to_ascii_lowercase();
+    host == "github.com" || host == "api.github.com" || host.ends_with(".ghe.com")
+}
+
+/// The git server that tokens minted through `api` are meant for: `api.github.com` →
+/// `github.com`, `api.SUB.ghe.com` → `SUB.ghe.com`, `HOST/api/v3` → `HOST`.
+pub(crate) fn git_server_of(api: &Url) -> Option<Url> {
+    let host = api.host_str()?.to_ascii_lowercase();
+    let mut server = api.clone();
+    server.set_path("");
+    if host == "api.github.com" {
+        server.set_host(Some("github.com")).ok()?;
+        return Some(server);
+    }
+    if let Some(sub) = host
+        .strip_prefix("api.")
+        .filter(|h| h.ends_with(".ghe.com"))
+    {
+        server.set_host(Some(sub)).ok()?;
+        return Some(server);
+    }
+    if api.path().trim_end_matches('/').ends_with("/api/v3") {
+        let prefix = api
+            .path()
+            .trim_end_matches('/')
+            .trim_end_matches("/api/v3")
+            .to_owned();
+        server.set_path(&prefix);
+        return Some(server);
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cloud_is_github_com_and_ghe_com() {
+        for host in [
+            "github.com",
+            "API.GitHub.com",
+            "octo.ghe.com",
+            "api.octo.ghe.com",
+        ] {
+            assert!(is_cloud(host), "{host}");
+        }
+        for host in [
+            "ghes.example.com",
+            "127.0.0.1",
+            "github.com.evil.com",
+            "ghe.com.x",
+        ] {
+            assert!(!is_cloud(host), "{host}");
+        }
+    }
+
+    #[test]
+    fn git_server_is_derived_from_the_api_url() {
+        let cases = [
+            ("https://api.github.com", Some("https://github.com/")),
+            (
+                "https://ghes.example.com/api/v3",
+                Some("https://ghes.example.com/"),
+            ),
+            (
+                "https://ghes.example.com:8443/api/v3/",
+                Some("https://ghes.example.com:8443/"),
+            ),
+            ("https://api.octo.ghe.com", Some("https://octo.ghe.com/")),
+            ("http://127.0.0.1:9000", None),
+        ];
+        for (api, server) in cases {
+            let derived = git_server_of(&Url::parse(api).unwrap());
+            assert_eq!(derived.as_ref().map(Url::as_str), server, "{api}");
+        }
+    }
+}
