@@ -4,13 +4,14 @@
 //! the ledger is left alone; one that GitHub would not revoke is a warning with its status. All
 //! revocations run at once, within one deadline. It never mints.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
 use super::inputs::{self, Env};
+use super::layout::{self, Layout};
 use super::workflow;
 use crate::clock::unix_now;
 use crate::github::GitHub;
@@ -27,14 +28,16 @@ const POST_LOCK_WAIT: Duration = Duration::from_secs(3);
 
 pub(crate) fn run(env: &Env) -> Result<()> {
     let started = Instant::now();
-    let Some(dir) = env.get("STATE_dir").filter(|d| !d.is_empty()) else {
-        println!("token-keeper: nothing to clean up (the main step stopped before it minted)");
+    let Some(dir) = state_dir(env) else {
         return Ok(());
     };
-    let dir = match StateDir::open(Path::new(dir)) {
+    let dir = match StateDir::open(&dir) {
         Ok(dir) => dir,
         Err(_) => {
-            println!("token-keeper: nothing to clean up (`{dir}` is gone)");
+            say(&format!(
+                "nothing to clean up (`{}` is gone)",
+                dir.display()
+            ));
             return Ok(());
         }
     };
@@ -118,6 +121,36 @@ fn client(env: &Env, deadline: Duration) -> Result<(GitHub, Runtime)> {
     let ca = inputs::input(env, "ca-certificates").map(str::to_owned);
     let knobs = Knobs::from_env(|name| env.get(name).cloned())?;
     Ok(client::connect(url, deadline, ca, 0, &knobs)?)
+}
+
+/// The step's state directory: the one the main step saved, or, where the runner passes no
+/// state to post steps (nektos/act does not), the one the layout and the step's id name.
+fn state_dir(env: &Env) -> Option<PathBuf> {
+    if let Some(dir) = env.get("STATE_dir").filter(|d| !d.is_empty()) {
+        return Some(PathBuf::from(dir));
+    }
+    let Ok(layout) = Layout::detect(env) else {
+        say("nothing to clean up (the main step stopped before it minted)");
+        return None;
+    };
+    let dir = layout.root.join(layout::step_name(env));
+    if dir.is_dir() {
+        say(&format!(
+            "the runner gave this post step no `STATE_dir`: cleaning up the step's state found at `{}`",
+            dir.display()
+        ));
+        Some(dir)
+    } else {
+        say(&format!(
+            "nothing to clean up (no `STATE_dir`, and no state at `{}`: the main step stopped before it minted)",
+            dir.display()
+        ));
+        None
+    }
+}
+
+fn say(message: &str) {
+    let _ = workflow::print(&[messages::line(message)]);
 }
 
 fn warn(message: &str) {
