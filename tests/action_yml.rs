@@ -82,3 +82,23 @@ fn inputs_mirror_the_official_action() {
         "Use 'client-id' instead."
     );
 }
+
+#[test]
+fn ci_and_releases_build_with_the_same_pinned_rust() {
+    let pinned = |workflow: &str| -> String {
+        let path = format!(
+            "{}/.github/workflows/{workflow}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let text = std::fs::read_to_string(path).unwrap();
+        let parsed: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
+        parsed["env"]["RUST_TOOLCHAIN"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{workflow} pins no RUST_TOOLCHAIN"))
+            .to_owned()
+    };
+    let ci = pinned("ci.yml");
+    assert_eq!(ci.split('.').count(), 3, "an exact release: {ci}");
+    assert!(ci.split('.').all(|n| n.parse::<u32>().is_ok()), "{ci}");
+    assert_eq!(pinned("release.yml"), ci);
+}
