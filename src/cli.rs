@@ -12,8 +12,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use crate::action::inputs::Env;
-use crate::action::{main_step, post_step, workflow};
+use crate::action::{env, main_step, post_step, workflow};
 use crate::{messages, tools};
 
 /// Keep GitHub App installation tokens alive for long GitHub Actions jobs.
@@ -96,8 +95,8 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Role, clap::Err
 pub fn run(role: &Role) -> Result<ExitCode> {
     init_logging();
     match role {
-        Role::MainStep => main_step::run(&process_env()).map(|()| ExitCode::SUCCESS),
-        Role::PostStep => post_step::run(&process_env()).map(|()| ExitCode::SUCCESS),
+        Role::MainStep => main_step::run(&env::process_env()).map(|()| ExitCode::SUCCESS),
+        Role::PostStep => post_step::run(&env::process_env()).map(|()| ExitCode::SUCCESS),
         Role::Tool(cli) => match &cli.command {
             Tool::Credential { state, operation } => tools::credential(state.as_deref(), operation),
             Tool::Token { owner, state } => tools::token(state.as_deref(), owner.as_deref()),
@@ -109,13 +108,6 @@ pub fn run(role: &Role) -> Result<ExitCode> {
             } => tools::exec(state.as_deref(), owner.as_deref(), *keep_fresh, command),
         },
     }
-}
-
-/// The environment as a map; names and values that are not UTF-8 are skipped.
-fn process_env() -> Env {
-    std::env::vars_os()
-        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-        .collect()
 }
 
 /// Diagnostics on stderr, when `TOKEN_KEEPER_LOG` or the runner's debug mode asks for them.

@@ -157,7 +157,7 @@ fn path_in_scope(path: &str, server_path: &str, config: &MintConfig) -> bool {
     if !owner.eq_ignore_ascii_case(&config.account) {
         return false;
     }
-    if config.repositories.is_empty() {
+    if config.request.repositories.is_empty() {
         return repo.is_some_and(|r| !r.is_empty());
     }
     let Some(repo) = repo else {
@@ -165,6 +165,7 @@ fn path_in_scope(path: &str, server_path: &str, config: &MintConfig) -> bool {
     };
     let repo = repo.strip_suffix(".git").unwrap_or(repo);
     config
+        .request
         .repositories
         .iter()
         .any(|r| r.eq_ignore_ascii_case(repo))
@@ -259,19 +260,7 @@ mod tests {
     use super::*;
 
     fn config(repositories: &[&str]) -> MintConfig {
-        MintConfig {
-            api_url: "https://api.github.com".into(),
-            git_server: "https://github.com".into(),
-            issuer: "1".into(),
-            installation_id: 1,
-            app_slug: "keeper".into(),
-            account: "Octo-Org".into(),
-            repositories: repositories.iter().map(|r| (*r).to_owned()).collect(),
-            permissions: Default::default(),
-            refresh_after: 3000,
-            ca_certificates: None,
-            exchange: None,
-        }
+        MintConfig::example(repositories)
     }
 
     fn request(text: &str) -> Request {
@@ -473,7 +462,7 @@ mod tests {
                     clock_offset: 0,
                 },
             };
-            Keeper::start(&dir, token, Some(config(&[])), Some(&key)).unwrap();
+            Keeper::keep(&dir, config(&[]), token, Some(&key)).unwrap();
             tmp
         }
 

@@ -10,13 +10,12 @@ use std::time::Duration;
 
 use reqwest::Url;
 
+use super::env::Env;
 use super::permissions;
 use crate::duration::parse_duration;
 use crate::github::exchange::Exchange;
 use crate::github::{KeyError, PrivateKey, Target, TokenRequest, client, hosts};
-
-/// The process environment, as a map.
-pub(crate) type Env = BTreeMap<String, String>;
+use crate::keeper::source::TokenSource;
 
 /// A token lives one hour; a refresh must come before that.
 pub(crate) const TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
@@ -24,23 +23,13 @@ pub(crate) const DEFAULT_REFRESH_AFTER: Duration = Duration::from_secs(50 * 60);
 /// Re-mints at most once a minute: a shorter age would mint for nearly every git command.
 const MIN_REFRESH_AFTER: Duration = Duration::from_secs(60);
 
-/// Where tokens come from.
-#[derive(Debug)]
-pub(crate) enum Source {
-    /// The App's key signs a JWT; the installation is looked up, and a token minted.
-    App {
-        /// App id or client id: the JWT's `iss`.
-        issuer: String,
-        key: PrivateKey,
-    },
-    /// Keyless: the job's identity is exchanged for a token; no key anywhere.
-    Exchange(Exchange),
-}
-
 /// Everything the main step needs, checked.
 #[derive(Debug)]
 pub(crate) struct Config {
-    pub(crate) source: Source,
+    /// The App's key (its installation not looked up yet), or an exchange.
+    pub(crate) source: TokenSource,
+    /// The App's private key, with an App source; keyless has none.
+    pub(crate) key: Option<PrivateKey>,
     pub(crate) target: Target,
     pub(crate) request: TokenRequest,
     pub(crate) api_url: Url,
@@ -95,10 +84,16 @@ pub(crate) fn parse(env: &Env) -> Result<Config, InputError> {
     };
     // Read by the post step; checked here, so that a typo fails the job at its start.
     boolean(env, "skip-token-revoke", false)?;
-    let (source, target) = if keyless {
-        keyless_source(env)?
+    let (source, key, target) = if keyless {
+        let (exchange, target) = keyless_source(env)?;
+        (TokenSource::Exchange(exchange), None, target)
     } else {
-        (app_source(env)?, target(env)?)
+        let (issuer, key) = app_source(env)?;
+        let source = TokenSource::App {
+            issuer,
+            installation: None,
+        };
+        (source, Some(key), target(env)?)
     };
     let repositories = match &target {
         Target::Repositories { repos, .. } => repos.clone(),
@@ -120,6 +115,7 @@ pub(crate) fn parse(env: &Env) -> Result<Config, InputError> {
     }
     Ok(Config {
         source,
+        key,
         target,
         request: TokenRequest {
             repositories,
@@ -138,7 +134,7 @@ pub(crate) fn parse(env: &Env) -> Result<Config, InputError> {
 }
 
 /// The App's id (or client id) and its key.
-fn app_source(env: &Env) -> Result<Source, InputError> {
+fn app_source(env: &Env) -> Result<(String, PrivateKey), InputError> {
     let issuer = match (input(env, "client-id"), input(env, "app-id")) {
         (Some(client), _) => ("client-id", client),
         (None, Some(app)) => ("app-id", app),
@@ -167,15 +163,12 @@ fn app_source(env: &Env) -> Result<Source, InputError> {
     })?;
     let key =
         PrivateKey::parse(key_text).map_err(|e: KeyError| bad("private-key", e.to_string()))?;
-    Ok(Source::App {
-        issuer: issuer.1.to_owned(),
-        key,
-    })
+    Ok((issuer.1.to_owned(), key))
 }
 
 /// Keyless mode: the exchange service, scope and policy, and the target the scope names. The
 /// scope defaults as `owner` and `repositories` do, to one repository or a whole owner.
-fn keyless_source(env: &Env) -> Result<(Source, Target), InputError> {
+fn keyless_source(env: &Env) -> Result<(Exchange, Target), InputError> {
     for name in ["app-id", "client-id", "private-key", "enterprise"] {
         if input(env, name).is_some() {
             return Err(bad(
@@ -226,7 +219,7 @@ fn keyless_source(env: &Env) -> Result<(Source, Target), InputError> {
         scope,
         identity: identity.to_owned(),
     };
-    Ok((Source::Exchange(exchange), target))
+    Ok((exchange, target))
 }
 
 /// The public Octo STS instance.
@@ -598,7 +591,7 @@ mod tests {
     #[test]
     fn client_id_wins_over_app_id() {
         let config = parse(&env(&[("INPUT_CLIENT-ID", "Iv23abc")])).unwrap();
-        assert!(matches!(config.source, Source::App { issuer, .. } if issuer == "Iv23abc"));
+        assert!(matches!(config.source, TokenSource::App { issuer, .. } if issuer == "Iv23abc"));
     }
 
     #[test]
@@ -613,7 +606,7 @@ mod tests {
             parse(&env(&pairs))
         };
         let config = keyless(&[]).unwrap();
-        let Source::Exchange(exchange) = &config.source else {
+        let TokenSource::Exchange(exchange) = &config.source else {
             panic!("keyless: {:?}", config.source)
         };
         assert_eq!(exchange.service.as_str(), "https://octo-sts.dev/");
@@ -632,7 +625,7 @@ mod tests {
             ("INPUT_STS-SCOPE", "acme/tools"),
         ])
         .unwrap();
-        let Source::Exchange(exchange) = &local.source else {
+        let TokenSource::Exchange(exchange) = &local.source else {
             panic!()
         };
         assert_eq!(exchange.audience(), "127.0.0.1:8080");

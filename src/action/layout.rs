@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use super::inputs::Env;
+use super::env::Env;
 use crate::private::Owner;
 
 const DIR: &str = "token-keeper";

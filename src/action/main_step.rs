@@ -10,19 +10,20 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use url::Url;
 
-use super::inputs::{self, Config, Env, Source};
+use super::env::{self, Env};
+use super::inputs::{self, Config};
 use super::layout::{self, Layout};
 use super::shim;
 use super::summary::{origin, summary};
 use super::workflow::{self, FileCommand, FileCommands};
 use crate::clock::{rfc3339, unix_now};
-use crate::github::apps::{self, App, BotUser, MintError};
+use crate::github::apps::{BotUser, MintError};
 use crate::github::client::{self, Knobs, Runtime};
-use crate::github::exchange::{self, IdentityRequest};
-use crate::github::{GitHub, Installation, MintedToken, Target};
-use crate::keeper::Keeper;
+use crate::github::{GitHub, MintedToken, Target};
 use crate::keeper::policy::Lifetime;
-use crate::keeper::state::{CachedToken, ExchangeConfig, MintConfig, StateDir};
+use crate::keeper::source::{Means, TokenSource};
+use crate::keeper::state::{CachedToken, MintConfig, StateDir};
+use crate::keeper::{Keeper, Unminted};
 use crate::messages;
 
 /// cargo's switch from its own git library to git's command line, which reads our shim.
@@ -97,94 +98,74 @@ fn mint_and_export(plan: &Plan, gh: &GitHub, runtime: &Runtime, dir: &StateDir) 
         FileCommand::State,
         &[("dir", &dir.path().to_string_lossy())],
     )?;
-    let (installation, minted) = mint(plan, gh, runtime)?;
-    let cached = CachedToken {
-        token: minted.token.clone(),
-        lifetime: Lifetime {
-            minted_at: unix_now(),
-            expires_at: minted.expires_at,
-            clock_offset: gh.clock().offset(),
-        },
+    let identity = env::identity_request(|name| plan.env.get(name).cloned()).ok_or_else(|| {
+        "keyless mode needs the job's identity, and `ACTIONS_ID_TOKEN_REQUEST_URL` is not set: add `permissions: id-token: write` to the job".to_owned()
+    });
+    let means = Means {
+        key: config.key.as_ref(),
+        identity: &identity,
     };
+    let mut source = config.source.clone();
+    let minted = match Keeper::first(
+        dir,
+        &mut source,
+        &config.target,
+        &config.request,
+        &means,
+        (gh, runtime),
+    ) {
+        Ok(minted) => minted,
+        Err(Unminted::Mint(err)) => return Err(blame_inputs(err, config)),
+        Err(Unminted::Record(why)) => bail!("cannot record the new token: {why}"),
+    };
+    let token = &minted.token;
+    // The owner as GitHub spells it; a keyless answer names none, so the scope's as asked.
+    let account = source
+        .installation()
+        .map_or_else(|| config.target.owner().to_owned(), |i| i.account.clone());
     // Later steps re-mint when the shim is on: the App's key goes with the state, if any.
-    let keep = plan
-        .git_server
-        .as_ref()
-        .map(|server| mint_config(config, &installation, server));
-    let key = match &config.source {
-        Source::App { key, .. } => Some(key),
-        Source::Exchange(_) => None,
-    };
-    if let Err(err) = Keeper::start(dir, cached, keep, key) {
-        // Unrecorded, the post step could never revoke it: revoke it now.
-        if let Err(revoke) = runtime.block_on(apps::revoke(gh, &minted.token)) {
-            workflow::print(&[workflow::warning(&format!(
-                "cannot revoke {} either, so it stays valid until it expires: {revoke}",
-                minted.token.fingerprint()
-            ))])?;
-        }
-        return Err(err.context("cannot record the new token"));
+    if let Some(server) = &plan.git_server {
+        let cached = CachedToken {
+            token: token.token.clone(),
+            lifetime: Lifetime {
+                minted_at: unix_now(),
+                expires_at: token.expires_at,
+                clock_offset: gh.clock().offset(),
+            },
+        };
+        let kept = mint_config(config, &source, &account, server);
+        Keeper::keep(dir, kept, cached, config.key.as_ref())?;
     }
-    // GitHub can refuse a brand-new token for a few seconds; let later steps not see that. The
-    // check is the bot user's lookup, so the identity costs no extra round trip; a keyless
-    // token's App is not known to us, so its check is a plain one.
-    let bot = runtime
-        .block_on(apps::check_new(gh, &minted.token, &installation.app_slug))
-        .unwrap_or_else(|err| {
-            let why = format!("the new token is not accepted yet: {err}");
-            workflow::print(&[workflow::warning(&why)]).ok();
-            (!installation.app_slug.is_empty())
-                .then(|| BotUser::of_app(&installation.app_slug, Err(why)))
-        });
-
-    export(files, config, &installation, &minted, bot.as_ref())?;
+    // GitHub can refuse a brand-new token for a few seconds; later steps do not see that, as
+    // the new token was checked. The check is the bot user's lookup, so the identity costs no
+    // extra round trip; a keyless token's App is not known to us, so its check is a plain one.
+    let bot = minted.accepted.unwrap_or_else(|err| {
+        let why = format!("the new token is not accepted yet: {err}");
+        workflow::print(&[workflow::warning(&why)]).ok();
+        source
+            .app_slug()
+            .map(|slug| BotUser::of_app(slug, Err(why)))
+    });
+    let origin = origin(&source);
+    export(files, config, &source, &account, token, bot.as_ref())?;
     workflow::print(&[messages::line(&format!(
-        "minted a token for {} ({}): {}, expires at {}",
+        "minted a token for {} ({origin}): {}, expires at {}",
         config.target.describe(),
-        origin(config, &installation),
-        minted.token.fingerprint(),
-        rfc3339(minted.expires_at),
+        token.token.fingerprint(),
+        rfc3339(token.expires_at),
     ))])?;
     if let Some(server) = &plan.git_server {
-        install_shim(plan, server, &installation, &minted)?;
+        install_shim(plan, server, &account, token)?;
     }
     Ok(())
 }
 
-/// Mint with the App's key, or exchange the job's identity (keyless).
-fn mint(plan: &Plan, gh: &GitHub, runtime: &Runtime) -> Result<(Installation, MintedToken)> {
-    let config = &plan.config;
-    match &config.source {
-        Source::App { issuer, key } => {
-            let app = App { issuer, key };
-            runtime
-                .block_on(async {
-                    let installation = apps::find_installation(gh, &app, &config.target).await?;
-                    let minted =
-                        apps::create_token(gh, &app, &installation, &config.request).await?;
-                    Ok((installation, minted))
-                })
-                .map_err(|err| blame_inputs(err, config))
-        }
-        Source::Exchange(wanted) => {
-            let identity = IdentityRequest::from_env(|name| plan.env.get(name).cloned())
-                .ok_or_else(|| anyhow::anyhow!(
-                    "keyless mode needs the job's identity, and `ACTIONS_ID_TOKEN_REQUEST_URL` is not set: add `permissions: id-token: write` to the job"
-                ))?;
-            let minted = runtime.block_on(exchange::mint(gh, &identity, wanted))?;
-            let installation = Installation {
-                id: 0,
-                app_slug: String::new(),
-                account: config.target.owner().to_owned(),
-            };
-            Ok((installation, minted))
-        }
-    }
-}
-
 /// Name the inputs behind GitHub's refusals, so the fix is plain.
-fn blame_inputs(err: MintError, config: &Config) -> anyhow::Error {
-    let inputs: Vec<String> = match &err {
+fn blame_inputs(err: anyhow::Error, config: &Config) -> anyhow::Error {
+    let Some(refusal) = err.downcast_ref::<MintError>() else {
+        return err;
+    };
+    let inputs: Vec<String> = match refusal {
         MintError::NotInstalled { .. } | MintError::NoEnterpriseInstallation { .. } => {
             match &config.target {
                 Target::Owner(_) => vec!["owner".into()],
@@ -214,7 +195,7 @@ fn blame_inputs(err: MintError, config: &Config) -> anyhow::Error {
         MintError::BadCredentials { .. } | MintError::Unusable(_) | MintError::Api(_) => Vec::new(),
     };
     if inputs.is_empty() {
-        return err.into();
+        return err;
     }
     let named: Vec<String> = inputs.iter().map(|i| format!("`{i}`")).collect();
     anyhow::anyhow!("{err} (inputs {})", named.join(", "))
@@ -233,40 +214,20 @@ fn discard_if_unused(dir: &StateDir) {
     }
 }
 
-/// What a re-mint asks for: what the workflow asked for.
-fn mint_config(config: &Config, installation: &Installation, server: &Url) -> MintConfig {
-    let (issuer, exchange) = match &config.source {
-        Source::App { issuer, .. } => (issuer.clone(), None),
-        Source::Exchange(exchange) => (
-            String::new(),
-            Some(ExchangeConfig {
-                service: exchange.service.to_string(),
-                scope: exchange.scope.clone(),
-                identity: exchange.identity.clone(),
-            }),
-        ),
-    };
+/// What a re-mint asks for: what the workflow asked for, from the source the first mint settled.
+fn mint_config(config: &Config, source: &TokenSource, account: &str, server: &Url) -> MintConfig {
     MintConfig {
         api_url: config.api_url.to_string(),
         git_server: server.to_string(),
-        issuer,
-        installation_id: installation.id,
-        app_slug: installation.app_slug.clone(),
-        account: installation.account.clone(),
-        repositories: config.request.repositories.clone(),
-        permissions: config.request.permissions.clone(),
+        source: source.clone(),
+        account: account.to_owned(),
+        request: config.request.clone(),
         refresh_after: config.refresh_after.as_secs(),
         ca_certificates: config.ca_certificates.clone(),
-        exchange,
     }
 }
 
-fn install_shim(
-    plan: &Plan,
-    server: &Url,
-    installation: &Installation,
-    minted: &MintedToken,
-) -> Result<()> {
+fn install_shim(plan: &Plan, server: &Url, account: &str, minted: &MintedToken) -> Result<()> {
     let (env, files, config, layout) = (plan.env, &plan.files, &plan.config, &plan.layout);
     shim::install_binary(layout)?;
     if matches!(config.target, Target::Enterprise(_)) {
@@ -275,7 +236,7 @@ fn install_shim(
             "an enterprise token reaches no repository, so git is left alone; `token-keeper token` and `exec` keep it fresh",
         )])?;
     } else {
-        configure_git(plan, server, installation, minted)?;
+        configure_git(plan, server, account, minted)?;
     }
     if let Some(host_bin) = layout.host_root.as_ref().map(|root| root.join("bin")) {
         files.add_path(&host_bin.to_string_lossy())?;
@@ -284,7 +245,7 @@ fn install_shim(
         .get("GITHUB_EVENT_NAME")
         .map(String::as_str)
         .unwrap_or("");
-    let holds_key = matches!(config.source, Source::App { .. });
+    let holds_key = config.key.is_some();
     if holds_key && matches!(event, "pull_request_target" | "workflow_run") {
         workflow::print(&[workflow::warning(&format!(
             "this `{event}` job may run untrusted code, and every later step can read the App's private key while the git credential shim is on: use keyless mode (`sts-identity`) or `git-credentials: false` unless later steps are trusted"
@@ -294,12 +255,7 @@ fn install_shim(
 }
 
 /// `GIT_CONFIG_*` entries for later steps, scoped to what the token covers.
-fn configure_git(
-    plan: &Plan,
-    server: &Url,
-    installation: &Installation,
-    minted: &MintedToken,
-) -> Result<()> {
+fn configure_git(plan: &Plan, server: &Url, account: &str, minted: &MintedToken) -> Result<()> {
     let (config, layout) = (&plan.config, &plan.layout);
     // The names asked for, as the workflow wrote them and as GitHub spells them: no name the
     // answer adds widens the scope.
@@ -310,7 +266,7 @@ fn configure_git(
             repositories.push(repo.clone());
         }
     }
-    let scopes = shim::scopes(server, &installation.account, &repositories);
+    let scopes = shim::scopes(server, account, &repositories);
     let entries = shim::git_config_env(
         shim::existing_count(plan.env),
         &scopes,
@@ -344,16 +300,17 @@ fn configure_git(
 fn export(
     files: &FileCommands,
     config: &Config,
-    installation: &Installation,
+    source: &TokenSource,
+    account: &str,
     minted: &MintedToken,
     bot: Option<&BotUser>,
 ) -> Result<()> {
     let token = minted.token.expose();
     // A keyless token comes from an exchange that names no installation and no App.
-    let id = match installation.id {
-        0 => String::new(),
-        id => id.to_string(),
-    };
+    let id = source
+        .installation()
+        .map(|i| i.id.to_string())
+        .unwrap_or_default();
     let expires = rfc3339(minted.expires_at);
     let host = config
         .git_server
@@ -370,7 +327,7 @@ fn export(
         &[
             ("token", token),
             ("installation-id", &id),
-            ("app-slug", &installation.app_slug),
+            ("app-slug", source.app_slug().unwrap_or_default()),
             ("expires-at", &expires),
             ("app-user-id", user_id.as_deref().unwrap_or_default()),
             ("git-user-name", &name),
@@ -407,7 +364,7 @@ fn export(
         files.set(FileCommand::Env, &exported)?;
     }
     // The summary is for people; a missing summary file must not fail the step.
-    if let Err(err) = files.summary(&summary(config, installation, minted)) {
+    if let Err(err) = files.summary(&summary(config, source, account, minted)) {
         tracing::debug!("no step summary: {err:#}");
     }
     Ok(())

@@ -1,5 +1,6 @@
 //! The GitHub Actions side: inputs, the runner's file commands, and the main and post steps.
 
+pub(crate) mod env;
 pub(crate) mod inputs;
 pub(crate) mod layout;
 pub(crate) mod main_step;

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use super::inputs::{self, Env};
+use super::env::Env;
+use super::inputs;
 use super::layout::{self, Layout};
 use super::workflow;
 use crate::clock::unix_now;

@@ -13,7 +13,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use url::Url;
 
-use super::inputs::Env;
+use super::env::Env;
 use super::layout::Layout;
 use crate::private::{Owner, create_private_dir, give};
 

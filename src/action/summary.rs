@@ -3,20 +3,23 @@
 //! Names and permissions come from GitHub's answer: each is pasted as a code span that no
 //! backtick in it can end, in a cell that no pipe or line break in it can end.
 
-use super::inputs::{Config, Source};
+use super::inputs::Config;
 use crate::clock::rfc3339;
-use crate::github::{Installation, MintedToken};
+use crate::github::MintedToken;
+use crate::keeper::source::TokenSource;
 use crate::messages;
 
+/// The summary of a token minted from `source` for `account`.
 pub(crate) fn summary(
     config: &Config,
-    installation: &Installation,
+    source: &TokenSource,
+    account: &str,
     minted: &MintedToken,
 ) -> String {
     // A keyless token's answer lists neither: its trust policy decided them.
-    let (all, own) = match config.source {
-        Source::App { .. } => ("all the installation can reach", "the installation's"),
-        Source::Exchange(_) => ("as the trust policy grants", "as the trust policy grants"),
+    let (all, own) = match source {
+        TokenSource::App { .. } => ("all the installation can reach", "the installation's"),
+        TokenSource::Exchange(_) => ("as the trust policy grants", "as the trust policy grants"),
     };
     let repositories = listed(minted.repositories.iter().cloned(), all);
     let permissions = listed(
@@ -29,14 +32,7 @@ pub(crate) fn summary(
         format!("off ({})", code("git-credentials: false"))
     };
     let rows = [
-        (
-            "From",
-            format!(
-                "{} on {}",
-                origin(config, installation),
-                code(&installation.account)
-            ),
-        ),
+        ("From", format!("{} on {}", origin(source), code(account))),
         ("Repositories", repositories),
         ("Permissions", permissions),
         ("Expires", rfc3339(minted.expires_at)),
@@ -52,14 +48,18 @@ pub(crate) fn summary(
 }
 
 /// Where the token came from, for the log and the summary.
-pub(crate) fn origin(config: &Config, installation: &Installation) -> String {
-    match &config.source {
-        Source::App { .. } => format!(
+pub(crate) fn origin(source: &TokenSource) -> String {
+    match source {
+        TokenSource::App {
+            installation: Some(installation),
+            ..
+        } => format!(
             "installation {}, App {}",
             installation.id,
             code(&installation.app_slug)
         ),
-        Source::Exchange(exchange) => format!(
+        TokenSource::App { issuer, .. } => format!("the App {}", code(issuer)),
+        TokenSource::Exchange(exchange) => format!(
             "keyless: policy {} at {}",
             code(&exchange.identity),
             code(exchange.service.as_str())

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use ring::rand::{SecureRandom, SystemRandom};
 
-use super::inputs::Env;
+use super::env::Env;
 use crate::{messages, secret};
 
 /// A workflow command line: `::name props::message`, the message shown safely, with the runner's

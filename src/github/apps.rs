@@ -85,7 +85,7 @@ impl Target {
 }
 
 /// The installation a token is minted from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
 pub(crate) struct Installation {
     pub(crate) id: u64,
     pub(crate) app_slug: String,
@@ -94,7 +94,7 @@ pub(crate) struct Installation {
 }
 
 /// What a token may do: repository names (of the installation's owner) and permissions.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, Deserialize)]
 pub(crate) struct TokenRequest {
     pub(crate) repositories: Vec<String>,
     pub(crate) permissions: BTreeMap<String, String>,
@@ -403,17 +403,17 @@ impl BotUser {
 pub(crate) async fn check_new(
     gh: &GitHub,
     token: &Secret,
-    app_slug: &str,
+    app_slug: Option<&str>,
 ) -> Result<Option<BotUser>, ApiError> {
     #[derive(Deserialize)]
     struct Body {
         id: u64,
     }
-    if app_slug.is_empty() {
+    let Some(app_slug) = app_slug else {
         return first_use(gh, token, "installation/repositories?per_page=1")
             .await
             .map(|_| None);
-    }
+    };
     let path = format!("users/{app_slug}%5Bbot%5D");
     match first_use(gh, token, &path).await {
         Ok(bytes) => {

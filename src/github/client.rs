@@ -314,6 +314,11 @@ impl GitHub {
         &self.clock
     }
 
+    /// How long one call may take, retries and waits included.
+    pub(crate) fn deadline(&self) -> Duration {
+        self.options.deadline
+    }
+
     /// Send a request and decode a 2xx answer's JSON body.
     pub(crate) async fn json<T: DeserializeOwned>(
         &self,

@@ -1,9 +1,9 @@
 //! Keyless tokens: the job's OIDC identity, exchanged for an installation token at a token
 //! exchange service that speaks Octo STS's protocol. No App key is involved on our side.
 //!
-//! 1. `GET $ACTIONS_ID_TOKEN_REQUEST_URL&audience=<domain>` with the request token answers
-//!    `{"value": "<OIDC JWT>"}`: the runner gives every step of a job with
-//!    `permissions: id-token: write` the two variables.
+//! 1. `GET <request URL>&audience=<domain>` with the request token answers
+//!    `{"value": "<OIDC JWT>"}`: the job's identity, for the service's audience. The caller knows
+//!    where its CI keeps the two (`IdentityRequest`).
 //! 2. `GET <service>/sts/exchange?scope=<owner[/repo]>&identity=<policy>` with that JWT answers
 //!    `{"token": "…"}`, or an error whose `message` says why; the trust policy decides what the
 //!    token may reach.
@@ -15,7 +15,7 @@ use super::apps::{self, MintedToken, Unusable, read_minted};
 use super::client::{ApiError, Auth, GitHub, Idempotency};
 use crate::secret::Secret;
 
-/// Where a step asks for the job's identity.
+/// Where a step asks for the job's identity: the runner's URL and the request token for it.
 #[derive(Clone)]
 pub(crate) struct IdentityRequest {
     url: Url,
@@ -23,15 +23,8 @@ pub(crate) struct IdentityRequest {
 }
 
 impl IdentityRequest {
-    /// From `ACTIONS_ID_TOKEN_REQUEST_URL` and `ACTIONS_ID_TOKEN_REQUEST_TOKEN`, read through
-    /// `get`; `None` when the step has not both.
-    pub(crate) fn from_env(get: impl Fn(&str) -> Option<String>) -> Option<Self> {
-        let url = Url::parse(&get("ACTIONS_ID_TOKEN_REQUEST_URL")?).ok()?;
-        let token = get("ACTIONS_ID_TOKEN_REQUEST_TOKEN").filter(|t| !t.is_empty())?;
-        Some(Self {
-            url,
-            token: Secret::new(token),
-        })
+    pub(crate) fn new(url: Url, token: Secret) -> Self {
+        Self { url, token }
     }
 }
 
@@ -42,7 +35,7 @@ impl std::fmt::Debug for IdentityRequest {
 }
 
 /// What one exchange asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
 pub(crate) struct Exchange {
     /// The service's base URL (`https://octo-sts.dev`).
     pub(crate) service: Url,
@@ -211,20 +204,5 @@ mod tests {
             exchange("https://sts.example.com/base/").url().as_str(),
             "https://sts.example.com/base/sts/exchange?scope=octo-org%2Fapp&identity=release"
         );
-    }
-
-    #[test]
-    fn an_identity_request_needs_both_variables() {
-        let both = |name: &str| match name {
-            "ACTIONS_ID_TOKEN_REQUEST_URL" => {
-                Some("https://runner.example/t?api-version=2.0".into())
-            }
-            "ACTIONS_ID_TOKEN_REQUEST_TOKEN" => Some("secret".into()),
-            _ => None,
-        };
-        let request = IdentityRequest::from_env(both).unwrap();
-        assert!(!format!("{request:?}").contains("secret"));
-        let url_only = |name: &str| both(name).filter(|_| name.ends_with("URL"));
-        assert!(IdentityRequest::from_env(url_only).is_none());
     }
 }

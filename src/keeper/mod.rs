@@ -8,20 +8,22 @@
 pub(crate) mod locate;
 pub(crate) mod lock;
 pub(crate) mod policy;
+pub(crate) mod source;
 pub(crate) mod state;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow};
 
 use self::lock::{Guard, LockError};
 use self::policy::Decision;
-use self::state::{CachedToken, ExchangeConfig, Failure, LedgerEntry, MintConfig, State, StateDir};
-use crate::github::apps::{self, App};
-use crate::github::client::{self, Knobs};
-use crate::github::exchange::{self, Exchange, IdentityRequest};
-use crate::github::{GitHub, Installation, MintedToken, PrivateKey, TokenRequest};
+use self::source::{Means, TokenSource};
+use self::state::{CachedToken, Failure, LedgerEntry, MintConfig, State, StateDir};
+use crate::github::apps::{self, BotUser};
+use crate::github::client::{self, ApiError, Knobs, Runtime};
+use crate::github::exchange::IdentityRequest;
+use crate::github::{GitHub, MintedToken, PrivateKey, Target, TokenRequest};
 use crate::messages;
 use crate::secret::Secret;
 
@@ -32,8 +34,6 @@ const CALL_BOUND: Duration = Duration::from_secs(28);
 const LOCK_WAIT: Duration = Duration::from_secs(25);
 /// After a failed re-mint, callers with a valid cached token leave GitHub alone this long.
 const FAILURE_QUIET: i64 = 30;
-/// How long revoking a token that could not be recorded may take.
-const UNRECORDED_REVOKE: Duration = Duration::from_secs(5);
 
 /// A token to hand out.
 #[derive(Debug)]
@@ -46,21 +46,39 @@ pub(crate) struct Served {
 }
 
 /// What the process that asks brings to a re-mint: its HTTP bounds and, for a keyless store,
-/// its step's means to ask for the job's identity.
-#[derive(Debug, Clone, Default)]
+/// its step's way to ask for the job's identity, or why it has none.
+#[derive(Debug, Clone)]
 pub(crate) struct Caller {
     pub(crate) knobs: Knobs,
-    pub(crate) identity: Option<IdentityRequest>,
+    pub(crate) identity: Result<IdentityRequest, String>,
 }
 
-impl Caller {
-    /// From the process environment, read through `get`.
-    pub(crate) fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Self> {
-        Ok(Self {
-            knobs: Knobs::from_env(&get)?,
-            identity: IdentityRequest::from_env(&get),
-        })
+#[cfg(test)]
+impl Default for Caller {
+    fn default() -> Self {
+        Self {
+            knobs: Knobs::default(),
+            identity: Err("no identity in tests".into()),
+        }
     }
+}
+
+/// A token minted and recorded, and how its first use went.
+pub(crate) struct Minted {
+    pub(crate) token: MintedToken,
+    /// The App's bot user (for an App) from the check that GitHub accepts the new token, or why
+    /// that check failed.
+    pub(crate) accepted: Result<Option<BotUser>, ApiError>,
+}
+
+/// Why no usable token came of a mint.
+#[derive(Debug)]
+pub(crate) enum Unminted {
+    /// The source refused, or could not be reached.
+    Mint(anyhow::Error),
+    /// A token was minted but could not be recorded: why, and that it was revoked (or, in the
+    /// message, that it could not be).
+    Record(String),
 }
 
 /// One step's token store.
@@ -118,22 +136,41 @@ impl Keeper {
         Ok(())
     }
 
-    /// Store the main step's token: the ledger first; then, when later steps re-mint (`config`),
-    /// the App's key if there is one, and the cache.
-    pub(crate) fn start(
+    /// The job's first token, from `source` (an App's installation looked up for `target`),
+    /// through `gh`: recorded in `dir`'s ledger before anything uses it, as every re-mint's is.
+    pub(crate) fn first(
         dir: &StateDir,
+        source: &mut TokenSource,
+        target: &Target,
+        request: &TokenRequest,
+        means: &Means,
+        (gh, runtime): (&GitHub, &Runtime),
+    ) -> Result<Minted, Unminted> {
+        let guard = Guard::acquire(dir, LOCK_WAIT, || {}).map_err(|e| Unminted::Mint(e.into()))?;
+        let deadline = Instant::now() + gh.deadline();
+        mint_recorded(
+            &guard,
+            (gh, runtime),
+            source,
+            Some(target),
+            request,
+            means,
+            deadline,
+        )
+    }
+
+    /// Keep what later steps need to re-mint: the App's key, if any, then the state.
+    pub(crate) fn keep(
+        dir: &StateDir,
+        config: MintConfig,
         token: CachedToken,
-        config: Option<MintConfig>,
         key: Option<&PrivateKey>,
     ) -> Result<()> {
         let guard = Guard::acquire(dir, LOCK_WAIT, || {})?;
-        guard.record(&token.ledger_entry())?;
-        if let Some(config) = config {
-            if let Some(key) = key {
-                dir.write_atomic(state::KEY, key.to_pem().as_bytes())?;
-            }
-            guard.write_state(&State::new(config, token))?;
+        if let Some(key) = key {
+            dir.write_atomic(state::KEY, key.to_pem().as_bytes())?;
         }
+        guard.write_state(&State::new(config, token))?;
         Ok(())
     }
 
@@ -198,9 +235,16 @@ impl Keeper {
         let budget = CALL_BOUND
             .saturating_sub(started.elapsed())
             .min(REMINT_DEADLINE);
-        let (minted, clock_offset) = match self.remint(&state, budget) {
+        let previous = state.clone();
+        let minted = self.remint(&guard, &mut state, budget);
+        let (minted, clock_offset) = match minted {
             Ok(minted) => minted,
-            Err(err) => {
+            // A full disk: the unrecorded token is revoked, and the old one serves while it
+            // lasts.
+            Err(Unminted::Record(why)) => {
+                return fallback(&previous, now, &format!("cannot save the new token: {why}"));
+            }
+            Err(Unminted::Mint(err)) => {
                 // Stored for other processes to show: scrubbed of our secrets here, which they
                 // do not hold.
                 let message = messages::describe(&err);
@@ -215,19 +259,12 @@ impl Keeper {
                 return fallback(&state, now, &message);
             }
         };
-        let previous = state.clone();
-        state.renew(minted.token, minted.expires_at, clock_offset, now);
-        if let Err(err) = guard.record(&state.token.ledger_entry()) {
-            // A full disk: unrecorded, the post step could never revoke it, so it goes now and
-            // the old token serves while it lasts.
-            let mut why = format!("cannot save the new token: {err}");
-            if let Err(revoke) = self.revoke_unrecorded(&state) {
-                why.push_str(&format!(
-                    "; nor revoke it, so it stays valid until it expires: {revoke:#}"
-                ));
-            }
-            return fallback(&previous, now, &why);
-        }
+        state.renew(
+            minted.token.token,
+            minted.token.expires_at,
+            clock_offset,
+            now,
+        );
         match guard.write_state(&state) {
             Ok(()) => Ok(served(&state, None)),
             // Recorded, so the post step revokes it: hand it out all the same.
@@ -240,46 +277,38 @@ impl Keeper {
         }
     }
 
-    /// Mint a new token for the stored installation, or exchange the job's identity for one;
-    /// the new clock offset comes with it.
-    fn remint(&self, state: &State, deadline: Duration) -> Result<(MintedToken, i64)> {
-        let config = &state.config;
-        // Keyless or not, every input is read before the clock starts.
-        let source = match &config.exchange {
-            Some(stored) => Source::Exchange(Box::new(self.exchange(stored)?)),
-            None => Source::App(self.read_key()?),
+    /// A new token from the stored source, recorded; the new clock offset comes with it.
+    fn remint(
+        &self,
+        guard: &Guard,
+        state: &mut State,
+        budget: Duration,
+    ) -> Result<(Minted, i64), Unminted> {
+        // Every input is read before the clock starts.
+        let key = match state.config.source {
+            TokenSource::App { .. } => Some(self.read_key().map_err(Unminted::Mint)?),
+            TokenSource::Exchange(_) => None,
         };
-        let (gh, runtime) = self.connect(state, deadline)?;
-        let started = Instant::now();
-        let minted = runtime.block_on(async {
-            let minted = match &source {
-                Source::Exchange(means) => exchange::mint(&gh, &means.0, &means.1).await?,
-                Source::App(key) => {
-                    let app = App {
-                        issuer: &config.issuer,
-                        key,
-                    };
-                    let installation = Installation {
-                        id: config.installation_id,
-                        app_slug: config.app_slug.clone(),
-                        account: config.account.clone(),
-                    };
-                    let request = TokenRequest {
-                        repositories: config.repositories.clone(),
-                        permissions: config.permissions.clone(),
-                    };
-                    apps::create_token(&gh, &app, &installation, &request).await?
-                }
-            };
-            // GitHub can refuse a brand-new token briefly, and git would fail on it: wait for it,
-            // within what is left of the budget. A check that fails says nothing about the token.
-            let left = deadline.saturating_sub(started.elapsed());
-            let check = apps::check_new(&gh, &minted.token, &config.app_slug);
-            if let Ok(Err(err)) = tokio::time::timeout(left, check).await {
-                tracing::debug!("the new token is not accepted yet: {err}");
-            }
-            Ok::<_, anyhow::Error>(minted)
-        })?;
+        let means = Means {
+            key: key.as_ref(),
+            identity: &self.caller.identity,
+        };
+        let (gh, runtime) = self.connect(state, budget).map_err(Unminted::Mint)?;
+        let deadline = Instant::now() + budget;
+        let config = &mut state.config;
+        let minted = mint_recorded(
+            guard,
+            (&gh, &runtime),
+            &mut config.source,
+            None,
+            &config.request,
+            &means,
+            deadline,
+        )?;
+        // A check that fails says nothing about the token: GitHub will take it soon.
+        if let Err(err) = &minted.accepted {
+            tracing::debug!("the new token is not accepted yet: {err}");
+        }
         Ok((minted, gh.clock().offset()))
     }
 
@@ -291,32 +320,8 @@ impl Keeper {
         Ok(PrivateKey::parse(&text)?)
     }
 
-    /// A keyless re-mint's means: the identity of the step that asks, and the stored exchange.
-    fn exchange(&self, stored: &ExchangeConfig) -> Result<(IdentityRequest, Exchange)> {
-        let Some(identity) = &self.caller.identity else {
-            bail!(
-                "this step cannot ask for the job's identity: `ACTIONS_ID_TOKEN_REQUEST_URL` and `ACTIONS_ID_TOKEN_REQUEST_TOKEN` are not set here (a container step, or a tool that clears its environment); run it as an ordinary step, or pass the two variables on"
-            );
-        };
-        let service = url::Url::parse(&stored.service)
-            .with_context(|| format!("bad exchange URL `{}` in the state", stored.service))?;
-        let wanted = Exchange {
-            service,
-            scope: stored.scope.clone(),
-            identity: stored.identity.clone(),
-        };
-        Ok((identity.clone(), wanted))
-    }
-
-    /// Revoke a token that could not be recorded.
-    fn revoke_unrecorded(&self, state: &State) -> Result<()> {
-        let (gh, runtime) = self.connect(state, UNRECORDED_REVOKE)?;
-        runtime.block_on(apps::revoke(&gh, &state.token.token))?;
-        Ok(())
-    }
-
     /// A client for the stored API, bounded by `deadline`.
-    fn connect(&self, state: &State, deadline: Duration) -> Result<(GitHub, client::Runtime)> {
+    fn connect(&self, state: &State, deadline: Duration) -> Result<(GitHub, Runtime)> {
         let config = &state.config;
         let api = url::Url::parse(&config.api_url)
             .with_context(|| format!("bad API URL `{}` in the state", config.api_url))?;
@@ -331,10 +336,40 @@ impl Keeper {
     }
 }
 
-/// Where a re-mint's token comes from.
-enum Source {
-    App(PrivateKey),
-    Exchange(Box<(IdentityRequest, Exchange)>),
+/// Mint from `source`, and record the token in the ledger before anything uses it: one that
+/// cannot be recorded is revoked at once, as the post step could never find it. Then check that
+/// GitHub accepts it, by `deadline`. The first mint and every re-mint come this way.
+fn mint_recorded(
+    guard: &Guard,
+    (gh, runtime): (&GitHub, &Runtime),
+    source: &mut TokenSource,
+    target: Option<&Target>,
+    request: &TokenRequest,
+    means: &Means,
+    deadline: Instant,
+) -> Result<Minted, Unminted> {
+    let token = runtime
+        .block_on(source.mint(gh, means, target, request))
+        .map_err(Unminted::Mint)?;
+    let entry = LedgerEntry {
+        token: token.token.clone(),
+        expires_at: token.expires_at,
+        clock_offset: gh.clock().offset(),
+    };
+    if let Err(err) = guard.record(&entry) {
+        let mut why = err.to_string();
+        if let Err(revoke) = runtime.block_on(apps::revoke(gh, &token.token)) {
+            why.push_str(&format!(
+                "; nor revoke it, so it stays valid until it expires: {revoke}"
+            ));
+        }
+        return Err(Unminted::Record(why));
+    }
+    let left = deadline.saturating_duration_since(Instant::now());
+    let accepted = runtime
+        .block_on(async { tokio::time::timeout(left, source.check(gh, &token)).await })
+        .unwrap_or_else(|_| Err(ApiError::Setup("no answer before the deadline".to_owned())));
+    Ok(Minted { token, accepted })
 }
 
 /// What a process that holds the lock does with the state it has just re-read.
@@ -411,19 +446,7 @@ mod tests {
 
     fn state(minted_at: i64, failure: Option<i64>) -> State {
         let mut state = State::new(
-            MintConfig {
-                api_url: "http://127.0.0.1:1".into(),
-                git_server: "https://github.com".into(),
-                issuer: "1".into(),
-                installation_id: 1,
-                app_slug: "keeper".into(),
-                account: "o".into(),
-                repositories: vec![],
-                permissions: Default::default(),
-                refresh_after: 3000,
-                ca_certificates: None,
-                exchange: None,
-            },
+            MintConfig::example(&[]),
             CachedToken {
                 token: Secret::new("t".into()),
                 lifetime: Lifetime {

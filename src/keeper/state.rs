@@ -8,12 +8,12 @@ use std::io::{self, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
 use super::policy::Lifetime;
-use crate::github::hosts;
+use super::source::TokenSource;
+use crate::github::{TokenRequest, hosts};
+use crate::messages::json_error;
 use crate::private::{FileError, Owner, at, create_private_dir, give, open_private};
 use crate::secret::Secret;
 
@@ -22,7 +22,8 @@ const LEDGER: &str = "ledger";
 pub(crate) const STATE: &str = "state.json";
 /// The App's private key, for re-mints.
 pub(crate) const KEY: &str = "key.pem";
-const STATE_VERSION: u32 = 1;
+/// The format of `state.json`; a state of another is refused, not misread.
+const STATE_VERSION: u32 = 2;
 
 /// One minted token, as the post step needs it to revoke.
 #[derive(Debug, Clone)]
@@ -54,31 +55,14 @@ pub(crate) struct MintConfig {
     pub(crate) api_url: String,
     /// The git server the token is for (`https://github.com`).
     pub(crate) git_server: String,
-    /// App id or client id.
-    pub(crate) issuer: String,
-    pub(crate) installation_id: u64,
-    /// The App's slug: a new token is checked by looking up its bot user.
-    #[serde(default)]
-    pub(crate) app_slug: String,
-    /// The installation's account, as GitHub spells it.
+    pub(crate) source: TokenSource,
+    /// The owner whose repositories the tokens reach, as GitHub spells it.
     pub(crate) account: String,
-    /// Repositories the token is limited to; empty for all the installation reaches.
-    pub(crate) repositories: Vec<String>,
-    pub(crate) permissions: BTreeMap<String, String>,
+    /// The repositories and permissions asked for.
+    pub(crate) request: TokenRequest,
     /// Seconds.
     pub(crate) refresh_after: u64,
     pub(crate) ca_certificates: Option<String>,
-    /// Keyless: where re-mints exchange the job's identity; the App's fields are then empty.
-    #[serde(default)]
-    pub(crate) exchange: Option<ExchangeConfig>,
-}
-
-/// A keyless store's exchange: nothing secret.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct ExchangeConfig {
-    pub(crate) service: String,
-    pub(crate) scope: String,
-    pub(crate) identity: String,
 }
 
 impl MintConfig {
@@ -91,23 +75,38 @@ impl MintConfig {
     }
 }
 
+#[cfg(test)]
+impl MintConfig {
+    /// A store of `Octo-Org`'s App installation on github.com, for `repositories`.
+    pub(crate) fn example(repositories: &[&str]) -> Self {
+        Self {
+            api_url: "https://api.github.com".into(),
+            git_server: "https://github.com".into(),
+            source: TokenSource::App {
+                issuer: "1".into(),
+                installation: Some(crate::github::Installation {
+                    id: 1,
+                    app_slug: "keeper".into(),
+                    account: "Octo-Org".into(),
+                }),
+            },
+            account: "Octo-Org".into(),
+            request: TokenRequest {
+                repositories: repositories.iter().map(|r| (*r).to_owned()).collect(),
+                permissions: Default::default(),
+            },
+            refresh_after: 3000,
+            ca_certificates: None,
+        }
+    }
+}
+
 /// The token now served.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct CachedToken {
     pub(crate) token: Secret,
     #[serde(flatten)]
     pub(crate) lifetime: Lifetime,
-}
-
-impl CachedToken {
-    /// Its line in the ledger.
-    pub(crate) fn ledger_entry(&self) -> LedgerEntry {
-        LedgerEntry {
-            token: self.token.clone(),
-            expires_at: self.lifetime.expires_at,
-            clock_offset: self.lifetime.clock_offset,
-        }
-    }
 }
 
 /// A re-mint that failed, so processes queued behind it do not each retry for the full bound.
@@ -244,13 +243,9 @@ impl StateDir {
     pub(crate) fn state(&self) -> Result<Option<State>, FileError> {
         let path = self.path.join(STATE);
         match fs::read(&path) {
-            // serde's message can quote a value of the file, a token among them: only where.
-            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-                at("parse", &path)(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("damaged at line {}, column {}", e.line(), e.column()),
-                ))
-            }),
+            Ok(bytes) => read_state(&bytes)
+                .map(Some)
+                .map_err(|why| at("parse", &path)(io::Error::new(io::ErrorKind::InvalidData, why))),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(at("read", &path)(e)),
         }
@@ -285,6 +280,24 @@ impl StateDir {
             _ => Ok(()),
         }
     }
+}
+
+/// The state in `bytes`, of this format only: another version of token-keeper wrote any other.
+fn read_state(bytes: &[u8]) -> Result<State, String> {
+    #[derive(Deserialize)]
+    struct Versioned {
+        version: u32,
+    }
+    // serde's message can quote a value of the file, a token among them: only where.
+    let versioned: Versioned =
+        serde_json::from_slice(bytes).map_err(|e| format!("it {}", json_error(&e)))?;
+    if versioned.version != STATE_VERSION {
+        return Err(format!(
+            "it is of format {}, and this token-keeper reads format {STATE_VERSION}: run the tools of the token-keeper step that wrote it",
+            versioned.version
+        ));
+    }
+    serde_json::from_slice(bytes).map_err(|e| format!("it {}", json_error(&e)))
 }
 
 /// Whether a file is empty or ends with a newline.
@@ -393,19 +406,7 @@ mod tests {
     #[test]
     fn a_renewed_state_forgets_the_erase_and_the_failure() {
         let mut state = State::new(
-            MintConfig {
-                api_url: String::new(),
-                git_server: String::new(),
-                issuer: "1".into(),
-                installation_id: 1,
-                app_slug: String::new(),
-                account: "o".into(),
-                repositories: vec![],
-                permissions: BTreeMap::new(),
-                refresh_after: 3000,
-                ca_certificates: None,
-                exchange: None,
-            },
+            MintConfig::example(&[]),
             CachedToken {
                 token: Secret::new("old".into()),
                 lifetime: Lifetime {
@@ -431,6 +432,29 @@ mod tests {
         );
         assert!(!state.erased && state.failure.is_none());
         assert_eq!(state.last_erase_mint, Some(3700));
+    }
+
+    #[test]
+    fn a_state_round_trips_and_one_of_another_format_is_refused() {
+        let state = State::new(
+            MintConfig::example(&["app"]),
+            CachedToken {
+                token: Secret::new("ghs_round-trip".into()),
+                lifetime: Lifetime {
+                    minted_at: 1,
+                    expires_at: 3601,
+                    clock_offset: 0,
+                },
+            },
+        );
+        let bytes = serde_json::to_vec(&state).unwrap();
+        assert_eq!(read_state(&bytes).unwrap(), state);
+        let mut older: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        older["version"] = 1.into();
+        let err = read_state(&serde_json::to_vec(&older).unwrap()).unwrap_err();
+        assert!(err.contains("format 1"), "{err}");
+        let damaged = read_state(br#"{"version": "ghs_quoted"}"#).unwrap_err();
+        assert!(!damaged.contains("ghs_"), "{damaged}");
     }
 
     #[test]

@@ -16,8 +16,9 @@ use anyhow::{Context, Result};
 
 mod fresh;
 
-use crate::action::{layout, workflow};
+use crate::action::{env, layout, workflow};
 use crate::clock::unix_now;
+use crate::github::client::Knobs;
 use crate::keeper::state::State;
 use crate::keeper::{Caller, Keeper, Served, locate};
 use crate::secret::Secret;
@@ -88,7 +89,13 @@ pub(crate) fn exec(
 
 /// What this process brings to a re-mint: its `TOKEN_KEEPER_*` bounds and its step's identity.
 fn caller() -> Result<Caller> {
-    Caller::from_env(|name| std::env::var(name).ok())
+    let get = |name: &str| std::env::var(name).ok();
+    Ok(Caller {
+        knobs: Knobs::from_env(get)?,
+        identity: env::identity_request(get).ok_or_else(|| {
+            "this step cannot ask for the job's identity: `ACTIONS_ID_TOKEN_REQUEST_URL` and `ACTIONS_ID_TOKEN_REQUEST_TOKEN` are not set here (a container step, or a tool that clears its environment); run it as an ordinary step, or pass the two variables on".to_owned()
+        }),
+    })
 }
 
 /// The job's store that `state` names, or the only one (for `owner`).
