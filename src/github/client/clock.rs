@@ -1,0 +1,38 @@
+//! GitHub's clock as we know it: the offset from ours that its `Date` header shows.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::UNIX_EPOCH;
+
+use reqwest::header::HeaderMap;
+
+use crate::clock::unix_now;
+
+/// The offset of GitHub's clock from ours, in seconds (GitHub minus us).
+#[derive(Debug, Default)]
+pub(crate) struct Clock(AtomicI64);
+
+impl Clock {
+    pub(crate) fn new(offset: i64) -> Self {
+        Self(AtomicI64::new(offset))
+    }
+
+    pub(crate) fn offset(&self) -> i64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn set(&self, offset: i64) {
+        self.0.store(offset, Ordering::Relaxed);
+    }
+
+    /// Now in GitHub's clock, unix seconds.
+    pub(crate) fn server_now(&self) -> i64 {
+        unix_now() + self.offset()
+    }
+}
+
+/// The time an answer's `Date` header gives, unix seconds.
+pub(super) fn header_date(headers: &HeaderMap) -> Option<i64> {
+    let value = headers.get(reqwest::header::DATE)?.to_str().ok()?;
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(UNIX_EPOCH).ok()?.as_secs() as i64)
+}

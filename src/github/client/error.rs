@@ -1,0 +1,155 @@
+//! What can go wrong with a call, said so that a person can act on it.
+
+use std::time::Duration;
+
+use reqwest::Method;
+
+use super::{Answer, MAX_BODY};
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ApiError {
+    #[error("{method} {url} answered {status}{}", message_suffix(.message))]
+    Status {
+        method: Method,
+        url: String,
+        status: u16,
+        message: String,
+    },
+    #[error("{method} {url} failed: {detail}")]
+    Network {
+        method: Method,
+        url: String,
+        detail: String,
+    },
+    #[error(
+        "{method} {url} got no usable answer within the {}s allowed; last error: {last}",
+        .allowed.as_secs()
+    )]
+    Deadline {
+        method: Method,
+        url: String,
+        allowed: Duration,
+        last: String,
+    },
+    #[error(
+        "cannot trust the TLS certificate of {url} ({detail}): for GitHub Enterprise Server with a private CA, pass the CA's certificate in the `ca-certificates` input (`SSL_CERT_FILE` reaches the tools on the runner host, not the action's container)"
+    )]
+    Untrusted { url: String, detail: String },
+    #[error("{method} {url} answered with a body we cannot read: {detail}")]
+    Decode {
+        method: Method,
+        url: String,
+        detail: String,
+    },
+    #[error("{0}")]
+    Setup(String),
+}
+
+fn message_suffix(message: &str) -> String {
+    if message.is_empty() {
+        String::new()
+    } else {
+        format!(": {message}")
+    }
+}
+
+impl ApiError {
+    /// What went wrong, without the request line.
+    pub(super) fn detail(&self) -> String {
+        match self {
+            ApiError::Status {
+                status, message, ..
+            } => format!("{status}{}", message_suffix(message)),
+            ApiError::Network { detail, .. } => detail.clone(),
+            other => other.to_string(),
+        }
+    }
+
+    pub(crate) fn status(&self) -> Option<u16> {
+        match self {
+            ApiError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// The error an answer that was not a success stands for.
+pub(super) fn answer_error(method: Method, url: String, answer: &Answer) -> ApiError {
+    if answer.oversized {
+        return ApiError::Decode {
+            method,
+            url,
+            detail: format!(
+                "{} answered more than {} KiB",
+                answer.status,
+                MAX_BODY / 1024
+            ),
+        };
+    }
+    status_error(method, url, answer)
+}
+
+fn status_error(method: Method, url: String, answer: &Answer) -> ApiError {
+    ApiError::Status {
+        method,
+        url,
+        status: answer.status,
+        message: answer.message(),
+    }
+}
+
+/// Whether rustls refused the server's certificate, somewhere down the error's sources.
+pub(super) fn is_untrusted_certificate(err: &reqwest::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(mut e) = source {
+        // An io::Error hides the error it wraps from `source()`, and may wrap another io::Error.
+        while let Some(inner) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            e = inner;
+        }
+        if matches!(
+            e.downcast_ref::<rustls::Error>(),
+            Some(rustls::Error::InvalidCertificate(_))
+        ) {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// What lies under reqwest's "error sending request for url (…)": the URL is shown already.
+pub(super) fn cause(err: &reqwest::Error) -> String {
+    match std::error::Error::source(err) {
+        Some(source) => chain(source),
+        None => err.to_string(),
+    }
+}
+
+/// An error and its sources on one line: reqwest's own text alone hides the cause.
+pub(super) fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_chain_is_one_line() {
+        let err = std::io::Error::other("outer");
+        assert_eq!(chain(&err), "outer");
+    }
+}

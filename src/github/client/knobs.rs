@@ -1,0 +1,102 @@
+//! How long calls may take: the bounds of one call, and the `TOKEN_KEEPER_*` variables that
+//! shorten them.
+
+use std::time::Duration;
+
+use super::ApiError;
+use crate::duration::parse_duration;
+
+/// Timeouts and bounds of HTTP calls.
+#[derive(Debug, Clone)]
+pub(crate) struct HttpOptions {
+    pub(crate) connect_timeout: Duration,
+    /// Longest wait for the next bytes of an answer.
+    pub(crate) read_timeout: Duration,
+    /// Bound of one call, retries and waits included.
+    pub(crate) deadline: Duration,
+    /// First backoff step; it doubles after each retry, with jitter.
+    pub(crate) retry_base: Duration,
+    /// Extra trusted CA certificates, PEM (GHES with a private CA).
+    pub(crate) extra_ca_pem: Option<String>,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(20),
+            deadline: Duration::from_secs(60),
+            retry_base: Duration::from_millis(500),
+            extra_ca_pem: None,
+        }
+    }
+}
+
+/// The `TOKEN_KEEPER_*` variables that shorten the HTTP bounds (for tests of hanging servers,
+/// or a user who would rather fail fast).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Knobs {
+    connect_timeout: Option<Duration>,
+    read_timeout: Option<Duration>,
+    deadline: Option<Duration>,
+    retry_base: Option<Duration>,
+}
+
+impl Knobs {
+    /// Read them through `get` (the process environment, or the step's).
+    pub(crate) fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Self, ApiError> {
+        let read = |name: &str| -> Result<Option<Duration>, ApiError> {
+            match get(name).filter(|v| !v.is_empty()) {
+                None => Ok(None),
+                Some(text) => parse_duration(&text).map(Some).map_err(|e| {
+                    ApiError::Setup(format!("`{name}`: {e}: use for example `5s` or `200ms`"))
+                }),
+            }
+        };
+        Ok(Self {
+            connect_timeout: read("TOKEN_KEEPER_CONNECT_TIMEOUT")?,
+            read_timeout: read("TOKEN_KEEPER_READ_TIMEOUT")?,
+            deadline: read("TOKEN_KEEPER_DEADLINE")?,
+            retry_base: read("TOKEN_KEEPER_RETRY_BASE")?,
+        })
+    }
+
+    /// The bounds of calls that may take `deadline` in all, with these applied.
+    pub(super) fn options(&self, deadline: Duration, extra_ca_pem: Option<String>) -> HttpOptions {
+        let defaults = HttpOptions::default();
+        HttpOptions {
+            connect_timeout: self.connect_timeout.unwrap_or(defaults.connect_timeout),
+            read_timeout: self.read_timeout.unwrap_or(defaults.read_timeout),
+            deadline: self.deadline.map_or(deadline, |d| d.min(deadline)),
+            retry_base: self.retry_base.unwrap_or(defaults.retry_base),
+            extra_ca_pem,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn knobs_shorten_the_bounds_and_a_bad_one_is_named() {
+        let get = |name: &str| (name == "TOKEN_KEEPER_DEADLINE").then(|| "3s".to_owned());
+        let knobs = Knobs::from_env(get).unwrap();
+        let deadline = |allowed| knobs.options(allowed, None).deadline;
+        assert_eq!(deadline(Duration::from_secs(20)), Duration::from_secs(3));
+        assert_eq!(
+            deadline(Duration::from_secs(1)),
+            Duration::from_secs(1),
+            "never longer"
+        );
+        assert_eq!(
+            Knobs::default()
+                .options(Duration::from_secs(20), None)
+                .deadline,
+            Duration::from_secs(20)
+        );
+        let bad = |name: &str| (name == "TOKEN_KEEPER_READ_TIMEOUT").then(|| "soon".to_owned());
+        let err = Knobs::from_env(bad).unwrap_err().to_string();
+        assert!(err.contains("`TOKEN_KEEPER_READ_TIMEOUT`"), "{err}");
+    }
+}

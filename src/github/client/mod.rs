@@ -1,0 +1,341 @@
+//! The HTTP side of GitHub's API: one way to reach it, each call bounded, retried and timed.
+//!
+//! Every call is bounded by one deadline (git or the runner is waiting) and retried as `retry`
+//! decides. GitHub's `Date` header tells us how far its clock is from ours; the offset is kept
+//! for every later JWT and handed to the caller to store. Each concern has a file: the bounds
+//! (`knobs`), the runtime, GitHub's clock, errors, the retry policy and TLS.
+
+mod clock;
+mod error;
+mod knobs;
+mod retry;
+mod runtime;
+mod tls;
+
+use std::time::{Duration, Instant};
+
+use reqwest::header::{ACCEPT, HeaderMap, USER_AGENT};
+use reqwest::{Method, Url};
+use serde::de::DeserializeOwned;
+
+pub(crate) use self::clock::Clock;
+pub(crate) use self::error::ApiError;
+pub(crate) use self::knobs::Knobs;
+pub(crate) use self::runtime::Runtime;
+pub(crate) use self::tls::ca_certificates;
+
+use self::error::{answer_error, cause, chain};
+use self::knobs::HttpOptions;
+use self::retry::{Next, Outcome, Tries, Verdict, backoff, fits};
+use super::jwt;
+use super::key::PrivateKey;
+use crate::clock::unix_now;
+use crate::messages;
+use crate::secret::Secret;
+
+/// A client for the API at `base` whose calls each end within `deadline`, with the runtime that
+/// drives them: the one way every role talks to GitHub.
+pub(crate) fn connect(
+    base: Url,
+    deadline: Duration,
+    extra_ca_pem: Option<String>,
+    clock_offset: i64,
+    knobs: &Knobs,
+) -> Result<(GitHub, Runtime), ApiError> {
+    let options = knobs.options(deadline, extra_ca_pem);
+    Ok((
+        GitHub::new(base, options, clock_offset)?,
+        runtime::runtime()?,
+    ))
+}
+
+/// The most of an answer's body we read: GitHub's answers here are a few KiB.
+const MAX_BODY: usize = 1024 * 1024;
+
+/// How a request authenticates.
+#[derive(Clone, Copy)]
+pub(crate) enum Auth<'a> {
+    /// As the App: a fresh JWT for every attempt, in GitHub's clock.
+    App {
+        issuer: &'a str,
+        key: &'a PrivateKey,
+    },
+    /// As an installation.
+    Token(&'a Secret),
+}
+
+/// Whether repeating a request that may have reached GitHub is harmless.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Idempotency {
+    Safe,
+    /// Creating a token: an attempt that may have reached GitHub but got no answer may have
+    /// minted one, so it is repeated only once; refused connections and error answers as usual.
+    CreatesSomething,
+}
+
+/// A client for one GitHub API base URL.
+pub(crate) struct GitHub {
+    http: reqwest::Client,
+    base: Url,
+    options: HttpOptions,
+    clock: Clock,
+}
+
+impl GitHub {
+    /// A client for `base` (e.g. `https://api.github.com` or `https://HOST/api/v3`).
+    /// Proxies come from `HTTPS_PROXY`, `HTTP_PROXY` and `NO_PROXY`, in either case.
+    pub(crate) fn new(
+        base: Url,
+        options: HttpOptions,
+        clock_offset: i64,
+    ) -> Result<Self, ApiError> {
+        // Loading the platform's roots takes milliseconds; plain-http loopback needs none.
+        let roots = if base.scheme() == "https" {
+            tls::trusted_roots(options.extra_ca_pem.as_deref())?
+        } else {
+            rustls::RootCertStore::empty()
+        };
+        let http = reqwest::Client::builder()
+            .connect_timeout(options.connect_timeout)
+            .read_timeout(options.read_timeout)
+            .http1_only()
+            // GitHub's API does not redirect these calls; following one would send a token or a
+            // JWT to wherever the answer points.
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_max_idle_per_host(2)
+            .tls_backend_preconfigured(tls::tls_config(roots)?)
+            .build()
+            .map_err(|e| {
+                ApiError::Setup(format!("cannot set up the HTTP client: {}", chain(&e)))
+            })?;
+        let mut base = base;
+        if !base.path().ends_with('/') {
+            base.set_path(&format!("{}/", base.path()));
+        }
+        Ok(Self {
+            http,
+            base,
+            options,
+            clock: Clock::new(clock_offset),
+        })
+    }
+
+    pub(crate) fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// How long one call may take, retries and waits included.
+    pub(crate) fn deadline(&self) -> Duration {
+        self.options.deadline
+    }
+
+    /// Send a request and decode a 2xx answer's JSON body.
+    pub(crate) async fn json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        auth: Auth<'_>,
+        body: Option<&serde_json::Value>,
+        idempotency: Idempotency,
+    ) -> Result<T, ApiError> {
+        let (url, bytes) = self
+            .send(method.clone(), path, auth, body, idempotency)
+            .await?;
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::Decode {
+            method,
+            url,
+            detail: messages::json_error(&e),
+        })
+    }
+
+    /// Send a request; retry what is worth retrying; hand back a 2xx answer's body.
+    pub(crate) async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        auth: Auth<'_>,
+        body: Option<&serde_json::Value>,
+        idempotency: Idempotency,
+    ) -> Result<(String, Vec<u8>), ApiError> {
+        let url = self
+            .base
+            .join(path.trim_start_matches('/'))
+            .map_err(|e| ApiError::Setup(format!("bad API path `{path}`: {e}")))?;
+        self.send_to(method, url, auth, body, idempotency).await
+    }
+
+    /// `send` to a whole URL, which need not be under the base (the job's identity service).
+    pub(crate) async fn send_to(
+        &self,
+        method: Method,
+        url: Url,
+        auth: Auth<'_>,
+        body: Option<&serde_json::Value>,
+        idempotency: Idempotency,
+    ) -> Result<(String, Vec<u8>), ApiError> {
+        let shown = url.to_string();
+        let deadline = Instant::now() + self.options.deadline;
+        let mut tries = Tries::new(idempotency);
+        loop {
+            let jwt;
+            let bearer = match auth {
+                Auth::App { issuer, key } => {
+                    jwt = jwt::sign(issuer, key, self.clock.server_now())
+                        .map_err(|e| ApiError::Setup(e.to_string()))?;
+                    &jwt
+                }
+                Auth::Token(token) => token,
+            };
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let attempt = self.attempt(&method, &url, bearer.expose(), body);
+            let Ok(result) = tokio::time::timeout(remaining, attempt).await else {
+                return Err(self.deadline_error(method, shown, "no answer before the deadline"));
+            };
+            let (outcome, error) = match result {
+                Ok(answer) => {
+                    if !answer.oversized {
+                        self.learn_offset(&answer.headers);
+                    }
+                    let outcome = Outcome::of(
+                        &answer,
+                        self.clock.server_now(),
+                        matches!(auth, Auth::App { .. }),
+                    );
+                    if outcome == Outcome::Answered(Verdict::Success) {
+                        return Ok((shown, answer.body));
+                    }
+                    (
+                        outcome,
+                        answer_error(method.clone(), shown.clone(), &answer),
+                    )
+                }
+                Err(net) => {
+                    let outcome = Outcome::of_network(&net);
+                    let detail = cause(&net);
+                    let error = match outcome {
+                        Outcome::Untrusted => ApiError::Untrusted {
+                            url: shown.clone(),
+                            detail,
+                        },
+                        _ => ApiError::Network {
+                            method: method.clone(),
+                            url: shown.clone(),
+                            detail,
+                        },
+                    };
+                    (outcome, error)
+                }
+            };
+            let wait = match tries.next(&outcome) {
+                Next::GiveUp => return Err(error),
+                Next::RetryNow => continue,
+                Next::RetryAfter(wait) => wait,
+            };
+            let delay = wait.unwrap_or_else(|| backoff(self.options.retry_base, tries.attempts));
+            // A server can ask for any wait, even one past the end of time: none outlives the
+            // deadline. A wait the server asked for that does not fit: its own answer says most.
+            if !fits(Instant::now(), delay, deadline) {
+                return Err(match wait {
+                    Some(_) => error,
+                    None => self.deadline_error(method, shown, &error.detail()),
+                });
+            }
+            tracing::debug!(
+                attempt = tries.attempts,
+                delay_ms = delay.as_millis() as u64,
+                "retrying: {error}"
+            );
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    fn deadline_error(&self, method: Method, url: String, last: &str) -> ApiError {
+        ApiError::Deadline {
+            method,
+            url,
+            allowed: self.options.deadline,
+            last: last.to_owned(),
+        }
+    }
+
+    async fn attempt(
+        &self,
+        method: &Method,
+        url: &Url,
+        bearer: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<Answer, reqwest::Error> {
+        let mut request = self
+            .http
+            .request(method.clone(), url.clone())
+            .header(ACCEPT, "application/vnd.github+json")
+            .header("X-GitHub-Api-Version", "2022-11-28")
+            .header(
+                USER_AGENT,
+                concat!("token-keeper/", env!("CARGO_PKG_VERSION")),
+            )
+            .bearer_auth(bearer);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let mut response = request.send().await?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await? {
+            if body.len() + chunk.len() > MAX_BODY {
+                return Ok(Answer {
+                    status,
+                    headers,
+                    body: Vec::new(),
+                    oversized: true,
+                });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Answer {
+            status,
+            headers,
+            body,
+            oversized: false,
+        })
+    }
+
+    /// Keep the offset of GitHub's clock, when its `Date` says it drifts from ours.
+    fn learn_offset(&self, headers: &HeaderMap) {
+        let Some(server) = clock::header_date(headers) else {
+            return;
+        };
+        let measured = server - unix_now();
+        // `Date` has one-second resolution: ignore jitter around the known offset.
+        if (measured - self.clock.offset()).abs() > 2 {
+            self.clock.set(measured);
+        }
+    }
+}
+
+/// One attempt's answer, its body read up to `MAX_BODY`.
+struct Answer {
+    status: u16,
+    headers: HeaderMap,
+    body: Vec<u8>,
+    /// The body was larger than we read; it was dropped.
+    oversized: bool,
+}
+
+impl Answer {
+    fn message(&self) -> String {
+        #[derive(serde::Deserialize)]
+        struct Body {
+            message: Option<String>,
+        }
+        serde_json::from_slice::<Body>(&self.body)
+            .ok()
+            .and_then(|b| b.message)
+            .unwrap_or_default()
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}

@@ -1,0 +1,56 @@
+//! Whom we trust: Mozilla's roots, the platform's, and extra CA certificates given as PEM.
+
+use std::sync::Arc;
+
+use super::ApiError;
+
+/// The certificates of a PEM text such as the `ca-certificates` input: at least one, all readable.
+pub(crate) fn ca_certificates(
+    pem: &str,
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+
+    let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("is not valid PEM ({e})"))?;
+    if certs.is_empty() {
+        return Err("holds no certificate".into());
+    }
+    Ok(certs)
+}
+
+/// Mozilla's roots, the platform's (`SSL_CERT_FILE`, `SSL_CERT_DIR`) and any given as PEM.
+pub(super) fn trusted_roots(extra_ca_pem: Option<&str>) -> Result<rustls::RootCertStore, ApiError> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for cert in rustls_native_certs::load_native_certs().certs {
+        // A platform bundle may hold certificates rustls cannot use; skip those.
+        let _ = roots.add(cert);
+    }
+    if let Some(pem) = extra_ca_pem.filter(|p| !p.trim().is_empty()) {
+        let certs = ca_certificates(pem).map_err(|why| {
+            ApiError::Setup(format!(
+                "the `ca-certificates` input {why}: pass one or more `-----BEGIN CERTIFICATE-----` blocks"
+            ))
+        })?;
+        for cert in certs {
+            roots.add(cert).map_err(|e| {
+                ApiError::Setup(format!(
+                    "a certificate in the `ca-certificates` input is unusable: {e}"
+                ))
+            })?;
+        }
+    }
+    Ok(roots)
+}
+
+pub(super) fn tls_config(roots: rustls::RootCertStore) -> Result<rustls::ClientConfig, ApiError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ApiError::Setup(format!("cannot set up TLS: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(config)
+}
