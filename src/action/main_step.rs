@@ -13,12 +13,14 @@ use url::Url;
 use super::env::{self, Env};
 use super::inputs::{self, Config};
 use super::layout::{self, Layout};
+use super::permissions;
 use super::shim;
 use super::summary::{origin, summary};
 use super::workflow::{self, FileCommand, FileCommands};
 use crate::clock::{rfc3339, unix_now};
 use crate::github::apps::{BotUser, MintError};
 use crate::github::client::{self, Knobs, Runtime};
+use crate::github::exchange::ExchangeError;
 use crate::github::{GitHub, MintedToken, Target};
 use crate::keeper::policy::Lifetime;
 use crate::keeper::source::{Means, TokenSource};
@@ -160,20 +162,35 @@ fn mint_and_export(plan: &Plan, gh: &GitHub, runtime: &Runtime, dir: &StateDir) 
     Ok(())
 }
 
-/// Name the inputs behind GitHub's refusals, so the fix is plain.
+/// Name the inputs behind GitHub's refusals, and what to do, so the fix is plain: the `github`
+/// module speaks of requests and answers, not of inputs.
 fn blame_inputs(err: anyhow::Error, config: &Config) -> anyhow::Error {
-    let Some(refusal) = err.downcast_ref::<MintError>() else {
-        return err;
+    let refusal = err.downcast_ref::<MintError>();
+    let answer = match refusal {
+        Some(MintError::Api(answer)) => Some(answer),
+        _ => err.downcast_ref::<ExchangeError>().and_then(|e| match e {
+            ExchangeError::Api(answer) => Some(answer),
+            _ => None,
+        }),
     };
+    if let Some(fix) = answer.and_then(inputs::fix_for) {
+        return anyhow::anyhow!("{err}: {fix}");
+    }
     let inputs: Vec<String> = match refusal {
-        MintError::NotInstalled { .. } | MintError::NoEnterpriseInstallation { .. } => {
+        None => return err,
+        Some(MintError::BadCredentials { .. }) => {
+            return anyhow::anyhow!(
+                "{err}: check that `app-id` or `client-id` belongs to the App whose `private-key` you pass"
+            );
+        }
+        Some(MintError::NotInstalled { .. } | MintError::NoEnterpriseInstallation { .. }) => {
             match &config.target {
                 Target::Owner(_) => vec!["owner".into()],
                 Target::Repositories { .. } => vec!["owner".into(), "repositories".into()],
                 Target::Enterprise(_) => vec!["enterprise".into()],
             }
         }
-        MintError::Refused { .. } => {
+        Some(MintError::Refused { .. }) => {
             let mut names: Vec<String> = Vec::new();
             if !config.request.repositories.is_empty() {
                 names.push("repositories".into());
@@ -183,22 +200,21 @@ fn blame_inputs(err: anyhow::Error, config: &Config) -> anyhow::Error {
                     .request
                     .permissions
                     .keys()
-                    .map(|p| format!("permission-{}", p.replace('_', "-"))),
+                    .map(|name| permissions::input_name(name)),
             );
             names
         }
-        MintError::Moved { .. } => match &config.target {
+        Some(MintError::Moved { .. }) => match &config.target {
             Target::Owner(_) => vec!["owner".into()],
             _ => vec!["owner".into(), "repositories".into()],
         },
-        // Their messages name the inputs, or the answer's fields, already.
-        MintError::BadCredentials { .. } | MintError::Unusable(_) | MintError::Api(_) => Vec::new(),
+        // Their messages name the answer's fields already.
+        Some(MintError::Unusable(_) | MintError::Api(_)) => Vec::new(),
     };
     if inputs.is_empty() {
         return err;
     }
-    let named: Vec<String> = inputs.iter().map(|i| format!("`{i}`")).collect();
-    anyhow::anyhow!("{err} (inputs {})", named.join(", "))
+    anyhow::anyhow!("{err} (inputs {})", messages::quoted_list(&inputs))
 }
 
 /// A main step that failed before minting leaves nothing behind.

@@ -44,7 +44,7 @@ pub(crate) fn run(env: &Env) -> Result<()> {
     };
     let root = dir.path().parent().map(Path::to_owned);
     // The main step refused a bad value; here it can only fall back to revoking.
-    let skip = inputs::boolean(env, "skip-token-revoke", false).unwrap_or(false);
+    let skip = inputs::boolean(env, "skip-token-revoke").unwrap_or(false);
     let retired = Keeper::retire(dir, POST_LOCK_WAIT, |ledger| {
         let live: Vec<LedgerEntry> = ledger
             .into_iter()
@@ -111,7 +111,10 @@ fn revoke_all(env: &Env, live: &[LedgerEntry], deadline: Duration) {
             Some(Ok(Revoked::AlreadyGone)) => warn(&format!(
                 "{shown} was not revoked: GitHub answered 401, so it was revoked already or has expired"
             )),
-            Some(Err(err)) => warn(&format!("could not revoke {shown}: {err}")),
+            Some(Err(err)) => match inputs::fix_for(&err) {
+                Some(fix) => warn(&format!("could not revoke {shown}: {err}: {fix}")),
+                None => warn(&format!("could not revoke {shown}: {err}")),
+            },
             None => warn(&format!("could not revoke {shown}: the revocation stopped")),
         }
     }

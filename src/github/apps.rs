@@ -16,8 +16,14 @@ use super::client::{ApiError, Auth, GitHub, Idempotency};
 use super::key::PrivateKey;
 use super::names;
 use crate::clock::rfc3339;
-use crate::messages::json_error;
+use crate::messages::{json_error, quoted_list};
 use crate::secret::Secret;
+
+/// How long GitHub's installation tokens live.
+pub(crate) const TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
+
+/// The username GitHub expects beside an installation token (git's, `gh`'s).
+pub(crate) const TOKEN_USERNAME: &str = "x-access-token";
 
 /// The App's credentials.
 pub(crate) struct App<'a> {
@@ -141,9 +147,7 @@ pub(crate) enum MintError {
         "GitHub knows no installation of the App on the enterprise `{enterprise}`: enterprise installations exist on GitHub Enterprise Cloud only (not on GitHub Enterprise Server, nor for an organization), so check the enterprise's slug and that the App is installed on the enterprise itself"
     )]
     NoEnterpriseInstallation { enterprise: String },
-    #[error(
-        "the App's JWT was refused ({detail}): check that `app-id` or `client-id` belongs to the App whose `private-key` you pass"
-    )]
+    #[error("the App's JWT was refused ({detail})")]
     BadCredentials { detail: String },
     #[error("GitHub refused the token request ({detail}): {advice}")]
     Refused { detail: String, advice: String },
@@ -352,8 +356,8 @@ pub(crate) fn read_minted(bytes: &[u8], server_now: i64) -> Result<MintedToken, 
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .and_then(|d| i64::try_from(d.as_secs()).ok())
         .unwrap_or_else(|| {
-            tracing::debug!("unreadable `expires_at`: taking an hour from now");
-            server_now.saturating_add(3600)
+            tracing::debug!("unreadable `expires_at`: taking the usual lifetime from now");
+            server_now.saturating_add(TOKEN_LIFETIME.as_secs() as i64)
         });
     Ok(MintedToken {
         token,
@@ -521,14 +525,6 @@ fn refusal_advice(account: &str, request: &TokenRequest) -> String {
     } else {
         format!("check {}", asks.join(" and "))
     }
-}
-
-fn quoted_list(items: &[String]) -> String {
-    items
-        .iter()
-        .map(|i| format!("`{i}`"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 #[cfg(test)]

@@ -31,9 +31,7 @@ pub(crate) enum ApiError {
         allowed: Duration,
         last: String,
     },
-    #[error(
-        "cannot trust the TLS certificate of {url} ({detail}): for GitHub Enterprise Server with a private CA, pass the CA's certificate in the `ca-certificates` input (`SSL_CERT_FILE` reaches the tools on the runner host, not the action's container)"
-    )]
+    #[error("cannot trust the TLS certificate of {url} ({detail})")]
     Untrusted { url: String, detail: String },
     #[error("{method} {url} answered with a body we cannot read: {detail}")]
     Decode {

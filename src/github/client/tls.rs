@@ -4,10 +4,9 @@ use std::sync::Arc;
 
 use super::ApiError;
 
-/// The certificates of a PEM text such as the `ca-certificates` input: at least one, all readable.
-pub(crate) fn ca_certificates(
-    pem: &str,
-) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+/// The trust anchors of extra CA certificates given as PEM text: at least one certificate, each
+/// one rustls can use. Why not, in words that follow the text's name (`… is not valid PEM`).
+pub(crate) fn ca_certificates(pem: &str) -> Result<rustls::RootCertStore, String> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
 
@@ -17,7 +16,13 @@ pub(crate) fn ca_certificates(
     if certs.is_empty() {
         return Err("holds no certificate".into());
     }
-    Ok(certs)
+    let mut anchors = rustls::RootCertStore::empty();
+    for cert in certs {
+        anchors
+            .add(cert)
+            .map_err(|e| format!("holds a certificate that cannot be used ({e})"))?;
+    }
+    Ok(anchors)
 }
 
 /// Mozilla's roots, the platform's (`SSL_CERT_FILE`, `SSL_CERT_DIR`) and any given as PEM.
@@ -29,18 +34,9 @@ pub(super) fn trusted_roots(extra_ca_pem: Option<&str>) -> Result<rustls::RootCe
         let _ = roots.add(cert);
     }
     if let Some(pem) = extra_ca_pem.filter(|p| !p.trim().is_empty()) {
-        let certs = ca_certificates(pem).map_err(|why| {
-            ApiError::Setup(format!(
-                "the `ca-certificates` input {why}: pass one or more `-----BEGIN CERTIFICATE-----` blocks"
-            ))
-        })?;
-        for cert in certs {
-            roots.add(cert).map_err(|e| {
-                ApiError::Setup(format!(
-                    "a certificate in the `ca-certificates` input is unusable: {e}"
-                ))
-            })?;
-        }
+        let extra = ca_certificates(pem)
+            .map_err(|why| ApiError::Setup(format!("the extra CA certificates {why}")))?;
+        roots.roots.extend(extra.roots);
     }
     Ok(roots)
 }
