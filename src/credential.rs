@@ -13,13 +13,11 @@ use url::Url;
 
 use anyhow::Result;
 
+use crate::github::apps::TOKEN_USERNAME;
 use crate::keeper::state::MintConfig;
 use crate::keeper::{Caller, Keeper};
 use crate::messages;
 use crate::secret::Secret;
-
-/// The username GitHub expects with an installation token.
-const USERNAME: &str = "x-access-token";
 
 /// The attributes of one request; the ones we do not use are dropped.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -208,7 +206,7 @@ pub(crate) fn run(
         messages::warn(&mut err, warning);
     }
     let answer = Answer {
-        username: USERNAME,
+        username: TOKEN_USERNAME,
         password: &served.token,
         password_expiry_utc: served.expires_at,
     };
@@ -363,7 +361,7 @@ mod tests {
 
     fn answer(password: &Secret) -> Answer<'_> {
         Answer {
-            username: USERNAME,
+            username: TOKEN_USERNAME,
             password,
             password_expiry_utc: 1234,
         }

@@ -73,6 +73,15 @@ fn unsafe_char(c: char) -> bool {
         )
 }
 
+/// Names in backticks, comma separated: "`a`, `b`, `c`".
+pub(crate) fn quoted_list(names: &[impl AsRef<str>]) -> String {
+    names
+        .iter()
+        .map(|name| format!("`{}`", name.as_ref()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Where a JSON text failed to parse, never what it held: serde's own message quotes the value
 /// it choked on, and a server's answer can hold a token.
 pub(crate) fn json_error(err: &serde_json::Error) -> String {

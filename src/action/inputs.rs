@@ -13,13 +13,22 @@ use reqwest::Url;
 use super::env::Env;
 use super::permissions;
 use crate::duration::parse_duration;
+use crate::github::apps::TOKEN_LIFETIME;
+use crate::github::client::{self, ApiError};
 use crate::github::exchange::Exchange;
-use crate::github::{KeyError, PrivateKey, Target, TokenRequest, client, hosts};
+use crate::github::{KeyError, PrivateKey, Target, TokenRequest, hosts};
 use crate::keeper::source::TokenSource;
 
-/// A token lives one hour; a refresh must come before that.
-pub(crate) const TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
-pub(crate) const DEFAULT_REFRESH_AFTER: Duration = Duration::from_secs(50 * 60);
+/// The defaults of the inputs that have one, as `action.yml` declares them (a test checks that
+/// the two agree): an input left empty takes its default from here.
+pub const DEFAULTS: &[(&str, &str)] = &[
+    ("git-credentials", "true"),
+    ("git-identity", "false"),
+    ("override-checkout-credentials", "true"),
+    ("refresh-after", "50m"),
+    ("skip-token-revoke", "false"),
+    ("sts-domain", "octo-sts.dev"),
+];
 /// Re-mints at most once a minute: a shorter age would mint for nearly every git command.
 const MIN_REFRESH_AFTER: Duration = Duration::from_secs(60);
 
@@ -70,6 +79,16 @@ pub(crate) fn input<'a>(env: &'a Env, name: &str) -> Option<&'a str> {
     env.get(&key).map(|v| v.trim()).filter(|v| !v.is_empty())
 }
 
+/// An input's value, or its default from `DEFAULTS`.
+fn input_or_default<'a>(env: &'a Env, name: &str) -> &'a str {
+    input(env, name).unwrap_or_else(|| {
+        DEFAULTS
+            .iter()
+            .find(|(input, _)| *input == name)
+            .map_or("", |(_, default)| default)
+    })
+}
+
 /// Read and check every input of the main step.
 pub(crate) fn parse(env: &Env) -> Result<Config, InputError> {
     let keyless = input(env, "sts-identity").is_some();
@@ -78,12 +97,9 @@ pub(crate) fn parse(env: &Env) -> Result<Config, InputError> {
         Some(text) => Some(parse_url("git-server-url", text)?),
         None => hosts::git_server_of(&api_url),
     };
-    let refresh_after = match input(env, "refresh-after") {
-        Some(text) => refresh_after(text)?,
-        None => DEFAULT_REFRESH_AFTER,
-    };
+    let refresh_after = refresh_after(input_or_default(env, "refresh-after"))?;
     // Read by the post step; checked here, so that a typo fails the job at its start.
-    boolean(env, "skip-token-revoke", false)?;
+    boolean(env, "skip-token-revoke")?;
     let (source, key, target) = if keyless {
         let (exchange, target) = keyless_source(env)?;
         (TokenSource::Exchange(exchange), None, target)
@@ -125,10 +141,10 @@ pub(crate) fn parse(env: &Env) -> Result<Config, InputError> {
         api_url,
         git_server,
         refresh_after,
-        git_credentials: boolean(env, "git-credentials", true)?,
-        override_checkout_credentials: boolean(env, "override-checkout-credentials", true)?,
+        git_credentials: boolean(env, "git-credentials")?,
+        override_checkout_credentials: boolean(env, "override-checkout-credentials")?,
         export_env: export_env(env)?,
-        git_identity: boolean(env, "git-identity", false)?,
+        git_identity: boolean(env, "git-identity")?,
         ca_certificates: ca_certificates(env)?,
     })
 }
@@ -179,7 +195,7 @@ fn keyless_source(env: &Env) -> Result<(Exchange, Target), InputError> {
     }
     let identity = input(env, "sts-identity").unwrap_or_default();
     check_name("sts-identity", identity)?;
-    let domain = input(env, "sts-domain").unwrap_or(DEFAULT_STS_DOMAIN);
+    let domain = input_or_default(env, "sts-domain");
     let service = if domain.contains("://") {
         parse_url("sts-domain", domain)?
     } else {
@@ -221,9 +237,6 @@ fn keyless_source(env: &Env) -> Result<(Exchange, Target), InputError> {
     };
     Ok((exchange, target))
 }
-
-/// The public Octo STS instance.
-pub(crate) const DEFAULT_STS_DOMAIN: &str = "octo-sts.dev";
 
 /// The API base URL: the input, else `GITHUB_API_URL`, else github.com's.
 pub(crate) fn api_url(env: &Env) -> Result<Url, InputError> {
@@ -427,14 +440,22 @@ fn dedup(items: Vec<String>) -> Vec<String> {
 fn permissions(env: &Env, listed: bool) -> (BTreeMap<String, String>, Vec<String>) {
     let (mut chosen, mut warnings) = (BTreeMap::new(), Vec::new());
     for (key, value) in env {
-        let Some(suffix) = key.strip_prefix("INPUT_PERMISSION-") else {
+        let Some(suffix) = key
+            .strip_prefix("INPUT_")
+            .and_then(|name| name.strip_prefix(&permissions::INPUT_PREFIX.to_ascii_uppercase()))
+        else {
             continue;
         };
         let level = value.trim().to_ascii_lowercase();
         if level.is_empty() {
             continue;
         }
-        let input = format!("permission-{}", suffix.to_ascii_lowercase());
+        // As the workflow spelled it, `permission-pull_requests` included.
+        let input = format!(
+            "{}{}",
+            permissions::INPUT_PREFIX,
+            suffix.to_ascii_lowercase()
+        );
         let name = suffix.to_ascii_lowercase().replace('-', "_");
         match permissions::find(suffix) {
             _ if !listed => {}
@@ -452,12 +473,12 @@ fn permissions(env: &Env, listed: bool) -> (BTreeMap<String, String>, Vec<String
     (chosen, warnings)
 }
 
-pub(crate) fn boolean(env: &Env, name: &str, default: bool) -> Result<bool, InputError> {
-    match input(env, name).map(str::to_ascii_lowercase).as_deref() {
-        None => Ok(default),
-        Some("true") => Ok(true),
-        Some("false") => Ok(false),
-        Some(other) => Err(bad(
+/// A boolean input, or its default.
+pub(crate) fn boolean(env: &Env, name: &str) -> Result<bool, InputError> {
+    match input_or_default(env, name).to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        other => Err(bad(
             name,
             format!("`{other}` is not a boolean: use `true` or `false`"),
         )),
@@ -493,6 +514,17 @@ fn ca_certificates(env: &Env) -> Result<Option<String>, InputError> {
             "ca-certificates",
             format!("{why}: pass one or more `-----BEGIN CERTIFICATE-----` blocks"),
         )),
+    }
+}
+
+/// What an input can do about an answer: a certificate no root vouches for is a private CA's,
+/// which the `ca-certificates` input adds.
+pub(crate) fn fix_for(answer: &ApiError) -> Option<&'static str> {
+    match answer {
+        ApiError::Untrusted { .. } => Some(
+            "for GitHub Enterprise Server with a private CA, pass the CA's certificate in the `ca-certificates` input (`SSL_CERT_FILE` reaches the tools on the runner host, not the action's container)",
+        ),
+        _ => None,
     }
 }
 
@@ -585,7 +617,7 @@ mod tests {
         ]))
         .unwrap();
         assert!(matches!(config.target, Target::Repositories { .. }));
-        assert_eq!(config.refresh_after, DEFAULT_REFRESH_AFTER);
+        assert_eq!(config.refresh_after, Duration::from_secs(50 * 60));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The GitHub Actions side: inputs, the runner's file commands, and the main and post steps.
 
 pub(crate) mod env;
-pub(crate) mod inputs;
+pub mod inputs;
 pub(crate) mod layout;
 pub(crate) mod main_step;
 pub mod permissions;

@@ -19,9 +19,18 @@ pub struct Permission {
 impl Permission {
     /// Its input, `permission-pull-requests`.
     pub fn input(&self) -> String {
-        format!("permission-{}", self.name.replace('_', "-"))
+        input_name(self.name)
     }
 }
+
+/// The input of the permission GitHub's API calls `name`: `pull_requests` is asked for with
+/// `permission-pull-requests`.
+pub(crate) fn input_name(name: &str) -> String {
+    format!("{INPUT_PREFIX}{}", name.replace('_', "-"))
+}
+
+/// How the permission inputs' names start.
+pub(crate) const INPUT_PREFIX: &str = "permission-";
 
 /// The permission an input names: `pull-requests` and `pull_requests` alike.
 pub(crate) fn find(input_name: &str) -> Option<&'static Permission> {

@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use super::apps::{self, MintedToken, Unusable, read_minted};
 use super::client::{ApiError, Auth, GitHub, Idempotency};
+use super::hosts;
 use crate::secret::Secret;
 
 /// Where a step asks for the job's identity: the runner's URL and the request token for it.
@@ -49,11 +50,7 @@ impl Exchange {
     /// The audience the identity token is asked for: the service's host (and port), as Octo STS
     /// checks it.
     pub(crate) fn audience(&self) -> String {
-        match (self.service.host_str(), self.service.port()) {
-            (Some(host), Some(port)) => format!("{host}:{port}"),
-            (Some(host), None) => host.to_owned(),
-            (None, _) => self.service.to_string(),
-        }
+        hosts::host_and_port(&self.service).unwrap_or_else(|| self.service.to_string())
     }
 
     fn url(&self) -> Url {

@@ -10,6 +10,16 @@ pub(crate) fn is_cloud(host: &str) -> bool {
     host == "github.com" || host == "api.github.com" || host.ends_with(".ghe.com")
 }
 
+/// A server as hosts and audiences name it: its host, and its port when the URL gives one
+/// (`github.com`, `ghes.example.com:8443`).
+pub(crate) fn host_and_port(url: &Url) -> Option<String> {
+    let host = url.host_str()?;
+    Some(match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_owned(),
+    })
+}
+
 /// The git server that tokens minted through `api` are meant for: `api.github.com` →
 /// `github.com`, `api.SUB.ghe.com` → `SUB.ghe.com`, `HOST/api/v3` → `HOST`.
 pub(crate) fn git_server_of(api: &Url) -> Option<Url> {
@@ -61,6 +71,18 @@ mod tests {
         ] {
             assert!(!is_cloud(host), "{host}");
         }
+    }
+
+    #[test]
+    fn a_server_is_named_by_its_host_and_any_port_given() {
+        let named = |url: &str| host_and_port(&Url::parse(url).unwrap());
+        assert_eq!(named("https://github.com/"), Some("github.com".into()));
+        assert_eq!(named("https://github.com:443/"), Some("github.com".into()));
+        assert_eq!(
+            named("https://ghes.example.com:8443"),
+            Some("ghes.example.com:8443".into())
+        );
+        assert_eq!(named("http://[::1]:9/"), Some("[::1]:9".into()));
     }
 
     #[test]

@@ -6,6 +6,7 @@ use anyhow::{Result, bail};
 
 use super::state::State;
 use super::{Caller, Keeper};
+use crate::messages::quoted_list;
 
 /// The store `explicit` names, or the one in `roots` (job folders, each holding a folder per
 /// step); `owner` picks among several. Its state comes along, read once.
@@ -41,20 +42,21 @@ pub(crate) fn find(
         0 => bail!(
             "no token-keeper state{} in {}: run the token-keeper step (with `git-credentials: true`) earlier in this job",
             owner.map(|o| format!(" for `{o}`")).unwrap_or_default(),
-            roots
-                .iter()
-                .map(|r| format!("`{}`", r.display()))
-                .collect::<Vec<_>>()
-                .join(", ")
+            quoted_list(
+                &roots
+                    .iter()
+                    .map(|r| r.display().to_string())
+                    .collect::<Vec<_>>()
+            )
         ),
         _ => {
-            let owners: Vec<String> = found
+            let owners: Vec<&str> = found
                 .iter()
-                .map(|(_, s)| format!("`{}`", s.config.account))
+                .map(|(_, s)| s.config.account.as_str())
                 .collect();
             bail!(
                 "this job has several token-keeper states ({}): pick one with `--owner`",
-                owners.join(", ")
+                quoted_list(&owners)
             )
         }
     }

@@ -15,6 +15,8 @@ use anyhow::{Context, Result};
 
 use super::{exit_code, mask, serve};
 use crate::clock::unix_now;
+use crate::github::apps::TOKEN_USERNAME;
+use crate::github::hosts;
 use crate::keeper::state::State;
 use crate::keeper::{Keeper, Served, policy};
 use crate::messages;
@@ -233,18 +235,14 @@ fn nap(now: i64, state: &State) -> Duration {
 fn gh_host(git_server: &str) -> Result<String> {
     let url = url::Url::parse(git_server)
         .with_context(|| format!("bad git server `{git_server}` in the state"))?;
-    let host = url.host_str().context("the git server has no host")?;
-    Ok(match url.port() {
-        Some(port) => format!("{host}:{port}"),
-        None => host.to_owned(),
-    })
+    hosts::host_and_port(&url).context("the git server has no host")
 }
 
 /// `hosts.yml` with the token for `host`, replaced whole.
 fn write_hosts(dir: &Path, host: &str, token: &Secret) -> Result<()> {
     // The token's charset was checked when it arrived: nothing in it can break the YAML.
     let text = format!(
-        "{host:?}:\n    user: x-access-token\n    oauth_token: {}\n    git_protocol: https\n",
+        "{host:?}:\n    user: {TOKEN_USERNAME}\n    oauth_token: {}\n    git_protocol: https\n",
         token.expose()
     );
     let target: PathBuf = dir.join("hosts.yml");
