@@ -128,6 +128,33 @@ pub(crate) fn create_private_dir(path: &Path, owner: Owner) -> Result<(), FileEr
     Ok(())
 }
 
+/// Replace `target` whole with what `write` puts in a new file beside it: 0600 or `mode`,
+/// handed to `owner`, synced, then renamed over `target`, so a reader sees the old file or the
+/// new one, never half of one; the rename replaces a link planted there, never its target.
+pub(crate) fn write_atomic(
+    target: &Path,
+    mode: u32,
+    owner: Owner,
+    write: impl FnOnce(&mut File) -> io::Result<()>,
+) -> Result<(), FileError> {
+    let dir = target.parent().unwrap_or(Path::new("."));
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut temp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .permissions(fs::Permissions::from_mode(mode))
+        .tempfile_in(dir)
+        .map_err(at("create a file in", dir))?;
+    give(temp.as_file(), owner).map_err(at("hand over", temp.path()))?;
+    write(temp.as_file_mut()).map_err(at("write", temp.path()))?;
+    temp.as_file().sync_all().map_err(at("sync", temp.path()))?;
+    temp.persist(target)
+        .map_err(|e| at("replace", target)(e.error))?;
+    Ok(())
+}
+
 /// `fchown` to `owner` when it is not already so; a non-root writer cannot and need not.
 pub(crate) fn give(file: &File, owner: Owner) -> io::Result<()> {
     let meta = file.metadata()?;
@@ -174,6 +201,25 @@ mod tests {
         assert!(err.contains("hard link"), "{err}");
         assert_eq!(fs::read_to_string(&target).unwrap(), "untouched");
         assert!(open_private(&tmp.path().join("new"), OpenOptions::new().append(true), me).is_ok());
+    }
+
+    #[test]
+    fn an_atomic_write_replaces_a_planted_link_not_its_target() {
+        let tmp = tempfile::tempdir().unwrap();
+        let me = Owner::of(tmp.path()).unwrap();
+        let target = tmp.path().join("elsewhere");
+        fs::write(&target, "untouched").unwrap();
+        let link = tmp.path().join("state.json");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        write_atomic(&link, 0o600, me, |f| std::io::Write::write_all(f, b"new")).unwrap();
+        assert_eq!(fs::read_to_string(&target).unwrap(), "untouched");
+        assert_eq!(fs::read_to_string(&link).unwrap(), "new");
+        assert_eq!(fs::metadata(&link).unwrap().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::read_dir(tmp.path()).unwrap().count(),
+            2,
+            "no temp file left"
+        );
     }
 
     #[test]

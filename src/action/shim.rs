@@ -7,15 +7,13 @@
 //! resolves on the runner host and inside job containers alike.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 
 use anyhow::{Context, Result};
 use url::Url;
 
 use super::env::Env;
 use super::layout::Layout;
-use crate::private::{Owner, create_private_dir, give};
+use crate::private::{create_private_dir, write_atomic};
 
 /// The URL prefixes the token covers: the owner, or each repository with and without `.git`,
 /// each with the login as GitHub spells it and in lower case (git matches case-sensitively).
@@ -85,27 +83,16 @@ pub(crate) fn install_binary(layout: &Layout) -> Result<()> {
     create_private_dir(&bin, layout.owner)?;
     let source = std::env::current_exe().context("cannot find the running binary")?;
     let target = bin.join("token-keeper");
-    copy_atomic(&source, &target, layout.owner)
-        .with_context(|| format!("cannot install `{}`", target.display()))
-}
-
-fn copy_atomic(source: &Path, target: &Path, owner: Owner) -> std::io::Result<()> {
-    let dir = target.parent().unwrap_or(Path::new("."));
-    let temp = tempfile::Builder::new()
-        .prefix(".token-keeper.")
-        .tempfile_in(dir)?;
-    fs::copy(source, temp.path())?;
-    let file = temp.as_file();
-    file.set_permissions(fs::Permissions::from_mode(0o700))?;
-    give(file, owner)?;
-    file.sync_all()?;
-    temp.persist(target).map_err(|e| e.error)?;
-    Ok(())
+    write_atomic(&target, 0o700, layout.owner, |file| {
+        std::io::copy(&mut fs::File::open(&source)?, file).map(drop)
+    })
+    .with_context(|| format!("cannot install `{}`", target.display()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::private::Owner;
 
     fn github() -> Url {
         Url::parse("https://github.com").unwrap()

@@ -5,7 +5,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::PermissionsExt;
+
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -14,7 +14,7 @@ use super::policy::Lifetime;
 use super::source::TokenSource;
 use crate::github::{TokenRequest, hosts};
 use crate::messages::json_error;
-use crate::private::{FileError, Owner, at, create_private_dir, give, open_private};
+use crate::private::{FileError, Owner, at, create_private_dir, open_private, write_atomic};
 use crate::secret::Secret;
 
 const LEDGER: &str = "ledger";
@@ -197,20 +197,11 @@ impl StateDir {
         self.owner
     }
 
-    /// Replace `name` whole: temp file, fsync, rename. Readers see the old or the new file.
+    /// Replace `name` whole (`private::write_atomic`): readers see the old or the new file.
     pub(super) fn write_atomic(&self, name: &str, bytes: &[u8]) -> Result<(), FileError> {
-        let target = self.path.join(name);
-        let mut temp = tempfile::Builder::new()
-            .prefix(&format!(".{name}."))
-            .permissions(fs::Permissions::from_mode(0o600))
-            .tempfile_in(&self.path)
-            .map_err(at("create a file in", &self.path))?;
-        give(temp.as_file(), self.owner).map_err(at("hand over", temp.path()))?;
-        temp.write_all(bytes).map_err(at("write", temp.path()))?;
-        temp.as_file().sync_all().map_err(at("sync", temp.path()))?;
-        temp.persist(&target)
-            .map_err(|e| at("replace", &target)(e.error))?;
-        Ok(())
+        write_atomic(&self.path.join(name), 0o600, self.owner, |file| {
+            file.write_all(bytes)
+        })
     }
 
     /// Add a minted token to the ledger, durably, before anything else uses it.
@@ -314,6 +305,8 @@ fn ends_with_newline(file: &File) -> io::Result<bool> {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     fn me(dir: &Path) -> Owner {

@@ -6,7 +6,7 @@
 //! in `hosts.yml` (whole, by rename) before it expires, until the child ends. The folder sits in
 //! the step's state directory, so the post step removes it even if we are killed.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, ExitCode};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -20,7 +20,7 @@ use crate::github::hosts;
 use crate::keeper::state::State;
 use crate::keeper::{Keeper, Served, policy};
 use crate::messages;
-use crate::private::create_private_dir;
+use crate::private::{Owner, create_private_dir, write_atomic};
 use crate::secret::Secret;
 
 /// The variables through which `gh` would take a token that never changes.
@@ -57,7 +57,7 @@ fn run_in(
     host: &str,
 ) -> Result<ExitCode> {
     let served = serve(keeper, state)?;
-    write_hosts(dir, host, &served.token)?;
+    write_hosts(dir, host, &served.token, keeper.dir().owner())?;
     for name in TOKEN_VARIABLES {
         child.env_remove(name);
     }
@@ -177,7 +177,7 @@ fn refresh_until(
             .and_then(|served| {
                 if served.token != current.token {
                     mask(&served.token);
-                    write_hosts(dir, host, &served.token)?;
+                    write_hosts(dir, host, &served.token, keeper.dir().owner())?;
                 }
                 Ok(served)
             });
@@ -238,22 +238,16 @@ fn gh_host(git_server: &str) -> Result<String> {
     hosts::host_and_port(&url).context("the git server has no host")
 }
 
-/// `hosts.yml` with the token for `host`, replaced whole.
-fn write_hosts(dir: &Path, host: &str, token: &Secret) -> Result<()> {
+/// `hosts.yml` with the token for `host`, replaced whole, the folder's owner's.
+fn write_hosts(dir: &Path, host: &str, token: &Secret, owner: Owner) -> Result<()> {
     // The token's charset was checked when it arrived: nothing in it can break the YAML.
     let text = format!(
         "{host:?}:\n    user: {TOKEN_USERNAME}\n    oauth_token: {}\n    git_protocol: https\n",
         token.expose()
     );
-    let target: PathBuf = dir.join("hosts.yml");
-    let mut temp = tempfile::Builder::new()
-        .prefix(".hosts.yml.")
-        .tempfile_in(dir)
-        .context("cannot write `hosts.yml`")?;
-    std::io::Write::write_all(&mut temp, text.as_bytes()).context("cannot write `hosts.yml`")?;
-    temp.persist(&target)
-        .map_err(|e| e.error)
-        .context("cannot replace `hosts.yml`")?;
+    write_atomic(&dir.join("hosts.yml"), 0o600, owner, |file| {
+        std::io::Write::write_all(file, text.as_bytes())
+    })?;
     Ok(())
 }
 
@@ -280,7 +274,14 @@ mod tests {
     #[test]
     fn hosts_yml_names_the_host_and_the_token() {
         let dir = tempfile::tempdir().unwrap();
-        write_hosts(dir.path(), "127.0.0.1:8443", &Secret::new("ghs_a".into())).unwrap();
+        let me = Owner::of(dir.path()).unwrap();
+        write_hosts(
+            dir.path(),
+            "127.0.0.1:8443",
+            &Secret::new("ghs_a".into()),
+            me,
+        )
+        .unwrap();
         let text = std::fs::read_to_string(dir.path().join("hosts.yml")).unwrap();
         assert_eq!(
             text,
