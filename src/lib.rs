@@ -1,13 +1,15 @@
-//! token-keeper: mint GitHub App installation tokens in Actions and keep them fresh for git.
+//! token-keeper: mint GitHub App installation tokens and keep them fresh for git in long jobs.
 //!
-//! Five floors, arrows pointing down only:
-//! - `cli` tells which role a process plays and dispatches: the main and post steps
-//!   (`action`), or a command a later step or git runs (`tools`);
-//! - `action` is the runner's side (inputs, file commands, layout, the shim, main and post
-//!   steps); `tools` the commands (`token`, `exec`, `credential`), with `credential` speaking
-//!   git's protocol;
-//! - `keeper` stores tokens for every process of a job and decides when to re-mint;
-//! - `github` speaks to GitHub's API and knows nothing of Actions, git or the state;
+//! Floors, arrows pointing down only:
+//! - `cli` tells which role a process plays and dispatches to it;
+//! - `tools` are the commands later steps and git run (`token`, `exec`, and `credential`, which
+//!   speaks git's helper protocol); they use `action` for the runner's environment and masks;
+//! - `action` is the runner's side: inputs, the environment, file commands, the layout, the
+//!   shim's git configuration, the step summary, and the main and post steps;
+//! - `keeper` is the job's token store: where tokens come from and minting, the state on disk,
+//!   locks, the refresh policy, and finding a store;
+//! - `github` speaks GitHub's API and knows its rules (names, hosts), nothing of Actions or of
+//!   our state;
 //! - leaves used by all: `messages` (our prefix, and text from elsewhere made safe to show),
 //!   `secret` (secrets held, never shown), `private` (files only the runner's user reads),
 //!   `clock`, `duration`.
@@ -15,7 +17,6 @@
 pub mod action;
 pub mod cli;
 mod clock;
-mod credential;
 mod duration;
 mod github;
 mod keeper;

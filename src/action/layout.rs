@@ -1,5 +1,6 @@
-//! Where the job's state lives, seen from our container, from the runner host, from a shell, and
-//! from a later step looking for it: every runner path is known here and only here.
+//! Where the main step puts the job's state, seen from our container, from the runner host and
+//! from a later step's shell; the names inside the job's folder are the store's own
+//! (`keeper::locate`), which later steps look for.
 //!
 //! Runner v2.331+ mounts the host's `_temp` at `/github/runner_temp` and sets `RUNNER_TEMP` to it.
 //! Older runners pass `RUNNER_TEMP` untranslated (a host path that does not exist in the
@@ -12,9 +13,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use super::env::Env;
+use crate::keeper::locate::{BIN, BINARY, JOB_DIR, OLD_RUNNER_HOME};
 use crate::private::Owner;
 
-const DIR: &str = "token-keeper";
+/// What the main step saves for its post step: the state directory (`STATE_dir` there).
+pub(crate) const SAVED_DIR: &str = "dir";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Layout {
@@ -47,9 +50,9 @@ impl Layout {
             .filter(|p| p.is_dir());
         if let Some(temp) = runner_temp {
             return Ok(Self {
-                root: temp.join(DIR),
-                shell_root: format!("$RUNNER_TEMP/{DIR}"),
-                host_root: host_temp.map(|t| t.join(DIR)),
+                root: temp.join(JOB_DIR),
+                shell_root: format!("$RUNNER_TEMP/{JOB_DIR}"),
+                host_root: host_temp.map(|t| t.join(JOB_DIR)),
                 owner,
             });
         }
@@ -59,35 +62,30 @@ impl Layout {
             );
         };
         Ok(Self {
-            root: home.join(DIR),
-            shell_root: format!("$RUNNER_TEMP/_github_home/{DIR}"),
-            host_root: host_temp.map(|t| t.join("_github_home").join(DIR)),
+            root: home.join(JOB_DIR),
+            shell_root: format!("$RUNNER_TEMP/{OLD_RUNNER_HOME}/{JOB_DIR}"),
+            host_root: host_temp.map(|t| t.join(OLD_RUNNER_HOME).join(JOB_DIR)),
             owner,
         })
     }
 }
 
-/// Where a later step finds the job's folders: beside the `bin/` that holds the running binary
-/// (the copy the main step installed), then under `RUNNER_TEMP`, as new and as older runners
-/// keep it.
-pub(crate) fn job_roots(exe: Option<&Path>, runner_temp: Option<&Path>) -> Vec<PathBuf> {
-    let mut roots = Vec::new();
-    if let Some(root) = exe
-        .and_then(Path::parent)
-        .filter(|bin| bin.ends_with("bin"))
-        .and_then(Path::parent)
-        .filter(|root| root.ends_with(DIR))
-    {
-        roots.push(root.to_owned());
+impl Layout {
+    /// Where the job's copy of our binary goes, as we see it.
+    pub(crate) fn binary(&self) -> PathBuf {
+        self.root.join(BIN).join(BINARY)
     }
-    if let Some(temp) = runner_temp {
-        for root in [temp.join(DIR), temp.join("_github_home").join(DIR)] {
-            if !roots.contains(&root) {
-                roots.push(root);
-            }
-        }
+
+    /// The folder of that copy on the runner host, for later steps' `PATH`.
+    pub(crate) fn host_bin(&self) -> Option<PathBuf> {
+        self.host_root.as_ref().map(|root| root.join(BIN))
     }
-    roots
+
+    /// The binary and a step's state as a later step's shell finds them.
+    pub(crate) fn shell_paths(&self, step: &str) -> (String, String) {
+        let root = &self.shell_root;
+        (format!("{root}/{BIN}/{BINARY}"), format!("{root}/{step}"))
+    }
 }
 
 /// A folder name for this step from `GITHUB_ACTION`, which is unique within a job, kept unique:
@@ -165,26 +163,6 @@ mod tests {
         assert_eq!(name("../x"), "step-..%2Fx");
         assert_eq!(name("a b/é"), "step-a%20b%2F%C3%A9");
         assert_eq!(step_name(&env(&[])), "step");
-    }
-
-    #[test]
-    fn later_steps_look_beside_the_installed_binary_then_under_runner_temp() {
-        let temp = Path::new("/w/_temp");
-        let installed = Path::new("/w/_temp/token-keeper/bin/token-keeper");
-        assert_eq!(
-            job_roots(Some(installed), Some(temp)),
-            [
-                PathBuf::from("/w/_temp/token-keeper"),
-                PathBuf::from("/w/_temp/_github_home/token-keeper"),
-            ]
-        );
-        let elsewhere = Path::new("/usr/local/bin/token-keeper");
-        assert_eq!(job_roots(Some(elsewhere), None), Vec::<PathBuf>::new());
-        let old = Path::new("/h/token-keeper/bin/token-keeper");
-        assert_eq!(
-            job_roots(Some(old), None),
-            [PathBuf::from("/h/token-keeper")]
-        );
     }
 
     #[test]

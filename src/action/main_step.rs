@@ -98,7 +98,7 @@ fn mint_and_export(plan: &Plan, gh: &GitHub, runtime: &Runtime, dir: &StateDir) 
     let (files, config) = (&plan.files, &plan.config);
     files.set(
         FileCommand::State,
-        &[("dir", &dir.path().to_string_lossy())],
+        &[(layout::SAVED_DIR, &dir.path().to_string_lossy())],
     )?;
     let identity = env::identity_request(|name| plan.env.get(name).cloned()).ok_or_else(|| {
         "keyless mode needs the job's identity, and `ACTIONS_ID_TOKEN_REQUEST_URL` is not set: add `permissions: id-token: write` to the job".to_owned()
@@ -254,7 +254,7 @@ fn install_shim(plan: &Plan, server: &Url, account: &str, minted: &MintedToken) 
     } else {
         configure_git(plan, server, account, minted)?;
     }
-    if let Some(host_bin) = layout.host_root.as_ref().map(|root| root.join("bin")) {
+    if let Some(host_bin) = layout.host_bin() {
         files.add_path(&host_bin.to_string_lossy())?;
     }
     let event = env

@@ -1,4 +1,5 @@
-//! The GitHub Actions side: inputs, the runner's file commands, and the main and post steps.
+//! The GitHub Actions side: inputs, the runner's environment and file commands, the layout,
+//! the shim's git configuration, the step summary, and the main and post steps.
 
 pub(crate) mod env;
 pub mod inputs;

@@ -19,6 +19,7 @@ use crate::github::GitHub;
 use crate::github::apps::{self, Revoked};
 use crate::github::client::{self, Knobs, Runtime};
 use crate::keeper::Keeper;
+use crate::keeper::locate::BIN;
 use crate::keeper::state::{LedgerEntry, StateDir};
 use crate::messages;
 
@@ -73,9 +74,9 @@ fn remove_shared_binary(root: &Path) {
     let Ok(entries) = std::fs::read_dir(root) else {
         return;
     };
-    let others = entries.flatten().any(|e| e.file_name() != "bin");
+    let others = entries.flatten().any(|e| e.file_name() != BIN);
     if !others {
-        let _ = std::fs::remove_dir_all(root.join("bin"));
+        let _ = std::fs::remove_dir_all(root.join(BIN));
         let _ = std::fs::remove_dir(root);
     }
 }
@@ -130,7 +131,8 @@ fn client(env: &Env, deadline: Duration) -> Result<(GitHub, Runtime)> {
 /// The step's state directory: the one the main step saved, or, where the runner passes no
 /// state to post steps (nektos/act does not), the one the layout and the step's id name.
 fn state_dir(env: &Env) -> Option<PathBuf> {
-    if let Some(dir) = env.get("STATE_dir").filter(|d| !d.is_empty()) {
+    let saved = format!("STATE_{}", layout::SAVED_DIR);
+    if let Some(dir) = env.get(&saved).filter(|d| !d.is_empty()) {
         return Some(PathBuf::from(dir));
     }
     let Ok(layout) = Layout::detect(env) else {
@@ -140,13 +142,13 @@ fn state_dir(env: &Env) -> Option<PathBuf> {
     let dir = layout.root.join(layout::step_name(env));
     if dir.is_dir() {
         say(&format!(
-            "the runner gave this post step no `STATE_dir`: cleaning up the step's state found at `{}`",
+            "the runner gave this post step no `{saved}`: cleaning up the step's state found at `{}`",
             dir.display()
         ));
         Some(dir)
     } else {
         say(&format!(
-            "nothing to clean up (no `STATE_dir`, and no state at `{}`: the main step stopped before it minted)",
+            "nothing to clean up (no `{saved}`, and no state at `{}`: the main step stopped before it minted)",
             dir.display()
         ));
         None

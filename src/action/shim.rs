@@ -38,8 +38,8 @@ pub(crate) fn scopes(server: &Url, account: &str, repositories: &[String]) -> Ve
 
 /// The command git runs for our scopes.
 pub(crate) fn helper_command(layout: &Layout, step: &str) -> String {
-    let root = &layout.shell_root;
-    format!("!\"{root}/bin/token-keeper\" credential --state \"{root}/{step}\"")
+    let (binary, state) = layout.shell_paths(step);
+    format!("!\"{binary}\" credential --state \"{state}\"")
 }
 
 /// `GIT_CONFIG_*` variables for later steps, appended after the `existing` count.
@@ -79,10 +79,11 @@ pub(crate) fn existing_count(env: &Env) -> usize {
 
 /// Copy the running binary to `<root>/bin/token-keeper` (0700, the runner user's).
 pub(crate) fn install_binary(layout: &Layout) -> Result<()> {
-    let bin = layout.root.join("bin");
-    create_private_dir(&bin, layout.owner)?;
+    let target = layout.binary();
+    if let Some(bin) = target.parent() {
+        create_private_dir(bin, layout.owner)?;
+    }
     let source = std::env::current_exe().context("cannot find the running binary")?;
-    let target = bin.join("token-keeper");
     write_atomic(&target, 0o700, layout.owner, |file| {
         std::io::copy(&mut fs::File::open(&source)?, file).map(drop)
     })

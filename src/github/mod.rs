@@ -1,8 +1,10 @@
-//! The GitHub App API: keys, JWTs, the HTTP client and the calls we make.
+//! The GitHub App API: keys, JWTs, the HTTP client, the calls we make, and GitHub's rules for
+//! names and hosts.
 //!
-//! Nothing here knows about Actions, git or the on-disk state (it uses only the crate's leaves,
-//! the clock and durations); it takes values in and hands values back, so every other part of
-//! the crate can be tested against it with a fake server.
+//! Nothing here knows about Actions or our state on disk (it uses only the crate's leaves);
+//! it takes values in and hands values back, and its errors say what a server did, not which
+//! input to change, so every other part of the crate can be tested against it with a fake
+//! server.
 
 pub(crate) mod apps;
 pub(crate) mod client;

@@ -1,4 +1,8 @@
-//! Finding a job's token store from a later step, among the job folders the caller names.
+//! Where a job's token stores are, and finding one from a later step.
+//!
+//! A job keeps them in one folder, `token-keeper/`: a folder per step, beside `bin/` with the
+//! copy of our binary that later steps run. The job's folder is in `RUNNER_TEMP`, or, on
+//! runners older than v2.331, in `RUNNER_TEMP/_github_home`, the action container's `HOME`.
 
 use std::path::{Path, PathBuf};
 
@@ -7,6 +11,37 @@ use anyhow::{Result, bail};
 use super::state::State;
 use super::{Caller, Keeper};
 use crate::messages::quoted_list;
+
+/// The job's folder of stores.
+pub(crate) const JOB_DIR: &str = "token-keeper";
+/// The folder of the job's copy of our binary, in the job's folder.
+pub(crate) const BIN: &str = "bin";
+pub(crate) const BINARY: &str = "token-keeper";
+/// Old runners' action containers keep their `HOME` here, in `RUNNER_TEMP`.
+pub(crate) const OLD_RUNNER_HOME: &str = "_github_home";
+
+/// Where a later step finds the job's folders: beside the `bin/` that holds the running binary
+/// (the copy the main step installed), then under `RUNNER_TEMP`, as new and as older runners
+/// keep it.
+pub(crate) fn job_roots(exe: Option<&Path>, runner_temp: Option<&Path>) -> Vec<PathBuf> {
+    let mut roots = Vec::new();
+    if let Some(root) = exe
+        .and_then(Path::parent)
+        .filter(|bin| bin.ends_with(BIN))
+        .and_then(Path::parent)
+        .filter(|root| root.ends_with(JOB_DIR))
+    {
+        roots.push(root.to_owned());
+    }
+    if let Some(temp) = runner_temp {
+        for root in [temp.join(JOB_DIR), temp.join(OLD_RUNNER_HOME).join(JOB_DIR)] {
+            if !roots.contains(&root) {
+                roots.push(root);
+            }
+        }
+    }
+    roots
+}
 
 /// The store `explicit` names, or the one in `roots` (job folders, each holding a folder per
 /// step); `owner` picks among several. Its state comes along, read once.
@@ -59,5 +94,30 @@ pub(crate) fn find(
                 quoted_list(&owners)
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn later_steps_look_beside_the_installed_binary_then_under_runner_temp() {
+        let temp = Path::new("/w/_temp");
+        let installed = Path::new("/w/_temp/token-keeper/bin/token-keeper");
+        assert_eq!(
+            job_roots(Some(installed), Some(temp)),
+            [
+                PathBuf::from("/w/_temp/token-keeper"),
+                PathBuf::from("/w/_temp/_github_home/token-keeper"),
+            ]
+        );
+        let elsewhere = Path::new("/usr/local/bin/token-keeper");
+        assert_eq!(job_roots(Some(elsewhere), None), Vec::<PathBuf>::new());
+        let old = Path::new("/h/token-keeper/bin/token-keeper");
+        assert_eq!(
+            job_roots(Some(old), None),
+            [PathBuf::from("/h/token-keeper")]
+        );
     }
 }

@@ -1,4 +1,5 @@
-//! The token store shared by every process of a job: state on disk, locks, the refresh policy.
+//! The token store shared by every process of a job: where its tokens come from, the state on
+//! disk, locks, the refresh policy; the job's first token and every re-mint.
 //!
 //! `Keeper::serve` is the hot path of every git command: given the state file just read, it asks
 //! the policy and answers, with no lock, no HTTP client and no async runtime. Only a re-mint

@@ -1,7 +1,7 @@
 //! The commands later steps and git run: `credential`, `token` and `exec`.
 //!
-//! `exec --keep-fresh` lives in `fresh`: a long-running child whose `gh` reads a token that is
-//! replaced before it expires.
+//! `credential` speaks git's helper protocol (its own file); `exec --keep-fresh` lives in
+//! `fresh`: a long-running child whose `gh` reads a token that is replaced before it expires.
 //!
 //! They find the job's token store (the one the main step named, or the only one), and hand out
 //! a live token. A person may be waiting on `token` and `exec`, so they say when a re-mint waits
@@ -14,15 +14,16 @@ use std::process::{Command, ExitCode, ExitStatus};
 
 use anyhow::{Context, Result};
 
+mod credential;
 mod fresh;
 
-use crate::action::{env, layout, workflow};
+use crate::action::{env, workflow};
 use crate::clock::unix_now;
 use crate::github::client::Knobs;
 use crate::keeper::state::State;
 use crate::keeper::{Caller, Keeper, Served, locate};
+use crate::messages;
 use crate::secret::Secret;
-use crate::{credential, messages};
 
 /// `credential <operation>`: answer git.
 pub(crate) fn credential(state: Option<&Path>, operation: &str) -> Result<ExitCode> {
@@ -56,7 +57,7 @@ pub(crate) fn token(state: Option<&Path>, owner: Option<&str>) -> Result<ExitCod
 
 /// `exec -- COMMAND`: run it with `GH_TOKEN` and `GITHUB_TOKEN` set to a live token (and
 /// `GH_ENTERPRISE_TOKEN` on GitHub Enterprise Server); its exit status becomes ours. With
-/// `keep_fresh`, see `keep_fresh`.
+/// `keep_fresh`, the child gets a `gh` configuration kept fresh instead (`fresh`).
 pub(crate) fn exec(
     state: Option<&Path>,
     owner: Option<&str>,
@@ -102,7 +103,7 @@ fn caller() -> Result<Caller> {
 fn find(state: Option<&Path>, owner: Option<&str>) -> Result<(Keeper, State)> {
     let exe = std::env::current_exe().ok();
     let runner_temp = std::env::var_os("RUNNER_TEMP").map(PathBuf::from);
-    let roots = layout::job_roots(exe.as_deref(), runner_temp.as_deref());
+    let roots = locate::job_roots(exe.as_deref(), runner_temp.as_deref());
     locate::find(&roots, state, owner, &caller()?)
 }
 

@@ -451,7 +451,7 @@ mod tests {
         fn state_dir(now: i64) -> tempfile::TempDir {
             let tmp = tempfile::tempdir().unwrap();
             let dir = StateDir::create(tmp.path(), "s", Owner::of(tmp.path()).unwrap()).unwrap();
-            let key = PrivateKey::parse(include_str!("../tests/fixtures/app-key.pem")).unwrap();
+            let key = PrivateKey::parse(include_str!("../../tests/fixtures/app-key.pem")).unwrap();
             let token = CachedToken {
                 token: Secret::new("ghs_fuzz".into()),
                 lifetime: Lifetime {
