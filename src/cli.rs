@@ -41,7 +41,9 @@ enum Tool {
         #[arg(long)]
         state: Option<PathBuf>,
     },
-    /// Run a command with `GH_TOKEN` and `GITHUB_TOKEN` set to a live token.
+    /// Run a command with `GH_TOKEN` and `GITHUB_TOKEN` set to a live token. Its exit code is
+    /// the command's, but for token-keeper's own: 125 (no token), 126 (the command cannot be
+    /// run), 127 (it is not found).
     Exec {
         #[arg(long)]
         owner: Option<String>,
@@ -66,6 +68,17 @@ pub enum Role {
 }
 
 impl Role {
+    /// The exit code of a role that failed with `err`: `exec` keeps codes of its own, so that
+    /// none is taken for its command's.
+    pub fn failure_code(&self, err: &anyhow::Error) -> ExitCode {
+        match self {
+            Role::Tool(Cli {
+                command: Tool::Exec { .. },
+            }) => tools::exec_failure(err),
+            _ => ExitCode::FAILURE,
+        }
+    }
+
     /// Errors of the action's steps become `::error::` lines; the tool's go to stderr.
     pub fn report(&self, err: &anyhow::Error) {
         match self {

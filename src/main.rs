@@ -11,6 +11,6 @@ fn main() -> ExitCode {
     };
     cli::run(&role).unwrap_or_else(|err| {
         role.report(&err);
-        ExitCode::FAILURE
+        role.failure_code(&err)
     })
 }

@@ -32,7 +32,7 @@ pub(crate) fn line(text: &str) -> String {
 }
 
 /// `token-keeper: warning: <text>`.
-pub(crate) fn warning_line(text: &str) -> String {
+fn warning_line(text: &str) -> String {
     line(&format!("warning: {text}"))
 }
 

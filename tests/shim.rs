@@ -706,6 +706,49 @@ async fn token_and_exec_hand_out_a_live_token() {
 }
 
 #[tokio::test]
+async fn exec_keeps_exit_codes_of_its_own_apart_from_the_commands() {
+    let w = World::start(Duration::from_secs(3600)).await;
+    let main = w.job.main(&w.inputs(&[]), View::Host);
+    main.assert_ok();
+    let step = LaterStep::after(&w.job, &main);
+    let exec = |args: &[&str]| {
+        step.command("token-keeper")
+            .arg("exec")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert_eq!(exec(&["--", "sh", "-c", "exit 3"]).status.code(), Some(3));
+    assert_eq!(
+        exec(&["--keep-fresh", "--", "sh", "-c", "exit 4"])
+            .status
+            .code(),
+        Some(4)
+    );
+    let missing = exec(&["--", "no-such-command-here"]);
+    assert_eq!(missing.status.code(), Some(127), "{missing:?}");
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot run `no-such-command-here`"));
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/app-key.pem");
+    assert_eq!(
+        exec(&["--", fixture]).status.code(),
+        Some(126),
+        "not executable"
+    );
+    assert_eq!(
+        exec(&["--keep-fresh", "--", "no-such-command-here"])
+            .status
+            .code(),
+        Some(127)
+    );
+    let no_state = exec(&["--owner", "nobody", "--", "true"]);
+    assert_eq!(
+        no_state.status.code(),
+        Some(125),
+        "token-keeper's own failure"
+    );
+}
+
+#[tokio::test]
 async fn post_revokes_every_token_of_the_job_and_removes_everything() {
     let w = World::start(Duration::from_secs(3600)).await;
     let inputs = w.inputs(&[]);

@@ -417,7 +417,7 @@ fn check_name(input: &str, name: &str) -> Result<(), InputError> {
 }
 
 /// A comma or newline separated list, blanks dropped.
-pub(crate) fn split_list(text: &str) -> Vec<String> {
+fn split_list(text: &str) -> Vec<String> {
     text.split([',', '\n'])
         .map(str::trim)
         .filter(|s| !s.is_empty())

@@ -44,7 +44,7 @@ pub(crate) fn warning(message: &str) -> String {
 
 /// `::add-mask::value` lines, for a stream only we write to; a multi-line value is masked line
 /// by line.
-pub(crate) fn mask_lines(value: &str) -> Vec<String> {
+fn mask_lines(value: &str) -> Vec<String> {
     value
         .lines()
         .filter(|l| !l.trim().is_empty())

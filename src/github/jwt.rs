@@ -14,9 +14,9 @@ use super::key::PrivateKey;
 use crate::secret::Secret;
 
 /// GitHub refuses an `iat` in its future; backdating covers small clock drift.
-pub(crate) const BACKDATE_SECS: i64 = 60;
+const BACKDATE_SECS: i64 = 60;
 /// GitHub allows `exp` at most 10 minutes ahead; keep a margin under it.
-pub(crate) const LIFETIME_SECS: i64 = 540;
+const LIFETIME_SECS: i64 = 540;
 
 /// The one header we send.
 const HEADER: &str = r#"{"alg":"RS256","typ":"JWT"}"#;

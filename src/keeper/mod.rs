@@ -29,7 +29,7 @@ use crate::messages;
 use crate::secret::Secret;
 
 /// Git is waiting: a re-mint gives up after this.
-pub(crate) const REMINT_DEADLINE: Duration = Duration::from_secs(20);
+const REMINT_DEADLINE: Duration = Duration::from_secs(20);
 /// A whole call, lock wait and re-mint included, ends within this.
 const CALL_BOUND: Duration = Duration::from_secs(28);
 const LOCK_WAIT: Duration = Duration::from_secs(25);

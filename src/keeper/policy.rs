@@ -8,9 +8,9 @@ use std::time::Duration;
 
 /// A brand-new token can be refused for a few seconds, and a stale checkout header or a repository
 /// outside the token's reach also makes git send `erase`: erase only tokens older than this.
-pub(crate) const ERASE_MIN_AGE: i64 = 60;
+const ERASE_MIN_AGE: i64 = 60;
 /// Re-mints caused by `erase` happen at most once per this many seconds.
-pub(crate) const ERASE_MIN_INTERVAL: i64 = 60;
+const ERASE_MIN_INTERVAL: i64 = 60;
 /// Refresh when less than this is left, or half the token's lifetime if that is less.
 const EXPIRY_MARGIN: i64 = 300;
 

@@ -65,7 +65,7 @@ impl Request {
 
     /// Read a request as git writes it: up to the first blank line, which ends it even when the
     /// caller keeps its end of the pipe open, or to the end of input; at most 64 KiB.
-    pub(crate) fn read_from(input: impl Read) -> io::Result<Self> {
+    fn read_from(input: impl Read) -> io::Result<Self> {
         const LIMIT: u64 = 64 * 1024;
         let mut reader = io::BufReader::new(input.take(LIMIT));
         let mut bytes = Vec::new();
@@ -83,7 +83,7 @@ impl Request {
     }
 
     /// Whether the request is for our server and, when git names a path, inside our scope.
-    pub(crate) fn is_ours(&self, server: &Url, config: &MintConfig) -> bool {
+    fn is_ours(&self, server: &Url, config: &MintConfig) -> bool {
         let (Some(protocol), Some(host)) = (&self.protocol, &self.host) else {
             return false;
         };
@@ -231,7 +231,7 @@ pub(crate) struct Answer<'a> {
 impl Answer<'_> {
     /// Write the attribute lines in one piece. A value holding NUL, CR or LF is refused, and
     /// nothing is written: git would read what follows the break as attributes of its own.
-    pub(crate) fn write_to(&self, mut out: impl Write) -> io::Result<()> {
+    fn write_to(&self, mut out: impl Write) -> io::Result<()> {
         let expiry = self.password_expiry_utc.to_string();
         let attributes = [
             ("username", self.username),

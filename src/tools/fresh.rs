@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use super::{exit_code, mask, serve};
+use super::{CannotRun, exit_code, mask, serve};
 use crate::clock::unix_now;
 use crate::github::apps::TOKEN_USERNAME;
 use crate::github::hosts;
@@ -67,7 +67,9 @@ fn run_in(
     }
     let signals = Signals::block();
     signals.unblock_in(child);
-    let mut running = child.spawn().context("cannot run the command")?;
+    let mut running = child
+        .spawn()
+        .map_err(|cause| CannotRun::new(child, cause))?;
     signals.forward_to(running.id());
     let (stop, stopped) = mpsc::channel::<()>();
     std::thread::scope(|scope| {

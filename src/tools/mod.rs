@@ -84,8 +84,39 @@ pub(crate) fn exec(
     }
     let status = child
         .status()
-        .with_context(|| format!("cannot run `{}`", program.to_string_lossy()))?;
+        .map_err(|cause| CannotRun::new(&child, cause))?;
     Ok(exit_code(status))
+}
+
+/// `exec`'s own failures have exit codes of their own, as `env`'s do, so that none is taken for
+/// the command's: 125 when token-keeper failed, 126 when the command cannot be run, 127 when it
+/// is not found. Any other code is the command's.
+const EXEC_FAILED: u8 = 125;
+
+/// The command of `exec` could not be started.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot run `{program}`: {cause}")]
+pub(crate) struct CannotRun {
+    program: String,
+    cause: std::io::Error,
+}
+
+impl CannotRun {
+    fn new(command: &Command, cause: std::io::Error) -> Self {
+        Self {
+            program: command.get_program().to_string_lossy().into_owned(),
+            cause,
+        }
+    }
+}
+
+/// The exit code of `exec` when it failed with `err` rather than run its command to the end.
+pub(crate) fn exec_failure(err: &anyhow::Error) -> ExitCode {
+    ExitCode::from(match err.downcast_ref::<CannotRun>() {
+        Some(e) if e.cause.kind() == std::io::ErrorKind::NotFound => 127,
+        Some(_) => 126,
+        None => EXEC_FAILED,
+    })
 }
 
 /// What this process brings to a re-mint: its `TOKEN_KEEPER_*` bounds and its step's identity.
