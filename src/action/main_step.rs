@@ -21,7 +21,7 @@ use crate::clock::{rfc3339, unix_now};
 use crate::github::apps::{BotUser, MintError};
 use crate::github::client::{self, Knobs, Runtime};
 use crate::github::exchange::ExchangeError;
-use crate::github::{GitHub, MintedToken, Target};
+use crate::github::{GitHub, MintedToken, Target, hosts};
 use crate::keeper::policy::Lifetime;
 use crate::keeper::source::{Means, TokenSource};
 use crate::keeper::state::{CachedToken, MintConfig, StateDir};
@@ -332,7 +332,7 @@ fn export(
         .git_server
         .as_ref()
         .and_then(Url::host_str)
-        .unwrap_or("github.com");
+        .unwrap_or(hosts::GITHUB_COM);
     let user_id = bot.and_then(|b| b.id.as_ref().ok()).map(u64::to_string);
     let (name, email) = match bot {
         Some(bot) => (bot.login.clone(), bot.email(host)),

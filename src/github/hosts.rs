@@ -3,11 +3,15 @@
 
 use url::Url;
 
+/// GitHub's own git server, and its API's host.
+pub(crate) const GITHUB_COM: &str = "github.com";
+const API_GITHUB_COM: &str = "api.github.com";
+
 /// Whether `host` is one of GitHub's cloud servers, whose API description (and permission list)
 /// we ship: github.com and its API, or a GHE.com subdomain.
 pub(crate) fn is_cloud(host: &str) -> bool {
     let host = host.to_ascii_lowercase();
-    host == "github.com" || host == "api.github.com" || host.ends_with(".ghe.com")
+    host == GITHUB_COM || host == API_GITHUB_COM || host.ends_with(".ghe.com")
 }
 
 /// A server as hosts and audiences name it: its host, and its port when the URL gives one
@@ -26,8 +30,8 @@ pub(crate) fn git_server_of(api: &Url) -> Option<Url> {
     let host = api.host_str()?.to_ascii_lowercase();
     let mut server = api.clone();
     server.set_path("");
-    if host == "api.github.com" {
-        server.set_host(Some("github.com")).ok()?;
+    if host == API_GITHUB_COM {
+        server.set_host(Some(GITHUB_COM)).ok()?;
         return Some(server);
     }
     if let Some(sub) = host

@@ -62,7 +62,8 @@ fn run_in(
         child.env_remove(name);
     }
     child.env("GH_CONFIG_DIR", dir);
-    if host != "github.com" {
+    // gh's own default; any other server, GHE.com's included, must be named.
+    if host != hosts::GITHUB_COM {
         child.env("GH_HOST", host);
     }
     let signals = Signals::block();
