@@ -20,6 +20,8 @@ mod hostile;
 mod keyless;
 /// Nothing secret leaks from a whole job.
 mod leaks;
+/// The process meter: a child's figures are its own, whatever the test process holds.
+mod measure;
 /// Every minted token is recorded and revoked, whatever goes wrong around it.
 mod minted;
 /// The state directory is ours alone, whatever an earlier step planted.

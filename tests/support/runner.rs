@@ -126,7 +126,8 @@ pub struct StepRun {
     pub summary: String,
     /// Process start to exit.
     pub elapsed: std::time::Duration,
-    pub max_rss_kib: i64,
+    /// The step's own peak memory, KiB (see `measure`).
+    pub max_rss_kib: Result<u64, &'static str>,
 }
 
 impl StepRun {
