@@ -13,7 +13,7 @@ use base64::Engine;
 use crate::support::fake_github::{APP_ID, APP_KEY, FakeGitHub, Issued, app_inputs};
 use crate::support::git_server::{GitServer, git_command};
 use crate::support::measure;
-use crate::support::runner::{Job, LaterStep, View, age_cached_token, is_root};
+use crate::support::runner::{Job, LaterStep, View, age_cached_token, is_root, require};
 
 /// A job whose API is the fake and whose git server accepts only the fake's live tokens.
 pub(crate) struct World {
@@ -292,6 +292,11 @@ async fn expired_with_lib(files: &[(&str, &str)]) -> (World, LaterStep) {
 
 #[tokio::test]
 async fn pip_installs_a_private_git_requirement_after_the_first_token_expired() {
+    require(
+        "python3",
+        &["-c", "import setuptools, wheel, pip"],
+        "python3 with pip, setuptools and wheel (Debian's python3-pip, python3-setuptools, python3-wheel)",
+    );
     let (w, step) = expired_with_lib(&[
         (
             "pyproject.toml",
@@ -331,6 +336,7 @@ async fn pip_installs_a_private_git_requirement_after_the_first_token_expired() 
 
 #[tokio::test]
 async fn npm_installs_a_private_git_dependency_after_the_first_token_expired() {
+    require("npm", &["--version"], "npm (Debian's package `npm`)");
     let (w, step) = expired_with_lib(&[(
         "package.json",
         "{\"name\": \"octo-lib\", \"version\": \"0.1.0\"}\n",
@@ -358,10 +364,10 @@ async fn npm_installs_a_private_git_dependency_after_the_first_token_expired() {
 
 #[tokio::test]
 async fn gh_in_a_long_running_process_gets_a_fresh_token_from_keep_fresh() {
-    let gh = Command::new("gh").arg("--version").output();
-    assert!(
-        gh.is_ok_and(|o| o.status.success()),
-        "this test needs the real `gh` (Debian's package `gh`; .ci/run installs it)"
+    require(
+        "gh",
+        &["--version"],
+        "the real `gh` (Debian's package `gh`)",
     );
     let github = FakeGitHub::start().await;
     github.world().token_lifetime = Duration::from_secs(3);

@@ -3,7 +3,7 @@
 //! The engine is docker when its daemon answers, podman otherwise (`TOKEN_KEEPER_ENGINE` picks
 //! one). The image is `TOKEN_KEEPER_IMAGE` when set, else built once per test run by
 //! `scripts/build-image`. Where neither can be had the tests fail and say why, unless
-//! `TOKEN_KEEPER_SKIP_ENGINE=1` says to skip them.
+//! `TOKEN_KEEPER_SKIP_ENGINE=1` says to skip them; `scripts/test` installs what they need.
 
 use std::path::Path;
 use std::process::Command;
@@ -51,7 +51,7 @@ pub fn image() -> Option<&'static Image> {
     match built() {
         Ok(image) => Some(image),
         Err(why) => panic!(
-            "{why}\n(the image tests need docker or podman; set TOKEN_KEEPER_SKIP_ENGINE=1 to skip them)"
+            "{why}\n(scripts/test installs what the image tests need; TOKEN_KEEPER_SKIP_ENGINE=1 skips them)"
         ),
     }
 }
@@ -77,12 +77,15 @@ impl Image {
     }
 }
 
+const NO_ENGINE: &str =
+    "no container engine answers here: install podman and runc, or start docker's daemon";
+
 fn find() -> Result<Image, String> {
     let engine = match std::env::var("TOKEN_KEEPER_ENGINE") {
         Ok(engine) if !engine.is_empty() => engine,
         _ if answers("docker", &["version", "--format", "{{.Server.Version}}"]) => "docker".into(),
         _ if answers("podman", &["version"]) => "podman".into(),
-        _ => return Err("no container engine answers here (docker's daemon, or podman)".into()),
+        _ => return Err(NO_ENGINE.into()),
     };
     if let Ok(name) = std::env::var("TOKEN_KEEPER_IMAGE") {
         return Ok(Image { engine, name });
@@ -93,7 +96,13 @@ fn find() -> Result<Image, String> {
         .output()
         .map_err(|err| format!("cannot run {}: {err}", script.display()))?;
     if !built.status.success() {
-        return Err(format!("scripts/build-image failed:\n{}", shown(&built)));
+        // The last line is the reason: stage-image's says what is missing and how to get it.
+        let stderr = String::from_utf8_lossy(&built.stderr);
+        let last = stderr.lines().last().unwrap_or_default();
+        return Err(format!(
+            "scripts/build-image failed: {last}\n{}",
+            shown(&built)
+        ));
     }
     let stdout = String::from_utf8_lossy(&built.stdout);
     let name = stdout

@@ -644,6 +644,16 @@ fn edit_cached_token(job: &Job, main: &StepRun, edit: impl FnOnce(&mut serde_jso
     fs::write(&file, serde_json::to_vec(&state).expect("JSON")).expect("write state.json");
 }
 
+/// Fail at once, saying what to install, when `program args` does not run here.
+#[track_caller]
+pub fn require(program: &str, args: &[&str], needed: &str) {
+    let ran = Command::new(program).args(args).output();
+    assert!(
+        ran.is_ok_and(|o| o.status.success()),
+        "this test needs {needed}; scripts/test installs what the tests need"
+    );
+}
+
 /// Whether the tests run as root (CI does), so namespaces and other users can be used.
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
