@@ -427,9 +427,10 @@ impl Job {
     }
 
     /// The built image, as actions/runner's `DockerRun` starts it: `--rm`, the workspace as the
-    /// working directory, values passed as `-e NAME` (never in argv), the runner's mounts, and
-    /// the step's entrypoint. Two differences, both for a loopback test: host networking, so
-    /// the container reaches the fake GitHub, and no docker socket mount, which we never use.
+    /// working directory, values passed as `-e NAME` (never in argv, but for `HOME`), the
+    /// runner's mounts, and the step's entrypoint. Two differences, both for a loopback test:
+    /// host networking, so the container reaches the fake GitHub, and no docker socket mount,
+    /// which we never use.
     fn in_engine(
         &self,
         image: &Image,
@@ -437,9 +438,11 @@ impl Job {
         mut env: BTreeMap<String, String>,
         view: View,
     ) -> Command {
-        // The host's PATH and HOME belong to the engine, not to the container.
+        // The host's PATH and HOME belong to the engine, not to the container: rootless podman
+        // finds its storage through HOME. The container's HOME, a path, goes in argv instead.
         env.remove("PATH");
         let mounts = self.container_env(&mut env, view);
+        let home = env.remove("HOME");
         let mut command = image.command();
         command.args([
             "run",
@@ -449,6 +452,9 @@ impl Job {
             "--network",
             "host",
         ]);
+        if let Some(home) = home {
+            command.arg("-e").arg(format!("HOME={home}"));
+        }
         for name in env.keys() {
             command.arg("-e").arg(name);
         }
