@@ -2,7 +2,8 @@
 //!
 //! The peak is the exec'd program's `VmHWM`, read from `/proc` while it stops at its exit under
 //! ptrace. `wait4`'s `ru_maxrss` cannot give it: at exec, Linux folds the old address space's peak
-//! into it, and a child's old address space is this test process's, whatever its size.
+//! into it, and a child's old address space is this test process's, whatever its size. Tracing
+//! costs a run about 0.15 ms: a fork where std would use posix_spawn, and two stops.
 
 use std::io::{Read, Seek, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
