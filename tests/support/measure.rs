@@ -25,7 +25,7 @@ const UNSEEN: &str = "the child never stopped at its exit (killed, or ended by a
                       so its peak memory was not read";
 
 /// Run `command` with `stdin`; all three streams go through files, so no pipe can fill up while
-/// the child is stopped.
+/// the child is stopped. `command` asks to be traced from then on: spawn it only through here.
 pub fn run(command: &mut Command, stdin: &[u8]) -> std::io::Result<Measured> {
     let mut input = tempfile::tempfile()?;
     input.write_all(stdin)?;
