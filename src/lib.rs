@@ -24,3 +24,6 @@ mod messages;
 mod private;
 mod secret;
 mod tools;
+
+/// For tests of long jobs: a store's cached token made older, through its own lock and types.
+pub use keeper::backdate_cached_token;

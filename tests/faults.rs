@@ -9,9 +9,12 @@ use std::time::{Duration, Instant};
 
 use wiremock::ResponseTemplate;
 
-use crate::support::fake_github::{FakeGitHub, app_inputs, unix_now};
+use crate::support::fake_github::{FakeGitHub, app_inputs};
 use crate::support::relay::Relay;
-use crate::support::runner::{Job, LaterStep, Namespace, StepRun, View, age_cached_token};
+use crate::support::runner::{
+    Job, LaterStep, Namespace, StepRun, View, age_cached_token, expire_cached_token,
+};
+use crate::support::unix_now;
 
 /// A job whose API calls go through a relay that can reset connections.
 async fn job_with_relay() -> (FakeGitHub, Relay, Job) {
@@ -266,11 +269,8 @@ async fn with_github_down_the_shim_serves_the_valid_cached_token_and_says_so() {
 #[tokio::test]
 async fn with_github_down_and_nothing_valid_the_shim_fails_with_one_line() {
     let (_github, job, main, step) = down_after_main(false).await;
-    // The cached token expired an hour ago, by GitHub's clock too.
-    let file = job.host_path(&main.state["dir"]).join("state.json");
-    let mut state: serde_json::Value = serde_json::from_slice(&fs::read(&file).unwrap()).unwrap();
-    state["token"]["expires_at"] = (unix_now() - 60).into();
-    fs::write(&file, serde_json::to_vec(&state).unwrap()).unwrap();
+    // The cached token has expired, by GitHub's clock too.
+    expire_cached_token(&job, &main);
     let out = token(
         &step,
         &[
@@ -577,16 +577,13 @@ async fn a_stalled_dns_resolver_does_not_outlast_the_deadline() {
     )
     .unwrap();
 
-    let (github, job, main, step) = aged(50 * 60).await;
-    let state_file = job.host_path(&main.state["dir"]).join("state.json");
-    let mut state: serde_json::Value =
-        serde_json::from_slice(&fs::read(&state_file).unwrap()).unwrap();
-    let port = url::Url::parse(&github.url()).unwrap().port().unwrap();
-    state["config"]["api_url"] = format!("http://api.stalled.test:{port}").into();
-    fs::write(&state_file, serde_json::to_vec(&state).unwrap()).unwrap();
-
+    // The re-mint goes through a proxy that only the stalled resolver could name.
+    let (_github, _job, main, step) = aged(50 * 60).await;
     let mut command = step.command("token-keeper");
-    command.arg("token").env("TOKEN_KEEPER_DEADLINE", "2s");
+    command
+        .arg("token")
+        .env("TOKEN_KEEPER_DEADLINE", "2s")
+        .env("HTTP_PROXY", "http://proxy.stalled.test:3128");
     let mut namespace = Namespace::default();
     namespace.bind(conf.path().to_str().unwrap(), "/etc/resolv.conf");
     namespace.enter_in(&mut command, step.dir.path().to_str().unwrap());

@@ -2,91 +2,17 @@
 //! every refresh, with no App key anywhere in the job.
 
 use std::fs;
-use std::path::Path;
 use std::process::Output;
 
 use serde_json::json;
 use wiremock::ResponseTemplate;
 
-use crate::shim::{assert_git_ok, walk};
-use crate::support::fake_github::{APP_ID, APP_KEY, FakeGitHub};
-use crate::support::git_server::{GitServer, git_command};
+use crate::support::fake_github::app_inputs;
+use crate::support::git_server::git_command;
 use crate::support::logs::assert_no_secret_shown;
-use crate::support::runner::{Job, LaterStep, StepRun, View, age_cached_token};
-use crate::support::sts::{Issuer, Policy, Sts};
-
-/// A job with `id-token: write`, an exchange service, and a git server for the fake's tokens.
-pub(crate) struct Keyless {
-    pub github: FakeGitHub,
-    git: GitServer,
-    issuer: Issuer,
-    pub sts: Sts,
-    pub job: Job,
-}
-
-impl Keyless {
-    pub async fn start() -> Self {
-        let github = FakeGitHub::start().await;
-        let git = GitServer::start(github.handle());
-        for (owner, repo) in [("Octo-Org", "app"), ("Other-Org", "tools")] {
-            git.create_repo(owner, repo);
-        }
-        let issuer = Issuer::start().await;
-        let sts = Sts::start(&github).await;
-        let mut job = Job::new(&github.url());
-        job.extra_env.extend(issuer.env());
-        Self {
-            github,
-            git,
-            issuer,
-            sts,
-            job,
-        }
-    }
-
-    pub fn inputs<'a>(
-        &'a self,
-        sts: &'a str,
-        extra: &[(&'a str, &'a str)],
-    ) -> Vec<(&'a str, &'a str)> {
-        let mut inputs = vec![
-            ("sts-identity", "release"),
-            ("sts-domain", sts),
-            ("git-server-url", self.git_url()),
-        ];
-        inputs.extend_from_slice(extra);
-        inputs
-    }
-
-    fn git_url(&self) -> &'static str {
-        Box::leak(self.git.url().into_boxed_str())
-    }
-
-    pub fn repo_url(&self, owner: &str, repo: &str) -> String {
-        format!("{}/{owner}/{repo}.git", self.git.url())
-    }
-
-    /// A later step, which the runner gives the identity variables too.
-    pub fn later(&self, main: &StepRun) -> LaterStep {
-        let mut step = LaterStep::after(&self.job, main);
-        step.env.extend(self.issuer.env());
-        step
-    }
-}
-
-/// Nothing in the job's state is, or names, a private key.
-pub(crate) fn assert_no_key_material(dir: &Path) {
-    if !dir.exists() {
-        return;
-    }
-    for path in walk(dir) {
-        assert!(!path.ends_with("key.pem"), "{}", path.display());
-        if path.is_file() && !path.ends_with("bin/token-keeper") {
-            let text = String::from_utf8_lossy(&fs::read(&path).unwrap()).into_owned();
-            assert!(!text.contains("PRIVATE KEY"), "{}", path.display());
-        }
-    }
-}
+use crate::support::runner::{Job, LaterStep, View, age_cached_token, expire_cached_token};
+use crate::support::scene::{KeylessScene, assert_git_ok, assert_no_key_material};
+use crate::support::sts::Policy;
 
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
@@ -94,7 +20,7 @@ fn stderr(output: &Output) -> String {
 
 #[tokio::test]
 async fn a_keyless_long_build_pushes_after_an_hour_and_post_revokes_everything() {
-    let k = Keyless::start().await;
+    let k = KeylessScene::start().await;
     let sts = k.sts.url();
     let inputs = k.inputs(&sts, &[]);
     let main = k.job.main(&inputs, View::Host);
@@ -149,7 +75,7 @@ async fn a_keyless_long_build_pushes_after_an_hour_and_post_revokes_everything()
 
 #[tokio::test]
 async fn thirty_two_gits_at_expiry_exchange_once() {
-    let k = Keyless::start().await;
+    let k = KeylessScene::start().await;
     let sts = k.sts.url();
     let main = k.job.main(&k.inputs(&sts, &[]), View::Host);
     main.assert_ok();
@@ -180,7 +106,7 @@ async fn thirty_two_gits_at_expiry_exchange_once() {
 
 #[tokio::test]
 async fn keyless_errors_say_what_to_do() {
-    let k = Keyless::start().await;
+    let k = KeylessScene::start().await;
     let sts = k.sts.url();
 
     // No `id-token: write`: the runner sets neither variable.
@@ -222,7 +148,7 @@ async fn keyless_errors_say_what_to_do() {
 
 #[tokio::test]
 async fn without_the_service_or_the_identity_the_cached_token_serves_while_valid() {
-    let k = Keyless::start().await;
+    let k = KeylessScene::start().await;
     let sts = k.sts.url();
     let main = k.job.main(&k.inputs(&sts, &[]), View::Host);
     main.assert_ok();
@@ -253,11 +179,8 @@ async fn without_the_service_or_the_identity_the_cached_token_serves_while_valid
     let mut bare = k.later(&main);
     bare.env.remove("ACTIONS_ID_TOKEN_REQUEST_URL");
     bare.env.remove("ACTIONS_ID_TOKEN_REQUEST_TOKEN");
-    // The failure above would keep this call quiet for a while: forget it.
-    let state = k.job.host_path(&main.state["dir"]).join("state.json");
-    let mut json: serde_json::Value = serde_json::from_slice(&fs::read(&state).unwrap()).unwrap();
-    json["failure"] = serde_json::Value::Null;
-    fs::write(&state, serde_json::to_vec(&json).unwrap()).unwrap();
+    // The failure above keeps callers quiet for half a minute: a minute later, it does not.
+    age_cached_token(&k.job, &main, 60);
     let out = token(&bare);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
@@ -265,9 +188,7 @@ async fn without_the_service_or_the_identity_the_cached_token_serves_while_valid
         "{}",
         stderr(&out)
     );
-    json["token"]["expires_at"] = (crate::support::fake_github::unix_now() - 10).into();
-    json["failure"] = serde_json::Value::Null;
-    fs::write(&state, serde_json::to_vec(&json).unwrap()).unwrap();
+    expire_cached_token(&k.job, &main);
     let out = token(&bare);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
@@ -280,18 +201,16 @@ async fn without_the_service_or_the_identity_the_cached_token_serves_while_valid
 
 #[tokio::test]
 async fn keyless_and_keyed_steps_work_side_by_side() {
-    let k = Keyless::start().await;
+    let k = KeylessScene::start().await;
     let sts = k.sts.url();
     let keyless = k.job.main_as("keyless", &k.inputs(&sts, &[]), View::Host);
     keyless.assert_ok();
     let keyed = k.job.main_as(
         "keyed",
-        &[
-            ("app-id", APP_ID),
-            ("private-key", APP_KEY),
+        &app_inputs(&[
             ("owner", "Other-Org"),
-            ("git-server-url", k.git_url()),
-        ],
+            ("git-server-url", k.git_url.as_str()),
+        ]),
         View::Host,
     );
     keyed.assert_ok();
@@ -314,7 +233,7 @@ async fn keyless_and_keyed_steps_work_side_by_side() {
 
 #[tokio::test]
 async fn the_identity_and_its_request_token_are_masked_and_never_shown() {
-    let k = Keyless::start().await;
+    let k = KeylessScene::start().await;
     let sts = k.sts.url();
     k.sts.world().answer_next = Some(Box::new(|identity| {
         ResponseTemplate::new(403)

@@ -337,6 +337,29 @@ impl Keeper {
     }
 }
 
+/// For tests of long jobs, which cannot wait an hour: the store at `path` as if the job had run
+/// `secs` longer (its cached token, a failed re-mint and the last erase that long ago), and
+/// with `expired` its token past its expiry too. It goes through the store's own lock and
+/// types, as a re-mint writes.
+pub fn backdate_cached_token(path: &Path, secs: i64, expired: bool) -> Result<()> {
+    let dir = StateDir::open(path)?;
+    let guard = Guard::acquire(&dir, LOCK_WAIT, || {})?;
+    let mut state = dir.state()?.ok_or_else(|| no_state(path))?;
+    if let Some(failure) = &mut state.failure {
+        failure.at -= secs;
+    }
+    if let Some(at) = &mut state.last_erase_mint {
+        *at -= secs;
+    }
+    let lifetime = &mut state.token.lifetime;
+    lifetime.minted_at -= secs;
+    if expired {
+        lifetime.expires_at = crate::clock::unix_now() + lifetime.clock_offset - 1;
+    }
+    guard.write_state(&state)?;
+    Ok(())
+}
+
 /// Mint from `source`, and record the token in the ledger before anything uses it: one that
 /// cannot be recorded is revoked at once, as the post step could never find it. Then check that
 /// GitHub accepts it, by `deadline`. The first mint and every re-mint come this way.

@@ -125,6 +125,7 @@ pub struct StepRun {
     pub path: Vec<String>,
     pub summary: String,
     /// Process start to exit.
+    #[allow(dead_code, reason = "the benchmarks report it; tests time nothing")]
     pub elapsed: std::time::Duration,
     /// The step's own peak memory, KiB (see `measure`).
     pub max_rss_kib: Result<u64, &'static str>,
@@ -627,27 +628,20 @@ impl LaterStep {
 
 /// Make the cached token look `secs` older, as if the job had run that long.
 pub fn age_cached_token(job: &Job, main: &StepRun, secs: i64) {
-    edit_cached_token(job, main, |token| {
-        let minted_at = token["minted_at"].as_i64().expect("minted_at");
-        token["minted_at"] = (minted_at - secs).into();
-    });
+    token_keeper::backdate_cached_token(&job.host_path(&main.state["dir"]), secs, false)
+        .expect("a state to age");
 }
 
 /// Make the cached token expired in our clock, as an hour later (GitHub's fake still takes it).
 pub fn expire_cached_token(job: &Job, main: &StepRun) {
-    let now = super::fake_github::unix_now();
-    edit_cached_token(job, main, |token| {
-        token["minted_at"] = (now - 3600).into();
-        token["expires_at"] = (now - 1).into();
-    });
+    token_keeper::backdate_cached_token(&job.host_path(&main.state["dir"]), 3600, true)
+        .expect("a state to expire");
 }
 
-fn edit_cached_token(job: &Job, main: &StepRun, edit: impl FnOnce(&mut serde_json::Value)) {
-    let file = job.host_path(&main.state["dir"]).join("state.json");
-    let mut state: serde_json::Value =
-        serde_json::from_slice(&fs::read(&file).expect("state.json")).expect("JSON");
-    edit(&mut state["token"]);
-    fs::write(&file, serde_json::to_vec(&state).expect("JSON")).expect("write state.json");
+/// Run `command` as `uid` (and its group): the runner's user, when the tests run as root.
+pub fn as_user(command: &mut Command, uid: u32) {
+    // As root, std also drops the supplementary groups.
+    command.uid(uid).gid(uid);
 }
 
 /// Fail at once, saying what to install, when `program args` does not run here.
