@@ -5,6 +5,8 @@
 //! need a container engine (see `tests/support/engine.rs`); the comparison with the official
 //! action needs `TOKEN_KEEPER_OFFICIAL_ACTION`, a checkout of actions/create-github-app-token.
 
+// The integration tests' support, of which an example uses only a part.
+#[allow(dead_code)]
 #[path = "../tests/support/mod.rs"]
 mod support;
 

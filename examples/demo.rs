@@ -6,6 +6,8 @@
 //!
 //! Run it with `cargo build && cargo run --example demo`.
 
+// The integration tests' support, of which an example uses only a part.
+#[allow(dead_code)]
 #[path = "../tests/support/mod.rs"]
 mod support;
 

@@ -1,7 +1,7 @@
 //! Bad input: one `::error::` line that names the input and the fix, exit code 1, nothing minted
 //! and no state left behind.
 
-use crate::support::fake_github::{APP_ID, APP_KEY, FakeGitHub};
+use crate::support::fake_github::{APP_KEY, FakeGitHub, app_inputs};
 use crate::support::runner::{Job, View};
 
 const OPENSSH: &str = include_str!("fixtures/openssh-key");
@@ -183,15 +183,8 @@ async fn every_bad_input_gets_one_clear_error_and_leaves_nothing() {
         for var in case.unset {
             job.unset_env.push((*var).to_owned());
         }
-        let mut inputs = vec![
-            ("app-id", APP_ID),
-            ("private-key", APP_KEY),
-            ("git-server-url", "https://github.com"),
-        ];
-        for (name, value) in case.inputs {
-            inputs.retain(|(n, _)| n != name);
-            inputs.push((name, value));
-        }
+        // Later inputs win, as for the runner: each case's replace the App's.
+        let inputs = app_inputs(case.inputs);
         let run = job.main(&inputs, View::Host);
         let what = format!(
             "{:?} {:?}",

@@ -8,10 +8,11 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use crate::shim::{World, as_user, assert_git_ok, walk};
 use crate::support::engine;
 use crate::support::git_server::git_command;
-use crate::support::runner::{LaterStep, View, age_cached_token, is_root};
+use crate::support::runner::{LaterStep, View, age_cached_token, as_user, is_root};
+use crate::support::scene::{KeylessScene, Scene, assert_git_ok, assert_no_key_material};
+use crate::support::walk;
 
 /// The runner's user on GitHub-hosted runners.
 const RUNNER_UID: u32 = 1001;
@@ -31,7 +32,7 @@ async fn a_long_job_mints_pushes_after_an_hour_and_revokes_on_the_built_image() 
     let Some(image) = engine::image() else {
         return;
     };
-    let w = World::start(Duration::from_secs(3600)).await;
+    let w = Scene::start(Duration::from_secs(3600)).await;
     if is_root() {
         w.job.chown_all(RUNNER_UID);
     }
@@ -112,7 +113,7 @@ async fn on_old_runners_the_built_image_keeps_the_state_under_github_home() {
     let Some(image) = engine::image() else {
         return;
     };
-    let w = World::start(Duration::from_secs(3600)).await;
+    let w = Scene::start(Duration::from_secs(3600)).await;
     let view = View::Engine {
         image,
         runner_temp: false,
@@ -134,7 +135,7 @@ async fn bad_input_on_the_built_image_is_one_error_and_post_succeeds() {
     let Some(image) = engine::image() else {
         return;
     };
-    let w = World::start(Duration::from_secs(3600)).await;
+    let w = Scene::start(Duration::from_secs(3600)).await;
     let view = View::Engine {
         image,
         runner_temp: true,
@@ -153,7 +154,7 @@ async fn a_keyless_job_runs_on_the_built_image() {
     let Some(image) = engine::image() else {
         return;
     };
-    let k = crate::keyless::Keyless::start().await;
+    let k = KeylessScene::start().await;
     let view = View::Engine {
         image,
         runner_temp: true,
@@ -163,7 +164,7 @@ async fn a_keyless_job_runs_on_the_built_image() {
     let main = k.job.main(&inputs, view);
     main.assert_ok();
     let root = k.job.temp.join("token-keeper");
-    crate::keyless::assert_no_key_material(&root);
+    assert_no_key_material(&root);
     let step = k.later(&main);
     age_cached_token(&k.job, &main, 50 * 60);
     assert_git_ok(&step.git(&["ls-remote", &k.repo_url("Octo-Org", "app")]));

@@ -5,10 +5,12 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use crate::support::fake_github::{APP_ID, APP_KEY, FakeGitHub};
-use crate::support::git_server::{GitServer, git_command};
+use crate::support::fake_github::{APP_KEY, FakeGitHub, app_inputs};
+use crate::support::git_server::git_command;
 use crate::support::runner::{Job, LaterStep, StepRun, View, age_cached_token};
+use crate::support::scene::Scene;
 
 /// Every file below `dir`, with its contents.
 fn files_below(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
@@ -59,19 +61,12 @@ fn assert_masked_first(run: &StepRun, token: &str) {
 
 #[tokio::test]
 async fn a_whole_job_leaks_neither_token_nor_key() {
-    let github = FakeGitHub::start().await;
-    let git = GitServer::start(github.handle());
-    git.create_repo("Octo-Org", "app");
-    let job = Job::new(&github.url());
-    let git_url = git.url();
-    let inputs = [
-        ("app-id", APP_ID),
-        ("private-key", APP_KEY),
-        ("git-server-url", git_url.as_str()),
-    ];
+    let scene = Scene::start(Duration::from_secs(3600)).await;
+    let (github, job, git_url) = (&scene.github, &scene.job, &scene.git_url);
+    let inputs = scene.inputs(&[]);
     let main = job.main(&inputs, View::Host);
     main.assert_ok();
-    let step = LaterStep::after(&job, &main);
+    let step = LaterStep::after(job, &main);
     let logs = tempfile::tempdir().expect("logs");
 
     // Git as a build runs it, its stderr captured to a file; then a re-mint, then the tools.
@@ -93,7 +88,7 @@ async fn a_whole_job_leaks_neither_token_nor_key() {
         step.dir.path(),
         &["clone", "--progress", &repo_url, "app"],
     );
-    age_cached_token(&job, &main, 50 * 60);
+    age_cached_token(job, &main, 50 * 60);
     let repo = step.dir.path().join("app");
     fs::write(repo.join("build.txt"), "built\n").expect("write");
     captured("add.log", &repo, &["add", "build.txt"]);
@@ -313,12 +308,7 @@ async fn no_malformed_key_shows_any_of_its_text() {
     for pem in [APP_KEY, pkcs8] {
         for (shape, text) in malformed_shapes(pem) {
             let job = Job::new(&github.url());
-            let inputs = [
-                ("app-id", APP_ID),
-                ("private-key", text.as_str()),
-                ("git-server-url", "https://github.com"),
-            ];
-            let run = job.main(&inputs, View::Host);
+            let run = job.main(&app_inputs(&[("private-key", text.as_str())]), View::Host);
             // A key that parses is stored for re-mints, in its own file: nowhere else.
             let written: Vec<String> = files_below(&job.work)
                 .into_iter()

@@ -3,9 +3,8 @@
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::Command;
 
-use crate::shim::as_user;
 use crate::support::measure;
-use crate::support::runner::{binary, is_root};
+use crate::support::runner::{as_user, binary, is_root};
 
 /// Measure a small program while this process holds 200 MiB it has touched: the peak must be
 /// the child's few MiB.

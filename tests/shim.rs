@@ -4,72 +4,18 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
 use std::time::Duration;
 
 use base64::Engine;
 
-use crate::support::fake_github::{APP_ID, APP_KEY, FakeGitHub, Issued, app_inputs};
-use crate::support::git_server::{GitServer, git_command};
+use crate::support::fake_github::{FakeGitHub, Issued, app_inputs};
+use crate::support::git_server::git_command;
 use crate::support::measure;
-use crate::support::runner::{Job, LaterStep, View, age_cached_token, is_root, require};
-
-/// A job whose API is the fake and whose git server accepts only the fake's live tokens.
-pub(crate) struct World {
-    pub github: FakeGitHub,
-    pub git: GitServer,
-    pub git_url: String,
-    pub job: Job,
-}
-
-impl World {
-    pub async fn start(token_lifetime: Duration) -> Self {
-        let github = FakeGitHub::start().await;
-        github.world().token_lifetime = token_lifetime;
-        let git = GitServer::start(github.handle());
-        for (owner, repo) in [
-            ("Octo-Org", "app"),
-            ("Octo-Org", "lib"),
-            ("Other-Org", "tools"),
-        ] {
-            git.create_repo(owner, repo);
-        }
-        let job = Job::new(&github.url());
-        let git_url = git.url();
-        Self {
-            github,
-            git,
-            git_url,
-            job,
-        }
-    }
-
-    pub fn inputs<'a>(&'a self, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
-        let mut inputs = vec![
-            ("app-id", APP_ID),
-            ("private-key", APP_KEY),
-            ("git-server-url", self.git_url.as_str()),
-        ];
-        inputs.extend_from_slice(extra);
-        inputs
-    }
-
-    pub fn repo_url(&self, owner: &str, repo: &str) -> String {
-        format!("{}/{owner}/{repo}.git", self.git.url())
-    }
-}
-
-#[track_caller]
-pub(crate) fn assert_git_ok(output: &Output) {
-    assert!(
-        output.status.success(),
-        "git failed: {}\nstdout: {}\nstderr: {}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
+use crate::support::runner::{Job, LaterStep, View, age_cached_token, as_user, is_root, require};
+use crate::support::scene::{Scene, assert_git_ok};
+use crate::support::walk;
 
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
@@ -77,7 +23,7 @@ fn stderr(output: &Output) -> String {
 
 #[tokio::test]
 async fn a_push_after_expiry_gets_a_fresh_token() {
-    let w = World::start(Duration::from_secs(3)).await;
+    let w = Scene::start(Duration::from_secs(3)).await;
     let main = w.job.main(&w.inputs(&[]), View::Host);
     main.assert_ok();
     let step = LaterStep::after(&w.job, &main);
@@ -106,7 +52,7 @@ async fn a_push_after_expiry_gets_a_fresh_token() {
 
 #[tokio::test]
 async fn with_git_identity_later_commits_are_the_bots() {
-    let w = World::start(Duration::from_secs(3600)).await;
+    let w = Scene::start(Duration::from_secs(3600)).await;
     let main = w
         .job
         .main(&w.inputs(&[("git-identity", "true")]), View::Host);
@@ -131,7 +77,7 @@ async fn with_git_identity_later_commits_are_the_bots() {
 
 #[tokio::test]
 async fn the_helper_answers_at_the_blank_line_while_its_input_stays_open() {
-    let w = World::start(Duration::from_secs(3600)).await;
+    let w = Scene::start(Duration::from_secs(3600)).await;
     let main = w.job.main(&w.inputs(&[]), View::Host);
     main.assert_ok();
     let step = LaterStep::after(&w.job, &main);
@@ -184,7 +130,7 @@ fn hold_lock(path: &Path, how_long: Duration) -> std::thread::JoinHandle<()> {
 
 #[tokio::test]
 async fn a_person_waiting_for_the_lock_is_told_and_git_is_not() {
-    let w = World::start(Duration::from_secs(3600)).await;
+    let w = Scene::start(Duration::from_secs(3600)).await;
     let main = w.job.main(&w.inputs(&[]), View::Host);
     main.assert_ok();
     let step = LaterStep::after(&w.job, &main);
@@ -211,7 +157,7 @@ async fn a_person_waiting_for_the_lock_is_told_and_git_is_not() {
 
 #[tokio::test]
 async fn cargo_fetches_a_private_git_dependency_after_the_first_token_expired() {
-    let w = World::start(Duration::from_secs(3)).await;
+    let w = Scene::start(Duration::from_secs(3)).await;
     w.git.add_files(
         "Octo-Org",
         "lib",
@@ -274,8 +220,8 @@ async fn cargo_fetches_a_private_git_dependency_after_the_first_token_expired() 
 }
 
 /// A job whose first token has expired, with `Octo-Org/lib` holding `files` and in scope.
-async fn expired_with_lib(files: &[(&str, &str)]) -> (World, LaterStep) {
-    let w = World::start(Duration::from_secs(3)).await;
+async fn expired_with_lib(files: &[(&str, &str)]) -> (Scene, LaterStep) {
+    let w = Scene::start(Duration::from_secs(3)).await;
     w.git.add_files("Octo-Org", "lib", files);
     let main = w
         .job
@@ -427,7 +373,7 @@ gh api installation/repositories --jq .total_count"#;
 
 #[tokio::test]
 async fn a_cancelled_keep_fresh_ends_its_child_and_leaves_nothing() {
-    let w = World::start(Duration::from_secs(3600)).await;
+    let w = Scene::start(Duration::from_secs(3600)).await;
     let main = w.job.main(&w.inputs(&[]), View::Host);
     main.assert_ok();
     let step = LaterStep::after(&w.job, &main);
@@ -466,7 +412,7 @@ async fn a_cancelled_keep_fresh_ends_its_child_and_leaves_nothing() {
 
 #[tokio::test]
 async fn a_workflows_own_cargo_setting_is_kept() {
-    let mut w = World::start(Duration::from_secs(3600)).await;
+    let mut w = Scene::start(Duration::from_secs(3600)).await;
     w.job
         .extra_env
         .insert("CARGO_NET_GIT_FETCH_WITH_CLI".into(), "false".into());
@@ -478,7 +424,7 @@ async fn a_workflows_own_cargo_setting_is_kept() {
 
 #[tokio::test]
 async fn without_the_shim_a_late_push_fails() {
-    let w = World::start(Duration::from_secs(2)).await;
+    let w = Scene::start(Duration::from_secs(2)).await;
     let inputs = w.inputs(&[("git-credentials", "false")]);
     let main = w.job.main(&inputs, View::Host);
     main.assert_ok();
@@ -505,7 +451,7 @@ async fn without_the_shim_a_late_push_fails() {
 
 #[tokio::test]
 async fn sixty_four_git_processes_at_expiry_mint_exactly_once() {
-    let w = World::start(Duration::from_secs(3600)).await;
+    let w = Scene::start(Duration::from_secs(3600)).await;
     let main = w.job.main(&w.inputs(&[]), View::Host);
     main.assert_ok();
     let step = LaterStep::after(&w.job, &main);
@@ -535,7 +481,7 @@ async fn sixty_four_git_processes_at_expiry_mint_exactly_once() {
 
 #[tokio::test]
 async fn the_shim_answers_only_inside_the_token_scope() {
-    let w = World::start(Duration::from_secs(3600)).await;
+    let w = Scene::start(Duration::from_secs(3600)).await;
     let inputs = w.inputs(&[("repositories", "app")]);
     let main = w.job.main(&inputs, View::Host);
     main.assert_ok();
@@ -562,7 +508,7 @@ async fn the_shim_answers_only_inside_the_token_scope() {
 
 #[tokio::test]
 async fn a_stale_checkout_header_is_neutralised_only_in_scope() {
-    let mut w = World::start(Duration::from_secs(3600)).await;
+    let mut w = Scene::start(Duration::from_secs(3600)).await;
     // Another owner's live token in checkout's server-wide header.
     let other_token = "ghs_othertokenforotherorg000000000000";
     {
@@ -629,7 +575,7 @@ async fn a_stale_checkout_header_is_neutralised_only_in_scope() {
 
 #[tokio::test]
 async fn erase_of_a_refused_token_makes_the_next_call_remint() {
-    let w = World::start(Duration::from_secs(3600)).await;
+    let w = Scene::start(Duration::from_secs(3600)).await;
     let main = w.job.main(&w.inputs(&[]), View::Host);
     main.assert_ok();
     // The token is two minutes old, and GitHub no longer takes it.
@@ -647,7 +593,7 @@ async fn erase_of_a_refused_token_makes_the_next_call_remint() {
 
 #[tokio::test]
 async fn token_and_exec_hand_out_a_live_token() {
-    let w = World::start(Duration::from_secs(3600)).await;
+    let w = Scene::start(Duration::from_secs(3600)).await;
     let main = w.job.main(&w.inputs(&[]), View::Host);
     main.assert_ok();
     let step = LaterStep::after(&w.job, &main);
@@ -713,7 +659,7 @@ async fn token_and_exec_hand_out_a_live_token() {
 
 #[tokio::test]
 async fn exec_keeps_exit_codes_of_its_own_apart_from_the_commands() {
-    let w = World::start(Duration::from_secs(3600)).await;
+    let w = Scene::start(Duration::from_secs(3600)).await;
     let main = w.job.main(&w.inputs(&[]), View::Host);
     main.assert_ok();
     let step = LaterStep::after(&w.job, &main);
@@ -756,7 +702,7 @@ async fn exec_keeps_exit_codes_of_its_own_apart_from_the_commands() {
 
 #[tokio::test]
 async fn post_revokes_every_token_of_the_job_and_removes_everything() {
-    let w = World::start(Duration::from_secs(3600)).await;
+    let w = Scene::start(Duration::from_secs(3600)).await;
     let inputs = w.inputs(&[]);
     let main = w.job.main(&inputs, View::Host);
     main.assert_ok();
@@ -781,7 +727,7 @@ async fn the_runner_user_uses_the_shim_after_a_root_main_step() {
         eprintln!("skipped: needs root to switch users");
         return;
     }
-    let w = World::start(Duration::from_secs(3600)).await;
+    let w = Scene::start(Duration::from_secs(3600)).await;
     w.job.chown_all(1001);
     let inputs = w.inputs(&[]);
     let main = w.job.main(&inputs, View::Container);
@@ -843,25 +789,6 @@ async fn the_runner_user_uses_the_shim_after_a_root_main_step() {
     assert_git_ok(&moved.git(&["ls-remote", &url]));
 }
 
-pub(crate) fn as_user(command: &mut Command, uid: u32) {
-    use std::os::unix::process::CommandExt;
-    // As root, std also drops the supplementary groups.
-    command.uid(uid).gid(uid);
-}
-
-pub(crate) fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut found = vec![dir.to_owned()];
-    for entry in fs::read_dir(dir).unwrap().flatten() {
-        let path = entry.path();
-        if entry.file_type().unwrap().is_dir() {
-            found.extend(walk(&path));
-        } else {
-            found.push(path);
-        }
-    }
-    found
-}
-
 /// What `token-keeper token --owner OWNER` prints in a later step.
 fn token_for(step: &LaterStep, owner: &str) -> String {
     let out = step
@@ -874,7 +801,7 @@ fn token_for(step: &LaterStep, owner: &str) -> String {
 
 #[tokio::test]
 async fn steps_whose_ids_differ_only_by_punctuation_keep_their_own_state() {
-    let w = World::start(Duration::from_secs(3600)).await;
+    let w = Scene::start(Duration::from_secs(3600)).await;
     // A step inside a composite action, and a step of the workflow.
     let octo = w.job.main_as(
         "release.token",
@@ -899,7 +826,7 @@ async fn steps_whose_ids_differ_only_by_punctuation_keep_their_own_state() {
 
 #[tokio::test]
 async fn two_steps_for_two_owners_coexist() {
-    let w = World::start(Duration::from_secs(3600)).await;
+    let w = Scene::start(Duration::from_secs(3600)).await;
     let octo = w
         .job
         .main_as("octo", &w.inputs(&[("owner", "Octo-Org")]), View::Host);
@@ -947,7 +874,7 @@ async fn old_runners_keep_the_state_under_github_home() {
         eprintln!("skipped: needs root for a mount namespace");
         return;
     }
-    let w = World::start(Duration::from_secs(3600)).await;
+    let w = Scene::start(Duration::from_secs(3600)).await;
     let main = w.job.main(&w.inputs(&[]), View::OldContainer);
     main.assert_ok();
     assert!(main.env["GIT_CONFIG_VALUE_1"].contains("$RUNNER_TEMP/_github_home/token-keeper/"));
@@ -962,7 +889,7 @@ async fn old_runners_keep_the_state_under_github_home() {
 
 #[tokio::test]
 async fn a_thousand_fills_with_a_fresh_cache_mint_nothing() {
-    let w = World::start(Duration::from_secs(3600)).await;
+    let w = Scene::start(Duration::from_secs(3600)).await;
     let main = w.job.main(&w.inputs(&[]), View::Host);
     main.assert_ok();
     let step = LaterStep::after(&w.job, &main);
@@ -987,7 +914,7 @@ async fn a_thousand_fills_with_a_fresh_cache_mint_nothing() {
 
 #[tokio::test]
 async fn an_enterprise_token_is_kept_fresh_for_tools_but_not_given_to_git() {
-    let w = World::start(Duration::from_secs(3600)).await;
+    let w = Scene::start(Duration::from_secs(3600)).await;
     let main = w
         .job
         .main(&w.inputs(&[("enterprise", "octo-enterprise")]), View::Host);
@@ -1023,7 +950,7 @@ async fn an_enterprise_token_is_kept_fresh_for_tools_but_not_given_to_git() {
 
 #[tokio::test]
 async fn an_unknown_enterprise_says_enterprise_installations_are_cloud_only() {
-    let w = World::start(Duration::from_secs(3600)).await;
+    let w = Scene::start(Duration::from_secs(3600)).await;
     let main = w.job.main(
         &w.inputs(&[("enterprise", "no-such-enterprise")]),
         View::Host,

@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 
 use wiremock::ResponseTemplate;
 
-use crate::support::fake_github::{APP_ID, CLIENT_ID, FakeGitHub, app_inputs, unix_now};
+use crate::support::fake_github::{APP_ID, CLIENT_ID, FakeGitHub, app_inputs};
 use crate::support::proxy::Proxy;
 use crate::support::runner::{Job, StepRun, View, is_root};
+use crate::support::unix_now;
 
 fn state_dir(run: &StepRun) -> PathBuf {
     PathBuf::from(run.state.get("dir").expect("main saved its state dir"))
@@ -292,6 +293,11 @@ async fn lookup_and_request_follow_the_inputs() {
     assert_eq!(
         github.seen("POST", "/app/")[2].claims.as_ref().unwrap()["iss"],
         CLIENT_ID
+    );
+    let granted = github.world().issued[2].permissions.clone();
+    assert_eq!(
+        granted,
+        BTreeMap::from([("contents".into(), "read".into())])
     );
 }
 

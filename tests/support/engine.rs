@@ -64,6 +64,7 @@ pub fn built() -> Result<&'static Image, &'static str> {
 
 impl Image {
     /// The image's size as the engine reports it, bytes.
+    #[allow(dead_code, reason = "the benchmarks report it")]
     pub fn size(&self) -> u64 {
         let output = self
             .command()

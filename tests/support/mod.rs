@@ -1,5 +1,29 @@
-//! What the integration tests fake or emulate: GitHub's API and the Actions runner.
-#![allow(dead_code)]
+//! What the integration tests fake or emulate, and the helpers they share: nothing is shared
+//! between test modules but what lives here.
+//!
+//! GitHub's API is faked with wiremock (`fake_github`, and `sts` for keyless minting), git is
+//! real (`git_server`), and the runner is emulated (`runner`) down to its file commands and
+//! its container's view; `scene` puts them together. A whole test:
+//!
+//! ```ignore
+//! #[tokio::test]
+//! async fn a_push_after_expiry_gets_a_fresh_token() {
+//!     let s = Scene::start(Duration::from_secs(3)).await;
+//!     let main = s.job.main(&s.inputs(&[]), View::Host);
+//!     main.assert_ok();
+//!     std::thread::sleep(Duration::from_secs(4));
+//!     let step = LaterStep::after(&s.job, &main);
+//!     assert_git_ok(&step.git(&["ls-remote", &s.repo_url("Octo-Org", "app")]));
+//!     assert_eq!(s.github.mints(), 2, "git asked the shim, which re-minted");
+//! }
+//! ```
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use ring::rand::{SecureRandom, SystemRandom};
 
 pub mod engine;
 pub mod fake_github;
@@ -9,5 +33,47 @@ pub mod measure;
 pub mod proxy;
 pub mod relay;
 pub mod runner;
+pub mod scene;
 pub mod sts;
 pub mod tls;
+
+/// The DER inside a PEM block.
+pub fn pem_der(pem: &str) -> Vec<u8> {
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .expect("PEM body")
+}
+
+/// Our clock, unix seconds.
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// `len` random letters and digits.
+pub fn random_alnum(len: usize) -> String {
+    const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    let mut bytes = vec![0u8; len];
+    SystemRandom::new().fill(&mut bytes).expect("random");
+    bytes
+        .iter()
+        .map(|b| CHARS[*b as usize % CHARS.len()] as char)
+        .collect()
+}
+
+/// `dir` and everything below it.
+pub fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut found = vec![dir.to_owned()];
+    for entry in fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if entry.file_type().unwrap().is_dir() {
+            found.extend(walk(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found
+}

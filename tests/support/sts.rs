@@ -11,7 +11,8 @@ use ring::signature::{KeyPair, RSA_PKCS1_SHA256, RsaKeyPair};
 use serde_json::{Value, json};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-use super::fake_github::{FakeGitHub, Issued, World, pem_der, random_alnum, unix_now, verify_jwt};
+use super::fake_github::{FakeGitHub, Issued, World, verify_jwt};
+use super::{pem_der, random_alnum, unix_now};
 
 /// The issuer signs with a key of its own, not the App's.
 const ISSUER_KEY: &str = include_str!("../fixtures/other-key.pem");
