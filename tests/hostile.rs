@@ -9,11 +9,12 @@ use serde_json::{Value, json};
 use wiremock::ResponseTemplate;
 
 use crate::support::fake_github::{FakeGitHub, app_inputs, message};
-use crate::support::git_server::{GitServer, git_command};
+use crate::support::git_server::git_command;
 use crate::support::logs::{MARK, assert_no_line_of_theirs, assert_no_secret_shown, text};
 use crate::support::runner::{
     Job, LaterStep, StepRun, View, age_cached_token, expire_cached_token,
 };
+use crate::support::scene::Scene;
 
 /// A job whose server answers `says`, and quotes the credentials it was sent, wherever it can:
 /// a failed main step, a re-mint refused in `token` (the cached token serves), git's helper and
@@ -26,12 +27,9 @@ struct HostileJob {
 }
 
 async fn a_job_whose_server_says(says: &str) -> HostileJob {
-    let github = FakeGitHub::start().await;
-    let git = GitServer::start(github.handle());
-    git.create_repo("Octo-Org", "app");
-    let job = Job::new(&github.url());
-    let git_url = git.url();
-    let inputs = app_inputs(&[("git-server-url", git_url.as_str())]);
+    let scene = Scene::start(Duration::from_secs(3600)).await;
+    let (github, job, git_url) = (&scene.github, &scene.job, &scene.git_url);
+    let inputs = scene.inputs(&[]);
     let says = says.to_owned();
     let say = |path: &str| {
         let says = says.clone();
@@ -51,8 +49,8 @@ async fn a_job_whose_server_says(says: &str) -> HostileJob {
     let main = job.main(&inputs, View::Host);
     main.assert_ok();
     logs.push(("main step", main.log()));
-    age_cached_token(&job, &main, 50 * 60);
-    let step = LaterStep::after(&job, &main);
+    age_cached_token(job, &main, 50 * 60);
+    let step = LaterStep::after(job, &main);
     say("/app/installations/");
     let token = step.command("token-keeper").arg("token").output().unwrap();
     assert!(token.status.success(), "{}", text(&token));
@@ -71,7 +69,7 @@ async fn a_job_whose_server_says(says: &str) -> HostileJob {
         .unwrap();
     logs.push(("exec", text(&exec)));
 
-    expire_cached_token(&job, &main);
+    expire_cached_token(job, &main);
     say("/app/installations/");
     let expired = step.command("token-keeper").arg("token").output().unwrap();
     assert!(!expired.status.success(), "{}", text(&expired));
@@ -157,12 +155,7 @@ async fn a_mask_line_printed_beside_a_childs_unfinished_line_starts_a_line_of_it
             "a mask line inside another line: {stderr:?}"
         );
     }
-    let tokens: Vec<String> = github
-        .world()
-        .issued
-        .iter()
-        .map(|t| t.token.clone())
-        .collect();
+    let tokens = github.tokens();
     assert_no_secret_shown("keep-fresh", &stderr, &tokens);
 }
 
@@ -208,18 +201,12 @@ async fn a_server_quoting_the_apps_jwt_shows_none_of_it() {
 
 #[tokio::test]
 async fn a_remint_refusal_quoting_the_jwt_shows_none_of_it_here_or_later() {
-    let github = FakeGitHub::start().await;
-    let git = GitServer::start(github.handle());
-    git.create_repo("Octo-Org", "app");
-    let job = Job::new(&github.url());
-    let git_url = git.url();
-    let main = job.main(
-        &app_inputs(&[("git-server-url", git_url.as_str())]),
-        View::Host,
-    );
+    let scene = Scene::start(Duration::from_secs(3600)).await;
+    let (github, job, git_url) = (&scene.github, &scene.job, &scene.git_url);
+    let main = job.main(&scene.inputs(&[]), View::Host);
     main.assert_ok();
-    age_cached_token(&job, &main, 50 * 60);
-    let step = LaterStep::after(&job, &main);
+    age_cached_token(job, &main, 50 * 60);
+    let step = LaterStep::after(job, &main);
     github.answer_next("/app/installations/", |bearer| {
         message(403, &format!("this JWT is not welcome here: {bearer}"))
     });

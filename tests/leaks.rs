@@ -114,12 +114,7 @@ async fn a_whole_job_leaks_neither_token_nor_key() {
         .expect("exec");
     assert_eq!(String::from_utf8_lossy(&exec_out.stdout), "has-token\n");
 
-    let tokens: Vec<String> = github
-        .world()
-        .issued
-        .iter()
-        .map(|t| t.token.clone())
-        .collect();
+    let tokens = github.tokens();
     assert_eq!(tokens.len(), 2);
     let state_dir = job.host_path(&main.state["dir"]);
 

@@ -229,6 +229,15 @@ impl FakeGitHub {
     pub fn mints(&self) -> usize {
         self.world().issued.len()
     }
+
+    /// Every token the fake issued, in order.
+    pub fn tokens(&self) -> Vec<String> {
+        self.world()
+            .issued
+            .iter()
+            .map(|t| t.token.clone())
+            .collect()
+    }
 }
 
 struct Responder(Arc<Mutex<World>>);
