@@ -45,7 +45,7 @@ impl Request {
             let Some((key, value)) = line.split_once('=') else {
                 continue;
             };
-            if value.contains('\0') {
+            if !is_value(value) {
                 continue;
             }
             let slot = match key {
@@ -169,6 +169,31 @@ fn path_in_scope(path: &str, server_path: &str, config: &MintConfig) -> bool {
         .any(|r| r.eq_ignore_ascii_case(repo))
 }
 
+/// What git asks of a helper; the operations we have nothing to do for, `store` and any git
+/// adds later, are ignored, silently, as git asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Operation {
+    Get,
+    Erase,
+    Ignored,
+}
+
+impl Operation {
+    fn parse(op: &str) -> Self {
+        match op {
+            "get" => Operation::Get,
+            "erase" => Operation::Erase,
+            _ => Operation::Ignored,
+        }
+    }
+}
+
+/// Whether `value` can be an attribute's value, read or written: a NUL, CR or LF in it would let
+/// what follows read as attributes of its own.
+fn is_value(value: &str) -> bool {
+    !value.contains(['\0', '\r', '\n'])
+}
+
 /// Run one helper operation: attributes from `input`, answer on `out`, diagnostics on `err`.
 pub(crate) fn run(
     op: &str,
@@ -179,8 +204,8 @@ pub(crate) fn run(
     mut err: impl Write,
     now: i64,
 ) -> Result<()> {
-    if !matches!(op, "get" | "erase") {
-        // `store` and anything newer: nothing to do, silently.
+    let op = Operation::parse(op);
+    if op == Operation::Ignored {
         return Ok(());
     }
     // A request that cannot be read is not one we can answer.
@@ -195,7 +220,7 @@ pub(crate) fn run(
     if !request.is_ours(&server, &current.config) {
         return Ok(());
     }
-    if op == "erase" {
+    if op == Operation::Erase {
         if let Some(password) = &request.password {
             keeper.erase(&current, password.expose(), now)?;
         }
@@ -240,7 +265,7 @@ impl Answer<'_> {
         ];
         let mut text = String::new();
         for (key, value) in attributes {
-            if value.contains(['\0', '\r', '\n']) {
+            if !is_value(value) {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     format!("the `{key}` to answer holds a NUL or a line break"),
