@@ -17,7 +17,7 @@ use crate::github::apps::TOKEN_LIFETIME;
 use crate::github::client::{self, ApiError};
 use crate::github::exchange::Exchange;
 use crate::github::{KeyError, PrivateKey, Target, TokenRequest, hosts};
-use crate::keeper::source::TokenSource;
+use crate::keeper::source::{IdentityFrom, TokenSource};
 
 /// The defaults of the inputs that have one, as `action.yml` declares them (a test checks that
 /// the two agree): an input left empty takes its default from here.
@@ -102,7 +102,11 @@ pub(crate) fn parse(env: &Env) -> Result<Config, InputError> {
     boolean(env, "skip-token-revoke")?;
     let (source, key, target) = if keyless {
         let (exchange, target) = keyless_source(env)?;
-        (TokenSource::Exchange(exchange), None, target)
+        let source = TokenSource::Exchange {
+            exchange,
+            identity: IdentityFrom::Actions,
+        };
+        (source, None, target)
     } else {
         let (issuer, key) = app_source(env)?;
         let source = TokenSource::App {
@@ -233,7 +237,7 @@ fn keyless_source(env: &Env) -> Result<(Exchange, Target), InputError> {
     let exchange = Exchange {
         service,
         scope,
-        identity: identity.to_owned(),
+        policy: identity.to_owned(),
     };
     Ok((exchange, target))
 }
@@ -638,7 +642,7 @@ mod tests {
             parse(&env(&pairs))
         };
         let config = keyless(&[]).unwrap();
-        let TokenSource::Exchange(exchange) = &config.source else {
+        let TokenSource::Exchange { exchange, .. } = &config.source else {
             panic!("keyless: {:?}", config.source)
         };
         assert_eq!(exchange.service.as_str(), "https://octo-sts.dev/");
@@ -657,7 +661,7 @@ mod tests {
             ("INPUT_STS-SCOPE", "acme/tools"),
         ])
         .unwrap();
-        let TokenSource::Exchange(exchange) = &local.source else {
+        let TokenSource::Exchange { exchange, .. } = &local.source else {
             panic!()
         };
         assert_eq!(exchange.audience(), "127.0.0.1:8080");

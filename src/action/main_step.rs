@@ -25,7 +25,7 @@ use crate::github::{GitHub, MintedToken, Target, hosts};
 use crate::keeper::policy::Lifetime;
 use crate::keeper::source::{Means, TokenSource};
 use crate::keeper::state::{CachedToken, MintConfig, StateDir};
-use crate::keeper::{Keeper, Unminted};
+use crate::keeper::{Caller, Keeper, Unminted};
 use crate::messages;
 
 /// cargo's switch from its own git library to git's command line, which reads our shim.
@@ -43,6 +43,7 @@ struct Plan<'a> {
     git_server: Option<Url>,
     layout: Layout,
     step: String,
+    knobs: Knobs,
 }
 
 pub(crate) fn run(env: &Env) -> Result<()> {
@@ -85,6 +86,7 @@ pub(crate) fn run(env: &Env) -> Result<()> {
         git_server,
         layout,
         step,
+        knobs,
     };
     let dir = StateDir::create(&plan.layout.root, &plan.step, plan.layout.owner)?;
     let result = mint_and_export(&plan, &gh, &runtime, &dir);
@@ -100,12 +102,16 @@ fn mint_and_export(plan: &Plan, gh: &GitHub, runtime: &Runtime, dir: &StateDir) 
         FileCommand::State,
         &[(layout::SAVED_DIR, &dir.path().to_string_lossy())],
     )?;
-    let identity = env::identity_request(|name| plan.env.get(name).cloned()).ok_or_else(|| {
-        "keyless mode needs the job's identity, and `ACTIONS_ID_TOKEN_REQUEST_URL` is not set: add `permissions: id-token: write` to the job".to_owned()
-    });
+    let caller = Caller {
+        knobs: plan.knobs.clone(),
+        actions: env::identity_request(|name| plan.env.get(name).cloned()).ok_or_else(|| {
+            "keyless mode needs the job's identity, and `ACTIONS_ID_TOKEN_REQUEST_URL` is not set: add `permissions: id-token: write` to the job".to_owned()
+        }),
+        variables: plan.env.clone(),
+    };
     let means = Means {
         key: config.key.as_ref(),
-        identity: &identity,
+        caller: &caller,
     };
     let mut source = config.source.clone();
     let minted = match Keeper::first(

@@ -19,7 +19,9 @@ pub(crate) fn summary(
     // A keyless token's answer lists neither: its trust policy decided them.
     let (all, own) = match source {
         TokenSource::App { .. } => ("all the installation can reach", "the installation's"),
-        TokenSource::Exchange(_) => ("as the trust policy grants", "as the trust policy grants"),
+        TokenSource::Exchange { .. } => {
+            ("as the trust policy grants", "as the trust policy grants")
+        }
     };
     let repositories = listed(minted.repositories.iter().cloned(), all);
     let permissions = listed(
@@ -59,9 +61,9 @@ pub(crate) fn origin(source: &TokenSource) -> String {
             code(&installation.app_slug)
         ),
         TokenSource::App { issuer, .. } => format!("the App {}", code(issuer)),
-        TokenSource::Exchange(exchange) => format!(
+        TokenSource::Exchange { exchange, .. } => format!(
             "keyless: policy {} at {}",
-            code(&exchange.identity),
+            code(&exchange.policy),
             code(exchange.service.as_str())
         ),
     }

@@ -16,7 +16,8 @@ use super::client::{ApiError, Auth, GitHub, Idempotency};
 use super::hosts;
 use crate::secret::Secret;
 
-/// Where a step asks for the job's identity: the runner's URL and the request token for it.
+/// Where a step asks for the job's identity: the identity service's URL and the request token for
+/// it (the Actions runner gives both to the steps of a job).
 #[derive(Clone)]
 pub(crate) struct IdentityRequest {
     url: Url,
@@ -42,8 +43,8 @@ pub(crate) struct Exchange {
     pub(crate) service: Url,
     /// `owner/repo`, or `owner` for a policy of the owner's `.github` repository.
     pub(crate) scope: String,
-    /// The trust policy's name.
-    pub(crate) identity: String,
+    /// The trust policy's name (Octo STS calls it the identity).
+    pub(crate) policy: String,
 }
 
 impl Exchange {
@@ -61,24 +62,22 @@ impl Exchange {
         ));
         url.query_pairs_mut()
             .append_pair("scope", &self.scope)
-            .append_pair("identity", &self.identity);
+            .append_pair("identity", &self.policy);
         url
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ExchangeError {
-    #[error(
-        "cannot get the job's OIDC identity token ({0}): the job needs `permissions: id-token: write`"
-    )]
+    #[error("cannot get the job's OIDC identity token ({0})")]
     Identity(String),
     #[error(
-        "the token exchange at `{service}` refused the policy `{identity}` for `{scope}`: {message}"
+        "the token exchange at `{service}` refused the policy `{policy}` for `{scope}`: {message}"
     )]
     Refused {
         service: String,
         scope: String,
-        identity: String,
+        policy: String,
         message: String,
     },
     #[error(transparent)]
@@ -87,18 +86,18 @@ pub(crate) enum ExchangeError {
     Api(#[from] ApiError),
 }
 
-/// A keyless token: the job's identity for the service's audience, exchanged as `wanted` says.
+/// A keyless token: the job's identity token `oidc` (for `wanted.audience()`), exchanged as
+/// `wanted` says.
 pub(crate) async fn mint(
     gh: &GitHub,
-    request: &IdentityRequest,
+    oidc: &Secret,
     wanted: &Exchange,
 ) -> Result<MintedToken, ExchangeError> {
-    let oidc = identity_token(gh, request, &wanted.audience()).await?;
-    exchange(gh, wanted, &oidc, gh.clock().server_now()).await
+    exchange(gh, wanted, oidc, gh.clock().server_now()).await
 }
 
-/// The job's identity token for `audience`.
-async fn identity_token(
+/// The job's identity token for `audience`, from the identity service `request` names.
+pub(crate) async fn identity_token(
     gh: &GitHub,
     request: &IdentityRequest,
     audience: &str,
@@ -109,7 +108,7 @@ async fn identity_token(
     }
     let mut url = request.url.clone();
     url.query_pairs_mut().append_pair("audience", audience);
-    // The request URL is the runner's own: an error names the status, not the URL.
+    // The request URL is private to the job: an error names the status, not the URL.
     let (_, bytes) = gh
         .send_to(
             Method::GET,
@@ -120,13 +119,16 @@ async fn identity_token(
         )
         .await
         .map_err(|err| match err.status() {
-            Some(status) => ExchangeError::Identity(format!("the runner answered {status}")),
+            Some(status) => {
+                ExchangeError::Identity(format!("the identity service answered {status}"))
+            }
             None => ExchangeError::Identity(err.to_string()),
         })?;
-    let body: Body = serde_json::from_slice(&bytes)
-        .map_err(|_| ExchangeError::Identity("the runner's answer holds no token".into()))?;
+    let body: Body = serde_json::from_slice(&bytes).map_err(|_| {
+        ExchangeError::Identity("the identity service's answer holds no token".into())
+    })?;
     Secret::checked(body.value)
-        .map_err(|why| ExchangeError::Identity(format!("the runner's token {why}")))
+        .map_err(|why| ExchangeError::Identity(format!("the identity service's token {why}")))
 }
 
 /// Exchange the identity token `oidc` for an installation token, at `server_now` in GitHub's
@@ -154,7 +156,7 @@ async fn exchange(
             return Err(ExchangeError::Refused {
                 service: exchange.service.to_string(),
                 scope: exchange.scope.clone(),
-                identity: exchange.identity.clone(),
+                policy: exchange.policy.clone(),
                 message: if message.is_empty() {
                     format!("{status}")
                 } else {
@@ -182,7 +184,7 @@ mod tests {
         Exchange {
             service: Url::parse(service).unwrap(),
             scope: "octo-org/app".into(),
-            identity: "release".into(),
+            policy: "release".into(),
         }
     }
 

@@ -12,6 +12,7 @@ pub(crate) mod policy;
 pub(crate) mod source;
 pub(crate) mod state;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -47,11 +48,13 @@ pub(crate) struct Served {
 }
 
 /// What the process that asks brings to a re-mint: its HTTP bounds and, for a keyless store,
-/// its step's way to ask for the job's identity, or why it has none.
+/// what its environment offers to get the job's identity: the Actions runner's identity request
+/// (or why it has none), and its variables.
 #[derive(Debug, Clone)]
 pub(crate) struct Caller {
     pub(crate) knobs: Knobs,
-    pub(crate) identity: Result<IdentityRequest, String>,
+    pub(crate) actions: Result<IdentityRequest, String>,
+    pub(crate) variables: BTreeMap<String, String>,
 }
 
 #[cfg(test)]
@@ -59,7 +62,8 @@ impl Default for Caller {
     fn default() -> Self {
         Self {
             knobs: Knobs::default(),
-            identity: Err("no identity in tests".into()),
+            actions: Err("no identity in tests".into()),
+            variables: BTreeMap::new(),
         }
     }
 }
@@ -288,11 +292,11 @@ impl Keeper {
         // Every input is read before the clock starts.
         let key = match state.config.source {
             TokenSource::App { .. } => Some(self.read_key().map_err(Unminted::Mint)?),
-            TokenSource::Exchange(_) => None,
+            TokenSource::Exchange { .. } => None,
         };
         let means = Means {
             key: key.as_ref(),
-            identity: &self.caller.identity,
+            caller: &self.caller,
         };
         let (gh, runtime) = self.connect(state, budget).map_err(Unminted::Mint)?;
         let deadline = Instant::now() + budget;

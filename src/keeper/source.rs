@@ -2,16 +2,25 @@
 //! re-mint go through `mint`.
 //!
 //! A source is the App's key (a JWT for the App, its installation found once, then a token
-//! request) or an exchange of the job's identity at a token exchange service (keyless). It is
-//! stored in the state, tagged, with everything a re-mint needs but the key, which has a file of
-//! its own; what the outputs can say (an installation id, a bot) follows from which it is.
+//! request) or an exchange of the job's identity at a token exchange service (keyless), the
+//! identity asked again at every mint from where the job's CI keeps it. It is stored in the
+//! state, tagged, with everything a re-mint needs but the key, which has a file of its own; what
+//! the outputs can say (an installation id, a bot) follows from which it is.
 
-use anyhow::{Result, anyhow};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
 
+use super::Caller;
 use crate::github::apps::{self, App, BotUser};
-use crate::github::exchange::{self, Exchange, IdentityRequest};
+use crate::github::exchange::{self, Exchange, ExchangeError};
 use crate::github::{GitHub, Installation, MintedToken, PrivateKey, Target, TokenRequest};
+use crate::secret::Secret;
+
+/// How long the command that prints the job's identity token may take.
+const IDENTITY_COMMAND_BOUND: Duration = Duration::from_secs(15);
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -22,16 +31,33 @@ pub(crate) enum TokenSource {
         issuer: String,
         installation: Option<Installation>,
     },
-    /// Keyless: the job's identity, exchanged for a token as a trust policy allows. Nothing
-    /// secret.
-    Exchange(Exchange),
+    /// Keyless: the job's identity, from where `identity` says, exchanged for a token as a
+    /// trust policy allows. Nothing secret.
+    Exchange {
+        exchange: Exchange,
+        identity: IdentityFrom,
+    },
 }
 
-/// What the process that mints brings to it: the App's key, or its step's way to ask for the
-/// job's identity (or why it has none).
+/// Where a mint gets the job's OIDC identity token: asked again every time, as such tokens
+/// last minutes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "from", rename_all = "snake_case")]
+pub(crate) enum IdentityFrom {
+    /// The Actions runner, through the identity request of the step that mints.
+    Actions,
+    /// The variable `name` of the process that mints (GitLab's `id_tokens:`, CircleCI's
+    /// `CIRCLE_OIDC_TOKEN_V2`).
+    Variable { name: String },
+    /// What `command` prints, run by `sh -c` (Buildkite's `buildkite-agent oidc request-token`).
+    Command { command: String },
+}
+
+/// What the process that mints brings to it: the App's key, and its own environment, where the
+/// job's identity may be asked for.
 pub(crate) struct Means<'a> {
     pub(crate) key: Option<&'a PrivateKey>,
-    pub(crate) identity: &'a Result<IdentityRequest, String>,
+    pub(crate) caller: &'a Caller,
 }
 
 impl TokenSource {
@@ -39,7 +65,7 @@ impl TokenSource {
     pub(crate) fn installation(&self) -> Option<&Installation> {
         match self {
             TokenSource::App { installation, .. } => installation.as_ref(),
-            TokenSource::Exchange(_) => None,
+            TokenSource::Exchange { .. } => None,
         }
     }
 
@@ -75,9 +101,9 @@ impl TokenSource {
                 *installation = Some(found);
                 Ok(minted?)
             }
-            TokenSource::Exchange(wanted) => {
-                let identity = means.identity.as_ref().map_err(|why| anyhow!("{why}"))?;
-                Ok(exchange::mint(gh, identity, wanted).await?)
+            TokenSource::Exchange { exchange, identity } => {
+                let oidc = identity_token(gh, identity, means.caller, &exchange.audience()).await?;
+                Ok(exchange::mint(gh, &oidc, exchange).await?)
             }
         }
     }
@@ -91,6 +117,84 @@ impl TokenSource {
     ) -> Result<Option<BotUser>, crate::github::client::ApiError> {
         apps::check_new(gh, &minted.token, self.app_slug()).await
     }
+}
+
+/// The job's identity token for `audience`, from where `from` says.
+async fn identity_token(
+    gh: &GitHub,
+    from: &IdentityFrom,
+    caller: &Caller,
+    audience: &str,
+) -> Result<Secret> {
+    match from {
+        IdentityFrom::Actions => {
+            let request = caller.actions.as_ref().map_err(|why| anyhow!("{why}"))?;
+            exchange::identity_token(gh, request, audience)
+                .await
+                .map_err(|err| match err {
+                    ExchangeError::Identity(_) => {
+                        anyhow!("{err}: the job needs `permissions: id-token: write`")
+                    }
+                    other => other.into(),
+                })
+        }
+        IdentityFrom::Variable { name } => {
+            let value = caller
+                .variables
+                .get(name)
+                .filter(|v| !v.trim().is_empty())
+                .with_context(|| {
+                    format!(
+                        "the job's identity token is to be in `{name}`, which is not set here: give every step of the job that variable (GitLab: `id_tokens:`), or name another with `--identity-env`"
+                    )
+                })?;
+            Secret::checked(value.trim().to_owned())
+                .map_err(|why| anyhow!("the job's identity token in `{name}` {why}"))
+        }
+        IdentityFrom::Command { command } => identity_from_command(command).await,
+    }
+}
+
+/// What `command` prints on stdout, run by `sh -c`, within `IDENTITY_COMMAND_BOUND`.
+async fn identity_from_command(command: &str) -> Result<Secret> {
+    let named = || format!("the job's identity command `{command}`");
+    let child = Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot run {}", named()))?;
+    let pid = child.id();
+    let waited = tokio::time::timeout(
+        IDENTITY_COMMAND_BOUND,
+        tokio::task::spawn_blocking(move || child.wait_with_output()),
+    )
+    .await;
+    let output = match waited {
+        Ok(joined) => joined
+            .context("cannot wait for the identity command")?
+            .with_context(|| format!("cannot run {}", named()))?,
+        Err(_) => {
+            if let Ok(pid) = libc::pid_t::try_from(pid) {
+                // SAFETY: kill has no memory preconditions; the pid is our own child's.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            bail!(
+                "{} gave no token within {}s",
+                named(),
+                IDENTITY_COMMAND_BOUND.as_secs()
+            );
+        }
+    };
+    if !output.status.success() {
+        let said = String::from_utf8_lossy(&output.stderr);
+        let said = said.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+        bail!("{} failed ({}): {said}", named(), output.status);
+    }
+    let printed = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    Secret::checked(printed).map_err(|why| anyhow!("what {} printed {why}", named()))
 }
 
 #[cfg(test)]
@@ -107,11 +211,16 @@ mod tests {
                 account: "Octo-Org".into(),
             }),
         };
-        let keyless = TokenSource::Exchange(Exchange {
-            service: url::Url::parse("https://octo-sts.dev").unwrap(),
-            scope: "octo-org/app".into(),
-            identity: "release".into(),
-        });
+        let keyless = TokenSource::Exchange {
+            exchange: Exchange {
+                service: url::Url::parse("https://octo-sts.dev").unwrap(),
+                scope: "octo-org/app".into(),
+                policy: "release".into(),
+            },
+            identity: IdentityFrom::Command {
+                command: "buildkite-agent oidc request-token --audience octo-sts.dev".into(),
+            },
+        };
         for source in [app, keyless] {
             let json = serde_json::to_value(&source).unwrap();
             assert!(json["kind"].is_string(), "{json}");
@@ -127,12 +236,75 @@ mod tests {
 
     #[test]
     fn only_an_apps_source_names_an_installation_and_a_slug() {
-        let keyless = TokenSource::Exchange(Exchange {
-            service: url::Url::parse("https://octo-sts.dev").unwrap(),
-            scope: "o".into(),
-            identity: "i".into(),
-        });
+        let keyless = TokenSource::Exchange {
+            exchange: Exchange {
+                service: url::Url::parse("https://octo-sts.dev").unwrap(),
+                scope: "o".into(),
+                policy: "i".into(),
+            },
+            identity: IdentityFrom::Actions,
+        };
         assert_eq!(keyless.installation(), None);
         assert_eq!(keyless.app_slug(), None);
+    }
+
+    fn caller(variables: &[(&str, &str)]) -> Caller {
+        Caller {
+            variables: variables
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            ..Caller::default()
+        }
+    }
+
+    fn gh() -> GitHub {
+        let base = url::Url::parse("http://127.0.0.1:9").unwrap();
+        crate::github::client::connect(base, Duration::from_secs(1), None, 0, &Default::default())
+            .unwrap()
+            .0
+    }
+
+    #[tokio::test]
+    async fn the_identity_comes_from_the_variable_or_command_the_state_names() {
+        let from_variable = IdentityFrom::Variable {
+            name: "CI_OIDC".into(),
+        };
+        let token = identity_token(
+            &gh(),
+            &from_variable,
+            &caller(&[("CI_OIDC", "eyJ.a.b\n")]),
+            "x",
+        )
+        .await
+        .unwrap();
+        assert_eq!(token.expose(), "eyJ.a.b");
+        let missing = identity_token(&gh(), &from_variable, &caller(&[]), "x")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            missing.contains("`CI_OIDC`, which is not set here"),
+            "{missing}"
+        );
+
+        let printed = IdentityFrom::Command {
+            command: "echo eyJ.c.d".into(),
+        };
+        let token = identity_token(&gh(), &printed, &caller(&[]), "x")
+            .await
+            .unwrap();
+        assert_eq!(token.expose(), "eyJ.c.d");
+        let failing = IdentityFrom::Command {
+            command: "echo no agent here >&2; exit 3".into(),
+        };
+        let err = identity_token(&gh(), &failing, &caller(&[]), "x")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("failed") && err.contains("no agent here"),
+            "{err}"
+        );
     }
 }

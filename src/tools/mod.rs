@@ -124,7 +124,8 @@ fn caller() -> Result<Caller> {
     let get = |name: &str| std::env::var(name).ok();
     Ok(Caller {
         knobs: Knobs::from_env(get)?,
-        identity: env::identity_request(get).ok_or_else(|| {
+        variables: env::process_env(),
+        actions: env::identity_request(get).ok_or_else(|| {
             "this step cannot ask for the job's identity: `ACTIONS_ID_TOKEN_REQUEST_URL` and `ACTIONS_ID_TOKEN_REQUEST_TOKEN` are not set here (a container step, or a tool that clears its environment); run it as an ordinary step, or pass the two variables on".to_owned()
         }),
     })
