@@ -5,7 +5,6 @@
 //! revocations run at once, within one deadline. It never mints.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -16,11 +15,11 @@ use super::layout::{self, Layout};
 use super::workflow;
 use crate::clock::unix_now;
 use crate::github::GitHub;
-use crate::github::apps::{self, Revoked};
+use crate::github::apps::Revoked;
 use crate::github::client::{self, Knobs, Runtime};
-use crate::keeper::Keeper;
 use crate::keeper::locate::BIN;
 use crate::keeper::state::{LedgerEntry, StateDir};
+use crate::keeper::{self, Keeper, Unrevoked};
 use crate::messages;
 
 /// The whole step ends within about this: the job is waiting. Every revocation runs at once.
@@ -90,33 +89,20 @@ fn revoke_all(env: &Env, live: &[LedgerEntry], deadline: Duration) {
             return;
         }
     };
-    let gh = Arc::new(gh);
-    let outcomes = runtime.block_on(async {
-        let mut revocations = tokio::task::JoinSet::new();
-        for (at, entry) in live.iter().enumerate() {
-            let (gh, token) = (gh.clone(), entry.token.clone());
-            revocations.spawn(async move { (at, apps::revoke(&gh, &token).await) });
-        }
-        let mut outcomes: Vec<Option<_>> = live.iter().map(|_| None).collect();
-        while let Some(joined) = revocations.join_next().await {
-            if let Ok((at, outcome)) = joined {
-                outcomes[at] = Some(outcome);
-            }
-        }
-        outcomes
-    });
-    for (entry, outcome) in live.iter().zip(outcomes) {
+    for (entry, outcome) in live.iter().zip(keeper::revoke_all(gh, &runtime, live)) {
         let shown = entry.token.fingerprint();
         match outcome {
-            Some(Ok(Revoked::Now)) => say(&format!("revoked {shown}")),
-            Some(Ok(Revoked::AlreadyGone)) => warn(&format!(
+            Ok(Revoked::Now) => say(&format!("revoked {shown}")),
+            Ok(Revoked::AlreadyGone) => warn(&format!(
                 "{shown} was not revoked: GitHub answered 401, so it was revoked already or has expired"
             )),
-            Some(Err(err)) => match inputs::fix_for(&err) {
+            Err(Unrevoked::Refused(err)) => match inputs::fix_for(&err) {
                 Some(fix) => warn(&format!("could not revoke {shown}: {err}: {fix}")),
                 None => warn(&format!("could not revoke {shown}: {err}")),
             },
-            None => warn(&format!("could not revoke {shown}: the revocation stopped")),
+            Err(Unrevoked::Stopped) => {
+                warn(&format!("could not revoke {shown}: the revocation stopped"))
+            }
         }
     }
 }

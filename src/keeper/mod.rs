@@ -14,6 +14,7 @@ pub(crate) mod state;
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
@@ -22,7 +23,7 @@ use self::lock::{Guard, LockError};
 use self::policy::Decision;
 use self::source::{Means, TokenSource};
 use self::state::{CachedToken, Failure, LedgerEntry, MintConfig, State, StateDir};
-use crate::github::apps::{self, BotUser};
+use crate::github::apps::{self, BotUser, Revoked};
 use crate::github::client::{self, ApiError, Knobs, Runtime};
 use crate::github::exchange::IdentityRequest;
 use crate::github::{GitHub, MintedToken, PrivateKey, Target, TokenRequest};
@@ -339,6 +340,39 @@ impl Keeper {
         )?;
         Ok(connected)
     }
+}
+
+/// Why a token was not revoked.
+#[derive(Debug)]
+pub(crate) enum Unrevoked {
+    Refused(ApiError),
+    /// Its revocation did not finish.
+    Stopped,
+}
+
+/// Revoke every one of `live` at once, all within the client's deadline, and say how each went,
+/// in their order.
+pub(crate) fn revoke_all(
+    gh: GitHub,
+    runtime: &Runtime,
+    live: &[LedgerEntry],
+) -> Vec<Result<Revoked, Unrevoked>> {
+    let gh = Arc::new(gh);
+    runtime.block_on(async {
+        let mut revocations = tokio::task::JoinSet::new();
+        for (at, entry) in live.iter().enumerate() {
+            let (gh, token) = (gh.clone(), entry.token.clone());
+            revocations.spawn(async move { (at, apps::revoke(&gh, &token).await) });
+        }
+        let mut outcomes: Vec<Result<Revoked, Unrevoked>> =
+            live.iter().map(|_| Err(Unrevoked::Stopped)).collect();
+        while let Some(joined) = revocations.join_next().await {
+            if let Ok((at, outcome)) = joined {
+                outcomes[at] = outcome.map_err(Unrevoked::Refused);
+            }
+        }
+        outcomes
+    })
 }
 
 /// For tests of long jobs, which cannot wait an hour: the store at `path` as if the job had run
