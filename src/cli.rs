@@ -13,6 +13,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 use crate::action::{env, main_step, post_step, workflow};
+use crate::ci::{revoke, setup};
 use crate::{messages, tools};
 
 /// Keep GitHub App installation tokens alive for long GitHub Actions jobs.
@@ -38,6 +39,16 @@ enum Tool {
         /// The owner whose token to print, when the job minted for several.
         #[arg(long)]
         owner: Option<String>,
+        #[arg(long)]
+        state: Option<PathBuf>,
+    },
+    /// Outside GitHub Actions: mint a token for this job, keep it fresh for git and the tools,
+    /// and print what the shell needs (`eval "$(token-keeper setup …)"`).
+    Setup(Box<setup::Args>),
+    /// Revoke every token `setup` minted, and remove its state and git configuration.
+    Revoke {
+        /// The one store to end (default: every store of this job, `TOKEN_KEEPER_STATE`'s
+        /// among them).
         #[arg(long)]
         state: Option<PathBuf>,
     },
@@ -101,8 +112,33 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Role, clap::Err
     match name.as_str() {
         "token-keeper-main" => Ok(Role::MainStep),
         "token-keeper-post" => Ok(Role::PostStep),
+        // A command's own arguments, after `--`, are its business.
+        _ if args
+            .iter()
+            .take_while(|arg| *arg != "--")
+            .any(looks_like_a_key) =>
+        {
+            Err(clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                "a command-line argument looks like a private key, which `ps` and logs would show: pass `--private-key-file PATH` or `--private-key-env NAME` instead\n",
+            ))
+        }
         _ => Cli::try_parse_from(args).map(Role::Tool),
     }
+}
+
+/// Whether an argument holds a PEM key's armour, or a long run of base64 as a key's body starts
+/// (`MII…`): such an argument is refused and never echoed, not even in the error.
+fn looks_like_a_key(arg: &OsString) -> bool {
+    let arg = arg.to_string_lossy();
+    let body = |word: &str| {
+        word.len() >= 200
+            && word.starts_with("MII")
+            && word
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '='))
+    };
+    arg.contains("-----BEGIN") || arg.contains("PRIVATE KEY") || arg.split_whitespace().any(body)
 }
 
 pub fn run(role: &Role) -> Result<ExitCode> {
@@ -119,6 +155,8 @@ pub fn run(role: &Role) -> Result<ExitCode> {
                 keep_fresh,
                 command,
             } => tools::exec(state.as_deref(), owner.as_deref(), *keep_fresh, command),
+            Tool::Setup(args) => setup::run(args),
+            Tool::Revoke { state } => revoke::run(state.as_deref()),
         },
     }
 }

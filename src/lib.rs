@@ -15,6 +15,7 @@
 //!   `clock`, `duration`.
 
 pub mod action;
+mod ci;
 pub mod cli;
 mod clock;
 mod duration;

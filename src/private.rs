@@ -19,6 +19,17 @@ pub(crate) struct Owner {
 }
 
 impl Owner {
+    /// This process's user and group: who owns what it writes for itself.
+    pub(crate) fn me() -> Self {
+        // SAFETY: geteuid and getegid have no preconditions and cannot fail.
+        unsafe {
+            Self {
+                uid: libc::geteuid(),
+                gid: libc::getegid(),
+            }
+        }
+    }
+
     /// The owner of an existing path.
     pub(crate) fn of(path: &Path) -> io::Result<Self> {
         let meta = fs::metadata(path)?;

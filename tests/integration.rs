@@ -6,6 +6,8 @@ mod support;
 
 /// The action's metadata agrees with the code.
 mod action_yml;
+/// The same binary in any CI: setup, git and the tools, revoke.
+mod any_ci;
 /// Every bad input: one clear error, nothing left behind.
 mod bad_input;
 /// The built image under a real container engine, run as the runner runs it.

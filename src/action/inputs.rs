@@ -54,8 +54,9 @@ pub(crate) struct Config {
     /// Make the App's bot the git author and committer of later steps.
     pub(crate) git_identity: bool,
     pub(crate) ca_certificates: Option<String>,
-    /// What the step should say about inputs it takes but cannot vouch for.
-    pub(crate) warnings: Vec<String>,
+    /// Inputs taken but not vouched for: permission names or levels GitHub's list lacks, which
+    /// go to GitHub as given.
+    pub(crate) doubts: Vec<InputError>,
 }
 
 /// A bad input: which one, and what to do about it.
@@ -126,7 +127,7 @@ pub(crate) fn parse(env: &Env) -> Result<Config, InputError> {
         .flatten()
         .filter_map(Url::host_str)
         .any(hosts::is_cloud);
-    let (permissions, warnings) = permissions(env, listed);
+    let (permissions, doubts) = permissions(env, listed);
     if keyless && !permissions.is_empty() {
         return Err(bad(
             "sts-identity",
@@ -141,7 +142,7 @@ pub(crate) fn parse(env: &Env) -> Result<Config, InputError> {
             repositories,
             permissions,
         },
-        warnings,
+        doubts,
         api_url,
         git_server,
         refresh_after,
@@ -438,11 +439,11 @@ fn dedup(items: Vec<String>) -> Vec<String> {
 }
 
 /// The `permission-*` inputs by their API names and, when the server's list is the one we ship
-/// (`listed`), a warning for each name or level it does not have: those go to GitHub as given,
+/// (`listed`), a doubt for each name or level it does not have: those go to GitHub as given,
 /// and its answer decides. The runner passes inputs that `action.yml` does not declare
 /// (`permission-pull_requests`) all the same.
-fn permissions(env: &Env, listed: bool) -> (BTreeMap<String, String>, Vec<String>) {
-    let (mut chosen, mut warnings) = (BTreeMap::new(), Vec::new());
+fn permissions(env: &Env, listed: bool) -> (BTreeMap<String, String>, Vec<InputError>) {
+    let (mut chosen, mut doubts) = (BTreeMap::new(), Vec::new());
     for (key, value) in env {
         let Some(suffix) = key
             .strip_prefix("INPUT_")
@@ -464,17 +465,21 @@ fn permissions(env: &Env, listed: bool) -> (BTreeMap<String, String>, Vec<String
         match permissions::find(suffix) {
             _ if !listed => {}
             Some(known) if known.levels.contains(&level.as_str()) => {}
-            Some(known) => warnings.push(format!(
-                "input `{input}`: `{level}` is not a level GitHub lists for `{name}` ({}); asking for it anyway",
-                known.levels.join(", ")
+            Some(known) => doubts.push(bad(
+                &input,
+                format!(
+                    "`{level}` is not a level GitHub lists for `{name}` ({})",
+                    known.levels.join(", ")
+                ),
             )),
-            None => warnings.push(format!(
-                "input `{input}`: `{name}` is not a permission GitHub lists for Apps; asking for `{name}: {level}` anyway"
+            None => doubts.push(bad(
+                &input,
+                format!("`{name}` is not a permission GitHub lists for Apps"),
             )),
         }
         chosen.insert(name, level);
     }
-    (chosen, warnings)
+    (chosen, doubts)
 }
 
 /// A boolean input, or its default.
@@ -720,9 +725,10 @@ mod tests {
             ("telepathy".to_owned(), "read".to_owned()),
         ]);
         assert_eq!(config.request.permissions, expected);
-        assert_eq!(config.warnings.len(), 2, "{:?}", config.warnings);
-        assert!(config.warnings[0].contains("`admin` is not a level GitHub lists for `contents`"));
-        assert!(config.warnings[1].contains("`telepathy` is not a permission GitHub lists"));
+        let doubts: Vec<String> = config.doubts.iter().map(ToString::to_string).collect();
+        assert_eq!(doubts.len(), 2, "{doubts:?}");
+        assert!(doubts[0].contains("`admin` is not a level GitHub lists for `contents`"));
+        assert!(doubts[1].contains("`telepathy` is not a permission GitHub lists"));
     }
 
     #[test]
@@ -734,7 +740,7 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(config.request.permissions["telepathy"], "read");
-        assert_eq!(config.warnings, Vec::<String>::new());
+        assert_eq!(config.doubts, Vec::new());
     }
 
     #[test]

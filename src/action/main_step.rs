@@ -28,9 +28,6 @@ use crate::keeper::state::{CachedToken, MintConfig, StateDir};
 use crate::keeper::{Caller, Keeper, Unminted};
 use crate::messages;
 
-/// cargo's switch from its own git library to git's command line, which reads our shim.
-const CARGO_GIT_CLI: &str = "CARGO_NET_GIT_FETCH_WITH_CLI";
-
 /// The main step may wait longer than a git command: nobody is blocked on it yet.
 const MAIN_DEADLINE: Duration = Duration::from_secs(60);
 
@@ -53,9 +50,9 @@ pub(crate) fn run(env: &Env) -> Result<()> {
     files.require(&[FileCommand::Output, FileCommand::State])?;
     let config = inputs::parse(env)?;
     let warnings: Vec<String> = config
-        .warnings
+        .doubts
         .iter()
-        .map(|w| workflow::warning(w))
+        .map(|doubt| workflow::warning(&format!("{doubt}; asking for it anyway")))
         .collect();
     workflow::print(&warnings)?;
     let git_server = match (&config.git_server, config.git_credentials) {
@@ -301,9 +298,9 @@ fn configure_git(plan: &Plan, server: &Url, account: &str, minted: &MintedToken)
         .collect();
     // cargo's own git library reads no `GIT_CONFIG_*`: with git's command line, cargo's git
     // dependencies get fresh tokens too. A workflow that chose otherwise keeps its choice.
-    let cargo = !plan.env.contains_key(CARGO_GIT_CLI);
+    let cargo = !plan.env.contains_key(shim::CARGO_GIT_CLI);
     if cargo {
-        pairs.push((CARGO_GIT_CLI, "true"));
+        pairs.push((shim::CARGO_GIT_CLI, "true"));
     }
     plan.files.set(FileCommand::Env, &pairs)?;
     let mut said = vec![messages::line(&format!(
@@ -312,7 +309,8 @@ fn configure_git(plan: &Plan, server: &Url, account: &str, minted: &MintedToken)
     ))];
     if cargo {
         said.push(messages::line(&format!(
-            "cargo will fetch git dependencies with git's command line ({CARGO_GIT_CLI}=true), so they get fresh tokens too"
+            "cargo will fetch git dependencies with git's command line ({}=true), so they get fresh tokens too",
+            shim::CARGO_GIT_CLI
         )));
     }
     workflow::print(&said)?;

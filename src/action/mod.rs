@@ -7,6 +7,6 @@ pub(crate) mod layout;
 pub(crate) mod main_step;
 pub mod permissions;
 pub(crate) mod post_step;
-mod shim;
+pub(crate) mod shim;
 mod summary;
 pub(crate) mod workflow;

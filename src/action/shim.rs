@@ -7,6 +7,7 @@
 //! resolves on the runner host and inside job containers alike.
 
 use std::fs;
+use std::path::Path;
 
 use anyhow::{Context, Result};
 use url::Url;
@@ -14,6 +15,9 @@ use url::Url;
 use super::env::Env;
 use super::layout::Layout;
 use crate::private::{create_private_dir, write_atomic};
+
+/// cargo's switch from its own git library to git's command line, which reads our shim.
+pub(crate) const CARGO_GIT_CLI: &str = "CARGO_NET_GIT_FETCH_WITH_CLI";
 
 /// The URL prefixes the token covers: the owner, or each repository with and without `.git`,
 /// each with the login as GitHub spells it and in lower case (git matches case-sensitively).
@@ -42,9 +46,20 @@ pub(crate) fn helper_command(layout: &Layout, step: &str) -> String {
     format!("!\"{binary}\" credential --state \"{state}\"")
 }
 
-/// `GIT_CONFIG_*` variables for later steps, appended after the `existing` count.
-pub(crate) fn git_config_env(
-    existing: usize,
+/// The command git runs for our scopes, at absolute paths: the binary and the step's state,
+/// each quoted for the shell git runs `!` helpers with.
+pub(crate) fn helper_command_at(binary: &Path, state: &Path) -> String {
+    let quoted = |path: &Path| shell_quoted(&path.to_string_lossy());
+    format!("!{} credential --state {}", quoted(binary), quoted(state))
+}
+
+/// `text` for a POSIX shell, as it is: in single quotes, each `'` written `'\''`.
+pub(crate) fn shell_quoted(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
+}
+
+/// The git configuration entries for our scopes, in order.
+pub(crate) fn entries(
     scopes: &[String],
     helper: &str,
     clear_extraheader: bool,
@@ -58,6 +73,17 @@ pub(crate) fn git_config_env(
             entries.push((format!("http.{scope}.extraheader"), String::new()));
         }
     }
+    entries
+}
+
+/// `GIT_CONFIG_*` variables for later steps, appended after the `existing` count.
+pub(crate) fn git_config_env(
+    existing: usize,
+    scopes: &[String],
+    helper: &str,
+    clear_extraheader: bool,
+) -> Vec<(String, String)> {
+    let entries = entries(scopes, helper, clear_extraheader);
     let mut env = Vec::new();
     for (i, (key, value)) in entries.iter().enumerate() {
         env.push((format!("GIT_CONFIG_KEY_{}", existing + i), key.clone()));
@@ -144,6 +170,17 @@ mod tests {
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect();
         assert_eq!(env, expected);
+    }
+
+    #[test]
+    fn a_helper_at_absolute_paths_is_quoted_for_the_shell() {
+        assert_eq!(
+            helper_command_at(
+                Path::new("/opt/tk/token-keeper"),
+                Path::new("/tmp/it's here")
+            ),
+            "!'/opt/tk/token-keeper' credential --state '/tmp/it'\\''s here'"
+        );
     }
 
     #[test]

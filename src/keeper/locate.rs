@@ -3,6 +3,8 @@
 //! A job keeps them in one folder, `token-keeper/`: a folder per step, beside `bin/` with the
 //! copy of our binary that later steps run. The job's folder is in `RUNNER_TEMP`, or, on
 //! runners older than v2.331, in `RUNNER_TEMP/_github_home`, the action container's `HOME`.
+//! In other CIs, `setup` keeps a job's stores in `token-keeper-<job>/` in the CI's temporary
+//! folder (`ci_root`), `<job>` the CI's own name for the job.
 
 use std::path::{Path, PathBuf};
 
@@ -19,6 +21,49 @@ pub(crate) const BIN: &str = "bin";
 pub(crate) const BINARY: &str = "token-keeper";
 /// Old runners' action containers keep their `HOME` here, in `RUNNER_TEMP`.
 pub(crate) const OLD_RUNNER_HOME: &str = "_github_home";
+
+/// The variables other CIs name a job by, each unique among the jobs a machine runs.
+const CI_JOB_IDS: [&str; 6] = [
+    "CI_JOB_ID",              // GitLab
+    "BUILDKITE_JOB_ID",       // Buildkite
+    "CIRCLE_WORKFLOW_JOB_ID", // CircleCI
+    "SYSTEM_JOBID",           // Azure Pipelines
+    "BUILD_TAG",              // Jenkins: `jenkins-<job>-<build>`
+    "BUILD_ID",               // Google Cloud Build
+];
+
+/// The temporary folders Azure Pipelines and Jenkins give a job; elsewhere, the system's.
+const CI_TEMPS: [&str; 2] = ["AGENT_TEMPDIRECTORY", "WORKSPACE_TMP"];
+
+/// Where `setup` keeps this job's stores outside Actions, from the process's variables (`get`):
+/// `RUNNER_TEMP/token-keeper` in an Actions job's steps, as the action does; elsewhere
+/// `token-keeper-<job>` in the CI's temporary folder, `<job>` the CI's job id (`local` when it
+/// names none), so that two jobs on one machine keep apart.
+pub(crate) fn ci_root(get: impl Fn(&str) -> Option<String>) -> PathBuf {
+    let given = |name: &str| get(name).filter(|v| !v.is_empty());
+    if let Some(temp) = given("RUNNER_TEMP") {
+        return Path::new(&temp).join(JOB_DIR);
+    }
+    let temp = CI_TEMPS
+        .iter()
+        .find_map(|name| given(name))
+        .map_or_else(std::env::temp_dir, PathBuf::from);
+    let job = CI_JOB_IDS
+        .iter()
+        .find_map(|name| given(name))
+        .unwrap_or_else(|| "local".to_owned());
+    let job: String = job
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    temp.join(format!("{JOB_DIR}-{job}"))
+}
 
 /// Where a later step finds the job's folders: beside the `bin/` that holds the running binary
 /// (the copy the main step installed), then under `RUNNER_TEMP`, as new and as older runners
@@ -118,6 +163,37 @@ mod tests {
         assert_eq!(
             job_roots(Some(old), None),
             [PathBuf::from("/h/token-keeper")]
+        );
+    }
+
+    #[test]
+    fn other_cis_keep_a_jobs_stores_apart_in_their_temporary_folder() {
+        let vars = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| (*v).to_owned())
+            }
+        };
+        assert_eq!(
+            ci_root(vars(&[("RUNNER_TEMP", "/w/_temp"), ("CI_JOB_ID", "7")])),
+            PathBuf::from("/w/_temp/token-keeper")
+        );
+        assert_eq!(
+            ci_root(vars(&[("CI_JOB_ID", "4242")])),
+            std::env::temp_dir().join("token-keeper-4242")
+        );
+        assert_eq!(
+            ci_root(vars(&[
+                ("WORKSPACE_TMP", "/j/ws@tmp"),
+                ("BUILD_TAG", "jenkins-a/b-3")
+            ])),
+            PathBuf::from("/j/ws@tmp/token-keeper-jenkins-a_b-3")
+        );
+        assert_eq!(
+            ci_root(vars(&[])),
+            std::env::temp_dir().join("token-keeper-local")
         );
     }
 }

@@ -180,6 +180,15 @@ impl StateDir {
         Ok(Self { path, owner })
     }
 
+    /// Create the folder `path` alone, 0700 and `owner`'s; its parent must exist.
+    pub(crate) fn create_at(path: &Path, owner: Owner) -> Result<Self, FileError> {
+        create_private_dir(path, owner)?;
+        Ok(Self {
+            path: path.to_owned(),
+            owner,
+        })
+    }
+
     /// An existing directory; what we write in it goes to the directory's owner.
     pub(crate) fn open(path: &Path) -> Result<Self, FileError> {
         let owner = Owner::of(path).map_err(at("open", path))?;

@@ -132,10 +132,20 @@ fn caller() -> Result<Caller> {
 }
 
 /// The job's store that `state` names, or the only one (for `owner`).
+/// Without either, the store `TOKEN_KEEPER_STATE` names (as `setup` exports it), else the job's
+/// only one, in Actions' places or `setup`'s.
 fn find(state: Option<&Path>, owner: Option<&str>) -> Result<(Keeper, State)> {
+    let exported = std::env::var_os("TOKEN_KEEPER_STATE")
+        .filter(|s| !s.is_empty() && owner.is_none())
+        .map(PathBuf::from);
+    let state = state.or(exported.as_deref());
     let exe = std::env::current_exe().ok();
     let runner_temp = std::env::var_os("RUNNER_TEMP").map(PathBuf::from);
-    let roots = locate::job_roots(exe.as_deref(), runner_temp.as_deref());
+    let mut roots = locate::job_roots(exe.as_deref(), runner_temp.as_deref());
+    let ci_root = locate::ci_root(|name| std::env::var(name).ok());
+    if !roots.contains(&ci_root) {
+        roots.push(ci_root);
+    }
     locate::find(&roots, state, owner, &caller()?)
 }
 

@@ -58,6 +58,13 @@ impl Issuer {
         ]
     }
 
+    /// An identity token of the job for `audience`, as another CI hands it to a job (GitLab's
+    /// `id_tokens:`): the same claims the runner's service signs.
+    pub fn identity_token(&self, audience: &str) -> String {
+        let pair = RsaKeyPair::from_der(&pem_der(ISSUER_KEY)).expect("issuer key");
+        sign(&pair, &claims(&self.server.uri(), audience))
+    }
+
     /// The public key the exchange service trusts.
     pub fn public_key() -> Vec<u8> {
         let pair = RsaKeyPair::from_der(&pem_der(ISSUER_KEY)).expect("issuer key");
@@ -80,17 +87,22 @@ impl Respond for IssuerResponder {
         let Some((_, audience)) = request.url.query_pairs().find(|(k, _)| k == "audience") else {
             return ResponseTemplate::new(400).set_body_json(json!({"message": "no audience"}));
         };
-        let now = unix_now();
-        let claims = json!({
-            "iss": self.url,
-            "aud": audience,
-            "sub": format!("repo:{JOB_REPOSITORY}:ref:refs/heads/main"),
-            "repository": JOB_REPOSITORY,
-            "iat": now,
-            "exp": now + 300,
-        });
+        let claims = claims(&self.url, &audience);
         ResponseTemplate::new(200).set_body_json(json!({"value": sign(&self.pair, &claims)}))
     }
+}
+
+/// The job's identity claims, from `issuer` for `audience`, for five minutes.
+fn claims(issuer: &str, audience: &str) -> Value {
+    let now = unix_now();
+    json!({
+        "iss": issuer,
+        "aud": audience,
+        "sub": format!("repo:{JOB_REPOSITORY}:ref:refs/heads/main"),
+        "repository": JOB_REPOSITORY,
+        "iat": now,
+        "exp": now + 300,
+    })
 }
 
 /// The credentials of a request's `Authorization` header, whatever its scheme.

@@ -1,0 +1,152 @@
+//! `token-keeper revoke`: end what `setup` started. Every live token of the store is revoked,
+//! the git configuration setup wrote is taken out, and the store goes.
+//!
+//! The store is the one `--state` names, or else every store of this job: the one
+//! `TOKEN_KEEPER_STATE` names and those in the CI's temporary folder, where setup puts them, so
+//! that a shell that has nothing but the CI's own variables (GitLab's `after_script`) finds them.
+//! Run twice, or where setup never ran, it says so and succeeds.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use url::Url;
+
+use super::gitconfig;
+use crate::clock::unix_now;
+use crate::github::apps::Revoked;
+use crate::github::client::{self, Knobs};
+use crate::keeper::state::{LedgerEntry, StateDir};
+use crate::keeper::{self, Keeper, Unrevoked, locate};
+use crate::messages;
+
+/// All revocations of a store end within this.
+const REVOKE_DEADLINE: Duration = Duration::from_secs(10);
+/// How long a re-mint in progress may hold up the revocation.
+const LOCK_WAIT: Duration = Duration::from_secs(3);
+
+pub(crate) fn run(explicit: Option<&Path>) -> Result<ExitCode> {
+    let stores = match explicit {
+        Some(dir) => vec![dir.to_owned()],
+        None => {
+            let exported = std::env::var_os("TOKEN_KEEPER_STATE")
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from);
+            let mut stores: Vec<PathBuf> = exported.into_iter().collect();
+            for store in this_jobs_stores() {
+                if !stores.contains(&store) {
+                    stores.push(store);
+                }
+            }
+            stores
+        }
+    };
+    let mut ended = 0;
+    for store in &stores {
+        if end(store)? {
+            ended += 1;
+        }
+    }
+    if ended == 0 {
+        let looked: Vec<String> = match explicit {
+            Some(dir) => vec![dir.display().to_string()],
+            None => vec![ci_root().display().to_string()],
+        };
+        messages::say(
+            std::io::stderr(),
+            &format!(
+                "nothing to revoke: no token-keeper state in {}",
+                messages::quoted_list(&looked)
+            ),
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn ci_root() -> PathBuf {
+    locate::ci_root(|name| std::env::var(name).ok())
+}
+
+/// The stores setup made for this job.
+fn this_jobs_stores() -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(ci_root()) else {
+        return Vec::new();
+    };
+    let mut stores: Vec<PathBuf> = entries
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.join("ledger").exists() || path.join("state.json").exists())
+        .collect();
+    stores.sort();
+    stores
+}
+
+/// End the store at `path`: whether there was one.
+fn end(path: &Path) -> Result<bool> {
+    let Ok(dir) = StateDir::open(path) else {
+        return Ok(false);
+    };
+    // Read before the store goes: where its tokens are revoked.
+    let state = dir.state()?;
+    gitconfig::remove(path)?;
+    let root = path.parent().map(Path::to_owned);
+    let mut failed = None;
+    Keeper::retire(dir, LOCK_WAIT, |ledger| {
+        let live: Vec<LedgerEntry> = ledger
+            .into_iter()
+            .filter(|e| e.is_live(unix_now()))
+            .collect();
+        if live.is_empty() {
+            return;
+        }
+        let Some(state) = &state else {
+            failed = Some(anyhow::anyhow!(
+                "the store `{}` names no API to revoke its tokens at",
+                path.display()
+            ));
+            return;
+        };
+        let connected = Url::parse(&state.config.api_url)
+            .context("bad API URL in the state")
+            .and_then(|api| {
+                let knobs = Knobs::from_env(|name| std::env::var(name).ok())?;
+                Ok(client::connect(
+                    api,
+                    REVOKE_DEADLINE,
+                    state.config.ca_certificates.clone(),
+                    0,
+                    &knobs,
+                )?)
+            });
+        let (gh, runtime) = match connected {
+            Ok(pair) => pair,
+            Err(err) => {
+                failed = Some(err.context("cannot revoke tokens"));
+                return;
+            }
+        };
+        for (entry, outcome) in live.iter().zip(keeper::revoke_all(gh, &runtime, &live)) {
+            let shown = entry.token.fingerprint();
+            let said = match outcome {
+                Ok(Revoked::Now) => format!("revoked {shown}"),
+                Ok(Revoked::AlreadyGone) => format!(
+                    "warning: {shown} was not revoked: GitHub answered 401, so it was revoked already or has expired"
+                ),
+                Err(Unrevoked::Refused(err)) => format!("warning: could not revoke {shown}: {err}"),
+                Err(Unrevoked::Stopped) => {
+                    format!("warning: could not revoke {shown}: the revocation stopped")
+                }
+            };
+            messages::say(std::io::stderr(), &said);
+        }
+    })?;
+    if let Some(root) = root.filter(|root| *root == ci_root()) {
+        // Only when empty: the job's other stores may live there.
+        let _ = std::fs::remove_dir(root);
+    }
+    match failed {
+        Some(err) => Err(err),
+        None => Ok(true),
+    }
+}

@@ -1,0 +1,325 @@
+//! The same binary in any CI: `setup` in a job's shell, git and the tools after the first token
+//! expired, `revoke` from the same shell or another; no `GITHUB_*` or `RUNNER_*` anywhere.
+
+use std::fs;
+use std::process::Output;
+use std::time::Duration;
+
+use crate::support::ci::CiJob;
+use crate::support::fake_github::{APP_ID, APP_KEY};
+use crate::support::logs::text;
+use crate::support::scene::{KeylessScene, Scene};
+
+/// `token-keeper setup` for the App on `scene`'s fake, with `extra` flags.
+fn setup(scene: &Scene, job: &CiJob, extra: &str) -> String {
+    format!(
+        "token-keeper setup --app-id {APP_ID} --private-key-file '{}' --api-url '{}' --git-server-url '{}' {extra}",
+        job.key_file(),
+        scene.github.url(),
+        scene.git_url
+    )
+}
+
+#[track_caller]
+fn assert_ok(what: &str, output: &Output) {
+    assert!(output.status.success(), "{what}: {}", text(output));
+}
+
+/// Nothing of the job's stores is left in its temporary folder.
+#[track_caller]
+fn assert_nothing_left(job: &CiJob) {
+    let left: Vec<_> = fs::read_dir(&job.tmp).unwrap().flatten().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[tokio::test]
+async fn a_job_outside_actions_pushes_after_the_first_token_expired_and_revokes() {
+    let scene = Scene::start(Duration::from_secs(3)).await;
+    let job = CiJob::new(&[("CI_JOB_ID", "4242")]);
+    let script = format!(
+        r#"eval "$({setup})"
+git clone -q "{url}" app
+cd app
+sleep 4
+echo late > late.txt
+git add late.txt
+git commit -qm late
+git push -q origin HEAD:main
+test -n "$(token-keeper token)"
+token-keeper exec -- sh -c 'test -n "$GH_TOKEN"'
+token-keeper revoke"#,
+        setup = setup(&scene, &job, "--owner Octo-Org --repositories app"),
+        url = scene.repo_url("Octo-Org", "app"),
+    );
+    let out = job.shell(&script, &[]);
+    assert_ok("the job", &out);
+    assert!(scene.github.mints() >= 2, "the push re-minted");
+    assert!(scene.github.world().live_tokens().is_empty(), "all revoked");
+    assert_nothing_left(&job);
+    let log = text(&out);
+    assert!(
+        !log.contains("::"),
+        "no workflow commands outside Actions: {log}"
+    );
+    for token in scene.github.tokens() {
+        assert!(!log.contains(&token), "a token shown: {log}");
+    }
+}
+
+#[tokio::test]
+async fn a_separate_shell_revokes_with_the_state_alone_or_with_nothing_but_the_ci() {
+    let scene = Scene::start(Duration::from_secs(3600)).await;
+    let job = CiJob::new(&[("CI_JOB_ID", "77")]);
+    let url = scene.repo_url("Octo-Org", "app");
+    let noted = job.path("state");
+    let script = format!(
+        "eval \"$({})\"\ngit ls-remote -q '{url}' >/dev/null\nprintf %s \"$TOKEN_KEEPER_STATE\" > '{noted}'",
+        setup(&scene, &job, "--owner Octo-Org")
+    );
+    assert_ok("setup", &job.shell(&script, &[]));
+    let state = fs::read_to_string(&noted).unwrap();
+
+    // As GitLab's after_script: a fresh shell with the state passed on, then again.
+    let after = job.shell("token-keeper revoke", &[("TOKEN_KEEPER_STATE", &state)]);
+    assert_ok("revoke", &after);
+    assert!(scene.github.world().live_tokens().is_empty());
+    let again = job.shell("token-keeper revoke", &[("TOKEN_KEEPER_STATE", &state)]);
+    assert_ok("revoke again", &again);
+    assert!(
+        text(&again).contains("nothing to revoke"),
+        "{}",
+        text(&again)
+    );
+
+    // A shell with nothing but the CI's own variables finds the job's store.
+    assert_ok(
+        "setup",
+        &job.shell(
+            &format!("eval \"$({})\"", setup(&scene, &job, "--owner Octo-Org")),
+            &[],
+        ),
+    );
+    assert_eq!(scene.github.world().live_tokens().len(), 1);
+    let found = job.shell("token-keeper revoke", &[]);
+    assert_ok("revoke by the job", &found);
+    assert!(scene.github.world().live_tokens().is_empty());
+    assert_nothing_left(&job);
+
+    // Another job's shell finds nothing, and says where it looked.
+    let other = CiJob::new(&[("CI_JOB_ID", "78")]);
+    let nothing = other.shell("token-keeper revoke", &[]);
+    assert_ok("revoke in another job", &nothing);
+    assert!(
+        text(&nothing).starts_with("token-keeper: nothing to revoke: no token-keeper state in"),
+        "{}",
+        text(&nothing)
+    );
+}
+
+#[tokio::test]
+async fn with_the_global_git_config_steps_that_share_nothing_push_after_expiry() {
+    let scene = Scene::start(Duration::from_secs(3)).await;
+    let job = CiJob::new(&[("BUILD_TAG", "jenkins-app-12")]);
+    let global = job.home.join(".gitconfig");
+    let theirs =
+        "[user]\n\tname = Jenkins\n[credential \"https://example.com\"]\n\thelper = store\n";
+    fs::write(&global, theirs).unwrap();
+    let url = scene.repo_url("Octo-Org", "app");
+
+    assert_ok(
+        "setup",
+        &job.shell(
+            &setup(
+                &scene,
+                &job,
+                "--owner Octo-Org --git-config global >/dev/null",
+            ),
+            &[],
+        ),
+    );
+    // Each `sh` step of Jenkins starts afresh: nothing exported reaches the next.
+    assert_ok(
+        "clone",
+        &job.shell(&format!("git clone -q '{url}' app"), &[]),
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    let push = job.shell(
+        "cd app && echo late > late.txt && git add late.txt && git commit -qm late && git push -q origin HEAD:main",
+        &[],
+    );
+    assert_ok("push after expiry", &push);
+    assert!(scene.github.mints() >= 2, "the push re-minted");
+
+    assert_ok("revoke", &job.shell("token-keeper revoke", &[]));
+    assert_eq!(fs::read_to_string(&global).unwrap(), theirs, "as it was");
+    assert!(scene.github.world().live_tokens().is_empty());
+    assert_nothing_left(&job);
+}
+
+#[tokio::test]
+async fn two_setups_for_two_owners_in_one_job() {
+    let scene = Scene::start(Duration::from_secs(3600)).await;
+    let job = CiJob::new(&[("CI_JOB_ID", "9")]);
+    let script = format!(
+        r#"eval "$({octo})"
+eval "$({other})"
+git ls-remote -q '{app}' >/dev/null
+git ls-remote -q '{tools}' >/dev/null
+test -n "$(token-keeper token --owner Octo-Org)"
+test -n "$(token-keeper token --owner Other-Org)"
+token-keeper revoke"#,
+        octo = setup(&scene, &job, "--owner Octo-Org --repositories app"),
+        other = setup(&scene, &job, "--owner Other-Org"),
+        app = scene.repo_url("Octo-Org", "app"),
+        tools = scene.repo_url("Other-Org", "tools"),
+    );
+    let out = job.shell(&script, &[]);
+    assert_ok("the job", &out);
+    assert_eq!(scene.github.mints(), 2);
+    assert!(
+        scene.github.world().live_tokens().is_empty(),
+        "both revoked"
+    );
+    assert_nothing_left(&job);
+}
+
+#[tokio::test]
+async fn keyless_from_any_ci_reads_the_identity_again_at_every_refresh() {
+    let k = KeylessScene::start().await;
+    let job = CiJob::new(&[("CI_JOB_ID", "5")]);
+    let audience = k.sts.server.address().to_string();
+    let identity = job.path("oidc");
+    fs::write(&identity, k.issuer.identity_token(&audience)).unwrap();
+    let runs = job.path("runs");
+    let setup = |from: &str| {
+        format!(
+            "token-keeper setup --sts-identity release --sts-scope Octo-Org/app --sts-domain '{}' --api-url '{}' --git-server-url '{}' {from}",
+            k.sts.url(),
+            k.github.url(),
+            k.git_url
+        )
+    };
+
+    // From a variable, as GitLab's `id_tokens:` gives one.
+    let token = k.issuer.identity_token(&audience);
+    let from_variable = format!(
+        "eval \"$({})\"\ngit ls-remote -q '{}' >/dev/null\ntoken-keeper revoke",
+        setup("--identity-env CI_OIDC_TOKEN"),
+        k.repo_url("Octo-Org", "app")
+    );
+    assert_ok(
+        "identity from a variable",
+        &job.shell(&from_variable, &[("CI_OIDC_TOKEN", &token)]),
+    );
+    assert_eq!(k.sts.world().identities.last(), Some(&token));
+
+    // From a command, run again at the refresh; its failure serves the cached token.
+    let command = format!("echo run >> {runs}; cat {identity}");
+    let state = job.path("state");
+    let by_command = format!(
+        "eval \"$({} --identity-command '{command}')\"\nprintf %s \"$TOKEN_KEEPER_STATE\" > {state}",
+        setup("")
+    );
+    assert_ok("identity from a command", &job.shell(&by_command, &[]));
+    let state = fs::read_to_string(&state).unwrap();
+    let runs_now = || fs::read_to_string(&runs).unwrap().lines().count();
+    assert_eq!(runs_now(), 1);
+    token_keeper::backdate_cached_token(state.as_ref(), 50 * 60, false).unwrap();
+    let refreshed = job.shell("token-keeper token", &[("TOKEN_KEEPER_STATE", &state)]);
+    assert_ok("refresh", &refreshed);
+    assert_eq!(runs_now(), 2, "the command ran again");
+
+    fs::remove_file(&identity).unwrap();
+    token_keeper::backdate_cached_token(state.as_ref(), 60 * 60, false).unwrap();
+    let failing = job.shell("token-keeper token", &[("TOKEN_KEEPER_STATE", &state)]);
+    assert_ok("the cached token serves", &failing);
+    let said = String::from_utf8_lossy(&failing.stderr);
+    assert!(
+        said.contains("the job's identity command") && said.contains("serving the cached token"),
+        "{said}"
+    );
+    assert_ok(
+        "revoke",
+        &job.shell("token-keeper revoke", &[("TOKEN_KEEPER_STATE", &state)]),
+    );
+    assert!(k.github.world().live_tokens().is_empty());
+}
+
+#[tokio::test]
+async fn bad_setups_are_one_line_that_shows_no_key_and_leave_nothing() {
+    let scene = Scene::start(Duration::from_secs(3600)).await;
+    let job = CiJob::new(&[("CI_JOB_ID", "1")]);
+    let one_line = APP_KEY.replace('\n', " ");
+    let cases = [
+        (
+            format!("token-keeper setup --owner o --private-key-file '{APP_KEY}'"),
+            "looks like a private key",
+        ),
+        (
+            format!("token-keeper setup --owner o --app-id '{one_line}'"),
+            "looks like a private key",
+        ),
+        (
+            format!(
+                "token-keeper setup --app-id {APP_ID} --owner Octo-Org --private-key-file /nonexistent/key.pem --api-url '{}'",
+                scene.github.url()
+            ),
+            "cannot read `/nonexistent/key.pem`",
+        ),
+        (
+            format!(
+                "token-keeper setup --app-id {APP_ID} --owner Octo-Org --api-url '{}' --git-server-url '{}'",
+                scene.github.url(),
+                scene.git_url
+            ),
+            "`--private-key-file PATH` or `--private-key-env NAME`",
+        ),
+        // Against GitHub.com, whose list of permissions is the one we ship.
+        (
+            format!(
+                "token-keeper setup --app-id {APP_ID} --private-key-file '{}' --api-url '{}' --git-server-url https://github.com --owner Octo-Org --permission telepathy=read",
+                job.key_file(),
+                scene.github.url()
+            ),
+            "`telepathy` is not a permission GitHub lists",
+        ),
+        (
+            setup(&scene, &job, "--owner 'bad owner'"),
+            "`--owner`: `bad owner` is not a valid GitHub name",
+        ),
+    ];
+    for (script, says) in cases {
+        let out = job.shell(&script, &[]);
+        assert!(!out.status.success(), "{script}: {}", text(&out));
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(said.trim().lines().count(), 1, "one line: {said}");
+        assert!(said.contains(says), "{said}");
+        assert!(!said.contains("MII") && !said.contains("BEGIN"), "{said}");
+        assert!(out.stdout.is_empty(), "{script}: {}", text(&out));
+    }
+    assert_eq!(scene.github.mints(), 0);
+    assert_nothing_left(&job);
+
+    // A setup that fails after it minted revokes what it minted: the global git config cannot
+    // be written where HOME is not.
+    let late = job.shell(
+        &setup(&scene, &job, "--owner Octo-Org --git-config global"),
+        &[("HOME", "/nonexistent/home")],
+    );
+    assert!(!late.status.success(), "{}", text(&late));
+    assert!(text(&late).contains("global git config"), "{}", text(&late));
+    assert!(late.stdout.is_empty(), "{}", text(&late));
+    assert_eq!(scene.github.mints(), 1);
+    assert!(scene.github.world().live_tokens().is_empty(), "revoked");
+    assert_nothing_left(&job);
+
+    // A state written by another version: one line, and it is left for that version.
+    let store = job.path("old-store");
+    fs::create_dir(&store).unwrap();
+    fs::write(format!("{store}/state.json"), r#"{"version": 1}"#).unwrap();
+    let old = job.shell("token-keeper token", &[("TOKEN_KEEPER_STATE", &store)]);
+    assert!(!old.status.success());
+    let said = String::from_utf8_lossy(&old.stderr);
+    assert_eq!(said.trim().lines().count(), 1, "{said}");
+    assert!(said.contains("format 1"), "{said}");
+}
