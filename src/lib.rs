@@ -2,6 +2,7 @@
 //!
 //! Floors, arrows pointing down only:
 //! - `cli` tells which role a process plays and dispatches to it;
+//! - `ci` is any other CI's side: `setup` and `revoke` where no runner runs the steps;
 //! - `tools` are the commands later steps and git run (`token`, `exec`, and `credential`, which
 //!   speaks git's helper protocol); they use `action` for the runner's environment and masks;
 //! - `action` is the runner's side: inputs, the environment, file commands, the layout, the

@@ -12,6 +12,8 @@ mod any_ci;
 mod bad_input;
 /// The built image under a real container engine, run as the runner runs it.
 mod engine;
+/// The copy-paste setups for other CIs.
+mod examples;
 /// Faults survived: errors, resets, hangs, skew, GitHub down, kills, a full disk.
 mod faults;
 /// The test git server itself.
