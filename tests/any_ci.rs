@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::support::ci::CiJob;
 use crate::support::fake_github::{APP_ID, APP_KEY};
 use crate::support::logs::text;
+use crate::support::runner::is_root;
 use crate::support::scene::{KeylessScene, Scene};
 
 /// `token-keeper setup` for the App on `scene`'s fake, with `extra` flags.
@@ -47,6 +48,7 @@ git commit -qm late
 git push -q origin HEAD:main
 test -n "$(token-keeper token)"
 token-keeper exec -- sh -c 'test -n "$GH_TOKEN"'
+token-keeper exec --keep-fresh -- sh -c 'grep -q oauth_token "$GH_CONFIG_DIR/hosts.yml"'
 token-keeper revoke"#,
         setup = setup(&scene, &job, "--owner Octo-Org --repositories app"),
         url = scene.repo_url("Octo-Org", "app"),
@@ -312,6 +314,21 @@ async fn bad_setups_are_one_line_that_shows_no_key_and_leave_nothing() {
     assert_eq!(scene.github.mints(), 1);
     assert!(scene.github.world().live_tokens().is_empty(), "revoked");
     assert_nothing_left(&job);
+
+    // A `--state` folder someone else owns is not written into, as root least of all.
+    if is_root() {
+        let theirs = job.path("theirs");
+        fs::create_dir(&theirs).unwrap();
+        std::os::unix::fs::chown(&theirs, Some(1001), Some(1001)).unwrap();
+        let out = job.shell(
+            &setup(&scene, &job, &format!("--owner Octo-Org --state '{theirs}'")),
+            &[],
+        );
+        assert!(!out.status.success(), "{}", text(&out));
+        assert!(text(&out).contains("belongs to uid 1001"), "{}", text(&out));
+        assert_eq!(fs::read_dir(&theirs).unwrap().count(), 0, "nothing written there");
+        assert_eq!(scene.github.mints(), 1, "no new token");
+    }
 
     // A state written by another version: one line, and it is left for that version.
     let store = job.path("old-store");
