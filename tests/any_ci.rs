@@ -321,12 +321,20 @@ async fn bad_setups_are_one_line_that_shows_no_key_and_leave_nothing() {
         fs::create_dir(&theirs).unwrap();
         std::os::unix::fs::chown(&theirs, Some(1001), Some(1001)).unwrap();
         let out = job.shell(
-            &setup(&scene, &job, &format!("--owner Octo-Org --state '{theirs}'")),
+            &setup(
+                &scene,
+                &job,
+                &format!("--owner Octo-Org --state '{theirs}'"),
+            ),
             &[],
         );
         assert!(!out.status.success(), "{}", text(&out));
         assert!(text(&out).contains("belongs to uid 1001"), "{}", text(&out));
-        assert_eq!(fs::read_dir(&theirs).unwrap().count(), 0, "nothing written there");
+        assert_eq!(
+            fs::read_dir(&theirs).unwrap().count(),
+            0,
+            "nothing written there"
+        );
         assert_eq!(scene.github.mints(), 1, "no new token");
     }
 

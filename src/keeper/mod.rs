@@ -51,11 +51,22 @@ pub(crate) struct Served {
 /// What the process that asks brings to a re-mint: its HTTP bounds and, for a keyless store,
 /// what its environment offers to get the job's identity: the Actions runner's identity request
 /// (or why it has none), and its variables.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct Caller {
     pub(crate) knobs: Knobs,
     pub(crate) actions: Result<IdentityRequest, String>,
     pub(crate) variables: BTreeMap<String, String>,
+}
+
+/// The variables' names only: their values may be any secret of the job.
+impl std::fmt::Debug for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caller")
+            .field("knobs", &self.knobs)
+            .field("actions", &self.actions)
+            .field("variables", &self.variables.keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 #[cfg(test)]
@@ -523,6 +534,19 @@ mod tests {
             message: "GitHub is down".into(),
         });
         state
+    }
+
+    #[test]
+    fn a_callers_variables_are_never_shown() {
+        let caller = Caller {
+            variables: BTreeMap::from([("APP_PRIVATE_KEY".into(), "MIIEsecret".into())]),
+            ..Caller::default()
+        };
+        let shown = format!("{caller:?}");
+        assert!(
+            shown.contains("APP_PRIVATE_KEY") && !shown.contains("MIIEsecret"),
+            "{shown}"
+        );
     }
 
     #[test]
