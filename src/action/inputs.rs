@@ -18,6 +18,7 @@ use crate::github::client::{self, ApiError};
 use crate::github::exchange::Exchange;
 use crate::github::{KeyError, PrivateKey, Target, TokenRequest, hosts};
 use crate::keeper::source::{IdentityFrom, TokenSource};
+use crate::keeper::state::MintConfig;
 
 /// The defaults of the inputs that have one, as `action.yml` declares them (a test checks that
 /// the two agree): an input left empty takes its default from here.
@@ -57,6 +58,30 @@ pub(crate) struct Config {
     /// Inputs taken but not vouched for: permission names or levels GitHub's list lacks, which
     /// go to GitHub as given.
     pub(crate) doubts: Vec<InputError>,
+}
+
+impl Config {
+    /// The owner whose repositories the tokens reach: as GitHub spells it, once the first mint
+    /// found the installation; a keyless answer names none, so the scope's, as asked.
+    pub(crate) fn account(&self, source: &TokenSource) -> String {
+        source
+            .installation()
+            .map_or_else(|| self.target.owner().to_owned(), |i| i.account.clone())
+    }
+
+    /// What later re-mints need: what was asked for, from the source the first mint settled,
+    /// for the git server `server`.
+    pub(crate) fn kept(&self, source: &TokenSource, server: &Url) -> MintConfig {
+        MintConfig {
+            api_url: self.api_url.to_string(),
+            git_server: server.to_string(),
+            source: source.clone(),
+            account: self.account(source),
+            request: self.request.clone(),
+            refresh_after: self.refresh_after.as_secs(),
+            ca_certificates: self.ca_certificates.clone(),
+        }
+    }
 }
 
 /// A bad input: which one, and what to do about it.

@@ -22,9 +22,8 @@ use crate::github::apps::{BotUser, MintError};
 use crate::github::client::{self, Knobs, Runtime};
 use crate::github::exchange::ExchangeError;
 use crate::github::{GitHub, MintedToken, Target, hosts};
-use crate::keeper::policy::Lifetime;
 use crate::keeper::source::{Means, TokenSource};
-use crate::keeper::state::{CachedToken, MintConfig, StateDir};
+use crate::keeper::state::{CachedToken, StateDir};
 use crate::keeper::{Caller, Keeper, Unminted};
 use crate::messages;
 
@@ -124,22 +123,16 @@ fn mint_and_export(plan: &Plan, gh: &GitHub, runtime: &Runtime, dir: &StateDir) 
         Err(Unminted::Record(why)) => bail!("cannot record the new token: {why}"),
     };
     let token = &minted.token;
-    // The owner as GitHub spells it; a keyless answer names none, so the scope's as asked.
-    let account = source
-        .installation()
-        .map_or_else(|| config.target.owner().to_owned(), |i| i.account.clone());
+    let account = config.account(&source);
     // Later steps re-mint when the shim is on: the App's key goes with the state, if any.
     if let Some(server) = &plan.git_server {
-        let cached = CachedToken {
-            token: token.token.clone(),
-            lifetime: Lifetime {
-                minted_at: unix_now(),
-                expires_at: token.expires_at,
-                clock_offset: gh.clock().offset(),
-            },
-        };
-        let kept = mint_config(config, &source, &account, server);
-        Keeper::keep(dir, kept, cached, config.key.as_ref())?;
+        let cached = CachedToken::received(token, gh.clock().offset(), unix_now());
+        Keeper::keep(
+            dir,
+            config.kept(&source, server),
+            cached,
+            config.key.as_ref(),
+        )?;
     }
     // GitHub can refuse a brand-new token for a few seconds; later steps do not see that, as
     // the new token was checked. The check is the bot user's lookup, so the identity costs no
@@ -230,19 +223,6 @@ fn discard_if_unused(dir: &StateDir) {
     if let Some(root) = root {
         // Only when empty: other steps' state may live there.
         let _ = std::fs::remove_dir(root);
-    }
-}
-
-/// What a re-mint asks for: what the workflow asked for, from the source the first mint settled.
-fn mint_config(config: &Config, source: &TokenSource, account: &str, server: &Url) -> MintConfig {
-    MintConfig {
-        api_url: config.api_url.to_string(),
-        git_server: server.to_string(),
-        source: source.clone(),
-        account: account.to_owned(),
-        request: config.request.clone(),
-        refresh_after: config.refresh_after.as_secs(),
-        ca_certificates: config.ca_certificates.clone(),
     }
 }
 

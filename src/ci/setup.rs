@@ -22,9 +22,8 @@ use crate::action::shim;
 use crate::clock::{rfc3339, unix_now};
 use crate::github::client::{self, Knobs};
 use crate::keeper::locate;
-use crate::keeper::policy::Lifetime;
 use crate::keeper::source::{IdentityFrom, Means, TokenSource};
-use crate::keeper::state::{CachedToken, MintConfig, StateDir};
+use crate::keeper::state::{CachedToken, StateDir};
 use crate::keeper::{self, Caller, Keeper, Unminted};
 use crate::messages;
 use crate::private::{Owner, create_private_dir};
@@ -352,27 +351,14 @@ fn keep(
     token: &crate::github::MintedToken,
     gh: &crate::github::GitHub,
 ) -> Result<Vec<(String, String)>> {
-    let account = source
-        .installation()
-        .map_or_else(|| config.target.owner().to_owned(), |i| i.account.clone());
-    let cached = CachedToken {
-        token: token.token.clone(),
-        lifetime: Lifetime {
-            minted_at: unix_now(),
-            expires_at: token.expires_at,
-            clock_offset: gh.clock().offset(),
-        },
-    };
-    let kept = MintConfig {
-        api_url: config.api_url.to_string(),
-        git_server: git_server.to_string(),
-        source: source.clone(),
-        account: account.clone(),
-        request: config.request.clone(),
-        refresh_after: config.refresh_after.as_secs(),
-        ca_certificates: config.ca_certificates.clone(),
-    };
-    Keeper::keep(dir, kept, cached, config.key.as_ref())?;
+    let account = config.account(source);
+    let cached = CachedToken::received(token, gh.clock().offset(), unix_now());
+    Keeper::keep(
+        dir,
+        config.kept(source, git_server),
+        cached,
+        config.key.as_ref(),
+    )?;
     messages::say(
         std::io::stderr(),
         &format!(

@@ -109,6 +109,25 @@ pub(crate) struct CachedToken {
     pub(crate) lifetime: Lifetime,
 }
 
+impl CachedToken {
+    /// A token just minted, received at `now` (our clock) while GitHub's ran `clock_offset`
+    /// ahead.
+    pub(crate) fn received(
+        minted: &crate::github::MintedToken,
+        clock_offset: i64,
+        now: i64,
+    ) -> Self {
+        Self {
+            token: minted.token.clone(),
+            lifetime: Lifetime {
+                minted_at: now,
+                expires_at: minted.expires_at,
+                clock_offset,
+            },
+        }
+    }
+}
+
 /// A re-mint that failed, so processes queued behind it do not each retry for the full bound.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Failure {
