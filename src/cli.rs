@@ -3,7 +3,9 @@
 //! The action's image runs the same binary under two names: `token-keeper-main` for the main step
 //! and `token-keeper-post` for the post step. The runner gives both the same arguments and only
 //! changes the entrypoint, so the name is what tells a post step, which must never mint, from a
-//! main step. Any other name is the command-line tool that later steps and git run.
+//! main step. The native entry runs the steps in place on the runner host, as exactly
+//! `token-keeper step main` and `token-keeper step post`. Anything else is the command-line tool
+//! that later steps and git run.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -12,6 +14,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+use crate::action::layout::Place;
 use crate::action::{env, main_step, post_step, workflow};
 use crate::ci::{revoke, setup};
 use crate::{messages, tools};
@@ -73,8 +76,8 @@ enum Tool {
 /// What this process is.
 #[derive(Debug)]
 pub enum Role {
-    MainStep,
-    PostStep,
+    MainStep(Place),
+    PostStep(Place),
     Tool(Cli),
 }
 
@@ -93,7 +96,7 @@ impl Role {
     /// Errors of the action's steps become `::error::` lines; the tool's go to stderr.
     pub fn report(&self, err: &anyhow::Error) {
         match self {
-            Role::MainStep | Role::PostStep => {
+            Role::MainStep(_) | Role::PostStep(_) => {
                 let _ = workflow::print(&[workflow::error(&format!("{err:#}"))]);
             }
             Role::Tool(_) => messages::say(std::io::stderr(), &format!("{err:#}")),
@@ -109,9 +112,12 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Role, clap::Err
         .and_then(|a| Path::new(a).file_name())
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    match name.as_str() {
-        "token-keeper-main" => Ok(Role::MainStep),
-        "token-keeper-post" => Ok(Role::PostStep),
+    let rest: Option<Vec<&str>> = args.iter().skip(1).map(|a| a.to_str()).collect();
+    match (name.as_str(), rest.as_deref()) {
+        ("token-keeper-main", _) => Ok(Role::MainStep(Place::Container)),
+        ("token-keeper-post", _) => Ok(Role::PostStep(Place::Container)),
+        (_, Some(["step", "main"])) => Ok(Role::MainStep(Place::Host)),
+        (_, Some(["step", "post"])) => Ok(Role::PostStep(Place::Host)),
         // A command's own arguments, after `--`, are its business.
         _ if args
             .iter()
@@ -144,8 +150,12 @@ fn looks_like_a_key(arg: &OsString) -> bool {
 pub fn run(role: &Role) -> Result<ExitCode> {
     init_logging();
     match role {
-        Role::MainStep => main_step::run(&env::process_env()).map(|()| ExitCode::SUCCESS),
-        Role::PostStep => post_step::run(&env::process_env()).map(|()| ExitCode::SUCCESS),
+        Role::MainStep(place) => {
+            main_step::run(&env::process_env(), *place).map(|()| ExitCode::SUCCESS)
+        }
+        Role::PostStep(place) => {
+            post_step::run(&env::process_env(), *place).map(|()| ExitCode::SUCCESS)
+        }
         Role::Tool(cli) => match &cli.command {
             Tool::Credential { state, operation } => tools::credential(state.as_deref(), operation),
             Tool::Token { owner, state } => tools::token(state.as_deref(), owner.as_deref()),
@@ -172,5 +182,54 @@ fn init_logging() {
             .with_target(false)
             .without_time()
             .init();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn role(args: &[&str]) -> Result<Role, clap::Error> {
+        parse(args.iter().map(OsString::from))
+    }
+
+    #[test]
+    fn the_program_name_or_exactly_step_main_or_post_makes_a_step() {
+        let place = |args: &[&str]| match role(args) {
+            Ok(Role::MainStep(place)) => Some(("main", place)),
+            Ok(Role::PostStep(place)) => Some(("post", place)),
+            _ => None,
+        };
+        let main = "/usr/local/bin/token-keeper-main";
+        assert_eq!(place(&[main]), Some(("main", Place::Container)));
+        assert_eq!(
+            place(&[main, "step", "post"]),
+            Some(("main", Place::Container))
+        );
+        assert_eq!(
+            place(&["token-keeper-post"]),
+            Some(("post", Place::Container))
+        );
+        assert_eq!(
+            place(&["token-keeper", "step", "main"]),
+            Some(("main", Place::Host))
+        );
+        assert_eq!(
+            place(&["tk.exe", "step", "post"]),
+            Some(("post", Place::Host))
+        );
+        // Nothing else is a step: no tool's mistyped command mints or revokes.
+        for args in [
+            &["token-keeper", "step"][..],
+            &["token-keeper", "step", "main", "--owner", "x"],
+            &["token-keeper", "step", "Main"],
+            &["token-keeper", "--", "step", "main"],
+        ] {
+            assert!(role(args).is_err(), "{args:?}");
+        }
+        assert!(matches!(
+            role(&["token-keeper", "token"]),
+            Ok(Role::Tool(_))
+        ));
     }
 }

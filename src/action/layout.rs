@@ -7,6 +7,7 @@
 //! container); there we use `/github/home` (`HOME`), which is the host's `_temp/_github_home`.
 //! The host's `_temp` is `dirname($RUNNER_WORKSPACE)/_temp`, as `RUNNER_WORKSPACE` is not
 //! translated. Later steps find it all through `$RUNNER_TEMP`, expanded in their own shell.
+//! Run in place on the host (the native entry), the step's paths are the host's own.
 
 use std::path::{Path, PathBuf};
 
@@ -19,6 +20,15 @@ use crate::private::Owner;
 /// What the main step saves for its post step: the state directory (`STATE_dir` there).
 pub(crate) const SAVED_DIR: &str = "dir";
 
+/// Where the action's steps run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    /// In the action's container, which sees the runner's folders at `/github/...`.
+    Container,
+    /// On the runner host (or in the job's container), as later steps do.
+    Host,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Layout {
     /// The job's folder as we see it.
@@ -27,18 +37,22 @@ pub(crate) struct Layout {
     pub(crate) shell_root: String,
     /// The same folder on the runner host, when it can be told.
     pub(crate) host_root: Option<PathBuf>,
-    /// Who later steps run as: the owner of the workspace.
+    /// Who later steps run as: the owner of the workspace, seen from a container; on the host,
+    /// the user the step runs as.
     pub(crate) owner: Owner,
 }
 
 impl Layout {
-    pub(crate) fn detect(env: &Env) -> Result<Self> {
+    pub(crate) fn detect(env: &Env, place: Place) -> Result<Self> {
         let workspace = env
             .get("GITHUB_WORKSPACE")
             .filter(|w| !w.is_empty())
             .context("`GITHUB_WORKSPACE` is not set: token-keeper must run as a step of a GitHub Actions job")?;
-        let owner = Owner::of(Path::new(workspace))
-            .with_context(|| format!("cannot read the owner of the workspace `{workspace}`"))?;
+        let owner = match place {
+            Place::Host => Owner::me(),
+            Place::Container => Owner::of(Path::new(workspace))
+                .with_context(|| format!("cannot read the owner of the workspace `{workspace}`"))?,
+        };
         let host_temp = env
             .get("RUNNER_WORKSPACE")
             .filter(|w| !w.is_empty())
@@ -49,12 +63,20 @@ impl Layout {
             .map(PathBuf::from)
             .filter(|p| p.is_dir());
         if let Some(temp) = runner_temp {
+            let root = temp.join(JOB_DIR);
+            let host_root = match place {
+                Place::Host => Some(root.clone()),
+                Place::Container => host_temp.map(|t| t.join(JOB_DIR)),
+            };
             return Ok(Self {
-                root: temp.join(JOB_DIR),
+                root,
                 shell_root: format!("$RUNNER_TEMP/{JOB_DIR}"),
-                host_root: host_temp.map(|t| t.join(JOB_DIR)),
+                host_root,
                 owner,
             });
+        }
+        if place == Place::Host {
+            bail!("`RUNNER_TEMP` is not a folder here: cannot store the job's state");
         }
         let Some(home) = env.get("HOME").map(PathBuf::from).filter(|p| p.is_dir()) else {
             bail!(
@@ -124,11 +146,14 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let temp = tmp.path().join("_temp");
         std::fs::create_dir(&temp).unwrap();
-        let layout = Layout::detect(&env(&[
-            ("GITHUB_WORKSPACE", tmp.path().to_str().unwrap()),
-            ("RUNNER_TEMP", temp.to_str().unwrap()),
-            ("RUNNER_WORKSPACE", "/home/runner/work/repo"),
-        ]))
+        let layout = Layout::detect(
+            &env(&[
+                ("GITHUB_WORKSPACE", tmp.path().to_str().unwrap()),
+                ("RUNNER_TEMP", temp.to_str().unwrap()),
+                ("RUNNER_WORKSPACE", "/home/runner/work/repo"),
+            ]),
+            Place::Container,
+        )
         .unwrap();
         assert_eq!(layout.root, temp.join("token-keeper"));
         assert_eq!(layout.shell_root, "$RUNNER_TEMP/token-keeper");
@@ -141,18 +166,43 @@ mod tests {
     #[test]
     fn old_runners_fall_back_to_github_home() {
         let tmp = tempfile::tempdir().unwrap();
-        let layout = Layout::detect(&env(&[
-            ("GITHUB_WORKSPACE", tmp.path().to_str().unwrap()),
-            ("RUNNER_TEMP", "/home/runner/work/_temp/not-mounted-here"),
-            ("RUNNER_WORKSPACE", "/home/runner/work/repo"),
-            ("HOME", tmp.path().to_str().unwrap()),
-        ]))
+        let layout = Layout::detect(
+            &env(&[
+                ("GITHUB_WORKSPACE", tmp.path().to_str().unwrap()),
+                ("RUNNER_TEMP", "/home/runner/work/_temp/not-mounted-here"),
+                ("RUNNER_WORKSPACE", "/home/runner/work/repo"),
+                ("HOME", tmp.path().to_str().unwrap()),
+            ]),
+            Place::Container,
+        )
         .unwrap();
         assert_eq!(layout.root, tmp.path().join("token-keeper"));
         assert_eq!(layout.shell_root, "$RUNNER_TEMP/_github_home/token-keeper");
         assert_eq!(
             layout.host_root.unwrap(),
             Path::new("/home/runner/work/_temp/_github_home/token-keeper")
+        );
+    }
+
+    #[test]
+    fn on_the_host_the_paths_are_the_hosts_own() {
+        let tmp = tempfile::tempdir().unwrap();
+        let vars = [
+            ("GITHUB_WORKSPACE", tmp.path().to_str().unwrap()),
+            ("RUNNER_TEMP", tmp.path().to_str().unwrap()),
+            // act and self-hosted set-ups need not keep `_temp` beside the workspace.
+            ("RUNNER_WORKSPACE", "/somewhere/else/repo"),
+        ];
+        let layout = Layout::detect(&env(&vars), Place::Host).unwrap();
+        assert_eq!(layout.root, tmp.path().join("token-keeper"));
+        assert_eq!(layout.host_root.as_ref(), Some(&layout.root));
+        assert_eq!(layout.shell_root, "$RUNNER_TEMP/token-keeper");
+        assert_eq!(layout.owner, Owner::me());
+
+        let without_temp = Layout::detect(&env(&vars[..1]), Place::Host).unwrap_err();
+        assert!(
+            format!("{without_temp}").contains("`RUNNER_TEMP` is not a folder"),
+            "{without_temp}"
         );
     }
 

@@ -12,7 +12,7 @@ use url::Url;
 
 use super::env::{self, Env};
 use super::inputs::{self, Config};
-use super::layout::{self, Layout};
+use super::layout::{self, Layout, Place};
 use super::permissions;
 use super::shim;
 use super::summary::{origin, summary};
@@ -42,7 +42,7 @@ struct Plan<'a> {
     knobs: Knobs,
 }
 
-pub(crate) fn run(env: &Env) -> Result<()> {
+pub(crate) fn run(env: &Env, place: Place) -> Result<()> {
     // The JWT, the job's identity and the new token are masked as they are made.
     workflow::mask_every_secret();
     let files = FileCommands::new(env);
@@ -73,7 +73,7 @@ pub(crate) fn run(env: &Env) -> Result<()> {
         0,
         &knobs,
     )?;
-    let layout = Layout::detect(env)?;
+    let layout = Layout::detect(env, place)?;
     let step = layout::step_name(env);
     let plan = Plan {
         env,

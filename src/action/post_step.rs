@@ -11,7 +11,7 @@ use anyhow::Result;
 
 use super::env::Env;
 use super::inputs;
-use super::layout::{self, Layout};
+use super::layout::{self, Layout, Place};
 use super::workflow;
 use crate::clock::unix_now;
 use crate::github::GitHub;
@@ -27,9 +27,9 @@ const POST_DEADLINE: Duration = Duration::from_secs(10);
 /// How long a re-mint in progress may hold up the step; after that it revokes regardless.
 const POST_LOCK_WAIT: Duration = Duration::from_secs(3);
 
-pub(crate) fn run(env: &Env) -> Result<()> {
+pub(crate) fn run(env: &Env, place: Place) -> Result<()> {
     let started = Instant::now();
-    let Some(dir) = state_dir(env) else {
+    let Some(dir) = state_dir(env, place) else {
         return Ok(());
     };
     let dir = match StateDir::open(&dir) {
@@ -116,12 +116,12 @@ fn client(env: &Env, deadline: Duration) -> Result<(GitHub, Runtime)> {
 
 /// The step's state directory: the one the main step saved, or, where the runner passes no
 /// state to post steps (nektos/act does not), the one the layout and the step's id name.
-fn state_dir(env: &Env) -> Option<PathBuf> {
+fn state_dir(env: &Env, place: Place) -> Option<PathBuf> {
     let saved = format!("STATE_{}", layout::SAVED_DIR);
     if let Some(dir) = env.get(&saved).filter(|d| !d.is_empty()) {
         return Some(PathBuf::from(dir));
     }
-    let Ok(layout) = Layout::detect(env) else {
+    let Ok(layout) = Layout::detect(env, place) else {
         say("nothing to clean up (the main step stopped before it minted)");
         return None;
     };
