@@ -5,7 +5,12 @@ use std::collections::BTreeSet;
 use token_keeper::action::permissions::PERMISSIONS;
 
 fn action() -> serde_json::Value {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/action.yml")).unwrap();
+    read("action.yml")
+}
+
+fn read(path: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path))
+        .unwrap();
     serde_saphyr::from_str(&text).unwrap()
 }
 
@@ -59,6 +64,37 @@ fn runs_a_container_with_distinct_main_and_post_entrypoints() {
     // Pulled, never built in the user's job; the release workflow pins it by digest.
     let image = runs["image"].as_str().unwrap();
     assert!(image.starts_with("docker://ghcr.io/"), "{image}");
+}
+
+#[test]
+fn the_native_entry_takes_the_same_inputs_and_runs_its_scripts_on_node() {
+    let (action, native) = (action(), read("native/action.yml"));
+    for key in [
+        "name",
+        "description",
+        "author",
+        "branding",
+        "inputs",
+        "outputs",
+    ] {
+        assert_eq!(
+            native[key], action[key],
+            "native/action.yml's `{key}` differs from action.yml's: run scripts/generate-native-action"
+        );
+    }
+    let runs = &native["runs"];
+    assert_eq!(runs["using"], "node24");
+    assert_eq!(runs["post-if"], "always()");
+    for script in ["main", "post"] {
+        let file = runs[script].as_str().unwrap();
+        assert!(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("native")
+                .join(file)
+                .is_file(),
+            "{file}"
+        );
+    }
 }
 
 #[test]

@@ -28,6 +28,8 @@ mod leaks;
 mod measure;
 /// Every minted token is recorded and revoked, whatever goes wrong around it.
 mod minted;
+/// The native entry: node runs the checked binary in place.
+mod native;
 /// The state directory is ours alone, whatever an earlier step planted.
 mod ours;
 /// The git credential shim with the real git.

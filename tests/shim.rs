@@ -27,18 +27,7 @@ async fn a_push_after_expiry_gets_a_fresh_token() {
     let main = w.job.main(&w.inputs(&[]), View::Host);
     main.assert_ok();
     let step = LaterStep::after(&w.job, &main);
-
-    assert_git_ok(&step.git(&["clone", "--quiet", &w.repo_url("Octo-Org", "app"), "app"]));
-    std::thread::sleep(Duration::from_millis(3500));
-    let repo = step.dir.path().join("app");
-    fs::write(
-        repo.join("late.txt"),
-        "built after the first token expired\n",
-    )
-    .unwrap();
-    assert_git_ok(&step.git_in(&repo, &["add", "late.txt"]));
-    assert_git_ok(&step.git_in(&repo, &["commit", "--quiet", "-m", "late"]));
-    let push = step.git_in(&repo, &["push", "--quiet", "origin", "main"]);
+    let push = w.push_late(&step, Duration::from_millis(3500));
     assert_git_ok(&push);
     // Tokens this short are replaced when half their life is left: a slow machine may re-mint
     // again within the push.

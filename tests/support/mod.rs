@@ -31,6 +31,7 @@ pub mod fake_github;
 pub mod git_server;
 pub mod logs;
 pub mod measure;
+pub mod native_entry;
 pub mod proxy;
 pub mod relay;
 pub mod runner;

@@ -1,4 +1,5 @@
-//! Runs the real binary as the Actions runner runs a container action.
+//! Runs the real binary as the Actions runner runs the action: in its container, or through the
+//! native entry's `node` scripts on the host.
 //!
 //! A job gets the runner's folders (`_work/_temp`, the file commands, the workspace, the home),
 //! every input `action.yml` declares (its default, or empty, when the test gives none), and the
@@ -20,6 +21,7 @@ use tempfile::TempDir;
 use super::engine::Image;
 use super::git_server::git_command;
 use super::measure::{self, Measured};
+use super::native_entry;
 
 /// The binary under test.
 pub fn binary() -> PathBuf {
@@ -69,6 +71,9 @@ pub enum View {
     Container,
     /// The same without `/github/runner_temp` (older runners).
     OldContainer,
+    /// The native entry (`native/`, packed with the binary under test), run by the real `node`
+    /// as the runner runs a node action: the host's paths, the workspace as working directory.
+    Native,
     /// The built image under a real engine, run as the runner runs it; `runner_temp` is false
     /// for runners older than v2.331.
     Engine {
@@ -93,7 +98,7 @@ impl View {
 
 /// One job's folders.
 pub struct Job {
-    _dir: TempDir,
+    dir: TempDir,
     pub work: PathBuf,
     pub temp: PathBuf,
     pub workspace: PathBuf,
@@ -108,6 +113,8 @@ pub struct Job {
     action: std::cell::RefCell<String>,
     /// What steps so far wrote to `GITHUB_ENV`: the runner gives it to every later step.
     exported: std::cell::RefCell<BTreeMap<String, String>>,
+    /// The packed native entry, once a step runs it.
+    native: std::cell::OnceCell<PathBuf>,
 }
 
 /// The `GITHUB_ACTION` of a step without an id.
@@ -199,7 +206,7 @@ impl Job {
             symlink(binary(), bin.join(name)).expect("symlink");
         }
         Self {
-            _dir: dir,
+            dir,
             work,
             temp,
             workspace,
@@ -212,7 +219,17 @@ impl Job {
             steps: std::cell::Cell::new(0),
             action: std::cell::RefCell::new(DEFAULT_ACTION.to_owned()),
             exported: std::cell::RefCell::new(BTreeMap::new()),
+            native: std::cell::OnceCell::new(),
         }
+    }
+
+    /// The native entry's folder, packed with the binary under test for this job.
+    pub fn native_entry(&self) -> &Path {
+        self.native.get_or_init(|| {
+            let dir = self.dir.path().join("action");
+            fs::create_dir(&dir).expect("the action's folder");
+            native_entry::pack(&dir)
+        })
     }
 
     /// A path as the runner host sees it, for one the container printed.
@@ -286,6 +303,19 @@ impl Job {
             View::Host => {
                 let mut command = Command::new(self.bin.join(entry));
                 command.env_clear().envs(&env).current_dir(&self.workspace);
+                command
+            }
+            View::Native => {
+                let script = match entry {
+                    "token-keeper-main" => "main.js",
+                    _ => "post.js",
+                };
+                let mut command = Command::new("node");
+                command
+                    .arg(self.native_entry().join(script))
+                    .env_clear()
+                    .envs(&env)
+                    .current_dir(&self.workspace);
                 command
             }
             View::Container | View::OldContainer => self.in_container(entry, env, view),

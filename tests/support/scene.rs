@@ -54,6 +54,22 @@ impl Scene {
     pub fn repo_url(&self, owner: &str, repo: &str) -> String {
         format!("{}/{owner}/{repo}.git", self.git_url)
     }
+
+    /// In `step`: clone `Octo-Org/app`, wait `wait` (past the first token's expiry), then commit
+    /// and push. Every git command but the push must succeed; the push's output comes back.
+    pub fn push_late(&self, step: &LaterStep, wait: Duration) -> Output {
+        assert_git_ok(&step.git(&["clone", "--quiet", &self.repo_url("Octo-Org", "app"), "app"]));
+        std::thread::sleep(wait);
+        let repo = step.dir.path().join("app");
+        fs::write(
+            repo.join("late.txt"),
+            "pushed after the first token expired\n",
+        )
+        .unwrap();
+        assert_git_ok(&step.git_in(&repo, &["add", "late.txt"]));
+        assert_git_ok(&step.git_in(&repo, &["commit", "--quiet", "-m", "late"]));
+        step.git_in(&repo, &["push", "--quiet", "origin", "main"])
+    }
 }
 
 /// A job with `id-token: write`, an exchange service, and a git server for the fake's tokens,

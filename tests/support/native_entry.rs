@@ -1,0 +1,33 @@
+//! The native entry as a release ships it: `native/`'s scripts with the binary under test,
+//! packed by `scripts/pack-native` under the name `run.js` looks for on this machine.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::runner::{binary, require};
+
+/// This machine's binary name, as `run.js` and the release name it.
+pub fn binary_name() -> String {
+    format!("token-keeper-linux-{}", std::env::consts::ARCH)
+}
+
+/// Pack a copy of the native entry into `dir`; the entry's folder (`dir/native`) comes back.
+pub fn pack(dir: &Path) -> PathBuf {
+    require("node", &["--version"], "node (Debian's package `nodejs`)");
+    let named = dir.join(binary_name());
+    let entry = dir.join("native");
+    std::fs::copy(binary(), &named).expect("the binary under its release name");
+    let packed = Command::new(root().join("scripts/pack-native"))
+        .arg(&entry)
+        .arg(&named)
+        .status()
+        .expect("scripts/pack-native");
+    assert!(packed.success(), "scripts/pack-native failed");
+    std::fs::remove_file(named).expect("the copy is packed");
+    entry
+}
+
+/// The repository's root.
+pub fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
