@@ -2,8 +2,9 @@
 //! peak memory as the process's own `VmHWM` (see `measure`), against the fake GitHub on loopback.
 //!
 //! Run it with `cargo build --release && cargo run --release --example bench`. The image figures
-//! need a container engine (see `tests/support/engine.rs`); the comparison with the official
-//! action needs `TOKEN_KEEPER_OFFICIAL_ACTION`, a checkout of actions/create-github-app-token.
+//! need a container engine (see `tests/support/engine.rs`), the native entry's need node; the
+//! comparison with the official action needs `TOKEN_KEEPER_OFFICIAL_ACTION`, a checkout of
+//! actions/create-github-app-token.
 
 // The integration tests' support, of which an example uses only a part.
 #[allow(dead_code)]
@@ -163,7 +164,8 @@ async fn main() {
         binary().display(),
         size as f64 / 1024.0 / 1024.0
     );
-    image_figures(&github);
+    let image = image_figures(&github);
+    whole_action_figures(&github, image);
 }
 
 fn median(runs: &[(Duration, u64)]) -> Duration {
@@ -194,15 +196,14 @@ fn report(what: &str, runs: &[(Duration, u64)], target: &str) {
     );
 }
 
-/// The action's image under this machine's engine: its size, one container run of main and of
-/// post, and the whole action's cost to a job (main + post, engine start included) against the
-/// official action's `node dist/main.cjs` + `node dist/post.cjs`, with every API answer 50 ms late.
-fn image_figures(github: &FakeGitHub) {
+/// The action's image under this machine's engine: its size, and one container run of main and
+/// of post. The image comes back for the whole-action figures.
+fn image_figures(github: &FakeGitHub) -> Option<&'static Image> {
     let image = match engine::built() {
         Ok(image) => image,
         Err(why) => {
             println!("image: not measured: {why}");
-            return;
+            return None;
         }
     };
     let size = image.size();
@@ -233,26 +234,49 @@ fn image_figures(github: &FakeGitHub) {
     // Times only: the peak would be the engine client's, not the step's.
     let (mut mains, mut posts) = (Vec::new(), Vec::new());
     for _ in 0..ENGINE_RUNS {
-        let (main, post) = ours(github, image);
+        let (main, post) = ours(
+            github,
+            View::Engine {
+                image,
+                runner_temp: true,
+            },
+        );
         mains.push((main.elapsed, 0));
         posts.push((post.elapsed, 0));
     }
     report("main step, one container run", &mains, "");
     report("post step, one container run", &posts, "");
+    Some(image)
+}
 
+/// The whole action's cost to a job, main + post with every API answer 50 ms late, runtime start
+/// included: the container entry (when there is an engine) and the native one, against the
+/// official action's `node dist/main.cjs` + `node dist/post.cjs` (when there is a checkout).
+fn whole_action_figures(github: &FakeGitHub, image: Option<&'static Image>) {
     github.world().latency = API_LATENCY;
     let official = std::env::var_os("TOKEN_KEEPER_OFFICIAL_ACTION").map(PathBuf::from);
     println!(
         "\nthe whole action's cost to a job (main + post), every API answer {} ms late",
         API_LATENCY.as_millis()
     );
-    let (mut our_jobs, mut their_jobs) = (Vec::new(), Vec::new());
-    let (mut our_trips, mut their_trips) = (0, 0);
+    let mut views = vec![("token-keeper, native entry under node", View::Native)];
+    if let Some(image) = image {
+        let view = View::Engine {
+            image,
+            runner_temp: true,
+        };
+        views.push(("token-keeper in containers", view));
+    }
+    let mut jobs: Vec<Vec<(Duration, u64)>> = vec![Vec::new(); views.len()];
+    let mut trips = vec![0; views.len()];
+    let (mut their_jobs, mut their_trips) = (Vec::new(), 0);
     for _ in 0..ENGINE_RUNS {
-        let before = github.world().seen.len();
-        let (main, post) = ours(github, image);
-        our_trips = github.world().seen.len() - before;
-        our_jobs.push((main.elapsed + post.elapsed, 0));
+        for (i, (_, view)) in views.iter().enumerate() {
+            let before = github.world().seen.len();
+            let (main, post) = ours(github, *view);
+            trips[i] = github.world().seen.len() - before;
+            jobs[i].push((main.elapsed + post.elapsed, 0));
+        }
         if let Some(dir) = &official {
             let before = github.world().seen.len();
             let (main, post) = theirs(github, dir);
@@ -261,11 +285,13 @@ fn image_figures(github: &FakeGitHub) {
         }
     }
     github.world().latency = Duration::ZERO;
-    report(
-        &format!("token-keeper in containers, {our_trips} API round trips"),
-        &our_jobs,
-        "",
-    );
+    for (i, (what, _)) in views.iter().enumerate() {
+        report(
+            &format!("{what}, {} API round trips", trips[i]),
+            &jobs[i],
+            "",
+        );
+    }
     if their_jobs.is_empty() {
         println!(
             "actions/create-github-app-token: not measured (set TOKEN_KEEPER_OFFICIAL_ACTION to a checkout of it)"
@@ -277,18 +303,21 @@ fn image_figures(github: &FakeGitHub) {
         &their_jobs,
         "",
     );
-    println!(
-        "  ratio of medians: {:.2}x",
-        median(&our_jobs).as_secs_f64() / median(&their_jobs).as_secs_f64()
-    );
+    let theirs = median(&their_jobs).as_secs_f64();
+    for (i, (what, view)) in views.iter().enumerate() {
+        let target = match view {
+            View::Native => " (target <= 0.8x)",
+            _ => "",
+        };
+        println!(
+            "  ratio of medians, {what}: {:.2}x{target}",
+            median(&jobs[i]).as_secs_f64() / theirs
+        );
+    }
 }
 
-/// One job with token-keeper: main and post, each a container run of the image.
-fn ours(github: &FakeGitHub, image: &'static Image) -> (StepRun, StepRun) {
-    let view = View::Engine {
-        image,
-        runner_temp: true,
-    };
+/// One job with token-keeper: main and post, as `view` runs them.
+fn ours(github: &FakeGitHub, view: View) -> (StepRun, StepRun) {
     let inputs = [
         ("client-id", CLIENT_ID),
         ("private-key", APP_KEY),
