@@ -949,3 +949,63 @@ async fn an_unknown_enterprise_says_enterprise_installations_are_cloud_only() {
     assert!(error.contains("`no-such-enterprise`"), "{error}");
     assert!(!error.contains("install it at"), "{error}");
 }
+
+/// macOS and Windows runners configure a system-wide helper (`osxkeychain`, Git Credential
+/// Manager), and users add their own: inside the token's scope git asks ours alone, and never
+/// hands one of our tokens to theirs to store; outside it, theirs still answer.
+#[tokio::test]
+async fn system_and_global_helpers_are_not_asked_inside_the_scope_nor_given_our_tokens() {
+    let w = Scene::start(Duration::from_secs(3600)).await;
+    let main = w
+        .job
+        .main(&w.inputs(&[("repositories", "app")]), View::Host);
+    main.assert_ok();
+    let mut step = LaterStep::after(&w.job, &main);
+    let dir = step.dir.path().to_owned();
+    let log = dir.join("keychain.log");
+    let keychain = dir.join("keychain");
+    fs::write(
+        &keychain,
+        format!(
+            "#!/bin/sh\n{{ echo \"$1\"; cat; }} >> '{}'\n[ \"$1\" = get ] && printf 'username=someone\\npassword=from-the-keychain\\n'\nexit 0\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(
+        &keychain,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    for (scope, file) in [
+        ("GIT_CONFIG_SYSTEM", "system"),
+        ("GIT_CONFIG_GLOBAL", "global"),
+    ] {
+        let path = dir.join(format!("{file}.gitconfig"));
+        fs::write(
+            &path,
+            format!("[credential]\n\thelper = {}\n", keychain.display()),
+        )
+        .unwrap();
+        step.env
+            .insert(scope.into(), path.to_string_lossy().into_owned());
+    }
+    step.env.insert("GIT_CONFIG_NOSYSTEM".into(), "0".into());
+
+    assert_git_ok(&step.git(&["ls-remote", &w.repo_url("Octo-Org", "app")]));
+    let asked = fs::read_to_string(&log).unwrap_or_default();
+    assert!(asked.is_empty(), "the keychain was asked: {asked}");
+
+    // Outside the scope, the machine's helpers are git's as before.
+    let other = step.git(&["ls-remote", &w.repo_url("Other-Org", "tools")]);
+    assert!(!other.status.success());
+    let asked = fs::read_to_string(&log).unwrap_or_default();
+    assert!(asked.starts_with("get\n"), "{asked}");
+    for token in w.github.tokens() {
+        assert!(
+            !asked.contains(&token),
+            "a token reached the keychain: {asked}"
+        );
+    }
+    assert!(!asked.contains("\nstore\n"), "{asked}");
+}
