@@ -44,16 +44,7 @@ impl Image {
 
 /// The built image, or `None` when the tests are told to skip the engine.
 pub fn image() -> Option<&'static Image> {
-    if std::env::var("TOKEN_KEEPER_SKIP_ENGINE").is_ok_and(|v| v == "1") {
-        eprintln!("skipped: TOKEN_KEEPER_SKIP_ENGINE=1");
-        return None;
-    }
-    match built() {
-        Ok(image) => Some(image),
-        Err(why) => panic!(
-            "{why}\n(scripts/test installs what the image tests need; TOKEN_KEEPER_SKIP_ENGINE=1 skips them)"
-        ),
-    }
+    unless_skipped(built)
 }
 
 /// The engine and the image, found or built once per process; or why there is none.
@@ -81,13 +72,39 @@ impl Image {
 const NO_ENGINE: &str =
     "no container engine answers here: install podman and runc, or start docker's daemon";
 
+/// The engine, or `None` when the tests are told to skip it.
+pub fn engine() -> Option<String> {
+    unless_skipped(engine_name)
+}
+
+/// What `get` finds, `None` when `TOKEN_KEEPER_SKIP_ENGINE=1` says to skip the engine's tests; a
+/// failure when they cannot run, saying why.
+fn unless_skipped<T, E: std::fmt::Display>(get: impl FnOnce() -> Result<T, E>) -> Option<T> {
+    if std::env::var("TOKEN_KEEPER_SKIP_ENGINE").is_ok_and(|v| v == "1") {
+        eprintln!("skipped: TOKEN_KEEPER_SKIP_ENGINE=1");
+        return None;
+    }
+    match get() {
+        Ok(found) => Some(found),
+        Err(why) => panic!(
+            "{why}\n(scripts/test installs what the engine tests need; TOKEN_KEEPER_SKIP_ENGINE=1 skips them)"
+        ),
+    }
+}
+
+fn engine_name() -> Result<String, String> {
+    match std::env::var("TOKEN_KEEPER_ENGINE") {
+        Ok(engine) if !engine.is_empty() => Ok(engine),
+        _ if answers("docker", &["version", "--format", "{{.Server.Version}}"]) => {
+            Ok("docker".into())
+        }
+        _ if answers("podman", &["version"]) => Ok("podman".into()),
+        _ => Err(NO_ENGINE.into()),
+    }
+}
+
 fn find() -> Result<Image, String> {
-    let engine = match std::env::var("TOKEN_KEEPER_ENGINE") {
-        Ok(engine) if !engine.is_empty() => engine,
-        _ if answers("docker", &["version", "--format", "{{.Server.Version}}"]) => "docker".into(),
-        _ if answers("podman", &["version"]) => "podman".into(),
-        _ => return Err(NO_ENGINE.into()),
-    };
+    let engine = engine_name()?;
     if let Ok(name) = std::env::var("TOKEN_KEEPER_IMAGE") {
         return Ok(Image { engine, name });
     }
