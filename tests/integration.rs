@@ -4,6 +4,8 @@
 
 mod support;
 
+/// nektos/act running a workflow that uses the native entry.
+mod act;
 /// The action's metadata agrees with the code.
 mod action_yml;
 /// The same binary in any CI: setup, git and the tools, revoke.

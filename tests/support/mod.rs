@@ -25,6 +25,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use base64::Engine;
 use ring::rand::{SecureRandom, SystemRandom};
 
+pub mod act;
 pub mod ci;
 pub mod engine;
 pub mod fake_github;

@@ -1,0 +1,101 @@
+//! nektos/act runs a workflow that uses the native entry: the helper answers after the first
+//! token expired, and the post step revokes every token, as the fake GitHub sees it.
+
+use std::time::Duration;
+
+use crate::support::act::{ActRepo, DockerApi, runner_image};
+use crate::support::engine;
+use crate::support::fake_github::{APP_KEY, CLIENT_ID};
+use crate::support::logs::assert_no_secret_shown;
+use crate::support::scene::Scene;
+
+/// A long job: mint with the native entry, clone, outlive the token, push, then the post step.
+fn long_job(scene: &Scene) -> String {
+    format!(
+        r#"on: push
+jobs:
+  long:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+      - uses: ./native
+        id: app
+        with:
+          client-id: {CLIENT_ID}
+          private-key: ${{{{ secrets.APP_KEY }}}}
+          owner: Octo-Org
+          repositories: app
+          github-api-url: {api}
+          git-server-url: {git}
+      - run: git clone --quiet {repo} app
+      - run: sleep 4
+      - run: |
+          cd app
+          git -c user.name=act -c user.email=act@example.invalid commit --quiet --allow-empty -m late
+          git push --quiet origin HEAD:main
+      - run: test -n "$(token-keeper token)"
+"#,
+        api = scene.github.url(),
+        git = scene.git_url,
+        repo = scene.repo_url("Octo-Org", "app"),
+    )
+}
+
+/// act's output, both streams.
+fn log_of(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The long job passed: a re-mint for the push, every token revoked, none shown.
+#[track_caller]
+fn assert_kept_fresh_and_revoked(scene: &Scene, out: &std::process::Output) {
+    let log = log_of(out);
+    assert!(out.status.success(), "act failed:\n{log}");
+    assert!(log.contains("Job succeeded"), "{log}");
+    assert!(scene.github.mints() >= 2, "the push re-minted:\n{log}");
+    assert!(
+        scene.github.world().live_tokens().is_empty(),
+        "the post step revoked every token:\n{log}"
+    );
+    // act removes its folders, `RUNNER_TEMP` among them, when the job ends: the post step's own
+    // word is what shows it ran.
+    assert!(log.contains("token-keeper: revoked sha256:"), "{log}");
+    assert_no_secret_shown("act's log", &log, &scene.github.tokens());
+}
+
+#[tokio::test]
+async fn act_on_the_host_pushes_after_expiry_and_revokes_every_token() {
+    let scene = Scene::start(Duration::from_secs(3)).await;
+    let repo = ActRepo::new(&long_job(&scene));
+    let out = repo.run(
+        &["-P", "ubuntu-latest=-self-hosted", "-s", "APP_KEY"],
+        &[("APP_KEY", APP_KEY)],
+    );
+    assert_kept_fresh_and_revoked(&scene, &out);
+}
+
+#[tokio::test]
+async fn act_in_a_job_container_pushes_after_expiry_and_revokes_every_token() {
+    let Some(engine) = engine::engine() else {
+        return;
+    };
+    let api = DockerApi::start(&engine);
+    let image = runner_image(&engine);
+    let scene = Scene::start(Duration::from_secs(3)).await;
+    let repo = ActRepo::new(&long_job(&scene));
+    let platform = format!("ubuntu-latest={image}");
+    let out = repo.run(
+        &["-P", &platform, "--pull=false", "-s", "APP_KEY"],
+        &[("APP_KEY", APP_KEY), ("DOCKER_HOST", &api.host)],
+    );
+    assert!(
+        log_of(&out).contains(&format!("Start image={image}")),
+        "{}",
+        log_of(&out)
+    );
+    assert_kept_fresh_and_revoked(&scene, &out);
+}
