@@ -1,44 +1,26 @@
-//! Files and folders only the runner's user can read: 0600 and 0700, handed to that user, and
-//! never reached through a link.
+//! Files and folders only the runner's user can read, never reached through a link.
 //!
-//! The main step runs as root in our container, and a later container action or `sudo git` may
-//! too: whatever they write goes to the owner of the workspace, so the runner's user can read it
-//! after them. An earlier step of the job could have planted a link or a loose folder where we
-//! write; neither is followed nor kept.
+//! An earlier step of the job could have planted a link or a loose folder where we write;
+//! neither is followed nor kept. How a file is kept private is the platform's (`unix`,
+//! `windows`); writing one whole, by rename, is the same on both.
 
-use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::fs::File;
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt, fchown};
 use std::path::{Path, PathBuf};
 
-/// Who owns what we write.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Owner {
-    pub(crate) uid: u32,
-    pub(crate) gid: u32,
-}
+#[cfg(unix)]
+mod unix;
+#[cfg(unix)]
+use unix as platform;
+#[cfg(windows)]
+mod windows;
+#[cfg(windows)]
+use windows as platform;
 
-impl Owner {
-    /// This process's user and group: who owns what it writes for itself.
-    pub(crate) fn me() -> Self {
-        // SAFETY: geteuid and getegid have no preconditions and cannot fail.
-        unsafe {
-            Self {
-                uid: libc::geteuid(),
-                gid: libc::getegid(),
-            }
-        }
-    }
+pub(crate) use platform::{Owner, create_private_dir, open_private};
 
-    /// The owner of an existing path.
-    pub(crate) fn of(path: &Path) -> io::Result<Self> {
-        let meta = fs::metadata(path)?;
-        Ok(Self {
-            uid: meta.uid(),
-            gid: meta.gid(),
-        })
-    }
-}
+/// What a folder of ours found to be a link, or a file, is refused with.
+const NOT_OUR_FOLDER: &str = "it is a link or a file where our folder goes, so what we write could land elsewhere: remove it";
 
 /// A file operation that failed, with the path it was about. The cause is part of the message,
 /// not a source of its own, so that a chain of errors does not print it twice.
@@ -66,82 +48,15 @@ pub(crate) fn at(action: &'static str, path: &Path) -> impl FnOnce(io::Error) ->
     }
 }
 
-/// Open or create a file 0600, handed to `owner` when new; never through a link. The no-follow
-/// flag stops symbolic links only: a hard link an earlier step planted would have us write into,
-/// and hand over, a file we do not own. So what we opened must be a plain file with one name,
-/// ours or `owner`'s.
-pub(crate) fn open_private(
-    path: &Path,
-    options: &mut OpenOptions,
-    owner: Owner,
-) -> Result<File, FileError> {
-    let file = options
-        .create(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-        .map_err(at("open", path))?;
-    let meta = file.metadata().map_err(at("read", path))?;
-    let refuse = |why: String| at("use", path)(io::Error::other(why));
-    if !meta.is_file() || meta.nlink() != 1 {
-        return Err(refuse(
-            "it is a hard link to another file, or not a plain file, so what we write could land elsewhere: remove it".into(),
-        ));
-    }
-    if meta.uid() != owner.uid && meta.uid() != effective_uid() {
-        return Err(refuse(format!(
-            "it belongs to uid {}, not to the runner's user (uid {}): remove it",
-            meta.uid(),
-            owner.uid
-        )));
-    }
-    give(&file, owner).map_err(at("hand over", path))?;
-    Ok(file)
+/// `path` refused for `why`.
+fn refused(path: &Path, why: impl Into<String>) -> FileError {
+    at("use", path)(io::Error::other(why.into()))
 }
 
-fn effective_uid() -> u32 {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() }
-}
-
-/// Create the folder `path` 0700, handed to `owner`. A folder that is already there must be a
-/// folder, not a link, made by us or by `owner`; a loose mode is made private.
-pub(crate) fn create_private_dir(path: &Path, owner: Owner) -> Result<(), FileError> {
-    match DirBuilder::new().mode(0o700).create(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(at("create", path)(e)),
-    }
-    let refuse = |why: String| at("use", path)(io::Error::other(why));
-    let dir = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_DIRECTORY)
-        .open(path)
-        .map_err(|e| match e.raw_os_error() {
-            Some(libc::ELOOP | libc::ENOTDIR) => refuse(
-                "it is a link or a file where our folder goes, so what we write could land elsewhere: remove it".into(),
-            ),
-            _ => at("open", path)(e),
-        })?;
-    let meta = dir.metadata().map_err(at("read", path))?;
-    if meta.uid() != owner.uid && meta.uid() != effective_uid() {
-        return Err(refuse(format!(
-            "it belongs to uid {}, not to the runner's user (uid {}): remove it",
-            meta.uid(),
-            owner.uid
-        )));
-    }
-    give(&dir, owner).map_err(at("hand over", path))?;
-    if meta.mode() & 0o077 != 0 {
-        dir.set_permissions(fs::Permissions::from_mode(0o700))
-            .map_err(at("make private", path))?;
-    }
-    Ok(())
-}
-
-/// Replace `target` whole with what `write` puts in a new file beside it: 0600 or `mode`,
-/// handed to `owner`, synced, then renamed over `target`, so a reader sees the old file or the
-/// new one, never half of one; the rename replaces a link planted there, never its target.
+/// Replace `target` whole with what `write` puts in a new file beside it: private (on Unix 0600
+/// or `mode`, handed to `owner`), synced, then renamed over `target`, so a reader sees the old
+/// file or the new one, never half of one; the rename replaces a link planted there, never its
+/// target.
 pub(crate) fn write_atomic(
     target: &Path,
     mode: u32,
@@ -153,12 +68,7 @@ pub(crate) fn write_atomic(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let mut temp = tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .permissions(fs::Permissions::from_mode(mode))
-        .tempfile_in(dir)
-        .map_err(at("create a file in", dir))?;
-    give(temp.as_file(), owner).map_err(at("hand over", temp.path()))?;
+    let mut temp = platform::temp_file(dir, &format!(".{name}."), mode, owner)?;
     write(temp.as_file_mut()).map_err(at("write", temp.path()))?;
     temp.as_file().sync_all().map_err(at("sync", temp.path()))?;
     temp.persist(target)
@@ -166,16 +76,15 @@ pub(crate) fn write_atomic(
     Ok(())
 }
 
-/// `fchown` to `owner` when it is not already so; a non-root writer cannot and need not.
-pub(crate) fn give(file: &File, owner: Owner) -> io::Result<()> {
-    let meta = file.metadata()?;
-    if meta.uid() == owner.uid && meta.gid() == owner.gid {
-        return Ok(());
-    }
-    match fchown(file, Some(owner.uid), Some(owner.gid)) {
-        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Ok(()),
-        other => other,
-    }
+/// Whether Windows file attributes make a path unfit for our folder (`folder`) or file: any
+/// reparse point (a symbolic link, a junction, a mount point) could send what we write
+/// elsewhere, and so could the other kind of entry.
+#[cfg(any(windows, test))]
+fn unfit(attributes: u32, folder: bool) -> bool {
+    const FILE_ATTRIBUTE_DIRECTORY: u32 = 0x10;
+    const FILE_ATTRIBUTE_REPARSE_POINT: u32 = 0x400;
+    attributes & FILE_ATTRIBUTE_REPARSE_POINT != 0
+        || (attributes & FILE_ATTRIBUTE_DIRECTORY != 0) != folder
 }
 
 #[cfg(test)]
@@ -183,65 +92,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_loose_folder_of_ours_is_made_private_and_a_link_refused() {
-        let tmp = tempfile::tempdir().unwrap();
-        let me = Owner::of(tmp.path()).unwrap();
-        let loose = tmp.path().join("loose");
-        fs::create_dir(&loose).unwrap();
-        fs::set_permissions(&loose, fs::Permissions::from_mode(0o777)).unwrap();
-        create_private_dir(&loose, me).unwrap();
-        assert_eq!(fs::metadata(&loose).unwrap().mode() & 0o777, 0o700);
-
-        let link = tmp.path().join("link");
-        std::os::unix::fs::symlink(&loose, &link).unwrap();
-        let err = create_private_dir(&link, me).unwrap_err().to_string();
-        assert!(err.contains("is a link or a file"), "{err}");
-    }
-
-    #[test]
-    fn a_planted_hard_link_is_not_written() {
-        let tmp = tempfile::tempdir().unwrap();
-        let me = Owner::of(tmp.path()).unwrap();
-        let target = tmp.path().join("elsewhere");
-        fs::write(&target, "untouched").unwrap();
-        let link = tmp.path().join("ledger");
-        fs::hard_link(&target, &link).unwrap();
-        let err = open_private(&link, OpenOptions::new().append(true), me)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("hard link"), "{err}");
-        assert_eq!(fs::read_to_string(&target).unwrap(), "untouched");
-        assert!(open_private(&tmp.path().join("new"), OpenOptions::new().append(true), me).is_ok());
-    }
-
-    #[test]
-    fn an_atomic_write_replaces_a_planted_link_not_its_target() {
-        let tmp = tempfile::tempdir().unwrap();
-        let me = Owner::of(tmp.path()).unwrap();
-        let target = tmp.path().join("elsewhere");
-        fs::write(&target, "untouched").unwrap();
-        let link = tmp.path().join("state.json");
-        std::os::unix::fs::symlink(&target, &link).unwrap();
-        write_atomic(&link, 0o600, me, |f| std::io::Write::write_all(f, b"new")).unwrap();
-        assert_eq!(fs::read_to_string(&target).unwrap(), "untouched");
-        assert_eq!(fs::read_to_string(&link).unwrap(), "new");
-        assert_eq!(fs::metadata(&link).unwrap().mode() & 0o777, 0o600);
-        assert_eq!(
-            fs::read_dir(tmp.path()).unwrap().count(),
-            2,
-            "no temp file left"
+    fn windows_refuses_any_reparse_point_and_the_wrong_kind() {
+        const READONLY: u32 = 0x1;
+        const DIRECTORY: u32 = 0x10;
+        const ARCHIVE: u32 = 0x20;
+        const REPARSE_POINT: u32 = 0x400;
+        assert!(!unfit(DIRECTORY, true), "a plain folder");
+        assert!(!unfit(ARCHIVE, false), "a plain file");
+        assert!(
+            !unfit(ARCHIVE | READONLY, false),
+            "other attributes do not matter"
         );
-    }
-
-    #[test]
-    fn a_planted_link_is_not_opened() {
-        let tmp = tempfile::tempdir().unwrap();
-        let me = Owner::of(tmp.path()).unwrap();
-        let target = tmp.path().join("elsewhere");
-        fs::write(&target, "untouched").unwrap();
-        let link = tmp.path().join("ledger");
-        std::os::unix::fs::symlink(&target, &link).unwrap();
-        assert!(open_private(&link, OpenOptions::new().append(true), me).is_err());
-        assert_eq!(fs::read_to_string(&target).unwrap(), "untouched");
+        assert!(
+            unfit(DIRECTORY | REPARSE_POINT, true),
+            "a junction or a folder link"
+        );
+        assert!(unfit(ARCHIVE | REPARSE_POINT, false), "a file link");
+        assert!(unfit(REPARSE_POINT, false), "a dangling link");
+        assert!(unfit(ARCHIVE, true), "a file where our folder goes");
+        assert!(unfit(DIRECTORY, false), "a folder where our file goes");
     }
 }

@@ -4,7 +4,7 @@
 //! key are replaced whole, by rename; the ledger only grows, a line at a time.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 
 use std::path::{Path, PathBuf};
 
@@ -319,22 +319,20 @@ fn read_state(bytes: &[u8]) -> Result<State, String> {
     serde_json::from_slice(bytes).map_err(|e| format!("it {}", json_error(&e)))
 }
 
-/// Whether a file is empty or ends with a newline.
-fn ends_with_newline(file: &File) -> io::Result<bool> {
-    use std::os::unix::fs::FileExt;
-    let len = file.metadata()?.len();
-    if len == 0 {
+/// Whether a file is empty or ends with a newline. Moving the file's cursor is harmless: it is
+/// open for appending, and every write goes to its end.
+fn ends_with_newline(mut file: &File) -> io::Result<bool> {
+    if file.metadata()?.len() == 0 {
         return Ok(true);
     }
     let mut last = [0u8; 1];
-    file.read_exact_at(&mut last, len - 1)?;
+    file.seek(SeekFrom::End(-1))?;
+    file.read_exact(&mut last)?;
     Ok(last[0] == b'\n')
 }
 
 #[cfg(test)]
 mod tests {
-    use std::os::unix::fs::PermissionsExt;
-
     use super::*;
 
     fn me(dir: &Path) -> Owner {
@@ -401,8 +399,10 @@ mod tests {
         assert_eq!(tokens(&dir), ["one", "two"]);
     }
 
+    #[cfg(unix)]
     #[test]
     fn files_and_directories_are_private() {
+        use std::os::unix::fs::PermissionsExt;
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("job/state");
         let dir = StateDir::create(&tmp.path().join("job"), "state", me(tmp.path())).unwrap();
