@@ -71,9 +71,16 @@ pub(crate) fn write_atomic(
     let mut temp = platform::temp_file(dir, &format!(".{name}."), mode, owner)?;
     write(temp.as_file_mut()).map_err(at("write", temp.path()))?;
     temp.as_file().sync_all().map_err(at("sync", temp.path()))?;
-    temp.persist(target)
-        .map_err(|e| at("replace", target)(e.error))?;
-    Ok(())
+    // `keep` makes it an ordinary file (tempfile marks it temporary on Windows); std's rename,
+    // unlike tempfile's `persist`, replaces on Windows a file that a reader has open.
+    let temp = temp
+        .into_temp_path()
+        .keep()
+        .map_err(|e| at("keep", &e.path)(e.error))?;
+    std::fs::rename(&temp, target).map_err(|e| {
+        let _ = std::fs::remove_file(&temp);
+        at("replace", target)(e)
+    })
 }
 
 /// Whether Windows file attributes make a path unfit for our folder (`folder`) or file: any
