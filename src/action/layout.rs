@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use super::env::Env;
-use crate::keeper::locate::{BIN, BINARY, JOB_DIR, OLD_RUNNER_HOME};
+use crate::keeper::locate::{BIN, JOB_DIR, OLD_RUNNER_HOME, Platform};
 use crate::private::Owner;
 
 /// What the main step saves for its post step: the state directory (`STATE_dir` there).
@@ -95,7 +95,7 @@ impl Layout {
 impl Layout {
     /// Where the job's copy of our binary goes, as we see it.
     pub(crate) fn binary(&self) -> PathBuf {
-        self.root.join(BIN).join(BINARY)
+        self.root.join(BIN).join(Platform::HOST.binary())
     }
 
     /// The folder of that copy on the runner host, for later steps' `PATH`.
@@ -103,10 +103,11 @@ impl Layout {
         self.host_root.as_ref().map(|root| root.join(BIN))
     }
 
-    /// The binary and a step's state as a later step's shell finds them.
-    pub(crate) fn shell_paths(&self, step: &str) -> (String, String) {
+    /// The binary and a step's state as a later step's shell on `platform` finds them.
+    pub(crate) fn shell_paths(&self, step: &str, platform: Platform) -> (String, String) {
         let root = &self.shell_root;
-        (format!("{root}/{BIN}/{BINARY}"), format!("{root}/{step}"))
+        let binary = platform.binary();
+        (format!("{root}/{BIN}/{binary}"), format!("{root}/{step}"))
     }
 }
 

@@ -22,6 +22,7 @@ use crate::github::apps::{BotUser, MintError};
 use crate::github::client::{self, Knobs, Runtime};
 use crate::github::exchange::ExchangeError;
 use crate::github::{GitHub, MintedToken, Target, hosts};
+use crate::keeper::locate::Platform;
 use crate::keeper::source::{Means, TokenSource};
 use crate::keeper::state::{CachedToken, StateDir};
 use crate::keeper::{Caller, Keeper, Unminted};
@@ -269,7 +270,7 @@ fn configure_git(plan: &Plan, server: &Url, account: &str, minted: &MintedToken)
     let entries = shim::git_config_env(
         shim::existing_count(plan.env),
         &scopes,
-        &shim::helper_command(layout, &plan.step),
+        &shim::helper_command(layout, &plan.step, Platform::HOST),
         config.override_checkout_credentials,
     );
     let mut pairs: Vec<(&str, &str)> = entries

@@ -18,9 +18,32 @@ use crate::messages::quoted_list;
 pub(crate) const JOB_DIR: &str = "token-keeper";
 /// The folder of the job's copy of our binary, in the job's folder.
 pub(crate) const BIN: &str = "bin";
-pub(crate) const BINARY: &str = "token-keeper";
 /// Old runners' action containers keep their `HOME` here, in `RUNNER_TEMP`.
 pub(crate) const OLD_RUNNER_HOME: &str = "_github_home";
+
+/// The platforms whose programs are named apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Platform {
+    Unix,
+    Windows,
+}
+
+impl Platform {
+    /// The one this binary runs on.
+    pub(crate) const HOST: Self = if cfg!(windows) {
+        Self::Windows
+    } else {
+        Self::Unix
+    };
+
+    /// The file name of the job's copy of our binary: Windows finds a program by its `.exe`.
+    pub(crate) fn binary(self) -> &'static str {
+        match self {
+            Self::Unix => "token-keeper",
+            Self::Windows => "token-keeper.exe",
+        }
+    }
+}
 
 /// The variables other CIs name a job by, each unique among the jobs a machine runs.
 const CI_JOB_IDS: [&str; 6] = [
@@ -145,6 +168,12 @@ pub(crate) fn find(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_jobs_copy_of_the_binary_is_an_exe_on_windows() {
+        assert_eq!(Platform::Unix.binary(), "token-keeper");
+        assert_eq!(Platform::Windows.binary(), "token-keeper.exe");
+    }
 
     #[test]
     fn later_steps_look_beside_the_installed_binary_then_under_runner_temp() {
