@@ -175,12 +175,49 @@ fn say_waiting() {
     );
 }
 
-/// The child's status as ours; a signal becomes 128 + its number, as shells report it.
+/// The child's status as ours.
 fn exit_code(status: ExitStatus) -> ExitCode {
-    use std::os::unix::process::ExitStatusExt;
-    let code = status
-        .code()
-        .or_else(|| status.signal().map(|s| 128 + s))
-        .unwrap_or(1);
-    ExitCode::from(u8::try_from(code).unwrap_or(1))
+    ExitCode::from(code_of(status.code(), signal(status)))
+}
+
+/// The exit code for a child that exited with `code` or was ended by `signal`: its own code; a
+/// signal's 128 + its number, as shells report it. A code no exit code of ours can carry (on
+/// Windows, a crash's `0xC0000005`) is 1, a failure still.
+fn code_of(code: Option<i32>, signal: Option<i32>) -> u8 {
+    code.or_else(|| signal.map(|s| 128 + s))
+        .and_then(|code| u8::try_from(code).ok())
+        .unwrap_or(1)
+}
+
+#[cfg(unix)]
+fn signal(status: ExitStatus) -> Option<i32> {
+    std::os::unix::process::ExitStatusExt::signal(&status)
+}
+
+/// Windows has no signals: a child always ends with a code.
+#[cfg(windows)]
+fn signal(_: ExitStatus) -> Option<i32> {
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_childs_code_is_ours_and_a_signal_is_128_plus_its_number() {
+        assert_eq!(code_of(Some(0), None), 0);
+        assert_eq!(code_of(Some(3), None), 3);
+        assert_eq!(code_of(Some(255), None), 255);
+        assert_eq!(code_of(None, Some(9)), 137);
+        assert_eq!(code_of(None, None), 1);
+    }
+
+    #[test]
+    fn a_code_beyond_ours_is_a_failure_never_success() {
+        // 256 would be 0 if cut to a byte; Windows reports 0xC0000005 as a negative i32.
+        assert_eq!(code_of(Some(256), None), 1);
+        assert_eq!(code_of(Some(0xC000_0005_u32 as i32), None), 1);
+        assert_eq!(code_of(Some(-1), None), 1);
+    }
 }
