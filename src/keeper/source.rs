@@ -49,7 +49,8 @@ pub(crate) enum IdentityFrom {
     /// The variable `name` of the process that mints (GitLab's `id_tokens:`, CircleCI's
     /// `CIRCLE_OIDC_TOKEN_V2`).
     Variable { name: String },
-    /// What `command` prints, run by `sh -c` (Buildkite's `buildkite-agent oidc request-token`).
+    /// What `command` prints, run by `sh -c`, on Windows by `cmd` (Buildkite's
+    /// `buildkite-agent oidc request-token`).
     Command { command: String },
 }
 
@@ -155,12 +156,11 @@ async fn identity_token(
     }
 }
 
-/// What `command` prints on stdout, run by `sh -c`, within `IDENTITY_COMMAND_BOUND`.
+/// What `command` prints on stdout, run by the platform's shell, within
+/// `IDENTITY_COMMAND_BOUND`.
 async fn identity_from_command(command: &str) -> Result<Secret> {
     let named = || format!("the job's identity command `{command}`");
-    let child = Command::new("sh")
-        .arg("-c")
-        .arg(command)
+    let child = shell(command)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -177,10 +177,7 @@ async fn identity_from_command(command: &str) -> Result<Secret> {
             .context("cannot wait for the identity command")?
             .with_context(|| format!("cannot run {}", named()))?,
         Err(_) => {
-            if let Ok(pid) = libc::pid_t::try_from(pid) {
-                // SAFETY: kill has no memory preconditions; the pid is our own child's.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
+            end(pid);
             bail!(
                 "{} gave no token within {}s",
                 named(),
@@ -195,6 +192,54 @@ async fn identity_from_command(command: &str) -> Result<Secret> {
     }
     let printed = String::from_utf8_lossy(&output.stdout).trim().to_owned();
     Secret::checked(printed).map_err(|why| anyhow!("what {} printed {why}", named()))
+}
+
+/// `command` for `sh -c`, as a Unix CI runs a step's script.
+#[cfg(unix)]
+fn shell(command: &str) -> Command {
+    let mut shell = Command::new("sh");
+    shell.arg("-c").arg(command);
+    shell
+}
+
+/// `command` for `cmd`, which every Windows has, and which Buildkite's agent and Azure's
+/// `script` steps run scripts with on Windows.
+#[cfg(windows)]
+fn shell(command: &str) -> Command {
+    use std::os::windows::process::CommandExt;
+    let mut shell = Command::new("cmd.exe");
+    shell.raw_arg(cmd_arguments(command));
+    shell
+}
+
+/// `cmd`'s arguments for `command`, passed as they are: with `/S`, cmd strips the first and the
+/// last quote after `/C` and runs what is between, the command's own quotes kept. `/D` skips the
+/// registry's AutoRun commands, which could print before the token.
+#[cfg(any(windows, test))]
+fn cmd_arguments(command: &str) -> String {
+    format!("/D /S /C \"{command}\"")
+}
+
+/// Kill the command `pid`, which outlived its bound. The pid is still our child's: it is reaped
+/// only when its waiting thread is done.
+#[cfg(unix)]
+fn end(pid: u32) {
+    if let Ok(pid) = libc::pid_t::try_from(pid) {
+        // SAFETY: kill has no memory preconditions; the pid is our own child's.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+}
+
+/// End the command `pid`, which outlived its bound, with what `cmd` started (`/T`). The pid is
+/// still our child's: its waiting thread holds the process's handle.
+#[cfg(windows)]
+fn end(pid: u32) {
+    let _ = Command::new("taskkill.exe")
+        .args(["/F", "/T", "/PID", &pid.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
 }
 
 #[cfg(test)]
@@ -305,6 +350,18 @@ mod tests {
         assert!(
             err.contains("failed") && err.contains("no agent here"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn cmd_gets_the_identity_command_as_it_was_written() {
+        assert_eq!(
+            cmd_arguments("buildkite-agent oidc request-token --audience octo-sts.dev"),
+            "/D /S /C \"buildkite-agent oidc request-token --audience octo-sts.dev\""
+        );
+        assert_eq!(
+            cmd_arguments(r#"curl -sH "A: b" "http://metadata/x?a=1&b=2""#),
+            r#"/D /S /C "curl -sH "A: b" "http://metadata/x?a=1&b=2"""#
         );
     }
 }
