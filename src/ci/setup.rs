@@ -368,9 +368,8 @@ fn keep(
             rfc3339(token.expires_at)
         ),
     );
-    let binary = std::env::current_exe()
-        .and_then(|exe| exe.canonicalize())
-        .context("cannot find the running binary, which git's helper runs")?;
+    let binary =
+        running_binary().context("cannot find the running binary, which git's helper runs")?;
     let scopes = shim::scopes(git_server, &account, &config.request.repositories);
     let helper = shim::helper_command_at(&binary, dir.path());
     let state = dir.path().to_string_lossy().into_owned();
@@ -395,6 +394,17 @@ fn keep(
         &format!("git will get fresh tokens for {}", scopes.join(", ")),
     );
     Ok(variables)
+}
+
+/// The running binary, links resolved. Not on Windows, where that would give a `\\?\` path,
+/// which Git for Windows' `sh` cannot run, and where the system's own path is absolute already.
+fn running_binary() -> std::io::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    if cfg!(windows) {
+        Ok(exe)
+    } else {
+        exe.canonicalize()
+    }
 }
 
 #[cfg(test)]
