@@ -1,6 +1,9 @@
 //! Integration tests: the real binary against a fake GitHub and an emulated runner.
 //!
-//! One test binary (`autotests = false`) keeps builds fast; each module tests one part.
+//! One test binary (`autotests = false`) keeps builds fast; each module tests one part. They run
+//! on Linux only: they need its namespaces, users and ptrace.
+
+#![cfg(unix)]
 
 mod support;
 
