@@ -1,9 +1,10 @@
 //! Integration tests: the real binary against a fake GitHub and an emulated runner.
 //!
 //! One test binary (`autotests = false`) keeps builds fast; each module tests one part. They run
-//! on Linux only: they need its namespaces, users and ptrace.
+//! on Linux only: they need its namespaces, users and ptrace. What runs on every platform is in
+//! `portable.rs`.
 
-#![cfg(unix)]
+#![cfg(target_os = "linux")]
 
 mod support;
 
@@ -33,8 +34,6 @@ mod leaks;
 mod measure;
 /// Every minted token is recorded and revoked, whatever goes wrong around it.
 mod minted;
-/// The native entry: node runs the checked binary in place.
-mod native;
 /// The state directory is ours alone, whatever an earlier step planted.
 mod ours;
 /// The git credential shim with the real git.

@@ -7,6 +7,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::support::fake_github::{FakeGitHub, app_inputs};
+use crate::support::git_server::git_command;
+use crate::support::measure;
 use crate::support::native_entry::{self, binary_name};
 use crate::support::runner::{Job, LaterStep, StepRun, View};
 use crate::support::scene::{Scene, assert_git_ok};
@@ -27,7 +29,7 @@ async fn the_native_entry_keeps_git_fresh_past_expiry_and_revokes_every_token() 
         main.stdout
     );
     assert!(main.stdout.contains(&format!("::add-mask::{token}\n")));
-    let bin = s.job.temp.join("token-keeper/bin");
+    let bin = s.job.temp.join("token-keeper").join("bin");
     assert_eq!(main.path, [bin.to_string_lossy()], "a host path");
 
     let step = LaterStep::after(&s.job, &main);
@@ -171,4 +173,55 @@ fn the_entry_names_the_binary_for_each_platform_and_what_it_has_elsewhere() {
         result["sums"],
         serde_json::json!(["a".repeat(64), "b".repeat(64), null, null])
     );
+}
+
+/// macOS and Windows runners configure the Keychain or Git Credential Manager in git's system
+/// configuration. With the machine's own configuration, git runs ours alone for the token's
+/// scope, to fill and to store: no token of ours reaches the machine's store. (On Linux, with
+/// no such helper, this shows the same of git's own list.)
+#[tokio::test]
+async fn with_the_machines_own_git_configuration_only_ours_runs_for_the_scope() {
+    let s = Scene::start(Duration::from_secs(3600)).await;
+    let main = s.job.main(&s.inputs(&[]), View::Native);
+    main.assert_ok();
+    let mut step = LaterStep::after(&s.job, &main);
+    step.env.insert("GIT_CONFIG_NOSYSTEM".into(), "0".into());
+    // Git Credential Manager would otherwise wait for someone at a screen.
+    step.env.insert("GCM_INTERACTIVE".into(), "never".into());
+    // git names every helper it runs on stderr: their command lines, not what they say.
+    step.env.insert("GIT_TRACE".into(), "1".into());
+    let theirs = step.git(&["config", "--system", "--get-all", "credential.helper"]);
+    let theirs = String::from_utf8_lossy(&theirs.stdout).into_owned();
+    let git = |operation: &str, input: &str| {
+        let mut git = git_command(step.dir.path());
+        git.envs(&step.env).args(["credential", operation]);
+        let out = measure::run(&mut git, input.as_bytes())
+            .expect("git credential")
+            .output;
+        assert_git_ok(&out);
+        let ran: Vec<String> = String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .filter(|l| l.contains("trace: run_command:"))
+            .map(str::to_owned)
+            .collect();
+        assert!(
+            !ran.is_empty() && ran.iter().all(|l| l.contains("token-keeper")),
+            "git {operation} ran helpers other than ours (the machine's: {theirs:?}): {ran:#?}"
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let url = format!("url={}\n", s.repo_url("Octo-Org", "app"));
+    let answer = git("fill", &format!("{url}\n"));
+    let password = answer
+        .lines()
+        .find_map(|l| l.strip_prefix("password="))
+        .unwrap_or_default();
+    assert!(s.github.tokens().iter().any(|t| t == password), "{answer}");
+    // As git approves what worked, for the same URL.
+    let worked: String = answer
+        .lines()
+        .filter(|l| !l.starts_with("protocol=") && !l.starts_with("host="))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    git("approve", &format!("{url}{worked}\n"));
 }

@@ -3,11 +3,17 @@
 //! The peak is the exec'd program's `VmHWM`, read from `/proc` while it stops at its exit under
 //! ptrace. `wait4`'s `ru_maxrss` cannot give it: at exec, Linux folds the old address space's peak
 //! into it, and a child's old address space is this test process's, whatever its size. Tracing
-//! costs a run about 0.15 ms: a fork where std would use posix_spawn, and two stops.
+//! costs a run about 0.15 ms: a fork where std would use posix_spawn, and two stops. Elsewhere
+//! (macOS, Windows) only the time is measured.
 
-use std::io::{Read, Seek, Write};
+#[cfg(target_os = "linux")]
+use std::io::Read;
+use std::io::{Seek, Write};
+#[cfg(target_os = "linux")]
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Command, ExitStatus, Output};
+#[cfg(target_os = "linux")]
+use std::process::ExitStatus;
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 /// A finished process and what it cost.
@@ -19,13 +25,16 @@ pub struct Measured {
     pub max_rss_kib: Result<u64, &'static str>,
 }
 
+#[cfg(target_os = "linux")]
 const REFUSED: &str = "this system refuses ptrace (kernel.yama.ptrace_scope 3, or 2 for a user; \
                        or a seccomp filter), so the child's own peak memory cannot be read";
+#[cfg(target_os = "linux")]
 const UNSEEN: &str = "the child never stopped at its exit (killed, or ended by another thread), \
                       so its peak memory was not read";
 
 /// Run `command` with `stdin`; all three streams go through files, so no pipe can fill up while
 /// the child is stopped. `command` asks to be traced from then on: spawn it only through here.
+#[cfg(target_os = "linux")]
 pub fn run(command: &mut Command, stdin: &[u8]) -> std::io::Result<Measured> {
     let mut input = tempfile::tempfile()?;
     input.write_all(stdin)?;
@@ -68,6 +77,7 @@ pub fn run(command: &mut Command, stdin: &[u8]) -> std::io::Result<Measured> {
 
 /// Take the traced child `pid` through its stops to its end: its wait status, and its `VmHWM`
 /// as it stopped at its exit. Only the child itself is traced, not its threads or children.
+#[cfg(target_os = "linux")]
 fn follow(pid: libc::pid_t) -> std::io::Result<(libc::c_int, Result<u64, &'static str>)> {
     let at_exit = libc::SIGTRAP | (libc::PTRACE_EVENT_EXIT << 8);
     let mut execed = false;
@@ -108,6 +118,7 @@ fn follow(pid: libc::pid_t) -> std::io::Result<(libc::c_int, Result<u64, &'stati
 
 /// A ptrace request to the stopped tracee `pid`. One that was killed meanwhile is not an error:
 /// the next wait reaps it.
+#[cfg(target_os = "linux")]
 fn request(op: libc::c_uint, pid: libc::pid_t, data: libc::c_int) -> std::io::Result<()> {
     let none = std::ptr::null_mut::<libc::c_void>();
     // SAFETY: these requests read no memory of ours; `data` goes by value, as a long.
@@ -122,8 +133,24 @@ fn request(op: libc::c_uint, pid: libc::pid_t, data: libc::c_int) -> std::io::Re
 }
 
 /// The peak resident memory of `pid`'s address space, KiB, from `/proc/<pid>/status`.
+#[cfg(target_os = "linux")]
 fn vm_hwm(pid: libc::pid_t) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?;
     line.trim().strip_suffix("kB")?.trim().parse().ok()
+}
+
+/// Run `command` with `stdin`, timed; the peak memory is Linux's figure alone.
+#[cfg(not(target_os = "linux"))]
+pub fn run(command: &mut Command, stdin: &[u8]) -> std::io::Result<Measured> {
+    let mut input = tempfile::tempfile()?;
+    input.write_all(stdin)?;
+    input.rewind()?;
+    let started = Instant::now();
+    let output = command.stdin(input).output()?;
+    Ok(Measured {
+        output,
+        elapsed: started.elapsed(),
+        max_rss_kib: Err("a process's own peak memory is read on Linux only"),
+    })
 }

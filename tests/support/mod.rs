@@ -34,6 +34,7 @@ pub mod logs;
 pub mod measure;
 pub mod native_entry;
 pub mod proxy;
+#[cfg(target_os = "linux")]
 pub mod relay;
 pub mod runner;
 pub mod scene;

@@ -8,7 +8,9 @@ use super::runner::{binary, require};
 
 /// This machine's binary name, as `run.js` and the release name it.
 pub fn binary_name() -> String {
-    format!("token-keeper-linux-{}", std::env::consts::ARCH)
+    let os = std::env::consts::OS;
+    let exe = std::env::consts::EXE_SUFFIX;
+    format!("token-keeper-{os}-{}{exe}", std::env::consts::ARCH)
 }
 
 /// Pack a copy of the native entry into `dir`; the entry's folder (`dir/native`) comes back.
@@ -17,7 +19,9 @@ pub fn pack(dir: &Path) -> PathBuf {
     let named = dir.join(binary_name());
     let entry = dir.join("native");
     std::fs::copy(binary(), &named).expect("the binary under its release name");
-    let packed = Command::new(root().join("scripts/pack-native"))
+    // Through `sh`, which Git for Windows brings there too.
+    let packed = Command::new("sh")
+        .arg(root().join("scripts/pack-native"))
         .arg(&entry)
         .arg(&named)
         .status()

@@ -9,9 +9,12 @@
 //! translated as the runner translates it.
 
 use std::collections::BTreeMap;
+#[cfg(target_os = "linux")]
 use std::ffi::CString;
 use std::fs;
+#[cfg(unix)]
 use std::os::unix::fs::{PermissionsExt, symlink};
+#[cfg(unix)]
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -73,6 +76,7 @@ pub enum View {
     OldContainer,
     /// The native entry (`native/`, packed with the binary under test), run by the real `node`
     /// as the runner runs a node action: the host's paths, the workspace as working directory.
+    #[allow(dead_code, reason = "the portable suite and the benchmarks run it")]
     Native,
     /// The built image under a real engine, run as the runner runs it; `runner_temp` is false
     /// for runners older than v2.331.
@@ -201,9 +205,13 @@ impl Job {
             fs::create_dir_all(d).expect("job folders");
         }
         // The runner's folders are open to the runner's user; ours must not depend on that.
-        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
-        for name in ["token-keeper-main", "token-keeper-post"] {
-            symlink(binary(), bin.join(name)).expect("symlink");
+        // The image's two names for the binary, for `View::Host`.
+        #[cfg(unix)]
+        {
+            fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
+            for name in ["token-keeper-main", "token-keeper-post"] {
+                symlink(binary(), bin.join(name)).expect("symlink");
+            }
         }
         Self {
             dir,
@@ -318,8 +326,11 @@ impl Job {
                     .current_dir(&self.workspace);
                 command
             }
+            #[cfg(target_os = "linux")]
             View::Container | View::OldContainer => self.in_container(entry, env, view),
             View::Engine { image, .. } => self.in_engine(image, entry, env, view),
+            #[cfg(not(target_os = "linux"))]
+            View::Container | View::OldContainer => unreachable!("mount namespaces are Linux's"),
         })
     }
 
@@ -439,6 +450,7 @@ impl Job {
 
     /// Run `entry` as `docker run` would, in a mount namespace: `/github/...` mounts and
     /// translated paths.
+    #[cfg(target_os = "linux")]
     fn in_container(&self, entry: &str, mut env: BTreeMap<String, String>, view: View) -> Command {
         let mounts = self.container_env(&mut env, view);
         let mut namespace = Namespace::default();
@@ -504,11 +516,13 @@ impl Job {
 
 /// Mounts made in the child between fork and exec: no shell, which would drop
 /// the hyphenated `INPUT_*` names from the environment.
+#[cfg(target_os = "linux")]
 #[derive(Default)]
 pub struct Namespace {
     steps: Vec<(CString, Option<CString>)>,
 }
 
+#[cfg(target_os = "linux")]
 impl Namespace {
     pub fn tmpfs(&mut self, at: &str) {
         self.steps.push((cstr(at), None));
@@ -565,6 +579,7 @@ impl Namespace {
     }
 }
 
+#[cfg(target_os = "linux")]
 fn cstr(text: &str) -> CString {
     CString::new(text).expect("no NUL in test paths")
 }
@@ -613,8 +628,14 @@ impl LaterStep {
             "RUNNER_TEMP".into(),
             job.temp.to_string_lossy().into_owned(),
         );
-        let path = std::env::var("PATH").unwrap_or_default();
-        env.insert("PATH".into(), format!("{}:{path}", main.path.join(":")));
+        let inherited = std::env::var_os("PATH").unwrap_or_default();
+        let dirs = main
+            .path
+            .iter()
+            .map(PathBuf::from)
+            .chain(std::env::split_paths(&inherited));
+        let path = std::env::join_paths(dirs).expect("a PATH");
+        env.insert("PATH".into(), path.to_string_lossy().into_owned());
         let dir = tempfile::Builder::new()
             .prefix("tk-step")
             .tempdir()
@@ -669,6 +690,7 @@ pub fn expire_cached_token(job: &Job, main: &StepRun) {
 }
 
 /// Run `command` as `uid` (and its group): the runner's user, when the tests run as root.
+#[cfg(unix)]
 pub fn as_user(command: &mut Command, uid: u32) {
     // As root, std also drops the supplementary groups.
     command.uid(uid).gid(uid);
@@ -685,6 +707,7 @@ pub fn require(program: &str, args: &[&str], needed: &str) {
 }
 
 /// Whether the tests run as root (CI does), so namespaces and other users can be used.
+#[cfg(unix)]
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }

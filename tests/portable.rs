@@ -1,0 +1,10 @@
+//! The portable suite: what runs on Linux, macOS and Windows alike, as CI runs it on each. The
+//! native entry under node, with the real git against the test git server, as on a runner of
+//! each platform.
+
+// The support the Linux suite shares, of which this suite uses a part.
+#[allow(dead_code)]
+mod support;
+
+/// The native entry: node runs the checked binary in place.
+mod native;
