@@ -19,16 +19,28 @@ pub fn pack(dir: &Path) -> PathBuf {
     let named = dir.join(binary_name());
     let entry = dir.join("native");
     std::fs::copy(binary(), &named).expect("the binary under its release name");
-    // Through `sh`, which Git for Windows brings there too.
+    // Through `sh`, which Git for Windows brings there too, from the repository's root.
     let packed = Command::new("sh")
-        .arg(root().join("scripts/pack-native"))
-        .arg(&entry)
-        .arg(&named)
+        .arg("scripts/pack-native")
+        .arg(for_sh(&entry))
+        .arg(for_sh(&named))
+        .current_dir(root())
         .status()
         .expect("scripts/pack-native");
     assert!(packed.success(), "scripts/pack-native failed");
     std::fs::remove_file(named).expect("the copy is packed");
     entry
+}
+
+/// `path` as a shell script reads it: on Windows, with `/` where Windows writes `\`, as a
+/// script's `basename` and `dirname` split at `/` alone.
+fn for_sh(path: &Path) -> String {
+    let path = path.to_string_lossy();
+    if cfg!(windows) {
+        path.replace('\\', "/")
+    } else {
+        path.into_owned()
+    }
 }
 
 /// The repository's root.
