@@ -199,9 +199,10 @@ async fn every_bad_input_gets_one_clear_error_and_leaves_nothing() {
                 error
             );
         }
+        // The case's own key, which comes after the App's.
         let key = inputs
             .iter()
-            .find(|(n, _)| *n == "private-key")
+            .rfind(|(n, _)| *n == "private-key")
             .map_or("", |(_, v)| *v);
         for line in key
             .lines()
