@@ -149,6 +149,10 @@ async fn a_mask_line_printed_beside_a_childs_unfinished_line_starts_a_line_of_it
     assert!(out.status.success(), "{}", text(&out));
     assert!(github.mints() >= 2, "re-minted while the child ran");
     let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("::add-mask::"),
+        "the re-minted token is masked: {stderr:?}"
+    );
     for (at, _) in stderr.match_indices("::add-mask::") {
         assert!(
             at == 0 || stderr[..at].ends_with('\n'),
