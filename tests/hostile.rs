@@ -9,7 +9,6 @@ use serde_json::{Value, json};
 use wiremock::ResponseTemplate;
 
 use crate::support::fake_github::{FakeGitHub, app_inputs, message};
-use crate::support::git_server::git_command;
 use crate::support::logs::{MARK, assert_no_line_of_theirs, assert_no_secret_shown, text};
 use crate::support::runner::{
     Job, LaterStep, StepRun, View, age_cached_token, expire_cached_token,
@@ -28,7 +27,7 @@ struct HostileJob {
 
 async fn a_job_whose_server_says(says: &str) -> HostileJob {
     let scene = Scene::start(Duration::from_secs(3600)).await;
-    let (github, job, git_url) = (&scene.github, &scene.job, &scene.git_url);
+    let (github, job) = (&scene.github, &scene.job);
     let inputs = scene.inputs(&[]);
     let says = says.to_owned();
     let say = |path: &str| {
@@ -55,11 +54,7 @@ async fn a_job_whose_server_says(says: &str) -> HostileJob {
     let token = step.command("token-keeper").arg("token").output().unwrap();
     assert!(token.status.success(), "{}", text(&token));
     logs.push(("token", stderr(&token)));
-    let helper = git_command(step.dir.path())
-        .envs(&step.env)
-        .args(["ls-remote", &format!("{git_url}/Octo-Org/app.git")])
-        .output()
-        .unwrap();
+    let helper = step.git(&["ls-remote", &scene.repo_url("Octo-Org", "app")]);
     assert!(helper.status.success(), "{}", text(&helper));
     logs.push(("git's helper", text(&helper)));
     let exec = step
@@ -206,7 +201,7 @@ async fn a_server_quoting_the_apps_jwt_shows_none_of_it() {
 #[tokio::test]
 async fn a_remint_refusal_quoting_the_jwt_shows_none_of_it_here_or_later() {
     let scene = Scene::start(Duration::from_secs(3600)).await;
-    let (github, job, git_url) = (&scene.github, &scene.job, &scene.git_url);
+    let (github, job) = (&scene.github, &scene.job);
     let main = job.main(&scene.inputs(&[]), View::Host);
     main.assert_ok();
     age_cached_token(job, &main, 50 * 60);
@@ -217,11 +212,7 @@ async fn a_remint_refusal_quoting_the_jwt_shows_none_of_it_here_or_later() {
     let token = step.command("token-keeper").arg("token").output().unwrap();
     assert!(text(&token).contains("not welcome"), "{}", text(&token));
     // Another process reads the failure from the state.
-    let helper = git_command(step.dir.path())
-        .envs(&step.env)
-        .args(["ls-remote", &format!("{git_url}/Octo-Org/app.git")])
-        .output()
-        .unwrap();
+    let helper = step.git(&["ls-remote", &scene.repo_url("Octo-Org", "app")]);
     assert!(text(&helper).contains("not welcome"), "{}", text(&helper));
     let state =
         std::fs::read_to_string(job.host_path(&main.state["dir"]).join("state.json")).unwrap();
