@@ -1,8 +1,6 @@
 //! The native entry: `node` runs the release's binary in place, checked against its pinned sum.
 
-use std::collections::BTreeMap;
 use std::fs;
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -10,7 +8,7 @@ use crate::support::fake_github::{FakeGitHub, app_inputs};
 use crate::support::git_server::git_command;
 use crate::support::measure;
 use crate::support::native_entry::{self, binary_name};
-use crate::support::runner::{Job, LaterStep, StepRun, View};
+use crate::support::runner::{Job, LaterStep, View};
 use crate::support::scene::{Scene, assert_git_ok};
 
 #[tokio::test]
@@ -59,31 +57,16 @@ async fn the_binarys_exit_code_and_its_one_error_line_come_through() {
     assert_eq!(github.mints(), 0);
 }
 
-/// The main step of the native entry in `entry`, run by node in `job`.
-fn main_from(job: &Job, entry: &Path) -> StepRun {
-    let script = entry.join("main.js");
-    job.run_step(&app_inputs(&[]), &BTreeMap::new(), |env| {
-        let mut node = Command::new("node");
-        node.arg(&script)
-            .env_clear()
-            .envs(&env)
-            .current_dir(&job.workspace);
-        node
-    })
-}
-
 #[tokio::test]
 async fn a_binary_that_is_not_the_pinned_one_never_runs() {
     let github = FakeGitHub::start().await;
     let job = Job::new(&github.url());
-    let dir = tempfile::tempdir().unwrap();
-    let entry = native_entry::pack(dir.path());
-    let bin = entry.join("bin");
+    let bin = job.native_entry().join("bin");
     let mut bytes = fs::read(bin.join(binary_name())).unwrap();
     bytes.extend_from_slice(b"\0");
     fs::write(bin.join(binary_name()), bytes).unwrap();
 
-    let run = main_from(&job, &entry);
+    let run = job.main(&app_inputs(&[]), View::Native);
     let error = run.the_error();
     assert!(
         error.contains("is not the binary this release pinned")
@@ -101,7 +84,7 @@ async fn a_binary_that_is_not_the_pinned_one_never_runs() {
         format!("{}  token-keeper-linux-other\n", "0".repeat(64)),
     )
     .unwrap();
-    let unpinned = main_from(&job, &entry);
+    let unpinned = job.main(&app_inputs(&[]), View::Native);
     assert!(
         unpinned
             .the_error()
@@ -110,7 +93,7 @@ async fn a_binary_that_is_not_the_pinned_one_never_runs() {
         unpinned.log()
     );
     fs::remove_file(&sums).unwrap();
-    let unreleased = main_from(&job, &entry);
+    let unreleased = job.main(&app_inputs(&[]), View::Native);
     assert!(
         unreleased.the_error().contains("has no binaries"),
         "{}",
