@@ -99,7 +99,7 @@ async fn a_post_step_without_state_variables_finds_the_steps_state_and_revokes()
     let job = Job::new(&github.url());
     let main = job.main(&app_inputs(&[]), View::Host);
     main.assert_ok();
-    let dir = job.host_path(&main.state["dir"]);
+    let dir = state_dir(&main);
     let other = job.main_as("other", &app_inputs(&[("owner", "Other-Org")]), View::Host);
     other.assert_ok();
 
