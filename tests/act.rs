@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::support::act::{ActRepo, DockerApi, runner_image};
 use crate::support::engine;
 use crate::support::fake_github::{APP_KEY, CLIENT_ID};
-use crate::support::logs::assert_no_secret_shown;
+use crate::support::logs::{assert_no_secret_shown, text};
 use crate::support::scene::Scene;
 
 /// A long job: mint with the native entry, clone, outlive the token, push, then the post step.
@@ -41,19 +41,10 @@ jobs:
     )
 }
 
-/// act's output, both streams.
-fn log_of(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 /// The long job passed: a re-mint for the push, every token revoked, none shown.
 #[track_caller]
 fn assert_kept_fresh_and_revoked(scene: &Scene, out: &std::process::Output) {
-    let log = log_of(out);
+    let log = text(out);
     assert!(out.status.success(), "act failed:\n{log}");
     assert!(log.contains("Job succeeded"), "{log}");
     assert!(scene.github.mints() >= 2, "the push re-minted:\n{log}");
@@ -93,9 +84,9 @@ async fn act_in_a_job_container_pushes_after_expiry_and_revokes_every_token() {
         &[("APP_KEY", APP_KEY), ("DOCKER_HOST", &api.host)],
     );
     assert!(
-        log_of(&out).contains(&format!("Start image={image}")),
+        text(&out).contains(&format!("Start image={image}")),
         "{}",
-        log_of(&out)
+        text(&out)
     );
     assert_kept_fresh_and_revoked(&scene, &out);
 }
