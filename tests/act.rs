@@ -56,6 +56,13 @@ fn assert_kept_fresh_and_revoked(scene: &Scene, out: &std::process::Output) {
     // word is what shows it ran.
     assert!(log.contains("token-keeper: revoked sha256:"), "{log}");
     assert_no_secret_shown("act's log", &log, &scene.github.tokens());
+    // act was given the App's key as a secret: none of its lines shows either.
+    let key: Vec<String> = APP_KEY
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .map(str::to_owned)
+        .collect();
+    assert_no_secret_shown("act's log, the App's key", &log, &key);
 }
 
 #[tokio::test]
