@@ -49,7 +49,7 @@ impl CiJob {
         self.dir.path().join("app-key.pem").display().to_string()
     }
 
-    /// A folder of the job's own, for scripts to leave things in.
+    /// A path in the job's own folder, for a file a script leaves there; nothing is created.
     pub fn path(&self, name: &str) -> String {
         self.dir.path().join(name).display().to_string()
     }

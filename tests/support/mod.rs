@@ -14,7 +14,8 @@
 //!     std::thread::sleep(Duration::from_secs(4));
 //!     let step = LaterStep::after(&s.job, &main);
 //!     assert_git_ok(&step.git(&["ls-remote", &s.repo_url("Octo-Org", "app")]));
-//!     assert_eq!(s.github.mints(), 2, "git asked the shim, which re-minted");
+//!     // A slow machine may re-mint again: tokens this short are replaced at half their life.
+//!     assert!(s.github.mints() >= 2, "git asked the shim, which re-minted");
 //! }
 //! ```
 

@@ -683,7 +683,8 @@ pub fn age_cached_token(job: &Job, main: &StepRun, secs: i64) {
         .expect("a state to age");
 }
 
-/// Make the cached token expired in our clock, as an hour later (GitHub's fake still takes it).
+/// Make the cached token an hour old and expired a second ago by GitHub's clock (ours plus the
+/// offset recorded at its mint), as an hour later; GitHub's fake still takes it.
 pub fn expire_cached_token(job: &Job, main: &StepRun) {
     token_keeper::backdate_cached_token(&job.host_path(&main.state["dir"]), 3600, true)
         .expect("a state to expire");
