@@ -408,3 +408,24 @@ async fn with_git_identity_a_failed_bot_lookup_is_a_warning() {
         "keeper-test[bot]@users.noreply.github.com"
     );
 }
+
+#[tokio::test]
+async fn the_debug_log_shows_a_retried_answer_cleaned_and_without_our_jwt() {
+    let github = FakeGitHub::start().await;
+    github.answer_next("/repos/", |bearer| {
+        message(503, &format!("busy\n::add-mask::{MARK} {bearer}"))
+    });
+    let mut job = Job::new(&github.url());
+    job.extra_env.insert("TOKEN_KEEPER_LOG".into(), "1".into());
+    let run = job.main(&app_inputs(&[]), View::Host);
+    run.assert_ok();
+    assert!(run.stderr.contains("retrying"), "{}", run.stderr);
+    for line in run.stderr.split(['\n', '\r']) {
+        assert!(
+            !line.trim_start().starts_with("::") && !line.contains("##["),
+            "a workflow command we did not write: {line:?}\n{}",
+            run.stderr
+        );
+    }
+    assert_no_secret_shown("debug log", &run.stderr, &github.bearers());
+}

@@ -5,6 +5,7 @@ use std::time::Duration;
 use reqwest::Method;
 
 use super::{Answer, MAX_BODY};
+use crate::messages;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ApiError {
@@ -61,6 +62,12 @@ impl ApiError {
             ApiError::Network { detail, .. } => detail.clone(),
             other => other.to_string(),
         }
+    }
+
+    /// The error as a log line may show it: it quotes the server, which may quote our secrets or
+    /// start a line of its own.
+    pub(crate) fn shown(&self) -> String {
+        messages::shown(&self.to_string())
     }
 
     pub(crate) fn status(&self) -> Option<u16> {

@@ -243,7 +243,8 @@ impl GitHub {
             tracing::debug!(
                 attempt = tries.attempts,
                 delay_ms = delay.as_millis() as u64,
-                "retrying: {error}"
+                "retrying: {}",
+                error.shown()
             );
             tokio::time::sleep(delay).await;
         }
