@@ -99,7 +99,7 @@ fn status_error(method: Method, url: String, answer: &Answer) -> ApiError {
         method,
         url,
         status: answer.status,
-        message: answer.message(),
+        message: answer.message().to_owned(),
     }
 }
 

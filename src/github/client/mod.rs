@@ -12,6 +12,7 @@ mod retry;
 mod runtime;
 mod tls;
 
+use std::cell::OnceCell;
 use std::time::{Duration, Instant};
 
 use reqwest::header::{ACCEPT, HeaderMap, USER_AGENT};
@@ -290,6 +291,7 @@ impl GitHub {
                     headers,
                     body: Vec::new(),
                     oversized: true,
+                    message: OnceCell::new(),
                 });
             }
             body.extend_from_slice(&chunk);
@@ -299,6 +301,7 @@ impl GitHub {
             headers,
             body,
             oversized: false,
+            message: OnceCell::new(),
         })
     }
 
@@ -322,18 +325,23 @@ struct Answer {
     body: Vec<u8>,
     /// The body was larger than we read; it was dropped.
     oversized: bool,
+    /// The body's `message`, parsed when first asked for: the retry policy and the error both
+    /// read it.
+    message: OnceCell<String>,
 }
 
 impl Answer {
-    fn message(&self) -> String {
+    fn message(&self) -> &str {
         #[derive(serde::Deserialize)]
         struct Body {
             message: Option<String>,
         }
-        serde_json::from_slice::<Body>(&self.body)
-            .ok()
-            .and_then(|b| b.message)
-            .unwrap_or_default()
+        self.message.get_or_init(|| {
+            serde_json::from_slice::<Body>(&self.body)
+                .ok()
+                .and_then(|b| b.message)
+                .unwrap_or_default()
+        })
     }
 
     fn header(&self, name: &str) -> Option<&str> {

@@ -140,10 +140,13 @@ pub(super) fn fits(now: Instant, delay: Duration, deadline: Instant) -> bool {
 }
 
 fn judge(answer: &Answer, server_now: i64, app_auth: bool) -> Verdict {
-    let message = answer.message();
+    // A success's body is the caller's to read; only a failure's message says what to do.
+    if is_success(answer.status) {
+        return Verdict::Success;
+    }
     decide(
         answer.status,
-        &message,
+        answer.message(),
         &RateHeaders {
             retry_after: answer.header(RETRY_AFTER.as_str()),
             remaining: answer.header("x-ratelimit-remaining"),
@@ -178,7 +181,7 @@ fn decide(
     };
     let lower = message.to_ascii_lowercase();
     match status {
-        200..=299 => Verdict::Success,
+        _ if is_success(status) => Verdict::Success,
         401 if app_auth && mentions_jwt_times(&lower) => Verdict::Skew,
         429 | 500..=599 => Verdict::Retry(server_wait()),
         403 if lower.contains("rate limit")
@@ -189,6 +192,10 @@ fn decide(
         }
         _ => Verdict::Fail,
     }
+}
+
+fn is_success(status: u16) -> bool {
+    (200..=299).contains(&status)
 }
 
 fn mentions_jwt_times(lower_message: &str) -> bool {
