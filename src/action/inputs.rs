@@ -16,7 +16,7 @@ use crate::duration::parse_duration;
 use crate::github::apps::TOKEN_LIFETIME;
 use crate::github::client::{self, ApiError};
 use crate::github::exchange::Exchange;
-use crate::github::{KeyError, PrivateKey, Target, TokenRequest, hosts};
+use crate::github::{KeyError, PrivateKey, Target, TokenRequest, hosts, names};
 use crate::keeper::source::{IdentityFrom, TokenSource};
 use crate::keeper::state::MintConfig;
 
@@ -429,12 +429,10 @@ fn repository_name(owner: &str, entry: &str) -> Result<String, InputError> {
     Ok(name.to_owned())
 }
 
+/// Owners and policies as well as repositories: the widest of GitHub's rules, so that GitHub
+/// judges the rest.
 fn check_name(input: &str, name: &str) -> Result<(), InputError> {
-    let ok = !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if ok && name != "." && name != ".." {
+    if names::is_repository(name) {
         Ok(())
     } else {
         Err(bad(
