@@ -32,7 +32,11 @@ impl Clock {
 
 /// The time an answer's `Date` header gives, unix seconds.
 pub(super) fn header_date(headers: &HeaderMap) -> Option<i64> {
-    let value = headers.get(reqwest::header::DATE)?.to_str().ok()?;
-    let at = httpdate::parse_http_date(value).ok()?;
+    http_date(headers.get(reqwest::header::DATE)?.to_str().ok()?)
+}
+
+/// An HTTP date (`Thu, 01 Jan 1970 00:00:30 GMT`), unix seconds.
+pub(super) fn http_date(text: &str) -> Option<i64> {
+    let at = httpdate::parse_http_date(text).ok()?;
     Some(at.duration_since(UNIX_EPOCH).ok()?.as_secs() as i64)
 }

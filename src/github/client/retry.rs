@@ -4,10 +4,11 @@
 //! network errors, and never on other 4xx; a request that may have minted a token is repeated
 //! once at most; a JWT refused for its times is retried once, on GitHub's clock.
 
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use reqwest::header::RETRY_AFTER;
 
+use super::clock::http_date;
 use super::error::is_untrusted_certificate;
 use super::{Answer, Idempotency};
 
@@ -210,8 +211,7 @@ fn retry_after(value: Option<&str>, server_now: i64) -> Option<Duration> {
     if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
-    let at = httpdate::parse_http_date(value).ok()?;
-    let at = at.duration_since(UNIX_EPOCH).ok()?.as_secs() as i64;
+    let at = http_date(value)?;
     Some(Duration::from_secs(
         at.saturating_sub(server_now).max(0) as u64
     ))
