@@ -86,16 +86,6 @@ pub(crate) enum ExchangeError {
     Api(#[from] ApiError),
 }
 
-/// A keyless token: the job's identity token `oidc` (for `wanted.audience()`), exchanged as
-/// `wanted` says.
-pub(crate) async fn mint(
-    gh: &GitHub,
-    oidc: &Secret,
-    wanted: &Exchange,
-) -> Result<MintedToken, ExchangeError> {
-    exchange(gh, wanted, oidc, gh.clock().server_now()).await
-}
-
 /// The job's identity token for `audience`, from the identity service `request` names.
 pub(crate) async fn identity_token(
     gh: &GitHub,
@@ -131,18 +121,19 @@ pub(crate) async fn identity_token(
         .map_err(|why| ExchangeError::Identity(format!("the identity service's token {why}")))
 }
 
-/// Exchange the identity token `oidc` for an installation token, at `server_now` in GitHub's
-/// clock (the answer has no expiry: an installation token lives an hour).
-async fn exchange(
+/// A keyless token: the job's identity token `oidc` (for `wanted.audience()`), exchanged as
+/// `wanted` says. The answer has no expiry: an installation token lives an hour from when it
+/// was asked for, in GitHub's clock.
+pub(crate) async fn mint(
     gh: &GitHub,
-    exchange: &Exchange,
     oidc: &Secret,
-    server_now: i64,
+    wanted: &Exchange,
 ) -> Result<MintedToken, ExchangeError> {
+    let server_now = gh.clock().server_now();
     let answer = gh
         .send_to(
             Method::GET,
-            exchange.url(),
+            wanted.url(),
             Auth::Token(oidc),
             None,
             Idempotency::CreatesSomething,
@@ -154,9 +145,9 @@ async fn exchange(
             status, message, ..
         }) if (400..500).contains(&status) => {
             return Err(ExchangeError::Refused {
-                service: exchange.service.to_string(),
-                scope: exchange.scope.clone(),
-                policy: exchange.policy.clone(),
+                service: wanted.service.to_string(),
+                scope: wanted.scope.clone(),
+                policy: wanted.policy.clone(),
                 message: if message.is_empty() {
                     format!("{status}")
                 } else {
