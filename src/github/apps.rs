@@ -184,20 +184,22 @@ pub(crate) async fn find_installation(
         .await;
     match result {
         Ok(answer) => Ok(installation_of(target, answer)?),
-        Err(err) if matches!(err.status(), Some(301 | 302 | 307 | 308)) => Err(MintError::Moved {
-            target: target.describe(),
-            status: err.status().unwrap_or_default(),
-        }),
-        Err(err) if err.status() == Some(404) => match target {
-            Target::Enterprise(slug) => Err(MintError::NoEnterpriseInstallation {
-                enterprise: slug.clone(),
-            }),
-            _ => Err(MintError::NotInstalled {
+        Err(err) => match err.status() {
+            Some(status @ (301 | 302 | 307 | 308)) => Err(MintError::Moved {
                 target: target.describe(),
-                install_url: install_url(gh, app).await,
+                status,
             }),
+            Some(404) => match target {
+                Target::Enterprise(slug) => Err(MintError::NoEnterpriseInstallation {
+                    enterprise: slug.clone(),
+                }),
+                _ => Err(MintError::NotInstalled {
+                    target: target.describe(),
+                    install_url: install_url(gh, app).await,
+                }),
+            },
+            _ => Err(classify_auth(err)),
         },
-        Err(err) => Err(classify_auth(err)),
     }
 }
 
