@@ -41,16 +41,9 @@ pub(crate) fn git_server_of(api: &Url) -> Option<Url> {
         server.set_host(Some(sub)).ok()?;
         return Some(server);
     }
-    if api.path().trim_end_matches('/').ends_with("/api/v3") {
-        let prefix = api
-            .path()
-            .trim_end_matches('/')
-            .trim_end_matches("/api/v3")
-            .to_owned();
-        server.set_path(&prefix);
-        return Some(server);
-    }
-    None
+    let prefix = api.path().trim_end_matches('/').strip_suffix("/api/v3")?;
+    server.set_path(prefix);
+    Some(server)
 }
 
 #[cfg(test)]
