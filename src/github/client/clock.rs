@@ -8,11 +8,11 @@ use reqwest::header::HeaderMap;
 use crate::clock::unix_now;
 
 /// The offset of GitHub's clock from ours, in seconds (GitHub minus us).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Clock(AtomicI64);
 
 impl Clock {
-    pub(crate) fn new(offset: i64) -> Self {
+    pub(super) fn new(offset: i64) -> Self {
         Self(AtomicI64::new(offset))
     }
 

@@ -8,16 +8,16 @@ use crate::duration::parse_duration;
 
 /// Timeouts and bounds of HTTP calls.
 #[derive(Debug, Clone)]
-pub(crate) struct HttpOptions {
-    pub(crate) connect_timeout: Duration,
+pub(super) struct HttpOptions {
+    pub(super) connect_timeout: Duration,
     /// Longest wait for the next bytes of an answer.
-    pub(crate) read_timeout: Duration,
+    pub(super) read_timeout: Duration,
     /// Bound of one call, retries and waits included.
-    pub(crate) deadline: Duration,
+    pub(super) deadline: Duration,
     /// First backoff step; it doubles after each retry, with jitter.
-    pub(crate) retry_base: Duration,
+    pub(super) retry_base: Duration,
     /// Extra trusted CA certificates, PEM (GHES with a private CA).
-    pub(crate) extra_ca_pem: Option<String>,
+    pub(super) extra_ca_pem: Option<String>,
 }
 
 impl Default for HttpOptions {

@@ -85,11 +85,7 @@ pub(crate) struct GitHub {
 impl GitHub {
     /// A client for `base` (e.g. `https://api.github.com` or `https://HOST/api/v3`).
     /// Proxies come from `HTTPS_PROXY`, `HTTP_PROXY` and `NO_PROXY`, in either case.
-    pub(crate) fn new(
-        base: Url,
-        options: HttpOptions,
-        clock_offset: i64,
-    ) -> Result<Self, ApiError> {
+    fn new(base: Url, options: HttpOptions, clock_offset: i64) -> Result<Self, ApiError> {
         // Loading the platform's roots takes milliseconds; plain-http loopback needs none.
         let roots = if base.scheme() == "https" {
             tls::trusted_roots(options.extra_ca_pem.as_deref())?
