@@ -223,7 +223,7 @@ struct Account {
 /// enterprise's slug) and the owner that was asked for, case aside.
 fn installation_of(target: &Target, answer: LookupAnswer) -> Result<Installation, Unusable> {
     const LOOKUP: &str = "GitHub's answer to the installation lookup";
-    if !names::is_slug(&answer.app_slug) {
+    if !names::is_login(&answer.app_slug) {
         return Err(Unusable(format!(
             "{LOOKUP} has no valid App slug (`app_slug` is `{}`)",
             names::shown(&answer.app_slug)

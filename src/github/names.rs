@@ -5,18 +5,14 @@
 //! no name GitHub issues is refused.
 
 /// A user's or organization's login: letters, digits and hyphens, not starting with a hyphen; a
-/// managed user's adds `_` and its enterprise's short code.
+/// managed user's adds `_` and its enterprise's short code. An App's slug, and an enterprise's,
+/// follow the same rule.
 pub(crate) fn is_login(name: &str) -> bool {
     (1..=100).contains(&name.len())
         && !name.starts_with('-')
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
-}
-
-/// An App's slug, or an enterprise's: as a login.
-pub(crate) fn is_slug(name: &str) -> bool {
-    is_login(name)
 }
 
 /// A repository's name: letters, digits, `-`, `_` and `.`, at most 100, and not `.` or `..`.
