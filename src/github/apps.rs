@@ -255,9 +255,10 @@ fn installation_of(target: &Target, answer: LookupAnswer) -> Result<Installation
 
 /// Create an installation token, limited as `request` says.
 ///
-/// The token is read first and on its own: once GitHub has minted one, the caller must get it to
-/// record and later revoke, whatever else in the answer is odd. The other fields are read
-/// leniently; an unreadable `expires_at` is taken as the usual hour from GitHub's `now`.
+/// The token is read first and on its own: once GitHub has minted one, we must hold it to hand
+/// over or revoke, whatever else in the answer is odd. The other fields are read leniently; an
+/// unreadable `expires_at` is taken as the usual hour from GitHub's `now`. A token `accept`
+/// refuses (expired on arrival, or naming what is no repository) is revoked and the call fails.
 pub(crate) async fn create_token(
     gh: &GitHub,
     app: &App<'_>,
