@@ -98,7 +98,8 @@ pub(crate) async fn identity_token(
     }
     let mut url = request.url.clone();
     url.query_pairs_mut().append_pair("audience", audience);
-    // The request URL is private to the job: an error names the status, not the URL.
+    // The request URL is private to the job: an error says what failed, never the URL (only the
+    // debug log's retry lines show it).
     let (_, bytes) = gh
         .send_to(
             Method::GET,
@@ -112,7 +113,7 @@ pub(crate) async fn identity_token(
             Some(status) => {
                 ExchangeError::Identity(format!("the identity service answered {status}"))
             }
-            None => ExchangeError::Identity(err.to_string()),
+            None => ExchangeError::Identity(err.detail()),
         })?;
     let body: Body = serde_json::from_slice(&bytes).map_err(|_| {
         ExchangeError::Identity("the identity service's answer holds no token".into())

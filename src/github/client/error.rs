@@ -53,14 +53,22 @@ fn message_suffix(message: &str) -> String {
 }
 
 impl ApiError {
-    /// What went wrong, without the request line.
-    pub(super) fn detail(&self) -> String {
+    /// What went wrong, without the request line: for a URL that must not be shown.
+    pub(crate) fn detail(&self) -> String {
         match self {
             ApiError::Status {
                 status, message, ..
             } => format!("{status}{}", message_suffix(message)),
             ApiError::Network { detail, .. } => detail.clone(),
-            other => other.to_string(),
+            ApiError::Deadline { allowed, last, .. } => format!(
+                "no usable answer within the {}s allowed; last error: {last}",
+                allowed.as_secs()
+            ),
+            ApiError::Untrusted { detail, .. } => {
+                format!("cannot trust the server's TLS certificate ({detail})")
+            }
+            ApiError::Decode { detail, .. } => format!("a body we cannot read: {detail}"),
+            ApiError::Setup(text) => text.clone(),
         }
     }
 
@@ -151,6 +159,42 @@ pub(super) fn chain(err: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_detail_never_names_the_url() {
+        let url = || "https://private.example/idtoken?api-version=2.0".to_owned();
+        let errors = [
+            ApiError::Status {
+                method: Method::GET,
+                url: url(),
+                status: 500,
+                message: "busy".into(),
+            },
+            ApiError::Network {
+                method: Method::GET,
+                url: url(),
+                detail: "connection refused".into(),
+            },
+            ApiError::Deadline {
+                method: Method::GET,
+                url: url(),
+                allowed: Duration::from_secs(3),
+                last: "500: busy".into(),
+            },
+            ApiError::Untrusted {
+                url: url(),
+                detail: "unknown issuer".into(),
+            },
+            ApiError::Decode {
+                method: Method::GET,
+                url: url(),
+                detail: "is cut short".into(),
+            },
+        ];
+        for err in errors {
+            assert!(!err.detail().contains("private.example"), "{err}");
+        }
+    }
 
     #[test]
     fn error_chain_is_one_line() {
