@@ -196,9 +196,33 @@ mod tests {
         }
     }
 
+    #[derive(Debug, thiserror::Error)]
+    #[error("{text}")]
+    struct Layer {
+        text: &'static str,
+        source: Option<Box<Layer>>,
+    }
+
+    fn layers(texts: &[&'static str]) -> Option<Box<Layer>> {
+        let (text, rest) = texts.split_first()?;
+        Some(Box::new(Layer {
+            text,
+            source: layers(rest),
+        }))
+    }
+
     #[test]
-    fn error_chain_is_one_line() {
-        let err = std::io::Error::other("outer");
-        assert_eq!(chain(&err), "outer");
+    fn error_chain_is_one_line_and_says_each_cause_once() {
+        // The middle cause's text is in the outer message already, as hyper's often is.
+        let err = layers(&[
+            "error sending request: connection refused",
+            "connection refused",
+            "os error 111",
+        ])
+        .unwrap();
+        assert_eq!(
+            chain(&*err),
+            "error sending request: connection refused: os error 111"
+        );
     }
 }
