@@ -50,8 +50,8 @@ enum Tool {
     Setup(Box<setup::Args>),
     /// Revoke every token `setup` minted, and remove its state and git configuration.
     Revoke {
-        /// The one store to end (default: every store of this job, `TOKEN_KEEPER_STATE`'s
-        /// among them).
+        /// The one store to end (default: every store `setup` made for this job,
+        /// `TOKEN_KEEPER_STATE`'s among them).
         #[arg(long)]
         state: Option<PathBuf>,
     },

@@ -1,5 +1,6 @@
 //! The same binary in any CI: `setup` in a job's shell, git and the tools after the first token
-//! expired, `revoke` from the same shell or another; no `GITHUB_*` or `RUNNER_*` anywhere.
+//! expired, `revoke` from the same shell or another; no `GITHUB_*` or `RUNNER_*` but in the one
+//! test of an Actions job's own shell.
 
 use std::fs;
 use std::process::Output;
@@ -8,7 +9,7 @@ use std::time::Duration;
 use crate::support::ci::CiJob;
 use crate::support::fake_github::{APP_ID, APP_KEY};
 use crate::support::logs::text;
-use crate::support::runner::is_root;
+use crate::support::runner::{View, is_root};
 use crate::support::scene::{KeylessScene, Scene};
 
 /// `token-keeper setup` for the App on `scene`'s fake, with `extra` flags.
@@ -116,6 +117,43 @@ async fn a_separate_shell_revokes_with_the_state_alone_or_with_nothing_but_the_c
         "{}",
         text(&nothing)
     );
+}
+
+#[tokio::test]
+async fn revoke_in_an_actions_job_ends_only_the_stores_setup_made() {
+    let scene = Scene::start(Duration::from_secs(3600)).await;
+    let main = scene.job.main(&scene.inputs(&[]), View::Host);
+    main.assert_ok();
+    let temp = scene.job.temp.display().to_string();
+    let job = CiJob::new(&[("RUNNER_TEMP", &temp)]);
+    let setup = setup(&scene, &job, "--owner Other-Org >/dev/null");
+    assert_ok("setup", &job.shell(&setup, &[]));
+    assert_eq!(scene.github.world().live_tokens().len(), 2);
+
+    // The action's store sits beside setup's, in `$RUNNER_TEMP/token-keeper`: it is left alone.
+    assert_ok("revoke", &job.shell("token-keeper revoke", &[]));
+    let live: Vec<String> = (scene.github.world().live_tokens().iter())
+        .map(|t| t.token.clone())
+        .collect();
+    assert_eq!(
+        live,
+        [main.outputs["token"].clone()],
+        "only setup's revoked"
+    );
+    let root = scene.job.temp.join("token-keeper");
+    let mut left: Vec<String> = fs::read_dir(&root)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["bin", "step-__org_token-keeper"]);
+
+    scene
+        .job
+        .post(&scene.inputs(&[]), &main.state, View::Host)
+        .assert_ok();
+    assert!(scene.github.world().live_tokens().is_empty());
 }
 
 #[tokio::test]

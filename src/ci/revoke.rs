@@ -2,8 +2,9 @@
 //! the git configuration setup wrote is taken out, and the store goes.
 //!
 //! The store is the one `--state` names, or else every store of this job: the one
-//! `TOKEN_KEEPER_STATE` names and those in the CI's temporary folder, where setup puts them, so
-//! that a shell that has nothing but the CI's own variables (GitLab's `after_script`) finds them.
+//! `TOKEN_KEEPER_STATE` names and those setup made in the CI's temporary folder, so that a shell
+//! that has nothing but the CI's own variables (GitLab's `after_script`) finds them. Only setup's:
+//! in an Actions job that folder holds the action's stores too, which its post step ends.
 //! Run twice, or where setup never ran, it says so and succeeds.
 
 use std::path::{Path, PathBuf};
@@ -13,7 +14,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use url::Url;
 
-use super::gitconfig;
+use super::{gitconfig, setup};
 use crate::clock::unix_now;
 use crate::github::apps::Revoked;
 use crate::github::client::{self, Knobs};
@@ -75,6 +76,12 @@ fn this_jobs_stores() -> Vec<PathBuf> {
     };
     let mut stores: Vec<PathBuf> = entries
         .flatten()
+        .filter(|entry| {
+            entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(setup::STORE_PREFIX)
+        })
         .map(|entry| entry.path())
         .filter(|path| path.join("ledger").exists() || path.join("state.json").exists())
         .collect();

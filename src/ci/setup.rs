@@ -30,6 +30,9 @@ use crate::private::{Owner, create_private_dir};
 
 /// Setup may wait as long as the main step: nothing is blocked on it yet.
 const SETUP_DEADLINE: Duration = Duration::from_secs(60);
+/// How the names of setup's stores start: in an Actions job, the action's own stores share
+/// their folder.
+pub(super) const STORE_PREFIX: &str = "setup-";
 
 /// Where the scoped git configuration goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -334,7 +337,7 @@ fn new_store(explicit: Option<&Path>) -> Result<StateDir> {
     let root = locate::ci_root(|name| std::env::var(name).ok());
     create_private_dir(&root, owner)?;
     let dir = tempfile::Builder::new()
-        .prefix("setup-")
+        .prefix(STORE_PREFIX)
         .tempdir_in(&root)
         .with_context(|| format!("cannot create a folder in `{}`", root.display()))?
         .keep();
