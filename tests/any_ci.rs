@@ -157,6 +157,36 @@ async fn revoke_in_an_actions_job_ends_only_the_stores_setup_made() {
 }
 
 #[tokio::test]
+async fn a_store_that_cannot_be_ended_keeps_no_other_stores_token_alive() {
+    let scene = Scene::start(Duration::from_secs(3600)).await;
+    let job = CiJob::new(&[("CI_JOB_ID", "31")]);
+    for owner in ["Octo-Org", "Other-Org"] {
+        let setup = setup(&scene, &job, &format!("--owner {owner} >/dev/null"));
+        assert_ok("setup", &job.shell(&setup, &[]));
+    }
+    let root = fs::read_dir(&job.tmp).unwrap().flatten().next().unwrap();
+    let mut stores: Vec<_> = fs::read_dir(root.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    stores.sort();
+    // The first store revoke comes to holds a state it cannot read.
+    fs::write(stores[0].join("state.json"), "{").unwrap();
+
+    let out = job.shell("token-keeper revoke", &[]);
+    assert!(!out.status.success(), "{}", text(&out));
+    let said = text(&out);
+    assert!(said.contains(&*stores[0].to_string_lossy()), "{said}");
+    assert_eq!(
+        scene.github.world().live_tokens().len(),
+        1,
+        "the other store's token revoked: {said}"
+    );
+    assert!(!stores[1].exists(), "the other store gone: {said}");
+}
+
+#[tokio::test]
 async fn with_the_global_git_config_steps_that_share_nothing_push_after_expiry() {
     let scene = Scene::start(Duration::from_secs(3)).await;
     let job = CiJob::new(&[("BUILD_TAG", "jenkins-app-12")]);

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use url::Url;
 
 use super::{gitconfig, setup};
@@ -43,11 +43,27 @@ pub(crate) fn run(explicit: Option<&Path>) -> Result<ExitCode> {
             stores
         }
     };
-    let mut ended = 0;
+    let (mut ended, mut failed) = (0, Vec::new());
+    // A store that fails must not keep the next one's tokens alive.
     for store in &stores {
-        if end(store)? {
-            ended += 1;
+        match end(store) {
+            Ok(true) => ended += 1,
+            Ok(false) => {}
+            Err(err) => {
+                let store = store.display().to_string();
+                messages::warn(
+                    std::io::stderr(),
+                    &format!("cannot end the store `{store}`: {err:#}"),
+                );
+                failed.push(store);
+            }
         }
+    }
+    if !failed.is_empty() {
+        bail!(
+            "could not end {}: see why above",
+            messages::quoted_list(&failed)
+        );
     }
     if ended == 0 {
         let looked: Vec<String> = match explicit {
