@@ -187,6 +187,29 @@ async fn a_store_that_cannot_be_ended_keeps_no_other_stores_token_alive() {
 }
 
 #[tokio::test]
+async fn revoke_revokes_even_when_git_cannot_take_its_config_out() {
+    let scene = Scene::start(Duration::from_secs(3600)).await;
+    let job = CiJob::new(&[("CI_JOB_ID", "32")]);
+    let setup = setup(
+        &scene,
+        &job,
+        "--owner Octo-Org --git-config global >/dev/null",
+    );
+    assert_ok("setup", &job.shell(&setup, &[]));
+
+    // Where HOME is not, git cannot write the global config.
+    let out = job.shell("token-keeper revoke", &[("HOME", "/nonexistent/home")]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("include.path"), "{}", text(&out));
+    assert!(
+        scene.github.world().live_tokens().is_empty(),
+        "revoked all the same: {}",
+        text(&out)
+    );
+    assert_nothing_left(&job);
+}
+
+#[tokio::test]
 async fn with_the_global_git_config_steps_that_share_nothing_push_after_expiry() {
     let scene = Scene::start(Duration::from_secs(3)).await;
     let job = CiJob::new(&[("BUILD_TAG", "jenkins-app-12")]);

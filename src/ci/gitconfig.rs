@@ -26,13 +26,24 @@ pub(crate) fn install(store: &Path, entries: &[(String, String)]) -> Result<()> 
         .context("cannot add token-keeper's entries to the global git config")
 }
 
+/// Whether setup wrote the store's file, and so named it in the global config.
+pub(crate) fn installed(store: &Path) -> bool {
+    file(store).exists()
+}
+
 /// Take the store's file out of the global config, where setup put it; nothing when it did not.
 pub(crate) fn remove(store: &Path) -> Result<()> {
-    let file = file(store);
-    if !file.exists() {
+    if !installed(store) {
         return Ok(());
     }
-    let path = file.to_string_lossy().into_owned();
+    unset(store)?;
+    let file = file(store);
+    std::fs::remove_file(&file).with_context(|| format!("cannot remove `{}`", file.display()))
+}
+
+/// Take the global config's entry that names the store's file out, the file gone or not.
+pub(crate) fn unset(store: &Path) -> Result<()> {
+    let path = file(store).to_string_lossy().into_owned();
     let status = Command::new("git")
         .args([
             "config",
@@ -48,7 +59,7 @@ pub(crate) fn remove(store: &Path) -> Result<()> {
     if !status.success() && status.code() != Some(5) {
         bail!("`git config --global --unset-all include.path {path}` failed ({status})");
     }
-    std::fs::remove_file(&file).with_context(|| format!("cannot remove `{path}`"))
+    Ok(())
 }
 
 fn git(args: &[&str]) -> Result<()> {

@@ -110,12 +110,12 @@ fn end(path: &Path) -> Result<bool> {
     let Ok(dir) = StateDir::open(path) else {
         return Ok(false);
     };
-    // Read before the store goes: where its tokens are revoked.
+    // Read before the store goes: where its tokens are revoked, and whether git names it.
     let state = dir.state()?;
-    gitconfig::remove(path)?;
+    let configured = gitconfig::installed(path);
     let root = path.parent().map(Path::to_owned);
     let mut failed = None;
-    Keeper::retire(dir, LOCK_WAIT, |ledger| {
+    let retired = Keeper::retire(dir, LOCK_WAIT, |ledger| {
         let live: Vec<LedgerEntry> = ledger
             .into_iter()
             .filter(|e| e.is_live(unix_now()))
@@ -163,11 +163,19 @@ fn end(path: &Path) -> Result<bool> {
             };
             messages::say(std::io::stderr(), &said);
         }
-    })?;
+    });
     if let Some(root) = root.filter(|root| *root == ci_root()) {
         // Only when empty: the job's other stores may live there.
         let _ = std::fs::remove_dir(root);
     }
+    // After the revocation, so that a git that fails cannot keep the tokens live.
+    let unset = if configured {
+        gitconfig::unset(path)
+    } else {
+        Ok(())
+    };
+    retired?;
+    unset?;
     match failed {
         Some(err) => Err(err),
         None => Ok(true),
