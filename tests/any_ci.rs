@@ -439,3 +439,28 @@ async fn bad_setups_are_one_line_that_shows_no_key_and_leave_nothing() {
     assert_eq!(said.trim().lines().count(), 1, "{said}");
     assert!(said.contains("format 1"), "{said}");
 }
+
+#[tokio::test]
+async fn a_permission_without_a_level_is_refused_not_dropped() {
+    let scene = Scene::start(Duration::from_secs(3600)).await;
+    let job = CiJob::new(&[("CI_JOB_ID", "2")]);
+    for flag in [
+        "--permission contents",
+        "--permission contents=",
+        "--permission 'contents= '",
+    ] {
+        let out = job.shell(
+            &setup(&scene, &job, &format!("--owner Octo-Org {flag}")),
+            &[],
+        );
+        assert!(!out.status.success(), "{flag}: {}", text(&out));
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(said.trim().lines().count(), 1, "one line: {said}");
+        assert!(
+            said.contains("`--permission`") && said.contains("`--permission NAME=LEVEL`"),
+            "{said}"
+        );
+    }
+    assert_eq!(scene.github.mints(), 0);
+    assert_nothing_left(&job);
+}

@@ -119,7 +119,7 @@ pub(crate) struct Args {
 impl Args {
     /// The flags as the action's inputs, for `inputs::parse`, with what the process's own
     /// environment says of the job (the current repository in an Actions job).
-    fn inputs(&self, key: Option<String>, ca: Option<String>) -> Env {
+    fn inputs(&self, key: Option<String>, ca: Option<String>) -> Result<Env> {
         let mut env: Env = ["GITHUB_REPOSITORY", "GITHUB_REPOSITORY_OWNER"]
             .into_iter()
             .filter_map(|name| Some((name.to_owned(), std::env::var(name).ok()?)))
@@ -142,10 +142,18 @@ impl Args {
         set("sts-scope", self.sts_scope.clone());
         set("sts-domain", self.sts_domain.clone());
         for permission in &self.permissions {
-            let (name, level) = permission.split_once('=').unwrap_or((permission, ""));
+            // An empty input is an unset one: without a level, the permission would be dropped.
+            let Some((name, level)) = permission
+                .split_once('=')
+                .filter(|(_, level)| !level.trim().is_empty())
+            else {
+                bail!(
+                    "`--permission`: `{permission}` gives no level: write it `--permission NAME=LEVEL`, such as `--permission contents=write`"
+                );
+            };
             set(&format!("permission-{name}"), Some(level.to_owned()));
         }
-        env
+        Ok(env)
     }
 
     /// Where a keyless mint gets the job's identity.
@@ -321,7 +329,7 @@ fn config(args: &Args) -> Result<Config> {
             })?),
             None => None,
         };
-    let mut config = inputs::parse(&args.inputs(key, ca)).map_err(flag_error)?;
+    let mut config = inputs::parse(&args.inputs(key, ca)?).map_err(flag_error)?;
     if let TokenSource::Exchange { identity, .. } = &mut config.source {
         *identity = args.identity();
     }
