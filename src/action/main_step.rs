@@ -257,16 +257,12 @@ fn install_shim(plan: &Plan, server: &Url, account: &str, minted: &MintedToken) 
 /// `GIT_CONFIG_*` entries for later steps, scoped to what the token covers.
 fn configure_git(plan: &Plan, server: &Url, account: &str, minted: &MintedToken) -> Result<()> {
     let (config, layout) = (&plan.config, &plan.layout);
-    // The names asked for, as the workflow wrote them and as GitHub spells them: no name the
-    // answer adds widens the scope.
-    let mut repositories = config.request.repositories.clone();
-    for repo in &minted.repositories {
-        let asked = repositories.iter().any(|r| r.eq_ignore_ascii_case(repo));
-        if asked && !repositories.contains(repo) {
-            repositories.push(repo.clone());
-        }
-    }
-    let scopes = shim::scopes(server, account, &repositories);
+    let scopes = shim::scopes(
+        server,
+        account,
+        &config.request.repositories,
+        &minted.repositories,
+    );
     let entries = shim::git_config_env(
         shim::existing_count(plan.env),
         &scopes,

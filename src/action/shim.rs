@@ -22,9 +22,24 @@ use crate::private::{create_private_dir, write_atomic};
 /// cargo's switch from its own git library to git's command line, which reads our shim.
 pub(crate) const CARGO_GIT_CLI: &str = "CARGO_NET_GIT_FETCH_WITH_CLI";
 
-/// The URL prefixes the token covers: the owner, or each repository with and without `.git`,
-/// each with the login as GitHub spells it and in lower case (git matches case-sensitively).
-pub(crate) fn scopes(server: &Url, account: &str, repositories: &[String]) -> Vec<String> {
+/// The URL prefixes the token covers: the owner, or each repository `asked` for with and without
+/// `.git`, each with the login as GitHub spells it and in lower case (git matches
+/// case-sensitively). `minted` names the repositories GitHub's answer lists.
+pub(crate) fn scopes(
+    server: &Url,
+    account: &str,
+    asked: &[String],
+    minted: &[String],
+) -> Vec<String> {
+    // The names asked for, as the workflow wrote them and as GitHub spells them: no name the
+    // answer adds widens the scope.
+    let mut repositories = asked.to_vec();
+    for repo in minted {
+        let asked = repositories.iter().any(|r| r.eq_ignore_ascii_case(repo));
+        if asked && !repositories.contains(repo) {
+            repositories.push(repo.clone());
+        }
+    }
     let base = server.as_str().trim_end_matches('/');
     let mut logins = vec![account.to_owned()];
     if account.to_lowercase() != account {
@@ -35,7 +50,7 @@ pub(crate) fn scopes(server: &Url, account: &str, repositories: &[String]) -> Ve
         if repositories.is_empty() {
             scopes.push(format!("{base}/{login}"));
         }
-        for repo in repositories {
+        for repo in &repositories {
             scopes.push(format!("{base}/{login}/{repo}"));
             scopes.push(format!("{base}/{login}/{repo}.git"));
         }
@@ -133,17 +148,38 @@ mod tests {
     #[test]
     fn owner_wide_tokens_scope_the_owner_in_both_cases() {
         assert_eq!(
-            scopes(&github(), "Octo-Org", &[]),
+            scopes(&github(), "Octo-Org", &[], &[]),
             ["https://github.com/Octo-Org", "https://github.com/octo-org"]
         );
-        assert_eq!(scopes(&github(), "octo", &[]), ["https://github.com/octo"]);
+        assert_eq!(
+            scopes(&github(), "octo", &[], &[]),
+            ["https://github.com/octo"]
+        );
     }
 
     #[test]
     fn repository_tokens_scope_each_repository_with_and_without_git() {
         assert_eq!(
-            scopes(&github(), "octo", &["app".into()]),
+            scopes(&github(), "octo", &["app".into()], &["app".into()]),
             [
+                "https://github.com/octo/app",
+                "https://github.com/octo/app.git"
+            ]
+        );
+    }
+
+    #[test]
+    fn githubs_spelling_of_an_asked_repository_is_scoped_too_and_nothing_else() {
+        assert_eq!(
+            scopes(
+                &github(),
+                "octo",
+                &["App".into()],
+                &["app".into(), "lib".into()]
+            ),
+            [
+                "https://github.com/octo/App",
+                "https://github.com/octo/App.git",
                 "https://github.com/octo/app",
                 "https://github.com/octo/app.git"
             ]

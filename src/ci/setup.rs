@@ -381,7 +381,12 @@ fn keep(
     );
     let binary =
         running_binary().context("cannot find the running binary, which git's helper runs")?;
-    let scopes = shim::scopes(git_server, &account, &config.request.repositories);
+    let scopes = shim::scopes(
+        git_server,
+        &account,
+        &config.request.repositories,
+        &token.repositories,
+    );
     let helper = shim::helper_command_at(&binary, dir.path());
     let state = dir.path().to_string_lossy().into_owned();
     let mut variables = vec![("TOKEN_KEEPER_STATE".to_owned(), state)];
