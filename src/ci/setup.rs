@@ -18,7 +18,7 @@ use super::gitconfig;
 use super::shell::{self, Facts, Format};
 use crate::action::env::{self, Env};
 use crate::action::inputs::{self, Config, InputError};
-use crate::action::shim;
+use crate::action::{permissions, shim};
 use crate::clock::{rfc3339, unix_now};
 use crate::github::client::{self, Knobs};
 use crate::keeper::locate;
@@ -151,7 +151,7 @@ impl Args {
                     "`--permission`: `{permission}` gives no level: write it `--permission NAME=LEVEL`, such as `--permission contents=write`"
                 );
             };
-            set(&format!("permission-{name}"), Some(level.to_owned()));
+            set(&permissions::input_name(name), Some(level.to_owned()));
         }
         Ok(env)
     }
@@ -173,7 +173,7 @@ fn flag_of(input: &str) -> String {
     match input {
         "github-api-url" => "--api-url".into(),
         "private-key" => "--private-key-file`/`--private-key-env".into(),
-        permission if permission.starts_with("permission-") => "--permission".into(),
+        permission if permission.starts_with(permissions::INPUT_PREFIX) => "--permission".into(),
         other => format!("--{other}"),
     }
 }
@@ -186,10 +186,14 @@ pub(crate) fn run(args: &Args) -> Result<ExitCode> {
     let config = config(args)?;
     // Outside Actions nobody reads a warning before the token is used: refuse instead.
     if let Some(doubt) = config.doubts.first() {
-        bail!(
-            "`--permission`: {}: check its spelling (GitHub's API names, such as `pull_requests`), or leave it out",
+        let message = format!(
+            "{}: check its spelling (GitHub's API names, such as `pull_requests`), or leave it out",
             doubt.message
         );
+        return Err(flag_error(InputError {
+            input: doubt.input.clone(),
+            message,
+        }));
     }
     let Some(git_server) = config.git_server.clone() else {
         bail!(
@@ -392,10 +396,7 @@ fn keep(
     let mut variables = vec![("TOKEN_KEEPER_STATE".to_owned(), state)];
     match args.git_config {
         GitConfig::Env => {
-            let existing = std::env::var("GIT_CONFIG_COUNT")
-                .ok()
-                .and_then(|c| c.trim().parse().ok())
-                .unwrap_or(0);
+            let existing = shim::existing_count(&env::process_env());
             variables.extend(shim::git_config_env(existing, &scopes, &helper, true));
         }
         GitConfig::Global => {
