@@ -14,12 +14,12 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use url::Url;
 
-use super::{gitconfig, setup};
+use super::{ci_root, gitconfig, remove_if_empty, setup};
 use crate::clock::unix_now;
 use crate::github::apps::Revoked;
 use crate::github::client::{self, Knobs};
 use crate::keeper::state::{LedgerEntry, StateDir};
-use crate::keeper::{self, Keeper, Unrevoked, locate};
+use crate::keeper::{self, Keeper, Unrevoked};
 use crate::messages;
 
 /// All revocations of a store end within this.
@@ -81,10 +81,6 @@ pub(crate) fn run(explicit: Option<&Path>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn ci_root() -> PathBuf {
-    locate::ci_root(|name| std::env::var(name).ok())
-}
-
 /// The stores setup made for this job.
 fn this_jobs_stores() -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(ci_root()) else {
@@ -113,7 +109,6 @@ fn end(path: &Path) -> Result<bool> {
     // Read before the store goes: where its tokens are revoked, and whether git names it.
     let state = dir.state()?;
     let configured = gitconfig::installed(path);
-    let root = path.parent().map(Path::to_owned);
     let mut failed = None;
     let retired = Keeper::retire(dir, LOCK_WAIT, |ledger| {
         let live: Vec<LedgerEntry> = ledger
@@ -164,10 +159,7 @@ fn end(path: &Path) -> Result<bool> {
             messages::say(std::io::stderr(), &said);
         }
     });
-    if let Some(root) = root.filter(|root| *root == ci_root()) {
-        // Only when empty: the job's other stores may live there.
-        let _ = std::fs::remove_dir(root);
-    }
+    remove_if_empty(path.parent());
     // After the revocation, so that a git that fails cannot keep the tokens live.
     let unset = if configured {
         gitconfig::unset(path)

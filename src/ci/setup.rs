@@ -14,14 +14,13 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use url::Url;
 
-use super::gitconfig;
 use super::shell::{self, Facts, Format};
+use super::{ci_root, gitconfig, remove_if_empty};
 use crate::action::env::{self, Env};
 use crate::action::inputs::{self, Config, InputError};
 use crate::action::{permissions, shim};
 use crate::clock::{rfc3339, unix_now};
 use crate::github::client::{self, Knobs};
-use crate::keeper::locate;
 use crate::keeper::source::{IdentityFrom, Means, TokenSource};
 use crate::keeper::state::{CachedToken, StateDir};
 use crate::keeper::{self, Caller, Keeper, Unminted};
@@ -286,13 +285,6 @@ fn discard(dir: StateDir) {
     remove_if_empty(dir.path().parent());
 }
 
-/// The job's folder of stores goes when the last store has.
-fn remove_if_empty(root: Option<&Path>) {
-    if let Some(root) = root.filter(|r| *r == locate::ci_root(|name| std::env::var(name).ok())) {
-        let _ = std::fs::remove_dir(root);
-    }
-}
-
 /// The flags read and checked as the action's inputs, the key from its file or variable.
 fn config(args: &Args) -> Result<Config> {
     let keyless = args.sts_identity.is_some();
@@ -346,7 +338,7 @@ fn new_store(explicit: Option<&Path>) -> Result<StateDir> {
     if let Some(dir) = explicit {
         return Ok(StateDir::create_at(dir, owner)?);
     }
-    let root = locate::ci_root(|name| std::env::var(name).ok());
+    let root = ci_root();
     create_private_dir(&root, owner)?;
     let dir = tempfile::Builder::new()
         .prefix(STORE_PREFIX)
