@@ -18,7 +18,7 @@ use super::{ci_root, gitconfig, remove_if_empty, setup};
 use crate::clock::unix_now;
 use crate::github::apps::Revoked;
 use crate::github::client::{self, Knobs};
-use crate::keeper::state::{LedgerEntry, StateDir};
+use crate::keeper::state::{self, LedgerEntry, StateDir};
 use crate::keeper::{self, Keeper, Unrevoked};
 use crate::messages;
 
@@ -66,15 +66,12 @@ pub(crate) fn run(explicit: Option<&Path>) -> Result<ExitCode> {
         );
     }
     if ended == 0 {
-        let looked: Vec<String> = match explicit {
-            Some(dir) => vec![dir.display().to_string()],
-            None => vec![ci_root().display().to_string()],
-        };
+        let looked = explicit.map_or_else(ci_root, Path::to_owned);
         messages::say(
             std::io::stderr(),
             &format!(
-                "nothing to revoke: no token-keeper state in {}",
-                messages::quoted_list(&looked)
+                "nothing to revoke: no token-keeper state in `{}`",
+                looked.display()
             ),
         );
     }
@@ -95,7 +92,7 @@ fn this_jobs_stores() -> Vec<PathBuf> {
                 .starts_with(setup::STORE_PREFIX)
         })
         .map(|entry| entry.path())
-        .filter(|path| path.join("ledger").exists() || path.join("state.json").exists())
+        .filter(|path| path.join(state::LEDGER).exists() || path.join(state::STATE).exists())
         .collect();
     stores.sort();
     stores

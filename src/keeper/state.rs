@@ -17,7 +17,8 @@ use crate::messages::json_error;
 use crate::private::{FileError, Owner, at, create_private_dir, open_private, write_atomic};
 use crate::secret::Secret;
 
-const LEDGER: &str = "ledger";
+/// Every token the store minted, a line each, so that each is revoked.
+pub(crate) const LEDGER: &str = "ledger";
 /// The cached token and what re-minting needs, replaced whole on every change.
 pub(crate) const STATE: &str = "state.json";
 /// The App's private key, for re-mints.
