@@ -66,13 +66,9 @@ pub(crate) struct Args {
     /// A permission to ask for, `contents=write`; again for each.
     #[arg(long = "permission", value_name = "NAME=LEVEL")]
     permissions: Vec<String>,
-    /// The REST API (`https://HOST/api/v3` on GHES).
-    #[arg(
-        long,
-        env = "TOKEN_KEEPER_API_URL",
-        default_value = "https://api.github.com"
-    )]
-    api_url: String,
+    /// The REST API (default `https://api.github.com`; `https://HOST/api/v3` on GHES).
+    #[arg(long, env = "TOKEN_KEEPER_API_URL")]
+    api_url: Option<String>,
     /// The git server the token is for (default: derived from the API URL).
     #[arg(long, env = "TOKEN_KEEPER_GIT_SERVER_URL", value_name = "URL")]
     git_server_url: Option<String>,
@@ -133,7 +129,8 @@ impl Args {
         set("private-key", key);
         set("owner", self.owner.clone());
         set("repositories", self.repositories.clone());
-        set("github-api-url", Some(self.api_url.clone()));
+        // Unset, the inputs' own default applies.
+        set("github-api-url", self.api_url.clone());
         set("git-server-url", self.git_server_url.clone());
         set("refresh-after", self.refresh_after.clone());
         set("ca-certificates", ca);
