@@ -15,11 +15,10 @@ use super::layout::{self, Layout, Place};
 use super::workflow;
 use crate::clock::unix_now;
 use crate::github::GitHub;
-use crate::github::apps::Revoked;
 use crate::github::client::{self, Knobs, Runtime};
 use crate::keeper::locate::BIN;
 use crate::keeper::state::{LedgerEntry, StateDir};
-use crate::keeper::{self, Keeper, Unrevoked};
+use crate::keeper::{self, Keeper};
 use crate::messages;
 
 /// The whole step ends within about this: the job is waiting. Every revocation runs at once.
@@ -89,22 +88,7 @@ fn revoke_all(env: &Env, live: &[LedgerEntry], deadline: Duration) {
             return;
         }
     };
-    for (entry, outcome) in live.iter().zip(keeper::revoke_all(gh, &runtime, live)) {
-        let shown = entry.token.fingerprint();
-        match outcome {
-            Ok(Revoked::Now) => say(&format!("revoked {shown}")),
-            Ok(Revoked::AlreadyGone) => warn(&format!(
-                "{shown} was not revoked: GitHub answered 401, so it was revoked already or has expired"
-            )),
-            Err(Unrevoked::Refused(err)) => match inputs::fix_for(&err) {
-                Some(fix) => warn(&format!("could not revoke {shown}: {err}: {fix}")),
-                None => warn(&format!("could not revoke {shown}: {err}")),
-            },
-            Err(Unrevoked::Stopped) => {
-                warn(&format!("could not revoke {shown}: the revocation stopped"))
-            }
-        }
-    }
+    keeper::revoke_and_tell(gh, &runtime, live, inputs::fix_for, say, warn);
 }
 
 fn client(env: &Env, deadline: Duration) -> Result<(GitHub, Runtime)> {

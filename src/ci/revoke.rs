@@ -16,10 +16,9 @@ use url::Url;
 
 use super::{ci_root, gitconfig, remove_if_empty, setup};
 use crate::clock::unix_now;
-use crate::github::apps::Revoked;
 use crate::github::client::{self, Knobs};
 use crate::keeper::state::{self, LedgerEntry, StateDir};
-use crate::keeper::{self, Keeper, Unrevoked};
+use crate::keeper::{self, Keeper};
 use crate::messages;
 
 /// All revocations of a store end within this.
@@ -141,20 +140,14 @@ fn end(path: &Path) -> Result<bool> {
                 return;
             }
         };
-        for (entry, outcome) in live.iter().zip(keeper::revoke_all(gh, &runtime, &live)) {
-            let shown = entry.token.fingerprint();
-            let said = match outcome {
-                Ok(Revoked::Now) => format!("revoked {shown}"),
-                Ok(Revoked::AlreadyGone) => format!(
-                    "warning: {shown} was not revoked: GitHub answered 401, so it was revoked already or has expired"
-                ),
-                Err(Unrevoked::Refused(err)) => format!("warning: could not revoke {shown}: {err}"),
-                Err(Unrevoked::Stopped) => {
-                    format!("warning: could not revoke {shown}: the revocation stopped")
-                }
-            };
-            messages::say(std::io::stderr(), &said);
-        }
+        keeper::revoke_and_tell(
+            gh,
+            &runtime,
+            &live,
+            |_| None,
+            |text| messages::say(std::io::stderr(), text),
+            |text| messages::warn(std::io::stderr(), text),
+        );
     });
     remove_if_empty(path.parent());
     // After the revocation, so that a git that fails cannot keep the tokens live.

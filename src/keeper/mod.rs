@@ -386,6 +386,34 @@ pub(crate) fn revoke_all(
     })
 }
 
+/// Revoke every one of `live` as `revoke_all` does, and tell how each went: `say` a token
+/// revoked, `warn` of one that was not, with what `fix` says can be done about a refusal.
+pub(crate) fn revoke_and_tell(
+    gh: GitHub,
+    runtime: &Runtime,
+    live: &[LedgerEntry],
+    fix: fn(&ApiError) -> Option<&'static str>,
+    say: impl Fn(&str),
+    warn: impl Fn(&str),
+) {
+    for (entry, outcome) in live.iter().zip(revoke_all(gh, runtime, live)) {
+        let shown = entry.token.fingerprint();
+        match outcome {
+            Ok(Revoked::Now) => say(&format!("revoked {shown}")),
+            Ok(Revoked::AlreadyGone) => warn(&format!(
+                "{shown} was not revoked: GitHub answered 401, so it was revoked already or has expired"
+            )),
+            Err(Unrevoked::Refused(err)) => match fix(&err) {
+                Some(fix) => warn(&format!("could not revoke {shown}: {err}: {fix}")),
+                None => warn(&format!("could not revoke {shown}: {err}")),
+            },
+            Err(Unrevoked::Stopped) => {
+                warn(&format!("could not revoke {shown}: the revocation stopped"))
+            }
+        }
+    }
+}
+
 /// For tests of long jobs, which cannot wait an hour: the store at `path` as if the job had run
 /// `secs` longer (its cached token, a failed re-mint and the last erase that long ago), and
 /// with `expired` its token past its expiry too. It goes through the store's own lock and
