@@ -11,12 +11,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
-use url::Url;
+use anyhow::{Result, bail};
 
 use super::{ci_root, gitconfig, remove_if_empty, setup};
 use crate::clock::unix_now;
-use crate::github::client::{self, Knobs};
+use crate::github::client::Knobs;
 use crate::keeper::state::{self, LedgerEntry, StateDir};
 use crate::keeper::{self, Keeper};
 use crate::messages;
@@ -121,18 +120,9 @@ fn end(path: &Path) -> Result<bool> {
             ));
             return;
         };
-        let connected = Url::parse(&state.config.api_url)
-            .context("bad API URL in the state")
-            .and_then(|api| {
-                let knobs = Knobs::from_env(|name| std::env::var(name).ok())?;
-                Ok(client::connect(
-                    api,
-                    REVOKE_DEADLINE,
-                    state.config.ca_certificates.clone(),
-                    0,
-                    &knobs,
-                )?)
-            });
+        let connected = Knobs::from_env(|name| std::env::var(name).ok())
+            .map_err(anyhow::Error::from)
+            .and_then(|knobs| keeper::connect(state, REVOKE_DEADLINE, &knobs));
         let (gh, runtime) = match connected {
             Ok(pair) => pair,
             Err(err) => {

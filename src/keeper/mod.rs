@@ -310,7 +310,7 @@ impl Keeper {
             key: key.as_ref(),
             caller: &self.caller,
         };
-        let (gh, runtime) = self.connect(state, budget).map_err(Unminted::Mint)?;
+        let (gh, runtime) = connect(state, budget, &self.caller.knobs).map_err(Unminted::Mint)?;
         let deadline = Instant::now() + budget;
         let config = &mut state.config;
         let minted = mint_recorded(
@@ -336,21 +336,25 @@ impl Keeper {
             .with_context(|| format!("cannot read the App's key `{}`", path.display()))?;
         Ok(PrivateKey::parse(&text)?)
     }
+}
 
-    /// A client for the stored API, bounded by `deadline`.
-    fn connect(&self, state: &State, deadline: Duration) -> Result<(GitHub, Runtime)> {
-        let config = &state.config;
-        let api = url::Url::parse(&config.api_url)
-            .with_context(|| format!("bad API URL `{}` in the state", config.api_url))?;
-        let connected = client::connect(
-            api,
-            deadline,
-            config.ca_certificates.clone(),
-            state.token.lifetime.clock_offset,
-            &self.caller.knobs,
-        )?;
-        Ok(connected)
-    }
+/// A client for the API `state` names, bounded by `deadline`.
+pub(crate) fn connect(
+    state: &State,
+    deadline: Duration,
+    knobs: &Knobs,
+) -> Result<(GitHub, Runtime)> {
+    let config = &state.config;
+    let api = url::Url::parse(&config.api_url)
+        .with_context(|| format!("bad API URL `{}` in the state", config.api_url))?;
+    let connected = client::connect(
+        api,
+        deadline,
+        config.ca_certificates.clone(),
+        state.token.lifetime.clock_offset,
+        knobs,
+    )?;
+    Ok(connected)
 }
 
 /// Why a token was not revoked.
