@@ -19,7 +19,7 @@ use crate::action::{env, main_step, post_step, workflow};
 use crate::ci::{revoke, setup};
 use crate::{messages, tools};
 
-/// Keep GitHub App installation tokens alive for long GitHub Actions jobs.
+/// Keep GitHub App installation tokens alive for long CI jobs: GitHub Actions or any other.
 #[derive(Debug, Parser)]
 #[command(name = "token-keeper", version)]
 pub struct Cli {

@@ -1,12 +1,14 @@
 //! Installing the git credential shim for the job's later steps.
 //!
-//! Nothing touches a git config file: later steps get `GIT_CONFIG_COUNT`/`KEY_n`/`VALUE_n`
-//! through `GITHUB_ENV`, appended after any entries an earlier step set. Every entry is scoped to
-//! what the token covers, so other owners, repositories and hosts keep their own credentials. The
-//! helper command starts with `$RUNNER_TEMP`, which the later step's own shell expands, so it
-//! resolves on the runner host and inside job containers alike. Git for Windows runs the helper
-//! with its own `sh` too, where `$RUNNER_TEMP` is `D:\a\_temp`: in double quotes, what an
-//! expansion gives is kept as it is, backslashes and spaces included.
+//! In Actions nothing touches a git config file: later steps get `GIT_CONFIG_COUNT`/`KEY_n`/
+//! `VALUE_n` through `GITHUB_ENV`, appended after any entries an earlier step set. The same
+//! `entries` serve `setup` elsewhere, printed as variables or written by `ci::gitconfig` to a file
+//! the global config includes. Every entry is scoped to what the token covers, so other owners,
+//! repositories and hosts keep their own credentials. The main step's helper command starts with
+//! `$RUNNER_TEMP`, which the later step's own shell expands, so it resolves on the runner host and
+//! inside job containers alike. Git for Windows runs the helper with its own `sh` too, where
+//! `$RUNNER_TEMP` is `D:\a\_temp`: in double quotes, what an expansion gives is kept as it is,
+//! backslashes and spaces included.
 
 use std::fs;
 use std::path::Path;
