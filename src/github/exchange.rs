@@ -11,7 +11,7 @@
 use reqwest::{Method, Url};
 use serde::Deserialize;
 
-use super::apps::{self, MintedToken, Unusable, read_minted};
+use super::apps::{MintedToken, read_minted};
 use super::client::{ApiError, Auth, GitHub, Idempotency};
 use super::hosts;
 use crate::secret::Secret;
@@ -80,8 +80,6 @@ pub(crate) enum ExchangeError {
         policy: String,
         message: String,
     },
-    #[error(transparent)]
-    Unusable(#[from] Unusable),
     #[error(transparent)]
     Api(#[from] ApiError),
 }
@@ -158,14 +156,13 @@ pub(crate) async fn mint(
         }
         Err(err) => return Err(err.into()),
     };
-    let minted = read_minted(&bytes, server_now).map_err(|detail| {
+    read_minted(&bytes, server_now).map_err(|detail| {
         ExchangeError::Api(ApiError::Decode {
             method: Method::GET,
             url,
             detail,
         })
-    })?;
-    Ok(apps::accept(gh, minted).await?)
+    })
 }
 
 #[cfg(test)]

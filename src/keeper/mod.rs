@@ -442,8 +442,10 @@ pub fn backdate_cached_token(path: &Path, secs: i64, expired: bool) -> Result<()
 }
 
 /// Mint from `source`, and record the token in the ledger before anything uses it: one that
-/// cannot be recorded is revoked at once, as the post step could never find it. Then check that
-/// GitHub accepts it, by `deadline`. The first mint and every re-mint come this way.
+/// cannot be recorded is revoked at once, as the post step could never find it. Then check the
+/// answer (`apps::accept`, which revokes a token it refuses; recorded, it is revoked by the post
+/// step if that fails), and that GitHub accepts the token, by `deadline`. The first mint and every
+/// re-mint come this way.
 fn mint_recorded(
     guard: &Guard,
     (gh, runtime): (&GitHub, &Runtime),
@@ -470,6 +472,9 @@ fn mint_recorded(
         }
         return Err(Unminted::Record(why));
     }
+    let token = runtime
+        .block_on(apps::accept(gh, token))
+        .map_err(|err| Unminted::Mint(err.into()))?;
     let left = deadline.saturating_duration_since(Instant::now());
     let accepted = runtime
         .block_on(async { tokio::time::timeout(left, source.check(gh, &token)).await })
