@@ -309,15 +309,24 @@ fn read_state(bytes: &[u8]) -> Result<State, String> {
         version: u32,
     }
     // serde's message can quote a value of the file, a token among them: only where.
-    let versioned: Versioned =
-        serde_json::from_slice(bytes).map_err(|e| format!("it {}", json_error(&e)))?;
-    if versioned.version != STATE_VERSION {
-        return Err(format!(
-            "it is of format {}, and this token-keeper reads format {STATE_VERSION}: run the tools of the token-keeper step that wrote it",
-            versioned.version
-        ));
+    let unreadable = |err: serde_json::Error| format!("it {}", json_error(&err));
+    let other_format = |version: u32| {
+        format!(
+            "it is of format {version}, and this token-keeper reads format {STATE_VERSION}: run the tools of the token-keeper step that wrote it"
+        )
+    };
+    match serde_json::from_slice::<State>(bytes) {
+        Ok(state) if state.version == STATE_VERSION => Ok(state),
+        Ok(state) => Err(other_format(state.version)),
+        // Read again only to word the error: another format need not read as this one.
+        Err(err) => match serde_json::from_slice::<Versioned>(bytes) {
+            Ok(versioned) if versioned.version != STATE_VERSION => {
+                Err(other_format(versioned.version))
+            }
+            Ok(_) => Err(unreadable(err)),
+            Err(probe) => Err(unreadable(probe)),
+        },
     }
-    serde_json::from_slice(bytes).map_err(|e| format!("it {}", json_error(&e)))
 }
 
 /// Whether a file is empty or ends with a newline. Moving the file's cursor is harmless: it is
