@@ -99,13 +99,12 @@ fn mint_and_export(plan: &Plan, gh: &GitHub, runtime: &Runtime, dir: &StateDir) 
         FileCommand::State,
         &[(layout::SAVED_DIR, &dir.path().to_string_lossy())],
     )?;
-    let caller = Caller {
-        knobs: plan.knobs.clone(),
-        actions: env::identity_request(|name| plan.env.get(name).cloned()).ok_or_else(|| {
+    let caller = Caller::new(
+        plan.knobs.clone(),
+        env::identity_request(|name| plan.env.get(name).cloned()).ok_or_else(|| {
             "keyless mode needs the job's identity, and `ACTIONS_ID_TOKEN_REQUEST_URL` is not set: add `permissions: id-token: write` to the job".to_owned()
         }),
-        variables: plan.env.clone(),
-    };
+    );
     let means = Means {
         key: config.key.as_ref(),
         caller: &caller,

@@ -207,13 +207,12 @@ pub(crate) fn run(args: &Args) -> Result<ExitCode> {
         &knobs,
     )?;
     let dir = new_store(args.state.as_deref())?;
-    let caller = Caller {
+    let caller = Caller::new(
         knobs,
-        actions: env::identity_request(get).ok_or_else(|| {
+        env::identity_request(get).ok_or_else(|| {
             "keyless mode without `--identity-env` or `--identity-command` asks the Actions runner for the job's identity, and `ACTIONS_ID_TOKEN_REQUEST_URL` is not set: name where this CI keeps the job's identity token".to_owned()
         }),
-        variables: env::process_env(),
-    };
+    );
     let means = Means {
         key: config.key.as_ref(),
         caller: &caller,

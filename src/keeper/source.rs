@@ -140,9 +140,7 @@ async fn identity_token(
                 })
         }
         IdentityFrom::Variable { name } => {
-            let value = caller
-                .variables
-                .get(name)
+            let value = (caller.variable)(name)
                 .filter(|v| !v.trim().is_empty())
                 .with_context(|| {
                     format!(
@@ -293,16 +291,6 @@ mod tests {
         assert_eq!(keyless.app_slug(), None);
     }
 
-    fn caller(variables: &[(&str, &str)]) -> Caller {
-        Caller {
-            variables: variables
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-            ..Caller::default()
-        }
-    }
-
     fn gh() -> GitHub {
         let base = url::Url::parse("http://127.0.0.1:9").unwrap();
         crate::github::client::connect(base, Duration::from_secs(1), None, 0, &Default::default())
@@ -318,13 +306,16 @@ mod tests {
         let token = identity_token(
             &gh(),
             &from_variable,
-            &caller(&[("CI_OIDC", "eyJ.a.b\n")]),
+            &Caller {
+                variable: |name| (name == "CI_OIDC").then(|| "eyJ.a.b\n".into()),
+                ..Caller::default()
+            },
             "x",
         )
         .await
         .unwrap();
         assert_eq!(token.expose(), "eyJ.a.b");
-        let missing = identity_token(&gh(), &from_variable, &caller(&[]), "x")
+        let missing = identity_token(&gh(), &from_variable, &Caller::default(), "x")
             .await
             .unwrap_err()
             .to_string();
@@ -336,14 +327,14 @@ mod tests {
         let printed = IdentityFrom::Command {
             command: "echo eyJ.c.d".into(),
         };
-        let token = identity_token(&gh(), &printed, &caller(&[]), "x")
+        let token = identity_token(&gh(), &printed, &Caller::default(), "x")
             .await
             .unwrap();
         assert_eq!(token.expose(), "eyJ.c.d");
         let failing = IdentityFrom::Command {
             command: "echo no agent here >&2; exit 3".into(),
         };
-        let err = identity_token(&gh(), &failing, &caller(&[]), "x")
+        let err = identity_token(&gh(), &failing, &Caller::default(), "x")
             .await
             .unwrap_err()
             .to_string();

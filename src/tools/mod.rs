@@ -122,13 +122,12 @@ pub(crate) fn exec_failure(err: &anyhow::Error) -> ExitCode {
 /// What this process brings to a re-mint: its `TOKEN_KEEPER_*` bounds and its step's identity.
 fn caller() -> Result<Caller> {
     let get = |name: &str| std::env::var(name).ok();
-    Ok(Caller {
-        knobs: Knobs::from_env(get)?,
-        variables: env::process_env(),
-        actions: env::identity_request(get).ok_or_else(|| {
+    Ok(Caller::new(
+        Knobs::from_env(get)?,
+        env::identity_request(get).ok_or_else(|| {
             "this step cannot ask for the job's identity: `ACTIONS_ID_TOKEN_REQUEST_URL` and `ACTIONS_ID_TOKEN_REQUEST_TOKEN` are not set here (a container step, or a tool that clears its environment); run it as an ordinary step, or pass the two variables on".to_owned()
         }),
-    })
+    ))
 }
 
 /// The job's store that `state` names, or the only one (for `owner`).
