@@ -7,15 +7,14 @@
 //! build that captures git's stderr would keep the token in its logs.
 
 use std::io::{self, BufRead, Read, Write};
-use std::path::Path;
 
 use url::Url;
 
 use anyhow::Result;
 
 use crate::github::apps::TOKEN_USERNAME;
+use crate::keeper::Keeper;
 use crate::keeper::state::MintConfig;
-use crate::keeper::{Caller, Keeper};
 use crate::messages;
 use crate::secret::Secret;
 
@@ -195,10 +194,11 @@ fn is_value(value: &str) -> bool {
 }
 
 /// Run one helper operation: attributes from `input`, answer on `out`, diagnostics on `err`.
+/// `open` gives the store, asked only for an operation we answer: git expects the others to
+/// succeed silently, whatever would keep the store from opening.
 pub(crate) fn run(
     op: &str,
-    state: &Path,
-    caller: &Caller,
+    open: impl FnOnce() -> Result<Keeper>,
     mut input: impl Read,
     mut out: impl Write,
     mut err: impl Write,
@@ -212,7 +212,7 @@ pub(crate) fn run(
     let Ok(request) = Request::read_from(&mut input) else {
         return Ok(());
     };
-    let keeper = Keeper::open(state, caller.clone())?;
+    let keeper = open()?;
     let current = keeper.state()?;
     let Ok(server) = Url::parse(&current.config.git_server) else {
         return Ok(());
@@ -280,7 +280,10 @@ impl Answer<'_> {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
+    use crate::keeper::Caller;
 
     fn config(repositories: &[&str]) -> MintConfig {
         MintConfig::example(repositories)
@@ -372,8 +375,7 @@ mod tests {
             let mut err = Vec::new();
             run(
                 op,
-                Path::new("/nonexistent"),
-                &Caller::default(),
+                || Keeper::open(Path::new("/nonexistent"), Caller::default()),
                 &b"protocol=https\n"[..],
                 &mut out,
                 &mut err,
@@ -530,7 +532,7 @@ mod tests {
                 let now = 1_800_000_000;
                 let dir = state_dir(now);
                 let (mut out, mut err) = (Vec::new(), Vec::new());
-                let result = run(&op, &dir.path().join("s"), &Caller::default(), &input[..], &mut out, &mut err, now);
+                let result = run(&op, || Keeper::open(&dir.path().join("s"), Caller::default()), &input[..], &mut out, &mut err, now);
                 prop_assert!(result.is_ok());
                 let ours = Request::parse(&input).is_ours(&Url::parse("https://github.com").unwrap(), &config(&[]));
                 if op == "get" && ours {

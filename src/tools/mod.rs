@@ -27,15 +27,13 @@ use crate::secret::Secret;
 
 /// `credential <operation>`: answer git.
 pub(crate) fn credential(state: Option<&Path>, operation: &str) -> Result<ExitCode> {
-    // The installed helper names its state; by hand, the job's only one will do.
-    let state = match state {
-        Some(dir) => dir.to_owned(),
-        None => find(None, None)?.0.dir().path().to_owned(),
-    };
     credential::run(
         operation,
-        &state,
-        &caller()?,
+        // The installed helper names its state; by hand, the job's only one will do.
+        || match state {
+            Some(dir) => Keeper::open(dir, caller()?),
+            None => Ok(find(None, None)?.0),
+        },
         std::io::stdin().lock(),
         std::io::stdout().lock(),
         std::io::stderr(),
