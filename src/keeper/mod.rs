@@ -521,7 +521,8 @@ fn no_state(path: &Path) -> anyhow::Error {
     )
 }
 
-fn refresh_after(state: &State) -> Duration {
+/// The age at which the store's token is re-minted.
+pub(crate) fn refresh_after(state: &State) -> Duration {
     Duration::from_secs(state.config.refresh_after)
 }
 

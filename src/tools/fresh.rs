@@ -18,7 +18,7 @@ use crate::clock::unix_now;
 use crate::github::apps::TOKEN_USERNAME;
 use crate::github::hosts;
 use crate::keeper::state::State;
-use crate::keeper::{Keeper, Served, policy};
+use crate::keeper::{self, Keeper, Served, policy};
 use crate::messages;
 use crate::private::{Owner, create_private_dir, write_atomic};
 use crate::secret::Secret;
@@ -250,8 +250,7 @@ fn pause_after(failures: u32) -> Duration {
 
 /// How long to wait before looking again: until the policy would refresh, within bounds.
 fn nap(now: i64, state: &State) -> Duration {
-    let refresh_after = Duration::from_secs(state.config.refresh_after);
-    let due = policy::refresh_at(&state.token.lifetime, refresh_after);
+    let due = policy::refresh_at(&state.token.lifetime, keeper::refresh_after(state));
     let secs = u64::try_from(due.saturating_sub(now)).unwrap_or(0);
     Duration::from_secs(secs).clamp(SHORTEST_NAP, LONGEST_NAP)
 }
