@@ -64,23 +64,25 @@ pub(crate) fn open_private(
             "it is a hard link to another file, or not a plain file, so what we write could land elsewhere: remove it",
         ));
     }
-    if meta.uid() != owner.uid && meta.uid() != effective_uid() {
-        return Err(refused(path, not_theirs(meta.uid(), owner)));
-    }
+    made_by_us_or(owner, path, &meta)?;
     give(&file, owner).map_err(at("hand over", path))?;
     Ok(file)
 }
 
-fn effective_uid() -> u32 {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() }
-}
-
-fn not_theirs(uid: u32, owner: Owner) -> String {
-    format!(
-        "it belongs to uid {uid}, not to the runner's user (uid {}): remove it",
-        owner.uid
-    )
+/// What we found at `path` must be this process's or `owner`'s: another user's file or folder
+/// is theirs to read or replace.
+fn made_by_us_or(owner: Owner, path: &Path, meta: &fs::Metadata) -> Result<(), FileError> {
+    let uid = meta.uid();
+    if uid == owner.uid || uid == Owner::me().uid {
+        return Ok(());
+    }
+    Err(refused(
+        path,
+        format!(
+            "it belongs to uid {uid}, not to the runner's user (uid {}): remove it",
+            owner.uid
+        ),
+    ))
 }
 
 /// Create the folder `path` 0700, handed to `owner`. A folder that is already there must be a
@@ -100,9 +102,7 @@ pub(crate) fn create_private_dir(path: &Path, owner: Owner) -> Result<(), FileEr
             _ => at("open", path)(e),
         })?;
     let meta = dir.metadata().map_err(at("read", path))?;
-    if meta.uid() != owner.uid && meta.uid() != effective_uid() {
-        return Err(refused(path, not_theirs(meta.uid(), owner)));
-    }
+    made_by_us_or(owner, path, &meta)?;
     give(&dir, owner).map_err(at("hand over", path))?;
     if meta.mode() & 0o077 != 0 {
         dir.set_permissions(fs::Permissions::from_mode(0o700))
