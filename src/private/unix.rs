@@ -65,7 +65,7 @@ pub(crate) fn open_private(
         ));
     }
     made_by_us_or(owner, path, &meta)?;
-    give(&file, owner).map_err(at("hand over", path))?;
+    give(&file, &meta, owner).map_err(at("hand over", path))?;
     Ok(file)
 }
 
@@ -103,7 +103,7 @@ pub(crate) fn create_private_dir(path: &Path, owner: Owner) -> Result<(), FileEr
         })?;
     let meta = dir.metadata().map_err(at("read", path))?;
     made_by_us_or(owner, path, &meta)?;
-    give(&dir, owner).map_err(at("hand over", path))?;
+    give(&dir, &meta, owner).map_err(at("hand over", path))?;
     if meta.mode() & 0o077 != 0 {
         dir.set_permissions(fs::Permissions::from_mode(0o700))
             .map_err(at("make private", path))?;
@@ -123,13 +123,16 @@ pub(super) fn temp_file(
         .permissions(fs::Permissions::from_mode(mode))
         .tempfile_in(dir)
         .map_err(at("create a file in", dir))?;
-    give(temp.as_file(), owner).map_err(at("hand over", temp.path()))?;
+    let file = temp.as_file();
+    file.metadata()
+        .and_then(|meta| give(file, &meta, owner))
+        .map_err(at("hand over", temp.path()))?;
     Ok(temp)
 }
 
-/// `fchown` to `owner` when it is not already so; a non-root writer cannot and need not.
-fn give(file: &File, owner: Owner) -> io::Result<()> {
-    let meta = file.metadata()?;
+/// `fchown` `file` (of metadata `meta`) to `owner` when it is not already so; a non-root writer
+/// cannot and need not.
+fn give(file: &File, meta: &fs::Metadata, owner: Owner) -> io::Result<()> {
     if meta.uid() == owner.uid && meta.gid() == owner.gid {
         return Ok(());
     }
