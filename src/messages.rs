@@ -31,20 +31,15 @@ pub(crate) fn line(text: &str) -> String {
     format!("{NAME}: {}", shown(text))
 }
 
-/// `token-keeper: warning: <text>`.
-fn warning_line(text: &str) -> String {
-    line(&format!("warning: {text}"))
-}
-
 /// Say `text` on `out` (stderr, where git shows it), in one write: other processes write there
 /// too.
 pub(crate) fn say(mut out: impl Write, text: &str) {
     let _ = out.write_all(format!("{}\n", line(text)).as_bytes());
 }
 
-/// Warn on `out`.
-pub(crate) fn warn(mut out: impl Write, text: &str) {
-    let _ = out.write_all(format!("{}\n", warning_line(text)).as_bytes());
+/// Warn on `out`: `token-keeper: warning: <text>`.
+pub(crate) fn warn(out: impl Write, text: &str) {
+    say(out, &format!("warning: {text}"));
 }
 
 /// `text` with what could start a line or a command written out as escapes: control characters
