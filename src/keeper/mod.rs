@@ -27,6 +27,7 @@ use crate::github::client::{self, ApiError, Knobs, Runtime};
 use crate::github::exchange::IdentityRequest;
 use crate::github::{GitHub, MintedToken, PrivateKey, Target, TokenRequest};
 use crate::messages;
+use crate::private;
 use crate::secret::Secret;
 
 /// Git is waiting: a re-mint gives up after this.
@@ -333,8 +334,8 @@ impl Keeper {
     /// The App's key, stored by the main step.
     fn read_key(&self) -> Result<PrivateKey> {
         let path = self.dir.path().join(state::KEY);
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("cannot read the App's key `{}`", path.display()))?;
+        let text =
+            std::fs::read_to_string(&path).map_err(private::at("read the App's key", &path))?;
         Ok(PrivateKey::parse(&text)?)
     }
 }
