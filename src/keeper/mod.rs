@@ -254,14 +254,13 @@ impl Keeper {
         let budget = CALL_BOUND
             .saturating_sub(started.elapsed())
             .min(REMINT_DEADLINE);
-        let previous = state.clone();
         let minted = self.remint(&guard, &mut state, budget);
         let (minted, clock_offset) = match minted {
             Ok(minted) => minted,
             // A full disk: the unrecorded token is revoked, and the old one serves while it
             // lasts.
             Err(Unminted::Record(why)) => {
-                return fallback(&previous, now, &format!("cannot save the new token: {why}"));
+                return fallback(&state, now, &format!("cannot save the new token: {why}"));
             }
             Err(Unminted::Mint(err)) => {
                 // Stored for other processes to show: scrubbed of our secrets here, which they
