@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use super::{CannotRun, exit_code, mask, serve};
+use super::{CannotRun, exit_code, serve};
 use crate::clock::unix_now;
 use crate::github::apps::TOKEN_USERNAME;
 use crate::github::hosts;
@@ -201,7 +201,6 @@ fn refresh_until(
             .and_then(|state| keeper.serve(state, unix_now()))
             .and_then(|served| {
                 if served.token != current.token {
-                    mask(&served.token);
                     write_hosts(dir, host, &served.token, keeper.dir().owner())?;
                 }
                 Ok(served)

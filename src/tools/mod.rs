@@ -23,7 +23,7 @@ use crate::github::client::Knobs;
 use crate::keeper::state::State;
 use crate::keeper::{Caller, Keeper, Served, locate};
 use crate::messages;
-use crate::secret::Secret;
+use crate::secret;
 
 /// `credential <operation>`: answer git.
 pub(crate) fn credential(state: Option<&Path>, operation: &str) -> Result<ExitCode> {
@@ -44,6 +44,7 @@ pub(crate) fn credential(state: Option<&Path>, operation: &str) -> Result<ExitCo
 
 /// `token`: print a live token on stdout.
 pub(crate) fn token(state: Option<&Path>, owner: Option<&str>) -> Result<ExitCode> {
+    mask_on_stderr();
     let (keeper, state) = find(state, owner)?;
     let served = serve(&keeper.announcing_waits(say_waiting), state)?;
     let mut out = std::io::stdout().lock();
@@ -65,6 +66,7 @@ pub(crate) fn exec(
     let (program, args) = command
         .split_first()
         .context("no command given after `--`")?;
+    mask_on_stderr();
     let (keeper, state) = find(state, owner)?;
     let keeper = keeper.announcing_waits(say_waiting);
     let mut child = Command::new(program);
@@ -146,22 +148,23 @@ fn find(state: Option<&Path>, owner: Option<&str>) -> Result<(Keeper, State)> {
     locate::find(&roots, state, owner, &caller()?)
 }
 
-/// A live token for a person's command. In Actions its mask goes to stderr first: a command
-/// that echoes a re-minted token must not show it in the log.
+/// A live token for a person's command, and its warning, if any, on stderr.
 fn serve(keeper: &Keeper, state: State) -> Result<Served> {
     let served = keeper.serve(state, unix_now())?;
-    mask(&served.token);
     if let Some(warning) = &served.warning {
         messages::warn(std::io::stderr(), warning);
     }
     Ok(served)
 }
 
-/// In Actions, mask a token we hand out, on stderr, which the person's command shares.
-fn mask(token: &Secret) {
+/// In Actions, every secret this process makes (a re-minted token among them) is masked on
+/// stderr as it is made: the person's command shares stderr, and must not show one in the log.
+fn mask_on_stderr() {
     if std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true") {
-        let masks = workflow::masks_on_shared_stream(token.expose());
-        let _ = std::io::stderr().write_all(masks.as_bytes());
+        secret::announce_with(|value| {
+            let masks = workflow::masks_on_shared_stream(value);
+            let _ = std::io::stderr().write_all(masks.as_bytes());
+        });
     }
 }
 
