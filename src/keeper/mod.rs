@@ -323,8 +323,10 @@ impl Keeper {
             &means,
             deadline,
         )?;
-        // A check that fails says nothing about the token: GitHub will take it soon.
+        // A check that fails says nothing about the token: GitHub will take it soon. The error
+        // holds the server's text.
         if let Err(err) = &minted.accepted {
+            let err = messages::shown(&err.to_string());
             tracing::debug!("the new token is not accepted yet: {err}");
         }
         Ok((minted, gh.clock().offset()))
