@@ -139,7 +139,10 @@ fn mint_and_export(plan: &Plan, gh: &GitHub, runtime: &Runtime, dir: &StateDir) 
     // extra round trip; a keyless token's App is not known to us, so its check is a plain one.
     let bot = minted.accepted.unwrap_or_else(|err| {
         let why = format!("the new token is not accepted yet: {err}");
-        workflow::print(&[workflow::warning(&why)]).ok();
+        // With `git-identity`, the warning that the bot's id is unknown gives the reason.
+        if !(config.git_identity && source.app_slug().is_some()) {
+            workflow::print(&[workflow::warning(&why)]).ok();
+        }
         source
             .app_slug()
             .map(|slug| BotUser::of_app(slug, Err(why)))
