@@ -53,9 +53,9 @@ fn refused(path: &Path, why: impl Into<String>) -> FileError {
     at("use", path)(io::Error::other(why.into()))
 }
 
-/// Replace `target` whole with what `write` puts in a new file beside it: private (on Unix 0600
-/// or `mode`, handed to `owner`), synced, then renamed over `target`, so a reader sees the old
-/// file or the new one, never half of one; the rename replaces a link planted there, never its
+/// Replace `target` whole with what `write` puts in a new file beside it: private (on Unix of
+/// `mode`, handed to `owner`), synced, then renamed over `target`, so a reader sees the old file
+/// or the new one, never half of one; the rename replaces a link planted there, never its
 /// target.
 pub(crate) fn write_atomic(
     target: &Path,

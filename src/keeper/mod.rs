@@ -128,9 +128,10 @@ impl Keeper {
         self
     }
 
-    /// End of the job: no re-mint may start (the key goes first), none may be half done (the
-    /// lock, for at most `lock_wait`), then `revoke` gets every token recorded and the directory
-    /// goes, whatever the ledger holds.
+    /// End of the job: the App's key goes first, so that no re-mint of an App's store can start;
+    /// the lock (waited for at most `lock_wait`, held until the directory goes) keeps any re-mint
+    /// from being half done, and is all that keeps a keyless store's from starting. Then `revoke`
+    /// gets every token recorded and the directory goes, whatever the ledger holds.
     pub(crate) fn retire(
         dir: StateDir,
         lock_wait: Duration,
