@@ -171,11 +171,11 @@ mod tests {
         fs::write(&target, "untouched").unwrap();
         let link = tmp.path().join("ledger");
         fs::hard_link(&target, &link).unwrap();
-        let err = open_private(&link, OpenOptions::new().append(true), me)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("hard link"), "{err}");
+        let opened = open_private(&link, OpenOptions::new().append(true), me);
+        write_if_opened(&opened);
         assert_eq!(fs::read_to_string(&target).unwrap(), "untouched");
+        let err = opened.unwrap_err().to_string();
+        assert!(err.contains("hard link"), "{err}");
         assert!(open_private(&tmp.path().join("new"), OpenOptions::new().append(true), me).is_ok());
     }
 
@@ -206,7 +206,16 @@ mod tests {
         fs::write(&target, "untouched").unwrap();
         let link = tmp.path().join("ledger");
         std::os::unix::fs::symlink(&target, &link).unwrap();
-        assert!(open_private(&link, OpenOptions::new().append(true), me).is_err());
+        let opened = open_private(&link, OpenOptions::new().append(true), me);
+        write_if_opened(&opened);
         assert_eq!(fs::read_to_string(&target).unwrap(), "untouched");
+        assert!(opened.is_err());
+    }
+
+    /// What a caller would do with a file `open_private` wrongly gave: write to it.
+    fn write_if_opened(opened: &Result<File, FileError>) {
+        if let Ok(mut file) = opened.as_ref() {
+            std::io::Write::write_all(&mut file, b" and written").unwrap();
+        }
     }
 }

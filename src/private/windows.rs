@@ -95,11 +95,14 @@ mod tests {
         fs::write(&target, "untouched").unwrap();
         let link = tmp.path().join("ledger");
         std::os::windows::fs::symlink_file(&target, &link).unwrap();
-        let err = open_private(&link, OpenOptions::new().append(true), Owner)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("is a link"), "{err}");
+        let opened = open_private(&link, OpenOptions::new().append(true), Owner);
+        // What a caller would do with a file wrongly given: write to it.
+        if let Ok(mut file) = opened.as_ref() {
+            std::io::Write::write_all(&mut file, b" and written").unwrap();
+        }
         assert_eq!(fs::read_to_string(&target).unwrap(), "untouched");
+        let err = opened.unwrap_err().to_string();
+        assert!(err.contains("is a link"), "{err}");
 
         let folder = tmp.path().join("folder");
         fs::create_dir(&folder).unwrap();
