@@ -257,8 +257,8 @@ fn installation_of(target: &Target, answer: LookupAnswer) -> Result<Installation
 ///
 /// The token is read first and on its own: once GitHub has minted one, we must hold it to hand
 /// over or revoke, whatever else in the answer is odd. The other fields are read leniently; an
-/// unreadable `expires_at` is taken as the usual hour from GitHub's `now`. A token `accept`
-/// refuses (expired on arrival, or naming what is no repository) is revoked and the call fails.
+/// unreadable `expires_at` is taken as the usual hour from GitHub's `now`. The token comes back
+/// unchecked: the keeper records it, then has `accept` check it.
 pub(crate) async fn create_token(
     gh: &GitHub,
     app: &App<'_>,

@@ -327,8 +327,7 @@ impl Keeper {
         // A check that fails says nothing about the token: GitHub will take it soon. The error
         // holds the server's text.
         if let Err(err) = &minted.accepted {
-            let err = messages::shown(&err.to_string());
-            tracing::debug!("the new token is not accepted yet: {err}");
+            tracing::debug!("the new token is not accepted yet: {}", err.shown());
         }
         Ok((minted, gh.clock().offset()))
     }
