@@ -9,11 +9,13 @@ use serde_json::{Value, json};
 use wiremock::ResponseTemplate;
 
 use crate::support::fake_github::{FakeGitHub, app_inputs, message};
-use crate::support::logs::{MARK, assert_no_line_of_theirs, assert_no_secret_shown, text};
+use crate::support::logs::{
+    MARK, altered, assert_no_line_of_theirs, assert_no_part_shown, assert_no_secret_shown, text,
+};
 use crate::support::runner::{
     Job, LaterStep, StepRun, View, age_cached_token, expire_cached_token,
 };
-use crate::support::scene::Scene;
+use crate::support::scene::{KeylessScene, Scene};
 
 /// A job whose server answers `says`, and quotes the credentials it was sent, wherever it can:
 /// a failed main step, a re-mint refused in `token` (the cached token serves), git's helper and
@@ -196,6 +198,57 @@ async fn a_server_quoting_the_apps_jwt_shows_none_of_it() {
             );
         }
     }
+}
+
+#[tokio::test]
+async fn a_server_quoting_our_jwt_altered_shows_no_part_of_it() {
+    let github = FakeGitHub::start().await;
+    let job = Job::new(&github.url());
+    let forms = altered("x").len();
+    for at in 0..forms {
+        github.answer_next("/repos/", move |bearer| {
+            let (how, form) = altered(bearer).swap_remove(at);
+            message(401, &format!("Bad credentials ({how}): {form}"))
+        });
+        let before = github.bearers().len();
+        let run = job.main(&app_inputs(&[]), View::Host);
+        assert!(run.the_error().contains("Bad credentials"), "{}", run.log());
+        let sent = github.bearers()[before..].to_vec();
+        assert!(sent.iter().all(|b| b.starts_with("eyJ")), "{sent:?}");
+        assert_no_part_shown(&format!("form {at}"), &run.log(), &sent);
+    }
+}
+
+#[tokio::test]
+async fn an_exchange_quoting_the_identity_token_altered_shows_no_part_of_it() {
+    let k = KeylessScene::start().await;
+    let sts = k.sts.url();
+    for at in 0..altered("x").len() {
+        k.sts.world().answer_next = Some(Box::new(move |identity: &str| {
+            let (how, form) = altered(identity).swap_remove(at);
+            message(403, &format!("not this identity ({how}): {form}"))
+        }));
+        let run = k.job.main(&k.inputs(&sts, &[]), View::Host);
+        assert!(
+            run.the_error().contains("not this identity"),
+            "{}",
+            run.log()
+        );
+        let identities = k.sts.world().identities.clone();
+        assert_no_part_shown(&format!("form {at}"), &run.log(), &identities);
+    }
+}
+
+#[tokio::test]
+async fn a_megabyte_message_is_quoted_in_a_few_hundred_characters() {
+    let github = FakeGitHub::start().await;
+    let job = Job::new(&github.url());
+    let long = "no ".repeat(300_000);
+    github.answer_next("/repos/", move |_| message(401, &long));
+    let run = job.main(&app_inputs(&[]), View::Host);
+    let error = run.the_error();
+    assert!(error.len() < 1000, "{} characters", error.len());
+    assert!(error.contains("no no no") && error.contains('…'), "{error}");
 }
 
 #[tokio::test]

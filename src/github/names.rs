@@ -28,11 +28,7 @@ pub(crate) fn is_repository(name: &str) -> bool {
 /// A name from an answer as an error shows it: cleaned of what could start a line, and short.
 pub(crate) fn shown(name: &str) -> String {
     const LONGEST: usize = 60;
-    let mut shown: String = name.chars().take(LONGEST).collect();
-    if name.chars().count() > LONGEST {
-        shown.push('…');
-    }
-    crate::messages::clean(&shown).into_owned()
+    crate::messages::clean(&crate::messages::cut(name, LONGEST)).into_owned()
 }
 
 #[cfg(test)]

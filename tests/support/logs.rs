@@ -66,3 +66,58 @@ pub fn assert_no_secret_shown(what: &str, log: &str, secrets: &[String]) {
         }
     }
 }
+
+/// How a server could alter a credential it quotes back: split by a line break (with the blanks
+/// a folded header adds), with an invisible character inside, percent-encoded, base64-encoded
+/// within a header, or cut short.
+pub fn altered(secret: &str) -> Vec<(&'static str, String)> {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mid = secret.len() / 2;
+    let (head, tail) = secret.split_at(mid);
+    vec![
+        ("whole", secret.to_owned()),
+        ("split by a line break", format!("{head}\n{tail}")),
+        ("folded", format!("{head}\r\n\t {tail}")),
+        ("a zero-width space inside", format!("{head}\u{200b}{tail}")),
+        ("a soft hyphen inside", format!("{head}\u{ad}{tail}")),
+        (
+            "percent-encoded",
+            secret.bytes().map(|b| format!("%{b:02X}")).collect(),
+        ),
+        (
+            "base64 in a header",
+            b64.encode(format!("Authorization: Bearer {secret}")),
+        ),
+        ("cut short", secret[..secret.len() * 2 / 3].to_owned()),
+    ]
+}
+
+/// No run of 16 characters of any of `secrets`, nor of what `altered` makes of them, shows in
+/// `log` once its blanks and invisible characters are taken out, but on a secret's own mask line.
+#[track_caller]
+pub fn assert_no_part_shown(what: &str, log: &str, secrets: &[String]) {
+    let hides = |c: char| c.is_whitespace() || c.is_control() || matches!(c, '\u{ad}' | '\u{200b}');
+    let joined: String = log
+        .lines()
+        .filter(|line| {
+            !line
+                .strip_prefix("::add-mask::")
+                .is_some_and(|masked| secrets.iter().any(|s| s == masked))
+        })
+        .flat_map(str::chars)
+        .filter(|c| !hides(*c))
+        .collect();
+    for secret in secrets.iter().filter(|s| s.len() >= 16) {
+        for (how, form) in altered(secret) {
+            let visible: Vec<char> = form.chars().filter(|c| !hides(*c)).collect();
+            for window in visible.windows(16) {
+                let window: String = window.iter().collect();
+                assert!(
+                    !joined.contains(&window),
+                    "{what}: part of a secret ({how}) is shown: {window:?}\n{log}"
+                );
+            }
+        }
+    }
+}

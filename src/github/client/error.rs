@@ -107,7 +107,7 @@ fn status_error(method: Method, url: String, answer: &Answer) -> ApiError {
         method,
         url,
         status: answer.status,
-        message: answer.message().to_owned(),
+        message: messages::foreign(answer.message()),
     }
 }
 
@@ -135,10 +135,10 @@ pub(super) fn is_untrusted_certificate(err: &reqwest::Error) -> bool {
 
 /// What lies under reqwest's "error sending request for url (…)": the URL is shown already.
 pub(super) fn cause(err: &reqwest::Error) -> String {
-    match std::error::Error::source(err) {
+    messages::capped(&match std::error::Error::source(err) {
         Some(source) => chain(source),
         None => err.to_string(),
-    }
+    })
 }
 
 /// An error and its sources on one line: reqwest's own text alone hides the cause.
