@@ -5,19 +5,24 @@
 //! changes the entrypoint, so the name is what tells a post step, which must never mint, from a
 //! main step. The native entry runs the steps in place on the runner host, as exactly
 //! `token-keeper step main` and `token-keeper step post`. Anything else is the command-line tool
-//! that later steps and git run.
+//! that later steps and git run; what a person gives it is checked for secrets before anything
+//! can echo it (`given`), and a mistake in it is one line on stderr.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::action::layout::Place;
 use crate::action::{env, main_step, post_step, workflow};
 use crate::ci::{revoke, setup};
 use crate::{messages, tools};
+
+mod given;
+
+pub use given::Refused;
 
 /// Keep GitHub App installation tokens alive for long CI jobs: GitHub Actions or any other.
 #[derive(Debug, Parser)]
@@ -32,7 +37,7 @@ enum Tool {
     /// Git credential helper: answers `get` with a live token, marks it stale on `erase`.
     Credential {
         /// The step's state directory (default: the job's only one).
-        #[arg(long)]
+        #[arg(long, value_name = "DIR")]
         state: Option<PathBuf>,
         /// `get`, `store` or `erase` (anything else is ignored, as git asks).
         operation: String,
@@ -42,7 +47,7 @@ enum Tool {
         /// The owner whose token to print, when the job minted for several.
         #[arg(long)]
         owner: Option<String>,
-        #[arg(long)]
+        #[arg(long, value_name = "DIR")]
         state: Option<PathBuf>,
     },
     /// Outside GitHub Actions: mint a token for this job, keep it fresh for git and the tools,
@@ -52,7 +57,7 @@ enum Tool {
     Revoke {
         /// The one store to end (default: every store `setup` made for this job,
         /// `TOKEN_KEEPER_STATE`'s among them).
-        #[arg(long)]
+        #[arg(long, value_name = "DIR")]
         state: Option<PathBuf>,
     },
     /// Run a command with `GH_TOKEN` and `GITHUB_TOKEN` set to a live token. Its exit code is
@@ -61,7 +66,7 @@ enum Tool {
     Exec {
         #[arg(long)]
         owner: Option<String>,
-        #[arg(long)]
+        #[arg(long, value_name = "DIR")]
         state: Option<PathBuf>,
         /// For a long-running command: instead of `GH_TOKEN`, give it a private
         /// `GH_CONFIG_DIR` whose token is replaced before it expires, for as long as it runs.
@@ -104,8 +109,35 @@ impl Role {
     }
 }
 
-/// Tell the role from the program's name, then parse the tool's arguments.
-pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Role, clap::Error> {
+/// Why the command line gave no role: help or a version to print, or a mistake to report.
+#[derive(Debug)]
+pub enum Usage {
+    Clap(clap::Error),
+    Refused(Refused),
+}
+
+impl Usage {
+    /// Print what clap prints for help and versions, or the mistake on one line on stderr; the
+    /// exit code is clap's.
+    pub fn exit(self) -> ExitCode {
+        let line = match self {
+            Usage::Refused(Refused(why)) => why,
+            Usage::Clap(err) => match given::one_line(err) {
+                Ok(line) => line,
+                Err(shown) => {
+                    let _ = shown.print();
+                    return ExitCode::from(u8::try_from(shown.exit_code()).unwrap_or(1));
+                }
+            },
+        };
+        messages::say(std::io::stderr(), &line);
+        ExitCode::from(2)
+    }
+}
+
+/// Tell the role from the program's name, then check the tool's arguments and variables
+/// (`given`) and parse them.
+pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Role, Usage> {
     let args: Vec<OsString> = args.into_iter().collect();
     let name = args
         .first()
@@ -114,37 +146,23 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Role, clap::Err
         .unwrap_or_default();
     let rest: Option<Vec<&str>> = args.iter().skip(1).map(|a| a.to_str()).collect();
     match (name.as_str(), rest.as_deref()) {
-        ("token-keeper-main", _) => Ok(Role::MainStep(Place::Container)),
-        ("token-keeper-post", _) => Ok(Role::PostStep(Place::Container)),
-        (_, Some(["step", "main"])) => Ok(Role::MainStep(Place::Host)),
-        (_, Some(["step", "post"])) => Ok(Role::PostStep(Place::Host)),
-        // A command's own arguments, after `--`, are its business.
-        _ if args
-            .iter()
-            .take_while(|arg| *arg != "--")
-            .any(looks_like_a_key) =>
-        {
-            Err(clap::Error::raw(
-                clap::error::ErrorKind::ValueValidation,
-                "a command-line argument looks like a private key, which `ps` and logs would show: pass `--private-key-file PATH` or `--private-key-env NAME` instead\n",
-            ))
-        }
-        _ => Cli::try_parse_from(args).map(Role::Tool),
+        ("token-keeper-main", _) => return Ok(Role::MainStep(Place::Container)),
+        ("token-keeper-post", _) => return Ok(Role::PostStep(Place::Container)),
+        (_, Some(["step", "main"])) => return Ok(Role::MainStep(Place::Host)),
+        (_, Some(["step", "post"])) => return Ok(Role::PostStep(Place::Host)),
+        _ => {}
     }
+    let command = command();
+    given::check(&command, &args, |name| std::env::var_os(name)).map_err(Usage::Refused)?;
+    let matches = command.try_get_matches_from(args).map_err(Usage::Clap)?;
+    Cli::from_arg_matches(&matches)
+        .map(Role::Tool)
+        .map_err(Usage::Clap)
 }
 
-/// Whether an argument holds a PEM key's armour, or a long run of base64 as a key's body starts
-/// (`MII…`): such an argument is refused and never echoed, not even in the error.
-fn looks_like_a_key(arg: &OsString) -> bool {
-    let arg = arg.to_string_lossy();
-    let body = |word: &str| {
-        word.len() >= 200
-            && word.starts_with("MII")
-            && word
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '='))
-    };
-    arg.contains("-----BEGIN") || arg.contains("PRIVATE KEY") || arg.split_whitespace().any(body)
+/// The tool's command line; `--help` names the variables a flag reads, never their values.
+fn command() -> clap::Command {
+    Cli::command().mut_subcommands(|sub| sub.mut_args(|arg| arg.hide_env_values(true)))
 }
 
 pub fn run(role: &Role) -> Result<ExitCode> {
@@ -189,7 +207,7 @@ fn init_logging() {
 mod tests {
     use super::*;
 
-    fn role(args: &[&str]) -> Result<Role, clap::Error> {
+    fn role(args: &[&str]) -> Result<Role, Usage> {
         parse(args.iter().map(OsString::from))
     }
 

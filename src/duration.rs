@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::messages::short;
+
 /// `90s`, `50m`, `1h`, `250ms` or bare seconds.
 pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -11,18 +13,18 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let (digits, unit) = text.split_at(split);
     let number: u64 = digits
         .parse()
-        .map_err(|_| format!("`{text}` is not a duration"))?;
+        .map_err(|_| format!("`{}` is not a duration", short(text)))?;
     let unit_ms: u64 = match unit.trim() {
         "" | "s" => 1000,
         "ms" => 1,
         "m" => 60_000,
         "h" => 3_600_000,
-        _ => return Err(format!("`{text}` is not a duration")),
+        _ => return Err(format!("`{}` is not a duration", short(text))),
     };
     number
         .checked_mul(unit_ms)
         .map(Duration::from_millis)
-        .ok_or_else(|| format!("`{text}` is too long"))
+        .ok_or_else(|| format!("`{}` is too long", short(text)))
 }
 
 #[cfg(test)]

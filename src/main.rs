@@ -7,7 +7,7 @@ use token_keeper::cli;
 fn main() -> ExitCode {
     let role = match cli::parse(std::env::args_os()) {
         Ok(role) => role,
-        Err(err) => err.exit(),
+        Err(usage) => return usage.exit(),
     };
     cli::run(&role).unwrap_or_else(|err| {
         role.report(&err);

@@ -130,6 +130,15 @@ fn unbroken(text: &str) -> String {
     joined
 }
 
+/// The most of a value a person gave (a path, a name, a URL) that a message quotes.
+const GIVEN_LONGEST: usize = 160;
+
+/// A value a person gave, as a message quotes it: cut to `GIVEN_LONGEST` characters. Values that
+/// hold a secret never get this far (`cli`'s check refuses them first).
+pub(crate) fn short(value: &str) -> String {
+    cut(value, GIVEN_LONGEST)
+}
+
 /// A library's own account of a failure, which may quote the server (a certificate's names), cut
 /// as `foreign` cuts: its words are ours to read, so nothing else is taken out.
 pub(crate) fn capped(text: &str) -> String {

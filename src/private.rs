@@ -25,7 +25,7 @@ const NOT_OUR_FOLDER: &str = "it is a link or a file where our folder goes, so w
 /// A file operation that failed, with the path it was about. The cause is part of the message,
 /// not a source of its own, so that a chain of errors does not print it twice.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot {action} `{path}`: {cause}")]
+#[error("cannot {action} `{}`: {cause}", crate::messages::short(&.path.to_string_lossy()))]
 pub(crate) struct FileError {
     action: &'static str,
     path: PathBuf,

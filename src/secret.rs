@@ -139,6 +139,78 @@ pub(crate) fn scrub(text: &str) -> Cow<'_, str> {
     text
 }
 
+/// What kind of secret a text holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    PrivateKey,
+    Jwt,
+    Token,
+}
+
+impl Kind {
+    /// The secret, as a message names it.
+    pub(crate) fn what(self) -> &'static str {
+        match self {
+            Kind::PrivateKey => "a private key",
+            Kind::Jwt => "a JWT",
+            Kind::Token => "a token",
+        }
+    }
+
+    /// How to pass it instead.
+    pub(crate) fn fix(self) -> &'static str {
+        match self {
+            Kind::PrivateKey => {
+                "put the key in a file and pass `--private-key-file PATH`, or name the variable that holds it with `--private-key-env NAME`"
+            }
+            Kind::Jwt | Kind::Token => {
+                "pass where it is kept (a file, or the name of the variable that holds it), never the value itself"
+            }
+        }
+    }
+}
+
+/// Whether `text` looks like it holds a secret, and which: a private key (PEM armour anywhere, or
+/// a long run of base64 as a key's DER starts, `MII…`), a JWT (`eyJ…` and a dot: identity tokens,
+/// our App's), or a token (GitHub's prefixes, or a run of 32 or more token characters mixing
+/// capitals, small letters and digits, as no path, name or URL of ours does).
+pub(crate) fn kind_in(text: &str) -> Option<Kind> {
+    if text.contains("-----BEGIN") || text.contains("PRIVATE KEY") {
+        return Some(Kind::PrivateKey);
+    }
+    // Each kind read in the words of its own alphabet.
+    let words = |alphabet: fn(char) -> bool| text.split(move |c: char| !alphabet(c));
+    let token_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-');
+    let base64 = words(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '='));
+    if base64
+        .into_iter()
+        .any(|word| word.len() >= 100 && word.starts_with("MII"))
+    {
+        return Some(Kind::PrivateKey);
+    }
+    let jwt = words(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if jwt.into_iter().any(|word| {
+        word.split_once('.')
+            .is_some_and(|(header, _)| header.starts_with("eyJ") && header.len() >= 10)
+    }) {
+        return Some(Kind::Jwt);
+    }
+    let token = words(token_char).any(|piece| {
+        let github = ["ghs_", "ghp_", "gho_", "ghu_", "ghr_", "github_pat_"]
+            .iter()
+            .any(|prefix| piece.starts_with(prefix));
+        let mixed = piece.len() >= 32
+            && piece.chars().any(|c| c.is_ascii_uppercase())
+            && piece.chars().any(|c| c.is_ascii_lowercase())
+            && piece.chars().any(|c| c.is_ascii_digit());
+        (github && piece.len() >= 20) || mixed
+    });
+    if token {
+        return Some(Kind::Token);
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,6 +233,37 @@ mod tests {
             assert!(Secret::checked(bad.into()).is_err(), "{bad:?}");
         }
         assert!(Secret::checked("a".repeat(5000)).is_err());
+    }
+
+    #[test]
+    fn keys_jwts_and_tokens_are_told_from_paths_names_and_urls() {
+        let key_body = format!("MIIEowIBAAKCAQEA{}", "q".repeat(120));
+        for (text, kind) in [
+            ("-----BEGIN RSA PRIVATE KEY----- MIIE", Kind::PrivateKey),
+            ("/tmp/-----BEGIN PRIVATE KEY-----", Kind::PrivateKey),
+            (key_body.as_str(), Kind::PrivateKey),
+            ("eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln", Kind::Jwt),
+            ("https://x/?t=eyJhbGciOiJSUzI1NiJ9.e30", Kind::Jwt),
+            ("ghs_16C7e42F292c6912E7710c838347Ae178B4a", Kind::Token),
+            ("github_pat_11ABCDEFG0123456789", Kind::Token),
+            ("https://api.example/ghp_abcdefghij0123456789", Kind::Token),
+            ("Zk3mQ9xVtL2pR8wNcY5hJ1bD7sF4gA6e", Kind::Token),
+        ] {
+            assert_eq!(kind_in(text), Some(kind), "{text}");
+        }
+        for text in [
+            "/home/runner/work/_temp/app-key.pem",
+            "/tmp/token-keeper-1000/jenkins-MyProject-build-1234/setup-Ab3dE9",
+            "https://ghes.example.com/api/v3",
+            "Octo-Org",
+            "CI_OIDC_TOKEN",
+            "buildkite-agent oidc request-token --audience octo-sts.dev",
+            "3f2a9c1e-7b4d-4e8a-9c2f-1a2b3c4d5e6f",
+            "contents=write",
+            "50m",
+        ] {
+            assert_eq!(kind_in(text), None, "{text}");
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::support::ci::CiJob;
 use crate::support::fake_github::{APP_ID, APP_KEY};
-use crate::support::logs::text;
+use crate::support::logs::{assert_no_part_shown, text};
 use crate::support::runner::{View, is_root};
 use crate::support::scene::{KeylessScene, Scene};
 
@@ -338,6 +338,116 @@ async fn keyless_from_any_ci_reads_the_identity_again_at_every_refresh() {
     assert!(k.github.world().live_tokens().is_empty());
 }
 
+/// A JWT and a token as a careless person pastes them.
+const PASTED_JWT: &str = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJyZXBvOm9jdG8tb3JnL2FwcDpyZWYifQ.c2lnbmF0dXJlLW9mLXRoZS1pc3N1ZXI";
+const PASTED_TOKEN: &str = "ghs_16C7e42F292c6912E7710c838347Ae178B4a";
+
+#[tokio::test]
+async fn a_secret_given_where_a_name_belongs_is_named_by_where_it_came_never_shown() {
+    let scene = Scene::start(Duration::from_secs(3600)).await;
+    let job = CiJob::new(&[("CI_JOB_ID", "9")]);
+    let key = APP_KEY.to_owned();
+    type Case<'a> = (String, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            "token-keeper setup".into(),
+            vec![("TOKEN_KEEPER_PRIVATE_KEY_FILE", key.as_str())],
+            "`TOKEN_KEEPER_PRIVATE_KEY_FILE` holds a private key, not a path",
+        ),
+        (
+            setup(&scene, &job, "--owner Octo-Org"),
+            vec![("TOKEN_KEEPER_OWNER", PASTED_JWT)],
+            "`TOKEN_KEEPER_OWNER` holds a JWT, not an owner",
+        ),
+        (
+            format!(
+                "{} --identity-env '{PASTED_JWT}'",
+                setup(&scene, &job, "--owner Octo-Org")
+            ),
+            vec![],
+            "`--identity-env` holds a JWT, not a variable's name",
+        ),
+        (
+            format!("token-keeper setup --api-url 'https://ghes.example/{PASTED_TOKEN}'"),
+            vec![],
+            "`--api-url` holds a token, not a URL",
+        ),
+        (
+            "token-keeper revoke".into(),
+            vec![("TOKEN_KEEPER_STATE", PASTED_TOKEN)],
+            "`TOKEN_KEEPER_STATE` holds a token, not a path",
+        ),
+        (
+            "token-keeper token".into(),
+            vec![("TOKEN_KEEPER_DEADLINE", PASTED_JWT)],
+            "`TOKEN_KEEPER_DEADLINE` holds a JWT, not a duration",
+        ),
+        (
+            format!("token-keeper setup --format '{PASTED_JWT}'"),
+            vec![],
+            "`--format` holds a JWT",
+        ),
+        (
+            format!("token-keeper setup '{PASTED_TOKEN}'"),
+            vec![],
+            "a command-line argument holds a token",
+        ),
+    ];
+    let secrets = [key.clone(), PASTED_JWT.to_owned(), PASTED_TOKEN.to_owned()];
+    for (script, vars, says) in &cases {
+        let out = job.shell(script, vars);
+        assert!(!out.status.success(), "{script}: {}", text(&out));
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(said.trim().lines().count(), 1, "one line: {said}");
+        assert!(said.contains(says), "{script}: {said}");
+        assert_no_part_shown(script, &text(&out), &secrets);
+        assert!(!said.contains("MII"), "{said}");
+    }
+    assert_eq!(scene.github.mints(), 0);
+    assert_nothing_left(&job);
+
+    // `--help` names the variables a flag reads, not what they hold.
+    let help = job.shell(
+        "token-keeper setup --help",
+        &[("TOKEN_KEEPER_OWNER", "octo-org-held-in-the-variable")],
+    );
+    assert_ok("help", &help);
+    let help = text(&help);
+    assert!(help.contains("TOKEN_KEEPER_OWNER"), "{help}");
+    assert!(!help.contains("octo-org-held-in-the-variable"), "{help}");
+}
+
+#[tokio::test]
+async fn a_long_value_is_quoted_cut_short_in_one_line() {
+    let scene = Scene::start(Duration::from_secs(3600)).await;
+    let job = CiJob::new(&[("CI_JOB_ID", "9")]);
+    let long = "a".repeat(5000);
+    for script in [
+        setup(&scene, &job, &format!("--owner {long}")),
+        setup(
+            &scene,
+            &job,
+            &format!("--owner Octo-Org --refresh-after {long}"),
+        ),
+        format!("token-keeper setup --format {long}"),
+        format!("token-keeper setup --bogus-flag-{long}"),
+        setup(
+            &scene,
+            &job,
+            &format!("--owner Octo-Org --permission {long}"),
+        ),
+        format!("token-keeper token --state /{long}"),
+    ] {
+        let out = job.shell(&script, &[]);
+        assert!(!out.status.success(), "{}", text(&out));
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(said.trim().lines().count(), 1, "one line: {said}");
+        assert!(said.len() < 600, "{} characters: {said}", said.len());
+        assert!(said.contains('…'), "{said}");
+    }
+    assert_eq!(scene.github.mints(), 0);
+}
+
 #[tokio::test]
 async fn bad_setups_are_one_line_that_shows_no_key_and_leave_nothing() {
     let scene = Scene::start(Duration::from_secs(3600)).await;
@@ -346,11 +456,11 @@ async fn bad_setups_are_one_line_that_shows_no_key_and_leave_nothing() {
     let cases = [
         (
             format!("token-keeper setup --owner o --private-key-file '{APP_KEY}'"),
-            "looks like a private key",
+            "`--private-key-file` holds a private key, not a path",
         ),
         (
             format!("token-keeper setup --owner o --app-id '{one_line}'"),
-            "looks like a private key",
+            "`--app-id` holds a private key, not an app id",
         ),
         (
             format!(

@@ -19,6 +19,7 @@ use crate::github::exchange::Exchange;
 use crate::github::{KeyError, PrivateKey, Target, TokenRequest, hosts, names};
 use crate::keeper::source::{IdentityFrom, TokenSource};
 use crate::keeper::state::MintConfig;
+use crate::messages::short;
 
 /// The defaults of the inputs that have one, as `action.yml` declares them (a test checks that
 /// the two agree): an input left empty takes its default from here.
@@ -344,10 +345,11 @@ fn shown_url(text: &str) -> String {
         Some((_, host)) => format!("…@{host}"),
         None => authority.to_owned(),
     };
-    format!("{scheme}{authority}{path}{tail}")
+    let shown: String = format!("{scheme}{authority}{path}{tail}")
         .chars()
         .filter(|c| !c.is_control())
-        .collect()
+        .collect();
+    short(&shown)
 }
 
 fn is_loopback(url: &Url) -> bool {
@@ -416,6 +418,7 @@ fn repository_name(owner: &str, entry: &str) -> Result<String, InputError> {
     let name = match entry.split_once('/') {
         Some((o, name)) if o.eq_ignore_ascii_case(owner) => name,
         Some((o, _)) => {
+            let (entry, o, owner) = (short(entry), short(o), short(owner));
             return Err(bad(
                 "repositories",
                 format!(
@@ -438,7 +441,8 @@ fn check_name(input: &str, name: &str) -> Result<(), InputError> {
         Err(bad(
             input,
             format!(
-                "`{name}` is not a valid GitHub name: use letters, digits, `-`, `_` and `.` only"
+                "`{}` is not a valid GitHub name: use letters, digits, `-`, `_` and `.` only",
+                short(name)
             ),
         ))
     }
@@ -491,13 +495,17 @@ fn permissions(env: &Env, listed: bool) -> (BTreeMap<String, String>, Vec<InputE
             Some(known) => doubts.push(bad(
                 &input,
                 format!(
-                    "`{level}` is not a level GitHub lists for `{name}` ({})",
+                    "`{}` is not a level GitHub lists for `{name}` ({})",
+                    short(&level),
                     known.levels.join(", ")
                 ),
             )),
             None => doubts.push(bad(
                 &input,
-                format!("`{name}` is not a permission GitHub lists for Apps"),
+                format!(
+                    "`{}` is not a permission GitHub lists for Apps",
+                    short(&name)
+                ),
             )),
         }
         chosen.insert(name, level);
@@ -512,7 +520,7 @@ pub(crate) fn boolean(env: &Env, name: &str) -> Result<bool, InputError> {
         "false" => Ok(false),
         other => Err(bad(
             name,
-            format!("`{other}` is not a boolean: use `true` or `false`"),
+            format!("`{}` is not a boolean: use `true` or `false`", short(other)),
         )),
     }
 }
@@ -528,7 +536,10 @@ fn export_env(env: &Env) -> Result<Vec<String>, InputError> {
         if !valid {
             return Err(bad(
                 "export-env",
-                format!("`{name}` is not a variable name: use names like `GH_TOKEN`"),
+                format!(
+                    "`{}` is not a variable name: use names like `GH_TOKEN`",
+                    short(name)
+                ),
             ));
         }
     }
@@ -572,7 +583,8 @@ pub(crate) fn refresh_after(text: &str) -> Result<Duration, InputError> {
         return Err(bad(
             "refresh-after",
             format!(
-                "`{text}` is too short: use at least `1m` (every git command would mint a token); the default is `50m`"
+                "`{}` is too short: use at least `1m` (every git command would mint a token); the default is `50m`",
+                short(text)
             ),
         ));
     }
@@ -580,7 +592,8 @@ pub(crate) fn refresh_after(text: &str) -> Result<Duration, InputError> {
         return Err(bad(
             "refresh-after",
             format!(
-                "`{text}` is not below the token's lifetime of 1h: use at most `59m` (the default is `50m`)"
+                "`{}` is not below the token's lifetime of 1h: use at most `59m` (the default is `50m`)",
+                short(text)
             ),
         ));
     }

@@ -17,7 +17,7 @@ use super::{ci_root, gitconfig, remove_if_empty, setup};
 use crate::clock::unix_now;
 use crate::github::client::Knobs;
 use crate::keeper::state::{self, LedgerEntry, StateDir};
-use crate::keeper::{self, Keeper};
+use crate::keeper::{self, Keeper, locate};
 use crate::messages;
 
 /// All revocations of a store end within this.
@@ -29,7 +29,7 @@ pub(crate) fn run(explicit: Option<&Path>) -> Result<ExitCode> {
     let stores = match explicit {
         Some(dir) => vec![dir.to_owned()],
         None => {
-            let exported = std::env::var_os("TOKEN_KEEPER_STATE")
+            let exported = std::env::var_os(locate::STATE_VARIABLE)
                 .filter(|s| !s.is_empty())
                 .map(PathBuf::from);
             let mut stores: Vec<PathBuf> = exported.into_iter().collect();

@@ -23,7 +23,7 @@ use crate::clock::{rfc3339, unix_now};
 use crate::github::client::{self, Knobs};
 use crate::keeper::source::{IdentityFrom, Means, TokenSource};
 use crate::keeper::state::{CachedToken, StateDir};
-use crate::keeper::{self, Caller, Keeper, Unminted};
+use crate::keeper::{self, Caller, Keeper, Unminted, locate};
 use crate::messages;
 use crate::private::{Owner, create_private_dir};
 
@@ -67,7 +67,7 @@ pub(crate) struct Args {
     #[arg(long = "permission", value_name = "NAME=LEVEL")]
     permissions: Vec<String>,
     /// The REST API (default `https://api.github.com`; `https://HOST/api/v3` on GHES).
-    #[arg(long, env = "TOKEN_KEEPER_API_URL")]
+    #[arg(long, env = "TOKEN_KEEPER_API_URL", value_name = "URL")]
     api_url: Option<String>,
     /// The git server the token is for (default: derived from the API URL).
     #[arg(long, env = "TOKEN_KEEPER_GIT_SERVER_URL", value_name = "URL")]
@@ -91,10 +91,10 @@ pub(crate) struct Args {
     #[arg(long, env = "TOKEN_KEEPER_STS_IDENTITY", value_name = "POLICY")]
     sts_identity: Option<String>,
     /// Keyless mode: `owner/repo` or `owner`, whose policy is asked.
-    #[arg(long, env = "TOKEN_KEEPER_STS_SCOPE")]
+    #[arg(long, env = "TOKEN_KEEPER_STS_SCOPE", value_name = "SCOPE")]
     sts_scope: Option<String>,
     /// Keyless mode: the token exchange service (default `octo-sts.dev`).
-    #[arg(long, env = "TOKEN_KEEPER_STS_DOMAIN")]
+    #[arg(long, env = "TOKEN_KEEPER_STS_DOMAIN", value_name = "DOMAIN")]
     sts_domain: Option<String>,
     /// Keyless mode: the variable that holds the job's OIDC identity token, read again at every
     /// refresh (GitLab's `id_tokens:`, CircleCI's `CIRCLE_OIDC_TOKEN_V2`).
@@ -144,7 +144,8 @@ impl Args {
                 .filter(|(_, level)| !level.trim().is_empty())
             else {
                 bail!(
-                    "`--permission`: `{permission}` gives no level: write it `--permission NAME=LEVEL`, such as `--permission contents=write`"
+                    "`--permission`: `{}` gives no level: write it `--permission NAME=LEVEL`, such as `--permission contents=write`",
+                    messages::short(permission)
                 );
             };
             set(&permissions::input_name(name), Some(level.to_owned()));
@@ -194,7 +195,7 @@ pub(crate) fn run(args: &Args) -> Result<ExitCode> {
     let Some(git_server) = config.git_server.clone() else {
         bail!(
             "`--git-server-url`: cannot tell the git server from `{}`: set `--git-server-url` (for example `https://ghes.example.com`)",
-            config.api_url
+            messages::short(config.api_url.as_str())
         );
     };
     let get = |name: &str| std::env::var(name).ok();
@@ -296,7 +297,7 @@ fn config(args: &Args) -> Result<Config> {
         (Some(path), None) => Some(std::fs::read_to_string(path).with_context(|| {
             format!(
                 "`--private-key-file`: cannot read `{}`: pass the path of the App's `.pem` file",
-                path.display()
+                messages::short(&path.to_string_lossy())
             )
         })?),
         (None, Some(name)) => Some(
@@ -305,7 +306,8 @@ fn config(args: &Args) -> Result<Config> {
                 .filter(|key| !key.trim().is_empty())
                 .with_context(|| {
                     format!(
-                        "`--private-key-env`: `{name}` is not set or empty: put the App's private key in it, or use `--private-key-file`"
+                        "`--private-key-env`: `{}` is not set or empty: put the App's private key in it, or use `--private-key-file`",
+                        messages::short(name)
                     )
                 })?,
         ),
@@ -314,13 +316,15 @@ fn config(args: &Args) -> Result<Config> {
             "the App's private key is needed: pass `--private-key-file PATH` or `--private-key-env NAME` (or keyless mode, `--sts-identity`)"
         ),
     };
-    let ca =
-        match &args.ca_certificates {
-            Some(path) => Some(std::fs::read_to_string(path).with_context(|| {
-                format!("`--ca-certificates`: cannot read `{}`", path.display())
-            })?),
-            None => None,
-        };
+    let ca = match &args.ca_certificates {
+        Some(path) => Some(std::fs::read_to_string(path).with_context(|| {
+            format!(
+                "`--ca-certificates`: cannot read `{}`",
+                messages::short(&path.to_string_lossy())
+            )
+        })?),
+        None => None,
+    };
     let mut config = inputs::parse(&args.inputs(key, ca)?).map_err(flag_error)?;
     if let TokenSource::Exchange { identity, .. } = &mut config.source {
         *identity = args.identity();
@@ -381,7 +385,7 @@ fn keep(
     );
     let helper = shim::helper_command_at(&binary, dir.path());
     let state = dir.path().to_string_lossy().into_owned();
-    let mut variables = vec![("TOKEN_KEEPER_STATE".to_owned(), state)];
+    let mut variables = vec![(locate::STATE_VARIABLE.to_owned(), state)];
     match args.git_config {
         GitConfig::Env => {
             let existing = shim::existing_count(&env::process_env());

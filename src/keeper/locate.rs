@@ -16,6 +16,8 @@ use crate::messages::quoted_list;
 
 /// The job's folder of stores.
 pub(crate) const JOB_DIR: &str = "token-keeper";
+/// The variable `setup` exports with its store's folder, where later commands look first.
+pub(crate) const STATE_VARIABLE: &str = "TOKEN_KEEPER_STATE";
 /// The folder of the job's copy of our binary, in the job's folder.
 pub(crate) const BIN: &str = "bin";
 /// Old runners' action containers keep their `HOME` here, in `RUNNER_TEMP`.
@@ -144,7 +146,9 @@ pub(crate) fn find(
         1 => Ok(found.remove(0)),
         0 => bail!(
             "no token-keeper state{} in {}: run the token-keeper step (with `git-credentials: true`) earlier in this job",
-            owner.map(|o| format!(" for `{o}`")).unwrap_or_default(),
+            owner
+                .map(|o| format!(" for `{}`", crate::messages::short(o)))
+                .unwrap_or_default(),
             quoted_list(
                 &roots
                     .iter()

@@ -519,7 +519,7 @@ fn plan(now: i64, state: &State) -> Plan {
 fn no_state(path: &Path) -> anyhow::Error {
     anyhow!(
         "no token-keeper state in `{}`: the token-keeper step of this job did not run, or its post step already cleaned up",
-        path.display()
+        messages::short(&path.to_string_lossy())
     )
 }
 

@@ -134,7 +134,7 @@ fn caller() -> Result<Caller> {
 /// Without either, the store `TOKEN_KEEPER_STATE` names (as `setup` exports it), else the job's
 /// only one, in Actions' places or `setup`'s.
 fn find(state: Option<&Path>, owner: Option<&str>) -> Result<(Keeper, State)> {
-    let exported = std::env::var_os("TOKEN_KEEPER_STATE")
+    let exported = std::env::var_os(locate::STATE_VARIABLE)
         .filter(|s| !s.is_empty() && owner.is_none())
         .map(PathBuf::from);
     let state = state.or(exported.as_deref());

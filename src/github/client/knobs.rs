@@ -43,6 +43,14 @@ pub(crate) struct Knobs {
 }
 
 impl Knobs {
+    /// The variables, in the order of `from_env`'s fields.
+    pub(crate) const VARIABLES: [&str; 4] = [
+        "TOKEN_KEEPER_CONNECT_TIMEOUT",
+        "TOKEN_KEEPER_READ_TIMEOUT",
+        "TOKEN_KEEPER_DEADLINE",
+        "TOKEN_KEEPER_RETRY_BASE",
+    ];
+
     /// Read them through `get` (the process environment, or the step's).
     pub(crate) fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Self, ApiError> {
         let read = |name: &str| -> Result<Option<Duration>, ApiError> {
@@ -53,11 +61,12 @@ impl Knobs {
                 }),
             }
         };
+        let [connect, read_next, deadline, retry] = Self::VARIABLES;
         Ok(Self {
-            connect_timeout: read("TOKEN_KEEPER_CONNECT_TIMEOUT")?,
-            read_timeout: read("TOKEN_KEEPER_READ_TIMEOUT")?,
-            deadline: read("TOKEN_KEEPER_DEADLINE")?,
-            retry_base: read("TOKEN_KEEPER_RETRY_BASE")?,
+            connect_timeout: read(connect)?,
+            read_timeout: read(read_next)?,
+            deadline: read(deadline)?,
+            retry_base: read(retry)?,
         })
     }
 
