@@ -27,5 +27,6 @@ mod private;
 mod secret;
 mod tools;
 
-/// For tests of long jobs: a store's cached token made older, through its own lock and types.
-pub use keeper::backdate_cached_token;
+/// For tests of long jobs: a store's cached token, or its ledger, made older, through its own
+/// lock and types.
+pub use keeper::{backdate_cached_token, backdate_ledger};

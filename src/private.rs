@@ -17,7 +17,7 @@ mod windows;
 #[cfg(windows)]
 use windows as platform;
 
-pub(crate) use platform::{Owner, create_private_dir, open_private};
+pub(crate) use platform::{Owner, check_mine, create_private_dir, open_private, user_tag};
 
 /// What a folder of ours found to be a link, or a file, is refused with.
 const NOT_OUR_FOLDER: &str = "it is a link or a file where our folder goes, so what we write could land elsewhere: remove it";

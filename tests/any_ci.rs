@@ -3,36 +3,14 @@
 //! test of an Actions job's own shell.
 
 use std::fs;
-use std::process::Output;
 use std::time::Duration;
 
-use crate::support::ci::CiJob;
+use crate::support::ci::{CiJob, assert_nothing_left, assert_ok};
 use crate::support::fake_github::{APP_ID, APP_KEY};
 use crate::support::logs::{assert_no_part_shown, text};
 use crate::support::runner::{View, is_root};
 use crate::support::scene::{KeylessScene, Scene};
-
-/// `token-keeper setup` for the App on `scene`'s fake, with `extra` flags.
-fn setup(scene: &Scene, job: &CiJob, extra: &str) -> String {
-    format!(
-        "token-keeper setup --app-id {APP_ID} --private-key-file '{}' --api-url '{}' --git-server-url '{}' {extra}",
-        job.key_file(),
-        scene.github.url(),
-        scene.git_url
-    )
-}
-
-#[track_caller]
-fn assert_ok(what: &str, output: &Output) {
-    assert!(output.status.success(), "{what}: {}", text(output));
-}
-
-/// Nothing of the job's stores is left in its temporary folder.
-#[track_caller]
-fn assert_nothing_left(job: &CiJob) {
-    let left: Vec<_> = fs::read_dir(&job.tmp).unwrap().flatten().collect();
-    assert!(left.is_empty(), "left behind: {left:?}");
-}
+use wiremock::ResponseTemplate;
 
 #[tokio::test]
 async fn a_job_outside_actions_pushes_after_the_first_token_expired_and_revokes() {
@@ -51,7 +29,7 @@ test -n "$(token-keeper token)"
 token-keeper exec -- sh -c 'test -n "$GH_TOKEN"'
 token-keeper exec --keep-fresh -- sh -c 'grep -q oauth_token "$GH_CONFIG_DIR/hosts.yml"'
 token-keeper revoke"#,
-        setup = setup(&scene, &job, "--owner Octo-Org --repositories app"),
+        setup = job.setup(&scene, "--owner Octo-Org --repositories app"),
         url = scene.repo_url("Octo-Org", "app"),
     );
     let out = job.shell(&script, &[]);
@@ -77,7 +55,7 @@ async fn a_separate_shell_revokes_with_the_state_alone_or_with_nothing_but_the_c
     let noted = job.path("state");
     let script = format!(
         "eval \"$({})\"\ngit ls-remote -q '{url}' >/dev/null\nprintf %s \"$TOKEN_KEEPER_STATE\" > '{noted}'",
-        setup(&scene, &job, "--owner Octo-Org")
+        job.setup(&scene, "--owner Octo-Org")
     );
     assert_ok("setup", &job.shell(&script, &[]));
     let state = fs::read_to_string(&noted).unwrap();
@@ -98,7 +76,7 @@ async fn a_separate_shell_revokes_with_the_state_alone_or_with_nothing_but_the_c
     assert_ok(
         "setup",
         &job.shell(
-            &format!("eval \"$({})\"", setup(&scene, &job, "--owner Octo-Org")),
+            &format!("eval \"$({})\"", job.setup(&scene, "--owner Octo-Org")),
             &[],
         ),
     );
@@ -126,7 +104,7 @@ async fn revoke_in_an_actions_job_ends_only_the_stores_setup_made() {
     main.assert_ok();
     let temp = scene.job.temp.display().to_string();
     let job = CiJob::new(&[("RUNNER_TEMP", &temp)]);
-    let setup = setup(&scene, &job, "--owner Other-Org >/dev/null");
+    let setup = job.setup(&scene, "--owner Other-Org >/dev/null");
     assert_ok("setup", &job.shell(&setup, &[]));
     assert_eq!(scene.github.world().live_tokens().len(), 2);
 
@@ -161,52 +139,116 @@ async fn a_store_that_cannot_be_ended_keeps_no_other_stores_token_alive() {
     let scene = Scene::start(Duration::from_secs(3600)).await;
     let job = CiJob::new(&[("CI_JOB_ID", "31")]);
     for owner in ["Octo-Org", "Other-Org"] {
-        let setup = setup(&scene, &job, &format!("--owner {owner} >/dev/null"));
+        let setup = job.setup(&scene, &format!("--owner {owner} >/dev/null"));
         assert_ok("setup", &job.shell(&setup, &[]));
     }
-    let root = fs::read_dir(&job.tmp).unwrap().flatten().next().unwrap();
-    let mut stores: Vec<_> = fs::read_dir(root.path())
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    stores.sort();
-    // The first store revoke comes to holds a state it cannot read.
-    fs::write(stores[0].join("state.json"), "{").unwrap();
+    let stores = job.stores();
+    assert_eq!(stores.len(), 2, "{stores:?}");
+    // A process holds the first store's lock, as a re-mint that hangs would.
+    let lock = fs::File::open(stores[0].join("lock")).unwrap();
+    lock.lock().unwrap();
 
     let out = job.shell("token-keeper revoke", &[]);
     assert!(!out.status.success(), "{}", text(&out));
     let said = text(&out);
     assert!(said.contains(&*stores[0].to_string_lossy()), "{said}");
-    assert_eq!(
-        scene.github.world().live_tokens().len(),
-        1,
-        "the other store's token revoked: {said}"
+    assert!(said.contains("run `token-keeper revoke` again"), "{said}");
+    assert!(
+        scene.github.world().live_tokens().is_empty(),
+        "both revoked, the locked store's too: {said}"
     );
     assert!(!stores[1].exists(), "the other store gone: {said}");
+    assert!(!stores[0].join("key.pem").exists(), "its key gone at once");
+    assert!(stores[0].join("ledger").exists(), "its ledger kept");
+
+    drop(lock);
+    let again = job.shell("token-keeper revoke", &[]);
+    assert_ok("revoke again", &again);
+    assert_nothing_left(&job);
+}
+
+#[tokio::test]
+async fn revocation_needs_only_the_ledger_and_a_failed_one_is_finished_by_the_next() {
+    let scene = Scene::start(Duration::from_secs(3600)).await;
+    let job = CiJob::new(&[("CI_JOB_ID", "33")]);
+    for owner in ["Octo-Org", "Other-Org"] {
+        let setup = job.setup(&scene, &format!("--owner {owner} >/dev/null"));
+        assert_ok("setup", &job.shell(&setup, &[]));
+    }
+    let stores = job.stores();
+    // One state damaged, the other of a format this token-keeper does not read: setup killed
+    // between minting and writing its state, or a later version's.
+    fs::write(stores[0].join("state.json"), "{").unwrap();
+    fs::write(stores[1].join("state.json"), r#"{"version": 9}"#).unwrap();
+    // GitHub refuses every revocation at first.
+    for _ in 0..40 {
+        scene
+            .github
+            .fail_next("/installation/token", ResponseTemplate::new(503));
+    }
+    let out = job.shell("token-keeper revoke", &[("TOKEN_KEEPER_DEADLINE", "1s")]);
+    assert!(!out.status.success(), "{}", text(&out));
+    let said = text(&out);
+    assert!(said.contains("still live"), "{said}");
+    assert_eq!(scene.github.world().live_tokens().len(), 2, "{said}");
+    for store in &stores {
+        assert!(!store.join("key.pem").exists(), "the key goes at once");
+        assert!(!store.join("state.json").exists(), "the cached token too");
+        assert!(store.join("ledger").exists(), "the ledger stays");
+    }
+    // Nothing is served from a store whose end has begun.
+    let state = stores[0].to_string_lossy().into_owned();
+    let served = job.shell("token-keeper token", &[("TOKEN_KEEPER_STATE", &state)]);
+    assert!(!served.status.success(), "{}", text(&served));
+    assert!(
+        text(&served).contains("has been ended"),
+        "{}",
+        text(&served)
+    );
+
+    scene.github.clear_faults();
+    let again = job.shell("token-keeper revoke", &[]);
+    assert_ok("revoke again", &again);
+    assert!(scene.github.world().live_tokens().is_empty());
+    assert_nothing_left(&job);
 }
 
 #[tokio::test]
 async fn revoke_revokes_even_when_git_cannot_take_its_config_out() {
     let scene = Scene::start(Duration::from_secs(3600)).await;
     let job = CiJob::new(&[("CI_JOB_ID", "32")]);
-    let setup = setup(
-        &scene,
-        &job,
-        "--owner Octo-Org --git-config global >/dev/null",
-    );
+    let global = job.home.join(".gitconfig");
+    let theirs = "[user]\n\tname = CI";
+    fs::write(&global, theirs).unwrap();
+    let setup = job.setup(&scene, "--owner Octo-Org --git-config global >/dev/null");
     assert_ok("setup", &job.shell(&setup, &[]));
+    let included = job.included_files();
+    assert_eq!(included.len(), 1, "{included:?}");
 
-    // Where HOME is not, git cannot write the global config.
-    let out = job.shell("token-keeper revoke", &[("HOME", "/nonexistent/home")]);
+    // Another git holds the global config's lock for good.
+    let lock = job.home.join(".gitconfig.lock");
+    fs::write(&lock, "").unwrap();
+    let out = job.shell("token-keeper revoke", &[]);
     assert!(!out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("include.path"), "{}", text(&out));
+    let said = text(&out);
+    assert!(said.contains("lock") && said.contains("harmless"), "{said}");
     assert!(
         scene.github.world().live_tokens().is_empty(),
-        "revoked all the same: {}",
-        text(&out)
+        "revoked all the same: {said}"
+    );
+    assert!(
+        !included[0].exists(),
+        "the entry names a file that is gone: {said}"
     );
     assert_nothing_left(&job);
+    // git skips the missing file.
+    let url = scene.repo_url("Octo-Org", "app");
+    let git = job.shell(&format!("git ls-remote '{url}' 2>&1 || true"), &[]);
+    assert!(!text(&git).contains("token-keeper"), "{}", text(&git));
+
+    fs::remove_file(&lock).unwrap();
+    assert_ok("revoke again", &job.shell("token-keeper revoke", &[]));
+    assert_eq!(fs::read_to_string(&global).unwrap(), theirs, "as it was");
 }
 
 #[tokio::test]
@@ -222,11 +264,7 @@ async fn with_the_global_git_config_steps_that_share_nothing_push_after_expiry()
     assert_ok(
         "setup",
         &job.shell(
-            &setup(
-                &scene,
-                &job,
-                "--owner Octo-Org --git-config global >/dev/null",
-            ),
+            &job.setup(&scene, "--owner Octo-Org --git-config global >/dev/null"),
             &[],
         ),
     );
@@ -261,8 +299,8 @@ git ls-remote -q '{tools}' >/dev/null
 test -n "$(token-keeper token --owner Octo-Org)"
 test -n "$(token-keeper token --owner Other-Org)"
 token-keeper revoke"#,
-        octo = setup(&scene, &job, "--owner Octo-Org --repositories app"),
-        other = setup(&scene, &job, "--owner Other-Org"),
+        octo = job.setup(&scene, "--owner Octo-Org --repositories app"),
+        other = job.setup(&scene, "--owner Other-Org"),
         app = scene.repo_url("Octo-Org", "app"),
         tools = scene.repo_url("Other-Org", "tools"),
     );
@@ -355,14 +393,14 @@ async fn a_secret_given_where_a_name_belongs_is_named_by_where_it_came_never_sho
             "`TOKEN_KEEPER_PRIVATE_KEY_FILE` holds a private key, not a path",
         ),
         (
-            setup(&scene, &job, "--owner Octo-Org"),
+            job.setup(&scene, "--owner Octo-Org"),
             vec![("TOKEN_KEEPER_OWNER", PASTED_JWT)],
             "`TOKEN_KEEPER_OWNER` holds a JWT, not an owner",
         ),
         (
             format!(
                 "{} --identity-env '{PASTED_JWT}'",
-                setup(&scene, &job, "--owner Octo-Org")
+                job.setup(&scene, "--owner Octo-Org")
             ),
             vec![],
             "`--identity-env` holds a JWT, not a variable's name",
@@ -423,19 +461,11 @@ async fn a_long_value_is_quoted_cut_short_in_one_line() {
     let job = CiJob::new(&[("CI_JOB_ID", "9")]);
     let long = "a".repeat(5000);
     for script in [
-        setup(&scene, &job, &format!("--owner {long}")),
-        setup(
-            &scene,
-            &job,
-            &format!("--owner Octo-Org --refresh-after {long}"),
-        ),
+        job.setup(&scene, &format!("--owner {long}")),
+        job.setup(&scene, &format!("--owner Octo-Org --refresh-after {long}")),
         format!("token-keeper setup --format {long}"),
         format!("token-keeper setup --bogus-flag-{long}"),
-        setup(
-            &scene,
-            &job,
-            &format!("--owner Octo-Org --permission {long}"),
-        ),
+        job.setup(&scene, &format!("--owner Octo-Org --permission {long}")),
         format!("token-keeper token --state /{long}"),
     ] {
         let out = job.shell(&script, &[]);
@@ -487,7 +517,7 @@ async fn bad_setups_are_one_line_that_shows_no_key_and_leave_nothing() {
             "`telepathy` is not a permission GitHub lists",
         ),
         (
-            setup(&scene, &job, "--owner 'bad owner'"),
+            job.setup(&scene, "--owner 'bad owner'"),
             "`--owner`: `bad owner` is not a valid GitHub name",
         ),
     ];
@@ -506,7 +536,7 @@ async fn bad_setups_are_one_line_that_shows_no_key_and_leave_nothing() {
     // A setup that fails after it minted revokes what it minted: the global git config cannot
     // be written where HOME is not.
     let late = job.shell(
-        &setup(&scene, &job, "--owner Octo-Org --git-config global"),
+        &job.setup(&scene, "--owner Octo-Org --git-config global"),
         &[("HOME", "/nonexistent/home")],
     );
     assert!(!late.status.success(), "{}", text(&late));
@@ -522,11 +552,7 @@ async fn bad_setups_are_one_line_that_shows_no_key_and_leave_nothing() {
         fs::create_dir(&theirs).unwrap();
         std::os::unix::fs::chown(&theirs, Some(1001), Some(1001)).unwrap();
         let out = job.shell(
-            &setup(
-                &scene,
-                &job,
-                &format!("--owner Octo-Org --state '{theirs}'"),
-            ),
+            &job.setup(&scene, &format!("--owner Octo-Org --state '{theirs}'")),
             &[],
         );
         assert!(!out.status.success(), "{}", text(&out));
@@ -559,10 +585,7 @@ async fn a_permission_without_a_level_is_refused_not_dropped() {
         "--permission contents=",
         "--permission 'contents= '",
     ] {
-        let out = job.shell(
-            &setup(&scene, &job, &format!("--owner Octo-Org {flag}")),
-            &[],
-        );
+        let out = job.shell(&job.setup(&scene, &format!("--owner Octo-Org {flag}")), &[]);
         assert!(!out.status.success(), "{flag}: {}", text(&out));
         let said = String::from_utf8_lossy(&out.stderr);
         assert_eq!(said.trim().lines().count(), 1, "one line: {said}");

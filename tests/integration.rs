@@ -24,6 +24,8 @@ mod examples;
 mod faults;
 /// The test git server itself.
 mod git_server;
+/// `setup --git-config global`: the user's global git config during and after a job.
+mod global_config;
 /// A hostile or broken server: its text cleaned, our secrets unshown, its names checked.
 mod hostile;
 /// Keyless: the job's identity exchanged for tokens, no App key anywhere.
@@ -40,5 +42,7 @@ mod ours;
 mod shim;
 /// Main and post steps, end to end.
 mod steps;
+/// The stores setup makes and revoke ends: only ours, all of them, nothing served once ended.
+mod stores;
 /// Real TLS: a private CA, an unknown CA, and a proxy tunnel.
 mod tls;

@@ -150,11 +150,7 @@ async fn post_step_leaves_an_expired_token_alone_quietly() {
     let job = Job::new(&github.url());
     let main = job.main(&app_inputs(&[]), View::Host);
     main.assert_ok();
-    let ledger = state_dir(&main).join("ledger");
-    let text = fs::read_to_string(&ledger).unwrap();
-    let mut line: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
-    line["expires_at"] = (unix_now() - 60).into();
-    fs::write(&ledger, format!("{line}\n")).unwrap();
+    token_keeper::backdate_ledger(&state_dir(&main), 3660).unwrap();
     let post = job.post(&app_inputs(&[]), &main.state, View::Host);
     post.assert_ok();
     assert!(github.seen("DELETE", "/installation/token").is_empty());

@@ -18,7 +18,7 @@ use crate::github::client::{self, ApiError};
 use crate::github::exchange::Exchange;
 use crate::github::{KeyError, PrivateKey, Target, TokenRequest, hosts, names};
 use crate::keeper::source::{IdentityFrom, TokenSource};
-use crate::keeper::state::MintConfig;
+use crate::keeper::state::{Api, MintConfig};
 use crate::messages::short;
 
 /// The defaults of the inputs that have one, as `action.yml` declares them (a test checks that
@@ -74,12 +74,19 @@ impl Config {
     /// for the git server `server`.
     pub(crate) fn kept(&self, source: &TokenSource, server: &Url) -> MintConfig {
         MintConfig {
-            api_url: self.api_url.to_string(),
+            api: self.api(),
             git_server: server.to_string(),
             source: source.clone(),
             account: self.account(source),
             request: self.request.clone(),
             refresh_after: self.refresh_after.as_secs(),
+        }
+    }
+
+    /// The API tokens come from, as a store keeps it to revoke them.
+    pub(crate) fn api(&self) -> Api {
+        Api {
+            api_url: self.api_url.to_string(),
             ca_certificates: self.ca_certificates.clone(),
         }
     }

@@ -85,7 +85,12 @@ pub(crate) fn run(env: &Env, place: Place) -> Result<()> {
         step,
         knobs,
     };
-    let dir = StateDir::create(&plan.layout.root, &plan.step, plan.layout.owner)?;
+    let dir = StateDir::create(
+        &plan.layout.root,
+        &plan.step,
+        plan.layout.owner,
+        &plan.config.api(),
+    )?;
     let result = mint_and_export(&plan, &gh, &runtime, &dir);
     if result.is_err() {
         discard_if_unused(&dir);
@@ -218,7 +223,7 @@ fn blame_inputs(err: anyhow::Error, config: &Config) -> anyhow::Error {
 
 /// A main step that failed before minting leaves nothing behind.
 fn discard_if_unused(dir: &StateDir) {
-    if !dir.ledger().is_ok_and(|ledger| ledger.is_empty()) {
+    if !dir.ledger().is_ok_and(|ledger| ledger.entries.is_empty()) {
         return;
     }
     let root = dir.path().parent().map(ToOwned::to_owned);

@@ -13,12 +13,11 @@ use super::env::Env;
 use super::inputs;
 use super::layout::{self, Layout, Place};
 use super::workflow;
-use crate::clock::unix_now;
 use crate::github::GitHub;
 use crate::github::client::{self, Knobs, Runtime};
 use crate::keeper::locate::BIN;
-use crate::keeper::state::{LedgerEntry, StateDir};
-use crate::keeper::{self, Keeper};
+use crate::keeper::state::{Api, Ledger, StateDir};
+use crate::keeper::{self, Keeper, Unended};
 use crate::messages;
 
 /// The whole step ends within about this: the job is waiting. Every revocation runs at once.
@@ -31,32 +30,33 @@ pub(crate) fn run(env: &Env, place: Place) -> Result<()> {
     let Some(dir) = state_dir(env, place) else {
         return Ok(());
     };
-    let dir = match StateDir::open(&dir) {
-        Ok(dir) => dir,
-        Err(_) => {
+    let dir = match StateDir::open_store(&dir) {
+        Ok(Some(dir)) => dir,
+        Ok(None) => {
             say(&format!(
                 "nothing to clean up (`{}` is gone)",
                 dir.display()
             ));
             return Ok(());
         }
+        Err(err) => {
+            warn(&format!("cannot clean up the job's tokens: {err}"));
+            return Ok(());
+        }
     };
     let root = dir.path().parent().map(Path::to_owned);
     // The main step refused a bad value; here it can only fall back to revoking.
     let skip = inputs::boolean(env, "skip-token-revoke").unwrap_or(false);
-    let retired = Keeper::retire(dir, POST_LOCK_WAIT, |ledger| {
-        let live: Vec<LedgerEntry> = ledger
-            .into_iter()
-            .filter(|e| e.is_live(unix_now()))
-            .collect();
+    let retired = Keeper::retire(dir, POST_LOCK_WAIT, Unended::Dropped, |live| {
         if skip {
             say(&format!(
                 "not revoking {} token(s): `skip-token-revoke` is true",
-                live.len()
+                live.entries.len()
             ));
-        } else if !live.is_empty() {
-            revoke_all(env, &live, POST_DEADLINE.saturating_sub(started.elapsed()));
+            // Left to live, as asked: nothing more is ours to do for them.
+            return vec![true; live.entries.len()];
         }
+        revoke_all(env, live, POST_DEADLINE.saturating_sub(started.elapsed()))
     });
     if let Err(err) = retired {
         warn(&format!("cannot clean up the job's tokens: {err}"));
@@ -79,22 +79,27 @@ fn remove_shared_binary(root: &Path) {
     }
 }
 
-/// Revoke every live token at once, all within one deadline; warn for each that did not go.
-fn revoke_all(env: &Env, live: &[LedgerEntry], deadline: Duration) {
-    let (gh, runtime) = match client(env, deadline) {
+/// Revoke every live token at once, all within one deadline, where the ledger says they came
+/// from (else where the inputs do); warn for each that did not go. Which went.
+fn revoke_all(env: &Env, live: &Ledger, deadline: Duration) -> Vec<bool> {
+    let none = || vec![false; live.entries.len()];
+    let (gh, runtime) = match client(env, live.api.as_ref(), deadline) {
         Ok(pair) => pair,
         Err(err) => {
             warn(&format!("cannot revoke tokens: {err:#}"));
-            return;
+            return none();
         }
     };
-    keeper::revoke_and_tell(gh, &runtime, live, inputs::fix_for, say, warn);
+    keeper::revoke_and_tell(gh, &runtime, &live.entries, inputs::fix_for, say, warn)
 }
 
-fn client(env: &Env, deadline: Duration) -> Result<(GitHub, Runtime)> {
+fn client(env: &Env, api: Option<&Api>, deadline: Duration) -> Result<(GitHub, Runtime)> {
+    let knobs = Knobs::from_env(|name| env.get(name).cloned())?;
+    if let Some(api) = api {
+        return keeper::connect(api, 0, deadline, &knobs);
+    }
     let url = inputs::api_url(env)?;
     let ca = inputs::input(env, "ca-certificates").map(str::to_owned);
-    let knobs = Knobs::from_env(|name| env.get(name).cloned())?;
     Ok(client::connect(url, deadline, ca, 0, &knobs)?)
 }
 

@@ -19,10 +19,20 @@ fn ci_root() -> PathBuf {
     locate::ci_root(|name| std::env::var(name).ok())
 }
 
-/// The job's folder of stores goes when the last store has: only when empty, as the job's other
-/// stores may live there.
-fn remove_if_empty(root: Option<&Path>) {
-    if let Some(root) = root.filter(|root| *root == ci_root()) {
-        let _ = std::fs::remove_dir(root);
+/// Once no store the job's folder `job` lists is left: the list goes, then the folder, and this
+/// user's folder of jobs, each only when empty (the action's own stores and the job's other
+/// files may live there).
+fn tidy(job: &Path) {
+    let Ok(stores) = locate::listed_stores(job) else {
+        return;
+    };
+    if stores.iter().any(|store| store.exists()) {
+        return;
+    }
+    let _ = std::fs::remove_file(job.join(locate::STORES));
+    let _ = std::fs::remove_dir(job);
+    let user = locate::user_root(|name| std::env::var(name).ok());
+    if job.parent() == Some(user.as_path()) {
+        let _ = std::fs::remove_dir(user);
     }
 }

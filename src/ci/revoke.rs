@@ -2,53 +2,64 @@
 //! the git configuration setup wrote is taken out, and the store goes.
 //!
 //! The store is the one `--state` names, or else every store of this job: the one
-//! `TOKEN_KEEPER_STATE` names and those setup made in the CI's temporary folder, so that a shell
-//! that has nothing but the CI's own variables (GitLab's `after_script`) finds them. Only setup's:
-//! in an Actions job that folder holds the action's stores too, which its post step ends.
-//! Run twice, or where setup never ran, it says so and succeeds.
+//! `TOKEN_KEEPER_STATE` names and every one the job's folder lists, wherever setup made it, so
+//! that a shell that has nothing but the CI's own variables (GitLab's `after_script`) finds them.
+//! Only folders that bear a store's mark are ended, all at once, within one bound. A token that
+//! could not be revoked keeps its store's ledger, and revoke fails, so that running it again
+//! finishes the work; run where nothing is left, it says so and succeeds.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 
-use super::{ci_root, gitconfig, remove_if_empty, setup};
-use crate::clock::unix_now;
+use super::{ci_root, gitconfig, tidy};
 use crate::github::client::Knobs;
-use crate::keeper::state::{self, LedgerEntry, StateDir};
-use crate::keeper::{self, Keeper, locate};
+use crate::keeper::state::StateDir;
+use crate::keeper::{self, Keeper, Unended, locate};
 use crate::messages;
 
-/// All revocations of a store end within this.
-const REVOKE_DEADLINE: Duration = Duration::from_secs(10);
-/// How long a re-mint in progress may hold up the revocation.
+/// Every store ends within about this: the lock wait and the revocations of all of them.
+const REVOKE_BOUND: Duration = Duration::from_secs(13);
+/// How long a re-mint in progress may hold up a store's end; it revokes what it makes itself.
 const LOCK_WAIT: Duration = Duration::from_secs(3);
 
 pub(crate) fn run(explicit: Option<&Path>) -> Result<ExitCode> {
+    let deadline = Instant::now() + REVOKE_BOUND;
+    let job = ci_root();
     let stores = match explicit {
         Some(dir) => vec![dir.to_owned()],
-        None => {
-            let exported = std::env::var_os(locate::STATE_VARIABLE)
-                .filter(|s| !s.is_empty())
-                .map(PathBuf::from);
-            let mut stores: Vec<PathBuf> = exported.into_iter().collect();
-            for store in this_jobs_stores() {
-                if !stores.contains(&store) {
-                    stores.push(store);
-                }
-            }
-            stores
-        }
+        None => this_jobs_stores(&job)?,
     };
+    // A store that fails must not keep the next one's tokens alive, nor wait for it.
+    let outcomes: Vec<Result<bool>> = std::thread::scope(|scope| {
+        let ends: Vec<_> = stores
+            .iter()
+            .map(|store| scope.spawn(move || end(store, deadline)))
+            .collect();
+        ends.into_iter()
+            .map(|end| {
+                end.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("the revocation stopped")))
+            })
+            .collect()
+    });
     let (mut ended, mut failed) = (0, Vec::new());
-    // A store that fails must not keep the next one's tokens alive.
-    for store in &stores {
-        match end(store) {
+    // What an earlier end could not take out of the global git config, or a killed job left.
+    match gitconfig::remove_stale() {
+        Ok(removed) => ended += removed,
+        Err(err) => {
+            messages::warn(std::io::stderr(), &format!("{err:#}"));
+            failed.push("the global git config".to_owned());
+        }
+    }
+    for (store, outcome) in stores.iter().zip(outcomes) {
+        match outcome {
             Ok(true) => ended += 1,
             Ok(false) => {}
             Err(err) => {
-                let store = store.display().to_string();
+                let store = messages::short(&store.to_string_lossy());
                 messages::warn(
                     std::io::stderr(),
                     &format!("cannot end the store `{store}`: {err:#}"),
@@ -57,6 +68,7 @@ pub(crate) fn run(explicit: Option<&Path>) -> Result<ExitCode> {
             }
         }
     }
+    tidy(&job);
     if !failed.is_empty() {
         bail!(
             "could not end {}: see why above",
@@ -64,92 +76,80 @@ pub(crate) fn run(explicit: Option<&Path>) -> Result<ExitCode> {
         );
     }
     if ended == 0 {
-        let looked = explicit.map_or_else(ci_root, Path::to_owned);
+        let looked = explicit.map_or_else(|| job.clone(), Path::to_owned);
         messages::say(
             std::io::stderr(),
             &format!(
                 "nothing to revoke: no token-keeper state in `{}`",
-                looked.display()
+                messages::short(&looked.to_string_lossy())
             ),
         );
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// The stores setup made for this job.
-fn this_jobs_stores() -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(ci_root()) else {
-        return Vec::new();
-    };
-    let mut stores: Vec<PathBuf> = entries
-        .flatten()
-        .filter(|entry| {
-            entry
-                .file_name()
-                .to_string_lossy()
-                .starts_with(setup::STORE_PREFIX)
-        })
-        .map(|entry| entry.path())
-        .filter(|path| path.join(state::LEDGER).exists() || path.join(state::STATE).exists())
-        .collect();
-    stores.sort();
-    stores
+/// The stores of this job: the one `TOKEN_KEEPER_STATE` names, then those its folder lists.
+fn this_jobs_stores(job: &Path) -> Result<Vec<PathBuf>> {
+    let exported = std::env::var_os(locate::STATE_VARIABLE)
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from);
+    let mut stores: Vec<PathBuf> = exported.into_iter().collect();
+    for store in locate::listed_stores(job)? {
+        if !stores.contains(&store) {
+            stores.push(store);
+        }
+    }
+    Ok(stores)
 }
 
-/// End the store at `path`: whether there was one.
-fn end(path: &Path) -> Result<bool> {
-    let Ok(dir) = StateDir::open(path) else {
-        return Ok(false);
-    };
-    // Read before the store goes: where its tokens are revoked, and whether git names it.
-    let state = dir.state()?;
-    let configured = gitconfig::installed(path);
-    let mut failed = None;
-    let retired = Keeper::retire(dir, LOCK_WAIT, |ledger| {
-        let live: Vec<LedgerEntry> = ledger
-            .into_iter()
-            .filter(|e| e.is_live(unix_now()))
-            .collect();
-        if live.is_empty() {
-            return;
+/// End the store at `path` by `deadline`: whether there was one. Its entry in the global git
+/// config goes too, the store there or not.
+fn end(path: &Path, deadline: Instant) -> Result<bool> {
+    let knobs = Knobs::from_env(|name| std::env::var(name).ok())?;
+    let retired = match StateDir::open_store(path)? {
+        Some(dir) => {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let retired = Keeper::retire(dir, LOCK_WAIT.min(left), Unended::Kept, |live| {
+                let none = || vec![false; live.entries.len()];
+                let Some(api) = &live.api else {
+                    messages::warn(
+                        std::io::stderr(),
+                        "the store's ledger names no API to revoke its tokens at",
+                    );
+                    return none();
+                };
+                let left = deadline.saturating_duration_since(Instant::now());
+                match keeper::connect(api, 0, left, &knobs) {
+                    Ok((gh, runtime)) => keeper::revoke_and_tell(
+                        gh,
+                        &runtime,
+                        &live.entries,
+                        |_| None,
+                        |text| messages::say(std::io::stderr(), text),
+                        |text| messages::warn(std::io::stderr(), text),
+                    ),
+                    Err(err) => {
+                        messages::warn(
+                            std::io::stderr(),
+                            &format!("cannot revoke tokens: {err:#}"),
+                        );
+                        none()
+                    }
+                }
+            });
+            Some(retired)
         }
-        let Some(state) = &state else {
-            failed = Some(anyhow::anyhow!(
-                "the store `{}` names no API to revoke its tokens at",
-                path.display()
-            ));
-            return;
-        };
-        let connected = Knobs::from_env(|name| std::env::var(name).ok())
-            .map_err(anyhow::Error::from)
-            .and_then(|knobs| keeper::connect(state, REVOKE_DEADLINE, &knobs));
-        let (gh, runtime) = match connected {
-            Ok(pair) => pair,
-            Err(err) => {
-                failed = Some(err.context("cannot revoke tokens"));
-                return;
-            }
-        };
-        keeper::revoke_and_tell(
-            gh,
-            &runtime,
-            &live,
-            |_| None,
-            |text| messages::say(std::io::stderr(), text),
-            |text| messages::warn(std::io::stderr(), text),
-        );
-    });
-    remove_if_empty(path.parent());
-    // After the revocation, so that a git that fails cannot keep the tokens live.
-    let unset = if configured {
-        gitconfig::unset(path)
-    } else {
-        Ok(())
+        None => None,
     };
-    retired?;
-    unset?;
-    match failed {
-        Some(err) => Err(err),
-        None => Ok(true),
+    // After the revocation, so that a git that fails cannot keep the tokens live; also when
+    // some are left, as the store serves nothing any more.
+    let unset = gitconfig::remove(path);
+    if let (Some(Err(_)), Err(err)) = (&retired, &unset) {
+        messages::warn(std::io::stderr(), &format!("{err:#}"));
     }
+    let ended = retired.is_some();
+    if let Some(retired) = retired {
+        retired?;
+    }
+    Ok(unset? || ended)
 }

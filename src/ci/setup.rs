@@ -15,17 +15,17 @@ use anyhow::{Context, Result, anyhow, bail};
 use url::Url;
 
 use super::shell::{self, Facts, Format};
-use super::{ci_root, gitconfig, remove_if_empty};
+use super::{ci_root, gitconfig, tidy};
 use crate::action::env::{self, Env};
 use crate::action::inputs::{self, Config, InputError};
 use crate::action::{permissions, shim};
 use crate::clock::{rfc3339, unix_now};
 use crate::github::client::{self, Knobs};
 use crate::keeper::source::{IdentityFrom, Means, TokenSource};
-use crate::keeper::state::{CachedToken, StateDir};
-use crate::keeper::{self, Caller, Keeper, Unminted, locate};
+use crate::keeper::state::{Api, CachedToken, StateDir};
+use crate::keeper::{self, Caller, Keeper, Unended, Unminted, locate};
 use crate::messages;
-use crate::private::{Owner, create_private_dir};
+use crate::private::{Owner, check_mine, create_private_dir};
 
 /// Setup may wait as long as the main step: nothing is blocked on it yet.
 const SETUP_DEADLINE: Duration = Duration::from_secs(60);
@@ -207,7 +207,7 @@ pub(crate) fn run(args: &Args) -> Result<ExitCode> {
         0,
         &knobs,
     )?;
-    let dir = new_store(args.state.as_deref())?;
+    let dir = new_store(args.state.as_deref(), &config.api())?;
     let caller = Caller::new(
         knobs,
         env::identity_request(get).ok_or_else(|| {
@@ -266,11 +266,13 @@ pub(crate) fn run(args: &Args) -> Result<ExitCode> {
         }
         Err(err) => {
             let _ = gitconfig::remove(dir.path());
-            let path = dir.path().to_owned();
-            let _ = Keeper::retire(dir, Duration::ZERO, |ledger| {
-                keeper::revoke_all(gh, &runtime, &ledger);
+            let _ = Keeper::retire(dir, Duration::ZERO, Unended::Kept, |live| {
+                keeper::revoke_all(gh, &runtime, &live.entries)
+                    .iter()
+                    .map(Result::is_ok)
+                    .collect()
             });
-            remove_if_empty(path.parent());
+            tidy(&ci_root());
             Err(err)
         }
     }
@@ -279,7 +281,7 @@ pub(crate) fn run(args: &Args) -> Result<ExitCode> {
 /// A store that holds no token: gone, with the job's folder if it was the last.
 fn discard(dir: StateDir) {
     let _ = dir.remove();
-    remove_if_empty(dir.path().parent());
+    tidy(&ci_root());
 }
 
 /// The flags read and checked as the action's inputs, the key from its file or variable.
@@ -332,20 +334,78 @@ fn config(args: &Args) -> Result<Config> {
     Ok(config)
 }
 
-/// A new store: in `explicit`, or in a new folder of this job's in the CI's temporary folder.
-fn new_store(explicit: Option<&Path>) -> Result<StateDir> {
+/// A new store for tokens from `api`: in `explicit`, or in a new folder of this job's, listed in
+/// the job's folder before anything is minted into it. Stores that other jobs of this user left
+/// behind go first.
+fn new_store(explicit: Option<&Path>, api: &Api) -> Result<StateDir> {
     let owner = Owner::me();
-    if let Some(dir) = explicit {
-        return Ok(StateDir::create_at(dir, owner)?);
+    let job = ci_root();
+    let user = locate::user_root(|name| std::env::var(name).ok());
+    if job.parent() == Some(user.as_path()) {
+        create_private_dir(&user, owner)?;
+        sweep(&user, &job);
     }
-    let root = ci_root();
-    create_private_dir(&root, owner)?;
-    let dir = tempfile::Builder::new()
-        .prefix(STORE_PREFIX)
-        .tempdir_in(&root)
-        .with_context(|| format!("cannot create a folder in `{}`", root.display()))?
-        .keep();
-    Ok(StateDir::create_at(&dir, owner)?)
+    create_private_dir(&job, owner)?;
+    let path = match explicit {
+        Some(dir) => std::path::absolute(dir).with_context(|| {
+            format!(
+                "`--state`: cannot tell where `{}` is",
+                messages::short(&dir.to_string_lossy())
+            )
+        })?,
+        None => tempfile::Builder::new()
+            .prefix(STORE_PREFIX)
+            .tempdir_in(&job)
+            .with_context(|| {
+                format!(
+                    "cannot create a folder in `{}`",
+                    messages::short(&job.to_string_lossy())
+                )
+            })?
+            .keep(),
+    };
+    let dir = StateDir::create_at(&path, owner, api).map_err(|err| {
+        if explicit.is_none() {
+            let _ = std::fs::remove_dir(&path);
+        }
+        anyhow!("`--state`: {err}")
+    })?;
+    if let Err(err) = locate::list_store(&job, &path, owner) {
+        let _ = dir.remove();
+        return Err(err.into());
+    }
+    Ok(dir)
+}
+
+/// End the stores in `user`'s other job folders that a killed job left behind (`is_abandoned`),
+/// their global git config entries with them, and the folders they leave empty.
+fn sweep(user: &Path, this_job: &Path) {
+    let Ok(jobs) = std::fs::read_dir(user) else {
+        return;
+    };
+    let now = unix_now();
+    for job in jobs.flatten() {
+        let job = job.path();
+        let ours = std::fs::symlink_metadata(&job)
+            .is_ok_and(|meta| meta.is_dir() && check_mine(&job, &meta).is_ok());
+        if job == this_job || !ours {
+            continue;
+        }
+        let Ok(stores) = locate::listed_stores(&job) else {
+            continue;
+        };
+        for store in &stores {
+            let Ok(Some(dir)) = StateDir::open_store(store) else {
+                continue;
+            };
+            if dir.is_abandoned(now)
+                && Keeper::retire(dir, Duration::ZERO, Unended::Kept, |_| Vec::new()).is_ok()
+            {
+                let _ = gitconfig::remove(store);
+            }
+        }
+        tidy(&job);
+    }
 }
 
 /// Keep the store for re-mints and set git up; the variables later commands need.

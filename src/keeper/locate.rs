@@ -3,9 +3,13 @@
 //! A job keeps them in one folder, `token-keeper/`: a folder per step, beside `bin/` with the
 //! copy of our binary that later steps run. The job's folder is in `RUNNER_TEMP`, or, on
 //! runners older than v2.331, in `RUNNER_TEMP/_github_home`, the action container's `HOME`.
-//! In other CIs, `setup` keeps a job's stores in `token-keeper-<job>/` in the CI's temporary
-//! folder (`ci_root`), `<job>` the CI's own name for the job.
+//! In other CIs, `setup` keeps a job's stores in `token-keeper-<user>/<job>/` in the CI's
+//! temporary folder (`ci_root`), `<user>` this user's id and `<job>` the CI's own name for the
+//! job, and lists there every store it made for the job, wherever it is (`stores`), so that
+//! `revoke` finds them all.
 
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
@@ -13,11 +17,14 @@ use anyhow::{Result, bail};
 use super::state::State;
 use super::{Caller, Keeper};
 use crate::messages::quoted_list;
+use crate::private::{self, FileError, Owner, at, open_private};
 
 /// The job's folder of stores.
 pub(crate) const JOB_DIR: &str = "token-keeper";
 /// The variable `setup` exports with its store's folder, where later commands look first.
 pub(crate) const STATE_VARIABLE: &str = "TOKEN_KEEPER_STATE";
+/// The list, in a job's folder, of every store `setup` made for the job: a path a line.
+pub(crate) const STORES: &str = "stores";
 /// The folder of the job's copy of our binary, in the job's folder.
 pub(crate) const BIN: &str = "bin";
 /// Old runners' action containers keep their `HOME` here, in `RUNNER_TEMP`.
@@ -60,24 +67,35 @@ const CI_JOB_IDS: [&str; 6] = [
 /// The temporary folders Azure Pipelines and Jenkins give a job; elsewhere, the system's.
 const CI_TEMPS: [&str; 2] = ["AGENT_TEMPDIRECTORY", "WORKSPACE_TMP"];
 
-/// Where `setup` keeps this job's stores outside Actions, from the process's variables (`get`):
+/// Where `setup` keeps this job's stores, from the process's variables (`get`):
 /// `RUNNER_TEMP/token-keeper` in an Actions job's steps, as the action does; elsewhere
-/// `token-keeper-<job>` in the CI's temporary folder, `<job>` the CI's job id (`local` when it
-/// names none), so that two jobs on one machine keep apart.
+/// `<job>` in this user's folder (`user_root`), `<job>` the CI's job id (`local` when it names
+/// none), so that two jobs on one machine keep apart.
 pub(crate) fn ci_root(get: impl Fn(&str) -> Option<String>) -> PathBuf {
     let given = |name: &str| get(name).filter(|v| !v.is_empty());
     if let Some(temp) = given("RUNNER_TEMP") {
         return Path::new(&temp).join(JOB_DIR);
     }
-    let temp = CI_TEMPS
-        .iter()
-        .find_map(|name| given(name))
-        .map_or_else(std::env::temp_dir, PathBuf::from);
     let job = CI_JOB_IDS
         .iter()
         .find_map(|name| given(name))
         .unwrap_or_else(|| "local".to_owned());
-    let job: String = job
+    user_root(&get).join(file_name_of(&job))
+}
+
+/// This user's folder of every job's stores outside Actions: `token-keeper-<user>` in the CI's
+/// temporary folder, per user, as others may share that folder (`/tmp`).
+pub(crate) fn user_root(get: impl Fn(&str) -> Option<String>) -> PathBuf {
+    let temp = CI_TEMPS
+        .iter()
+        .find_map(|name| get(name).filter(|v| !v.is_empty()))
+        .map_or_else(std::env::temp_dir, PathBuf::from);
+    temp.join(format!("{JOB_DIR}-{}", file_name_of(&private::user_tag())))
+}
+
+/// `name` as a file name: what could be a separator or a dot folder, written out.
+fn file_name_of(name: &str) -> String {
+    let name: String = name
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
@@ -87,7 +105,53 @@ pub(crate) fn ci_root(get: impl Fn(&str) -> Option<String>) -> PathBuf {
             }
         })
         .collect();
-    temp.join(format!("{JOB_DIR}-{job}"))
+    if name.starts_with('.') {
+        format!("_{name}")
+    } else {
+        name
+    }
+}
+
+/// Add `store` to the job folder `job`'s list, before anything is minted into it.
+pub(crate) fn list_store(job: &Path, store: &Path, owner: Owner) -> Result<(), FileError> {
+    let list = job.join(STORES);
+    let mut line = store.to_string_lossy().into_owned();
+    if line.contains(['\n', '\r']) {
+        return Err(at("list", store)(io::Error::other(
+            "its path holds a line break: name another folder",
+        )));
+    }
+    line.push('\n');
+    let mut file = open_private(&list, OpenOptions::new().append(true), owner)?;
+    file.write_all(line.as_bytes())
+        .map_err(at("append to", &list))?;
+    file.sync_all().map_err(at("sync", &list))
+}
+
+/// The stores the job folder `job` lists, in the order setup made them; nothing when it lists
+/// none. The list must be a plain file of this user's: never read through a link.
+pub(crate) fn listed_stores(job: &Path) -> Result<Vec<PathBuf>, FileError> {
+    let list = job.join(STORES);
+    let meta = match fs::symlink_metadata(&list) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(at("read", &list)(e)),
+    };
+    if !meta.is_file() {
+        return Err(at("read", &list)(io::Error::other(
+            "it is a link or a folder, not the list setup writes",
+        )));
+    }
+    private::check_mine(&list, &meta)?;
+    let text = fs::read_to_string(&list).map_err(at("read", &list))?;
+    let mut stores: Vec<PathBuf> = Vec::new();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        let store = PathBuf::from(line);
+        if !stores.contains(&store) {
+            stores.push(store);
+        }
+    }
+    Ok(stores)
 }
 
 /// Where a later step finds the job's folders: beside the `bin/` that holds the running binary
@@ -174,6 +238,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_job_folder_lists_its_stores_once_each_in_order() {
+        let tmp = tempfile::tempdir().unwrap();
+        let me = Owner::me();
+        assert!(listed_stores(tmp.path()).unwrap().is_empty());
+        for store in ["/a/setup-1", "/b/elsewhere", "/a/setup-1"] {
+            list_store(tmp.path(), Path::new(store), me).unwrap();
+        }
+        assert_eq!(
+            listed_stores(tmp.path()).unwrap(),
+            [PathBuf::from("/a/setup-1"), PathBuf::from("/b/elsewhere")]
+        );
+        assert!(list_store(tmp.path(), Path::new("/a\nb"), me).is_err());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_list_planted_as_a_link_is_not_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        let elsewhere = tmp.path().join("elsewhere");
+        fs::write(&elsewhere, "/home/someone/project\n").unwrap();
+        let job = tmp.path().join("job");
+        fs::create_dir(&job).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, job.join(STORES)).unwrap();
+        assert!(listed_stores(&job).is_err());
+    }
+
+    #[test]
     fn the_jobs_copy_of_the_binary_is_an_exe_on_windows() {
         assert_eq!(Platform::Unix.binary(), "token-keeper");
         assert_eq!(Platform::Windows.binary(), "token-keeper.exe");
@@ -213,20 +304,17 @@ mod tests {
             ci_root(vars(&[("RUNNER_TEMP", "/w/_temp"), ("CI_JOB_ID", "7")])),
             PathBuf::from("/w/_temp/token-keeper")
         );
-        assert_eq!(
-            ci_root(vars(&[("CI_JOB_ID", "4242")])),
-            std::env::temp_dir().join("token-keeper-4242")
-        );
+        let user = format!("token-keeper-{}", private::user_tag());
+        let mine = std::env::temp_dir().join(&user);
+        assert_eq!(ci_root(vars(&[("CI_JOB_ID", "4242")])), mine.join("4242"));
         assert_eq!(
             ci_root(vars(&[
                 ("WORKSPACE_TMP", "/j/ws@tmp"),
                 ("BUILD_TAG", "jenkins-a/b-3")
             ])),
-            PathBuf::from("/j/ws@tmp/token-keeper-jenkins-a_b-3")
+            Path::new("/j/ws@tmp").join(&user).join("jenkins-a_b-3")
         );
-        assert_eq!(
-            ci_root(vars(&[])),
-            std::env::temp_dir().join("token-keeper-local")
-        );
+        assert_eq!(ci_root(vars(&[])), mine.join("local"));
+        assert_eq!(ci_root(vars(&[("CI_JOB_ID", "..")])), mine.join("_.."));
     }
 }

@@ -7,10 +7,10 @@
 use std::fs::{File, OpenOptions, TryLockError};
 use std::time::{Duration, Instant};
 
-use super::state::{LedgerEntry, State, StateDir};
+use super::state::{Ledger, LedgerEntry, State, StateDir};
 use crate::private::{FileError, at, open_private};
 
-const LOCK: &str = "lock";
+pub(super) const LOCK: &str = "lock";
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum LockError {
@@ -70,9 +70,15 @@ impl<'a> Guard<'a> {
         }
     }
 
-    /// Replace the state file whole.
+    /// Replace the state file whole; not once the store's end has begun, which took the cached
+    /// token out.
     pub(crate) fn write_state(&self, state: &State) -> Result<(), FileError> {
         let file = self.dir.path().join(super::state::STATE);
+        if self.retiring() {
+            return Err(at("write", &file)(std::io::Error::other(
+                "the store is being ended",
+            )));
+        }
         let mut bytes = serde_json::to_vec_pretty(state)
             .map_err(|e| at("write", &file)(std::io::Error::other(e)))?;
         bytes.push(b'\n');
@@ -83,6 +89,16 @@ impl<'a> Guard<'a> {
     pub(crate) fn record(&self, entry: &LedgerEntry) -> Result<(), FileError> {
         self.dir.record(entry)
     }
+
+    /// Replace the ledger whole: only its still-live tokens are left to end.
+    pub(crate) fn write_ledger(&self, ledger: &Ledger) -> Result<(), FileError> {
+        self.dir.write_ledger(ledger)
+    }
+
+    /// Whether the store's end has begun.
+    pub(crate) fn retiring(&self) -> bool {
+        self.dir.is_retiring()
+    }
 }
 
 #[cfg(test)]
@@ -90,12 +106,19 @@ mod tests {
     use std::sync::{Arc, Barrier};
 
     use super::*;
+    use crate::keeper::state::Api;
     use crate::private::Owner;
 
     #[test]
     fn a_second_holder_waits_then_times_out() {
         let tmp = tempfile::tempdir().unwrap();
-        let dir = StateDir::create(tmp.path(), "s", Owner::of(tmp.path()).unwrap()).unwrap();
+        let dir = StateDir::create(
+            tmp.path(),
+            "s",
+            Owner::of(tmp.path()).unwrap(),
+            &Api::example(),
+        )
+        .unwrap();
         let _held = Guard::acquire(&dir, Duration::from_secs(1), || {}).unwrap();
         let mut waited = false;
         let err = Guard::acquire(&dir, Duration::from_millis(100), || waited = true)
@@ -108,8 +131,15 @@ mod tests {
     #[test]
     fn the_lock_serialises_threads() {
         let tmp = tempfile::tempdir().unwrap();
-        let dir =
-            Arc::new(StateDir::create(tmp.path(), "s", Owner::of(tmp.path()).unwrap()).unwrap());
+        let dir = Arc::new(
+            StateDir::create(
+                tmp.path(),
+                "s",
+                Owner::of(tmp.path()).unwrap(),
+                &Api::example(),
+            )
+            .unwrap(),
+        );
         let inside = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let start = Arc::new(Barrier::new(4));
         let workers: Vec<_> = (0..4)

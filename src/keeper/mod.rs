@@ -16,12 +16,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 
 use self::lock::{Guard, LockError};
 use self::policy::Decision;
 use self::source::{Means, TokenSource};
-use self::state::{CachedToken, Failure, LedgerEntry, MintConfig, State, StateDir};
+use self::state::{Api, CachedToken, Failure, Ledger, LedgerEntry, MintConfig, State, StateDir};
 use crate::github::apps::{self, BotUser, Revoked};
 use crate::github::client::{self, ApiError, Knobs, Runtime};
 use crate::github::exchange::IdentityRequest;
@@ -100,6 +100,16 @@ pub(crate) enum Unminted {
     Record(String),
 }
 
+/// What becomes of the tokens an end of a store could not revoke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unended {
+    /// They stay in its ledger for a later end (`token-keeper revoke`, run again).
+    Kept,
+    /// They go with the store: nothing would end them later (the post step, whose folder the
+    /// runner removes), and each was warned of.
+    Dropped,
+}
+
 /// One step's token store.
 pub(crate) struct Keeper {
     dir: StateDir,
@@ -128,31 +138,53 @@ impl Keeper {
         self
     }
 
-    /// End of the job: the App's key goes first, so that no re-mint of an App's store can start;
-    /// the lock (waited for at most `lock_wait`, held until the directory goes) keeps any re-mint
-    /// from being half done, and is all that keeps a keyless store's from starting. Then `revoke`
-    /// gets every token recorded and the directory goes, whatever the ledger holds.
+    /// End a store. Its end begins (`RETIRING`: from then on no process mints or serves from it),
+    /// and its secrets go at once: the App's key and the cached token. The lock, waited for at
+    /// most `lock_wait`, lets a re-mint in progress finish (one that sees the end has begun
+    /// revokes what it minted). Then `revoke` is given where to revoke and every live token the
+    /// ledger lists, and says which it ended; the store goes once none is left. Tokens still
+    /// live are as `unended` says: kept in the ledger, with what revoking them needs, for a
+    /// later end to finish, and the error says so; or let go with the store.
     pub(crate) fn retire(
         dir: StateDir,
         lock_wait: Duration,
-        revoke: impl FnOnce(Vec<LedgerEntry>),
+        unended: Unended,
+        revoke: impl FnOnce(&Ledger) -> Vec<bool>,
     ) -> Result<()> {
-        let key = dir.path().join(state::KEY);
-        if let Err(err) = std::fs::remove_file(&key)
-            && err.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::debug!("cannot remove `{}` yet: {err}", key.display());
-        }
+        dir.begin_retiring()?;
+        dir.forget_secrets();
         // A stuck holder must not keep the tokens alive: revoke without the lock then.
         let guard = Guard::acquire(&dir, lock_wait, || {}).ok();
-        let ledger = dir.ledger();
-        if let Ok(entries) = &ledger {
-            revoke(entries.clone());
+        let mut ledger = dir.ledger()?;
+        let now = crate::clock::unix_now();
+        ledger.entries.retain(|e| e.is_live(now));
+        if !ledger.entries.is_empty() {
+            let ended = revoke(&ledger);
+            let mut ended = ended.into_iter();
+            ledger.entries.retain(|_| !ended.next().unwrap_or(false));
         }
-        let removed = dir.remove();
+        if unended == Unended::Dropped {
+            dir.remove()?;
+            return Ok(());
+        }
+        let path = dir.path().display().to_string();
+        let Some(guard) = guard else {
+            // Another process may still append to the ledger: it stays whole.
+            bail!(
+                "another process held the lock of `{}`, so the store stays: run `token-keeper revoke` again to end it",
+                messages::short(&path)
+            );
+        };
+        if !ledger.entries.is_empty() {
+            guard.write_ledger(&ledger)?;
+            bail!(
+                "{} token(s) of `{}` are still live: they stay in its ledger; run `token-keeper revoke` again to revoke them",
+                ledger.entries.len(),
+                messages::short(&path)
+            );
+        }
+        dir.remove()?;
         drop(guard);
-        ledger?;
-        removed?;
         Ok(())
     }
 
@@ -256,6 +288,13 @@ impl Keeper {
             .saturating_sub(started.elapsed())
             .min(REMINT_DEADLINE);
         let minted = self.remint(&guard, &mut state, budget);
+        // The store's end began meanwhile: nothing is served from it, not even the cached token.
+        if guard.retiring() {
+            return Err(match minted {
+                Err(Unminted::Mint(err)) => err,
+                _ => anyhow!("the store is being ended (`token-keeper revoke` or the post step)"),
+            });
+        }
         let (minted, clock_offset) = match minted {
             Ok(minted) => minted,
             // A full disk: the unrecorded token is revoked, and the old one serves while it
@@ -312,7 +351,13 @@ impl Keeper {
             key: key.as_ref(),
             caller: &self.caller,
         };
-        let (gh, runtime) = connect(state, budget, &self.caller.knobs).map_err(Unminted::Mint)?;
+        let (gh, runtime) = connect(
+            &state.config.api,
+            state.token.lifetime.clock_offset,
+            budget,
+            &self.caller.knobs,
+        )
+        .map_err(Unminted::Mint)?;
         let deadline = Instant::now() + budget;
         let config = &mut state.config;
         let minted = mint_recorded(
@@ -341,20 +386,24 @@ impl Keeper {
     }
 }
 
-/// A client for the API `state` names, bounded by `deadline`.
+/// A client for `api`, whose clock ran `clock_offset` ahead of ours, bounded by `deadline`.
 pub(crate) fn connect(
-    state: &State,
+    api: &Api,
+    clock_offset: i64,
     deadline: Duration,
     knobs: &Knobs,
 ) -> Result<(GitHub, Runtime)> {
-    let config = &state.config;
-    let api = url::Url::parse(&config.api_url)
-        .with_context(|| format!("bad API URL `{}` in the state", config.api_url))?;
+    let url = url::Url::parse(&api.api_url).with_context(|| {
+        format!(
+            "bad API URL `{}` in the store",
+            messages::short(&api.api_url)
+        )
+    })?;
     let connected = client::connect(
-        api,
+        url,
         deadline,
-        config.ca_certificates.clone(),
-        state.token.lifetime.clock_offset,
+        api.ca_certificates.clone(),
+        clock_offset,
         knobs,
     )?;
     Ok(connected)
@@ -394,7 +443,8 @@ pub(crate) fn revoke_all(
 }
 
 /// Revoke every one of `live` as `revoke_all` does, and tell how each went: `say` a token
-/// revoked, `warn` of one that was not, with what `fix` says can be done about a refusal.
+/// revoked, `warn` of one that was not, with what `fix` says can be done about a refusal. Which
+/// are gone, in their order: revoked now, or already (GitHub's 401).
 pub(crate) fn revoke_and_tell(
     gh: GitHub,
     runtime: &Runtime,
@@ -402,23 +452,32 @@ pub(crate) fn revoke_and_tell(
     fix: fn(&ApiError) -> Option<&'static str>,
     say: impl Fn(&str),
     warn: impl Fn(&str),
-) {
-    for (entry, outcome) in live.iter().zip(revoke_all(gh, runtime, live)) {
-        let shown = entry.token.fingerprint();
-        match outcome {
-            Ok(Revoked::Now) => say(&format!("revoked {shown}")),
-            Ok(Revoked::AlreadyGone) => warn(&format!(
-                "{shown} was not revoked: GitHub answered 401, so it was revoked already or has expired"
-            )),
-            Err(Unrevoked::Refused(err)) => match fix(&err) {
-                Some(fix) => warn(&format!("could not revoke {shown}: {err}: {fix}")),
-                None => warn(&format!("could not revoke {shown}: {err}")),
-            },
-            Err(Unrevoked::Stopped) => {
-                warn(&format!("could not revoke {shown}: the revocation stopped"))
+) -> Vec<bool> {
+    let outcomes = revoke_all(gh, runtime, live);
+    live.iter()
+        .zip(outcomes)
+        .map(|(entry, outcome)| {
+            let shown = entry.token.fingerprint();
+            match outcome {
+                Ok(Revoked::Now) => say(&format!("revoked {shown}")),
+                Ok(Revoked::AlreadyGone) => warn(&format!(
+                    "{shown} was not revoked: GitHub answered 401, so it was revoked already or has expired"
+                )),
+                Err(Unrevoked::Refused(err)) => {
+                    match fix(&err) {
+                        Some(fix) => warn(&format!("could not revoke {shown}: {err}: {fix}")),
+                        None => warn(&format!("could not revoke {shown}: {err}")),
+                    }
+                    return false;
+                }
+                Err(Unrevoked::Stopped) => {
+                    warn(&format!("could not revoke {shown}: the revocation stopped"));
+                    return false;
+                }
             }
-        }
-    }
+            true
+        })
+        .collect()
 }
 
 /// For tests of long jobs, which cannot wait an hour: the store at `path` as if the job had run
@@ -441,6 +500,19 @@ pub fn backdate_cached_token(path: &Path, secs: i64, expired: bool) -> Result<()
         lifetime.expires_at = crate::clock::unix_now() + lifetime.clock_offset - 1;
     }
     guard.write_state(&state)?;
+    Ok(())
+}
+
+/// For tests of jobs killed long ago: every token the store at `path` lists as if it had
+/// expired `secs` earlier, through the store's own lock and types.
+pub fn backdate_ledger(path: &Path, secs: i64) -> Result<()> {
+    let dir = StateDir::open(path)?;
+    let guard = Guard::acquire(&dir, LOCK_WAIT, || {})?;
+    let mut ledger = dir.ledger()?;
+    for entry in &mut ledger.entries {
+        entry.expires_at -= secs;
+    }
+    guard.write_ledger(&ledger)?;
     Ok(())
 }
 
@@ -474,6 +546,13 @@ fn mint_recorded(
             ));
         }
         return Err(Unminted::Record(why));
+    }
+    // The store's end began while this mint was on its way: what it made goes too.
+    if guard.retiring() {
+        let _ = runtime.block_on(apps::revoke(gh, &token.token));
+        return Err(Unminted::Mint(anyhow!(
+            "the store is being ended (`token-keeper revoke` or the post step): the token just minted was revoked"
+        )));
     }
     let token = runtime
         .block_on(apps::accept(gh, token))

@@ -1,7 +1,10 @@
-//! A step's state directory on disk: the ledger of every token minted, and the files beside it.
+//! A store on disk: a folder marked as ours, the ledger of every token minted, and the files
+//! beside it.
 //!
 //! Files and folders are private to the runner's user (`crate::private`). The state file and the
-//! key are replaced whole, by rename; the ledger only grows, a line at a time.
+//! key are replaced whole, by rename; the ledger grows a line at a time, and starts with what
+//! revoking its tokens needs, so that they can be revoked whatever became of the rest. Only a
+//! folder that bears our mark is ended, and then only the files we write in it go.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -17,12 +20,23 @@ use crate::messages::json_error;
 use crate::private::{FileError, Owner, at, create_private_dir, open_private, write_atomic};
 use crate::secret::Secret;
 
+/// What makes a folder a store: written when it is made, looked for before it is ended.
+pub(crate) const MARK: &str = "token-keeper-store";
+const MARK_TEXT: &[u8] = b"a token-keeper store: token-keeper revoke ends it\n";
 /// Every token the store minted, a line each, so that each is revoked.
 pub(crate) const LEDGER: &str = "ledger";
 /// The cached token and what re-minting needs, replaced whole on every change.
 pub(crate) const STATE: &str = "state.json";
 /// The App's private key, for re-mints.
 pub(crate) const KEY: &str = "key.pem";
+/// Made when the store's end begins: from then on nothing is minted or served from it.
+pub(crate) const RETIRING: &str = "retiring";
+/// The folders `exec --keep-fresh` gives its children as `GH_CONFIG_DIR`, named from this.
+pub(crate) const GH_CONFIG_PREFIX: &str = "gh-config-";
+/// How long after its last token expired a store of another job is taken to be one that a
+/// killed job left behind: a running job may sit for hours between two git commands, and
+/// re-mints then with the key the store holds.
+pub(crate) const ABANDONED_AFTER: i64 = 24 * 3600;
 /// The format of `state.json`; a state of another is refused, not misread.
 const STATE_VERSION: u32 = 2;
 
@@ -50,10 +64,53 @@ struct LedgerLine {
     clock_offset: i64,
 }
 
+/// The API a store's tokens came from, and so are revoked at: the ledger's first line, and part
+/// of what re-minting needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Api {
+    pub(crate) api_url: String,
+    pub(crate) ca_certificates: Option<String>,
+}
+
+/// Every token a store recorded, and where to revoke them (`None` in a ledger whose first line
+/// is lost).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Ledger {
+    pub(crate) api: Option<Api>,
+    pub(crate) entries: Vec<LedgerEntry>,
+}
+
+impl Ledger {
+    /// The ledger as its file holds it, `api` first.
+    fn to_bytes(&self) -> Result<Vec<u8>, serde_json::Error> {
+        let mut bytes = Vec::new();
+        if let Some(api) = &self.api {
+            serde_json::to_writer(&mut bytes, api)?;
+            bytes.push(b'\n');
+        }
+        for entry in &self.entries {
+            serde_json::to_writer(&mut bytes, &entry.line())?;
+            bytes.push(b'\n');
+        }
+        Ok(bytes)
+    }
+}
+
+impl LedgerEntry {
+    fn line(&self) -> LedgerLine {
+        LedgerLine {
+            token: self.token.expose().to_owned(),
+            expires_at: self.expires_at,
+            clock_offset: self.clock_offset,
+        }
+    }
+}
+
 /// What re-minting needs, fixed by the main step.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct MintConfig {
-    pub(crate) api_url: String,
+    #[serde(flatten)]
+    pub(crate) api: Api,
     /// The git server the token is for (`https://github.com`).
     pub(crate) git_server: String,
     pub(crate) source: TokenSource,
@@ -63,7 +120,6 @@ pub(crate) struct MintConfig {
     pub(crate) request: TokenRequest,
     /// Seconds.
     pub(crate) refresh_after: u64,
-    pub(crate) ca_certificates: Option<String>,
 }
 
 impl MintConfig {
@@ -77,11 +133,24 @@ impl MintConfig {
 }
 
 #[cfg(test)]
+impl Api {
+    pub(crate) fn example() -> Self {
+        Self {
+            api_url: "https://api.github.com".into(),
+            ca_certificates: None,
+        }
+    }
+}
+
+#[cfg(test)]
 impl MintConfig {
     /// A store of `Octo-Org`'s App installation on github.com, for `repositories`.
     pub(crate) fn example(repositories: &[&str]) -> Self {
         Self {
-            api_url: "https://api.github.com".into(),
+            api: Api {
+                api_url: "https://api.github.com".into(),
+                ca_certificates: None,
+            },
             git_server: "https://github.com".into(),
             source: TokenSource::App {
                 issuer: "1".into(),
@@ -97,7 +166,6 @@ impl MintConfig {
                 permissions: Default::default(),
             },
             refresh_after: 3000,
-            ca_certificates: None,
         }
     }
 }
@@ -188,25 +256,51 @@ impl State {
 pub(crate) struct StateDir {
     path: PathBuf,
     owner: Owner,
+    /// Where its tokens come from, for the ledger's first line, when it was just made.
+    api: Option<Api>,
 }
 
 impl StateDir {
-    /// Create the job's folder `job` and the step's folder `name` in it, each 0700 and owned by
-    /// `owner`; `job`'s own parent must exist.
-    pub(crate) fn create(job: &Path, name: &str, owner: Owner) -> Result<Self, FileError> {
+    /// Create the job's folder `job` and the step's store `name` in it, each 0700 and owned by
+    /// `owner`, for tokens from `api`; `job`'s own parent must exist. The step's folder may be
+    /// there already (the runner runs a step again under the same name).
+    pub(crate) fn create(
+        job: &Path,
+        name: &str,
+        owner: Owner,
+        api: &Api,
+    ) -> Result<Self, FileError> {
         let path = job.join(name);
         create_private_dir(job, owner)?;
         create_private_dir(&path, owner)?;
-        Ok(Self { path, owner })
+        Self::mark(path, owner, api)
     }
 
-    /// Create the folder `path` alone, 0700 and `owner`'s; its parent must exist.
-    pub(crate) fn create_at(path: &Path, owner: Owner) -> Result<Self, FileError> {
+    /// Create the store `path` alone, 0700 and `owner`'s, for tokens from `api`: a new folder, or
+    /// an empty one, as `mktemp -d` makes; its parent must exist.
+    pub(crate) fn create_at(path: &Path, owner: Owner, api: &Api) -> Result<Self, FileError> {
         create_private_dir(path, owner)?;
-        Ok(Self {
-            path: path.to_owned(),
+        let used = fs::read_dir(path)
+            .map_err(at("read", path))?
+            .next()
+            .is_some();
+        if used {
+            return Err(at("use", path)(io::Error::other(
+                "it holds files already: name a folder that does not exist yet, or an empty one",
+            )));
+        }
+        Self::mark(path.to_owned(), owner, api)
+    }
+
+    /// Mark the folder `path` as a store of tokens from `api`.
+    fn mark(path: PathBuf, owner: Owner, api: &Api) -> Result<Self, FileError> {
+        let dir = Self {
+            path,
             owner,
-        })
+            api: Some(api.clone()),
+        };
+        dir.write_atomic(MARK, MARK_TEXT)?;
+        Ok(dir)
     }
 
     /// An existing directory; what we write in it goes to the directory's owner.
@@ -215,7 +309,34 @@ impl StateDir {
         Ok(Self {
             path: path.to_owned(),
             owner,
+            api: None,
         })
+    }
+
+    /// An existing store, to be ended: `None` when nothing is at `path`. A link, a folder of
+    /// another user's, or one that bears no mark of ours is refused: ending it would remove what
+    /// is not ours.
+    pub(crate) fn open_store(path: &Path) -> Result<Option<Self>, FileError> {
+        let meta = match fs::symlink_metadata(path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(at("read", path)(e)),
+        };
+        if !meta.is_dir() {
+            return Err(at("use", path)(io::Error::other(
+                "it is a link or a file, not a token-keeper store",
+            )));
+        }
+        check_ours(path, &meta)?;
+        let dir = Self::open(path)?;
+        let marked = fs::symlink_metadata(path.join(MARK)).is_ok_and(|m| m.is_file());
+        if !marked {
+            return Err(at("end", path)(io::Error::other(format!(
+                "it is not a token-keeper store (setup marks its stores with a `{MARK}` file), so nothing in it was touched: check `--state` or `{}`",
+                super::locate::STATE_VARIABLE
+            ))));
+        }
+        Ok(Some(dir))
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -233,22 +354,23 @@ impl StateDir {
         })
     }
 
-    /// Add a minted token to the ledger, durably, before anything else uses it.
+    /// Add a minted token to the ledger, durably, before anything else uses it; the first one
+    /// after where its tokens come from, for a store just made.
     pub(super) fn record(&self, entry: &LedgerEntry) -> Result<(), FileError> {
-        let line = LedgerLine {
-            token: entry.token.expose().to_owned(),
-            expires_at: entry.expires_at,
-            clock_offset: entry.clock_offset,
-        };
-        let mut text = serde_json::to_string(&line)
-            .map_err(|e| at("write a line for", &self.path.join(LEDGER))(io::Error::other(e)))?;
-        text.push('\n');
         let path = self.path.join(LEDGER);
+        let unwritable = |e: serde_json::Error| at("write a line for", &path)(io::Error::other(e));
+        let mut text = serde_json::to_string(&entry.line()).map_err(unwritable)?;
+        text.push('\n');
         let file = open_private(
             &path,
             OpenOptions::new().read(true).append(true),
             self.owner,
         )?;
+        let length = file.metadata().map_err(at("read", &path))?.len();
+        if let Some(api) = self.api.as_ref().filter(|_| length == 0) {
+            let head = serde_json::to_string(api).map_err(unwritable)?;
+            text.insert_str(0, &format!("{head}\n"));
+        }
         if !ends_with_newline(&file).map_err(at("read", &path))? {
             // A line cut off by a full disk or a kill must not swallow this one.
             text.insert(0, '\n');
@@ -266,40 +388,167 @@ impl StateDir {
             Ok(bytes) => read_state(&bytes)
                 .map(Some)
                 .map_err(|why| at("parse", &path)(io::Error::new(io::ErrorKind::InvalidData, why))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound && self.is_retiring() => {
+                Err(at("read", &path)(io::Error::other(
+                    "the store has been ended (by `token-keeper revoke` or the post step), so it serves no token",
+                )))
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(at("read", &path)(e)),
         }
     }
 
-    /// Every token recorded. A line that does not read (cut off by a crash, damaged on disk) is
-    /// skipped: one bad byte must not keep the other tokens from being revoked.
-    pub(crate) fn ledger(&self) -> Result<Vec<LedgerEntry>, FileError> {
+    /// Every token recorded, and where to revoke them. A line that does not read (cut off by a
+    /// crash, damaged on disk) is skipped: one bad byte must not keep the other tokens from being
+    /// revoked.
+    pub(crate) fn ledger(&self) -> Result<Ledger, FileError> {
         let path = self.path.join(LEDGER);
         let bytes = match fs::read(&path) {
             Ok(bytes) => bytes,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Ledger::default()),
             Err(e) => return Err(at("read", &path)(e)),
         };
-        Ok(bytes
-            .split(|b| *b == b'\n')
-            .filter_map(|line| serde_json::from_slice::<LedgerLine>(line).ok())
-            .filter_map(|l| {
-                Some(LedgerEntry {
-                    token: Secret::checked(l.token).ok()?,
-                    expires_at: l.expires_at,
-                    clock_offset: l.clock_offset,
-                })
-            })
-            .collect())
+        let mut ledger = Ledger::default();
+        for line in bytes.split(|b| *b == b'\n') {
+            if let Ok(l) = serde_json::from_slice::<LedgerLine>(line) {
+                if let Ok(token) = Secret::checked(l.token) {
+                    ledger.entries.push(LedgerEntry {
+                        token,
+                        expires_at: l.expires_at,
+                        clock_offset: l.clock_offset,
+                    });
+                }
+            } else if let Ok(api) = serde_json::from_slice::<Api>(line) {
+                ledger.api.get_or_insert(api);
+            }
+        }
+        Ok(ledger)
     }
 
-    /// Remove the directory and all in it.
+    /// Replace the ledger whole with `ledger`.
+    pub(super) fn write_ledger(&self, ledger: &Ledger) -> Result<(), FileError> {
+        let path = self.path.join(LEDGER);
+        let bytes = ledger
+            .to_bytes()
+            .map_err(|e| at("write", &path)(io::Error::other(e)))?;
+        self.write_atomic(LEDGER, &bytes)
+    }
+
+    /// Whether, at `now` (our clock), the store is one that a killed job left behind: every
+    /// token it lists expired `ABANDONED_AFTER` ago or more; a store that lists none, made that
+    /// long ago.
+    pub(crate) fn is_abandoned(&self, now: i64) -> bool {
+        let Ok(ledger) = self.ledger() else {
+            return false;
+        };
+        let last = match ledger
+            .entries
+            .iter()
+            .map(|e| e.expires_at - e.clock_offset)
+            .max()
+        {
+            Some(expired) => expired,
+            None => {
+                let made = fs::metadata(self.path.join(MARK)).and_then(|m| m.modified());
+                match made.map(|at| at.duration_since(std::time::UNIX_EPOCH)) {
+                    Ok(Ok(since)) => i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
+                    _ => return false,
+                }
+            }
+        };
+        now.saturating_sub(last) >= ABANDONED_AFTER
+    }
+
+    /// Whether the store's end has begun.
+    pub(crate) fn is_retiring(&self) -> bool {
+        fs::symlink_metadata(self.path.join(RETIRING)).is_ok()
+    }
+
+    /// Begin the store's end: nothing is minted or served from it after this.
+    pub(super) fn begin_retiring(&self) -> Result<(), FileError> {
+        self.write_atomic(RETIRING, b"")
+    }
+
+    /// Take the store's secrets out at once: the App's key and the cached token.
+    pub(super) fn forget_secrets(&self) {
+        for name in [KEY, STATE] {
+            let path = self.path.join(name);
+            if let Err(err) = fs::remove_file(&path)
+                && err.kind() != io::ErrorKind::NotFound
+            {
+                tracing::debug!("cannot remove `{}` yet: {err}", path.display());
+            }
+        }
+    }
+
+    /// Remove the store: the files we write in it, then the folder. A file of anyone else's
+    /// keeps the folder, which is said; no link is followed.
     pub(crate) fn remove(&self) -> Result<(), FileError> {
-        match fs::remove_dir_all(&self.path) {
+        let entries = match fs::read_dir(&self.path) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(at("read", &self.path)(e)),
+        };
+        let mut foreign = Vec::new();
+        // The mark goes last: a store cut short of its end is still one.
+        for entry in entries {
+            let entry = entry.map_err(at("read", &self.path))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = entry.path();
+            let kind = entry.file_type().map_err(at("read", &path))?;
+            let removed = if name == MARK {
+                continue;
+            } else if kind.is_dir() && name.starts_with(GH_CONFIG_PREFIX) {
+                // std removes a tree without following the links in it.
+                fs::remove_dir_all(&path)
+            } else if !kind.is_dir() && is_ours(&name) {
+                fs::remove_file(&path)
+            } else {
+                foreign.push(name);
+                continue;
+            };
+            match removed {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    return Err(at("remove", &path)(e));
+                }
+                _ => {}
+            }
+        }
+        if !foreign.is_empty() {
+            return Err(at("remove", &self.path)(io::Error::other(format!(
+                "it holds files token-keeper did not write ({}), so it was left in place",
+                crate::messages::quoted_list(&foreign)
+            ))));
+        }
+        match fs::remove_file(self.path.join(MARK)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(at("remove", &self.path.join(MARK))(e));
+            }
+            _ => {}
+        }
+        match fs::remove_dir(&self.path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(at("remove", &self.path)(e)),
             _ => Ok(()),
         }
     }
+}
+
+/// The names of the files a store holds: ours, and what an atomic write of one leaves when it is
+/// cut short (`.NAME.` and tempfile's letters).
+fn is_ours(name: &str) -> bool {
+    const OURS: [&str; 6] = [LEDGER, STATE, KEY, RETIRING, MARK, super::lock::LOCK];
+    OURS.contains(&name)
+        || name.strip_prefix('.').is_some_and(|rest| {
+            OURS.iter().any(|of| {
+                rest.strip_prefix(of)
+                    .is_some_and(|tail| tail.starts_with('.'))
+            })
+        })
+}
+
+/// A store's folder must be this user's: one of someone else's is theirs.
+fn check_ours(path: &Path, meta: &fs::Metadata) -> Result<(), FileError> {
+    crate::private::check_mine(path, meta)
 }
 
 /// The state in `bytes`, of this format only: another version of token-keeper wrote any other.
@@ -360,6 +609,7 @@ mod tests {
     fn tokens(dir: &StateDir) -> Vec<String> {
         dir.ledger()
             .unwrap()
+            .entries
             .iter()
             .map(|e| e.token.expose().to_owned())
             .collect()
@@ -377,7 +627,8 @@ mod tests {
     #[test]
     fn ledger_round_trips_in_order() {
         let tmp = tempfile::tempdir().unwrap();
-        let dir = StateDir::create(&tmp.path().join("a"), "b", me(tmp.path())).unwrap();
+        let dir =
+            StateDir::create(&tmp.path().join("a"), "b", me(tmp.path()), &Api::example()).unwrap();
         dir.record(&entry("one", 10)).unwrap();
         dir.record(&entry("two", 20)).unwrap();
         assert_eq!(tokens(&dir), ["one", "two"]);
@@ -386,10 +637,10 @@ mod tests {
     #[test]
     fn a_cut_off_last_line_is_skipped() {
         let tmp = tempfile::tempdir().unwrap();
-        let dir = StateDir::create(tmp.path(), "s", me(tmp.path())).unwrap();
+        let dir = StateDir::create(tmp.path(), "s", me(tmp.path()), &Api::example()).unwrap();
         dir.record(&entry("one", 10)).unwrap();
         append(&dir, br#"{"token":"tw"#);
-        assert_eq!(dir.ledger().unwrap().len(), 1);
+        assert_eq!(dir.ledger().unwrap().entries.len(), 1);
         // The next entry starts on a line of its own.
         dir.record(&entry("three", 30)).unwrap();
         assert_eq!(tokens(&dir), ["one", "three"]);
@@ -398,7 +649,7 @@ mod tests {
     #[test]
     fn damaged_lines_are_skipped_and_the_rest_read() {
         let tmp = tempfile::tempdir().unwrap();
-        let dir = StateDir::create(tmp.path(), "s", me(tmp.path())).unwrap();
+        let dir = StateDir::create(tmp.path(), "s", me(tmp.path()), &Api::example()).unwrap();
         dir.record(&entry("one", 10)).unwrap();
         append(&dir, b"\xff\xfe not a line\n");
         append(
@@ -415,7 +666,13 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("job/state");
-        let dir = StateDir::create(&tmp.path().join("job"), "state", me(tmp.path())).unwrap();
+        let dir = StateDir::create(
+            &tmp.path().join("job"),
+            "state",
+            me(tmp.path()),
+            &Api::example(),
+        )
+        .unwrap();
         dir.record(&entry("one", 10)).unwrap();
         dir.write_atomic("cache", b"x").unwrap();
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
@@ -427,11 +684,105 @@ mod tests {
     #[test]
     fn atomic_write_replaces_and_leaves_no_temp_file() {
         let tmp = tempfile::tempdir().unwrap();
-        let dir = StateDir::create(tmp.path(), "s", me(tmp.path())).unwrap();
+        let dir = StateDir::create(tmp.path(), "s", me(tmp.path()), &Api::example()).unwrap();
         dir.write_atomic("cache", b"old").unwrap();
         dir.write_atomic("cache", b"new").unwrap();
         assert_eq!(fs::read(dir.path().join("cache")).unwrap(), b"new");
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+        let names: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(!names.iter().any(|n| n.starts_with('.')), "{names:?}");
+    }
+
+    #[test]
+    fn a_store_is_born_marked_with_where_to_revoke_and_ends_only_what_is_ours() {
+        let tmp = tempfile::tempdir().unwrap();
+        let api = Api {
+            api_url: "https://ghes.example/api/v3".into(),
+            ca_certificates: Some("-----BEGIN CERTIFICATE-----".into()),
+        };
+        let path = tmp.path().join("store");
+        let dir = StateDir::create_at(&path, me(tmp.path()), &api).unwrap();
+        assert!(
+            !path.join(LEDGER).exists(),
+            "no ledger before the first token"
+        );
+        dir.record(&entry("one", 10)).unwrap();
+        dir.record(&entry("two", 20)).unwrap();
+        let ledger = dir.ledger().unwrap();
+        assert_eq!(ledger.api, Some(api.clone()));
+        assert_eq!(tokens(&dir), ["one", "two"]);
+        // Read back whole and written again, as an end that leaves some does.
+        dir.write_ledger(&ledger).unwrap();
+        assert_eq!(dir.ledger().unwrap().api, Some(api.clone()));
+        assert_eq!(tokens(&dir), ["one", "two"]);
+        assert!(StateDir::open_store(&path).unwrap().is_some());
+
+        // What is not ours keeps the folder; what is goes.
+        fs::write(path.join("notes.txt"), "mine").unwrap();
+        fs::write(path.join(".state.json.Xa1b2c"), "cut short").unwrap();
+        let err = dir.remove().unwrap_err().to_string();
+        assert!(
+            err.contains("`notes.txt`") && err.contains("left in place"),
+            "{err}"
+        );
+        assert_eq!(fs::read_to_string(path.join("notes.txt")).unwrap(), "mine");
+        assert!(!path.join(LEDGER).exists() && !path.join(".state.json.Xa1b2c").exists());
+        assert!(path.join(MARK).exists(), "still a store, to end again");
+        fs::remove_file(path.join("notes.txt")).unwrap();
+        dir.remove().unwrap();
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn a_folder_that_is_not_a_store_is_refused_and_left_whole() {
+        let tmp = tempfile::tempdir().unwrap();
+        let project = tmp.path().join("project");
+        fs::create_dir(&project).unwrap();
+        fs::write(project.join("ledger"), "not ours").unwrap();
+        let err = StateDir::open_store(&project).unwrap_err().to_string();
+        assert!(err.contains("is not a token-keeper store"), "{err}");
+        assert!(
+            StateDir::open_store(&tmp.path().join("gone"))
+                .unwrap()
+                .is_none()
+        );
+        let err = StateDir::create_at(&project, me(tmp.path()), &Api::example())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("holds files already"), "{err}");
+        assert_eq!(
+            fs::read_to_string(project.join("ledger")).unwrap(),
+            "not ours"
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_link_to_a_store_is_not_ended() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("store");
+        StateDir::create_at(&path, me(tmp.path()), &Api::example()).unwrap();
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        assert!(StateDir::open_store(&link).is_err());
+        assert!(path.join(MARK).exists());
+    }
+
+    #[test]
+    fn a_store_is_abandoned_a_day_after_its_last_token_expired() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = StateDir::create(tmp.path(), "s", me(tmp.path()), &Api::example()).unwrap();
+        dir.record(&entry("one", 1000)).unwrap();
+        dir.record(&entry("two", 5000)).unwrap();
+        assert!(!dir.is_abandoned(5000 + ABANDONED_AFTER - 1));
+        assert!(dir.is_abandoned(5000 + ABANDONED_AFTER));
+        // Listing none, by when it was made.
+        let empty = StateDir::create(tmp.path(), "e", me(tmp.path()), &Api::example()).unwrap();
+        assert!(!empty.is_abandoned(crate::clock::unix_now()));
+        assert!(empty.is_abandoned(crate::clock::unix_now() + ABANDONED_AFTER + 5));
     }
 
     #[test]
@@ -502,7 +853,7 @@ mod tests {
     fn remove_deletes_everything_and_tolerates_absence() {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("s");
-        let dir = StateDir::create(tmp.path(), "s", me(tmp.path())).unwrap();
+        let dir = StateDir::create(tmp.path(), "s", me(tmp.path()), &Api::example()).unwrap();
         dir.record(&entry("one", 10)).unwrap();
         dir.remove().unwrap();
         assert!(!path.exists());

@@ -85,6 +85,16 @@ fn made_by_us_or(owner: Owner, path: &Path, meta: &fs::Metadata) -> Result<(), F
     ))
 }
 
+/// What we found at `path` (of metadata `meta`, not followed) must be this process's user's, but
+/// for root, who ends any user's store.
+pub(crate) fn check_mine(path: &Path, meta: &fs::Metadata) -> Result<(), FileError> {
+    let me = Owner::me();
+    if me.uid == 0 {
+        return Ok(());
+    }
+    made_by_us_or(me, path, meta)
+}
+
 /// Create the folder `path` 0700, handed to `owner`. A folder that is already there must be a
 /// folder, not a link, made by us or by `owner`; a loose mode is made private.
 pub(crate) fn create_private_dir(path: &Path, owner: Owner) -> Result<(), FileError> {
@@ -140,6 +150,11 @@ fn give(file: &File, meta: &fs::Metadata, owner: Owner) -> io::Result<()> {
         Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Ok(()),
         other => other,
     }
+}
+
+/// This user, as a folder of theirs is named apart from other users': the uid.
+pub(crate) fn user_tag() -> String {
+    Owner::me().uid.to_string()
 }
 
 #[cfg(test)]

@@ -34,6 +34,11 @@ impl Owner {
     }
 }
 
+/// What we found at `path`: on Windows, the ACL of the folder it is in decides who made it.
+pub(crate) fn check_mine(_path: &Path, _meta: &fs::Metadata) -> Result<(), FileError> {
+    Ok(())
+}
+
 /// Open or create a file; never through a link. The link itself is opened, and refused before
 /// anything is written.
 pub(crate) fn open_private(
@@ -81,6 +86,11 @@ pub(super) fn temp_file(
         .prefix(prefix)
         .tempfile_in(dir)
         .map_err(at("create a file in", dir))
+}
+
+/// This user, as a folder of theirs is named apart from other users': the account's name.
+pub(crate) fn user_tag() -> String {
+    std::env::var("USERNAME").unwrap_or_else(|_| "user".to_owned())
 }
 
 #[cfg(test)]

@@ -9,8 +9,22 @@ use std::process::{Command, Output};
 
 use tempfile::TempDir;
 
-use super::fake_github::APP_KEY;
+use super::fake_github::{APP_ID, APP_KEY};
+use super::logs::text;
 use super::runner::binary;
+use super::scene::Scene;
+
+#[track_caller]
+pub fn assert_ok(what: &str, output: &Output) {
+    assert!(output.status.success(), "{what}: {}", text(output));
+}
+
+/// Nothing of the job's stores is left in its temporary folder.
+#[track_caller]
+pub fn assert_nothing_left(job: &CiJob) {
+    let left: Vec<_> = fs::read_dir(&job.tmp).unwrap().flatten().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
 
 pub struct CiJob {
     dir: TempDir,
@@ -52,6 +66,46 @@ impl CiJob {
     /// A path in the job's own folder, for a file a script leaves there; nothing is created.
     pub fn path(&self, name: &str) -> String {
         self.dir.path().join(name).display().to_string()
+    }
+
+    /// `token-keeper setup` for the App on `scene`'s fake, with `extra` flags.
+    pub fn setup(&self, scene: &Scene, extra: &str) -> String {
+        format!(
+            "token-keeper setup --app-id {APP_ID} --private-key-file '{}' --api-url '{}' --git-server-url '{}' {extra}",
+            self.key_file(),
+            scene.github.url(),
+            scene.git_url
+        )
+    }
+
+    /// The stores setup made in the job's temporary folder, by their paths.
+    pub fn stores(&self) -> Vec<PathBuf> {
+        let mut stores = Vec::new();
+        let folders = |path: &std::path::Path| -> Vec<PathBuf> {
+            fs::read_dir(path)
+                .map(|entries| entries.flatten().map(|e| e.path()).collect())
+                .unwrap_or_default()
+        };
+        for user in folders(&self.tmp) {
+            for job in folders(&user) {
+                stores.extend(folders(&job).into_iter().filter(|p| p.is_dir()));
+            }
+        }
+        stores.sort();
+        stores
+    }
+
+    /// The files of git entries that setup keeps in the job's home, for the global config.
+    pub fn included_files(&self) -> Vec<PathBuf> {
+        let folder = self.home.join(".config/token-keeper");
+        let Ok(entries) = fs::read_dir(folder) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "gitconfig"))
+            .collect()
     }
 
     /// Run `script` with bash in a new shell of this job, in its work folder, with `extra`.

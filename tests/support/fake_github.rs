@@ -88,6 +88,8 @@ pub struct World {
     pub latency: Duration,
     /// Changes the next token answers' bodies after the token is issued (odd answers).
     pub edit_mint_answer: Option<fn(&mut Value)>,
+    /// Added to the next token answer only, after the token is issued: a mint on its way.
+    pub slow_next_mint: Option<Duration>,
     faults: VecDeque<(String, Fault)>,
 }
 
@@ -173,6 +175,7 @@ impl FakeGitHub {
             refuse_new_tokens: 0,
             latency: Duration::ZERO,
             edit_mint_answer: None,
+            slow_next_mint: None,
             faults: VecDeque::new(),
         }));
         Mock::given(wiremock::matchers::any())
@@ -210,6 +213,11 @@ impl FakeGitHub {
         self.world()
             .faults
             .push_back((path.to_owned(), Box::new(answer)));
+    }
+
+    /// Forget the faults not yet answered: the server is well again.
+    pub fn clear_faults(&self) {
+        self.world().faults.clear();
     }
 
     /// Every credential sent to the fake so far: JWTs and tokens.
@@ -277,10 +285,12 @@ impl Respond for Responder {
             let (_, answer) = world.faults.remove(at).unwrap_or_else(|| unreachable!());
             return answer(&bearer).insert_header("date", date.as_str());
         }
+        let minting = method == "POST" && path.ends_with("/access_tokens");
         let response = route(&mut world, &method, &path, &bearer, claims, request);
+        let slow = minting.then(|| world.slow_next_mint.take()).flatten();
         response
             .insert_header("date", date.as_str())
-            .set_delay(world.latency)
+            .set_delay(world.latency + slow.unwrap_or_default())
     }
 }
 
