@@ -1,12 +1,14 @@
 'use strict';
-// The native entry: runs the release's static binary for this machine in place, on the runner
-// host or in the job's container, as the action's main or post step. The release commit adds the
-// binaries to bin/ with their SHA-256 sums (bin/SHA256SUMS, as `sha256sum` writes them); nothing
-// is downloaded at job time, and a binary whose sum is not the pinned one never runs.
+// The native entry: runs the release's static binary for this machine, on the runner host or in
+// the job's container, as the action's main or post step. The release commit adds the binaries
+// to bin/ with their SHA-256 sums (bin/SHA256SUMS, as `sha256sum` writes them); nothing is
+// downloaded at job time. The binary is read once, and what runs is a private copy of exactly
+// the bytes whose sum is the pinned one: a file changed after the check never runs.
 
-const { spawnSync } = require('node:child_process');
+const { spawn } = require('node:child_process');
 const { createHash } = require('node:crypto');
-const { readFileSync } = require('node:fs');
+const fs = require('node:fs');
+const os = require('node:os');
 const path = require('node:path');
 
 // The binary for each platform and architecture, as node names them.
@@ -41,13 +43,13 @@ function pinnedSum(sums, name) {
   return undefined;
 }
 
-/** The path of this machine's binary in `dir`, once its SHA-256 is the pinned one. */
+/** This machine's binary in `dir`, read once: its name, and its bytes, whose SHA-256 is pinned. */
 function verifiedBinary(dir, platform, arch) {
   const name = binaryFor(platform, arch);
   const bin = path.join(dir, 'bin');
   let sums;
   try {
-    sums = readFileSync(path.join(bin, 'SHA256SUMS'), 'utf8');
+    sums = fs.readFileSync(path.join(bin, 'SHA256SUMS'), 'utf8');
   } catch {
     throw new Error(
       'this copy of the native entry has no binaries (no bin/SHA256SUMS): use a release, ' +
@@ -57,14 +59,15 @@ function verifiedBinary(dir, platform, arch) {
   const pinned = pinnedSum(sums, name);
   if (!pinned) throw new Error(`bin/SHA256SUMS pins no ${name}: reinstall the action from a release`);
   const file = path.join(bin, name);
-  const actual = createHash('sha256').update(readFileSync(file)).digest('hex');
+  const bytes = fs.readFileSync(file);
+  const actual = createHash('sha256').update(bytes).digest('hex');
   if (actual !== pinned) {
     throw new Error(
       `${file} is not the binary this release pinned (SHA-256 ${actual}, not ${pinned}), ` +
         'so nothing was run: the action folder was changed after download; re-run the job',
     );
   }
-  return file;
+  return { name, bytes };
 }
 
 /** One `::error::` line, escaped as the runner reads workflow commands. */
@@ -74,19 +77,56 @@ function fail(message) {
   process.exitCode = 1;
 }
 
+/**
+ * Run `file` with the runner's stdio to its end. The signals a cancelled job sends go on to it,
+ * and we outlive it; on Windows its console gives it Ctrl+C as it gives us.
+ */
+function runToEnd(file, args) {
+  return new Promise((resolve) => {
+    const child = spawn(file, args, { stdio: 'inherit' });
+    for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+      process.on(signal, () => process.platform === 'win32' || child.kill(signal));
+    }
+    // An error with no pid: it never started; after any other, its end still comes.
+    child.on('error', (error) => child.pid === undefined && resolve({ error }));
+    child.on('close', (status, signal) => resolve({ status, signal }));
+  });
+}
+
 /** Run the step `stage` (`main` or `post`) with the runner's environment and stdio. */
-function run(stage) {
+async function run(stage) {
   let binary;
+  let dir;
+  let child;
   try {
     binary = verifiedBinary(__dirname, process.platform, process.arch);
   } catch (err) {
     fail(err.message);
     return;
   }
-  const child = spawnSync(binary, ['step', stage], { stdio: 'inherit' });
+  try {
+    dir = fs.mkdtempSync(path.join(process.env.RUNNER_TEMP || os.tmpdir(), 'token-keeper-run-'));
+    const copy = path.join(dir, binary.name);
+    fs.writeFileSync(copy, binary.bytes, { flag: 'wx', mode: 0o700 });
+    child = await runToEnd(copy, ['step', stage]);
+  } catch (error) {
+    child = { error };
+  }
+  try {
+    if (dir) fs.rmSync(dir, { recursive: true, force: true, maxRetries: 3 });
+  } catch (err) {
+    process.stderr.write(`token-keeper: warning: cannot remove ${dir}: ${err.message}\n`);
+  }
   if (child.error) {
-    fail(`cannot run ${binary}: ${child.error.message}`);
+    fail(
+      `cannot run a private copy of ${binary.name}: ${child.error.message}: ` +
+        'the step needs a temp folder where it can write and run files ' +
+        "(`RUNNER_TEMP`, else the system's)",
+    );
   } else {
+    if (child.signal) {
+      process.stderr.write(`token-keeper: ${binary.name} was ended by ${child.signal}\n`);
+    }
     // A binary killed by a signal has no status: the step failed all the same.
     process.exitCode = child.status ?? 1;
   }

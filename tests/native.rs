@@ -1,6 +1,8 @@
 //! The native entry: `node` runs the release's binary in place, checked against its pinned sum.
 
+use std::collections::BTreeMap;
 use std::fs;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -8,7 +10,7 @@ use crate::support::fake_github::{FakeGitHub, app_inputs};
 use crate::support::git_server::git_command;
 use crate::support::measure;
 use crate::support::native_entry::{self, binary_name};
-use crate::support::runner::{Job, LaterStep, View};
+use crate::support::runner::{Job, LaterStep, StepRun, View};
 use crate::support::scene::{Scene, assert_git_ok};
 
 #[tokio::test]
@@ -55,6 +57,7 @@ async fn the_binarys_exit_code_and_its_one_error_line_come_through() {
     let run = job.main(&app_inputs(&[("private-key", "")]), View::Native);
     assert!(run.the_error().contains("private-key"), "{}", run.log());
     assert_eq!(github.mints(), 0);
+    assert_no_private_copy_left(&job);
 }
 
 #[tokio::test]
@@ -102,6 +105,173 @@ async fn a_binary_that_is_not_the_pinned_one_never_runs() {
 
     assert!(github.world().seen.is_empty(), "nothing asked GitHub");
     assert!(!job.temp.join("token-keeper").exists(), "nothing written");
+}
+
+/// The folders the runner keeps in its temp folder, and the job's own; nothing else is left.
+fn assert_no_private_copy_left(job: &Job) {
+    let runners = ["_github_home", "_github_workflow", "_runner_file_commands"];
+    let left: Vec<String> = fs::read_dir(&job.temp)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| !runners.contains(&name.as_str()) && name != "token-keeper")
+        .collect();
+    assert!(left.is_empty(), "left in RUNNER_TEMP: {left:?}");
+}
+
+/// The main step under node with `hook` loaded first (`node --require`), as the runner runs it.
+fn main_with_hook(job: &Job, inputs: &[(&str, &str)], hook: &str) -> StepRun {
+    let file = job.temp.parent().unwrap().join("hook.js");
+    fs::write(&file, hook).unwrap();
+    let main = job.native_entry().join("main.js");
+    job.run_step(inputs, &BTreeMap::new(), |env| {
+        let mut node = Command::new("node");
+        node.arg("--require")
+            .arg(&file)
+            .arg(main)
+            .env_clear()
+            .envs(&env)
+            .current_dir(&job.workspace);
+        node
+    })
+}
+
+/// A hook that writes what the entry spawns (the file and its mode) to `record`, then does
+/// `then` (JavaScript, with `child` in scope) once it runs.
+fn spawn_recorder(record: &Path, then: &str) -> String {
+    let record = serde_json::to_string(&record.to_string_lossy()).unwrap();
+    format!(
+        r#"
+        const fs = require('node:fs');
+        const childProcess = require('node:child_process');
+        for (const name of ['spawn', 'spawnSync']) {{
+          const original = childProcess[name];
+          childProcess[name] = function (file, ...rest) {{
+            const mode = fs.statSync(file).mode & 0o777;
+            fs.writeFileSync({record}, JSON.stringify({{ file, mode }}));
+            const child = original.call(childProcess, file, ...rest);
+            {then}
+            return child;
+          }};
+        }}
+        "#
+    )
+}
+
+/// What the hook of `spawn_recorder` wrote: the file spawned, and its mode.
+fn recorded(record: &Path) -> (PathBuf, u32) {
+    let ran: serde_json::Value = serde_json::from_slice(&fs::read(record).unwrap()).unwrap();
+    let file = PathBuf::from(ran["file"].as_str().unwrap());
+    (file, ran["mode"].as_u64().unwrap() as u32)
+}
+
+/// A file changed between the check and the run does not run: the bytes read for the check are
+/// the ones run, from a private copy, and the main step installs those for later steps.
+#[tokio::test]
+async fn the_bytes_that_run_are_the_ones_checked_not_the_file_changed_after() {
+    let github = FakeGitHub::start().await;
+    let job = Job::new(&github.url());
+    let binary = job.native_entry().join("bin").join(binary_name());
+    let checked = fs::read(&binary).unwrap();
+    let record = job.temp.parent().unwrap().join("ran.json");
+    // As soon as the entry has read the binary for its check, the file changes on disk: to
+    // another binary that runs as well, so only its bytes tell which one ran.
+    let swap = format!(
+        r#"
+        const path = require('node:path');
+        const read = fs.readFileSync;
+        fs.readFileSync = function (file, ...rest) {{
+          const bytes = read.call(fs, file, ...rest);
+          if (path.basename(String(file)) === {name}) {{
+            fs.writeFileSync(file, Buffer.concat([bytes, Buffer.from('swapped')]));
+          }}
+          return bytes;
+        }};
+        "#,
+        name = serde_json::to_string(&binary_name()).unwrap()
+    );
+    let hook = spawn_recorder(&record, "") + &swap;
+    let main = main_with_hook(&job, &app_inputs(&[]), &hook);
+    main.assert_ok();
+    assert_eq!(
+        fs::read(&binary).unwrap(),
+        [&checked[..], b"swapped"].concat(),
+        "the file changed after the check"
+    );
+
+    let installed = job
+        .temp
+        .join("token-keeper/bin")
+        .join(format!("token-keeper{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        fs::read(&installed).unwrap() == checked,
+        "later steps run the bytes that were checked"
+    );
+    let (ran, mode) = recorded(&record);
+    assert_eq!(ran.file_name().unwrap(), binary_name().as_str());
+    let folder = ran.parent().unwrap();
+    assert_eq!(
+        folder.parent().unwrap().canonicalize().unwrap(),
+        job.temp.canonicalize().unwrap(),
+        "a folder of its own in RUNNER_TEMP: {}",
+        ran.display()
+    );
+    if cfg!(unix) {
+        assert_eq!(mode, 0o700, "{}", ran.display());
+    }
+    assert!(
+        !folder.exists(),
+        "the copy is removed: {}",
+        folder.display()
+    );
+    assert_no_private_copy_left(&job);
+}
+
+/// A cancelled job's signal reaches the binary, and the entry removes its copy once it has
+/// ended.
+#[cfg(unix)]
+#[test]
+fn a_cancelled_step_ends_the_binary_and_then_removes_its_copy() {
+    // A GitHub that takes the connection and never answers: the binary waits.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let job = Job::new(&format!("http://{}", silent.local_addr().unwrap()));
+    let record = job.temp.parent().unwrap().join("ran.json");
+    // As the runner cancels a step: a signal to node, once the binary runs.
+    let hook = spawn_recorder(
+        &record,
+        "setImmediate(() => process.kill(process.pid, 'SIGTERM'));",
+    );
+    let main = main_with_hook(&job, &app_inputs(&[]), &hook);
+    assert_eq!(main.status.code(), Some(1), "{}", main.log());
+    assert!(
+        main.stderr.contains(&format!(
+            "token-keeper: {} was ended by SIGTERM",
+            binary_name()
+        )),
+        "{}",
+        main.log()
+    );
+    assert!(!main.stdout.contains("::error"), "{}", main.log());
+    let (ran, _) = recorded(&record);
+    assert!(!ran.exists(), "{}", ran.display());
+    assert_no_private_copy_left(&job);
+}
+
+/// Where no private copy can be made, that is the one error, and nothing runs.
+#[tokio::test]
+async fn a_private_copy_that_cannot_be_made_is_one_error_and_runs_nothing() {
+    let github = FakeGitHub::start().await;
+    let mut job = Job::new(&github.url());
+    let nowhere = job.temp.join("gone");
+    job.extra_env
+        .insert("RUNNER_TEMP".into(), nowhere.to_string_lossy().into_owned());
+    let main = job.main(&app_inputs(&[]), View::Native);
+    let error = main.the_error();
+    assert!(
+        error.contains(&format!("cannot run a private copy of {}", binary_name()))
+            && error.contains("`RUNNER_TEMP`"),
+        "{error}"
+    );
+    assert!(github.world().seen.is_empty(), "nothing asked GitHub");
 }
 
 #[test]
