@@ -77,6 +77,20 @@ function fail(message) {
   process.exitCode = 1;
 }
 
+/** What a main step that ran no binary saves for its post step (`STATE_ran-nothing` there). */
+const RAN_NOTHING = 'ran-nothing';
+
+/** The step `stage` ran no binary: its one error; a main step tells its post step so. */
+function ranNothing(stage, message) {
+  fail(message);
+  try {
+    const state = process.env.GITHUB_STATE;
+    if (stage === 'main') fs.appendFileSync(state, `${RAN_NOTHING}=true${os.EOL}`);
+  } catch {
+    // Without the state, the post step says the same error once more.
+  }
+}
+
 /**
  * Run `file` with the runner's stdio to its end. The signals a cancelled job sends go on to it,
  * and we outlive it; on Windows its console gives it Ctrl+C as it gives us.
@@ -95,13 +109,17 @@ function runToEnd(file, args) {
 
 /** Run the step `stage` (`main` or `post`) with the runner's environment and stdio. */
 async function run(stage) {
+  if (stage === 'post' && process.env[`STATE_${RAN_NOTHING}`]) {
+    process.stderr.write('token-keeper: nothing to clean up: the main step ran nothing\n');
+    return;
+  }
   let binary;
   let dir;
   let child;
   try {
     binary = verifiedBinary(__dirname, process.platform, process.arch);
   } catch (err) {
-    fail(err.message);
+    ranNothing(stage, err.message);
     return;
   }
   try {
@@ -118,7 +136,8 @@ async function run(stage) {
     process.stderr.write(`token-keeper: warning: cannot remove ${dir}: ${err.message}\n`);
   }
   if (child.error) {
-    fail(
+    ranNothing(
+      stage,
       `cannot run a private copy of ${binary.name}: ${child.error.message}: ` +
         'the step needs a temp folder where it can write and run files ' +
         "(`RUNNER_TEMP`, else the system's)",

@@ -60,14 +60,19 @@ async fn the_binarys_exit_code_and_its_one_error_line_come_through() {
     assert_no_private_copy_left(&job);
 }
 
+/// Change the job's packed binary after its sum was pinned: one byte more.
+fn change_the_binary(job: &Job) {
+    let binary = job.native_entry().join("bin").join(binary_name());
+    let mut bytes = fs::read(&binary).unwrap();
+    bytes.push(0);
+    fs::write(&binary, bytes).unwrap();
+}
+
 #[tokio::test]
 async fn a_binary_that_is_not_the_pinned_one_never_runs() {
     let github = FakeGitHub::start().await;
     let job = Job::new(&github.url());
-    let bin = job.native_entry().join("bin");
-    let mut bytes = fs::read(bin.join(binary_name())).unwrap();
-    bytes.extend_from_slice(b"\0");
-    fs::write(bin.join(binary_name()), bytes).unwrap();
+    change_the_binary(&job);
 
     let run = job.main(&app_inputs(&[]), View::Native);
     let error = run.the_error();
@@ -81,7 +86,7 @@ async fn a_binary_that_is_not_the_pinned_one_never_runs() {
 
     // A copy without the sums, or whose sums leave this machine's binary out, runs nothing
     // either.
-    let sums = bin.join("SHA256SUMS");
+    let sums = job.native_entry().join("bin/SHA256SUMS");
     fs::write(
         &sums,
         format!("{}  token-keeper-linux-other\n", "0".repeat(64)),
@@ -256,6 +261,35 @@ fn a_cancelled_step_ends_the_binary_and_then_removes_its_copy() {
     assert_no_private_copy_left(&job);
 }
 
+/// When the main step ran nothing, its error is the only one: the post step, told so through
+/// the step's state, says so and adds none.
+#[tokio::test]
+async fn the_post_step_of_a_main_step_that_ran_nothing_adds_no_error() {
+    let github = FakeGitHub::start().await;
+    let job = Job::new(&github.url());
+    change_the_binary(&job);
+
+    let main = job.main(&app_inputs(&[]), View::Native);
+    assert!(
+        main.the_error().contains("nothing was run"),
+        "{}",
+        main.log()
+    );
+    assert_eq!(
+        main.state.get("ran-nothing").map(String::as_str),
+        Some("true"),
+        "the main step says so"
+    );
+    let post = job.post(&app_inputs(&[]), &main.state, View::Native);
+    post.assert_ok();
+    assert!(!post.stdout.contains("::"), "{}", post.log());
+    assert_eq!(
+        post.stderr,
+        "token-keeper: nothing to clean up: the main step ran nothing\n"
+    );
+    assert!(github.world().seen.is_empty(), "nothing asked GitHub");
+}
+
 /// Where no private copy can be made, that is the one error, and nothing runs.
 #[tokio::test]
 async fn a_private_copy_that_cannot_be_made_is_one_error_and_runs_nothing() {
@@ -271,7 +305,29 @@ async fn a_private_copy_that_cannot_be_made_is_one_error_and_runs_nothing() {
             && error.contains("`RUNNER_TEMP`"),
         "{error}"
     );
+    assert_eq!(
+        main.state.get("ran-nothing").map(String::as_str),
+        Some("true")
+    );
     assert!(github.world().seen.is_empty(), "nothing asked GitHub");
+}
+
+/// A binary that passed the main step's check and fails the post step's is the post step's
+/// error.
+#[tokio::test]
+async fn a_binary_changed_after_the_main_step_is_the_post_steps_error() {
+    let github = FakeGitHub::start().await;
+    let job = Job::new(&github.url());
+    let main = job.main(&app_inputs(&[]), View::Native);
+    main.assert_ok();
+    change_the_binary(&job);
+
+    let post = job.post(&app_inputs(&[]), &main.state, View::Native);
+    let error = post.the_error();
+    assert!(
+        error.contains("is not the binary this release pinned"),
+        "{error}"
+    );
 }
 
 #[test]
