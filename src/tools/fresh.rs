@@ -263,19 +263,46 @@ fn gh_host(git_server: &str) -> Result<String> {
 
 /// `hosts.yml` with the token for `host`, replaced whole, the folder's owner's.
 fn write_hosts(dir: &Path, host: &str, token: &Secret, owner: Owner) -> Result<()> {
-    // The token's charset was checked when it arrived: nothing in it can break the YAML.
-    let text = format!(
-        "{host:?}:\n    user: {TOKEN_USERNAME}\n    oauth_token: {}\n    git_protocol: https\n",
-        token.expose()
-    );
+    let text = hosts_yml(host, token);
     write_atomic(&dir.join("hosts.yml"), 0o600, owner, |file| {
         std::io::Write::write_all(file, text.as_bytes())
     })?;
     Ok(())
 }
 
+/// What `gh` reads in `hosts.yml`: under `host`, the user, the token and the git protocol.
+fn hosts_yml(host: &str, token: &Secret) -> String {
+    format!(
+        "{}:\n    user: {TOKEN_USERNAME}\n    oauth_token: {}\n    git_protocol: https\n",
+        yaml_quoted(host),
+        yaml_quoted(token.expose())
+    )
+}
+
+/// `text` as a YAML double-quoted scalar that reads back as `text`: on one line, printable ASCII
+/// as it is but `"` and `\`, everything else escaped by its code point.
+fn yaml_quoted(text: &str) -> String {
+    let mut quoted = String::with_capacity(text.len() + 2);
+    quoted.push('"');
+    for c in text.chars() {
+        match c {
+            '"' | '\\' => {
+                quoted.push('\\');
+                quoted.push(c);
+            }
+            ' '..='~' => quoted.push(c),
+            c if u32::from(c) <= 0xffff => quoted.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => quoted.push_str(&format!("\\U{:08x}", u32::from(c))),
+        }
+    }
+    quoted.push('"');
+    quoted
+}
+
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     #[test]
@@ -308,7 +335,39 @@ mod tests {
         let text = std::fs::read_to_string(dir.path().join("hosts.yml")).unwrap();
         assert_eq!(
             text,
-            "\"127.0.0.1:8443\":\n    user: x-access-token\n    oauth_token: ghs_a\n    git_protocol: https\n"
+            "\"127.0.0.1:8443\":\n    user: x-access-token\n    oauth_token: \"ghs_a\"\n    git_protocol: https\n"
         );
+    }
+
+    /// `hosts.yml` as a YAML reader reads it: hosts, and under each, its settings.
+    fn read_hosts(text: &str) -> BTreeMap<String, BTreeMap<String, String>> {
+        serde_saphyr::from_str(text).unwrap_or_else(|err| panic!("not YAML: {err}\n{text}"))
+    }
+
+    #[test]
+    fn escapes_are_yamls_own() {
+        assert_eq!(
+            yaml_quoted("[::1]:8443 \"a\\b\" \u{7f}\u{e9}\u{1f600}"),
+            r#""[::1]:8443 \"a\\b\" \u007f\u00e9\U0001f600""#
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn every_host_and_token_read_back_as_written(
+            host in "\\PC*|[\x00-\x1f\\\\\"'{}\\[\\]:#&*!|>%@`,? \u{7f}-\u{a0}\u{2028}\u{feff}\u{1f600}]{0,24}",
+            token in "\\PC*|[\x00-\x7f]{0,40}",
+        ) {
+            let hosts = read_hosts(&hosts_yml(&host, &Secret::new(token.clone())));
+            let expected = BTreeMap::from([(
+                host,
+                BTreeMap::from([
+                    ("user".to_owned(), TOKEN_USERNAME.to_owned()),
+                    ("oauth_token".to_owned(), token),
+                    ("git_protocol".to_owned(), "https".to_owned()),
+                ]),
+            )]);
+            proptest::prop_assert_eq!(hosts, expected);
+        }
     }
 }
