@@ -774,6 +774,32 @@ mod tests {
         assert!(doubts[1].contains("`telepathy` is not a permission GitHub lists"));
     }
 
+    /// As its description in `action.yml` says: passed on as the official action does, with a
+    /// warning where GitHub's list is the one we ship.
+    #[test]
+    fn the_retired_team_discussions_permission_is_asked_for_as_given() {
+        for (api, warned) in [
+            ("https://api.github.com", true),
+            ("https://ghes.example.com/api/v3", false),
+        ] {
+            let config = parse(&env(&[
+                ("INPUT_GITHUB-API-URL", api),
+                ("INPUT_PERMISSION-TEAM-DISCUSSIONS", "read"),
+            ]))
+            .unwrap();
+            let expected = BTreeMap::from([("team_discussions".to_owned(), "read".to_owned())]);
+            assert_eq!(config.request.permissions, expected, "{api}");
+            let doubts: Vec<String> = config.doubts.iter().map(ToString::to_string).collect();
+            assert_eq!(doubts.len(), usize::from(warned), "{api}: {doubts:?}");
+            assert!(
+                doubts
+                    .iter()
+                    .all(|d| d.contains("`team_discussions` is not a permission GitHub lists")),
+                "{doubts:?}"
+            );
+        }
+    }
+
     #[test]
     fn on_enterprise_server_unknown_permissions_get_no_warning() {
         let config = parse(&env(&[
