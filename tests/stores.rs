@@ -149,6 +149,10 @@ async fn revoke_finds_a_store_made_elsewhere_after_a_later_setup_replaced_the_va
         text(&out)
     );
     assert!(!std::path::Path::new(&elsewhere).exists(), "{}", text(&out));
+    assert!(
+        !job.home.join(".config").exists(),
+        "nothing made in the home"
+    );
     assert_nothing_left(&job);
 }
 
@@ -315,4 +319,43 @@ async fn a_users_folder_that_another_user_made_or_linked_is_refused_before_minti
         "nothing written there"
     );
     assert_eq!(scene.github.mints(), 0);
+}
+
+#[tokio::test]
+async fn a_refused_new_token_that_could_not_be_revoked_is_kept_for_revoke() {
+    let scene = Scene::start(Duration::from_secs(3600)).await;
+    let job = CiJob::new(&[("CI_JOB_ID", "49")]);
+    // The answer names a repository no repository is named: the token is refused, and GitHub
+    // will not take its revocation just now.
+    scene.github.world().edit_mint_answer = Some(|answer| {
+        answer["repositories"] = serde_json::json!([{"name": "../elsewhere"}]);
+    });
+    for _ in 0..100 {
+        scene
+            .github
+            .fail_next("/installation/token", ResponseTemplate::new(503));
+    }
+    let out = job.shell(
+        &job.setup(&scene, "--owner Octo-Org"),
+        &[("TOKEN_KEEPER_DEADLINE", "1s")],
+    );
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(out.stdout.is_empty(), "{}", text(&out));
+    assert_eq!(
+        scene.github.world().live_tokens().len(),
+        1,
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        job.stores().len(),
+        1,
+        "kept, with its ledger: {}",
+        text(&out)
+    );
+
+    scene.github.clear_faults();
+    assert_ok("revoke", &job.shell("token-keeper revoke", &[]));
+    assert!(scene.github.world().live_tokens().is_empty());
+    assert_nothing_left(&job);
 }

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::keeper::state::StateDir;
 use crate::messages;
-use crate::private::{Owner, create_private_dir, write_atomic};
+use crate::private::{Owner, check_mine, create_private_dir, write_atomic};
 
 /// How long an edit waits for git's lock on the global config.
 const LOCK_PATIENCE: Duration = Duration::from_secs(2);
@@ -111,7 +111,7 @@ fn install_with(var: Var, store: &Path, entries: &[(String, String)]) -> Result<
 /// file goes all the same, which leaves the entry harmless, and the error says what to do.
 pub(crate) fn remove(store: &Path) -> Result<bool> {
     let var = |name: &str| std::env::var_os(name);
-    let Ok(folder) = folder(&var) else {
+    let Some(folder) = existing_folder(&var) else {
         return Ok(false);
     };
     let id = id_of(store);
@@ -126,7 +126,7 @@ pub(crate) fn remove(store: &Path) -> Result<bool> {
 /// not take it out): how many went. Another job's live helper is left alone.
 pub(crate) fn remove_stale() -> Result<usize> {
     let var = |name: &str| std::env::var_os(name);
-    let Ok(folder) = folder(&var) else {
+    let Some(folder) = existing_folder(&var) else {
         return Ok(0);
     };
     let mut removed = 0;
@@ -324,6 +324,14 @@ fn folder(var: Var) -> Result<PathBuf> {
     let folder = parent.join("token-keeper");
     create_private_dir(&folder, Owner::me())?;
     Ok(folder)
+}
+
+/// Our folder, when setup made one: an end creates nothing.
+fn existing_folder(var: Var) -> Option<PathBuf> {
+    let home = home(var).ok()?;
+    let folder = config_home(var, &home).join("token-keeper");
+    let meta = fs::symlink_metadata(&folder).ok()?;
+    (meta.is_dir() && check_mine(&folder, &meta).is_ok()).then_some(folder)
 }
 
 fn home(var: Var) -> Result<PathBuf> {

@@ -20,7 +20,8 @@ use crate::action::env::{self, Env};
 use crate::action::inputs::{self, Config, InputError};
 use crate::action::{permissions, shim};
 use crate::clock::{rfc3339, unix_now};
-use crate::github::client::{self, Knobs};
+use crate::github::GitHub;
+use crate::github::client::{self, Knobs, Runtime};
 use crate::keeper::source::{IdentityFrom, Means, TokenSource};
 use crate::keeper::state::{Api, CachedToken, StateDir};
 use crate::keeper::{self, Caller, Keeper, Unended, Unminted, locate};
@@ -229,11 +230,11 @@ pub(crate) fn run(args: &Args) -> Result<ExitCode> {
     ) {
         Ok(minted) => minted,
         Err(Unminted::Mint(err)) => {
-            discard(dir);
+            end_failed(dir, gh, &runtime);
             return Err(err);
         }
         Err(Unminted::Record(why)) => {
-            discard(dir);
+            end_failed(dir, gh, &runtime);
             bail!("cannot record the new token: {why}");
         }
     };
@@ -265,22 +266,22 @@ pub(crate) fn run(args: &Args) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Err(err) => {
-            let _ = gitconfig::remove(dir.path());
-            let _ = Keeper::retire(dir, Duration::ZERO, Unended::Kept, |live| {
-                keeper::revoke_all(gh, &runtime, &live.entries)
-                    .iter()
-                    .map(Result::is_ok)
-                    .collect()
-            });
-            tidy(&ci_root());
+            end_failed(dir, gh, &runtime);
             Err(err)
         }
     }
 }
 
-/// A store that holds no token: gone, with the job's folder if it was the last.
-fn discard(dir: StateDir) {
-    let _ = dir.remove();
+/// The store of a setup that failed ends: every token it recorded is revoked (one that cannot
+/// be stays in its ledger for `revoke`), and the job's folder goes if it was the last.
+fn end_failed(dir: StateDir, gh: GitHub, runtime: &Runtime) {
+    let _ = gitconfig::remove(dir.path());
+    let _ = Keeper::retire(dir, Duration::ZERO, Unended::Kept, |live| {
+        keeper::revoke_all(gh, runtime, &live.entries)
+            .iter()
+            .map(Result::is_ok)
+            .collect()
+    });
     tidy(&ci_root());
 }
 
