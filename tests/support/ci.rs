@@ -3,6 +3,7 @@
 //! and a temporary folder of their own.
 
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::fs;
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -110,15 +111,24 @@ impl CiJob {
 
     /// Run `script` with bash in a new shell of this job, in its work folder, with `extra`.
     pub fn shell(&self, script: &str, extra: &[(&str, &str)]) -> Output {
+        self.command("bash", extra)
+            .arg("-c")
+            .arg(format!("set -eu\n{script}"))
+            .output()
+            .expect("bash")
+    }
+
+    /// `program` as a shell of this job would start it: in its work folder, with what the CI
+    /// gives and `extra`.
+    pub fn command(&self, program: impl AsRef<OsStr>, extra: &[(&str, &str)]) -> Command {
         let bin = binary().parent().expect("the binary's folder").to_owned();
         let path = format!(
             "{}:{}",
             bin.display(),
             std::env::var("PATH").unwrap_or_default()
         );
-        Command::new("bash")
-            .arg("-c")
-            .arg(format!("set -eu\n{script}"))
+        let mut command = Command::new(program);
+        command
             .current_dir(self.dir.path().join("work"))
             .env_clear()
             .env("PATH", path)
@@ -132,8 +142,7 @@ impl CiJob {
             .env("GIT_COMMITTER_EMAIL", "ci@example.invalid")
             .env("TOKEN_KEEPER_RETRY_BASE", "20ms")
             .envs(&self.vars)
-            .envs(extra.iter().copied())
-            .output()
-            .expect("bash")
+            .envs(extra.iter().copied());
+        command
     }
 }
