@@ -13,7 +13,7 @@
 //!   our state;
 //! - leaves used by all: `messages` (our prefix, and text from elsewhere made safe to show),
 //!   `secret` (secrets held, never shown), `private` (files only the runner's user reads),
-//!   `clock`, `duration`.
+//!   `process` (the processes we start, bounded, their whole tree ended), `clock`, `duration`.
 
 pub mod action;
 mod ci;
@@ -24,6 +24,7 @@ mod github;
 mod keeper;
 mod messages;
 mod private;
+mod process;
 mod secret;
 mod tools;
 

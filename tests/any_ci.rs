@@ -5,10 +5,12 @@
 use std::fs;
 use std::time::Duration;
 
+use crate::support::background::Background;
 use crate::support::ci::{CiJob, assert_nothing_left, assert_ok};
 use crate::support::fake_github::{APP_ID, APP_KEY};
 use crate::support::logs::{assert_no_part_shown, text};
-use crate::support::runner::{View, is_root};
+use crate::support::measure;
+use crate::support::runner::{View, binary, is_root};
 use crate::support::scene::{KeylessScene, Scene};
 use wiremock::ResponseTemplate;
 
@@ -322,14 +324,7 @@ async fn keyless_from_any_ci_reads_the_identity_again_at_every_refresh() {
     let identity = job.path("oidc");
     fs::write(&identity, k.issuer.identity_token(&audience)).unwrap();
     let runs = job.path("runs");
-    let setup = |from: &str| {
-        format!(
-            "token-keeper setup --sts-identity release --sts-scope Octo-Org/app --sts-domain '{}' --api-url '{}' --git-server-url '{}' {from}",
-            k.sts.url(),
-            k.github.url(),
-            k.git_url
-        )
-    };
+    let setup = |from: &str| format!("token-keeper setup {} {from}", keyless_flags(&k).join(" "));
 
     // From a variable, as GitLab's `id_tokens:` gives one.
     let token = k.issuer.identity_token(&audience);
@@ -476,6 +471,90 @@ async fn a_long_value_is_quoted_cut_short_in_one_line() {
         assert!(said.contains('…'), "{said}");
     }
     assert_eq!(scene.github.mints(), 0);
+}
+
+/// setup's flags for keyless mode with `k`'s exchange service; none needs quoting in a shell.
+fn keyless_flags(k: &KeylessScene) -> Vec<String> {
+    let (sts, api) = (k.sts.url(), k.github.url());
+    let flags = [
+        "--sts-identity",
+        "release",
+        "--sts-scope",
+        "Octo-Org/app",
+        "--sts-domain",
+        &sts,
+        "--api-url",
+        &api,
+        "--git-server-url",
+        &k.git_url,
+    ];
+    flags.map(String::from).to_vec()
+}
+
+#[tokio::test]
+async fn an_identity_command_that_prints_far_too_much_is_ended_at_its_bound() {
+    let k = KeylessScene::start().await;
+    let job = CiJob::new(&[("CI_JOB_ID", "6")]);
+    let command = "head -c 200000000 /dev/zero";
+    let mut setup = job.command(binary(), &[]);
+    setup.arg("setup").args(keyless_flags(&k));
+    setup.args(["--identity-command", command]);
+    let measured = measure::run(&mut setup, b"").expect("setup");
+    let peak = match measured.max_rss_kib {
+        Ok(kib) => format!("{:.1} MiB", kib as f64 / 1024.0),
+        Err(why) => why.to_owned(),
+    };
+    println!(
+        "setup whose identity command prints 200 MB: {:.0} ms, peak RSS {peak}",
+        measured.elapsed.as_secs_f64() * 1000.0
+    );
+
+    let out = &measured.output;
+    assert!(!out.status.success(), "{}", text(out));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(said.trim().lines().count(), 1, "one line: {said}");
+    assert!(
+        said.contains(&format!(
+            "the job's identity command `{command}` printed more than 64 KiB"
+        )),
+        "{said}"
+    );
+    assert!(out.stdout.is_empty(), "{}", text(out));
+    assert_eq!(k.sts.world().exchanges, 0);
+    if let Ok(kib) = measured.max_rss_kib {
+        assert!(kib < 64 * 1024, "setup's peak: {peak}");
+    }
+    assert_nothing_left(&job);
+}
+
+#[tokio::test]
+async fn what_the_identity_command_leaves_running_is_ended_with_it() {
+    let k = KeylessScene::start().await;
+    let job = CiJob::new(&[("CI_JOB_ID", "7")]);
+    let identity = job.path("oidc");
+    let audience = k.sts.server.address().to_string();
+    fs::write(&identity, k.issuer.identity_token(&audience)).unwrap();
+    let left = Background {
+        file: job.path("left").into(),
+    };
+    // A child that holds none of setup's pipes, and one that holds its stdout.
+    for leaves in [">/dev/null 2>&1 &", "&"] {
+        let command = format!(
+            "sleep 300 {leaves} echo $! > {}; cat {identity}",
+            left.file.display()
+        );
+        let script = format!(
+            "eval \"$(token-keeper setup {} --identity-command '{command}')\"\ntoken-keeper revoke",
+            keyless_flags(&k).join(" ")
+        );
+        assert_ok(&command, &job.shell(&script, &[]));
+        assert!(
+            !left.still_runs(),
+            "{command}: the background sleep outlived setup"
+        );
+    }
+    assert_eq!(k.sts.world().exchanges, 2);
+    assert!(k.github.world().live_tokens().is_empty());
 }
 
 #[tokio::test]

@@ -7,7 +7,8 @@
 //! state, tagged, with everything a re-mint needs but the key, which has a file of its own; what
 //! the outputs can say (an installation id, a bot) follows from which it is.
 
-use std::process::{Command, Stdio};
+use std::borrow::Cow;
+use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -17,10 +18,19 @@ use super::Caller;
 use crate::github::apps::{self, App, BotUser};
 use crate::github::exchange::{self, Exchange, ExchangeError};
 use crate::github::{GitHub, Installation, MintedToken, PrivateKey, Target, TokenRequest};
+use crate::process::{self, Limits, Stopped};
 use crate::secret::Secret;
 
-/// How long the command that prints the job's identity token may take.
-const IDENTITY_COMMAND_BOUND: Duration = Duration::from_secs(15);
+/// What the command that prints the job's identity token may print, and how long it may take:
+/// the token is a few KiB, and what it says on stderr is quoted only in part.
+const IDENTITY_COMMAND_LIMITS: Limits = Limits {
+    stdout: 64 << 10,
+    stderr: 4 << 10,
+    time: Duration::from_secs(15),
+};
+
+/// How many characters of the identity command's stderr line an error of ours quotes.
+const SAID_CHARS: usize = 300;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -150,46 +160,51 @@ async fn identity_token(
             Secret::checked(value.trim().to_owned())
                 .map_err(|why| anyhow!("the job's identity token in `{name}` {why}"))
         }
-        IdentityFrom::Command { command } => identity_from_command(command).await,
+        IdentityFrom::Command { command } => {
+            identity_from_command(command, IDENTITY_COMMAND_LIMITS).await
+        }
     }
 }
 
-/// What `command` prints on stdout, run by the platform's shell, within
-/// `IDENTITY_COMMAND_BOUND`.
-async fn identity_from_command(command: &str) -> Result<Secret> {
+/// What `command` prints on stdout, run by the platform's shell within `limits`.
+async fn identity_from_command(command: &str, limits: Limits) -> Result<Secret> {
     let named = || format!("the job's identity command `{command}`");
-    let child = shell(command)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("cannot run {}", named()))?;
-    let pid = child.id();
-    let waited = tokio::time::timeout(
-        IDENTITY_COMMAND_BOUND,
-        tokio::task::spawn_blocking(move || child.wait_with_output()),
-    )
-    .await;
-    let output = match waited {
-        Ok(joined) => joined
-            .context("cannot wait for the identity command")?
-            .with_context(|| format!("cannot run {}", named()))?,
-        Err(_) => {
-            end(pid);
+    let shell = shell(command);
+    let ran = tokio::task::spawn_blocking(move || process::run(shell, &limits))
+        .await
+        .context("cannot wait for the identity command")?;
+    let output = match ran {
+        Ok(output) => output,
+        Err(Stopped::Failed(cause)) => bail!("cannot run {}: {cause}", named()),
+        Err(Stopped::Late) => {
             bail!(
                 "{} gave no token within {}s",
                 named(),
-                IDENTITY_COMMAND_BOUND.as_secs()
-            );
+                limits.time.as_secs()
+            )
         }
+        Err(Stopped::TooLong) => bail!(
+            "{} printed more than {} KiB, and an identity token is a few: make it print the token alone",
+            named(),
+            limits.stdout >> 10
+        ),
     };
     if !output.status.success() {
         let said = String::from_utf8_lossy(&output.stderr);
-        let said = said.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+        let said = said.lines().map(str::trim).find(|l| !l.is_empty());
+        let said = cut(said.unwrap_or(""), SAID_CHARS);
         bail!("{} failed ({}): {said}", named(), output.status);
     }
     let printed = String::from_utf8_lossy(&output.stdout).trim().to_owned();
     Secret::checked(printed).map_err(|why| anyhow!("what {} printed {why}", named()))
+}
+
+/// `text` cut to `chars` characters, with "…" for the rest.
+fn cut(text: &str, chars: usize) -> Cow<'_, str> {
+    match text.char_indices().nth(chars) {
+        Some((at, _)) => Cow::Owned(format!("{}…", &text[..at])),
+        None => Cow::Borrowed(text),
+    }
 }
 
 /// `command` for `sh -c`, as a Unix CI runs a step's script.
@@ -216,28 +231,6 @@ fn shell(command: &str) -> Command {
 #[cfg(any(windows, test))]
 fn cmd_arguments(command: &str) -> String {
     format!("/D /S /C \"{command}\"")
-}
-
-/// Kill the command `pid`, which outlived its bound. The pid is still our child's: it is reaped
-/// only when its waiting thread is done.
-#[cfg(unix)]
-fn end(pid: u32) {
-    if let Ok(pid) = libc::pid_t::try_from(pid) {
-        // SAFETY: kill has no memory preconditions; the pid is our own child's.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-    }
-}
-
-/// End the command `pid`, which outlived its bound, with what `cmd` started (`/T`). The pid is
-/// still our child's: its waiting thread holds the process's handle.
-#[cfg(windows)]
-fn end(pid: u32) {
-    let _ = Command::new("taskkill.exe")
-        .args(["/F", "/T", "/PID", &pid.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
 }
 
 #[cfg(test)]
@@ -342,6 +335,45 @@ mod tests {
             err.contains("failed") && err.contains("no agent here"),
             "{err}"
         );
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn an_identity_command_out_of_bounds_gets_its_own_one_line_error() {
+        let limits = Limits {
+            time: Duration::from_secs(1),
+            ..IDENTITY_COMMAND_LIMITS
+        };
+        let said = |command: &'static str| async move {
+            let err = identity_from_command(command, limits).await.unwrap_err();
+            format!("{err:#}")
+        };
+        assert_eq!(
+            said("head -c 200000000 /dev/zero").await,
+            "the job's identity command `head -c 200000000 /dev/zero` printed more than 64 KiB, and an identity token is a few: make it print the token alone"
+        );
+        assert_eq!(
+            said("sleep 5").await,
+            "the job's identity command `sleep 5` gave no token within 1s"
+        );
+        let long = said("printf '\\n  %0500d\\nsecond\\n' 0 >&2; exit 1").await;
+        let quoted = format!("{}…", "0".repeat(SAID_CHARS));
+        assert!(
+            long.ends_with(&format!("failed (exit status: 1): {quoted}")),
+            "{long}"
+        );
+        assert_eq!(long.lines().count(), 1, "{long}");
+        assert_eq!(
+            said("echo 'not a token'").await,
+            "what the job's identity command `echo 'not a token'` printed has characters no token has (a blank, a line break or a symbol)"
+        );
+    }
+
+    #[test]
+    fn quoted_text_is_cut_at_a_character_not_a_byte() {
+        assert_eq!(cut("éééé", 2), "éé…");
+        assert_eq!(cut("éé", 2), "éé");
+        assert_eq!(cut("", 2), "");
     }
 
     #[test]

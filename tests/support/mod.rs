@@ -27,6 +27,8 @@ use base64::Engine;
 use ring::rand::{SecureRandom, SystemRandom};
 
 pub mod act;
+#[cfg(unix)]
+pub mod background;
 pub mod ci;
 pub mod engine;
 pub mod fake_github;
