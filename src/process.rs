@@ -465,3 +465,46 @@ mod tests {
         }
     }
 }
+
+#[cfg(all(test, windows))]
+mod windows_tests {
+    use std::os::windows::process::CommandExt;
+
+    use super::*;
+
+    const LIMITS: Limits = Limits {
+        stdout: 64 << 10,
+        stderr: 4 << 10,
+        time: Duration::from_secs(10),
+    };
+
+    fn cmd(script: &str) -> Command {
+        let mut cmd = Command::new("cmd.exe");
+        cmd.raw_arg(format!("/D /S /C \"{script}\""));
+        cmd
+    }
+
+    #[test]
+    fn what_a_command_prints_and_its_status_are_read() {
+        let ran = run(cmd("echo token& echo said 1>&2& exit 3"), &LIMITS).unwrap();
+        assert_eq!(ran.status.code(), Some(3));
+        assert_eq!(ran.stdout, b"token\r\n");
+        assert_eq!(ran.stderr, b"said \r\n");
+    }
+
+    #[test]
+    fn a_command_printing_past_the_stdout_bound_is_ended_there() {
+        // A loop without end: only the job's end stops it before the time limit.
+        let forever = cmd("for /L %i in (1,0,2) do @echo yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy");
+        let stopped = run(forever, &LIMITS).unwrap_err();
+        assert!(matches!(stopped, Stopped::TooLong), "{stopped:?}");
+    }
+
+    #[test]
+    fn what_a_command_leaves_behind_is_ended_when_it_exits() {
+        // The background `cmd` holds stdout for 30 s, unless the job ends it with the command.
+        let script = r#"start /b cmd /c "ping -n 30 127.0.0.1 >nul" & echo token"#;
+        let ran = run(cmd(script), &LIMITS).unwrap();
+        assert_eq!(ran.stdout, b"token\r\n");
+    }
+}
