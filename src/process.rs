@@ -366,6 +366,14 @@ mod windows {
     }
 }
 
+/// The tests' bounds: an identity token's, with time to spare on a loaded machine.
+#[cfg(test)]
+const LIMITS: Limits = Limits {
+    stdout: 64 << 10,
+    stderr: 4 << 10,
+    time: Duration::from_secs(10),
+};
+
 /// Shared with the integration tests, which wait for what a command left running too.
 #[cfg(all(test, unix))]
 #[path = "../tests/support/background.rs"]
@@ -375,12 +383,6 @@ mod background;
 mod tests {
     use super::background::Background;
     use super::*;
-
-    const LIMITS: Limits = Limits {
-        stdout: 64 << 10,
-        stderr: 4 << 10,
-        time: Duration::from_secs(10),
-    };
 
     fn sh(script: &str) -> Command {
         let mut sh = Command::new("sh");
@@ -471,12 +473,6 @@ mod windows_tests {
     use std::os::windows::process::CommandExt;
 
     use super::*;
-
-    const LIMITS: Limits = Limits {
-        stdout: 64 << 10,
-        stderr: 4 << 10,
-        time: Duration::from_secs(10),
-    };
 
     fn cmd(script: &str) -> Command {
         let mut cmd = Command::new("cmd.exe");
