@@ -7,7 +7,6 @@
 //! state, tagged, with everything a re-mint needs but the key, which has a file of its own; what
 //! the outputs can say (an installation id, a bot) follows from which it is.
 
-use std::borrow::Cow;
 use std::process::Command;
 use std::time::Duration;
 
@@ -18,6 +17,7 @@ use super::Caller;
 use crate::github::apps::{self, App, BotUser};
 use crate::github::exchange::{self, Exchange, ExchangeError};
 use crate::github::{GitHub, Installation, MintedToken, PrivateKey, Target, TokenRequest};
+use crate::messages;
 use crate::process::{self, Limits, Stopped};
 use crate::secret::Secret;
 
@@ -28,9 +28,6 @@ const IDENTITY_COMMAND_LIMITS: Limits = Limits {
     stderr: 4 << 10,
     time: Duration::from_secs(15),
 };
-
-/// How many characters of the identity command's stderr line an error of ours quotes.
-const SAID_CHARS: usize = 300;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -192,19 +189,11 @@ async fn identity_from_command(command: &str, limits: Limits) -> Result<Secret> 
     if !output.status.success() {
         let said = String::from_utf8_lossy(&output.stderr);
         let said = said.lines().map(str::trim).find(|l| !l.is_empty());
-        let said = cut(said.unwrap_or(""), SAID_CHARS);
+        let said = messages::foreign(said.unwrap_or(""));
         bail!("{} failed ({}): {said}", named(), output.status);
     }
     let printed = String::from_utf8_lossy(&output.stdout).trim().to_owned();
     Secret::checked(printed).map_err(|why| anyhow!("what {} printed {why}", named()))
-}
-
-/// `text` cut to `chars` characters, with "…" for the rest.
-fn cut(text: &str, chars: usize) -> Cow<'_, str> {
-    match text.char_indices().nth(chars) {
-        Some((at, _)) => Cow::Owned(format!("{}…", &text[..at])),
-        None => Cow::Borrowed(text),
-    }
 }
 
 /// `command` for `sh -c`, as a Unix CI runs a step's script.
@@ -344,36 +333,40 @@ mod tests {
             time: Duration::from_secs(1),
             ..IDENTITY_COMMAND_LIMITS
         };
-        let said = |command: &'static str| async move {
-            let err = identity_from_command(command, limits).await.unwrap_err();
+        let said = |command: String| async move {
+            let err = identity_from_command(&command, limits).await.unwrap_err();
             format!("{err:#}")
         };
         assert_eq!(
-            said("head -c 200000000 /dev/zero").await,
+            said("head -c 200000000 /dev/zero".into()).await,
             "the job's identity command `head -c 200000000 /dev/zero` printed more than 64 KiB, and an identity token is a few: make it print the token alone"
         );
         assert_eq!(
-            said("sleep 5").await,
+            said("sleep 5".into()).await,
             "the job's identity command `sleep 5` gave no token within 1s"
         );
-        let long = said("printf '\\n  %0500d\\nsecond\\n' 0 >&2; exit 1").await;
-        let quoted = format!("{}…", "0".repeat(SAID_CHARS));
+        // Its first line said, cut short, and no token it might echo.
+        let line = "no agent here, ".repeat(40);
+        let long = said(format!("printf '\\n  %s\\nsecond\\n' '{line}' >&2; exit 1")).await;
+        let (_, quoted) = long.split_once("failed (exit status: 1): ").expect(&long);
         assert!(
-            long.ends_with(&format!("failed (exit status: 1): {quoted}")),
+            quoted.starts_with("no agent here, no") && quoted.ends_with('…'),
             "{long}"
         );
-        assert_eq!(long.lines().count(), 1, "{long}");
+        assert!(
+            quoted.chars().count() < 320 && !quoted.contains("second"),
+            "{long}"
+        );
+        let jwt = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl";
+        let echoed = said(format!("echo 'bad token {jwt}' >&2; false")).await;
+        assert!(
+            echoed.ends_with("failed (exit status: 1): bad token […]"),
+            "{echoed}"
+        );
         assert_eq!(
-            said("echo 'not a token'").await,
+            said("echo 'not a token'".into()).await,
             "what the job's identity command `echo 'not a token'` printed has characters no token has (a blank, a line break or a symbol)"
         );
-    }
-
-    #[test]
-    fn quoted_text_is_cut_at_a_character_not_a_byte() {
-        assert_eq!(cut("éééé", 2), "éé…");
-        assert_eq!(cut("éé", 2), "éé");
-        assert_eq!(cut("", 2), "");
     }
 
     #[test]
