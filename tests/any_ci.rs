@@ -462,6 +462,12 @@ async fn a_long_value_is_quoted_cut_short_in_one_line() {
         format!("token-keeper setup --bogus-flag-{long}"),
         job.setup(&scene, &format!("--owner Octo-Org --permission {long}")),
         format!("token-keeper token --state /{long}"),
+        format!(
+            "token-keeper setup --sts-identity release --sts-scope Octo-Org/app --sts-domain '{}' --api-url '{}' --git-server-url '{}' --identity-command {long}",
+            scene.github.url(),
+            scene.github.url(),
+            scene.git_url
+        ),
     ] {
         let out = job.shell(&script, &[]);
         assert!(!out.status.success(), "{}", text(&out));

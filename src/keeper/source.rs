@@ -147,15 +147,16 @@ async fn identity_token(
                 })
         }
         IdentityFrom::Variable { name } => {
+            let shown = messages::short(name);
             let value = (caller.variable)(name)
                 .filter(|v| !v.trim().is_empty())
                 .with_context(|| {
                     format!(
-                        "the job's identity token is to be in `{name}`, which is not set here: give every step of the job that variable (GitLab: `id_tokens:`), or name another with `--identity-env`"
+                        "the job's identity token is to be in `{shown}`, which is not set here: give every step of the job that variable (GitLab: `id_tokens:`), or name another with `--identity-env`"
                     )
                 })?;
             Secret::checked(value.trim().to_owned())
-                .map_err(|why| anyhow!("the job's identity token in `{name}` {why}"))
+                .map_err(|why| anyhow!("the job's identity token in `{shown}` {why}"))
         }
         IdentityFrom::Command { command } => {
             identity_from_command(command, IDENTITY_COMMAND_LIMITS).await
@@ -165,7 +166,7 @@ async fn identity_token(
 
 /// What `command` prints on stdout, run by the platform's shell within `limits`.
 async fn identity_from_command(command: &str, limits: Limits) -> Result<Secret> {
-    let named = || format!("the job's identity command `{command}`");
+    let named = || format!("the job's identity command `{}`", messages::short(command));
     let shell = shell(command);
     let ran = tokio::task::spawn_blocking(move || process::run(shell, &limits))
         .await
