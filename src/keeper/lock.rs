@@ -106,19 +106,11 @@ mod tests {
     use std::sync::{Arc, Barrier};
 
     use super::*;
-    use crate::keeper::state::Api;
-    use crate::private::Owner;
 
     #[test]
     fn a_second_holder_waits_then_times_out() {
         let tmp = tempfile::tempdir().unwrap();
-        let dir = StateDir::create(
-            tmp.path(),
-            "s",
-            Owner::of(tmp.path()).unwrap(),
-            &Api::example(),
-        )
-        .unwrap();
+        let dir = StateDir::example(tmp.path());
         let _held = Guard::acquire(&dir, Duration::from_secs(1), || {}).unwrap();
         let mut waited = false;
         let err = Guard::acquire(&dir, Duration::from_millis(100), || waited = true)
@@ -131,15 +123,7 @@ mod tests {
     #[test]
     fn the_lock_serialises_threads() {
         let tmp = tempfile::tempdir().unwrap();
-        let dir = Arc::new(
-            StateDir::create(
-                tmp.path(),
-                "s",
-                Owner::of(tmp.path()).unwrap(),
-                &Api::example(),
-            )
-            .unwrap(),
-        );
+        let dir = Arc::new(StateDir::example(tmp.path()));
         let inside = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let start = Arc::new(Barrier::new(4));
         let workers: Vec<_> = (0..4)

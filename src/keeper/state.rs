@@ -143,6 +143,15 @@ impl Api {
 }
 
 #[cfg(test)]
+impl StateDir {
+    /// A store `s` in the folder `tmp`, of `tmp`'s owner, for tokens of GitHub.com.
+    pub(crate) fn example(tmp: &Path) -> Self {
+        let owner = Owner::of(tmp).expect("the folder's owner");
+        Self::create(tmp, "s", owner, &Api::example()).expect("a store")
+    }
+}
+
+#[cfg(test)]
 impl MintConfig {
     /// A store of `Octo-Org`'s App installation on github.com, for `repositories`.
     pub(crate) fn example(repositories: &[&str]) -> Self {
@@ -637,7 +646,7 @@ mod tests {
     #[test]
     fn a_cut_off_last_line_is_skipped() {
         let tmp = tempfile::tempdir().unwrap();
-        let dir = StateDir::create(tmp.path(), "s", me(tmp.path()), &Api::example()).unwrap();
+        let dir = StateDir::example(tmp.path());
         dir.record(&entry("one", 10)).unwrap();
         append(&dir, br#"{"token":"tw"#);
         assert_eq!(dir.ledger().unwrap().entries.len(), 1);
@@ -649,7 +658,7 @@ mod tests {
     #[test]
     fn damaged_lines_are_skipped_and_the_rest_read() {
         let tmp = tempfile::tempdir().unwrap();
-        let dir = StateDir::create(tmp.path(), "s", me(tmp.path()), &Api::example()).unwrap();
+        let dir = StateDir::example(tmp.path());
         dir.record(&entry("one", 10)).unwrap();
         append(&dir, b"\xff\xfe not a line\n");
         append(
@@ -684,7 +693,7 @@ mod tests {
     #[test]
     fn atomic_write_replaces_and_leaves_no_temp_file() {
         let tmp = tempfile::tempdir().unwrap();
-        let dir = StateDir::create(tmp.path(), "s", me(tmp.path()), &Api::example()).unwrap();
+        let dir = StateDir::example(tmp.path());
         dir.write_atomic("cache", b"old").unwrap();
         dir.write_atomic("cache", b"new").unwrap();
         assert_eq!(fs::read(dir.path().join("cache")).unwrap(), b"new");
@@ -774,7 +783,7 @@ mod tests {
     #[test]
     fn a_store_is_abandoned_a_day_after_its_last_token_expired() {
         let tmp = tempfile::tempdir().unwrap();
-        let dir = StateDir::create(tmp.path(), "s", me(tmp.path()), &Api::example()).unwrap();
+        let dir = StateDir::example(tmp.path());
         dir.record(&entry("one", 1000)).unwrap();
         dir.record(&entry("two", 5000)).unwrap();
         assert!(!dir.is_abandoned(5000 + ABANDONED_AFTER - 1));
@@ -853,7 +862,7 @@ mod tests {
     fn remove_deletes_everything_and_tolerates_absence() {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("s");
-        let dir = StateDir::create(tmp.path(), "s", me(tmp.path()), &Api::example()).unwrap();
+        let dir = StateDir::example(tmp.path());
         dir.record(&entry("one", 10)).unwrap();
         dir.remove().unwrap();
         assert!(!path.exists());

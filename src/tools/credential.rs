@@ -470,20 +470,13 @@ mod tests {
         use super::*;
         use crate::github::PrivateKey;
         use crate::keeper::policy::Lifetime;
-        use crate::keeper::state::{Api, CachedToken, StateDir};
-        use crate::private::Owner;
+        use crate::keeper::state::{CachedToken, StateDir};
         use crate::secret::Secret;
 
         /// A job whose step `s` has a token fresh for an hour from `now`.
         fn state_dir(now: i64) -> tempfile::TempDir {
             let tmp = tempfile::tempdir().unwrap();
-            let dir = StateDir::create(
-                tmp.path(),
-                "s",
-                Owner::of(tmp.path()).unwrap(),
-                &Api::example(),
-            )
-            .unwrap();
+            let dir = StateDir::example(tmp.path());
             let key = PrivateKey::parse(include_str!("../../tests/fixtures/app-key.pem")).unwrap();
             let token = CachedToken {
                 token: Secret::new("ghs_fuzz".into()),
