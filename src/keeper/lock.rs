@@ -76,7 +76,7 @@ impl<'a> Guard<'a> {
         let file = self.dir.path().join(super::state::STATE);
         if self.retiring() {
             return Err(at("write", &file)(std::io::Error::other(
-                "the store is being ended",
+                super::state::ENDING,
             )));
         }
         let mut bytes = serde_json::to_vec_pretty(state)

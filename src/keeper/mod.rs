@@ -292,7 +292,7 @@ impl Keeper {
         if guard.retiring() {
             return Err(match minted {
                 Err(Unminted::Mint(err)) => err,
-                _ => anyhow!("the store is being ended (`token-keeper revoke` or the post step)"),
+                _ => anyhow!(state::ENDING),
             });
         }
         let (minted, clock_offset) = match minted {
@@ -549,10 +549,11 @@ fn mint_recorded(
     }
     // The store's end began while this mint was on its way: what it made goes too.
     if guard.retiring() {
-        let _ = runtime.block_on(apps::revoke(gh, &token.token));
-        return Err(Unminted::Mint(anyhow!(
-            "the store is being ended (`token-keeper revoke` or the post step): the token just minted was revoked"
-        )));
+        let what = match runtime.block_on(apps::revoke(gh, &token.token)) {
+            Ok(_) => "the token just minted was revoked",
+            Err(_) => "the token just minted is in its ledger, for the end to revoke",
+        };
+        return Err(Unminted::Mint(anyhow!("{}: {what}", state::ENDING)));
     }
     let token = runtime
         .block_on(apps::accept(gh, token))

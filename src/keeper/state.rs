@@ -31,6 +31,11 @@ pub(crate) const STATE: &str = "state.json";
 pub(crate) const KEY: &str = "key.pem";
 /// Made when the store's end begins: from then on nothing is minted or served from it.
 pub(crate) const RETIRING: &str = "retiring";
+/// What a process that meets a store's end in progress, or done, is told.
+pub(crate) const ENDING: &str =
+    "the store is being ended (by `token-keeper revoke` or the post step)";
+pub(crate) const ENDED: &str =
+    "the store has been ended (by `token-keeper revoke` or the post step), so it serves no token";
 /// The folders `exec --keep-fresh` gives its children as `GH_CONFIG_DIR`, named from this.
 pub(crate) const GH_CONFIG_PREFIX: &str = "gh-config-";
 /// How long after its last token expired a store of another job is taken to be one that a
@@ -336,7 +341,8 @@ impl StateDir {
                 "it is a link or a file, not a token-keeper store",
             )));
         }
-        check_ours(path, &meta)?;
+        // One of someone else's is theirs.
+        crate::private::check_mine(path, &meta)?;
         let dir = Self::open(path)?;
         let marked = fs::symlink_metadata(path.join(MARK)).is_ok_and(|m| m.is_file());
         if !marked {
@@ -398,9 +404,7 @@ impl StateDir {
                 .map(Some)
                 .map_err(|why| at("parse", &path)(io::Error::new(io::ErrorKind::InvalidData, why))),
             Err(e) if e.kind() == io::ErrorKind::NotFound && self.is_retiring() => {
-                Err(at("read", &path)(io::Error::other(
-                    "the store has been ended (by `token-keeper revoke` or the post step), so it serves no token",
-                )))
+                Err(at("read", &path)(io::Error::other(ENDED)))
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(at("read", &path)(e)),
@@ -524,9 +528,16 @@ impl StateDir {
             }
         }
         if !foreign.is_empty() {
+            // Their names are anyone's: shown as foreign text, and a few of them.
+            let shown: Vec<String> = foreign
+                .iter()
+                .take(5)
+                .map(|name| crate::messages::foreign(name))
+                .collect();
             return Err(at("remove", &self.path)(io::Error::other(format!(
-                "it holds files token-keeper did not write ({}), so it was left in place",
-                crate::messages::quoted_list(&foreign)
+                "it holds {} file(s) token-keeper did not write ({}), so it was left in place",
+                foreign.len(),
+                crate::messages::quoted_list(&shown)
             ))));
         }
         match fs::remove_file(self.path.join(MARK)) {
@@ -553,11 +564,6 @@ fn is_ours(name: &str) -> bool {
                     .is_some_and(|tail| tail.starts_with('.'))
             })
         })
-}
-
-/// A store's folder must be this user's: one of someone else's is theirs.
-fn check_ours(path: &Path, meta: &fs::Metadata) -> Result<(), FileError> {
-    crate::private::check_mine(path, meta)
 }
 
 /// The state in `bytes`, of this format only: another version of token-keeper wrote any other.

@@ -17,7 +17,7 @@ use super::{CannotRun, exit_code, serve};
 use crate::clock::unix_now;
 use crate::github::apps::TOKEN_USERNAME;
 use crate::github::hosts;
-use crate::keeper::state::State;
+use crate::keeper::state::{GH_CONFIG_PREFIX, State};
 use crate::keeper::{self, Keeper, Served, policy};
 use crate::messages;
 use crate::private::{Owner, create_private_dir, write_atomic};
@@ -42,7 +42,7 @@ pub(super) fn run(keeper: &Keeper, state: State, mut child: Command) -> Result<E
     let dir = keeper
         .dir()
         .path()
-        .join(format!("gh-config-{}", std::process::id()));
+        .join(format!("{GH_CONFIG_PREFIX}{}", std::process::id()));
     create_private_dir(&dir, keeper.dir().owner())?;
     let result = run_in(keeper, state, &mut child, &dir, &host);
     let _ = std::fs::remove_dir_all(&dir);
