@@ -365,11 +365,12 @@ fn new_store(explicit: Option<&Path>, api: &Api) -> Result<StateDir> {
             })?
             .keep(),
     };
-    let dir = StateDir::create_at(&path, owner, api).map_err(|err| {
-        if explicit.is_none() {
+    let dir = StateDir::create_at(&path, owner, api).map_err(|err| match explicit {
+        Some(_) => anyhow!("`--state`: {err}"),
+        None => {
             let _ = std::fs::remove_dir(&path);
+            err.into()
         }
-        anyhow!("`--state`: {err}")
     })?;
     if let Err(err) = locate::list_store(&job, &path, owner) {
         let _ = dir.remove();
