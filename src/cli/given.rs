@@ -60,20 +60,26 @@ fn check_args(command: &clap::Command, args: &[OsString]) -> Result<(), Refused>
                 }
                 (Some(flag), None) if flag.get_action().takes_values() => value_of = Some(flag),
                 (Some(_), None) => {}
+                // `exec`'s command may start with a hyphen: from there on it is the command's.
+                (None, _) if is_exec(scope) => break,
                 (None, _) => refuse_secret("a command-line argument", arg, "a flag")?,
             }
             continue;
         }
+        // `exec`'s command and its arguments follow its flags.
+        if is_exec(scope) {
+            break;
+        }
         refuse_secret("a command-line argument", arg, "an argument")?;
-        match scope.find_subcommand(text.as_ref()) {
-            // `exec`'s command and its arguments follow its flags.
-            Some(sub) if sub.get_name() == "exec" => scope = sub,
-            Some(sub) => scope = sub,
-            None if scope.get_name() == "exec" => break,
-            None => {}
+        if let Some(sub) = scope.find_subcommand(text.as_ref()) {
+            scope = sub;
         }
     }
     Ok(())
+}
+
+fn is_exec(command: &clap::Command) -> bool {
+    command.get_name() == "exec"
 }
 
 /// Every variable a value may come from, with what belongs in it: the flags' and the stores'
@@ -236,6 +242,7 @@ mod tests {
         let tk = "token-keeper";
         assert_eq!(checked(&[tk, "exec", "--", "echo", TOKEN], &[]), Ok(()));
         assert_eq!(checked(&[tk, "exec", "curl", "-H", TOKEN], &[]), Ok(()));
+        assert_eq!(checked(&[tk, "exec", "--tool-flag", TOKEN], &[]), Ok(()));
         assert_eq!(
             checked(&[tk, "exec", "--owner", "octo-org", "sh", "-c", JWT], &[]),
             Ok(())
