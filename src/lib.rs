@@ -31,3 +31,6 @@ mod tools;
 /// For tests of long jobs: a store's cached token, or its ledger, made older, through its own
 /// lock and types.
 pub use keeper::{backdate_cached_token, backdate_ledger};
+/// For tests on Windows: the DACL our folders get, and a folder's, read back.
+#[cfg(windows)]
+pub use private::acl::{Dacl, Entry, dacl_of};

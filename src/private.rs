@@ -13,6 +13,8 @@ mod unix;
 #[cfg(unix)]
 use unix as platform;
 #[cfg(windows)]
+pub(crate) mod acl;
+#[cfg(windows)]
 mod windows;
 #[cfg(windows)]
 use windows as platform;
