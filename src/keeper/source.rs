@@ -314,8 +314,14 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(token.expose(), "eyJ.c.d");
+        // In the platform's shell's own words: `sh`'s, or `cmd`'s.
+        let fail = if cfg!(windows) {
+            "echo no agent here>&2& exit /b 3"
+        } else {
+            "echo no agent here >&2; exit 3"
+        };
         let failing = IdentityFrom::Command {
-            command: "echo no agent here >&2; exit 3".into(),
+            command: fail.into(),
         };
         let err = identity_token(&gh(), &failing, &Caller::default(), "x")
             .await
