@@ -227,7 +227,7 @@ fn discard_if_unused(dir: &StateDir) {
         return;
     }
     let root = dir.path().parent().map(ToOwned::to_owned);
-    let _ = dir.remove();
+    let _ = dir.remove(None);
     if let Some(root) = root {
         // Only when empty: other steps' state may live there.
         let _ = std::fs::remove_dir(root);

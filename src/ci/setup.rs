@@ -373,7 +373,7 @@ fn new_store(explicit: Option<&Path>, api: &Api) -> Result<StateDir> {
         }
     })?;
     if let Err(err) = locate::list_store(&job, &path, owner) {
-        let _ = dir.remove();
+        let _ = dir.remove(None);
         return Err(err.into());
     }
     Ok(dir)

@@ -164,7 +164,7 @@ impl Keeper {
             ledger.entries.retain(|_| !ended.next().unwrap_or(false));
         }
         if unended == Unended::Dropped {
-            dir.remove()?;
+            dir.remove(guard)?;
             return Ok(());
         }
         let path = dir.path().display().to_string();
@@ -183,8 +183,7 @@ impl Keeper {
                 messages::short(&path)
             );
         }
-        dir.remove()?;
-        drop(guard);
+        dir.remove(Some(guard))?;
         Ok(())
     }
 

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::lock::Guard;
 use super::policy::Lifetime;
 use super::source::TokenSource;
 use crate::github::{TokenRequest, hosts};
@@ -494,22 +495,25 @@ impl StateDir {
         }
     }
 
-    /// Remove the store: the files we write in it, then the folder. A file of anyone else's
-    /// keeps the folder, which is said; no link is followed.
-    pub(crate) fn remove(&self) -> Result<(), FileError> {
+    /// Remove the store: the files we write in it, while `lock` is held if it is given; then,
+    /// once it is let go, the lock's file, the end's mark and the store's own mark, in that order,
+    /// and the folder. (On Windows a file still open stays until it is closed, and keeps its
+    /// folder.) A file of anyone else's keeps the folder, which is said; no link is followed.
+    pub(crate) fn remove(&self, lock: Option<Guard<'_>>) -> Result<(), FileError> {
         let entries = match fs::read_dir(&self.path) {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(at("read", &self.path)(e)),
         };
         let mut foreign = Vec::new();
-        // The mark goes last: a store cut short of its end is still one.
+        // The marks go last: a store cut short of its end is still one, and still ending.
+        let last = [super::lock::LOCK, RETIRING, MARK];
         for entry in entries {
             let entry = entry.map_err(at("read", &self.path))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             let path = entry.path();
             let kind = entry.file_type().map_err(at("read", &path))?;
-            let removed = if name == MARK {
+            let removed = if last.contains(&name.as_str()) {
                 continue;
             } else if kind.is_dir() && name.starts_with(GH_CONFIG_PREFIX) {
                 // std removes a tree without following the links in it.
@@ -540,11 +544,14 @@ impl StateDir {
                 crate::messages::quoted_list(&shown)
             ))));
         }
-        match fs::remove_file(self.path.join(MARK)) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                return Err(at("remove", &self.path.join(MARK))(e));
+        drop(lock);
+        for name in last {
+            match fs::remove_file(self.path.join(name)) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    return Err(at("remove", &self.path.join(name))(e));
+                }
+                _ => {}
             }
-            _ => {}
         }
         match fs::remove_dir(&self.path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(at("remove", &self.path)(e)),
@@ -737,7 +744,7 @@ mod tests {
         // What is not ours keeps the folder; what is goes.
         fs::write(path.join("notes.txt"), "mine").unwrap();
         fs::write(path.join(".state.json.Xa1b2c"), "cut short").unwrap();
-        let err = dir.remove().unwrap_err().to_string();
+        let err = dir.remove(None).unwrap_err().to_string();
         assert!(
             err.contains("`notes.txt`") && err.contains("left in place"),
             "{err}"
@@ -746,7 +753,7 @@ mod tests {
         assert!(!path.join(LEDGER).exists() && !path.join(".state.json.Xa1b2c").exists());
         assert!(path.join(MARK).exists(), "still a store, to end again");
         fs::remove_file(path.join("notes.txt")).unwrap();
-        dir.remove().unwrap();
+        dir.remove(None).unwrap();
         assert!(!path.exists());
     }
 
@@ -870,8 +877,8 @@ mod tests {
         let path = tmp.path().join("s");
         let dir = StateDir::example(tmp.path());
         dir.record(&entry("one", 10)).unwrap();
-        dir.remove().unwrap();
+        dir.remove(None).unwrap();
         assert!(!path.exists());
-        dir.remove().unwrap();
+        dir.remove(None).unwrap();
     }
 }
