@@ -14,6 +14,10 @@ use crate::support::runner::{Job, LaterStep, StepRun, View};
 use crate::support::scene::{Scene, assert_git_ok};
 
 #[tokio::test]
+#[cfg_attr(
+    wine,
+    ignore = "needs git, which has no Windows build here: Windows' runners run it"
+)]
 async fn the_native_entry_keeps_git_fresh_past_expiry_and_revokes_every_token() {
     let mut s = Scene::start(Duration::from_secs(3)).await;
     // In place, the step's own paths are the host's: none is derived from the workspace's.
@@ -48,6 +52,34 @@ async fn the_native_entry_keeps_git_fresh_past_expiry_and_revokes_every_token() 
     for token in s.github.tokens() {
         assert!(!post.log().contains(&token));
     }
+}
+
+/// Without git, as under wine: the main step masks and puts out a token, a later step's `token`
+/// gives it, and the post step revokes it and removes the job's state.
+#[tokio::test]
+async fn the_native_entry_mints_a_token_that_later_steps_get_and_the_post_step_revokes() {
+    let github = FakeGitHub::start().await;
+    let job = Job::new(&github.url());
+    let main = job.main(&app_inputs(&[]), View::Native);
+    main.assert_ok();
+    let token = &main.outputs["token"];
+    assert!(main.stdout.starts_with("::add-mask::"), "{}", main.log());
+    assert!(main.stdout.contains(&format!("::add-mask::{token}\n")));
+
+    let step = LaterStep::after(&job, &main);
+    let later = step.command("token-keeper").arg("token").output().unwrap();
+    assert!(later.status.success(), "{later:?}");
+    assert_eq!(String::from_utf8_lossy(&later.stdout).trim(), token);
+
+    let post = job.post(&app_inputs(&[]), &main.state, View::Native);
+    post.assert_ok();
+    assert!(github.world().live_tokens().is_empty(), "{}", post.log());
+    assert!(
+        !job.temp.join("token-keeper").exists(),
+        "the job's state is gone:\n{}",
+        post.log()
+    );
+    assert!(!post.log().contains(token.as_str()), "{}", post.log());
 }
 
 #[tokio::test]
@@ -389,6 +421,10 @@ fn the_entry_names_the_binary_for_each_platform_and_what_it_has_elsewhere() {
 /// scope, to fill and to store: no token of ours reaches the machine's store. (On Linux, with
 /// no such helper, this shows the same of git's own list.)
 #[tokio::test]
+#[cfg_attr(
+    wine,
+    ignore = "needs git, which has no Windows build here: Windows' runners run it"
+)]
 async fn with_the_machines_own_git_configuration_only_ours_runs_for_the_scope() {
     let s = Scene::start(Duration::from_secs(3600)).await;
     let main = s.job.main(&s.inputs(&[]), View::Native);

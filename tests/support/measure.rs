@@ -6,9 +6,7 @@
 //! costs a run about 0.15 ms: a fork where std would use posix_spawn, and two stops. Elsewhere
 //! (macOS, Windows) only the time is measured.
 
-#[cfg(target_os = "linux")]
-use std::io::Read;
-use std::io::{Seek, Write};
+use std::io::{Read, Seek, Write};
 #[cfg(target_os = "linux")]
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 #[cfg(target_os = "linux")]
@@ -33,8 +31,8 @@ const UNSEEN: &str = "the child never stopped at its exit (killed, or ended by a
                       so its peak memory was not read";
 
 /// Run `command` with `stdin`; all three streams go through files, so no pipe can fill up while
-/// the child is stopped. `command` asks to be traced from then on: spawn it only through here.
-#[cfg(target_os = "linux")]
+/// the child is stopped, and node under wine, which cannot write to a pipe (`EBADF`), writes.
+/// On Linux `command` asks to be traced from then on: spawn it only through here.
 pub fn run(command: &mut Command, stdin: &[u8]) -> std::io::Result<Measured> {
     let mut input = tempfile::tempfile()?;
     input.write_all(stdin)?;
@@ -43,6 +41,7 @@ pub fn run(command: &mut Command, stdin: &[u8]) -> std::io::Result<Measured> {
     let mut err = tempfile::tempfile()?;
     // SAFETY: ptrace is async-signal-safe and touches only the child. Where it is refused the
     // child runs untraced, and `follow` says its peak is unknown.
+    #[cfg(target_os = "linux")]
     unsafe {
         command.pre_exec(|| {
             let none = std::ptr::null_mut::<libc::c_void>();
@@ -56,7 +55,16 @@ pub fn run(command: &mut Command, stdin: &[u8]) -> std::io::Result<Measured> {
         .stdout(out.try_clone()?)
         .stderr(err.try_clone()?)
         .spawn()?;
-    let (status, max_rss_kib) = follow(child.id() as libc::pid_t)?;
+    #[cfg(target_os = "linux")]
+    let (status, max_rss_kib) = {
+        let (status, peak) = follow(child.id() as libc::pid_t)?;
+        (ExitStatus::from_raw(status), peak)
+    };
+    #[cfg(not(target_os = "linux"))]
+    let (status, max_rss_kib) = (
+        { child }.wait()?,
+        Err("a process's own peak memory is read on Linux only"),
+    );
     let elapsed = started.elapsed();
     let read = |file: &mut std::fs::File| -> std::io::Result<Vec<u8>> {
         let mut bytes = Vec::new();
@@ -66,7 +74,7 @@ pub fn run(command: &mut Command, stdin: &[u8]) -> std::io::Result<Measured> {
     };
     Ok(Measured {
         output: Output {
-            status: ExitStatus::from_raw(status),
+            status,
             stdout: read(&mut out)?,
             stderr: read(&mut err)?,
         },
@@ -138,19 +146,4 @@ fn vm_hwm(pid: libc::pid_t) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?;
     line.trim().strip_suffix("kB")?.trim().parse().ok()
-}
-
-/// Run `command` with `stdin`, timed; the peak memory is Linux's figure alone.
-#[cfg(not(target_os = "linux"))]
-pub fn run(command: &mut Command, stdin: &[u8]) -> std::io::Result<Measured> {
-    let mut input = tempfile::tempfile()?;
-    input.write_all(stdin)?;
-    input.rewind()?;
-    let started = Instant::now();
-    let output = command.stdin(input).output()?;
-    Ok(Measured {
-        output,
-        elapsed: started.elapsed(),
-        max_rss_kib: Err("a process's own peak memory is read on Linux only"),
-    })
 }
