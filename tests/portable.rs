@@ -6,5 +6,7 @@
 #[allow(dead_code)]
 mod support;
 
+/// setup, the tools and revoke, as any CI runs them.
+mod anywhere;
 /// The native entry: node runs the checked binary in place.
 mod native;
