@@ -7,6 +7,7 @@ use crate::support::act::{ActRepo, DockerApi, runner_image};
 use crate::support::engine;
 use crate::support::fake_github::{APP_KEY, CLIENT_ID};
 use crate::support::logs::{assert_no_secret_shown, text};
+use crate::support::native_entry;
 use crate::support::scene::Scene;
 
 /// A long job: mint with the native entry, clone, outlive the token, push, then the post step.
@@ -123,4 +124,27 @@ async fn act_in_a_job_container_pushes_after_expiry_and_revokes_every_token() {
         text(&out)
     );
     assert_kept_fresh_and_revoked(&scene, &out);
+}
+
+/// The job container runs node actions under the runner's node (the major the native entry
+/// declares), whatever node the host has.
+#[test]
+fn the_job_containers_node_is_the_runners_whatever_the_hosts() {
+    let Some(engine) = engine::engine() else {
+        return;
+    };
+    let image = runner_image(&engine);
+    let declared = std::fs::read_to_string(native_entry::root().join("native/action.yml"))
+        .expect("native/action.yml");
+    let major = declared
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("using: node"))
+        .expect("the native entry's node");
+    let out = std::process::Command::new(&engine)
+        .args(["run", "--rm", image, "node", "--version"])
+        .output()
+        .expect("engine run");
+    assert!(out.status.success(), "{}", text(&out));
+    let version = String::from_utf8_lossy(&out.stdout);
+    assert!(version.starts_with(&format!("v{major}.")), "{version}");
 }
