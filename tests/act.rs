@@ -1,9 +1,10 @@
 //! nektos/act runs a workflow that uses the native entry: the helper answers after the first
 //! token expired, and the post step revokes every token, as the fake GitHub sees it.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::support::act::{ActRepo, DockerApi, runner_image};
+use crate::support::background::{group_runs, running};
 use crate::support::engine;
 use crate::support::fake_github::{APP_KEY, CLIENT_ID};
 use crate::support::logs::{assert_no_secret_shown, text};
@@ -113,9 +114,10 @@ async fn act_in_a_job_container_pushes_after_expiry_and_revokes_every_token() {
     let repo = ActRepo::new(&long_job(&scene));
     let platform = format!("ubuntu-latest={image}");
     let out = run_long(&scene, || {
-        repo.run(
+        repo.run_in(
+            &api,
             &["-P", &platform, "--pull=false", "-s", "APP_KEY"],
-            &[("APP_KEY", APP_KEY), ("DOCKER_HOST", &api.host)],
+            &[("APP_KEY", APP_KEY)],
         )
     });
     assert!(
@@ -147,4 +149,57 @@ fn the_job_containers_node_is_the_runners_whatever_the_hosts() {
     assert!(out.status.success(), "{}", text(&out));
     let version = String::from_utf8_lossy(&out.stdout);
     assert!(version.starts_with(&format!("v{major}.")), "{version}");
+}
+
+/// A test that fails while act runs its job in a container leaves nothing running: act, the
+/// job's container and volumes, and podman's API service all end with it.
+#[test]
+fn a_job_container_run_that_fails_leaves_nothing_running() {
+    let Some(engine) = engine::engine() else {
+        return;
+    };
+    let image = runner_image(&engine);
+    let repo = ActRepo::new(
+        "on: push
+jobs:
+  hangs:
+    runs-on: ubuntu-latest
+    steps:
+      - run: sleep 600
+",
+    );
+    let platform = format!("ubuntu-latest={image}");
+    const ON_PURPOSE: &str = "this test fails on purpose while its job runs";
+    let mut started = None;
+    let failed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let api = DockerApi::start(&engine);
+        let run = repo.start(Some(&api), &["-P", &platform, "--pull=false"], &[]);
+        started = Some((run.pid(), api.pid()));
+        let since = Instant::now();
+        while repo.containers(&engine, Some("running")).is_empty() {
+            assert!(
+                since.elapsed() < Duration::from_secs(120),
+                "act started no job container"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("{ON_PURPOSE}");
+    }));
+    let why = failed.expect_err("the run failed");
+    assert_eq!(
+        why.downcast_ref::<String>().map(String::as_str),
+        Some(ON_PURPOSE)
+    );
+    let (act, service) = started.expect("act started");
+    assert_eq!(
+        repo.containers(&engine, None),
+        Vec::<String>::new(),
+        "no job container"
+    );
+    assert_eq!(repo.volumes(&engine), Vec::<String>::new(), "no job volume");
+    assert!(!running(act), "act ended");
+    assert!(!group_runs(act), "nothing act started runs");
+    if let Some(service) = service {
+        assert!(!running(service), "podman's API service ended");
+    }
 }

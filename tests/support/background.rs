@@ -49,15 +49,42 @@ impl Drop for Background {
     }
 }
 
+/// Whether any process of group `pgid` runs, zombies not counted.
+#[cfg(target_os = "linux")]
+#[allow(dead_code, reason = "only the act tests use it")]
+pub fn group_runs(pgid: libc::pid_t) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    let pgid = pgid.to_string();
+    entries.flatten().any(|entry| {
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        matches!(state_and_group(&stat), Some((state, group)) if group == pgid && !ended(state))
+    })
+}
+
 /// Whether `pid` runs: a zombie that nobody reaped yet has ended too.
-fn running(pid: libc::pid_t) -> bool {
+pub fn running(pid: libc::pid_t) -> bool {
     #[cfg(target_os = "linux")]
     if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        let state = stat
-            .rsplit_once(") ")
-            .and_then(|(_, rest)| rest.chars().next());
-        return !matches!(state, Some('Z' | 'X'));
+        return !state_and_group(&stat).is_some_and(|(state, _)| ended(state));
     }
     // SAFETY: signal 0 only asks whether the process exists.
     unsafe { libc::kill(pid, 0) == 0 }
+}
+
+/// A zombie's or a dead process's state.
+#[cfg(target_os = "linux")]
+fn ended(state: &str) -> bool {
+    matches!(state, "Z" | "X")
+}
+
+/// A process's state and group from its `/proc/PID/stat`, whose fields follow its name, which
+/// may hold spaces: state, parent, group.
+#[cfg(target_os = "linux")]
+fn state_and_group(stat: &str) -> Option<(&str, &str)> {
+    let mut fields = stat.rsplit_once(") ")?.1.split(' ');
+    let state = fields.next()?;
+    fields.next()?;
+    Some((state, fields.next()?))
 }
