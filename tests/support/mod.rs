@@ -26,6 +26,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use base64::Engine;
 use ring::rand::{SecureRandom, SystemRandom};
 
+#[cfg(unix)]
 pub mod act;
 #[cfg(unix)]
 pub mod background;
