@@ -1,0 +1,146 @@
+//! Processes on Unix: a command's tree is its process group.
+//!
+//! The command leads a process group of its own, which `killpg` ends. The group's id stays
+//! reserved while its leader is unreaped, so the leader's exit is only seen (`waitid` with
+//! `WNOWAIT`), the group is killed, and the leader is reaped last: a group id used again by
+//! someone else is never signalled. A process that leaves the group (`setsid`, or a shell's job
+//! control, `set -m`) escapes, and so does the whole group if we are killed ourselves.
+
+use std::io;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command};
+
+/// The command's process group, whose id is the command's pid.
+pub(super) struct Group;
+
+impl Group {
+    /// Start `command` as the leader of a process group of its own.
+    pub(super) fn start(mut command: Command) -> io::Result<(Child, Self)> {
+        command.process_group(0);
+        Ok((command.spawn()?, Group))
+    }
+
+    /// Kill the group of `leader`, unreaped, and `leader` itself should it have left it.
+    pub(super) fn end(&self, leader: &mut Child) {
+        if let Ok(group) = libc::pid_t::try_from(leader.id()) {
+            // SAFETY: killpg has no memory preconditions. The group's id is its unreaped
+            // leader's pid, so it is still this group's.
+            unsafe { libc::killpg(group, libc::SIGKILL) };
+        }
+        let _ = leader.kill();
+    }
+}
+
+/// Something that returns once `child` has exited, leaving it unreaped.
+pub(super) fn exited(child: &Child) -> io::Result<impl FnOnce() + Send + 'static> {
+    let pid = libc::id_t::from(child.id());
+    Ok(move || {
+        loop {
+            // SAFETY: `info` is a valid place to write; WNOWAIT leaves the child unreaped.
+            let seen = unsafe {
+                let mut info: libc::siginfo_t = std::mem::zeroed();
+                libc::waitid(libc::P_PID, pid, &mut info, libc::WEXITED | libc::WNOWAIT)
+            };
+            if seen == 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                return;
+            }
+        }
+    })
+}
+
+/// Shared with the integration tests, which wait for what a command left running too.
+#[cfg(test)]
+#[path = "../../tests/support/background.rs"]
+mod background;
+
+#[cfg(test)]
+mod tests {
+    use std::process::Command;
+    use std::time::Duration;
+
+    use super::background::Background;
+    use crate::process::{LIMITS, Limits, Stopped, run};
+
+    fn sh(script: &str) -> Command {
+        let mut sh = Command::new("sh");
+        sh.arg("-c").arg(script);
+        sh
+    }
+
+    #[test]
+    fn what_a_command_prints_and_its_status_are_read_with_stdin_closed() {
+        let ran = run(sh("cat; printf token; printf said >&2; exit 3"), &LIMITS).unwrap();
+        assert_eq!(ran.status.code(), Some(3));
+        assert_eq!(ran.stdout, b"token");
+        assert_eq!(ran.stderr, b"said");
+    }
+
+    #[test]
+    fn a_command_that_cannot_start_is_said_to_have_failed() {
+        let missing = Command::new("/nonexistent/identity-command");
+        let stopped = run(missing, &LIMITS).unwrap_err();
+        assert!(matches!(stopped, Stopped::Failed(_)), "{stopped:?}");
+    }
+
+    #[test]
+    fn a_command_printing_past_the_stdout_bound_is_ended_there() {
+        // `yes` never ends by itself: only the bound stops it before the time limit.
+        let stopped = run(sh("yes"), &LIMITS).unwrap_err();
+        assert!(matches!(stopped, Stopped::TooLong), "{stopped:?}");
+        let exact = run(sh("head -c 65536 /dev/zero"), &LIMITS).unwrap();
+        assert_eq!(exact.stdout.len(), 64 << 10);
+    }
+
+    #[test]
+    fn stderr_past_its_bound_is_read_and_dropped() {
+        // Closed, the pipe would end `head` (EPIPE); unread, it would hold it to the time limit.
+        let ran = run(sh("head -c 1000000 /dev/zero >&2 && echo done"), &LIMITS).unwrap();
+        assert!(ran.status.success());
+        assert_eq!(ran.stdout, b"done\n");
+        assert_eq!(ran.stderr.len(), 4 << 10);
+    }
+
+    #[test]
+    fn at_the_time_limit_what_the_command_started_is_ended_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let left = Background {
+            file: dir.path().join("pid"),
+        };
+        let script = format!(
+            "sleep 300 & echo $! > '{}'; exec sleep 300",
+            left.file.display()
+        );
+        let limits = Limits {
+            time: Duration::from_secs(1),
+            ..LIMITS
+        };
+        let stopped = run(sh(&script), &limits).unwrap_err();
+        assert!(matches!(stopped, Stopped::Late), "{stopped:?}");
+        assert!(
+            !left.still_runs(),
+            "the background sleep outlived the limit"
+        );
+    }
+
+    #[test]
+    fn what_a_command_leaves_behind_is_ended_when_it_exits() {
+        let dir = tempfile::tempdir().unwrap();
+        let left = Background {
+            file: dir.path().join("pid"),
+        };
+        let pid = left.file.display();
+        // One child holds no pipe of ours, the other holds stdout: both are ended, and the
+        // second no longer holds back the answer.
+        for script in [
+            format!("sleep 300 >/dev/null 2>&1 & echo $! > '{pid}'; echo token"),
+            format!("sleep 300 & echo $! > '{pid}'; echo token"),
+        ] {
+            let ran = run(sh(&script), &LIMITS).unwrap();
+            assert_eq!(ran.stdout, b"token\n", "{script}");
+            assert!(
+                !left.still_runs(),
+                "{script}: the background sleep outlived it"
+            );
+        }
+    }
+}
