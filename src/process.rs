@@ -1,5 +1,5 @@
-//! The processes we start, bounded: what they may print, how long they may run, and their whole
-//! tree ended once we are done with them.
+//! The processes we start, and their ends: their whole tree within bounds, and a child's end
+//! as our exit code.
 //!
 //! `run` starts a command with stdin closed and reads its stdout and stderr within `Limits`.
 //! Past the stdout bound the command is ended: what it prints there is its answer, and an answer
@@ -8,15 +8,20 @@
 //! time limit, past the stdout bound, and also as soon as the command itself has exited, every
 //! process it started is ended: what we start, we end.
 //!
-//! How a command's tree is held and ended is the platform's (`unix`, a process group; `windows`,
-//! a Job Object); the bounds and the reading are the same on both.
+//! `run_attached` gives a command our stdin, stdout and stderr, as `exec` does: its end becomes
+//! our exit code as a shell reports it (`exit_code`), and a command that cannot be run gets a
+//! shell's code too (`CannotRun`).
+//!
+//! How a command's tree is held and ended, and how a child's end is told, is the platform's
+//! (`unix`, a process group and signals; `windows`, a Job Object); the bounds, the reading and
+//! the codes are the same on both.
 //!
 //! A pipe still held by a process that escaped the tree (each platform says how one can) keeps
 //! its reading thread waiting: `run` returns at the time limit all the same, and that thread
 //! ends when the pipe closes.
 
 use std::io::{self, Read};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Child, Command, ExitCode, ExitStatus, Output, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -73,6 +78,53 @@ pub(crate) fn run(mut command: Command, limits: &Limits) -> Result<Output, Stopp
         stdout,
         stderr,
     })
+}
+
+/// Run `command` to its end with our stdin, stdout and stderr: its end as our exit code.
+pub(crate) fn run_attached(command: &mut Command) -> Result<ExitCode, CannotRun> {
+    let status = command
+        .status()
+        .map_err(|cause| CannotRun::new(command, cause))?;
+    Ok(exit_code(status))
+}
+
+/// A command that could not be started.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot run `{program}`: {cause}")]
+pub(crate) struct CannotRun {
+    program: String,
+    cause: io::Error,
+}
+
+impl CannotRun {
+    pub(crate) fn new(command: &Command, cause: io::Error) -> Self {
+        Self {
+            program: command.get_program().to_string_lossy().into_owned(),
+            cause,
+        }
+    }
+
+    /// Our exit code for it, a shell's: 127 when it is not found, 126 when it cannot be run.
+    pub(crate) fn exit_code(&self) -> ExitCode {
+        ExitCode::from(match self.cause.kind() {
+            io::ErrorKind::NotFound => 127,
+            _ => 126,
+        })
+    }
+}
+
+/// The child's status as ours.
+pub(crate) fn exit_code(status: ExitStatus) -> ExitCode {
+    ExitCode::from(code_of(status.code(), platform::signal(status)))
+}
+
+/// The exit code for a child that exited with `code` or was ended by `signal`: its own code; a
+/// signal's 128 + its number, as shells report it. A code no exit code of ours can carry (on
+/// Windows, a crash's `0xC0000005`) is 1, a failure still.
+fn code_of(code: Option<i32>, signal: Option<i32>) -> u8 {
+    code.or_else(|| signal.map(|s| 128 + s))
+        .and_then(|code| u8::try_from(code).ok())
+        .unwrap_or(1)
 }
 
 /// What the threads watching a command see, each once.
@@ -214,3 +266,25 @@ const LIMITS: Limits = Limits {
     stderr: 4 << 10,
     time: Duration::from_secs(10),
 };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_childs_code_is_ours_and_a_signal_is_128_plus_its_number() {
+        assert_eq!(code_of(Some(0), None), 0);
+        assert_eq!(code_of(Some(3), None), 3);
+        assert_eq!(code_of(Some(255), None), 255);
+        assert_eq!(code_of(None, Some(9)), 137);
+        assert_eq!(code_of(None, None), 1);
+    }
+
+    #[test]
+    fn a_code_beyond_ours_is_a_failure_never_success() {
+        // 256 would be 0 if cut to a byte; Windows reports 0xC0000005 as a negative i32.
+        assert_eq!(code_of(Some(256), None), 1);
+        assert_eq!(code_of(Some(0xC000_0005_u32 as i32), None), 1);
+        assert_eq!(code_of(Some(-1), None), 1);
+    }
+}

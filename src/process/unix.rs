@@ -1,4 +1,4 @@
-//! Processes on Unix: a command's tree is its process group.
+//! Processes on Unix: a command's tree is its process group, and a child may end by a signal.
 //!
 //! The command leads a process group of its own, which `killpg` ends. The group's id stays
 //! reserved while its leader is unreaped, so the leader's exit is only seen (`waitid` with
@@ -8,7 +8,7 @@
 
 use std::io;
 use std::os::unix::process::CommandExt;
-use std::process::{Child, Command};
+use std::process::{Child, Command, ExitStatus};
 
 /// The command's process group, whose id is the command's pid.
 pub(super) struct Group;
@@ -46,6 +46,11 @@ pub(super) fn exited(child: &Child) -> io::Result<impl FnOnce() + Send + 'static
             }
         }
     })
+}
+
+/// The signal that ended a child, if one did.
+pub(super) fn signal(status: ExitStatus) -> Option<i32> {
+    std::os::unix::process::ExitStatusExt::signal(&status)
 }
 
 /// Shared with the integration tests, which wait for what a command left running too.

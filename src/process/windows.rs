@@ -1,4 +1,4 @@
-//! Processes on Windows: a command's tree is a Job Object.
+//! Processes on Windows: a command's tree is a Job Object, and a child always ends with a code.
 //!
 //! The command is created suspended, put in a Job Object that kills what it holds when its last
 //! handle closes, and resumed: whatever it starts is in the job from its first instruction, and
@@ -8,7 +8,7 @@
 use std::io;
 use std::os::windows::io::{AsHandle, AsRawHandle, FromRawHandle, OwnedHandle};
 use std::os::windows::process::CommandExt;
-use std::process::{Child, Command};
+use std::process::{Child, Command, ExitStatus};
 
 use windows_sys::Win32::Foundation::{HANDLE, INVALID_HANDLE_VALUE};
 use windows_sys::Win32::System::Diagnostics::ToolHelp::{
@@ -64,6 +64,11 @@ pub(super) fn exited(child: &Child) -> io::Result<impl FnOnce() + Send + 'static
         // SAFETY: the handle is ours, open until this returns.
         unsafe { WaitForSingleObject(process.as_raw_handle(), INFINITE) };
     })
+}
+
+/// Windows has no signals: a child always ends with a code.
+pub(super) fn signal(_: ExitStatus) -> Option<i32> {
+    None
 }
 
 /// A new job, unnamed, that kills what it holds when its last handle closes: ours, when we are

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use super::{CannotRun, exit_code, serve};
+use super::serve;
 use crate::clock::unix_now;
 use crate::github::apps::TOKEN_USERNAME;
 use crate::github::hosts;
@@ -21,6 +21,7 @@ use crate::keeper::state::{GH_CONFIG_PREFIX, State};
 use crate::keeper::{self, Keeper, Served, policy};
 use crate::messages;
 use crate::private::{Owner, create_private_dir, write_atomic};
+use crate::process::{self, CannotRun};
 use crate::secret::Secret;
 
 /// The variables through which `gh` would take a token that never changes.
@@ -72,7 +73,9 @@ fn run_in(
         scope.spawn(move || refresh_until(keeper, dir, host, served, stopped));
         let status = running.wait();
         let _ = stop.send(());
-        Ok(exit_code(status.context("cannot wait for the command")?))
+        Ok(process::exit_code(
+            status.context("cannot wait for the command")?,
+        ))
     })
 }
 

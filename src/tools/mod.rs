@@ -10,7 +10,7 @@
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, ExitStatus};
+use std::process::{Command, ExitCode};
 
 use anyhow::{Context, Result};
 
@@ -23,6 +23,7 @@ use crate::github::client::Knobs;
 use crate::keeper::state::State;
 use crate::keeper::{Caller, Keeper, Served, locate};
 use crate::messages;
+use crate::process::{self, CannotRun};
 use crate::secret;
 
 /// `credential <operation>`: answer git.
@@ -82,41 +83,20 @@ pub(crate) fn exec(
     if ghes {
         child.env("GH_ENTERPRISE_TOKEN", served.token.expose());
     }
-    let status = child
-        .status()
-        .map_err(|cause| CannotRun::new(&child, cause))?;
-    Ok(exit_code(status))
+    Ok(process::run_attached(&mut child)?)
 }
 
 /// `exec`'s own failures have exit codes of their own, as `env`'s do, so that none is taken for
-/// the command's: 125 when token-keeper failed, 126 when the command cannot be run, 127 when it
-/// is not found. Any other code is the command's.
+/// the command's: 125 when token-keeper failed, and a shell's 126 or 127 when the command cannot
+/// be run (`CannotRun`). Any other code is the command's.
 const EXEC_FAILED: u8 = 125;
-
-/// The command of `exec` could not be started.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot run `{program}`: {cause}")]
-pub(crate) struct CannotRun {
-    program: String,
-    cause: std::io::Error,
-}
-
-impl CannotRun {
-    fn new(command: &Command, cause: std::io::Error) -> Self {
-        Self {
-            program: command.get_program().to_string_lossy().into_owned(),
-            cause,
-        }
-    }
-}
 
 /// The exit code of `exec` when it failed with `err` rather than run its command to the end.
 pub(crate) fn exec_failure(err: &anyhow::Error) -> ExitCode {
-    ExitCode::from(match err.downcast_ref::<CannotRun>() {
-        Some(e) if e.cause.kind() == std::io::ErrorKind::NotFound => 127,
-        Some(_) => 126,
-        None => EXEC_FAILED,
-    })
+    match err.downcast_ref::<CannotRun>() {
+        Some(cannot) => cannot.exit_code(),
+        None => ExitCode::from(EXEC_FAILED),
+    }
 }
 
 /// What this process brings to a re-mint: its `TOKEN_KEEPER_*` bounds and its step's identity.
@@ -173,51 +153,4 @@ fn say_waiting() {
         std::io::stderr(),
         "waiting for another process of this job to finish re-minting",
     );
-}
-
-/// The child's status as ours.
-fn exit_code(status: ExitStatus) -> ExitCode {
-    ExitCode::from(code_of(status.code(), signal(status)))
-}
-
-/// The exit code for a child that exited with `code` or was ended by `signal`: its own code; a
-/// signal's 128 + its number, as shells report it. A code no exit code of ours can carry (on
-/// Windows, a crash's `0xC0000005`) is 1, a failure still.
-fn code_of(code: Option<i32>, signal: Option<i32>) -> u8 {
-    code.or_else(|| signal.map(|s| 128 + s))
-        .and_then(|code| u8::try_from(code).ok())
-        .unwrap_or(1)
-}
-
-#[cfg(unix)]
-fn signal(status: ExitStatus) -> Option<i32> {
-    std::os::unix::process::ExitStatusExt::signal(&status)
-}
-
-/// Windows has no signals: a child always ends with a code.
-#[cfg(windows)]
-fn signal(_: ExitStatus) -> Option<i32> {
-    None
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_childs_code_is_ours_and_a_signal_is_128_plus_its_number() {
-        assert_eq!(code_of(Some(0), None), 0);
-        assert_eq!(code_of(Some(3), None), 3);
-        assert_eq!(code_of(Some(255), None), 255);
-        assert_eq!(code_of(None, Some(9)), 137);
-        assert_eq!(code_of(None, None), 1);
-    }
-
-    #[test]
-    fn a_code_beyond_ours_is_a_failure_never_success() {
-        // 256 would be 0 if cut to a byte; Windows reports 0xC0000005 as a negative i32.
-        assert_eq!(code_of(Some(256), None), 1);
-        assert_eq!(code_of(Some(0xC000_0005_u32 as i32), None), 1);
-        assert_eq!(code_of(Some(-1), None), 1);
-    }
 }
