@@ -13,8 +13,8 @@
 //!   our state;
 //! - leaves used by all: `messages` (our prefix, and text from elsewhere made safe to show),
 //!   `secret` (secrets held, never shown), `private` (files only the runner's user reads),
-//!   `process` (the processes we start, bounded with their whole tree, and their ends as our
-//!   exit code), `clock`, `duration`.
+//!   `process` (the processes we start, bounded with their whole tree, given the job's signals,
+//!   and their ends as our exit code), `clock`, `duration`.
 
 pub mod action;
 mod ci;

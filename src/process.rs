@@ -1,5 +1,5 @@
-//! The processes we start, and their ends: their whole tree within bounds, and a child's end
-//! as our exit code.
+//! The processes we start, and their ends: their whole tree within bounds, the job's signals
+//! passed on, and a child's end as our exit code.
 //!
 //! `run` starts a command with stdin closed and reads its stdout and stderr within `Limits`.
 //! Past the stdout bound the command is ended: what it prints there is its answer, and an answer
@@ -8,13 +8,14 @@
 //! time limit, past the stdout bound, and also as soon as the command itself has exited, every
 //! process it started is ended: what we start, we end.
 //!
-//! `run_attached` gives a command our stdin, stdout and stderr, as `exec` does: its end becomes
-//! our exit code as a shell reports it (`exit_code`), and a command that cannot be run gets a
-//! shell's code too (`CannotRun`).
+//! `run_attached` and `spawn_forwarding` give a command our stdin, stdout and stderr, as `exec`
+//! does, the second also the signals a cancelled job sends us: its end becomes our exit code as
+//! a shell reports it (`exit_code`), and a command that cannot be run gets a shell's code too
+//! (`CannotRun`).
 //!
-//! How a command's tree is held and ended, and how a child's end is told, is the platform's
-//! (`unix`, a process group and signals; `windows`, a Job Object); the bounds, the reading and
-//! the codes are the same on both.
+//! How a command's tree is held and ended, how signals reach a child, and how its end is told
+//! are the platform's (`unix`, a process group and signals; `windows`, a Job Object and none);
+//! the bounds, the reading and the codes are the same on both.
 //!
 //! A pipe still held by a process that escaped the tree (each platform says how one can) keeps
 //! its reading thread waiting: `run` returns at the time limit all the same, and that thread
@@ -88,6 +89,13 @@ pub(crate) fn run_attached(command: &mut Command) -> Result<ExitCode, CannotRun>
     Ok(exit_code(status))
 }
 
+/// Start `command` with our stdin, stdout and stderr, and pass on to it, for the rest of our
+/// life, the signals a cancelled job sends, instead of ending us: we outlive it. Windows has none
+/// to pass on.
+pub(crate) fn spawn_forwarding(command: &mut Command) -> Result<Child, CannotRun> {
+    platform::spawn_forwarding(command).map_err(|cause| CannotRun::new(command, cause))
+}
+
 /// A command that could not be started.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot run `{program}`: {cause}")]
@@ -97,7 +105,7 @@ pub(crate) struct CannotRun {
 }
 
 impl CannotRun {
-    pub(crate) fn new(command: &Command, cause: io::Error) -> Self {
+    fn new(command: &Command, cause: io::Error) -> Self {
         Self {
             program: command.get_program().to_string_lossy().into_owned(),
             cause,

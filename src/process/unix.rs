@@ -1,10 +1,16 @@
-//! Processes on Unix: a command's tree is its process group, and a child may end by a signal.
+//! Processes on Unix: a command's tree is its process group, the job's signals are passed on,
+//! and a child may end by a signal.
 //!
 //! The command leads a process group of its own, which `killpg` ends. The group's id stays
 //! reserved while its leader is unreaped, so the leader's exit is only seen (`waitid` with
 //! `WNOWAIT`), the group is killed, and the leader is reaped last: a group id used again by
 //! someone else is never signalled. A process that leaves the group (`setsid`, or a shell's job
 //! control, `set -m`) escapes, and so does the whole group if we are killed ourselves.
+//!
+//! A cancelled job sends SIGINT, SIGTERM or SIGHUP. To pass them on to a child, they are blocked
+//! in the thread that starts it and in every thread that one starts from then on, and a thread
+//! of ours waits for them (`sigwait`) and sends each to the child, which starts with the mask we
+//! had.
 
 use std::io;
 use std::os::unix::process::CommandExt;
@@ -51,6 +57,67 @@ pub(super) fn exited(child: &Child) -> io::Result<impl FnOnce() + Send + 'static
 /// The signal that ended a child, if one did.
 pub(super) fn signal(status: ExitStatus) -> Option<i32> {
     std::os::unix::process::ExitStatusExt::signal(&status)
+}
+
+/// Start `child` with the signals passed on to it.
+pub(super) fn spawn_forwarding(child: &mut Command) -> io::Result<Child> {
+    let signals = Signals::block();
+    signals.unblock_in(child);
+    let running = child.spawn()?;
+    signals.forward_to(running.id());
+    Ok(running)
+}
+
+#[derive(Clone, Copy)]
+struct Signals {
+    set: libc::sigset_t,
+    before: libc::sigset_t,
+}
+
+impl Signals {
+    /// Block them in this thread, and in the threads it starts from now on.
+    fn block() -> Self {
+        // SAFETY: the sets are plain data initialised by sigemptyset before any other use, and
+        // pthread_sigmask only changes this thread's mask.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            let mut before: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+                libc::sigaddset(&mut set, signal);
+            }
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut before);
+            Self { set, before }
+        }
+    }
+
+    /// The child starts with the mask we had: it takes signals as it would without us.
+    fn unblock_in(self, child: &mut Command) {
+        // SAFETY: pthread_sigmask is async-signal-safe and touches only the child's mask.
+        unsafe {
+            child.pre_exec(move || {
+                libc::pthread_sigmask(libc::SIG_SETMASK, &self.before, std::ptr::null_mut());
+                Ok(())
+            });
+        }
+    }
+
+    /// Pass each one on to `pid`, from a thread that waits for them for the rest of our life.
+    fn forward_to(self, pid: u32) {
+        let Ok(pid) = libc::pid_t::try_from(pid) else {
+            return;
+        };
+        std::thread::spawn(move || {
+            loop {
+                let mut signal = 0;
+                // SAFETY: the set is initialised, `signal` is a valid place to write.
+                if unsafe { libc::sigwait(&self.set, &mut signal) } == 0 {
+                    // SAFETY: kill has no memory preconditions.
+                    unsafe { libc::kill(pid, signal) };
+                }
+            }
+        });
+    }
 }
 
 /// Shared with the integration tests, which wait for what a command left running too.

@@ -1,4 +1,5 @@
-//! Processes on Windows: a command's tree is a Job Object, and a child always ends with a code.
+//! Processes on Windows: a command's tree is a Job Object; no signals to pass on, and a child
+//! always ends with a code.
 //!
 //! The command is created suspended, put in a Job Object that kills what it holds when its last
 //! handle closes, and resumed: whatever it starts is in the job from its first instruction, and
@@ -64,6 +65,12 @@ pub(super) fn exited(child: &Child) -> io::Result<impl FnOnce() + Send + 'static
         // SAFETY: the handle is ours, open until this returns.
         unsafe { WaitForSingleObject(process.as_raw_handle(), INFINITE) };
     })
+}
+
+/// Windows has no signals: a cancelled job's Ctrl+C reaches the child as it reaches us, through
+/// the console we share.
+pub(super) fn spawn_forwarding(child: &mut Command) -> io::Result<Child> {
+    child.spawn()
 }
 
 /// Windows has no signals: a child always ends with a code.

@@ -21,7 +21,7 @@ use crate::keeper::state::{GH_CONFIG_PREFIX, State};
 use crate::keeper::{self, Keeper, Served, policy};
 use crate::messages;
 use crate::private::{Owner, create_private_dir, write_atomic};
-use crate::process::{self, CannotRun};
+use crate::process;
 use crate::secret::Secret;
 
 /// The variables through which `gh` would take a token that never changes.
@@ -67,7 +67,8 @@ fn run_in(
     if host != hosts::GITHUB_COM {
         child.env("GH_HOST", host);
     }
-    let mut running = signals::spawn(child).map_err(|cause| CannotRun::new(child, cause))?;
+    // The job's signals go to the child rather than end us: we outlive it and remove its folder.
+    let mut running = process::spawn_forwarding(child)?;
     let (stop, stopped) = mpsc::channel::<()>();
     std::thread::scope(|scope| {
         scope.spawn(move || refresh_until(keeper, dir, host, served, stopped));
@@ -77,88 +78,6 @@ fn run_in(
             status.context("cannot wait for the command")?,
         ))
     })
-}
-
-/// The signals a cancelled job sends. While the child runs they are passed on to it instead of
-/// ending us, so that we outlive it and remove its folder.
-#[cfg(unix)]
-mod signals {
-    use std::io;
-    use std::process::{Child, Command};
-
-    /// Start `child` with the signals passed on to it.
-    pub(super) fn spawn(child: &mut Command) -> io::Result<Child> {
-        let signals = Signals::block();
-        signals.unblock_in(child);
-        let running = child.spawn()?;
-        signals.forward_to(running.id());
-        Ok(running)
-    }
-
-    #[derive(Clone, Copy)]
-    struct Signals {
-        set: libc::sigset_t,
-        before: libc::sigset_t,
-    }
-
-    impl Signals {
-        /// Block them in this thread, and in the threads it starts from now on.
-        fn block() -> Self {
-            // SAFETY: the sets are plain data initialised by sigemptyset before any other use, and
-            // pthread_sigmask only changes this thread's mask.
-            unsafe {
-                let mut set: libc::sigset_t = std::mem::zeroed();
-                let mut before: libc::sigset_t = std::mem::zeroed();
-                libc::sigemptyset(&mut set);
-                for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-                    libc::sigaddset(&mut set, signal);
-                }
-                libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut before);
-                Self { set, before }
-            }
-        }
-
-        /// The child starts with the mask we had: it takes signals as it would without us.
-        fn unblock_in(self, child: &mut Command) {
-            use std::os::unix::process::CommandExt;
-            // SAFETY: pthread_sigmask is async-signal-safe and touches only the child's mask.
-            unsafe {
-                child.pre_exec(move || {
-                    libc::pthread_sigmask(libc::SIG_SETMASK, &self.before, std::ptr::null_mut());
-                    Ok(())
-                });
-            }
-        }
-
-        /// Pass each one on to `pid`, from a thread that waits for them for the rest of our life.
-        fn forward_to(self, pid: u32) {
-            let Ok(pid) = libc::pid_t::try_from(pid) else {
-                return;
-            };
-            std::thread::spawn(move || {
-                loop {
-                    let mut signal = 0;
-                    // SAFETY: the set is initialised, `signal` is a valid place to write.
-                    if unsafe { libc::sigwait(&self.set, &mut signal) } == 0 {
-                        // SAFETY: kill has no memory preconditions.
-                        unsafe { libc::kill(pid, signal) };
-                    }
-                }
-            });
-        }
-    }
-}
-
-/// Windows has no signals: a cancelled job's Ctrl+C reaches the child as it reaches us, through
-/// the console we share, and a folder left behind goes with the state (the post step, `revoke`).
-#[cfg(windows)]
-mod signals {
-    use std::io;
-    use std::process::{Child, Command};
-
-    pub(super) fn spawn(child: &mut Command) -> io::Result<Child> {
-        child.spawn()
-    }
 }
 
 /// How the child's token stands, as far as a person hears of it: we say so when it changes, not
