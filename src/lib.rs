@@ -14,7 +14,7 @@
 //! - leaves used by all: `messages` (our prefix, and text from elsewhere made safe to show),
 //!   `secret` (secrets held, never shown), `private` (files only the runner's user reads),
 //!   `process` (the processes we start, bounded with their whole tree, given the job's signals,
-//!   and their ends as our exit code), `clock`, `duration`.
+//!   their ends as our exit code, and the platform's shell), `clock`, `duration`.
 
 pub mod action;
 mod ci;

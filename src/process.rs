@@ -13,9 +13,10 @@
 //! a shell reports it (`exit_code`), and a command that cannot be run gets a shell's code too
 //! (`CannotRun`).
 //!
-//! How a command's tree is held and ended, how signals reach a child, and how its end is told
-//! are the platform's (`unix`, a process group and signals; `windows`, a Job Object and none);
-//! the bounds, the reading and the codes are the same on both.
+//! How a command's tree is held and ended, how signals reach a child, how its end is told, and
+//! the shell that runs a script (`shell`) are the platform's (`unix`: a process group, signals,
+//! `sh`; `windows`: a Job Object, none, `cmd`); the bounds, the reading and the codes are the
+//! same on both.
 //!
 //! A pipe still held by a process that escaped the tree (each platform says how one can) keeps
 //! its reading thread waiting: `run` returns at the time limit all the same, and that thread
@@ -35,6 +36,8 @@ use unix as platform;
 mod windows;
 #[cfg(windows)]
 use windows as platform;
+
+pub(crate) use platform::shell;
 
 /// What a command may print, and for how long it may run.
 #[derive(Debug, Clone, Copy)]
@@ -267,6 +270,14 @@ impl Drop for Tree {
     }
 }
 
+/// `cmd`'s arguments for `script`, passed as they are: with `/S`, cmd strips the first and the
+/// last quote after `/C` and runs what is between, the script's own quotes kept. `/D` skips the
+/// registry's AutoRun commands, which could print before the script's answer.
+#[cfg(any(windows, test))]
+fn cmd_arguments(script: &str) -> String {
+    format!("/D /S /C \"{script}\"")
+}
+
 /// The tests' bounds: an identity token's, with time to spare on a loaded machine.
 #[cfg(test)]
 const LIMITS: Limits = Limits {
@@ -294,5 +305,17 @@ mod tests {
         assert_eq!(code_of(Some(256), None), 1);
         assert_eq!(code_of(Some(0xC000_0005_u32 as i32), None), 1);
         assert_eq!(code_of(Some(-1), None), 1);
+    }
+
+    #[test]
+    fn cmd_gets_the_identity_command_as_it_was_written() {
+        assert_eq!(
+            cmd_arguments("buildkite-agent oidc request-token --audience octo-sts.dev"),
+            "/D /S /C \"buildkite-agent oidc request-token --audience octo-sts.dev\""
+        );
+        assert_eq!(
+            cmd_arguments(r#"curl -sH "A: b" "http://metadata/x?a=1&b=2""#),
+            r#"/D /S /C "curl -sH "A: b" "http://metadata/x?a=1&b=2"""#
+        );
     }
 }

@@ -7,7 +7,6 @@
 //! state, tagged, with everything a re-mint needs but the key, which has a file of its own; what
 //! the outputs can say (an installation id, a bot) follows from which it is.
 
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -167,7 +166,7 @@ async fn identity_token(
 /// What `command` prints on stdout, run by the platform's shell within `limits`.
 async fn identity_from_command(command: &str, limits: Limits) -> Result<Secret> {
     let named = || format!("the job's identity command `{}`", messages::short(command));
-    let shell = shell(command);
+    let shell = process::shell(command);
     let ran = tokio::task::spawn_blocking(move || process::run(shell, &limits))
         .await
         .context("cannot wait for the identity command")?;
@@ -195,32 +194,6 @@ async fn identity_from_command(command: &str, limits: Limits) -> Result<Secret> 
     }
     let printed = String::from_utf8_lossy(&output.stdout).trim().to_owned();
     Secret::checked(printed).map_err(|why| anyhow!("what {} printed {why}", named()))
-}
-
-/// `command` for `sh -c`, as a Unix CI runs a step's script.
-#[cfg(unix)]
-fn shell(command: &str) -> Command {
-    let mut shell = Command::new("sh");
-    shell.arg("-c").arg(command);
-    shell
-}
-
-/// `command` for `cmd`, which every Windows has, and which Buildkite's agent and Azure's
-/// `script` steps run scripts with on Windows.
-#[cfg(windows)]
-fn shell(command: &str) -> Command {
-    use std::os::windows::process::CommandExt;
-    let mut shell = Command::new("cmd.exe");
-    shell.raw_arg(cmd_arguments(command));
-    shell
-}
-
-/// `cmd`'s arguments for `command`, passed as they are: with `/S`, cmd strips the first and the
-/// last quote after `/C` and runs what is between, the command's own quotes kept. `/D` skips the
-/// registry's AutoRun commands, which could print before the token.
-#[cfg(any(windows, test))]
-fn cmd_arguments(command: &str) -> String {
-    format!("/D /S /C \"{command}\"")
 }
 
 #[cfg(test)]
@@ -373,18 +346,6 @@ mod tests {
         assert_eq!(
             said("echo 'not a token'".into()).await,
             "what the job's identity command `echo 'not a token'` printed has characters no token has (a blank, a line break or a symbol)"
-        );
-    }
-
-    #[test]
-    fn cmd_gets_the_identity_command_as_it_was_written() {
-        assert_eq!(
-            cmd_arguments("buildkite-agent oidc request-token --audience octo-sts.dev"),
-            "/D /S /C \"buildkite-agent oidc request-token --audience octo-sts.dev\""
-        );
-        assert_eq!(
-            cmd_arguments(r#"curl -sH "A: b" "http://metadata/x?a=1&b=2""#),
-            r#"/D /S /C "curl -sH "A: b" "http://metadata/x?a=1&b=2"""#
         );
     }
 }

@@ -59,6 +59,13 @@ pub(super) fn signal(status: ExitStatus) -> Option<i32> {
     std::os::unix::process::ExitStatusExt::signal(&status)
 }
 
+/// `script` for `sh -c`, as a Unix CI runs a step's script.
+pub(crate) fn shell(script: &str) -> Command {
+    let mut shell = Command::new("sh");
+    shell.arg("-c").arg(script);
+    shell
+}
+
 /// Start `child` with the signals passed on to it.
 pub(super) fn spawn_forwarding(child: &mut Command) -> io::Result<Child> {
     let signals = Signals::block();
@@ -131,13 +138,8 @@ mod tests {
     use std::time::Duration;
 
     use super::background::Background;
+    use super::shell as sh;
     use crate::process::{LIMITS, Limits, Stopped, run};
-
-    fn sh(script: &str) -> Command {
-        let mut sh = Command::new("sh");
-        sh.arg("-c").arg(script);
-        sh
-    }
 
     #[test]
     fn what_a_command_prints_and_its_status_are_read_with_stdin_closed() {

@@ -67,6 +67,14 @@ pub(super) fn exited(child: &Child) -> io::Result<impl FnOnce() + Send + 'static
     })
 }
 
+/// `script` for `cmd`, which every Windows has, and which Buildkite's agent and Azure's `script`
+/// steps run scripts with on Windows.
+pub(crate) fn shell(script: &str) -> Command {
+    let mut shell = Command::new("cmd.exe");
+    shell.raw_arg(super::cmd_arguments(script));
+    shell
+}
+
 /// Windows has no signals: a cancelled job's Ctrl+C reaches the child as it reaches us, through
 /// the console we share.
 pub(super) fn spawn_forwarding(child: &mut Command) -> io::Result<Child> {
@@ -147,16 +155,8 @@ fn owned(handle: HANDLE) -> io::Result<OwnedHandle> {
 
 #[cfg(test)]
 mod tests {
-    use std::os::windows::process::CommandExt;
-    use std::process::Command;
-
+    use super::shell as cmd;
     use crate::process::{LIMITS, Stopped, run};
-
-    fn cmd(script: &str) -> Command {
-        let mut cmd = Command::new("cmd.exe");
-        cmd.raw_arg(format!("/D /S /C \"{script}\""));
-        cmd
-    }
 
     #[test]
     fn what_a_command_prints_and_its_status_are_read() {
