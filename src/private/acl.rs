@@ -29,7 +29,9 @@ use windows_sys::Win32::System::SystemServices::{
 use windows_sys::Win32::System::Threading::{GetCurrentProcess, OpenProcessToken};
 
 /// The one entry's flags: every file and folder below inherits it.
-pub const INHERITED_BELOW: u8 = (OBJECT_INHERIT_ACE | CONTAINER_INHERIT_ACE) as u8;
+const INHERIT: u32 = OBJECT_INHERIT_ACE | CONTAINER_INHERIT_ACE;
+/// The same flags, as an entry read back holds them.
+pub const INHERITED_BELOW: u8 = INHERIT as u8;
 
 /// The one entry's rights: all of them.
 pub const ALL_RIGHTS: u32 = FILE_ALL_ACCESS;
@@ -119,7 +121,7 @@ impl Me {
             succeeded(AddAccessAllowedAceEx(
                 pacl,
                 ACL_REVISION,
-                OBJECT_INHERIT_ACE | CONTAINER_INHERIT_ACE,
+                INHERIT,
                 ALL_RIGHTS,
                 psid,
             ))?;
