@@ -496,7 +496,7 @@ fn permissions(env: &Env, listed: bool) -> (BTreeMap<String, String>, Vec<InputE
             suffix.to_ascii_lowercase()
         );
         let name = suffix.to_ascii_lowercase().replace('-', "_");
-        match permissions::find(suffix) {
+        match crate::github::permissions::find(suffix) {
             _ if !listed => {}
             Some(known) if known.levels.contains(&level.as_str()) => {}
             Some(known) => doubts.push(bad(

@@ -13,6 +13,7 @@ pub(crate) mod hosts;
 pub(crate) mod jwt;
 pub(crate) mod key;
 pub(crate) mod names;
+pub(crate) mod permissions;
 
 pub(crate) use apps::{Installation, MintedToken, Target, TokenRequest};
 pub(crate) use client::GitHub;
