@@ -17,7 +17,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::action::layout::Place;
 use crate::action::{env, main_step, post_step, workflow};
-use crate::ci::{revoke, setup};
+use crate::ci::{flags, revoke, setup};
 use crate::{messages, tools};
 
 mod given;
@@ -52,7 +52,7 @@ enum Tool {
     },
     /// Outside GitHub Actions: mint a token for this job, keep it fresh for git and the tools,
     /// and print what the shell needs (`eval "$(token-keeper setup …)"`).
-    Setup(Box<setup::Args>),
+    Setup(Box<flags::Args>),
     /// Revoke every token `setup` minted, and remove its state and git configuration.
     Revoke {
         /// The one store to end (default: every store `setup` made for this job,
@@ -155,9 +155,12 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Role, Usage> {
     let command = command();
     given::check(&command, &args, |name| std::env::var_os(name)).map_err(Usage::Refused)?;
     let matches = command.try_get_matches_from(args).map_err(Usage::Clap)?;
-    Cli::from_arg_matches(&matches)
-        .map(Role::Tool)
-        .map_err(Usage::Clap)
+    let mut cli = Cli::from_arg_matches(&matches).map_err(Usage::Clap)?;
+    // setup's errors name a variable when that is where a value came from.
+    if let (Tool::Setup(args), Some((_, given))) = (&mut cli.command, matches.subcommand()) {
+        args.note_variables(given);
+    }
+    Ok(Role::Tool(cli))
 }
 
 /// The tool's command line; `--help` names the variables a flag reads, never their values.

@@ -7,7 +7,8 @@
 //!   speaks git's helper protocol); they use `action` for the runner's environment and masks;
 //! - `action` is the runner's side: inputs, the environment, file commands, the layout, the
 //!   shim's git configuration, the step summary, and the main and post steps;
-//! - `keeper` is the job's token store: where tokens come from and minting, the state on disk,
+//! - `keeper` is the job's token store: its settings (what both front doors, the action's inputs
+//!   and setup's flags, are turned into), where tokens come from and minting, the state on disk,
 //!   locks, the refresh policy, and finding a store;
 //! - `github` speaks GitHub's API and knows its rules (names, hosts), nothing of Actions or of
 //!   our state;

@@ -205,20 +205,3 @@ fn ci_and_releases_build_with_the_same_pinned_rust() {
     assert!(ci.split('.').all(|n| n.parse::<u32>().is_ok()), "{ci}");
     assert_eq!(pinned("release.yml"), ci);
 }
-
-#[test]
-fn the_defaults_action_yml_declares_are_the_codes() {
-    let declared: BTreeSet<(String, String)> = action()["inputs"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .filter_map(|(name, spec)| Some((name.clone(), spec["default"].as_str()?.to_owned())))
-        // The runner's own value, which the code reads as `GITHUB_API_URL`.
-        .filter(|(_, default)| !default.starts_with("${{"))
-        .collect();
-    let code: BTreeSet<(String, String)> = token_keeper::action::inputs::DEFAULTS
-        .iter()
-        .map(|(name, default)| ((*name).to_owned(), (*default).to_owned()))
-        .collect();
-    assert_eq!(declared, code);
-}

@@ -682,3 +682,64 @@ async fn a_permission_without_a_level_is_refused_not_dropped() {
     assert_eq!(scene.github.mints(), 0);
     assert_nothing_left(&job);
 }
+
+#[tokio::test]
+async fn a_bad_setting_is_named_by_the_flag_or_the_variable_it_came_in() {
+    let scene = Scene::start(Duration::from_secs(3600)).await;
+    let job = CiJob::new(&[("CI_JOB_ID", "3")]);
+    let not_a_key = job.path("not-a-key.pem");
+    fs::write(&not_a_key, "not a key at all").unwrap();
+    let no_key = format!(
+        "token-keeper setup --app-id {APP_ID} --owner Octo-Org --api-url '{}' --git-server-url '{}'",
+        scene.github.url(),
+        scene.git_url
+    );
+    type Case<'a> = (String, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            format!("{no_key} --private-key-file '{not_a_key}'"),
+            vec![],
+            "`--private-key-file`: the private key is not PEM",
+        ),
+        (
+            no_key.clone(),
+            vec![("TOKEN_KEEPER_PRIVATE_KEY_FILE", &not_a_key)],
+            "`TOKEN_KEEPER_PRIVATE_KEY_FILE`: the private key is not PEM",
+        ),
+        (
+            format!("{no_key} --private-key-env APP_KEY"),
+            vec![("APP_KEY", "not a key at all")],
+            "`--private-key-env`: the private key is not PEM",
+        ),
+        (
+            job.setup(&scene, ""),
+            vec![("TOKEN_KEEPER_OWNER", "bad owner")],
+            "`TOKEN_KEEPER_OWNER`: `bad owner` is not a valid GitHub name",
+        ),
+        (
+            job.setup(&scene, "--owner 'bad owner'"),
+            vec![("TOKEN_KEEPER_OWNER", "Octo-Org")],
+            "`--owner`: `bad owner` is not a valid GitHub name",
+        ),
+        (
+            job.setup(&scene, "--owner Octo-Org"),
+            vec![("TOKEN_KEEPER_REFRESH_AFTER", "2h")],
+            "`TOKEN_KEEPER_REFRESH_AFTER`: `2h` is not below the token's lifetime",
+        ),
+        (
+            job.setup(&scene, "--owner Octo-Org"),
+            vec![("TOKEN_KEEPER_IDENTITY_COMMAND", "true")],
+            "`TOKEN_KEEPER_IDENTITY_COMMAND` is for keyless mode",
+        ),
+    ];
+    for (script, vars, says) in &cases {
+        let out = job.shell(script, vars);
+        assert!(!out.status.success(), "{script}: {}", text(&out));
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(said.trim().lines().count(), 1, "one line: {said}");
+        assert!(said.contains(says), "{script} {vars:?}: {said}");
+        assert!(out.stdout.is_empty(), "{script}: {}", text(&out));
+    }
+    assert_eq!(scene.github.mints(), 0);
+    assert_nothing_left(&job);
+}

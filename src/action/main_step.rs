@@ -55,12 +55,12 @@ pub(crate) fn run(env: &Env, place: Place) -> Result<()> {
         .map(|doubt| workflow::warning(&format!("{doubt}; asking for it anyway")))
         .collect();
     workflow::print(&warnings)?;
-    let git_server = match (&config.git_server, config.git_credentials) {
+    let git_server = match (&config.settings.git_server, config.git_credentials) {
         (_, false) => None,
         (Some(server), true) => Some(server.clone()),
         (None, true) => bail!(
             "input `git-server-url`: cannot tell the git server from `{}`: set `git-server-url` (for example `https://ghes.example.com`), or `git-credentials: false`",
-            config.api_url
+            config.settings.api_url
         ),
     };
     if git_server.is_some() || !config.export_env.is_empty() || config.git_identity {
@@ -68,9 +68,9 @@ pub(crate) fn run(env: &Env, place: Place) -> Result<()> {
     }
     let knobs = Knobs::from_env(|name| env.get(name).cloned())?;
     let (gh, runtime) = client::connect(
-        config.api_url.clone(),
+        config.settings.api_url.clone(),
         MAIN_DEADLINE,
-        config.ca_certificates.clone(),
+        config.settings.ca_certificates.clone(),
         0,
         &knobs,
     )?;
@@ -89,7 +89,7 @@ pub(crate) fn run(env: &Env, place: Place) -> Result<()> {
         &plan.layout.root,
         &plan.step,
         plan.layout.owner,
-        &plan.config.api(),
+        &plan.config.settings.api(),
     )?;
     let result = mint_and_export(&plan, &gh, &runtime, &dir);
     if result.is_err() {
@@ -111,15 +111,15 @@ fn mint_and_export(plan: &Plan, gh: &GitHub, runtime: &Runtime, dir: &StateDir) 
         }),
     );
     let means = Means {
-        key: config.key.as_ref(),
+        key: config.settings.key.as_ref(),
         caller: &caller,
     };
-    let mut source = config.source.clone();
+    let mut source = config.settings.source.clone();
     let minted = match Keeper::first(
         dir,
         &mut source,
-        &config.target,
-        &config.request,
+        &config.settings.target,
+        &config.settings.request,
         &means,
         (gh, runtime),
     ) {
@@ -128,15 +128,15 @@ fn mint_and_export(plan: &Plan, gh: &GitHub, runtime: &Runtime, dir: &StateDir) 
         Err(Unminted::Record(why)) => bail!("cannot record the new token: {why}"),
     };
     let token = &minted.token;
-    let account = config.account(&source);
+    let account = config.settings.account(&source);
     // Later steps re-mint when the shim is on: the App's key goes with the state, if any.
     if let Some(server) = &plan.git_server {
         let cached = CachedToken::received(token, gh.clock().offset(), unix_now());
         Keeper::keep(
             dir,
-            config.kept(&source, server),
+            config.settings.kept(&source, server),
             cached,
-            config.key.as_ref(),
+            config.settings.key.as_ref(),
         )?;
     }
     // GitHub can refuse a brand-new token for a few seconds; later steps do not see that, as
@@ -156,7 +156,7 @@ fn mint_and_export(plan: &Plan, gh: &GitHub, runtime: &Runtime, dir: &StateDir) 
     export(files, config, &source, &account, token, bot.as_ref())?;
     workflow::print(&[messages::line(&format!(
         "minted a token for {} ({origin}): {}, expires at {}",
-        config.target.describe(),
+        config.settings.target.describe(),
         token.token.fingerprint(),
         rfc3339(token.expires_at),
     ))])?;
@@ -188,7 +188,7 @@ fn blame_inputs(err: anyhow::Error, config: &Config) -> anyhow::Error {
             );
         }
         Some(MintError::NotInstalled { .. } | MintError::NoEnterpriseInstallation { .. }) => {
-            match &config.target {
+            match &config.settings.target {
                 Target::Owner(_) => vec!["owner".into()],
                 Target::Repositories { .. } => vec!["owner".into(), "repositories".into()],
                 Target::Enterprise(_) => vec!["enterprise".into()],
@@ -196,11 +196,12 @@ fn blame_inputs(err: anyhow::Error, config: &Config) -> anyhow::Error {
         }
         Some(MintError::Refused { .. }) => {
             let mut names: Vec<String> = Vec::new();
-            if !config.request.repositories.is_empty() {
+            if !config.settings.request.repositories.is_empty() {
                 names.push("repositories".into());
             }
             names.extend(
                 config
+                    .settings
                     .request
                     .permissions
                     .keys()
@@ -208,7 +209,7 @@ fn blame_inputs(err: anyhow::Error, config: &Config) -> anyhow::Error {
             );
             names
         }
-        Some(MintError::Moved { .. }) => match &config.target {
+        Some(MintError::Moved { .. }) => match &config.settings.target {
             Target::Owner(_) => vec!["owner".into()],
             _ => vec!["owner".into(), "repositories".into()],
         },
@@ -237,7 +238,7 @@ fn discard_if_unused(dir: &StateDir) {
 fn install_shim(plan: &Plan, server: &Url, account: &str, minted: &MintedToken) -> Result<()> {
     let (env, files, config, layout) = (plan.env, &plan.files, &plan.config, &plan.layout);
     shim::install_binary(layout)?;
-    if matches!(config.target, Target::Enterprise(_)) {
+    if matches!(config.settings.target, Target::Enterprise(_)) {
         // An enterprise token reaches no repository: nothing for git, fresh tokens for tools.
         workflow::print(&[messages::line(
             "an enterprise token reaches no repository, so git is left alone; `token-keeper token` and `exec` keep it fresh",
@@ -252,7 +253,7 @@ fn install_shim(plan: &Plan, server: &Url, account: &str, minted: &MintedToken) 
         .get("GITHUB_EVENT_NAME")
         .map(String::as_str)
         .unwrap_or("");
-    let holds_key = config.key.is_some();
+    let holds_key = config.settings.key.is_some();
     if holds_key && matches!(event, "pull_request_target" | "workflow_run") {
         workflow::print(&[workflow::warning(&format!(
             "this `{event}` job may run untrusted code, and every later step can read the App's private key while the git credential shim is on: use keyless mode (`sts-identity`) or `git-credentials: false` unless later steps are trusted"
@@ -267,7 +268,7 @@ fn configure_git(plan: &Plan, server: &Url, account: &str, minted: &MintedToken)
     let scopes = shim::scopes(
         server,
         account,
-        &config.request.repositories,
+        &config.settings.request.repositories,
         &minted.repositories,
     );
     let entries = shim::git_config_env(
@@ -317,6 +318,7 @@ fn export(
         .unwrap_or_default();
     let expires = rfc3339(minted.expires_at);
     let host = config
+        .settings
         .git_server
         .as_ref()
         .and_then(Url::host_str)

@@ -16,6 +16,7 @@ use super::workflow;
 use crate::github::GitHub;
 use crate::github::client::{self, Knobs, Runtime};
 use crate::keeper::locate::BIN;
+use crate::keeper::settings::Setting;
 use crate::keeper::state::{Api, Ledger, StateDir};
 use crate::keeper::{self, Keeper, Unended};
 use crate::messages;
@@ -46,7 +47,7 @@ pub(crate) fn run(env: &Env, place: Place) -> Result<()> {
     };
     let root = dir.path().parent().map(Path::to_owned);
     // The main step refused a bad value; here it can only fall back to revoking.
-    let skip = inputs::boolean(env, "skip-token-revoke").unwrap_or(false);
+    let skip = inputs::boolean(env, Setting::SkipTokenRevoke).unwrap_or(false);
     let retired = Keeper::retire(dir, POST_LOCK_WAIT, Unended::Dropped, |live| {
         if skip {
             say(&format!(

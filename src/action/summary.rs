@@ -29,7 +29,7 @@ pub(crate) fn summary(
         own,
     );
     let refresh = if config.git_credentials {
-        format!("after {}s", config.refresh_after.as_secs())
+        format!("after {}s", config.settings.refresh_after.as_secs())
     } else {
         format!("off ({})", code("git-credentials: false"))
     };

@@ -5,6 +5,7 @@
 //! Nothing here prints a workflow command or writes a file command: setup prints what the shell
 //! needs, and only fingerprints of tokens.
 
+pub(crate) mod flags;
 pub(crate) mod gitconfig;
 pub(crate) mod revoke;
 pub(crate) mod setup;

@@ -17,4 +17,4 @@ pub(crate) mod permissions;
 
 pub(crate) use apps::{Installation, MintedToken, Target, TokenRequest};
 pub(crate) use client::GitHub;
-pub(crate) use key::{KeyError, PrivateKey};
+pub(crate) use key::PrivateKey;

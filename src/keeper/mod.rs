@@ -1,5 +1,6 @@
-//! The token store shared by every process of a job: where its tokens come from, the state on
-//! disk, locks, the refresh policy; the job's first token and every re-mint.
+//! The token store shared by every process of a job: what it needs (its settings, which both
+//! front doors build), where its tokens come from, the state on disk, locks, the refresh policy;
+//! the job's first token and every re-mint.
 //!
 //! `Keeper::serve` is the hot path of every git command: given the state file just read, it asks
 //! the policy and answers, with no lock, no HTTP client and no async runtime. Only a re-mint
@@ -9,6 +10,7 @@
 pub(crate) mod locate;
 pub(crate) mod lock;
 pub(crate) mod policy;
+pub(crate) mod settings;
 pub(crate) mod source;
 pub(crate) mod state;
 

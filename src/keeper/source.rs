@@ -47,10 +47,11 @@ pub(crate) enum TokenSource {
 
 /// Where a mint gets the job's OIDC identity token: asked again every time, as such tokens
 /// last minutes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "from", rename_all = "snake_case")]
 pub(crate) enum IdentityFrom {
     /// The Actions runner, through the identity request of the step that mints.
+    #[default]
     Actions,
     /// The variable `name` of the process that mints (GitLab's `id_tokens:`, CircleCI's
     /// `CIRCLE_OIDC_TOKEN_V2`).
