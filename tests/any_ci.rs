@@ -727,6 +727,16 @@ async fn a_bad_setting_is_named_by_the_flag_or_the_variable_it_came_in() {
             "`TOKEN_KEEPER_REFRESH_AFTER`: `2h` is not below the token's lifetime",
         ),
         (
+            job.setup(&scene, "--enterprise octo-enterprise --owner Octo-Org"),
+            vec![],
+            "`--enterprise`: an enterprise installation has no owner or repositories: leave `--owner` and `--repositories` empty, or `--enterprise` empty",
+        ),
+        (
+            job.setup(&scene, "--repositories app"),
+            vec![("TOKEN_KEEPER_ENTERPRISE", "octo-enterprise")],
+            "`TOKEN_KEEPER_ENTERPRISE`: an enterprise installation has no owner or repositories",
+        ),
+        (
             job.setup(&scene, "--owner Octo-Org"),
             vec![("TOKEN_KEEPER_IDENTITY_COMMAND", "true")],
             "`TOKEN_KEEPER_IDENTITY_COMMAND` is for keyless mode",
@@ -741,5 +751,32 @@ async fn a_bad_setting_is_named_by_the_flag_or_the_variable_it_came_in() {
         assert!(out.stdout.is_empty(), "{script}: {}", text(&out));
     }
     assert_eq!(scene.github.mints(), 0);
+    assert_nothing_left(&job);
+}
+
+#[tokio::test]
+async fn setup_keeps_an_enterprises_token_fresh_for_the_tools_and_leaves_git_alone() {
+    let scene = Scene::start(Duration::from_secs(3600)).await;
+    let job = CiJob::new(&[("CI_JOB_ID", "8")]);
+    let printed = job.path("printed");
+    let script = format!(
+        "{} > '{printed}'\neval \"$(cat '{printed}')\"\ntest -n \"$(token-keeper token)\"\ntoken-keeper revoke",
+        job.setup(&scene, "--enterprise octo-enterprise")
+    );
+    let out = job.shell(&script, &[]);
+    assert_ok("the job", &out);
+    let printed = fs::read_to_string(&printed).unwrap();
+    assert!(printed.contains("TOKEN_KEEPER_STATE="), "{printed}");
+    assert!(!printed.contains("GIT_CONFIG"), "no git entries: {printed}");
+    assert!(text(&out).contains("git is left alone"), "{}", text(&out));
+    assert_eq!(
+        scene
+            .github
+            .seen("GET", "/enterprises/octo-enterprise/installation")
+            .len(),
+        1
+    );
+    assert_eq!(scene.github.mints(), 1);
+    assert!(scene.github.world().live_tokens().is_empty(), "revoked");
     assert_nothing_left(&job);
 }

@@ -240,9 +240,7 @@ fn install_shim(plan: &Plan, server: &Url, account: &str, minted: &MintedToken) 
     shim::install_binary(layout)?;
     if matches!(config.settings.target, Target::Enterprise(_)) {
         // An enterprise token reaches no repository: nothing for git, fresh tokens for tools.
-        workflow::print(&[messages::line(
-            "an enterprise token reaches no repository, so git is left alone; `token-keeper token` and `exec` keep it fresh",
-        )])?;
+        workflow::print(&[messages::line(shim::NO_REPOSITORY)])?;
     } else {
         configure_git(plan, server, account, minted)?;
     }

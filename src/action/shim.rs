@@ -23,6 +23,8 @@ use crate::private::{create_private_dir, write_atomic};
 
 /// cargo's switch from its own git library to git's command line, which reads our shim.
 pub(crate) const CARGO_GIT_CLI: &str = "CARGO_NET_GIT_FETCH_WITH_CLI";
+/// What is said of an enterprise's token, for which git gets no entries.
+pub(crate) const NO_REPOSITORY: &str = "an enterprise token reaches no repository, so git is left alone; `token-keeper token` and `exec` keep it fresh";
 
 /// The URL prefixes the token covers: the owner, or each repository `asked` for with and without
 /// `.git`, each with the login as GitHub spells it and in lower case (git matches

@@ -49,6 +49,10 @@ pub(crate) struct Args {
     /// Actions job without `--owner`, the current repository).
     #[arg(long, env = "TOKEN_KEEPER_REPOSITORIES", value_name = "NAMES")]
     repositories: Option<String>,
+    /// The enterprise whose installation of the App mints, instead of an owner's; its token
+    /// reaches no repository, so git is left alone.
+    #[arg(long, env = "TOKEN_KEEPER_ENTERPRISE", value_name = "SLUG")]
+    enterprise: Option<String>,
     /// A permission to ask for, `contents=write`; again for each (default: the installation's).
     #[arg(long = "permission", value_name = "NAME=LEVEL")]
     permissions: Vec<String>,
@@ -152,7 +156,7 @@ impl Args {
             private_key: self.key(keyless)?,
             owner: self.owner.clone(),
             repositories: self.repositories.clone(),
-            enterprise: None,
+            enterprise: self.enterprise.clone(),
             permissions: self.permissions()?,
             api_url: Some(self.api_url.clone()),
             git_server_url: self.git_server_url.clone(),

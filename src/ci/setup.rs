@@ -20,8 +20,8 @@ use super::{ci_root, gitconfig, tidy};
 use crate::action::env;
 use crate::action::shim;
 use crate::clock::{rfc3339, unix_now};
-use crate::github::GitHub;
 use crate::github::client::{self, Knobs, Runtime};
+use crate::github::{GitHub, Target};
 use crate::keeper::settings::Settings;
 use crate::keeper::source::{Means, TokenSource};
 use crate::keeper::state::{Api, CachedToken, StateDir};
@@ -204,7 +204,8 @@ fn sweep(user: &Path, this_job: &Path) {
     }
 }
 
-/// Keep the store for re-mints and set git up; the variables later commands need.
+/// Keep the store for re-mints and set git up (but for an enterprise's token, which reaches no
+/// repository); the variables later commands need.
 fn keep(
     args: &Args,
     settings: &Settings,
@@ -231,6 +232,12 @@ fn keep(
             rfc3339(token.expires_at)
         ),
     );
+    let state = dir.path().to_string_lossy().into_owned();
+    let mut variables = vec![(locate::STATE_VARIABLE.to_owned(), state)];
+    if matches!(settings.target, Target::Enterprise(_)) {
+        messages::say(std::io::stderr(), shim::NO_REPOSITORY);
+        return Ok(variables);
+    }
     let binary =
         running_binary().context("cannot find the running binary, which git's helper runs")?;
     let scopes = shim::scopes(
@@ -240,8 +247,6 @@ fn keep(
         &token.repositories,
     );
     let helper = shim::helper_command_at(&binary, dir.path());
-    let state = dir.path().to_string_lossy().into_owned();
-    let mut variables = vec![(locate::STATE_VARIABLE.to_owned(), state)];
     match args.git_config {
         GitConfig::Env => {
             let existing = shim::existing_count(&env::process_env());

@@ -99,7 +99,7 @@ pub(crate) const SETTINGS: &[Names] = {
     row(PrivateKeyEnv,               "",                              "--private-key-env",  "TOKEN_KEEPER_PRIVATE_KEY_ENV",   ""),
     row(Owner,                       "owner",                         "--owner",            "TOKEN_KEEPER_OWNER",             ""),
     row(Repositories,                "repositories",                  "--repositories",     "TOKEN_KEEPER_REPOSITORIES",      ""),
-    row(Enterprise,                  "enterprise",                    "",                   "",                               ""),
+    row(Enterprise,                  "enterprise",                    "--enterprise",       "TOKEN_KEEPER_ENTERPRISE",        ""),
     row(Permission,                  "permission-<name>",             "--permission",       "",                               ""),
     row(ApiUrl,                      "github-api-url",                "--api-url",          "TOKEN_KEEPER_API_URL",           "https://api.github.com"),
     row(GitServerUrl,                "git-server-url",                "--git-server-url",   "TOKEN_KEEPER_GIT_SERVER_URL",    ""),
