@@ -316,9 +316,12 @@ fn shown(path: &Path) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
     use clap::{Args as _, Command, FromArgMatches};
 
     use super::*;
+    use crate::keeper::settings::readme_table;
 
     /// setup's flags as clap parses `flags`.
     fn args(flags: &[&str]) -> Args {
@@ -390,5 +393,62 @@ mod tests {
             empty.starts_with("`--private-key-file`: ") && empty.contains("is empty"),
             "{empty}"
         );
+    }
+
+    /// The one table's flags are setup's, each with its variable and its default, and the
+    /// README's table of flags lists them with the same.
+    #[test]
+    fn the_settings_table_holds_setups_flags_and_the_readme() {
+        let command = Args::augment_args(Command::new("setup"));
+        let text = |value: Option<&std::ffi::OsStr>| {
+            value
+                .map(|v| v.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        };
+        let flags: BTreeMap<String, (String, String)> = command
+            .get_arguments()
+            .filter_map(|arg| {
+                let flag = format!("--{}", arg.get_long()?);
+                let default = text(arg.get_default_values().first().map(|v| v.as_os_str()));
+                Some((flag, (text(arg.get_env()), default)))
+            })
+            .collect();
+        let ours: BTreeMap<String, (String, String)> = SETTINGS
+            .iter()
+            .filter(|names| !names.flag.is_empty())
+            .map(|n| (n.flag.into(), (n.variable.into(), n.default.into())))
+            .collect();
+        assert_eq!(flags, ours);
+        let mut listed = BTreeSet::new();
+        for row in readme_table("| flag | variable | default | what it does |") {
+            let (cells, variables, default) = (&row[0], &row[1], &row[2]);
+            let row_flags: Vec<&str> = cells
+                .iter()
+                .filter_map(|cell| cell.split_whitespace().next())
+                .collect();
+            let mut wanted_variables = BTreeSet::new();
+            let mut wanted_default = Vec::new();
+            for flag in &row_flags {
+                let (variable, flag_default) = &ours[*flag];
+                if !variable.is_empty() {
+                    wanted_variables.insert(variable.clone());
+                }
+                if !flag_default.is_empty() {
+                    wanted_default = vec![flag_default.clone()];
+                }
+                listed.insert((*flag).to_owned());
+            }
+            let variables: BTreeSet<String> = variables.iter().cloned().collect();
+            assert_eq!(
+                variables, wanted_variables,
+                "the README's variables of {row_flags:?}"
+            );
+            assert_eq!(
+                default, &wanted_default,
+                "the README's default of {row_flags:?}"
+            );
+        }
+        let ours: BTreeSet<String> = ours.into_keys().collect();
+        assert_eq!(listed, ours, "the README's flags");
     }
 }
