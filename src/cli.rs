@@ -16,9 +16,12 @@ use anyhow::Result;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::action::layout::Place;
-use crate::action::{env, main_step, post_step, workflow};
+use crate::action::{main_step, post_step};
 use crate::ci::{flags, revoke, setup};
-use crate::{messages, tools};
+use crate::env::Env;
+use crate::messages;
+use crate::report::{self, Reporter};
+use crate::tools::{self, Asker};
 
 mod given;
 
@@ -78,20 +81,38 @@ enum Tool {
     },
 }
 
-/// What this process is.
+/// What this process is: its role, the environment it was given, read once, and how it speaks.
+pub struct Role {
+    kind: Kind,
+    env: Env,
+    reporter: &'static dyn Reporter,
+}
+
 #[derive(Debug)]
-pub enum Role {
+enum Kind {
     MainStep(Place),
     PostStep(Place),
     Tool(Cli),
 }
 
 impl Role {
+    fn new(kind: Kind, env: Env) -> Self {
+        let reporter = match kind {
+            Kind::MainStep(_) | Kind::PostStep(_) => &report::STEP,
+            Kind::Tool(_) => report::for_command(&env),
+        };
+        Self {
+            kind,
+            env,
+            reporter,
+        }
+    }
+
     /// The exit code of a role that failed with `err`: `exec` keeps codes of its own, so that
     /// none is taken for its command's.
     pub fn failure_code(&self, err: &anyhow::Error) -> ExitCode {
-        match self {
-            Role::Tool(Cli {
+        match self.kind {
+            Kind::Tool(Cli {
                 command: Tool::Exec { .. },
             }) => tools::exec_failure(err),
             _ => ExitCode::FAILURE,
@@ -100,12 +121,7 @@ impl Role {
 
     /// Errors of the action's steps become `::error::` lines; the tool's go to stderr.
     pub fn report(&self, err: &anyhow::Error) {
-        match self {
-            Role::MainStep(_) | Role::PostStep(_) => {
-                let _ = workflow::print(&[workflow::error(&format!("{err:#}"))]);
-            }
-            Role::Tool(_) => messages::say(std::io::stderr(), &format!("{err:#}")),
-        }
+        self.reporter.error(err);
     }
 }
 
@@ -136,8 +152,12 @@ impl Usage {
 }
 
 /// Tell the role from the program's name, then check the tool's arguments and variables
-/// (`given`) and parse them.
+/// (`given`) and parse them. The process's environment is read here, once.
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Role, Usage> {
+    parse_in(args, Env::of_process())
+}
+
+fn parse_in(args: impl IntoIterator<Item = OsString>, env: Env) -> Result<Role, Usage> {
     let args: Vec<OsString> = args.into_iter().collect();
     let name = args
         .first()
@@ -146,21 +166,21 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Role, Usage> {
         .unwrap_or_default();
     let rest: Option<Vec<&str>> = args.iter().skip(1).map(|a| a.to_str()).collect();
     match (name.as_str(), rest.as_deref()) {
-        ("token-keeper-main", _) => return Ok(Role::MainStep(Place::Container)),
-        ("token-keeper-post", _) => return Ok(Role::PostStep(Place::Container)),
-        (_, Some(["step", "main"])) => return Ok(Role::MainStep(Place::Host)),
-        (_, Some(["step", "post"])) => return Ok(Role::PostStep(Place::Host)),
+        ("token-keeper-main", _) => return Ok(Role::new(Kind::MainStep(Place::Container), env)),
+        ("token-keeper-post", _) => return Ok(Role::new(Kind::PostStep(Place::Container), env)),
+        (_, Some(["step", "main"])) => return Ok(Role::new(Kind::MainStep(Place::Host), env)),
+        (_, Some(["step", "post"])) => return Ok(Role::new(Kind::PostStep(Place::Host), env)),
         _ => {}
     }
     let command = command();
-    given::check(&command, &args, |name| std::env::var_os(name)).map_err(Usage::Refused)?;
+    given::check(&command, &args, &env).map_err(Usage::Refused)?;
     let matches = command.try_get_matches_from(args).map_err(Usage::Clap)?;
     let mut cli = Cli::from_arg_matches(&matches).map_err(Usage::Clap)?;
     // setup's errors name a variable when that is where a value came from.
     if let (Tool::Setup(args), Some((_, given))) = (&mut cli.command, matches.subcommand()) {
         args.note_variables(given);
     }
-    Ok(Role::Tool(cli))
+    Ok(Role::new(Kind::Tool(cli), env))
 }
 
 /// The tool's command line; `--help` names the variables a flag reads, never their values.
@@ -169,33 +189,40 @@ fn command() -> clap::Command {
 }
 
 pub fn run(role: &Role) -> Result<ExitCode> {
-    init_logging();
-    match role {
-        Role::MainStep(place) => {
-            main_step::run(&env::process_env(), *place).map(|()| ExitCode::SUCCESS)
-        }
-        Role::PostStep(place) => {
-            post_step::run(&env::process_env(), *place).map(|()| ExitCode::SUCCESS)
-        }
-        Role::Tool(cli) => match &cli.command {
-            Tool::Credential { state, operation } => tools::credential(state.as_deref(), operation),
-            Tool::Token { owner, state } => tools::token(state.as_deref(), owner.as_deref()),
+    let (env, reporter) = (&role.env, role.reporter);
+    init_logging(env);
+    let asker = Asker { env, reporter };
+    match &role.kind {
+        Kind::MainStep(place) => main_step::run(env, *place, reporter).map(|()| ExitCode::SUCCESS),
+        Kind::PostStep(place) => post_step::run(env, *place, reporter).map(|()| ExitCode::SUCCESS),
+        Kind::Tool(cli) => match &cli.command {
+            Tool::Credential { state, operation } => {
+                tools::credential(state.as_deref(), operation, &asker)
+            }
+            Tool::Token { owner, state } => {
+                tools::token(state.as_deref(), owner.as_deref(), &asker)
+            }
             Tool::Exec {
                 owner,
                 state,
                 keep_fresh,
                 command,
-            } => tools::exec(state.as_deref(), owner.as_deref(), *keep_fresh, command),
-            Tool::Setup(args) => setup::run(args),
-            Tool::Revoke { state } => revoke::run(state.as_deref()),
+            } => tools::exec(
+                state.as_deref(),
+                owner.as_deref(),
+                *keep_fresh,
+                command,
+                &asker,
+            ),
+            Tool::Setup(args) => setup::run(args, env, reporter),
+            Tool::Revoke { state } => revoke::run(state.as_deref(), env, reporter),
         },
     }
 }
 
 /// Diagnostics on stderr, when `TOKEN_KEEPER_LOG` or the runner's debug mode asks for them.
-fn init_logging() {
-    let debug = std::env::var_os("TOKEN_KEEPER_LOG").is_some_and(|v| !v.is_empty())
-        || std::env::var("RUNNER_DEBUG").is_ok_and(|v| v == "1");
+fn init_logging(env: &Env) {
+    let debug = env.given("TOKEN_KEEPER_LOG").is_some() || env.get("RUNNER_DEBUG") == Some("1");
     if debug {
         tracing_subscriber::fmt()
             .with_writer(std::io::stderr)
@@ -210,15 +237,15 @@ fn init_logging() {
 mod tests {
     use super::*;
 
-    fn role(args: &[&str]) -> Result<Role, Usage> {
-        parse(args.iter().map(OsString::from))
+    fn role(args: &[&str]) -> Result<Kind, Usage> {
+        parse_in(args.iter().map(OsString::from), Env::default()).map(|role| role.kind)
     }
 
     #[test]
     fn the_program_name_or_exactly_step_main_or_post_makes_a_step() {
         let place = |args: &[&str]| match role(args) {
-            Ok(Role::MainStep(place)) => Some(("main", place)),
-            Ok(Role::PostStep(place)) => Some(("post", place)),
+            Ok(Kind::MainStep(place)) => Some(("main", place)),
+            Ok(Kind::PostStep(place)) => Some(("post", place)),
             _ => None,
         };
         let main = "/usr/local/bin/token-keeper-main";
@@ -250,7 +277,7 @@ mod tests {
         }
         assert!(matches!(
             role(&["token-keeper", "token"]),
-            Ok(Role::Tool(_))
+            Ok(Kind::Tool(_))
         ));
     }
 }

@@ -1,18 +1,20 @@
 //! token-keeper: mint GitHub App installation tokens and keep them fresh for git in long jobs.
 //!
 //! Floors, arrows pointing down only:
-//! - `cli` tells which role a process plays and dispatches to it;
-//! - `ci` is any other CI's side: `setup` and `revoke` where no runner runs the steps;
+//! - `cli` tells which role a process plays, reads the environment once (`env`), picks the
+//!   reporter it speaks through (`report`) and dispatches;
+//! - two front doors, which never call each other: `action` (the action's inputs, file commands,
+//!   layout, shim binary, step summary, main and post steps) and `ci` (`setup`'s flags, `setup`
+//!   and `revoke` where no runner runs the steps, the global git config);
 //! - `tools` are the commands later steps and git run (`token`, `exec`, and `credential`, which
-//!   speaks git's helper protocol); they use `action` for the runner's environment and masks;
-//! - `action` is the runner's side: inputs, the environment, file commands, the layout, the
-//!   shim's git configuration, the step summary, and the main and post steps;
-//! - `keeper` is the job's token store: its settings (what both front doors, the action's inputs
-//!   and setup's flags, are turned into), where tokens come from and minting, the state on disk,
-//!   locks, the refresh policy, and finding a store;
+//!   speaks git's helper protocol), whichever door began the job's keeper;
+//! - `keeper` is the core: the job's token store, its settings (what both doors turn what their
+//!   user gives into), a job's keeper begun and ended (`job`), where tokens come from and
+//!   minting, what git is told, the state on disk, locks, the refresh policy, finding a store;
 //! - `github` speaks GitHub's API and knows its rules (names, hosts), nothing of Actions or of
 //!   our state;
-//! - leaves used by all: `messages` (our prefix, and text from elsewhere made safe to show),
+//! - leaves used by all: `env` (the environment, read once), `report` (one reporter, Actions'
+//!   or plain, for every message), `messages` (our prefix, and text from elsewhere made safe to show),
 //!   `secret` (secrets held, never shown), `private` (files only the runner's user reads),
 //!   `process` (the processes we start, bounded with their whole tree, given the job's signals,
 //!   their ends as our exit code, and the platform's shell), `clock`, `duration`.
@@ -22,11 +24,13 @@ mod ci;
 pub mod cli;
 mod clock;
 mod duration;
+mod env;
 mod github;
 mod keeper;
 mod messages;
 mod private;
 mod process;
+mod report;
 mod secret;
 mod tools;
 

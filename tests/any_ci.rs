@@ -780,3 +780,36 @@ async fn setup_keeps_an_enterprises_token_fresh_for_the_tools_and_leaves_git_alo
     assert!(scene.github.world().live_tokens().is_empty(), "revoked");
     assert_nothing_left(&job);
 }
+
+/// A tool that finds no store says what to run in the words of where it runs: outside Actions,
+/// `setup`, never an action's input or step; in an Actions job, the step.
+#[test]
+fn a_missing_store_is_advised_on_in_the_words_of_where_the_tool_runs() {
+    let job = CiJob::new(&[("CI_JOB_ID", "91")]);
+    for tool in ["token-keeper token", "token-keeper exec -- true"] {
+        let elsewhere = job.shell(tool, &[]);
+        let said = text(&elsewhere);
+        assert!(!elsewhere.status.success(), "{tool}: {said}");
+        assert!(
+            said.contains("no token-keeper state in")
+                && said.contains("run `token-keeper setup` earlier in this job"),
+            "{tool}: {said}"
+        );
+        assert!(
+            !said.contains("input") && !said.contains("git-credentials"),
+            "{tool}: {said}"
+        );
+    }
+    let temp = job.tmp.display().to_string();
+    let in_actions = job.shell(
+        "token-keeper token",
+        &[("GITHUB_ACTIONS", "true"), ("RUNNER_TEMP", &temp)],
+    );
+    assert!(
+        text(&in_actions).contains(
+            "run the token-keeper step (with `git-credentials: true`) earlier in this job"
+        ),
+        "{}",
+        text(&in_actions)
+    );
+}

@@ -7,9 +7,8 @@
 
 use reqwest::Url;
 
-use super::env::Env;
 use super::permissions;
-use crate::github::client::ApiError;
+use crate::env::Env;
 use crate::keeper::settings::{self, Door, Field, Given, Refusal, Setting, Settings};
 use crate::messages::short;
 
@@ -55,6 +54,14 @@ fn named(refusal: Refusal, key_given: bool) -> InputError {
     InputError { input, message }
 }
 
+/// The input that gives `field`.
+pub(crate) fn input_of(field: &Field) -> String {
+    match field {
+        Field::Permission(name) => permissions::input_name(name),
+        Field::Setting(setting) => setting.names().input.to_owned(),
+    }
+}
+
 /// An input's value; empty and blank count as unset.
 pub(crate) fn input<'a>(env: &'a Env, name: &str) -> Option<&'a str> {
     let key = format!("INPUT_{}", name.to_ascii_uppercase().replace(' ', "_"));
@@ -73,7 +80,7 @@ fn value_or_default(env: &Env, setting: Setting) -> &str {
 
 /// What the workflow gave: the inputs, and the job's repository, which the runner names.
 fn given(env: &Env) -> Given {
-    let job = |name: &str| env.get(name).filter(|v| !v.is_empty()).cloned();
+    let job = |name: &str| env.given(name).map(str::to_owned);
     Given {
         client_id: value(env, Setting::ClientId),
         app_id: value(env, Setting::AppId),
@@ -103,7 +110,7 @@ fn permission_inputs(env: &Env) -> Vec<(String, String)> {
     env.iter()
         .filter_map(|(key, level)| {
             let name = key.strip_prefix(&prefix)?;
-            Some((name.to_ascii_lowercase(), level.clone()))
+            Some((name.to_ascii_lowercase(), level.to_owned()))
         })
         .collect()
 }
@@ -131,8 +138,7 @@ pub(crate) fn parse(env: &Env) -> Result<Config, InputError> {
 
 /// The API URL given: the input, else `GITHUB_API_URL`.
 fn api_url_given(env: &Env) -> Option<String> {
-    value(env, Setting::ApiUrl)
-        .or_else(|| env.get("GITHUB_API_URL").filter(|v| !v.is_empty()).cloned())
+    value(env, Setting::ApiUrl).or_else(|| env.given("GITHUB_API_URL").map(str::to_owned))
 }
 
 /// The API base URL: the input, else `GITHUB_API_URL`, else github.com's.
@@ -177,17 +183,6 @@ fn export_env(env: &Env) -> Result<Vec<String>, InputError> {
     Ok(names)
 }
 
-/// What an input can do about an answer: a certificate no root vouches for is a private CA's,
-/// which the `ca-certificates` input adds.
-pub(crate) fn fix_for(answer: &ApiError) -> Option<&'static str> {
-    match answer {
-        ApiError::Untrusted { .. } => Some(
-            "for GitHub Enterprise Server with a private CA, pass the CA's certificate in the `ca-certificates` input (`SSL_CERT_FILE` reaches the tools on the runner host, not the action's container)",
-        ),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::{BTreeMap, BTreeSet};
@@ -211,7 +206,7 @@ mod tests {
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
         for (k, v) in pairs {
-            env.insert((*k).to_owned(), (*v).to_owned());
+            env.set(k, v);
         }
         env
     }

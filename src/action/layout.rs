@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use super::env::Env;
+use crate::env::Env;
 use crate::keeper::locate::{BIN, JOB_DIR, OLD_RUNNER_HOME, Platform};
 use crate::private::Owner;
 
@@ -116,7 +116,7 @@ impl Layout {
 /// harmless), and every other byte becomes `%XX`, `%` included. Distinct steps never share a
 /// folder (`release.token`, a step inside a composite action, and `release_token` once did).
 pub(crate) fn step_name(env: &Env) -> String {
-    let raw = env.get("GITHUB_ACTION").map(String::as_str).unwrap_or("");
+    let raw = env.get("GITHUB_ACTION").unwrap_or("");
     if raw.is_empty() {
         return "step".into();
     }

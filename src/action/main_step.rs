@@ -10,23 +10,20 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use url::Url;
 
-use super::env::{self, Env};
 use super::inputs::{self, Config};
 use super::layout::{self, Layout, Place};
-use super::permissions;
 use super::shim;
 use super::summary::{origin, summary};
-use super::workflow::{self, FileCommand, FileCommands};
-use crate::clock::{rfc3339, unix_now};
-use crate::github::apps::{BotUser, MintError};
-use crate::github::client::{self, Knobs, Runtime};
-use crate::github::exchange::ExchangeError;
-use crate::github::{GitHub, MintedToken, Target, hosts};
+use super::workflow::{FileCommand, FileCommands};
+use crate::clock::rfc3339;
+use crate::env::Env;
+use crate::github::apps::BotUser;
+use crate::github::hosts;
+use crate::keeper::job::{self, Begun, Start};
 use crate::keeper::locate::Platform;
-use crate::keeper::source::{Means, TokenSource};
-use crate::keeper::state::{CachedToken, StateDir};
-use crate::keeper::{Caller, Keeper, Unminted};
-use crate::messages;
+use crate::keeper::state::StateDir;
+use crate::keeper::{Caller, git};
+use crate::report::Reporter;
 
 /// The main step may wait longer than a git command: nobody is blocked on it yet.
 const MAIN_DEADLINE: Duration = Duration::from_secs(60);
@@ -40,21 +37,18 @@ struct Plan<'a> {
     git_server: Option<Url>,
     layout: Layout,
     step: String,
-    knobs: Knobs,
+    caller: Caller,
 }
 
-pub(crate) fn run(env: &Env, place: Place) -> Result<()> {
+pub(crate) fn run(env: &Env, place: Place, reporter: &dyn Reporter) -> Result<()> {
     // The JWT, the job's identity and the new token are masked as they are made.
-    workflow::mask_every_secret();
+    reporter.mask_secrets();
     let files = FileCommands::new(env);
     files.require(&[FileCommand::Output, FileCommand::State])?;
     let config = inputs::parse(env)?;
-    let warnings: Vec<String> = config
-        .doubts
-        .iter()
-        .map(|doubt| workflow::warning(&format!("{doubt}; asking for it anyway")))
-        .collect();
-    workflow::print(&warnings)?;
+    for doubt in &config.doubts {
+        reporter.warn(&format!("{doubt}; asking for it anyway"));
+    }
     let git_server = match (&config.settings.git_server, config.git_credentials) {
         (_, false) => None,
         (Some(server), true) => Some(server.clone()),
@@ -66,14 +60,9 @@ pub(crate) fn run(env: &Env, place: Place) -> Result<()> {
     if git_server.is_some() || !config.export_env.is_empty() || config.git_identity {
         files.require(&[FileCommand::Env])?;
     }
-    let knobs = Knobs::from_env(|name| env.get(name).cloned())?;
-    let (gh, runtime) = client::connect(
-        config.settings.api_url.clone(),
-        MAIN_DEADLINE,
-        config.settings.ca_certificates.clone(),
-        0,
-        &knobs,
-    )?;
+    let caller = Caller::new(env, || {
+        "keyless mode needs the job's identity, and `ACTIONS_ID_TOKEN_REQUEST_URL` is not set: add `permissions: id-token: write` to the job".to_owned()
+    })?;
     let layout = Layout::detect(env, place)?;
     let step = layout::step_name(env);
     let plan = Plan {
@@ -83,7 +72,7 @@ pub(crate) fn run(env: &Env, place: Place) -> Result<()> {
         git_server,
         layout,
         step,
-        knobs,
+        caller,
     };
     let dir = StateDir::create(
         &plan.layout.root,
@@ -91,135 +80,56 @@ pub(crate) fn run(env: &Env, place: Place) -> Result<()> {
         plan.layout.owner,
         &plan.config.settings.api(),
     )?;
-    let result = mint_and_export(&plan, &gh, &runtime, &dir);
+    let result = mint_and_export(&plan, &dir, reporter);
     if result.is_err() {
         discard_if_unused(&dir);
     }
     result
 }
 
-fn mint_and_export(plan: &Plan, gh: &GitHub, runtime: &Runtime, dir: &StateDir) -> Result<()> {
+fn mint_and_export(plan: &Plan, dir: &StateDir, reporter: &dyn Reporter) -> Result<()> {
     let (files, config) = (&plan.files, &plan.config);
     files.set(
         FileCommand::State,
         &[(layout::SAVED_DIR, &dir.path().to_string_lossy())],
     )?;
-    let caller = Caller::new(
-        plan.knobs.clone(),
-        env::identity_request(|name| plan.env.get(name).cloned()).ok_or_else(|| {
-            "keyless mode needs the job's identity, and `ACTIONS_ID_TOKEN_REQUEST_URL` is not set: add `permissions: id-token: write` to the job".to_owned()
-        }),
-    );
-    let means = Means {
-        key: config.settings.key.as_ref(),
-        caller: &caller,
-    };
-    let mut source = config.settings.source.clone();
-    let minted = match Keeper::first(
+    let start = Start {
+        settings: &config.settings,
         dir,
-        &mut source,
-        &config.settings.target,
-        &config.settings.request,
-        &means,
-        (gh, runtime),
-    ) {
-        Ok(minted) => minted,
-        Err(Unminted::Mint(err)) => return Err(blame_inputs(err, config)),
-        Err(Unminted::Record(why)) => bail!("cannot record the new token: {why}"),
+        caller: &plan.caller,
+        git_server: plan.git_server.as_ref(),
+        deadline: MAIN_DEADLINE,
     };
-    let token = &minted.token;
-    let account = config.settings.account(&source);
-    // Later steps re-mint when the shim is on: the App's key goes with the state, if any.
-    if let Some(server) = &plan.git_server {
-        let cached = CachedToken::received(token, gh.clock().offset(), unix_now());
-        Keeper::keep(
-            dir,
-            config.settings.kept(&source, server),
-            cached,
-            config.settings.key.as_ref(),
-        )?;
-    }
+    let begun = job::begin(&start, reporter, &inputs::input_of)?;
+    let (token, source) = (&begun.token, &begun.source);
     // GitHub can refuse a brand-new token for a few seconds; later steps do not see that, as
     // the new token was checked. The check is the bot user's lookup, so the identity costs no
     // extra round trip; a keyless token's App is not known to us, so its check is a plain one.
-    let bot = minted.accepted.unwrap_or_else(|err| {
-        let why = format!("the new token is not accepted yet: {err}");
-        // With `git-identity`, the warning that the bot's id is unknown gives the reason.
-        if !(config.git_identity && source.app_slug().is_some()) {
-            workflow::print(&[workflow::warning(&why)]).ok();
+    let bot = match &begun.accepted {
+        Ok(bot) => bot.clone(),
+        Err(err) => {
+            let why = format!("the new token is not accepted yet: {err}");
+            // With `git-identity`, the warning that the bot's id is unknown gives the reason.
+            if !(config.git_identity && source.app_slug().is_some()) {
+                reporter.warn(&why);
+            }
+            source
+                .app_slug()
+                .map(|slug| BotUser::of_app(slug, Err(why)))
         }
-        source
-            .app_slug()
-            .map(|slug| BotUser::of_app(slug, Err(why)))
-    });
-    let origin = origin(&source);
-    export(files, config, &source, &account, token, bot.as_ref())?;
-    workflow::print(&[messages::line(&format!(
-        "minted a token for {} ({origin}): {}, expires at {}",
+    };
+    export(files, config, &begun, bot.as_ref(), reporter)?;
+    reporter.say(&format!(
+        "minted a token for {} ({}): {}, expires at {}",
         config.settings.target.describe(),
+        origin(source),
         token.token.fingerprint(),
         rfc3339(token.expires_at),
-    ))])?;
-    if let Some(server) = &plan.git_server {
-        install_shim(plan, server, &account, token)?;
+    ));
+    if plan.git_server.is_some() {
+        install_shim(plan, &begun, reporter)?;
     }
     Ok(())
-}
-
-/// Name the inputs behind GitHub's refusals, and what to do, so the fix is plain: the `github`
-/// module speaks of requests and answers, not of inputs.
-fn blame_inputs(err: anyhow::Error, config: &Config) -> anyhow::Error {
-    let refusal = err.downcast_ref::<MintError>();
-    let answer = match refusal {
-        Some(MintError::Api(answer)) => Some(answer),
-        _ => err.downcast_ref::<ExchangeError>().and_then(|e| match e {
-            ExchangeError::Api(answer) => Some(answer),
-            _ => None,
-        }),
-    };
-    if let Some(fix) = answer.and_then(inputs::fix_for) {
-        return anyhow::anyhow!("{err}: {fix}");
-    }
-    let inputs: Vec<String> = match refusal {
-        None => return err,
-        Some(MintError::BadCredentials { .. }) => {
-            return anyhow::anyhow!(
-                "{err}: check that `app-id` or `client-id` belongs to the App whose `private-key` you pass"
-            );
-        }
-        Some(MintError::NotInstalled { .. } | MintError::NoEnterpriseInstallation { .. }) => {
-            match &config.settings.target {
-                Target::Owner(_) => vec!["owner".into()],
-                Target::Repositories { .. } => vec!["owner".into(), "repositories".into()],
-                Target::Enterprise(_) => vec!["enterprise".into()],
-            }
-        }
-        Some(MintError::Refused { .. }) => {
-            let mut names: Vec<String> = Vec::new();
-            if !config.settings.request.repositories.is_empty() {
-                names.push("repositories".into());
-            }
-            names.extend(
-                config
-                    .settings
-                    .request
-                    .permissions
-                    .keys()
-                    .map(|name| permissions::input_name(name)),
-            );
-            names
-        }
-        Some(MintError::Moved { .. }) => match &config.settings.target {
-            Target::Owner(_) => vec!["owner".into()],
-            _ => vec!["owner".into(), "repositories".into()],
-        },
-        // Their messages name the answer's fields already.
-        Some(MintError::Unusable(_) | MintError::Api(_)) => Vec::new(),
-    };
-    if inputs.is_empty() {
-        return err;
-    }
-    anyhow::anyhow!("{err} (inputs {})", messages::quoted_list(&inputs))
 }
 
 /// A main step that failed before minting leaves nothing behind.
@@ -235,79 +145,51 @@ fn discard_if_unused(dir: &StateDir) {
     }
 }
 
-fn install_shim(plan: &Plan, server: &Url, account: &str, minted: &MintedToken) -> Result<()> {
+fn install_shim(plan: &Plan, begun: &Begun, reporter: &dyn Reporter) -> Result<()> {
     let (env, files, config, layout) = (plan.env, &plan.files, &plan.config, &plan.layout);
     shim::install_binary(layout)?;
-    if matches!(config.settings.target, Target::Enterprise(_)) {
-        // An enterprise token reaches no repository: nothing for git, fresh tokens for tools.
-        workflow::print(&[messages::line(shim::NO_REPOSITORY)])?;
-    } else {
-        configure_git(plan, server, account, minted)?;
+    if !begun.scopes.is_empty() {
+        configure_git(plan, &begun.scopes, reporter)?;
     }
     if let Some(host_bin) = layout.host_bin() {
         files.add_path(&host_bin.to_string_lossy())?;
     }
-    let event = env
-        .get("GITHUB_EVENT_NAME")
-        .map(String::as_str)
-        .unwrap_or("");
+    let event = env.get("GITHUB_EVENT_NAME").unwrap_or("");
     let holds_key = config.settings.key.is_some();
     if holds_key && matches!(event, "pull_request_target" | "workflow_run") {
-        workflow::print(&[workflow::warning(&format!(
+        reporter.warn(&format!(
             "this `{event}` job may run untrusted code, and every later step can read the App's private key while the git credential shim is on: use keyless mode (`sts-identity`) or `git-credentials: false` unless later steps are trusted"
-        ))])?;
+        ));
     }
     Ok(())
 }
 
 /// `GIT_CONFIG_*` entries for later steps, scoped to what the token covers.
-fn configure_git(plan: &Plan, server: &Url, account: &str, minted: &MintedToken) -> Result<()> {
-    let (config, layout) = (&plan.config, &plan.layout);
-    let scopes = shim::scopes(
-        server,
-        account,
-        &config.settings.request.repositories,
-        &minted.repositories,
+fn configure_git(plan: &Plan, scopes: &[String], reporter: &dyn Reporter) -> Result<()> {
+    let mut variables = git::config_env(
+        git::existing_count(plan.env),
+        scopes,
+        &shim::helper_command(&plan.layout, &plan.step, Platform::HOST),
+        plan.config.override_checkout_credentials,
     );
-    let entries = shim::git_config_env(
-        shim::existing_count(plan.env),
-        &scopes,
-        &shim::helper_command(layout, &plan.step, Platform::HOST),
-        config.override_checkout_credentials,
-    );
-    let mut pairs: Vec<(&str, &str)> = entries
+    let cargo = git::cargo_variable(plan.env);
+    git::say_installed(reporter, scopes, cargo.is_some());
+    variables.extend(cargo);
+    let pairs: Vec<(&str, &str)> = variables
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    // cargo's own git library reads no `GIT_CONFIG_*`: with git's command line, cargo's git
-    // dependencies get fresh tokens too. A workflow that chose otherwise keeps its choice.
-    let cargo = !plan.env.contains_key(shim::CARGO_GIT_CLI);
-    if cargo {
-        pairs.push((shim::CARGO_GIT_CLI, "true"));
-    }
-    plan.files.set(FileCommand::Env, &pairs)?;
-    let mut said = vec![messages::line(&format!(
-        "git will get fresh tokens for {}",
-        scopes.join(", ")
-    ))];
-    if cargo {
-        said.push(messages::line(&format!(
-            "cargo will fetch git dependencies with git's command line ({}=true), so they get fresh tokens too",
-            shim::CARGO_GIT_CLI
-        )));
-    }
-    workflow::print(&said)?;
-    Ok(())
+    plan.files.set(FileCommand::Env, &pairs)
 }
 
 fn export(
     files: &FileCommands,
     config: &Config,
-    source: &TokenSource,
-    account: &str,
-    minted: &MintedToken,
+    begun: &Begun,
     bot: Option<&BotUser>,
+    reporter: &dyn Reporter,
 ) -> Result<()> {
+    let (source, minted) = (&begun.source, &begun.token);
     let token = minted.token.expose();
     // A keyless token comes from an exchange that names no installation and no App.
     let id = source
@@ -339,14 +221,14 @@ fn export(
         ],
     )?;
     if config.git_identity && bot.is_none() {
-        workflow::print(&[workflow::warning(
+        reporter.warn(
             "`git-identity` is ignored in keyless mode: the exchange does not say which App's bot the token acts as; set `GIT_AUTHOR_*` and `GIT_COMMITTER_*` yourself",
-        )])?;
+        );
     } else if config.git_identity {
         if let Some(Err(why)) = bot.map(|b| &b.id) {
-            workflow::print(&[workflow::warning(&format!(
+            reporter.warn(&format!(
                 "cannot look up the App's bot user `{name}` ({why}): later commits are by `{email}`, which GitHub does not link to the bot"
-            ))])?;
+            ));
         }
         let (name, email) = (name.as_str(), email.as_str());
         files.set(
@@ -368,7 +250,7 @@ fn export(
         files.set(FileCommand::Env, &exported)?;
     }
     // The summary is for people; a missing summary file must not fail the step.
-    if let Err(err) = files.summary(&summary(config, source, account, minted)) {
+    if let Err(err) = files.summary(&summary(config, source, &begun.account, minted)) {
         tracing::debug!("no step summary: {err:#}");
     }
     Ok(())

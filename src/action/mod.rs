@@ -1,7 +1,7 @@
-//! The GitHub Actions side: inputs, the runner's environment and file commands, the layout,
-//! the shim's git configuration, the step summary, and the main and post steps.
+//! The action's front door: its inputs (turned into the keeper's settings), the file commands,
+//! the layout, the shim's binary and helper command, the step summary, and the main and post
+//! steps, which begin and end a job's keeper through `keeper::job`.
 
-pub(crate) mod env;
 pub mod inputs;
 pub(crate) mod layout;
 pub(crate) mod main_step;

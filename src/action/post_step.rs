@@ -9,58 +9,59 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use super::env::Env;
 use super::inputs;
 use super::layout::{self, Layout, Place};
-use super::workflow;
-use crate::github::GitHub;
-use crate::github::client::{self, Knobs, Runtime};
+use crate::env::Env;
+use crate::github::client::Knobs;
+use crate::keeper::Unended;
+use crate::keeper::job::{self, End};
 use crate::keeper::locate::BIN;
 use crate::keeper::settings::Setting;
-use crate::keeper::state::{Api, Ledger, StateDir};
-use crate::keeper::{self, Keeper, Unended};
-use crate::messages;
+use crate::keeper::state::{Api, StateDir};
+use crate::report::Reporter;
 
 /// The whole step ends within about this: the job is waiting. Every revocation runs at once.
 const POST_DEADLINE: Duration = Duration::from_secs(10);
 /// How long a re-mint in progress may hold up the step; after that it revokes regardless.
 const POST_LOCK_WAIT: Duration = Duration::from_secs(3);
 
-pub(crate) fn run(env: &Env, place: Place) -> Result<()> {
-    let started = Instant::now();
-    let Some(dir) = state_dir(env, place) else {
+pub(crate) fn run(env: &Env, place: Place, reporter: &dyn Reporter) -> Result<()> {
+    let deadline = Instant::now() + POST_DEADLINE;
+    let Some(dir) = state_dir(env, place, reporter) else {
         return Ok(());
+    };
+    let warn = |err: &dyn std::fmt::Display| {
+        reporter.warn(&format!("cannot clean up the job's tokens: {err}"));
     };
     let dir = match StateDir::open_store(&dir) {
         Ok(Some(dir)) => dir,
         Ok(None) => {
-            say(&format!(
+            reporter.say(&format!(
                 "nothing to clean up (`{}` is gone)",
                 dir.display()
             ));
             return Ok(());
         }
         Err(err) => {
-            warn(&format!("cannot clean up the job's tokens: {err}"));
+            warn(&err);
             return Ok(());
         }
     };
     let root = dir.path().parent().map(Path::to_owned);
     // The main step refused a bad value; here it can only fall back to revoking.
     let skip = inputs::boolean(env, Setting::SkipTokenRevoke).unwrap_or(false);
-    let retired = Keeper::retire(dir, POST_LOCK_WAIT, Unended::Dropped, |live| {
-        if skip {
-            say(&format!(
-                "not revoking {} token(s): `skip-token-revoke` is true",
-                live.entries.len()
-            ));
-            // Left to live, as asked: nothing more is ours to do for them.
-            return vec![true; live.entries.len()];
-        }
-        revoke_all(env, live, POST_DEADLINE.saturating_sub(started.elapsed()))
-    });
-    if let Err(err) = retired {
-        warn(&format!("cannot clean up the job's tokens: {err}"));
+    // The main step refused a bad bound: here the defaults serve, as the tokens must go.
+    let knobs = Knobs::from_env(env).unwrap_or_default();
+    let end = End {
+        lock_wait: POST_LOCK_WAIT,
+        deadline,
+        unended: Unended::Dropped,
+        knobs: &knobs,
+        skip: skip.then_some("`skip-token-revoke` is true"),
+        api_otherwise: api_of_inputs(env),
+    };
+    if let Err(err) = job::end(dir, &end, reporter) {
+        warn(&format!("{err:#}"));
     }
     if let Some(root) = root {
         remove_shared_binary(&root);
@@ -80,61 +81,38 @@ fn remove_shared_binary(root: &Path) {
     }
 }
 
-/// Revoke every live token at once, all within one deadline, where the ledger says they came
-/// from (else where the inputs do); warn for each that did not go. Which went.
-fn revoke_all(env: &Env, live: &Ledger, deadline: Duration) -> Vec<bool> {
-    let none = || vec![false; live.entries.len()];
-    let (gh, runtime) = match client(env, live.api.as_ref(), deadline) {
-        Ok(pair) => pair,
-        Err(err) => {
-            warn(&format!("cannot revoke tokens: {err:#}"));
-            return none();
-        }
-    };
-    keeper::revoke_and_tell(gh, &runtime, &live.entries, inputs::fix_for, say, warn)
-}
-
-fn client(env: &Env, api: Option<&Api>, deadline: Duration) -> Result<(GitHub, Runtime)> {
-    let knobs = Knobs::from_env(|name| env.get(name).cloned())?;
-    if let Some(api) = api {
-        return keeper::connect(api, 0, deadline, &knobs);
-    }
-    let url = inputs::api_url(env)?;
-    let ca = inputs::input(env, "ca-certificates").map(str::to_owned);
-    Ok(client::connect(url, deadline, ca, 0, &knobs)?)
+/// Where the inputs say tokens come from.
+fn api_of_inputs(env: &Env) -> Option<Api> {
+    Some(Api {
+        api_url: inputs::api_url(env).ok()?.to_string(),
+        ca_certificates: inputs::input(env, Setting::CaCertificates.names().input)
+            .map(str::to_owned),
+    })
 }
 
 /// The step's state directory: the one the main step saved, or, where the runner passes no
 /// state to post steps (nektos/act does not), the one the layout and the step's id name.
-fn state_dir(env: &Env, place: Place) -> Option<PathBuf> {
+fn state_dir(env: &Env, place: Place, reporter: &dyn Reporter) -> Option<PathBuf> {
     let saved = format!("STATE_{}", layout::SAVED_DIR);
-    if let Some(dir) = env.get(&saved).filter(|d| !d.is_empty()) {
+    if let Some(dir) = env.given(&saved) {
         return Some(PathBuf::from(dir));
     }
     let Ok(layout) = Layout::detect(env, place) else {
-        say("nothing to clean up (the main step stopped before it minted)");
+        reporter.say("nothing to clean up (the main step stopped before it minted)");
         return None;
     };
     let dir = layout.root.join(layout::step_name(env));
     if dir.is_dir() {
-        say(&format!(
+        reporter.say(&format!(
             "the runner gave this post step no `{saved}`: cleaning up the step's state found at `{}`",
             dir.display()
         ));
         Some(dir)
     } else {
-        say(&format!(
+        reporter.say(&format!(
             "nothing to clean up (no `{saved}`, and no state at `{}`: the main step stopped before it minted)",
             dir.display()
         ));
         None
     }
-}
-
-fn say(message: &str) {
-    let _ = workflow::print(&[messages::line(message)]);
-}
-
-fn warn(message: &str) {
-    let _ = workflow::print(&[workflow::warning(message)]);
 }

@@ -1,129 +1,25 @@
-//! Installing the git credential shim for the job's later steps.
+//! The git credential shim of the job's later steps: the binary they run, and the helper
+//! command that finds it.
 //!
-//! In Actions nothing touches a git config file: later steps get `GIT_CONFIG_COUNT`/`KEY_n`/
-//! `VALUE_n` through `GITHUB_ENV`, appended after any entries an earlier step set. The same
-//! `entries` serve `setup` elsewhere, printed as variables or written by `ci::gitconfig` to a file
-//! the global config includes. Every entry is scoped to what the token covers, so other owners,
-//! repositories and hosts keep their own credentials. The main step's helper command starts with
+//! The main step's helper command starts with
 //! `$RUNNER_TEMP`, which the later step's own shell expands, so it resolves on the runner host and
 //! inside job containers alike. Git for Windows runs the helper with its own `sh` too, where
 //! `$RUNNER_TEMP` is `D:\a\_temp`: in double quotes, what an expansion gives is kept as it is,
 //! backslashes and spaces included.
 
 use std::fs;
-use std::path::Path;
 
 use anyhow::{Context, Result};
-use url::Url;
 
-use super::env::Env;
 use super::layout::Layout;
 use crate::keeper::locate::Platform;
 use crate::private::{create_private_dir, write_atomic};
-
-/// cargo's switch from its own git library to git's command line, which reads our shim.
-pub(crate) const CARGO_GIT_CLI: &str = "CARGO_NET_GIT_FETCH_WITH_CLI";
-/// What is said of an enterprise's token, for which git gets no entries.
-pub(crate) const NO_REPOSITORY: &str = "an enterprise token reaches no repository, so git is left alone; `token-keeper token` and `exec` keep it fresh";
-
-/// The URL prefixes the token covers: the owner, or each repository `asked` for with and without
-/// `.git`, each with the login as GitHub spells it and in lower case (git matches
-/// case-sensitively). `minted` names the repositories GitHub's answer lists.
-pub(crate) fn scopes(
-    server: &Url,
-    account: &str,
-    asked: &[String],
-    minted: &[String],
-) -> Vec<String> {
-    // The names asked for, as the workflow wrote them and as GitHub spells them: no name the
-    // answer adds widens the scope.
-    let mut repositories = asked.to_vec();
-    for repo in minted {
-        let asked = repositories.iter().any(|r| r.eq_ignore_ascii_case(repo));
-        if asked && !repositories.contains(repo) {
-            repositories.push(repo.clone());
-        }
-    }
-    let base = server.as_str().trim_end_matches('/');
-    let mut logins = vec![account.to_owned()];
-    if account.to_lowercase() != account {
-        logins.push(account.to_lowercase());
-    }
-    let mut scopes = Vec::new();
-    for login in &logins {
-        if repositories.is_empty() {
-            scopes.push(format!("{base}/{login}"));
-        }
-        for repo in &repositories {
-            scopes.push(format!("{base}/{login}/{repo}"));
-            scopes.push(format!("{base}/{login}/{repo}.git"));
-        }
-    }
-    scopes
-}
 
 /// The command git runs for our scopes, on `platform`. Only `$RUNNER_TEMP` is expanded in it:
 /// the rest is our own names, none with a `$`, `` ` ``, `"` or `\`.
 pub(crate) fn helper_command(layout: &Layout, step: &str, platform: Platform) -> String {
     let (binary, state) = layout.shell_paths(step, platform);
     format!("!\"{binary}\" credential --state \"{state}\"")
-}
-
-/// The command git runs for our scopes, at absolute paths: the binary and the step's state,
-/// each quoted for the shell git runs `!` helpers with.
-pub(crate) fn helper_command_at(binary: &Path, state: &Path) -> String {
-    let quoted = |path: &Path| shell_quoted(&path.to_string_lossy());
-    format!("!{} credential --state {}", quoted(binary), quoted(state))
-}
-
-/// `text` for a POSIX shell, as it is: in single quotes, each `'` written `'\''`.
-pub(crate) fn shell_quoted(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "'\\''"))
-}
-
-/// The git configuration entries for our scopes, in order.
-pub(crate) fn entries(
-    scopes: &[String],
-    helper: &str,
-    clear_extraheader: bool,
-) -> Vec<(String, String)> {
-    let mut entries: Vec<(String, String)> = Vec::new();
-    for scope in scopes {
-        // An empty helper first resets the list, so no global helper answers before us.
-        entries.push((format!("credential.{scope}.helper"), String::new()));
-        entries.push((format!("credential.{scope}.helper"), helper.to_owned()));
-        if clear_extraheader {
-            entries.push((format!("http.{scope}.extraheader"), String::new()));
-        }
-    }
-    entries
-}
-
-/// `GIT_CONFIG_*` variables for later steps, appended after the `existing` count.
-pub(crate) fn git_config_env(
-    existing: usize,
-    scopes: &[String],
-    helper: &str,
-    clear_extraheader: bool,
-) -> Vec<(String, String)> {
-    let entries = entries(scopes, helper, clear_extraheader);
-    let mut env = Vec::new();
-    for (i, (key, value)) in entries.iter().enumerate() {
-        env.push((format!("GIT_CONFIG_KEY_{}", existing + i), key.clone()));
-        env.push((format!("GIT_CONFIG_VALUE_{}", existing + i), value.clone()));
-    }
-    env.push((
-        "GIT_CONFIG_COUNT".into(),
-        (existing + entries.len()).to_string(),
-    ));
-    env
-}
-
-/// How many `GIT_CONFIG_*` entries earlier steps set.
-pub(crate) fn existing_count(env: &Env) -> usize {
-    env.get("GIT_CONFIG_COUNT")
-        .and_then(|c| c.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// Copy the running binary to `<root>/bin/token-keeper` (`token-keeper.exe` on Windows; on Unix
@@ -142,91 +38,13 @@ pub(crate) fn install_binary(layout: &Layout) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[cfg(unix)]
+    use std::path::Path;
+
     use super::*;
+    #[cfg(unix)]
+    use crate::keeper::git::helper_command_at;
     use crate::private::Owner;
-
-    fn github() -> Url {
-        Url::parse("https://github.com").unwrap()
-    }
-
-    #[test]
-    fn owner_wide_tokens_scope_the_owner_in_both_cases() {
-        assert_eq!(
-            scopes(&github(), "Octo-Org", &[], &[]),
-            ["https://github.com/Octo-Org", "https://github.com/octo-org"]
-        );
-        assert_eq!(
-            scopes(&github(), "octo", &[], &[]),
-            ["https://github.com/octo"]
-        );
-    }
-
-    #[test]
-    fn repository_tokens_scope_each_repository_with_and_without_git() {
-        assert_eq!(
-            scopes(&github(), "octo", &["app".into()], &["app".into()]),
-            [
-                "https://github.com/octo/app",
-                "https://github.com/octo/app.git"
-            ]
-        );
-    }
-
-    #[test]
-    fn githubs_spelling_of_an_asked_repository_is_scoped_too_and_nothing_else() {
-        assert_eq!(
-            scopes(
-                &github(),
-                "octo",
-                &["App".into()],
-                &["app".into(), "lib".into()]
-            ),
-            [
-                "https://github.com/octo/App",
-                "https://github.com/octo/App.git",
-                "https://github.com/octo/app",
-                "https://github.com/octo/app.git"
-            ]
-        );
-    }
-
-    #[test]
-    fn entries_are_appended_after_earlier_ones() {
-        let env = git_config_env(2, &["https://github.com/octo".into()], "!helper", true);
-        let expected: Vec<(String, String)> = [
-            (
-                "GIT_CONFIG_KEY_2",
-                "credential.https://github.com/octo.helper",
-            ),
-            ("GIT_CONFIG_VALUE_2", ""),
-            (
-                "GIT_CONFIG_KEY_3",
-                "credential.https://github.com/octo.helper",
-            ),
-            ("GIT_CONFIG_VALUE_3", "!helper"),
-            (
-                "GIT_CONFIG_KEY_4",
-                "http.https://github.com/octo.extraheader",
-            ),
-            ("GIT_CONFIG_VALUE_4", ""),
-            ("GIT_CONFIG_COUNT", "5"),
-        ]
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-        assert_eq!(env, expected);
-    }
-
-    #[test]
-    fn a_helper_at_absolute_paths_is_quoted_for_the_shell() {
-        assert_eq!(
-            helper_command_at(
-                Path::new("/opt/tk/token-keeper"),
-                Path::new("/tmp/it's here")
-            ),
-            "!'/opt/tk/token-keeper' credential --state '/tmp/it'\\''s here'"
-        );
-    }
 
     fn layout() -> Layout {
         Layout {

@@ -12,6 +12,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::parser::ValueSource;
 
 use super::shell::Format;
+use crate::env::Env;
 use crate::keeper::settings::{Door, Field, Given, Refusal, SETTINGS, Setting, Settings};
 use crate::keeper::source::IdentityFrom;
 use crate::messages;
@@ -133,7 +134,7 @@ impl Args {
     /// The flags checked, with the key and the CA certificates read where they are. Outside
     /// Actions nobody reads a warning before the token is used: what the action would doubt and
     /// ask for anyway, setup refuses.
-    pub(crate) fn settings(&self) -> Result<Settings> {
+    pub(crate) fn settings(&self, env: &Env) -> Result<Settings> {
         let keyless = self
             .sts_identity
             .as_deref()
@@ -149,11 +150,11 @@ impl Args {
                 );
             }
         }
-        let job = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let job = |name: &str| env.given(name).map(str::to_owned);
         let given = Given {
             client_id: self.client_id.clone(),
             app_id: self.app_id.clone(),
-            private_key: self.key(keyless)?,
+            private_key: self.key(keyless, env)?,
             owner: self.owner.clone(),
             repositories: self.repositories.clone(),
             enterprise: self.enterprise.clone(),
@@ -194,12 +195,21 @@ impl Args {
 
     /// A refusal, named as the person gave what it refuses.
     fn named(&self, refusal: Refusal) -> anyhow::Error {
-        let typed = match refusal.field {
-            Field::Setting(Setting::PrivateKey) => self.typed(self.key_setting()),
-            Field::Setting(setting) => self.typed(setting),
-            Field::Permission(_) => Setting::Permission.names().flag,
+        let typed = match &refusal.field {
+            // The message names the permission.
+            Field::Permission(_) => Setting::Permission.names().flag.to_owned(),
+            field => self.field(field),
         };
         anyhow!("`{typed}`: {}", refusal.message)
+    }
+
+    /// How the person gave `field`: its variable or its flag.
+    pub(crate) fn field(&self, field: &Field) -> String {
+        match field {
+            Field::Setting(Setting::PrivateKey) => self.typed(self.key_setting()).to_owned(),
+            Field::Setting(setting) => self.typed(*setting).to_owned(),
+            Field::Permission(name) => format!("{} {name}", Setting::Permission.names().flag),
+        }
     }
 
     /// Where the key was given.
@@ -211,7 +221,7 @@ impl Args {
     }
 
     /// The App's key, from its file or its variable.
-    fn key(&self, keyless: bool) -> Result<Option<String>> {
+    fn key(&self, keyless: bool, vars: &Env) -> Result<Option<String>> {
         let (file, env) = (Setting::PrivateKeyFile, Setting::PrivateKeyEnv);
         match (&self.private_key_file, &self.private_key_env) {
             (Some(_), Some(_)) => bail!(
@@ -236,9 +246,9 @@ impl Args {
                 Ok(Some(text))
             }
             (None, Some(name)) => Ok(Some(
-                std::env::var(name)
-                    .ok()
+                vars.get(name)
                     .filter(|key| !key.trim().is_empty())
+                    .map(str::to_owned)
                     .with_context(|| {
                         format!(
                             "`{}`: `{}` is not set or empty: put the App's private key in it, or use `--private-key-file`",
@@ -321,6 +331,7 @@ mod tests {
     use clap::{Args as _, Command, FromArgMatches};
 
     use super::*;
+    use crate::env::Env;
     use crate::keeper::settings::readme_table;
 
     /// setup's flags as clap parses `flags`.
@@ -334,8 +345,10 @@ mod tests {
         args
     }
 
+    /// What `settings` refuses, in an environment whose only variable, `PATH`, holds no key.
     fn refused(flags: &[&str]) -> String {
-        format!("{:#}", args(flags).settings().unwrap_err())
+        let env = Env::from_pairs([("PATH", "/usr/bin:/bin")]);
+        format!("{:#}", args(flags).settings(&env).unwrap_err())
     }
 
     #[test]

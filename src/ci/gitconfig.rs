@@ -13,7 +13,6 @@
 //! for byte (or removes it, when setup made it), or takes out only our entry when someone else
 //! changed the file meanwhile.
 
-use std::ffi::OsString;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -24,6 +23,7 @@ use anyhow::{Context, Result, bail};
 use ring::digest;
 use serde::{Deserialize, Serialize};
 
+use crate::env::Env;
 use crate::keeper::state::StateDir;
 use crate::messages;
 use crate::private::{Owner, check_mine, create_private_dir, write_atomic};
@@ -46,21 +46,17 @@ struct Record {
     keys: Vec<String>,
 }
 
-/// The variables this module reads, through `var`.
-type Var<'a> = &'a dyn Fn(&str) -> Option<OsString>;
-
 /// Write `entries` (git's helper for the store `store`) to a file of ours, and name it in the
 /// global config. Another live store's helper for any of the same URLs is refused: the last
 /// included file's helper would answer for both jobs. An entry whose store is gone is taken
 /// out first.
-pub(crate) fn install(store: &Path, entries: &[(String, String)]) -> Result<()> {
-    let var = |name: &str| std::env::var_os(name);
-    install_with(&var, store, entries)
+pub(crate) fn install(store: &Path, entries: &[(String, String)], env: &Env) -> Result<()> {
+    install_with(env, store, entries)
         .context("cannot add token-keeper's entries to the global git config")
 }
 
-fn install_with(var: Var, store: &Path, entries: &[(String, String)]) -> Result<()> {
-    let folder = folder(var)?;
+fn install_with(env: &Env, store: &Path, entries: &[(String, String)]) -> Result<()> {
+    let folder = folder(env)?;
     let keys: Vec<String> = entries.iter().map(|(key, _)| key.clone()).collect();
     for (other, record) in records(&folder) {
         if record.store == store {
@@ -84,7 +80,7 @@ fn install_with(var: Var, store: &Path, entries: &[(String, String)]) -> Result<
         git(&["config", "--file", &path, "--add", key, value])?;
     }
     let block = format!("[include]\n\tpath = {}\n", quoted(&path)?);
-    let config = global_config(var)?;
+    let config = global_config(env)?;
     edit(&config, |target, current| {
         let separator = match current {
             Some(text) if !text.is_empty() && !text.ends_with(b"\n") => "\n",
@@ -109,9 +105,8 @@ fn install_with(var: Var, store: &Path, entries: &[(String, String)]) -> Result<
 /// Take the store's entry out of the global config, where setup put it, whether the store is
 /// still there or not: whether there was one. When the entry cannot be taken out, its included
 /// file goes all the same, which leaves the entry harmless, and the error says what to do.
-pub(crate) fn remove(store: &Path) -> Result<bool> {
-    let var = |name: &str| std::env::var_os(name);
-    let Some(folder) = existing_folder(&var) else {
+pub(crate) fn remove(store: &Path, env: &Env) -> Result<bool> {
+    let Some(folder) = existing_folder(env) else {
         return Ok(false);
     };
     let id = id_of(store);
@@ -124,9 +119,8 @@ pub(crate) fn remove(store: &Path) -> Result<bool> {
 
 /// Take out every entry whose store is gone or being ended (its job was killed, or its end could
 /// not take it out): how many went. Another job's live helper is left alone.
-pub(crate) fn remove_stale() -> Result<usize> {
-    let var = |name: &str| std::env::var_os(name);
-    let Some(folder) = existing_folder(&var) else {
+pub(crate) fn remove_stale(env: &Env) -> Result<usize> {
+    let Some(folder) = existing_folder(env) else {
         return Ok(0);
     };
     let mut removed = 0;
@@ -291,13 +285,13 @@ fn unset(config: &Path, path: &str) -> Result<()> {
 
 /// The file `git config --global` edits: `GIT_CONFIG_GLOBAL`, else `~/.gitconfig`, unless only
 /// the XDG file (`$XDG_CONFIG_HOME/git/config`, or `~/.config/git/config`) exists.
-fn global_config(var: Var) -> Result<PathBuf> {
-    if let Some(file) = var("GIT_CONFIG_GLOBAL").filter(|v| !v.is_empty()) {
+fn global_config(env: &Env) -> Result<PathBuf> {
+    if let Some(file) = env.given("GIT_CONFIG_GLOBAL") {
         return Ok(PathBuf::from(file));
     }
-    let home = home(var)?;
+    let home = home(env)?;
     let user = home.join(".gitconfig");
-    let xdg = config_home(var, &home).join("git").join("config");
+    let xdg = config_home(env, &home).join("git").join("config");
     Ok(if !user.exists() && xdg.exists() {
         xdg
     } else {
@@ -306,15 +300,15 @@ fn global_config(var: Var) -> Result<PathBuf> {
 }
 
 /// Our folder in the user's configuration folder, private to the user.
-fn folder(var: Var) -> Result<PathBuf> {
-    let home = home(var)?;
+fn folder(env: &Env) -> Result<PathBuf> {
+    let home = home(env)?;
     if !home.is_dir() {
         bail!(
             "the home folder `{}` is not there, so there is no global git config: set `HOME`, or use `--git-config env`",
             messages::short(&home.to_string_lossy())
         );
     }
-    let parent = config_home(var, &home);
+    let parent = config_home(env, &home);
     fs::create_dir_all(&parent).with_context(|| {
         format!(
             "cannot create `{}`",
@@ -327,17 +321,15 @@ fn folder(var: Var) -> Result<PathBuf> {
 }
 
 /// Our folder, when setup made one: an end creates nothing.
-fn existing_folder(var: Var) -> Option<PathBuf> {
-    let home = home(var).ok()?;
-    let folder = config_home(var, &home).join("token-keeper");
+fn existing_folder(env: &Env) -> Option<PathBuf> {
+    let home = home(env).ok()?;
+    let folder = config_home(env, &home).join("token-keeper");
     let meta = fs::symlink_metadata(&folder).ok()?;
     (meta.is_dir() && check_mine(&folder, &meta).is_ok()).then_some(folder)
 }
 
-fn home(var: Var) -> Result<PathBuf> {
-    let home = var("HOME")
-        .filter(|v| !v.is_empty())
-        .or_else(|| var("USERPROFILE").filter(|v| !v.is_empty()));
+fn home(env: &Env) -> Result<PathBuf> {
+    let home = env.given("HOME").or_else(|| env.given("USERPROFILE"));
     match home {
         Some(home) => Ok(PathBuf::from(home)),
         None => bail!(
@@ -346,9 +338,8 @@ fn home(var: Var) -> Result<PathBuf> {
     }
 }
 
-fn config_home(var: Var, home: &Path) -> PathBuf {
-    var("XDG_CONFIG_HOME")
-        .filter(|v| !v.is_empty())
+fn config_home(env: &Env, home: &Path) -> PathBuf {
+    env.given("XDG_CONFIG_HOME")
         .map_or_else(|| home.join(".config"), PathBuf::from)
 }
 
@@ -424,17 +415,8 @@ fn git(args: &[&str]) -> Result<()> {
 mod tests {
     use super::*;
 
-    fn vars(pairs: &[(&str, &Path)]) -> impl Fn(&str) -> Option<OsString> + use<> {
-        let pairs: Vec<(String, OsString)> = pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), v.as_os_str().to_owned()))
-            .collect();
-        move |name| {
-            pairs
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
-        }
+    fn vars(pairs: &[(&str, &Path)]) -> Env {
+        Env::from_pairs(pairs.iter().map(|(k, v)| (*k, v.to_string_lossy())))
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //! and post steps (GitLab, Jenkins, Buildkite, CircleCI, Azure Pipelines, a plain shell), and
 //! `revoke` ends it. Between them, `token`, `exec` and git's helper work as in Actions.
 //!
-//! Nothing here prints a workflow command or writes a file command: setup prints what the shell
-//! needs, and only fingerprints of tokens.
+//! Both begin and end a job's keeper through `keeper::job`, as the action's steps do. Nothing
+//! here prints a workflow command or writes a file command: setup prints what the shell needs,
+//! and only fingerprints of tokens.
 
 pub(crate) mod flags;
 pub(crate) mod gitconfig;
@@ -11,19 +12,15 @@ pub(crate) mod revoke;
 pub(crate) mod setup;
 pub(crate) mod shell;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use crate::env::Env;
 use crate::keeper::locate;
-
-/// This job's folder of stores, as the process's variables place it.
-fn ci_root() -> PathBuf {
-    locate::ci_root(|name| std::env::var(name).ok())
-}
 
 /// Once no store the job's folder `job` lists is left: the list goes, then the folder, and this
 /// user's folder of jobs, each only when empty (the action's own stores and the job's other
 /// files may live there).
-fn tidy(job: &Path) {
+fn tidy(job: &Path, env: &Env) {
     let Ok(stores) = locate::listed_stores(job) else {
         return;
     };
@@ -32,7 +29,7 @@ fn tidy(job: &Path) {
     }
     let _ = std::fs::remove_file(job.join(locate::STORES));
     let _ = std::fs::remove_dir(job);
-    let user = locate::user_root(|name| std::env::var(name).ok());
+    let user = locate::user_root(env);
     if job.parent() == Some(user.as_path()) {
         let _ = std::fs::remove_dir(user);
     }

@@ -14,29 +14,32 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 
-use super::{ci_root, gitconfig, tidy};
+use super::{gitconfig, tidy};
+use crate::env::Env;
 use crate::github::client::Knobs;
+use crate::keeper::job::{self, End};
 use crate::keeper::state::StateDir;
-use crate::keeper::{self, Keeper, Unended, locate};
+use crate::keeper::{Unended, locate};
 use crate::messages;
+use crate::report::Reporter;
 
 /// Every store ends within about this: the lock wait and the revocations of all of them.
 const REVOKE_BOUND: Duration = Duration::from_secs(13);
 /// How long a re-mint in progress may hold up a store's end; it revokes what it makes itself.
 const LOCK_WAIT: Duration = Duration::from_secs(3);
 
-pub(crate) fn run(explicit: Option<&Path>) -> Result<ExitCode> {
+pub(crate) fn run(explicit: Option<&Path>, env: &Env, reporter: &dyn Reporter) -> Result<ExitCode> {
     let deadline = Instant::now() + REVOKE_BOUND;
-    let job = ci_root();
+    let job = locate::ci_root(env);
     let stores = match explicit {
         Some(dir) => vec![dir.to_owned()],
-        None => this_jobs_stores(&job)?,
+        None => this_jobs_stores(&job, env)?,
     };
     // A store that fails must not keep the next one's tokens alive, nor wait for it.
     let outcomes: Vec<Result<bool>> = std::thread::scope(|scope| {
         let ends: Vec<_> = stores
             .iter()
-            .map(|store| scope.spawn(move || end(store, deadline)))
+            .map(|store| scope.spawn(move || end(store, env, deadline, reporter)))
             .collect();
         ends.into_iter()
             .map(|end| {
@@ -47,10 +50,10 @@ pub(crate) fn run(explicit: Option<&Path>) -> Result<ExitCode> {
     });
     let (mut ended, mut failed) = (0, Vec::new());
     // What an earlier end could not take out of the global git config, or a killed job left.
-    match gitconfig::remove_stale() {
+    match gitconfig::remove_stale(env) {
         Ok(removed) => ended += removed,
         Err(err) => {
-            messages::warn(std::io::stderr(), &format!("{err:#}"));
+            reporter.warn(&format!("{err:#}"));
             failed.push("the global git config".to_owned());
         }
     }
@@ -60,15 +63,12 @@ pub(crate) fn run(explicit: Option<&Path>) -> Result<ExitCode> {
             Ok(false) => {}
             Err(err) => {
                 let store = messages::short(&store.to_string_lossy());
-                messages::warn(
-                    std::io::stderr(),
-                    &format!("cannot end the store `{store}`: {err:#}"),
-                );
+                reporter.warn(&format!("cannot end the store `{store}`: {err:#}"));
                 failed.push(store);
             }
         }
     }
-    tidy(&job);
+    tidy(&job, env);
     if !failed.is_empty() {
         bail!(
             "could not end {}: see why above",
@@ -77,22 +77,17 @@ pub(crate) fn run(explicit: Option<&Path>) -> Result<ExitCode> {
     }
     if ended == 0 {
         let looked = explicit.map_or_else(|| job.clone(), Path::to_owned);
-        messages::say(
-            std::io::stderr(),
-            &format!(
-                "nothing to revoke: no token-keeper state in `{}`",
-                messages::short(&looked.to_string_lossy())
-            ),
-        );
+        reporter.say(&format!(
+            "nothing to revoke: no token-keeper state in `{}`",
+            messages::short(&looked.to_string_lossy())
+        ));
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// The stores of this job: the one `TOKEN_KEEPER_STATE` names, then those its folder lists.
-fn this_jobs_stores(job: &Path) -> Result<Vec<PathBuf>> {
-    let exported = std::env::var_os(locate::STATE_VARIABLE)
-        .filter(|s| !s.is_empty())
-        .map(PathBuf::from);
+fn this_jobs_stores(job: &Path, env: &Env) -> Result<Vec<PathBuf>> {
+    let exported = env.given(locate::STATE_VARIABLE).map(PathBuf::from);
     let mut stores: Vec<PathBuf> = exported.into_iter().collect();
     for store in locate::listed_stores(job)? {
         if !stores.contains(&store) {
@@ -104,48 +99,28 @@ fn this_jobs_stores(job: &Path) -> Result<Vec<PathBuf>> {
 
 /// End the store at `path` by `deadline`: whether there was one. Its entry in the global git
 /// config goes too, the store there or not.
-fn end(path: &Path, deadline: Instant) -> Result<bool> {
-    let knobs = Knobs::from_env(|name| std::env::var(name).ok())?;
+fn end(path: &Path, env: &Env, deadline: Instant, reporter: &dyn Reporter) -> Result<bool> {
+    let knobs = Knobs::from_env(env)?;
     let retired = match StateDir::open_store(path)? {
         Some(dir) => {
             let left = deadline.saturating_duration_since(Instant::now());
-            let retired = Keeper::retire(dir, LOCK_WAIT.min(left), Unended::Kept, |live| {
-                let none = || vec![false; live.entries.len()];
-                let Some(api) = &live.api else {
-                    messages::warn(
-                        std::io::stderr(),
-                        "the store's ledger names no API to revoke its tokens at",
-                    );
-                    return none();
-                };
-                let left = deadline.saturating_duration_since(Instant::now());
-                match keeper::connect(api, 0, left, &knobs) {
-                    Ok((gh, runtime)) => keeper::revoke_and_tell(
-                        gh,
-                        &runtime,
-                        &live.entries,
-                        |_| None,
-                        |text| messages::say(std::io::stderr(), text),
-                        |text| messages::warn(std::io::stderr(), text),
-                    ),
-                    Err(err) => {
-                        messages::warn(
-                            std::io::stderr(),
-                            &format!("cannot revoke tokens: {err:#}"),
-                        );
-                        none()
-                    }
-                }
-            });
-            Some(retired)
+            let end = End {
+                lock_wait: LOCK_WAIT.min(left),
+                deadline,
+                unended: Unended::Kept,
+                knobs: &knobs,
+                skip: None,
+                api_otherwise: None,
+            };
+            Some(job::end(dir, &end, reporter))
         }
         None => None,
     };
     // After the revocation, so that a git that fails cannot keep the tokens live; also when
     // some are left, as the store serves nothing any more.
-    let unset = gitconfig::remove(path);
+    let unset = gitconfig::remove(path, env);
     if let (Some(Err(_)), Err(err)) = (&retired, &unset) {
-        messages::warn(std::io::stderr(), &format!("{err:#}"));
+        reporter.warn(&format!("{err:#}"));
     }
     let ended = retired.is_some();
     if let Some(retired) = retired {

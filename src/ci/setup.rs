@@ -2,115 +2,68 @@
 //! tools, and print what the job's shell needs.
 //!
 //! Its flags and `TOKEN_KEEPER_*` variables become the keeper's settings in `flags`, checked by
-//! the same core as the action's inputs. Setup mints and records as the main step does, keeps
-//! the store for re-mints, and either prints the scoped `GIT_CONFIG_*` entries for the shell or
-//! writes them to the global git config. A setup that fails after minting revokes what it
-//! minted and leaves nothing behind.
+//! the same core as the action's inputs. Setup begins the job's keeper as the main step does
+//! (`keeper::job::begin`), then either prints the scoped `GIT_CONFIG_*` entries for the shell or
+//! writes them to the global git config. A setup that fails after minting ends its store
+//! (`keeper::job::end`) and leaves nothing behind.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use url::Url;
 
 use super::flags::{Args, GitConfig};
 use super::shell::{self, Facts};
-use super::{ci_root, gitconfig, tidy};
-use crate::action::env;
-use crate::action::shim;
+use super::{gitconfig, tidy};
 use crate::clock::{rfc3339, unix_now};
-use crate::github::client::{self, Knobs, Runtime};
-use crate::github::{GitHub, Target};
+use crate::env::Env;
+use crate::github::client::Knobs;
+use crate::keeper::job::{self, Begun, End, Start};
 use crate::keeper::settings::Settings;
-use crate::keeper::source::{Means, TokenSource};
-use crate::keeper::state::{Api, CachedToken, StateDir};
-use crate::keeper::{self, Caller, Keeper, Unended, Unminted, locate};
+use crate::keeper::state::{Api, StateDir};
+use crate::keeper::{Caller, Keeper, Unended, git, locate};
 use crate::messages;
 use crate::private::{Owner, check_mine, create_private_dir};
+use crate::report::Reporter;
 
 /// Setup may wait as long as the main step: nothing is blocked on it yet.
 const SETUP_DEADLINE: Duration = Duration::from_secs(60);
+/// A setup that failed ends what it minted within about this.
+const END_BOUND: Duration = Duration::from_secs(10);
 /// How the names of setup's stores start: in an Actions job, the action's own stores share
 /// their folder.
 pub(super) const STORE_PREFIX: &str = "setup-";
 
-pub(crate) fn run(args: &Args) -> Result<ExitCode> {
-    let settings = args.settings()?;
+pub(crate) fn run(args: &Args, env: &Env, reporter: &dyn Reporter) -> Result<ExitCode> {
+    let settings = args.settings(env)?;
     let Some(git_server) = settings.git_server.clone() else {
         bail!(
             "`--git-server-url`: cannot tell the git server from `{}`: set `--git-server-url` (for example `https://ghes.example.com`)",
             messages::short(settings.api_url.as_str())
         );
     };
-    let get = |name: &str| std::env::var(name).ok();
-    let knobs = Knobs::from_env(get)?;
-    let (gh, runtime) = client::connect(
-        settings.api_url.clone(),
-        SETUP_DEADLINE,
-        settings.ca_certificates.clone(),
-        0,
-        &knobs,
-    )?;
-    let dir = new_store(args.state.as_deref(), &settings.api())?;
-    let caller = Caller::new(
-        knobs,
-        env::identity_request(get).ok_or_else(|| {
-            "keyless mode without `--identity-env` or `--identity-command` asks the Actions runner for the job's identity, and `ACTIONS_ID_TOKEN_REQUEST_URL` is not set: name where this CI keeps the job's identity token".to_owned()
-        }),
-    );
-    let means = Means {
-        key: settings.key.as_ref(),
+    let caller = Caller::new(env, || {
+        "keyless mode without `--identity-env` or `--identity-command` asks the Actions runner for the job's identity, and `ACTIONS_ID_TOKEN_REQUEST_URL` is not set: name where this CI keeps the job's identity token".to_owned()
+    })?;
+    let dir = new_store(args.state.as_deref(), &settings.api(), env)?;
+    let start = Start {
+        settings: &settings,
+        dir: &dir,
         caller: &caller,
+        git_server: Some(&git_server),
+        deadline: SETUP_DEADLINE,
     };
-    let mut source = settings.source.clone();
-    let minted = match Keeper::first(
-        &dir,
-        &mut source,
-        &settings.target,
-        &settings.request,
-        &means,
-        (&gh, &runtime),
-    ) {
-        Ok(minted) => minted,
-        Err(Unminted::Mint(err)) => {
-            end_failed(dir, gh, &runtime);
-            return Err(err);
-        }
-        Err(Unminted::Record(why)) => {
-            end_failed(dir, gh, &runtime);
-            bail!("cannot record the new token: {why}");
-        }
-    };
-    // From here on, a failure ends the store: its token revoked, nothing left behind.
-    let kept = keep(
-        args,
-        &settings,
-        &dir,
-        &source,
-        &git_server,
-        &minted.token,
-        &gh,
-    );
-    let printed = kept.and_then(|variables| {
-        let token = &minted.token;
-        let fingerprint = token.token.fingerprint();
-        let expires_at = rfc3339(token.expires_at);
-        let state = dir.path().to_string_lossy();
-        let facts = Facts {
-            state: &state,
-            fingerprint: &fingerprint,
-            expires_at: &expires_at,
-        };
-        shell::render(args.format, &variables, &facts)
-    });
+    // From the first mint on, a failure ends the store: its tokens revoked, nothing left behind.
+    let printed = job::begin(&start, reporter, &|field| args.field(field))
+        .and_then(|begun| render(args, env, &settings, &dir, &begun, reporter));
     match printed {
         Ok(text) => {
             print!("{text}");
             Ok(ExitCode::SUCCESS)
         }
         Err(err) => {
-            end_failed(dir, gh, &runtime);
+            end_failed(dir, env, &caller.knobs, reporter);
             Err(err)
         }
     }
@@ -118,27 +71,75 @@ pub(crate) fn run(args: &Args) -> Result<ExitCode> {
 
 /// The store of a setup that failed ends: every token it recorded is revoked (one that cannot
 /// be stays in its ledger for `revoke`), and the job's folder goes if it was the last.
-fn end_failed(dir: StateDir, gh: GitHub, runtime: &Runtime) {
-    let _ = gitconfig::remove(dir.path());
-    let _ = Keeper::retire(dir, Duration::ZERO, Unended::Kept, |live| {
-        keeper::revoke_all(gh, runtime, &live.entries)
-            .iter()
-            .map(Result::is_ok)
-            .collect()
-    });
-    tidy(&ci_root());
+fn end_failed(dir: StateDir, env: &Env, knobs: &Knobs, reporter: &dyn Reporter) {
+    let _ = gitconfig::remove(dir.path(), env);
+    let end = End {
+        lock_wait: Duration::ZERO,
+        deadline: Instant::now() + END_BOUND,
+        unended: Unended::Kept,
+        knobs,
+        skip: None,
+        api_otherwise: None,
+    };
+    let _ = job::end(dir, &end, reporter);
+    tidy(&locate::ci_root(env), env);
+}
+
+/// Say what was minted, set git up (but for an enterprise's token, which reaches no
+/// repository), and the text for the shell: the variables later commands need.
+fn render(
+    args: &Args,
+    env: &Env,
+    settings: &Settings,
+    dir: &StateDir,
+    begun: &Begun,
+    reporter: &dyn Reporter,
+) -> Result<String> {
+    let token = &begun.token;
+    let (fingerprint, expires_at) = (token.token.fingerprint(), rfc3339(token.expires_at));
+    reporter.say(&format!(
+        "minted a token for {}: {fingerprint}, expires at {expires_at}",
+        settings.target.describe()
+    ));
+    let state = dir.path().to_string_lossy().into_owned();
+    let mut variables = vec![(locate::STATE_VARIABLE.to_owned(), state.clone())];
+    if !begun.scopes.is_empty() {
+        let binary =
+            running_binary().context("cannot find the running binary, which git's helper runs")?;
+        let helper = git::helper_command_at(&binary, dir.path());
+        match args.git_config {
+            GitConfig::Env => variables.extend(git::config_env(
+                git::existing_count(env),
+                &begun.scopes,
+                &helper,
+                true,
+            )),
+            GitConfig::Global => {
+                gitconfig::install(dir.path(), &git::entries(&begun.scopes, &helper, true), env)?
+            }
+        }
+        let cargo = git::cargo_variable(env);
+        git::say_installed(reporter, &begun.scopes, cargo.is_some());
+        variables.extend(cargo);
+    }
+    let facts = Facts {
+        state: &state,
+        fingerprint: &fingerprint,
+        expires_at: &expires_at,
+    };
+    shell::render(args.format, &variables, &facts)
 }
 
 /// A new store for tokens from `api`: in `explicit`, or in a new folder of this job's, listed in
 /// the job's folder before anything is minted into it. Stores that other jobs of this user left
 /// behind go first.
-fn new_store(explicit: Option<&Path>, api: &Api) -> Result<StateDir> {
+fn new_store(explicit: Option<&Path>, api: &Api, env: &Env) -> Result<StateDir> {
     let owner = Owner::me();
-    let job = ci_root();
-    let user = locate::user_root(|name| std::env::var(name).ok());
+    let job = locate::ci_root(env);
+    let user = locate::user_root(env);
     if job.parent() == Some(user.as_path()) {
         create_private_dir(&user, owner)?;
-        sweep(&user, &job);
+        sweep(&user, &job, env);
     }
     create_private_dir(&job, owner)?;
     let path = match explicit {
@@ -175,7 +176,7 @@ fn new_store(explicit: Option<&Path>, api: &Api) -> Result<StateDir> {
 
 /// End the stores in `user`'s other job folders that a killed job left behind (`is_abandoned`),
 /// their global git config entries with them, and the folders they leave empty.
-fn sweep(user: &Path, this_job: &Path) {
+fn sweep(user: &Path, this_job: &Path, env: &Env) {
     let Ok(jobs) = std::fs::read_dir(user) else {
         return;
     };
@@ -197,73 +198,11 @@ fn sweep(user: &Path, this_job: &Path) {
             if dir.is_abandoned(now)
                 && Keeper::retire(dir, Duration::ZERO, Unended::Kept, |_| Vec::new()).is_ok()
             {
-                let _ = gitconfig::remove(store);
+                let _ = gitconfig::remove(store, env);
             }
         }
-        tidy(&job);
+        tidy(&job, env);
     }
-}
-
-/// Keep the store for re-mints and set git up (but for an enterprise's token, which reaches no
-/// repository); the variables later commands need.
-fn keep(
-    args: &Args,
-    settings: &Settings,
-    dir: &StateDir,
-    source: &TokenSource,
-    git_server: &Url,
-    token: &crate::github::MintedToken,
-    gh: &crate::github::GitHub,
-) -> Result<Vec<(String, String)>> {
-    let account = settings.account(source);
-    let cached = CachedToken::received(token, gh.clock().offset(), unix_now());
-    Keeper::keep(
-        dir,
-        settings.kept(source, git_server),
-        cached,
-        settings.key.as_ref(),
-    )?;
-    messages::say(
-        std::io::stderr(),
-        &format!(
-            "minted a token for {}: {}, expires at {}",
-            settings.target.describe(),
-            token.token.fingerprint(),
-            rfc3339(token.expires_at)
-        ),
-    );
-    let state = dir.path().to_string_lossy().into_owned();
-    let mut variables = vec![(locate::STATE_VARIABLE.to_owned(), state)];
-    if matches!(settings.target, Target::Enterprise(_)) {
-        messages::say(std::io::stderr(), shim::NO_REPOSITORY);
-        return Ok(variables);
-    }
-    let binary =
-        running_binary().context("cannot find the running binary, which git's helper runs")?;
-    let scopes = shim::scopes(
-        git_server,
-        &account,
-        &settings.request.repositories,
-        &token.repositories,
-    );
-    let helper = shim::helper_command_at(&binary, dir.path());
-    match args.git_config {
-        GitConfig::Env => {
-            let existing = shim::existing_count(&env::process_env());
-            variables.extend(shim::git_config_env(existing, &scopes, &helper, true));
-        }
-        GitConfig::Global => {
-            gitconfig::install(dir.path(), &shim::entries(&scopes, &helper, true))?
-        }
-    }
-    if std::env::var_os(shim::CARGO_GIT_CLI).is_none() {
-        variables.push((shim::CARGO_GIT_CLI.to_owned(), "true".to_owned()));
-    }
-    messages::say(
-        std::io::stderr(),
-        &format!("git will get fresh tokens for {}", scopes.join(", ")),
-    );
-    Ok(variables)
 }
 
 /// The running binary, links resolved. Not on Windows, where that would give a `\\?\` path,

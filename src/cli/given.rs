@@ -6,6 +6,7 @@
 //! every value is looked at first (`secret::kind_in`), and one that holds a secret is named by
 //! where it came from, never shown. What passes may still be long: clap's errors quote it cut.
 
+use crate::env::Env;
 use std::ffi::{OsStr, OsString};
 
 use clap::error::{ContextValue, ErrorKind};
@@ -22,15 +23,11 @@ pub struct Refused(pub(super) String);
 /// The first value of `args` (the program's arguments, its name first) or of the variables `var`
 /// reads that holds a secret, refused with where it came from. A command's own arguments, after
 /// `--` or `exec`'s command, are that command's business.
-pub(super) fn check(
-    command: &clap::Command,
-    args: &[OsString],
-    var: impl Fn(&str) -> Option<OsString>,
-) -> Result<(), Refused> {
+pub(super) fn check(command: &clap::Command, args: &[OsString], env: &Env) -> Result<(), Refused> {
     check_args(command, args)?;
     for (name, belongs) in variables(command) {
-        if let Some(value) = var(&name) {
-            refuse_secret(&format!("`{name}`"), &value, &belongs)?;
+        if let Some(value) = env.get(&name) {
+            refuse_secret(&format!("`{name}`"), OsStr::new(value), &belongs)?;
         }
     }
     Ok(())
@@ -195,11 +192,11 @@ mod tests {
 
     fn checked(args: &[&str], vars: &[(&str, &str)]) -> Result<(), String> {
         let args: Vec<OsString> = args.iter().map(OsString::from).collect();
-        check(&Cli::command(), &args, |name| {
-            vars.iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| OsString::from(v))
-        })
+        check(
+            &Cli::command(),
+            &args,
+            &Env::from_pairs(vars.iter().copied()),
+        )
         .map_err(|Refused(why)| why)
     }
 

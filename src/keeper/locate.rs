@@ -16,6 +16,7 @@ use anyhow::{Result, bail};
 
 use super::state::State;
 use super::{Caller, Keeper};
+use crate::env::Env;
 use crate::messages::quoted_list;
 use crate::private::{self, FileError, Owner, at, open_private};
 
@@ -67,30 +68,32 @@ const CI_JOB_IDS: [&str; 6] = [
 /// The temporary folders Azure Pipelines and Jenkins give a job; elsewhere, the system's.
 const CI_TEMPS: [&str; 2] = ["AGENT_TEMPDIRECTORY", "WORKSPACE_TMP"];
 
-/// Where `setup` keeps this job's stores, from the process's variables (`get`):
+/// Where `setup` keeps this job's stores, from the process's variables:
 /// `RUNNER_TEMP/token-keeper` in an Actions job's steps, as the action does; elsewhere
 /// `<job>` in this user's folder (`user_root`), `<job>` the CI's job id (`local` when it names
 /// none), so that two jobs on one machine keep apart.
-pub(crate) fn ci_root(get: impl Fn(&str) -> Option<String>) -> PathBuf {
-    let given = |name: &str| get(name).filter(|v| !v.is_empty());
-    if let Some(temp) = given("RUNNER_TEMP") {
-        return Path::new(&temp).join(JOB_DIR);
+pub(crate) fn ci_root(env: &Env) -> PathBuf {
+    if let Some(temp) = env.given("RUNNER_TEMP") {
+        return Path::new(temp).join(JOB_DIR);
     }
     let job = CI_JOB_IDS
         .iter()
-        .find_map(|name| given(name))
-        .unwrap_or_else(|| "local".to_owned());
-    user_root(&get).join(file_name_of(&job))
+        .find_map(|name| env.given(name))
+        .unwrap_or("local");
+    user_root(env).join(file_name_of(job))
 }
 
 /// This user's folder of every job's stores outside Actions: `token-keeper-<user>` in the CI's
 /// temporary folder, per user, as others may share that folder (`/tmp`).
-pub(crate) fn user_root(get: impl Fn(&str) -> Option<String>) -> PathBuf {
+pub(crate) fn user_root(env: &Env) -> PathBuf {
     let temp = CI_TEMPS
         .iter()
-        .find_map(|name| get(name).filter(|v| !v.is_empty()))
+        .find_map(|name| env.given(name))
         .map_or_else(std::env::temp_dir, PathBuf::from);
-    temp.join(format!("{JOB_DIR}-{}", file_name_of(&private::user_tag())))
+    temp.join(format!(
+        "{JOB_DIR}-{}",
+        file_name_of(&private::user_tag(env))
+    ))
 }
 
 /// `name` as a file name: what could be a separator or a dot folder, written out.
@@ -177,6 +180,30 @@ pub(crate) fn job_roots(exe: Option<&Path>, runner_temp: Option<&Path>) -> Vec<P
     roots
 }
 
+/// No store of the job's is where they are looked for: the fact, for the caller to advise on.
+#[derive(Debug)]
+pub(crate) struct NoStore {
+    owner: Option<String>,
+    roots: Vec<String>,
+}
+
+impl std::fmt::Display for NoStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let owner = self
+            .owner
+            .as_ref()
+            .map(|o| format!(" for `{o}`"))
+            .unwrap_or_default();
+        write!(
+            f,
+            "no token-keeper state{owner} in {}",
+            quoted_list(&self.roots)
+        )
+    }
+}
+
+impl std::error::Error for NoStore {}
+
 /// The store `explicit` names, or the one in `roots` (job folders, each holding a folder per
 /// step); `owner` picks among several. Its state comes along, read once.
 pub(crate) fn find(
@@ -208,18 +235,11 @@ pub(crate) fn find(
     }
     match found.len() {
         1 => Ok(found.remove(0)),
-        0 => bail!(
-            "no token-keeper state{} in {}: run the token-keeper step (with `git-credentials: true`) earlier in this job",
-            owner
-                .map(|o| format!(" for `{}`", crate::messages::short(o)))
-                .unwrap_or_default(),
-            quoted_list(
-                &roots
-                    .iter()
-                    .map(|r| r.display().to_string())
-                    .collect::<Vec<_>>()
-            )
-        ),
+        0 => Err(NoStore {
+            owner: owner.map(crate::messages::short),
+            roots: roots.iter().map(|r| r.display().to_string()).collect(),
+        }
+        .into()),
         _ => {
             let owners: Vec<&str> = found
                 .iter()
@@ -292,29 +312,22 @@ mod tests {
 
     #[test]
     fn other_cis_keep_a_jobs_stores_apart_in_their_temporary_folder() {
-        let vars = |pairs: &'static [(&'static str, &'static str)]| {
-            move |name: &str| {
-                pairs
-                    .iter()
-                    .find(|(k, _)| *k == name)
-                    .map(|(_, v)| (*v).to_owned())
-            }
-        };
+        let vars = |pairs: &[(&str, &str)]| Env::from_pairs(pairs.iter().copied());
         assert_eq!(
-            ci_root(vars(&[("RUNNER_TEMP", "/w/_temp"), ("CI_JOB_ID", "7")])),
+            ci_root(&vars(&[("RUNNER_TEMP", "/w/_temp"), ("CI_JOB_ID", "7")])),
             PathBuf::from("/w/_temp/token-keeper")
         );
-        let user = format!("token-keeper-{}", private::user_tag());
+        let user = format!("token-keeper-{}", private::user_tag(&Env::default()));
         let mine = std::env::temp_dir().join(&user);
-        assert_eq!(ci_root(vars(&[("CI_JOB_ID", "4242")])), mine.join("4242"));
+        assert_eq!(ci_root(&vars(&[("CI_JOB_ID", "4242")])), mine.join("4242"));
         assert_eq!(
-            ci_root(vars(&[
+            ci_root(&vars(&[
                 ("WORKSPACE_TMP", "/j/ws@tmp"),
                 ("BUILD_TAG", "jenkins-a/b-3")
             ])),
             Path::new("/j/ws@tmp").join(&user).join("jenkins-a_b-3")
         );
-        assert_eq!(ci_root(vars(&[])), mine.join("local"));
-        assert_eq!(ci_root(vars(&[("CI_JOB_ID", "..")])), mine.join("_.."));
+        assert_eq!(ci_root(&vars(&[])), mine.join("local"));
+        assert_eq!(ci_root(&vars(&[("CI_JOB_ID", "..")])), mine.join("_.."));
     }
 }

@@ -1,12 +1,15 @@
-//! The token store shared by every process of a job: what it needs (its settings, which both
-//! front doors build), where its tokens come from, the state on disk, locks, the refresh policy;
-//! the job's first token and every re-mint.
+//! The core both front doors stand on: a job's token store, shared by every process of the job.
+//! What it needs (its settings, which both doors build), how a job's keeper begins and ends
+//! (`job`), where its tokens come from, what git is told, the state on disk, locks, the refresh
+//! policy, finding a store; the job's first token and every re-mint.
 //!
 //! `Keeper::serve` is the hot path of every git command: given the state file just read, it asks
 //! the policy and answers, with no lock, no HTTP client and no async runtime. Only a re-mint
 //! takes the lock, re-reads the state (another process may have re-minted meanwhile), and talks
 //! to GitHub. Time comes in as `now`, and the HTTP bounds as `Knobs`, from the caller.
 
+pub(crate) mod git;
+pub(crate) mod job;
 pub(crate) mod locate;
 pub(crate) mod lock;
 pub(crate) mod policy;
@@ -24,12 +27,14 @@ use self::lock::{Guard, LockError};
 use self::policy::Decision;
 use self::source::{Means, TokenSource};
 use self::state::{Api, CachedToken, Failure, Ledger, LedgerEntry, MintConfig, State, StateDir};
+use crate::env::Env;
 use crate::github::apps::{self, BotUser, Revoked};
 use crate::github::client::{self, ApiError, Knobs, Runtime};
 use crate::github::exchange::IdentityRequest;
 use crate::github::{GitHub, MintedToken, PrivateKey, Target, TokenRequest};
 use crate::messages;
 use crate::private;
+use crate::report::Reporter;
 use crate::secret::Secret;
 
 /// Git is waiting: a re-mint gives up after this.
@@ -57,19 +62,18 @@ pub(crate) struct Served {
 pub(crate) struct Caller {
     pub(crate) knobs: Knobs,
     pub(crate) actions: Result<IdentityRequest, String>,
-    /// One of its variables, read when a mint asks: only an identity kept in a variable needs
-    /// one, so the environment is not copied ahead.
-    pub(crate) variable: fn(&str) -> Option<String>,
+    pub(crate) env: Env,
 }
 
 impl Caller {
-    /// This process, with `knobs` and `actions`; its variables come from its environment.
-    pub(crate) fn new(knobs: Knobs, actions: Result<IdentityRequest, String>) -> Self {
-        Self {
-            knobs,
-            actions,
-            variable: |name| std::env::var(name).ok(),
-        }
+    /// A process with `env`: its `TOKEN_KEEPER_*` bounds, and the runner's identity request, or
+    /// `no_request` to say why there is none.
+    pub(crate) fn new(env: &Env, no_request: impl FnOnce() -> String) -> Result<Self> {
+        Ok(Self {
+            knobs: Knobs::from_env(env)?,
+            actions: source::runner_identity_request(env).ok_or_else(no_request),
+            env: env.clone(),
+        })
     }
 }
 
@@ -79,7 +83,7 @@ impl Default for Caller {
         Self {
             knobs: Knobs::default(),
             actions: Err("no identity in tests".into()),
-            variable: |_| None,
+            env: Env::default(),
         }
     }
 }
@@ -116,8 +120,8 @@ pub(crate) enum Unended {
 pub(crate) struct Keeper {
     dir: StateDir,
     caller: Caller,
-    /// Called once when a re-mint has to wait for another process's.
-    on_wait: fn(),
+    /// Told once when a re-mint has to wait for another process's, when a person is waiting.
+    on_wait: Option<&'static dyn Reporter>,
 }
 
 impl Keeper {
@@ -127,17 +131,27 @@ impl Keeper {
             Ok(dir) => Ok(Self {
                 dir,
                 caller,
-                on_wait: || tracing::debug!("waiting for another re-mint"),
+                on_wait: None,
             }),
             Err(err) if err.is_not_found() => Err(no_state(path)),
             Err(err) => Err(err.into()),
         }
     }
 
-    /// Tell a person when a re-mint waits for another process's, as `notice` does.
-    pub(crate) fn announcing_waits(mut self, notice: fn()) -> Self {
-        self.on_wait = notice;
+    /// Tell a person through `reporter` when a re-mint waits for another process's.
+    pub(crate) fn announcing_waits(mut self, reporter: &'static dyn Reporter) -> Self {
+        self.on_wait = Some(reporter);
         self
+    }
+
+    /// What is done once when a re-mint has to wait for another process's.
+    fn waiting(&self) -> impl FnOnce() + '_ {
+        move || match self.on_wait {
+            Some(reporter) => {
+                reporter.say("waiting for another process of this job to finish re-minting")
+            }
+            None => tracing::debug!("waiting for another re-mint"),
+        }
     }
 
     /// End a store. Its end begins (`RETIRING`: from then on no process mints or serves from it),
@@ -259,7 +273,7 @@ impl Keeper {
         {
             return Ok(());
         }
-        let guard = Guard::acquire(&self.dir, LOCK_WAIT, self.on_wait)?;
+        let guard = Guard::acquire(&self.dir, LOCK_WAIT, self.waiting())?;
         let mut state = self.state()?;
         if state.token.token.expose() == password {
             state.erased = true;
@@ -271,7 +285,7 @@ impl Keeper {
     /// Re-mint under the lock, unless another process did, or just failed to.
     fn refresh(&self, now: i64) -> Result<Served> {
         let started = Instant::now();
-        let guard = match Guard::acquire(&self.dir, LOCK_WAIT, self.on_wait) {
+        let guard = match Guard::acquire(&self.dir, LOCK_WAIT, self.waiting()) {
             Ok(guard) => guard,
             // Stuck behind others' re-mints: the cached token, while it lasts.
             Err(LockError::Timeout(..)) => {
@@ -443,16 +457,14 @@ pub(crate) fn revoke_all(
     })
 }
 
-/// Revoke every one of `live` as `revoke_all` does, and tell how each went: `say` a token
-/// revoked, `warn` of one that was not, with what `fix` says can be done about a refusal. Which
-/// are gone, in their order: revoked now, or already (GitHub's 401).
+/// Revoke every one of `live` as `revoke_all` does, and tell `reporter` how each went, with
+/// what can be done about a refusal. Which are gone, in their order: revoked now, or already
+/// (GitHub's 401).
 pub(crate) fn revoke_and_tell(
     gh: GitHub,
     runtime: &Runtime,
     live: &[LedgerEntry],
-    fix: fn(&ApiError) -> Option<&'static str>,
-    say: impl Fn(&str),
-    warn: impl Fn(&str),
+    reporter: &dyn Reporter,
 ) -> Vec<bool> {
     let outcomes = revoke_all(gh, runtime, live);
     live.iter()
@@ -460,19 +472,19 @@ pub(crate) fn revoke_and_tell(
         .map(|(entry, outcome)| {
             let shown = entry.token.fingerprint();
             match outcome {
-                Ok(Revoked::Now) => say(&format!("revoked {shown}")),
-                Ok(Revoked::AlreadyGone) => warn(&format!(
+                Ok(Revoked::Now) => reporter.say(&format!("revoked {shown}")),
+                Ok(Revoked::AlreadyGone) => reporter.warn(&format!(
                     "{shown} was not revoked: GitHub answered 401, so it was revoked already or has expired"
                 )),
                 Err(Unrevoked::Refused(err)) => {
-                    match fix(&err) {
-                        Some(fix) => warn(&format!("could not revoke {shown}: {err}: {fix}")),
-                        None => warn(&format!("could not revoke {shown}: {err}")),
+                    match job::fix_for(&err, reporter.door()) {
+                        Some(fix) => reporter.warn(&format!("could not revoke {shown}: {err}: {fix}")),
+                        None => reporter.warn(&format!("could not revoke {shown}: {err}")),
                     }
                     return false;
                 }
                 Err(Unrevoked::Stopped) => {
-                    warn(&format!("could not revoke {shown}: the revocation stopped"));
+                    reporter.warn(&format!("could not revoke {shown}: the revocation stopped"));
                     return false;
                 }
             }
@@ -597,11 +609,13 @@ fn plan(now: i64, state: &State) -> Plan {
     }
 }
 
+/// No store is at a path a caller named: the fact, for the caller to advise on.
+#[derive(Debug, thiserror::Error)]
+#[error("no token-keeper state in `{0}`")]
+pub(crate) struct NoState(String);
+
 fn no_state(path: &Path) -> anyhow::Error {
-    anyhow!(
-        "no token-keeper state in `{}`: the token-keeper step of this job did not run, or its post step already cleaned up",
-        messages::short(&path.to_string_lossy())
-    )
+    NoState(messages::short(&path.to_string_lossy())).into()
 }
 
 /// The age at which the store's token is re-minted.
@@ -661,7 +675,7 @@ mod tests {
     #[test]
     fn a_callers_variables_are_never_shown() {
         let caller = Caller {
-            variable: |name| (name == "APP_PRIVATE_KEY").then(|| "MIIEsecret".into()),
+            env: Env::from_pairs([("APP_PRIVATE_KEY", "MIIEsecret")]),
             ..Caller::default()
         };
         let shown = format!("{caller:?}");

@@ -21,6 +21,7 @@ use crate::github::client;
 use crate::github::exchange::Exchange;
 use crate::github::{PrivateKey, Target, TokenRequest, hosts, names, permissions};
 use crate::messages::short;
+pub(crate) use crate::report::Door;
 
 /// Re-mints at most once a minute: a shorter age would mint for nearly every git command.
 const MIN_REFRESH_AFTER: Duration = Duration::from_secs(60);
@@ -140,15 +141,6 @@ impl Setting {
     fn or_default(self, given: &Option<String>) -> &str {
         value(given).unwrap_or(self.names().default)
     }
-}
-
-/// A front door, whose words a check's messages use for the settings they mention.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Door {
-    /// The action's inputs.
-    Action,
-    /// setup's flags.
-    CommandLine,
 }
 
 /// What a refusal is about.

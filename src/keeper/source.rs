@@ -13,8 +13,9 @@ use anyhow::{Context, Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
 
 use super::Caller;
+use crate::env::Env;
 use crate::github::apps::{self, App, BotUser};
-use crate::github::exchange::{self, Exchange, ExchangeError};
+use crate::github::exchange::{self, Exchange, ExchangeError, IdentityRequest};
 use crate::github::{GitHub, Installation, MintedToken, PrivateKey, Target, TokenRequest};
 use crate::messages;
 use crate::process::{self, Limits, Stopped};
@@ -127,6 +128,14 @@ impl TokenSource {
     }
 }
 
+/// Where this step asks the Actions runner for the job's OIDC identity: the runner gives every
+/// step of a job with `permissions: id-token: write` both variables. `None` when it has not both.
+pub(crate) fn runner_identity_request(env: &Env) -> Option<IdentityRequest> {
+    let url = url::Url::parse(env.get("ACTIONS_ID_TOKEN_REQUEST_URL")?).ok()?;
+    let token = env.given("ACTIONS_ID_TOKEN_REQUEST_TOKEN")?;
+    Some(IdentityRequest::new(url, Secret::new(token.to_owned())))
+}
+
 /// The job's identity token for `audience`, from where `from` says.
 async fn identity_token(
     gh: &GitHub,
@@ -148,7 +157,9 @@ async fn identity_token(
         }
         IdentityFrom::Variable { name } => {
             let shown = messages::short(name);
-            let value = (caller.variable)(name)
+            let value = caller
+                .env
+                .get(name)
                 .filter(|v| !v.trim().is_empty())
                 .with_context(|| {
                     format!(
@@ -255,6 +266,19 @@ mod tests {
             .0
     }
 
+    #[test]
+    fn an_identity_request_needs_both_variables() {
+        let url = (
+            "ACTIONS_ID_TOKEN_REQUEST_URL",
+            "https://runner.example/t?api-version=2.0",
+        );
+        let token = ("ACTIONS_ID_TOKEN_REQUEST_TOKEN", "a-request-secret");
+        let request = runner_identity_request(&Env::from_pairs([url, token])).unwrap();
+        assert!(!format!("{request:?}").contains("a-request-secret"));
+        assert!(runner_identity_request(&Env::from_pairs([url])).is_none());
+        assert!(runner_identity_request(&Env::from_pairs([url, (token.0, "")])).is_none());
+    }
+
     #[tokio::test]
     async fn the_identity_comes_from_the_variable_or_command_the_state_names() {
         let from_variable = IdentityFrom::Variable {
@@ -264,7 +288,7 @@ mod tests {
             &gh(),
             &from_variable,
             &Caller {
-                variable: |name| (name == "CI_OIDC").then(|| "eyJ.a.b\n".into()),
+                env: Env::from_pairs([("CI_OIDC", "eyJ.a.b\n")]),
                 ..Caller::default()
             },
             "x",

@@ -12,6 +12,7 @@ use std::path::Path;
 use tempfile::NamedTempFile;
 
 use super::{FileError, NOT_OUR_FOLDER, at, refused};
+use crate::env::Env;
 
 /// Who owns what we write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,7 +154,7 @@ fn give(file: &File, meta: &fs::Metadata, owner: Owner) -> io::Result<()> {
 }
 
 /// This user, as a folder of theirs is named apart from other users': the uid.
-pub(crate) fn user_tag() -> String {
+pub(crate) fn user_tag(_env: &Env) -> String {
     Owner::me().uid.to_string()
 }
 

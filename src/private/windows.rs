@@ -19,6 +19,7 @@ use windows_sys::Win32::Storage::FileSystem::{
 
 use super::acl;
 use super::{FileError, NOT_OUR_FOLDER, at, refused, unfit};
+use crate::env::Env;
 
 /// Who owns what we write: on Windows, the user who writes it, with nobody to hand it to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,9 +102,10 @@ pub(super) fn temp_file(
         .map_err(at("create a file in", dir))
 }
 
-/// This user, as a folder of theirs is named apart from other users': the account's name.
-pub(crate) fn user_tag() -> String {
-    std::env::var("USERNAME").unwrap_or_else(|_| "user".to_owned())
+/// This user, as a folder of theirs is named apart from other users': the account's name, as
+/// the process's `USERNAME` gives it.
+pub(crate) fn user_tag(env: &Env) -> String {
+    env.given("USERNAME").unwrap_or("user").to_owned()
 }
 
 #[cfg(test)]

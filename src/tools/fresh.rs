@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use super::serve;
+use super::{Asker, serve};
 use crate::clock::unix_now;
 use crate::github::apps::TOKEN_USERNAME;
 use crate::github::hosts;
@@ -22,6 +22,7 @@ use crate::keeper::{self, Keeper, Served, policy};
 use crate::messages;
 use crate::private::{Owner, create_private_dir, write_atomic};
 use crate::process;
+use crate::report::Reporter;
 use crate::secret::Secret;
 
 /// The variables through which `gh` would take a token that never changes.
@@ -38,14 +39,19 @@ const SHORTEST_NAP: Duration = Duration::from_secs(1);
 /// The longest pause between tries while re-minting fails.
 const LONGEST_PAUSE: Duration = Duration::from_secs(120);
 
-pub(super) fn run(keeper: &Keeper, state: State, mut child: Command) -> Result<ExitCode> {
+pub(super) fn run(
+    keeper: &Keeper,
+    state: State,
+    mut child: Command,
+    asker: &Asker,
+) -> Result<ExitCode> {
     let host = gh_host(&state.config.git_server)?;
     let dir = keeper
         .dir()
         .path()
         .join(format!("{GH_CONFIG_PREFIX}{}", std::process::id()));
     create_private_dir(&dir, keeper.dir().owner())?;
-    let result = run_in(keeper, state, &mut child, &dir, &host);
+    let result = run_in(keeper, state, &mut child, &dir, &host, asker);
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
@@ -56,8 +62,9 @@ fn run_in(
     child: &mut Command,
     dir: &Path,
     host: &str,
+    asker: &Asker,
 ) -> Result<ExitCode> {
-    let served = serve(keeper, state)?;
+    let served = serve(keeper, state, asker)?;
     write_hosts(dir, host, &served.token, keeper.dir().owner())?;
     for name in TOKEN_VARIABLES {
         child.env_remove(name);
@@ -71,7 +78,8 @@ fn run_in(
     let mut running = process::spawn_forwarding(child)?;
     let (stop, stopped) = mpsc::channel::<()>();
     std::thread::scope(|scope| {
-        scope.spawn(move || refresh_until(keeper, dir, host, served, stopped));
+        let reporter = asker.reporter;
+        scope.spawn(move || refresh_until(keeper, dir, host, served, stopped, reporter));
         let status = running.wait();
         let _ = stop.send(());
         Ok(process::exit_code(
@@ -98,6 +106,7 @@ fn refresh_until(
     host: &str,
     mut current: Served,
     stopped: mpsc::Receiver<()>,
+    reporter: &dyn Reporter,
 ) {
     let mut health = match current.warning {
         Some(_) => Health::Cached,
@@ -150,11 +159,10 @@ fn refresh_until(
         };
         if now != health {
             match warning {
-                Some(warning) => messages::warn(
-                    std::io::stderr(),
-                    &format!("{warning}; trying again less and less often"),
-                ),
-                None => messages::say(std::io::stderr(), "the token is fresh again"),
+                Some(warning) => {
+                    reporter.warn(&format!("{warning}; trying again less and less often"))
+                }
+                None => reporter.say("the token is fresh again"),
             }
             health = now;
         }

@@ -5,7 +5,8 @@
 //!
 //! They find the job's token store (the one the main step named, or the only one), and hand out
 //! a live token. A person may be waiting on `token` and `exec`, so they say when a re-mint waits
-//! for another process's; git's helper stays quiet but for warnings.
+//! for another process's; git's helper stays quiet but for warnings. What to do about a missing
+//! store is worded for where they run: an Actions job's step, or `setup` elsewhere.
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -17,23 +18,27 @@ use anyhow::{Context, Result};
 mod credential;
 mod fresh;
 
-use crate::action::{env, workflow};
 use crate::clock::unix_now;
-use crate::github::client::Knobs;
+use crate::env::Env;
+use crate::keeper::locate::{self, NoStore};
+use crate::keeper::settings::Door;
 use crate::keeper::state::State;
-use crate::keeper::{Caller, Keeper, Served, locate};
-use crate::messages;
+use crate::keeper::{Caller, Keeper, NoState, Served};
 use crate::process::{self, CannotRun};
-use crate::secret;
+use crate::report::Reporter;
 
 /// `credential <operation>`: answer git.
-pub(crate) fn credential(state: Option<&Path>, operation: &str) -> Result<ExitCode> {
+pub(crate) fn credential(state: Option<&Path>, operation: &str, asker: &Asker) -> Result<ExitCode> {
+    let env = asker.env;
     credential::run(
         operation,
         // The installed helper names its state; by hand, the job's only one will do.
-        || match state {
-            Some(dir) => Keeper::open(dir, caller()?),
-            None => Ok(find(None, None)?.0),
+        || {
+            match state {
+                Some(dir) => Keeper::open(dir, caller(env)?),
+                None => Ok(find(None, None, env)?.0),
+            }
+            .map_err(|err| advised(err, asker))
         },
         std::io::stdin().lock(),
         std::io::stdout().lock(),
@@ -43,11 +48,17 @@ pub(crate) fn credential(state: Option<&Path>, operation: &str) -> Result<ExitCo
     Ok(ExitCode::SUCCESS)
 }
 
+/// What a person runs asks this of the store: who they are, where the job runs and how to speak.
+pub(crate) struct Asker<'a> {
+    pub(crate) env: &'a Env,
+    pub(crate) reporter: &'static dyn Reporter,
+}
+
 /// `token`: print a live token on stdout.
-pub(crate) fn token(state: Option<&Path>, owner: Option<&str>) -> Result<ExitCode> {
-    mask_on_stderr();
-    let (keeper, state) = find(state, owner)?;
-    let served = serve(&keeper.announcing_waits(say_waiting), state)?;
+pub(crate) fn token(state: Option<&Path>, owner: Option<&str>, asker: &Asker) -> Result<ExitCode> {
+    asker.reporter.mask_secrets();
+    let (keeper, state) = find(state, owner, asker.env).map_err(|err| advised(err, asker))?;
+    let served = serve(&keeper.announcing_waits(asker.reporter), state, asker)?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}", served.token.expose())
         .and_then(|()| out.flush())
@@ -63,20 +74,21 @@ pub(crate) fn exec(
     owner: Option<&str>,
     keep_fresh: bool,
     command: &[OsString],
+    asker: &Asker,
 ) -> Result<ExitCode> {
     let (program, args) = command
         .split_first()
         .context("no command given after `--`")?;
-    mask_on_stderr();
-    let (keeper, state) = find(state, owner)?;
-    let keeper = keeper.announcing_waits(say_waiting);
+    asker.reporter.mask_secrets();
+    let (keeper, state) = find(state, owner, asker.env).map_err(|err| advised(err, asker))?;
+    let keeper = keeper.announcing_waits(asker.reporter);
     let mut child = Command::new(program);
     child.args(args);
     if keep_fresh {
-        return fresh::run(&keeper, state, child);
+        return fresh::run(&keeper, state, child, asker);
     }
     let ghes = state.config.is_enterprise_server();
-    let served = serve(&keeper, state)?;
+    let served = serve(&keeper, state, asker)?;
     child
         .env("GH_TOKEN", served.token.expose())
         .env("GITHUB_TOKEN", served.token.expose());
@@ -100,57 +112,57 @@ pub(crate) fn exec_failure(err: &anyhow::Error) -> ExitCode {
 }
 
 /// What this process brings to a re-mint: its `TOKEN_KEEPER_*` bounds and its step's identity.
-fn caller() -> Result<Caller> {
-    let get = |name: &str| std::env::var(name).ok();
-    Ok(Caller::new(
-        Knobs::from_env(get)?,
-        env::identity_request(get).ok_or_else(|| {
-            "this step cannot ask for the job's identity: `ACTIONS_ID_TOKEN_REQUEST_URL` and `ACTIONS_ID_TOKEN_REQUEST_TOKEN` are not set here (a container step, or a tool that clears its environment); run it as an ordinary step, or pass the two variables on".to_owned()
-        }),
-    ))
+fn caller(env: &Env) -> Result<Caller> {
+    Caller::new(env, || {
+        "this step cannot ask for the job's identity: `ACTIONS_ID_TOKEN_REQUEST_URL` and `ACTIONS_ID_TOKEN_REQUEST_TOKEN` are not set here (a container step, or a tool that clears its environment); run it as an ordinary step, or pass the two variables on".to_owned()
+    })
 }
 
 /// The job's store that `state` names, or the only one (for `owner`).
 /// Without either, the store `TOKEN_KEEPER_STATE` names (as `setup` exports it), else the job's
 /// only one, in Actions' places or `setup`'s.
-fn find(state: Option<&Path>, owner: Option<&str>) -> Result<(Keeper, State)> {
-    let exported = std::env::var_os(locate::STATE_VARIABLE)
-        .filter(|s| !s.is_empty() && owner.is_none())
+fn find(state: Option<&Path>, owner: Option<&str>, env: &Env) -> Result<(Keeper, State)> {
+    let exported = env
+        .given(locate::STATE_VARIABLE)
+        .filter(|_| owner.is_none())
         .map(PathBuf::from);
     let state = state.or(exported.as_deref());
     let exe = std::env::current_exe().ok();
-    let runner_temp = std::env::var_os("RUNNER_TEMP").map(PathBuf::from);
+    let runner_temp = env.get("RUNNER_TEMP").map(PathBuf::from);
     let mut roots = locate::job_roots(exe.as_deref(), runner_temp.as_deref());
-    let ci_root = locate::ci_root(|name| std::env::var(name).ok());
+    let ci_root = locate::ci_root(env);
     if !roots.contains(&ci_root) {
         roots.push(ci_root);
     }
-    locate::find(&roots, state, owner, &caller()?)
+    locate::find(&roots, state, owner, &caller(env)?)
 }
 
-/// A live token for a person's command, and its warning, if any, on stderr.
-fn serve(keeper: &Keeper, state: State) -> Result<Served> {
+/// `err`, with what to do about a store that is not there, in the words of where this runs.
+fn advised(err: anyhow::Error, asker: &Asker) -> anyhow::Error {
+    let action = asker.reporter.door() == Door::Action;
+    let advice = if err.downcast_ref::<NoStore>().is_some() {
+        if action {
+            "run the token-keeper step (with `git-credentials: true`) earlier in this job"
+        } else {
+            "run `token-keeper setup` earlier in this job, and pass `TOKEN_KEEPER_STATE` on to this command"
+        }
+    } else if err.downcast_ref::<NoState>().is_some() {
+        if action {
+            "the token-keeper step of this job did not run, or its post step already cleaned up"
+        } else {
+            "`token-keeper setup` did not run in this job, or `token-keeper revoke` already ended it"
+        }
+    } else {
+        return err;
+    };
+    anyhow::anyhow!("{err}: {advice}")
+}
+
+/// A live token for a person's command, and its warning, if any.
+fn serve(keeper: &Keeper, state: State, asker: &Asker) -> Result<Served> {
     let served = keeper.serve(state, unix_now())?;
     if let Some(warning) = &served.warning {
-        messages::warn(std::io::stderr(), warning);
+        asker.reporter.warn(warning);
     }
     Ok(served)
-}
-
-/// In Actions, every secret this process makes (a re-minted token among them) is masked on
-/// stderr as it is made: the person's command shares stderr, and must not show one in the log.
-fn mask_on_stderr() {
-    if std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true") {
-        secret::announce_with(|value| {
-            let masks = workflow::masks_on_shared_stream(value);
-            let _ = std::io::stderr().write_all(masks.as_bytes());
-        });
-    }
-}
-
-fn say_waiting() {
-    messages::say(
-        std::io::stderr(),
-        "waiting for another process of this job to finish re-minting",
-    );
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::ApiError;
 use crate::duration::parse_duration;
+use crate::env::Env;
 
 /// Timeouts and bounds of HTTP calls.
 #[derive(Debug, Clone)]
@@ -51,12 +52,12 @@ impl Knobs {
         "TOKEN_KEEPER_RETRY_BASE",
     ];
 
-    /// Read them through `get` (the process environment, or the step's).
-    pub(crate) fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Self, ApiError> {
+    /// Read them from `env` (the process's, or the step's).
+    pub(crate) fn from_env(env: &Env) -> Result<Self, ApiError> {
         let read = |name: &str| -> Result<Option<Duration>, ApiError> {
-            match get(name).filter(|v| !v.is_empty()) {
+            match env.given(name) {
                 None => Ok(None),
-                Some(text) => parse_duration(&text).map(Some).map_err(|e| {
+                Some(text) => parse_duration(text).map(Some).map_err(|e| {
                     ApiError::Setup(format!("`{name}`: {e}: use for example `5s` or `200ms`"))
                 }),
             }
@@ -89,8 +90,7 @@ mod tests {
 
     #[test]
     fn knobs_shorten_the_bounds_and_a_bad_one_is_named() {
-        let get = |name: &str| (name == "TOKEN_KEEPER_DEADLINE").then(|| "3s".to_owned());
-        let knobs = Knobs::from_env(get).unwrap();
+        let knobs = Knobs::from_env(&Env::from_pairs([("TOKEN_KEEPER_DEADLINE", "3s")])).unwrap();
         let deadline = |allowed| knobs.options(allowed, None).deadline;
         assert_eq!(deadline(Duration::from_secs(20)), Duration::from_secs(3));
         assert_eq!(
@@ -104,8 +104,8 @@ mod tests {
                 .deadline,
             Duration::from_secs(20)
         );
-        let bad = |name: &str| (name == "TOKEN_KEEPER_READ_TIMEOUT").then(|| "soon".to_owned());
-        let err = Knobs::from_env(bad).unwrap_err().to_string();
+        let bad = Env::from_pairs([("TOKEN_KEEPER_READ_TIMEOUT", "soon")]);
+        let err = Knobs::from_env(&bad).unwrap_err().to_string();
         assert!(err.contains("`TOKEN_KEEPER_READ_TIMEOUT`"), "{err}");
     }
 }
