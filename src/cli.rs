@@ -21,7 +21,7 @@ use crate::ci::{flags, revoke, setup};
 use crate::env::Env;
 use crate::messages;
 use crate::report::{self, Reporter};
-use crate::tools::{self, Asker};
+use crate::tools::{self, Asker, Supply};
 
 mod given;
 
@@ -73,8 +73,17 @@ enum Tool {
         state: Option<PathBuf>,
         /// For a long-running command: instead of `GH_TOKEN`, give it a private
         /// `GH_CONFIG_DIR` whose token is replaced before it expires, for as long as it runs.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "proxy")]
         keep_fresh: bool,
+        /// For a command whose tools read a token once (MCP servers, agents, Terraform,
+        /// octokit): route its HTTP clients through a proxy that puts a live token on every
+        /// GitHub request, for as long as it runs.
+        #[arg(long)]
+        proxy: bool,
+        /// With `--proxy`: another variable to give the token in (`RENOVATE_TOKEN`); again for
+        /// each.
+        #[arg(long = "token-env", value_name = "NAME", requires = "proxy")]
+        token_variables: Vec<String>,
         /// The command and its arguments.
         #[arg(trailing_var_arg = true, required = true, allow_hyphen_values = true)]
         command: Vec<OsString>,
@@ -206,14 +215,17 @@ pub fn run(role: &Role) -> Result<ExitCode> {
                 owner,
                 state,
                 keep_fresh,
+                proxy,
+                token_variables,
                 command,
-            } => tools::exec(
-                state.as_deref(),
-                owner.as_deref(),
-                *keep_fresh,
-                command,
-                &asker,
-            ),
+            } => {
+                let supply = match (keep_fresh, proxy) {
+                    (_, true) => Supply::Proxy(token_variables),
+                    (true, false) => Supply::KeepFresh,
+                    (false, false) => Supply::Variables,
+                };
+                tools::exec(state.as_deref(), owner.as_deref(), supply, command, &asker)
+            }
             Tool::Setup(args) => setup::run(args, env, reporter),
             Tool::Revoke { state } => revoke::run(state.as_deref(), env, reporter),
         },

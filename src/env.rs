@@ -71,6 +71,13 @@ impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Env {
     }
 }
 
+/// Whether `name` has the shape of a variable's name every shell and runner takes: ASCII
+/// letters, digits and `_`, not starting with a digit.
+pub(crate) fn is_name(name: &str) -> bool {
+    name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 /// Its values may be secrets (an App's key in a variable): only the names are shown.
 impl std::fmt::Debug for Env {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -38,6 +38,8 @@ mod measure;
 mod minted;
 /// The state directory is ours alone, whatever an earlier step planted.
 mod ours;
+/// `exec --proxy`: clients that read a token once, past its expiry; what the proxy admits.
+mod proxy;
 /// The git credential shim with the real git.
 mod shim;
 /// Main and post steps, end to end.

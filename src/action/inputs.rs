@@ -165,12 +165,7 @@ fn export_env(env: &Env) -> Result<Vec<String>, InputError> {
         .map(settings::split_list)
         .unwrap_or_default();
     for name in &names {
-        let valid = name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !valid {
+        if !crate::env::is_name(name) {
             return Err(InputError {
                 input: Setting::ExportEnv.names().input.to_owned(),
                 message: format!(

@@ -46,9 +46,47 @@ pub(crate) fn git_server_of(api: &Url) -> Option<Url> {
     Some(server)
 }
 
+/// The hosts a token for the API `api` and the git server `git` is sent to: those two, and on
+/// github.com the hosts its API's answers point at for uploads and raw files. On Enterprise
+/// Server and GHE.com both live under the API's or the git server's host.
+pub(crate) fn served(api: &Url, git: &Url) -> Vec<String> {
+    let mut hosts: Vec<String> = [api, git]
+        .into_iter()
+        .filter_map(Url::host_str)
+        .map(str::to_ascii_lowercase)
+        .collect();
+    if hosts.iter().any(|h| h == API_GITHUB_COM || h == GITHUB_COM) {
+        hosts.extend(["uploads.github.com", "raw.githubusercontent.com"].map(str::to_owned));
+    }
+    let mut seen = std::collections::HashSet::new();
+    hosts.retain(|h| seen.insert(h.clone()));
+    hosts
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_store_serves_its_api_and_git_hosts_and_on_github_com_the_ones_its_answers_name() {
+        let url = |u: &str| Url::parse(u).unwrap();
+        assert_eq!(
+            served(&url("https://api.github.com"), &url("https://github.com")),
+            [
+                "api.github.com",
+                "github.com",
+                "uploads.github.com",
+                "raw.githubusercontent.com"
+            ]
+        );
+        assert_eq!(
+            served(
+                &url("https://GHES.example.com/api/v3"),
+                &url("https://ghes.example.com")
+            ),
+            ["ghes.example.com"]
+        );
+    }
 
     #[test]
     fn the_cloud_is_github_com_and_ghe_com() {

@@ -79,7 +79,12 @@ fn run_in(
     let (stop, stopped) = mpsc::channel::<()>();
     std::thread::scope(|scope| {
         let reporter = asker.reporter;
-        scope.spawn(move || refresh_until(keeper, dir, host, served, stopped, reporter));
+        let owner = keeper.dir().owner();
+        scope.spawn(move || {
+            refresh_until(keeper, served, stopped, reporter, |token| {
+                write_hosts(dir, host, token, owner)
+            })
+        });
         let status = running.wait();
         let _ = stop.send(());
         Ok(process::exit_code(
@@ -99,14 +104,14 @@ enum Health {
     Gone,
 }
 
-/// Keep `hosts.yml` live until told to stop. Tries that fail come further and further apart.
-fn refresh_until(
+/// Keep a child's token live until told to stop: `renewed` hears of each new one before it is
+/// current. Tries that fail come further and further apart.
+pub(super) fn refresh_until(
     keeper: &Keeper,
-    dir: &Path,
-    host: &str,
     mut current: Served,
     stopped: mpsc::Receiver<()>,
     reporter: &dyn Reporter,
+    mut renewed: impl FnMut(&Secret) -> Result<()>,
 ) {
     let mut health = match current.warning {
         Some(_) => Health::Cached,
@@ -127,16 +132,16 @@ fn refresh_until(
         ) {
             return;
         }
-        let renewed = keeper
+        let served = keeper
             .state()
             .and_then(|state| keeper.serve(state, unix_now()))
             .and_then(|served| {
                 if served.token != current.token {
-                    write_hosts(dir, host, &served.token, keeper.dir().owner())?;
+                    renewed(&served.token)?;
                 }
                 Ok(served)
             });
-        let (now, warning) = match renewed {
+        let (now, warning) = match served {
             Ok(served) => {
                 let warning = served.warning.clone();
                 current = served;

@@ -17,6 +17,7 @@ use anyhow::{Context, Result};
 
 mod credential;
 mod fresh;
+mod proxy;
 
 use crate::clock::unix_now;
 use crate::env::Env;
@@ -66,13 +67,24 @@ pub(crate) fn token(state: Option<&Path>, owner: Option<&str>, asker: &Asker) ->
     Ok(ExitCode::SUCCESS)
 }
 
+/// How `exec` keeps its command supplied with a live token.
+pub(crate) enum Supply<'a> {
+    /// In `GH_TOKEN` and `GITHUB_TOKEN`, live when the command starts.
+    Variables,
+    /// In a `gh` configuration kept fresh for as long as it runs (`fresh`).
+    KeepFresh,
+    /// On every GitHub request its clients make, through a proxy of ours (`proxy`), and in the
+    /// token variables and the ones named here.
+    Proxy(&'a [String]),
+}
+
 /// `exec -- COMMAND`: run it with `GH_TOKEN` and `GITHUB_TOKEN` set to a live token (and
-/// `GH_ENTERPRISE_TOKEN` on GitHub Enterprise Server); its exit status becomes ours. With
-/// `keep_fresh`, the child gets a `gh` configuration kept fresh instead (`fresh`).
+/// `GH_ENTERPRISE_TOKEN` on GitHub Enterprise Server), or as `supply` says; its exit status
+/// becomes ours.
 pub(crate) fn exec(
     state: Option<&Path>,
     owner: Option<&str>,
-    keep_fresh: bool,
+    supply: Supply,
     command: &[OsString],
     asker: &Asker,
 ) -> Result<ExitCode> {
@@ -84,8 +96,10 @@ pub(crate) fn exec(
     let keeper = keeper.announcing_waits(asker.reporter);
     let mut child = Command::new(program);
     child.args(args);
-    if keep_fresh {
-        return fresh::run(&keeper, state, child, asker);
+    match supply {
+        Supply::Variables => {}
+        Supply::KeepFresh => return fresh::run(&keeper, state, child, asker),
+        Supply::Proxy(names) => return proxy::run(&keeper, state, child, names, asker),
     }
     let ghes = state.config.is_enterprise_server();
     let served = serve(&keeper, state, asker)?;

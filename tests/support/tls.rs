@@ -46,13 +46,13 @@ impl TestCa {
         self.issuer.pem()
     }
 
-    /// A server certificate for `localhost` and `127.0.0.1` and its PKCS#8 key, both DER.
-    fn server_cert(&self) -> (Vec<u8>, Vec<u8>) {
-        let mut params = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
-            .expect("server params");
+    /// A server certificate for `names` and its PKCS#8 key, both DER.
+    fn server_cert(&self, names: &[&str]) -> (Vec<u8>, Vec<u8>) {
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let mut params = CertificateParams::new(names.clone()).expect("server params");
         params
             .distinguished_name
-            .push(DnType::CommonName, "localhost");
+            .push(DnType::CommonName, &names[0]);
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         let key = KeyPair::generate().expect("server key");
         let cert = params
@@ -85,8 +85,18 @@ impl TlsFront {
 
     /// A front whose certificate `ca` signed: pass a CA the client does not trust to see it refuse.
     pub fn signed_by(upstream: &str, ca: &TestCa) -> Self {
+        Self::serving(upstream, ca, &["localhost", "127.0.0.1"])
+    }
+
+    /// A front under the DNS name `name` (which resolves nowhere: clients are told where it
+    /// is), as GitHub serves under a name of its own, with a certificate from a fresh CA.
+    pub fn named(upstream: &str, name: &str) -> Self {
+        Self::serving(upstream, &TestCa::new("token-keeper test CA"), &[name])
+    }
+
+    fn serving(upstream: &str, ca: &TestCa, names: &[&str]) -> Self {
         let upstream = upstream_addr(upstream);
-        let (cert, key) = ca.server_cert();
+        let (cert, key) = ca.server_cert(names);
         let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
         // No process-wide provider is installed (and aws-lc is not built): name ring explicitly.
         let config = ServerConfig::builder_with_provider(provider)
@@ -131,6 +141,10 @@ impl TlsFront {
     /// The API base URL: a name, so the certificate's DNS name is what gets checked.
     pub fn url(&self) -> String {
         format!("https://localhost:{}", self.addr.port())
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
     }
 
     /// The PEM of the CA that signed this front's certificate.

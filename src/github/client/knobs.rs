@@ -1,6 +1,7 @@
 //! How long calls may take: the bounds of one call, and the `TOKEN_KEEPER_*` variables that
 //! shorten them.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use super::ApiError;
@@ -19,6 +20,8 @@ pub(super) struct HttpOptions {
     pub(super) retry_base: Duration,
     /// Extra trusted CA certificates, PEM (GHES with a private CA).
     pub(super) extra_ca_pem: Option<String>,
+    /// Hosts whose connections go to an address of the caller's choosing.
+    pub(super) resolve: Vec<(String, IpAddr)>,
 }
 
 impl Default for HttpOptions {
@@ -29,6 +32,7 @@ impl Default for HttpOptions {
             deadline: Duration::from_secs(60),
             retry_base: Duration::from_millis(500),
             extra_ca_pem: None,
+            resolve: Vec::new(),
         }
     }
 }
@@ -41,9 +45,17 @@ pub(crate) struct Knobs {
     read_timeout: Option<Duration>,
     deadline: Option<Duration>,
     retry_base: Option<Duration>,
+    /// Hosts sent to addresses of the caller's choosing (`RESOLVE`).
+    resolve: Vec<(String, IpAddr)>,
 }
 
 impl Knobs {
+    /// `host=ADDRESS[,host=ADDRESS…]`: connections to each host go to its address, as if DNS said
+    /// so. For tests that serve GitHub under a real-looking name on loopback: only where a
+    /// connection goes changes, never the name a certificate is checked for or a token is meant
+    /// for.
+    pub(crate) const RESOLVE: &str = "TOKEN_KEEPER_RESOLVE";
+
     /// The variables, in the order of `from_env`'s fields.
     pub(crate) const VARIABLES: [&str; 4] = [
         "TOKEN_KEEPER_CONNECT_TIMEOUT",
@@ -68,7 +80,16 @@ impl Knobs {
             read_timeout: read(read_next)?,
             deadline: read(deadline)?,
             retry_base: read(retry)?,
+            resolve: resolve(env.given(Self::RESOLVE).unwrap_or_default())?,
         })
+    }
+
+    /// Where connections to `host` go instead of where DNS says, if anywhere.
+    pub(crate) fn address_of(&self, host: &str) -> Option<IpAddr> {
+        self.resolve
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(host))
+            .map(|(_, address)| *address)
     }
 
     /// The bounds of calls that may take `deadline` in all, with these applied.
@@ -80,8 +101,27 @@ impl Knobs {
             deadline: self.deadline.map_or(deadline, |d| d.min(deadline)),
             retry_base: self.retry_base.unwrap_or(defaults.retry_base),
             extra_ca_pem,
+            resolve: self.resolve.clone(),
         }
     }
+}
+
+fn resolve(text: &str) -> Result<Vec<(String, IpAddr)>, ApiError> {
+    let bad = || {
+        ApiError::Setup(format!(
+            "`{}`: `{}` is not `host=ADDRESS[,host=ADDRESS…]`",
+            Knobs::RESOLVE,
+            crate::messages::short(text)
+        ))
+    };
+    text.split(',')
+        .filter(|pair| !pair.trim().is_empty())
+        .map(|pair| {
+            let (host, address) = pair.trim().split_once('=').ok_or_else(bad)?;
+            let address = address.trim().parse().map_err(|_| bad())?;
+            Ok((host.trim().to_ascii_lowercase(), address))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -107,5 +147,20 @@ mod tests {
         let bad = Env::from_pairs([("TOKEN_KEEPER_READ_TIMEOUT", "soon")]);
         let err = Knobs::from_env(&bad).unwrap_err().to_string();
         assert!(err.contains("`TOKEN_KEEPER_READ_TIMEOUT`"), "{err}");
+    }
+
+    #[test]
+    fn resolved_hosts_go_to_their_address_and_a_bad_list_is_named() {
+        let env = Env::from_pairs([(Knobs::RESOLVE, "API.github.test=127.0.0.1, git.test=::1")]);
+        let knobs = Knobs::from_env(&env).unwrap();
+        assert_eq!(
+            knobs.address_of("api.GitHub.test"),
+            Some([127, 0, 0, 1].into())
+        );
+        assert_eq!(knobs.address_of("git.test"), Some("::1".parse().unwrap()));
+        assert_eq!(knobs.address_of("github.com"), None);
+        let bad = Env::from_pairs([(Knobs::RESOLVE, "api.github.test")]);
+        let err = Knobs::from_env(&bad).unwrap_err().to_string();
+        assert!(err.contains("`TOKEN_KEEPER_RESOLVE`"), "{err}");
     }
 }

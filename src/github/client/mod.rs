@@ -23,7 +23,7 @@ pub(crate) use self::clock::Clock;
 pub(crate) use self::error::ApiError;
 pub(crate) use self::knobs::Knobs;
 pub(crate) use self::runtime::Runtime;
-pub(crate) use self::tls::ca_certificates;
+pub(crate) use self::tls::{ca_certificates, tls_config, trusted_roots};
 
 use self::error::{answer_error, cause, chain};
 use self::knobs::HttpOptions;
@@ -92,7 +92,12 @@ impl GitHub {
         } else {
             rustls::RootCertStore::empty()
         };
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder();
+        for (host, address) in &options.resolve {
+            // reqwest takes the port from the URL.
+            http = http.resolve(host, std::net::SocketAddr::new(*address, 0));
+        }
+        let http = http
             .connect_timeout(options.connect_timeout)
             .read_timeout(options.read_timeout)
             .http1_only()

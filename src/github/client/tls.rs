@@ -26,7 +26,7 @@ pub(crate) fn ca_certificates(pem: &str) -> Result<rustls::RootCertStore, String
 }
 
 /// Mozilla's roots, the platform's (`SSL_CERT_FILE`, `SSL_CERT_DIR`) and any given as PEM.
-pub(super) fn trusted_roots(extra_ca_pem: Option<&str>) -> Result<rustls::RootCertStore, ApiError> {
+pub(crate) fn trusted_roots(extra_ca_pem: Option<&str>) -> Result<rustls::RootCertStore, ApiError> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     for cert in rustls_native_certs::load_native_certs().certs {
@@ -41,7 +41,7 @@ pub(super) fn trusted_roots(extra_ca_pem: Option<&str>) -> Result<rustls::RootCe
     Ok(roots)
 }
 
-pub(super) fn tls_config(roots: rustls::RootCertStore) -> Result<rustls::ClientConfig, ApiError> {
+pub(crate) fn tls_config(roots: rustls::RootCertStore) -> Result<rustls::ClientConfig, ApiError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

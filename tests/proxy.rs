@@ -1,0 +1,192 @@
+//! `exec --proxy`: real clients that read their token once keep reaching GitHub past its expiry,
+//! and the proxy keeps its tokens to the hosts it serves.
+//!
+//! The fake GitHub serves TLS under a real-looking name, `api.github.test`, with a CA given as
+//! a GHES user gives theirs (`--ca-certificates`); `TOKEN_KEEPER_RESOLVE` tells token-keeper
+//! where that name is, which changes where its connections go, never which host a token is
+//! meant for. The clients never resolve it: they ask the proxy for it by name.
+
+use std::fs;
+use std::io::Read;
+use std::net::TcpListener;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use crate::support::ci::{CiJob, assert_ok};
+use crate::support::fake_github::{APP_ID, FakeGitHub};
+use crate::support::logs::text;
+use crate::support::tls::TlsFront;
+
+const API_HOST: &str = "api.github.test";
+/// Another host, which the proxy must tunnel untouched.
+const ELSEWHERE: &str = "elsewhere.test";
+
+/// A job outside Actions with a store for the fake behind `api.github.test`, whose tokens live
+/// three seconds.
+struct ProxyJob {
+    github: FakeGitHub,
+    front: TlsFront,
+    job: CiJob,
+    api: String,
+}
+
+impl ProxyJob {
+    async fn start() -> Self {
+        let github = FakeGitHub::start().await;
+        github.world().token_lifetime = Duration::from_secs(3);
+        let front = TlsFront::named(&github.url(), API_HOST);
+        let resolve = format!("{API_HOST}=127.0.0.1,{ELSEWHERE}=127.0.0.1");
+        let job = CiJob::new(&[("CI_JOB_ID", "proxy"), ("TOKEN_KEEPER_RESOLVE", &resolve)]);
+        let api = format!("https://{API_HOST}:{}", front.port());
+        Self {
+            github,
+            front,
+            job,
+            api,
+        }
+    }
+
+    /// `script` after `setup`, in one shell of the job, with `API` naming the API.
+    fn run(&self, script: &str) -> std::process::Output {
+        let ca = self.job.path("github-ca.pem");
+        self.front.write_ca(std::path::Path::new(&ca));
+        let setup = format!(
+            "token-keeper setup --app-id {APP_ID} --private-key-file '{}' --api-url '{}' --git-server-url https://github.test --ca-certificates '{ca}' --owner Octo-Org",
+            self.job.key_file(),
+            self.api
+        );
+        self.job.shell(
+            &format!("eval \"$({setup})\"\n{script}\ntoken-keeper revoke >/dev/null 2>&1"),
+            &[("API", &self.api), ("GITHUB_CA", &ca)],
+        )
+    }
+}
+
+/// A client that reads `GH_TOKEN` once, calls the API, waits past the token's expiry and calls
+/// again; it prints each answer's status. `$@` is curl's extra flags.
+const CURL_CLIENT: &str = r#"
+set -u
+token=$GH_TOKEN
+call() { curl -sS -o /dev/null -w '%{http_code}\n' -H "Authorization: Bearer $token" "$@" "$API/installation/repositories"; }
+call "$@"
+sleep 3.5
+call "$@"
+"#;
+
+const PYTHON_CLIENT: &str = r#"
+import os, time, urllib.request, urllib.error
+token = os.environ["GH_TOKEN"]
+def call():
+    request = urllib.request.Request(os.environ["API"] + "/installation/repositories",
+                                     headers={"Authorization": "Bearer " + token})
+    try:
+        return urllib.request.urlopen(request, timeout=10).status
+    except urllib.error.HTTPError as answer:
+        return answer.code
+print(call())
+time.sleep(3.5)
+print(call())
+"#;
+
+fn client(job: &CiJob, name: &str, text: &str) -> String {
+    let path = job.path(name);
+    fs::write(&path, text).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn curl_and_python_that_read_their_token_once_keep_working_past_its_expiry() {
+    let px = ProxyJob::start().await;
+    let curl = client(&px.job, "client.sh", CURL_CLIENT);
+    let python = client(&px.job, "client.py", PYTHON_CLIENT);
+    let run = px.run(&format!(
+        "token-keeper exec --proxy -- bash '{curl}'\ntoken-keeper exec --proxy -- python3 '{python}'"
+    ));
+    assert_ok("exec --proxy", &run);
+    let out = String::from_utf8_lossy(&run.stdout);
+    assert_eq!(out, "200\n200\n200\n200\n", "{}", text(&run));
+    // Each client's second call went out with a token minted after the one it read.
+    assert!(px.github.mints() >= 3, "mints: {}", px.github.mints());
+    assert!(
+        px.github.world().live_tokens().is_empty(),
+        "revoked at the end"
+    );
+}
+
+/// The control: the same clients, given the token the same way but without the proxy, fail once
+/// it expired.
+#[tokio::test]
+async fn without_the_proxy_the_same_clients_fail_after_the_expiry() {
+    let px = ProxyJob::start().await;
+    let curl = client(&px.job, "client.sh", CURL_CLIENT);
+    let port = px.front.port();
+    let run = px.run(&format!(
+        "token-keeper exec -- bash '{curl}' --cacert \"$GITHUB_CA\" --resolve {API_HOST}:{port}:127.0.0.1"
+    ));
+    assert_ok("exec", &run);
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout),
+        "200\n401\n",
+        "{}",
+        text(&run)
+    );
+}
+
+/// Who may use the proxy, and what it puts where: no secret, no entry; a foreign credential and
+/// another host's traffic untouched; a request for another host inside GitHub's tunnel refused.
+#[tokio::test]
+async fn the_proxy_admits_its_own_and_keeps_its_tokens_to_the_hosts_it_serves() {
+    let elsewhere = TcpListener::bind("127.0.0.1:0").unwrap();
+    let elsewhere_port = elsewhere.local_addr().unwrap().port();
+    let (seen, received) = mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        if let Ok((mut stream, _)) = elsewhere.accept() {
+            stream
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            let mut bytes = vec![0; 4096];
+            let read = stream.read(&mut bytes).unwrap_or(0);
+            bytes.truncate(read);
+            let _ = seen.send(bytes);
+        }
+    });
+    let px = ProxyJob::start().await;
+    let script = format!(
+        r#"
+set -u
+no_secret=$(printf '%s' "$HTTPS_PROXY" | sed 's#//[^@]*@#//#')
+wrong=$(printf '%s' "$HTTPS_PROXY" | sed 's#:[^:@/]*@#:not-the-secret@#')
+echo "no-secret $(curl -s -o /dev/null -w '%{{http_connect}}' --proxy "$no_secret" "$API/" || true)"
+echo "wrong $(curl -s -o /dev/null -w '%{{http_connect}}' --proxy "$wrong" "$API/" || true)"
+echo "foreign $(curl -s -o /dev/null -w '%{{http_code}}' -H 'Authorization: Bearer not-a-token-of-ours' "$API/installation/repositories")"
+echo "misdirected $(curl -s -o /dev/null -w '%{{http_code}}' -H 'Host: evil.test' -H "Authorization: Bearer $GH_TOKEN" "$API/installation/repositories")"
+curl -s -o /dev/null --max-time 3 -H "Authorization: Bearer $GH_TOKEN" https://{ELSEWHERE}:{elsewhere_port}/ || true
+"#
+    );
+    let probe = client(&px.job, "probe.sh", &script);
+    let run = px.run(&format!("token-keeper exec --proxy -- bash '{probe}'"));
+    assert_ok("exec --proxy", &run);
+    let out = String::from_utf8_lossy(&run.stdout);
+    assert!(out.contains("no-secret 407\n"), "{out}\n{}", text(&run));
+    assert!(out.contains("wrong 407\n"), "{out}");
+    assert!(out.contains("foreign 401\n"), "{out}");
+    assert!(out.contains("misdirected 421\n"), "{out}");
+    assert!(
+        px.github
+            .bearers()
+            .iter()
+            .any(|b| b == "not-a-token-of-ours"),
+        "a foreign credential reaches GitHub as it was"
+    );
+    // The other host got the client's own TLS handshake, for its own name: a tunnel, not ours.
+    let bytes = received
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the other host was reached");
+    assert_eq!(bytes.first(), Some(&0x16), "a TLS handshake record");
+    assert!(
+        bytes
+            .windows(ELSEWHERE.len())
+            .any(|w| w == ELSEWHERE.as_bytes()),
+        "the client's own SNI"
+    );
+}
