@@ -14,50 +14,63 @@ use std::time::Duration;
 
 use crate::support::ci::{CiJob, assert_ok};
 use crate::support::fake_github::{APP_ID, FakeGitHub};
+use crate::support::git_server::GitServer;
 use crate::support::logs::text;
-use crate::support::tls::TlsFront;
+use crate::support::node::runner_node;
+use crate::support::tls::{TestCa, TlsFront};
 
 const API_HOST: &str = "api.github.test";
+const GIT_HOST: &str = "github.test";
 /// Another host, which the proxy must tunnel untouched.
 const ELSEWHERE: &str = "elsewhere.test";
 
-/// A job outside Actions with a store for the fake behind `api.github.test`, whose tokens live
-/// three seconds.
+/// A job outside Actions with a store for the fake behind `api.github.test` and its git server
+/// behind `github.test`, both under one private CA, whose tokens live three seconds.
 struct ProxyJob {
     github: FakeGitHub,
     front: TlsFront,
+    git_front: TlsFront,
+    _git: GitServer,
     job: CiJob,
     api: String,
+    git: String,
 }
 
 impl ProxyJob {
     async fn start() -> Self {
         let github = FakeGitHub::start().await;
         github.world().token_lifetime = Duration::from_secs(3);
-        let front = TlsFront::named(&github.url(), API_HOST);
-        let resolve = format!("{API_HOST}=127.0.0.1,{ELSEWHERE}=127.0.0.1");
+        let git = GitServer::start(github.handle());
+        git.create_repo("Octo-Org", "app");
+        let ca = TestCa::new("token-keeper test CA");
+        let front = TlsFront::named(&github.url(), API_HOST, &ca);
+        let git_front = TlsFront::named(&git.url(), GIT_HOST, &ca);
+        let resolve = format!("{API_HOST}=127.0.0.1,{GIT_HOST}=127.0.0.1,{ELSEWHERE}=127.0.0.1");
         let job = CiJob::new(&[("CI_JOB_ID", "proxy"), ("TOKEN_KEEPER_RESOLVE", &resolve)]);
-        let api = format!("https://{API_HOST}:{}", front.port());
         Self {
+            api: format!("https://{API_HOST}:{}", front.port()),
+            git: format!("https://{GIT_HOST}:{}", git_front.port()),
             github,
             front,
+            git_front,
+            _git: git,
             job,
-            api,
         }
     }
 
-    /// `script` after `setup`, in one shell of the job, with `API` naming the API.
+    /// `script` after `setup`, in one shell of the job, with `API`, `GIT` and `GITHUB_CA` set.
     fn run(&self, script: &str) -> std::process::Output {
         let ca = self.job.path("github-ca.pem");
         self.front.write_ca(std::path::Path::new(&ca));
         let setup = format!(
-            "token-keeper setup --app-id {APP_ID} --private-key-file '{}' --api-url '{}' --git-server-url https://github.test --ca-certificates '{ca}' --owner Octo-Org",
+            "token-keeper setup --app-id {APP_ID} --private-key-file '{}' --api-url '{}' --git-server-url '{}' --ca-certificates '{ca}' --owner Octo-Org",
             self.job.key_file(),
-            self.api
+            self.api,
+            self.git
         );
         self.job.shell(
             &format!("eval \"$({setup})\"\n{script}\ntoken-keeper revoke >/dev/null 2>&1"),
-            &[("API", &self.api), ("GITHUB_CA", &ca)],
+            &[("API", &self.api), ("GIT", &self.git), ("GITHUB_CA", &ca)],
         )
     }
 }
@@ -94,6 +107,62 @@ fn client(job: &CiJob, name: &str, text: &str) -> String {
     path
 }
 
+/// git with the token it read once in its own header (`x-access-token` in `Basic`), no helper.
+const GIT_CLIENT: &str = r#"
+set -u
+unset GIT_CONFIG_COUNT
+header="Authorization: Basic $(printf 'x-access-token:%s' "$GH_TOKEN" | base64 -w0)"
+call() { git -c credential.helper= -c "http.extraHeader=$header" ls-remote "$GIT/Octo-Org/app.git" >/dev/null && echo ok || echo refused; }
+call
+sleep 3.5
+call
+"#;
+
+/// `gh`, Go's client, given the token it read once (on Enterprise Server, in
+/// `GH_ENTERPRISE_TOKEN`).
+const GH_CLIENT: &str = r#"
+set -u
+token=$GH_ENTERPRISE_TOKEN
+host=${API#https://}
+call() { GH_ENTERPRISE_TOKEN=$token GH_HOST=$host gh api /installation/repositories --silent && echo ok || echo refused; }
+call
+sleep 3.5
+call
+"#;
+
+/// node's own fetch, the token read once.
+const NODE_CLIENT: &str = r#"
+const token = process.env.GH_TOKEN;
+const call = async () => (await fetch(process.env.API + "/installation/repositories",
+  { headers: { Authorization: `Bearer ${token}` } })).status;
+(async () => {
+  console.log(await call());
+  await new Promise((done) => setTimeout(done, 3500));
+  console.log(await call());
+})();
+"#;
+
+#[tokio::test]
+async fn git_gh_and_node_that_read_their_token_once_keep_working_past_its_expiry() {
+    let px = ProxyJob::start().await;
+    let git = client(&px.job, "git-client.sh", GIT_CLIENT);
+    let gh = client(&px.job, "gh-client.sh", GH_CLIENT);
+    let node_client = client(&px.job, "client.js", NODE_CLIENT);
+    let node = runner_node();
+    let run = px.run(&format!(
+        "token-keeper exec --proxy -- bash '{git}'\ntoken-keeper exec --proxy -- bash '{gh}'\ntoken-keeper exec --proxy -- '{}' '{node_client}'",
+        node.display()
+    ));
+    assert_ok("exec --proxy", &run);
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout),
+        "ok\nok\nok\nok\n200\n200\n",
+        "{}",
+        text(&run)
+    );
+    assert!(px.git_front.handshakes() > 0, "git went to the git server");
+}
+
 #[tokio::test]
 async fn curl_and_python_that_read_their_token_once_keep_working_past_its_expiry() {
     let px = ProxyJob::start().await;
@@ -113,20 +182,22 @@ async fn curl_and_python_that_read_their_token_once_keep_working_past_its_expiry
     );
 }
 
-/// The control: the same clients, given the token the same way but without the proxy, fail once
-/// it expired.
+/// The control: the same clients, given the token the same way but without the proxy (told
+/// where the names are and which CA to trust), fail once it expired.
 #[tokio::test]
 async fn without_the_proxy_the_same_clients_fail_after_the_expiry() {
     let px = ProxyJob::start().await;
     let curl = client(&px.job, "client.sh", CURL_CLIENT);
-    let port = px.front.port();
+    let git = client(&px.job, "git-client.sh", GIT_CLIENT);
+    let (api_port, git_port) = (px.front.port(), px.git_front.port());
     let run = px.run(&format!(
-        "token-keeper exec -- bash '{curl}' --cacert \"$GITHUB_CA\" --resolve {API_HOST}:{port}:127.0.0.1"
+        "token-keeper exec -- bash '{curl}' --cacert \"$GITHUB_CA\" --resolve {API_HOST}:{api_port}:127.0.0.1\n\
+         GIT_SSL_CAINFO=\"$GITHUB_CA\" GIT_CONFIG_PARAMETERS=\"'http.curloptResolve={GIT_HOST}:{git_port}:127.0.0.1'\" token-keeper exec -- bash '{git}'"
     ));
     assert_ok("exec", &run);
     assert_eq!(
         String::from_utf8_lossy(&run.stdout),
-        "200\n401\n",
+        "200\n401\nok\nrefused\n",
         "{}",
         text(&run)
     );

@@ -37,6 +37,7 @@ pub mod git_server;
 pub mod logs;
 pub mod measure;
 pub mod native_entry;
+pub mod node;
 pub mod proxy;
 #[cfg(target_os = "linux")]
 pub mod relay;

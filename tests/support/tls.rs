@@ -89,9 +89,9 @@ impl TlsFront {
     }
 
     /// A front under the DNS name `name` (which resolves nowhere: clients are told where it
-    /// is), as GitHub serves under a name of its own, with a certificate from a fresh CA.
-    pub fn named(upstream: &str, name: &str) -> Self {
-        Self::serving(upstream, &TestCa::new("token-keeper test CA"), &[name])
+    /// is), as GitHub serves under a name of its own, with a certificate `ca` signed.
+    pub fn named(upstream: &str, name: &str, ca: &TestCa) -> Self {
+        Self::serving(upstream, ca, &[name])
     }
 
     fn serving(upstream: &str, ca: &TestCa, names: &[&str]) -> Self {
