@@ -16,11 +16,13 @@ use crate::support::ci::{CiJob, assert_ok};
 use crate::support::fake_github::{APP_ID, FakeGitHub};
 use crate::support::git_server::GitServer;
 use crate::support::logs::text;
-use crate::support::node::runner_node;
+use crate::support::node::{npm_package, runner_node};
 use crate::support::tls::{TestCa, TlsFront};
 
 const API_HOST: &str = "api.github.test";
 const GIT_HOST: &str = "github.test";
+/// The MCP server's release on the npm registry.
+const MCP_SERVER_VERSION: &str = "2025.4.8";
 /// Another host, which the proxy must tunnel untouched.
 const ELSEWHERE: &str = "elsewhere.test";
 
@@ -38,17 +40,27 @@ struct ProxyJob {
 
 impl ProxyJob {
     async fn start() -> Self {
+        Self::serving(API_HOST).await
+    }
+
+    /// A job whose API is served as `api_host` (GitHub's own, `api.github.com`, for a client that
+    /// knows no other).
+    async fn serving(api_host: &str) -> Self {
         let github = FakeGitHub::start().await;
         github.world().token_lifetime = Duration::from_secs(3);
         let git = GitServer::start(github.handle());
         git.create_repo("Octo-Org", "app");
         let ca = TestCa::new("token-keeper test CA");
-        let front = TlsFront::named(&github.url(), API_HOST, &ca);
+        let front = TlsFront::named(&github.url(), api_host, &ca);
         let git_front = TlsFront::named(&git.url(), GIT_HOST, &ca);
-        let resolve = format!("{API_HOST}=127.0.0.1,{GIT_HOST}=127.0.0.1,{ELSEWHERE}=127.0.0.1");
+        // The API's port too, for a client that calls `api.github.com` on 443.
+        let resolve = format!(
+            "{api_host}=127.0.0.1:{},{GIT_HOST}=127.0.0.1,{ELSEWHERE}=127.0.0.1",
+            front.port()
+        );
         let job = CiJob::new(&[("CI_JOB_ID", "proxy"), ("TOKEN_KEEPER_RESOLVE", &resolve)]);
         Self {
-            api: format!("https://{API_HOST}:{}", front.port()),
+            api: format!("https://{api_host}:{}", front.port()),
             git: format!("https://{GIT_HOST}:{}", git_front.port()),
             github,
             front,
@@ -260,4 +272,60 @@ curl -s -o /dev/null --max-time 3 -H "Authorization: Bearer $GH_TOKEN" https://{
             .any(|w| w == ELSEWHERE.as_bytes()),
         "the client's own SNI"
     );
+}
+
+/// The MCP server an agent starts, `@modelcontextprotocol/server-github` from the npm registry:
+/// it takes `GITHUB_PERSONAL_ACCESS_TOKEN` from its environment, which never changes, and calls
+/// `api.github.com` with node's fetch. Driven over stdio, it answers a tool call after the first
+/// token expired.
+#[tokio::test]
+async fn an_mcp_server_given_its_token_once_answers_a_tool_call_after_the_expiry() {
+    let px = ProxyJob::serving("api.github.com").await;
+    let package = "@modelcontextprotocol/server-github";
+    let server = npm_package(package, MCP_SERVER_VERSION)
+        .join("node_modules")
+        .join(package)
+        .join("dist/index.js");
+    let node = runner_node();
+    let call = |id: u32| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"search_repositories","arguments":{{"query":"app"}}}}}}"#
+        )
+    };
+    let session = [
+        r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2024-11-05","capabilities":{},"clientInfo":{"name":"test","version":"1"}}}"#.to_owned(),
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#.to_owned(),
+        call(2),
+    ];
+    let script = format!(
+        "{{ printf '%s\\n' '{}'; sleep 3.5; printf '%s\\n' '{}'; sleep 2; }} | token-keeper exec --proxy --token-env GITHUB_PERSONAL_ACCESS_TOKEN -- '{}' '{}'",
+        session.join("' '"),
+        call(3),
+        node.display(),
+        server.display()
+    );
+    let run = px.run(&script);
+    assert_ok("the MCP server", &run);
+    let answers: Vec<serde_json::Value> = String::from_utf8_lossy(&run.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    for id in [2, 3] {
+        let answer = answers
+            .iter()
+            .find(|a| a["id"] == id)
+            .unwrap_or_else(|| panic!("no answer {id}: {}", text(&run)));
+        assert!(
+            answer["result"]["isError"] != true && answer["error"].is_null(),
+            "call {id}: {answer}"
+        );
+        assert!(
+            answer["result"]["content"][0]["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("total_count")),
+            "call {id}: {answer}"
+        );
+    }
+    // The second call went out with a token minted after the one the server was given.
+    assert!(px.github.mints() >= 2, "mints: {}", px.github.mints());
 }

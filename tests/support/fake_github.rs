@@ -318,7 +318,8 @@ fn route(
         };
     }
     let bot = format!("/users/{APP_SLUG}%5Bbot%5D");
-    if method == "GET" && (path == "/installation/repositories" || path == bot) {
+    let search = path == "/search/repositories";
+    if method == "GET" && (path == "/installation/repositories" || path == bot || search) {
         if world.refuse_new_tokens > 0 {
             world.refuse_new_tokens -= 1;
             return message(401, "Bad credentials");
@@ -330,6 +331,11 @@ fn route(
             .any(|t| t.token == bearer && !t.revoked && t.expires_at > now)
         {
             return message(401, "Bad credentials");
+        }
+        if search {
+            return ResponseTemplate::new(200).set_body_json(
+                json!({"total_count": 0, "incomplete_results": false, "items": []}),
+            );
         }
         return if path == bot {
             ResponseTemplate::new(200).set_body_json(

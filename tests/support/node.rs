@@ -1,5 +1,6 @@
-//! The runner's node, the major the native entry runs under, as `scripts/runner-node` pins it:
-//! fetched once into `target/tools/node`, unpacked once for the tests that run clients on it.
+//! node for the tests that run clients on it: the runner's node, the major the native entry runs
+//! under, as `scripts/runner-node` pins it, fetched once into `target/tools/node` and unpacked
+//! once; and packages from the npm registry, at pinned versions, installed once.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -40,10 +41,43 @@ pub fn runner_node() -> PathBuf {
                 .status()
                 .expect("tar");
             assert!(tar.success(), "cannot unpack {}", tarball.display());
-            let _ = std::fs::rename(aside.keep(), &unpacked);
+            let kept = aside.keep();
+            if std::fs::rename(&kept, &unpacked).is_err() {
+                let _ = std::fs::remove_dir_all(kept);
+            }
         }
         assert!(node.exists(), "no node at {}", node.display());
         node
     })
     .clone()
+}
+
+/// `package@version` from the npm registry with its dependencies, installed once into
+/// `target/tools/npm`: the folder that holds its `node_modules`.
+pub fn npm_package(package: &str, version: &str) -> PathBuf {
+    let cache = native_entry::root().join("target/tools/npm");
+    let folder = cache.join(format!("{}@{version}", package.replace('/', "+")));
+    if folder.join("node_modules").join(package).exists() {
+        return folder;
+    }
+    std::fs::create_dir_all(&cache).expect("npm cache");
+    // Installed aside and renamed whole, so no other run sees half a package.
+    let aside = tempfile::tempdir_in(&cache).expect("aside");
+    let installed = Command::new("npm")
+        .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
+        .arg(aside.path())
+        .arg(format!("{package}@{version}"))
+        .output()
+        .expect("npm");
+    assert!(
+        installed.status.success(),
+        "npm install {package}@{version}: {}",
+        String::from_utf8_lossy(&installed.stderr)
+    );
+    let kept = aside.keep();
+    if std::fs::rename(&kept, &folder).is_err() {
+        let _ = std::fs::remove_dir_all(kept);
+    }
+    assert!(folder.join("node_modules").join(package).exists());
+    folder
 }

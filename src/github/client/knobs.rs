@@ -21,7 +21,7 @@ pub(super) struct HttpOptions {
     /// Extra trusted CA certificates, PEM (GHES with a private CA).
     pub(super) extra_ca_pem: Option<String>,
     /// Hosts whose connections go to an address of the caller's choosing.
-    pub(super) resolve: Vec<(String, IpAddr)>,
+    pub(super) resolve: Vec<(String, Resolved)>,
 }
 
 impl Default for HttpOptions {
@@ -46,14 +46,14 @@ pub(crate) struct Knobs {
     deadline: Option<Duration>,
     retry_base: Option<Duration>,
     /// Hosts sent to addresses of the caller's choosing (`RESOLVE`).
-    resolve: Vec<(String, IpAddr)>,
+    resolve: Vec<(String, Resolved)>,
 }
 
 impl Knobs {
-    /// `host=ADDRESS[,host=ADDRESS…]`: connections to each host go to its address, as if DNS said
-    /// so. For tests that serve GitHub under a real-looking name on loopback: only where a
-    /// connection goes changes, never the name a certificate is checked for or a token is meant
-    /// for.
+    /// `host=ADDRESS[:PORT][,…]`: connections to each host go to its address, as if DNS said so,
+    /// and the proxy's to its port too (the keeper's own client takes the URL's port). For tests
+    /// that serve GitHub under a real-looking name on loopback: only where a connection goes
+    /// changes, never the name a certificate is checked for or a token is meant for.
     pub(crate) const RESOLVE: &str = "TOKEN_KEEPER_RESOLVE";
 
     /// The variables, in the order of `from_env`'s fields.
@@ -85,11 +85,11 @@ impl Knobs {
     }
 
     /// Where connections to `host` go instead of where DNS says, if anywhere.
-    pub(crate) fn address_of(&self, host: &str) -> Option<IpAddr> {
+    pub(crate) fn address_of(&self, host: &str) -> Option<Resolved> {
         self.resolve
             .iter()
             .find(|(name, _)| name.eq_ignore_ascii_case(host))
-            .map(|(_, address)| *address)
+            .map(|(_, resolved)| *resolved)
     }
 
     /// The bounds of calls that may take `deadline` in all, with these applied.
@@ -106,7 +106,15 @@ impl Knobs {
     }
 }
 
-fn resolve(text: &str) -> Result<Vec<(String, IpAddr)>, ApiError> {
+/// Where `TOKEN_KEEPER_RESOLVE` sends a host's connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Resolved {
+    pub(crate) address: IpAddr,
+    /// The port to use instead of the one asked for, if any.
+    pub(crate) port: Option<u16>,
+}
+
+fn resolve(text: &str) -> Result<Vec<(String, Resolved)>, ApiError> {
     let bad = || {
         ApiError::Setup(format!(
             "`{}`: `{}` is not `host=ADDRESS[,host=ADDRESS…]`",
@@ -117,9 +125,19 @@ fn resolve(text: &str) -> Result<Vec<(String, IpAddr)>, ApiError> {
     text.split(',')
         .filter(|pair| !pair.trim().is_empty())
         .map(|pair| {
-            let (host, address) = pair.trim().split_once('=').ok_or_else(bad)?;
-            let address = address.trim().parse().map_err(|_| bad())?;
-            Ok((host.trim().to_ascii_lowercase(), address))
+            let (host, target) = pair.trim().split_once('=').ok_or_else(bad)?;
+            let target = target.trim();
+            let resolved = match target.parse::<std::net::SocketAddr>() {
+                Ok(socket) => Resolved {
+                    address: socket.ip(),
+                    port: Some(socket.port()),
+                },
+                Err(_) => Resolved {
+                    address: target.parse().map_err(|_| bad())?,
+                    port: None,
+                },
+            };
+            Ok((host.trim().to_ascii_lowercase(), resolved))
         })
         .collect()
 }
@@ -151,13 +169,24 @@ mod tests {
 
     #[test]
     fn resolved_hosts_go_to_their_address_and_a_bad_list_is_named() {
-        let env = Env::from_pairs([(Knobs::RESOLVE, "API.github.test=127.0.0.1, git.test=::1")]);
+        let env = Env::from_pairs([(
+            Knobs::RESOLVE,
+            "API.github.test=127.0.0.1, git.test=::1, api.github.com=127.0.0.1:8443",
+        )]);
         let knobs = Knobs::from_env(&env).unwrap();
+        let at = |address: &str, port| Resolved {
+            address: address.parse().unwrap(),
+            port,
+        };
         assert_eq!(
             knobs.address_of("api.GitHub.test"),
-            Some([127, 0, 0, 1].into())
+            Some(at("127.0.0.1", None))
         );
-        assert_eq!(knobs.address_of("git.test"), Some("::1".parse().unwrap()));
+        assert_eq!(knobs.address_of("git.test"), Some(at("::1", None)));
+        assert_eq!(
+            knobs.address_of("api.github.com"),
+            Some(at("127.0.0.1", Some(8443)))
+        );
         assert_eq!(knobs.address_of("github.com"), None);
         let bad = Env::from_pairs([(Knobs::RESOLVE, "api.github.test")]);
         let err = Knobs::from_env(&bad).unwrap_err().to_string();

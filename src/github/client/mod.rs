@@ -93,9 +93,9 @@ impl GitHub {
             rustls::RootCertStore::empty()
         };
         let mut http = reqwest::Client::builder();
-        for (host, address) in &options.resolve {
+        for (host, resolved) in &options.resolve {
             // reqwest takes the port from the URL.
-            http = http.resolve(host, std::net::SocketAddr::new(*address, 0));
+            http = http.resolve(host, std::net::SocketAddr::new(resolved.address, 0));
         }
         let http = http
             .connect_timeout(options.connect_timeout)

@@ -312,8 +312,9 @@ fn for_host(request: &Request<Incoming>, host: &str, port: u16) -> bool {
 /// A TCP connection to `host:port`, or to where the caller's `TOKEN_KEEPER_RESOLVE` sends it.
 async fn dial(shared: &Shared, host: &str, port: u16) -> Result<TcpStream, String> {
     let connecting = match shared.knobs.address_of(host) {
-        Some(address) => {
-            tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((address, port))).await
+        Some(to) => {
+            let port = to.port.unwrap_or(port);
+            tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((to.address, port))).await
         }
         None => tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host, port))).await,
     };
