@@ -243,6 +243,9 @@ echo "no-secret $(curl -s -o /dev/null -w '%{{http_connect}}' --proxy "$no_secre
 echo "wrong $(curl -s -o /dev/null -w '%{{http_connect}}' --proxy "$wrong" "$API/" || true)"
 echo "foreign $(curl -s -o /dev/null -w '%{{http_code}}' -H 'Authorization: Bearer not-a-token-of-ours' "$API/installation/repositories")"
 echo "misdirected $(curl -s -o /dev/null -w '%{{http_code}}' -H 'Host: evil.test' -H "Authorization: Bearer $GH_TOKEN" "$API/installation/repositories")"
+port=${{API##*:}}
+curl -s -k -o /dev/null --connect-to "evil.test:$port:{API_HOST}:$port" -H "Authorization: Bearer $GH_TOKEN" "https://evil.test:$port/installation/repositories"
+echo "other-name $?"
 curl -s -o /dev/null --max-time 3 -H "Authorization: Bearer $GH_TOKEN" https://{ELSEWHERE}:{elsewhere_port}/ || true
 "#
     );
@@ -254,6 +257,17 @@ curl -s -o /dev/null --max-time 3 -H "Authorization: Bearer $GH_TOKEN" https://{
     assert!(out.contains("wrong 407\n"), "{out}");
     assert!(out.contains("foreign 401\n"), "{out}");
     assert!(out.contains("misdirected 421\n"), "{out}");
+    // A TLS name that is not the CONNECT target, from a client that would take any certificate:
+    // the connection ends, no request goes on.
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("other-name ") && l != "other-name 0"),
+        "{out}"
+    );
+    assert!(
+        px.github.seen("GET", "/installation/repositories").len() == 1,
+        "only the foreign call reached GitHub"
+    );
     assert!(
         px.github
             .bearers()
