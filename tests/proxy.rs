@@ -17,6 +17,7 @@ use crate::support::fake_github::{APP_ID, FakeGitHub};
 use crate::support::git_server::GitServer;
 use crate::support::logs::text;
 use crate::support::node::{npm_package, runner_node};
+use crate::support::proxy::Proxy;
 use crate::support::tls::{TestCa, TlsFront};
 
 const API_HOST: &str = "api.github.test";
@@ -342,4 +343,36 @@ async fn an_mcp_server_given_its_token_once_answers_a_tool_call_after_the_expiry
     }
     // The second call went out with a token minted after the one the server was given.
     assert!(px.github.mints() >= 2, "mints: {}", px.github.mints());
+}
+
+/// A user behind a proxy of their own: what ours sends on goes through it, to GitHub and to any
+/// other host, and the client still gets the live token.
+#[tokio::test]
+async fn the_users_own_proxy_carries_what_ours_sends_on() {
+    let elsewhere = TcpListener::bind("127.0.0.1:0").unwrap();
+    let elsewhere_port = elsewhere.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let _ = elsewhere.accept();
+    });
+    let theirs = Proxy::finding(&[API_HOST, ELSEWHERE]);
+    let px = ProxyJob::start().await;
+    let curl = client(&px.job, "client.sh", CURL_CLIENT);
+    let script = format!(
+        "export https_proxy={}\n\
+         token-keeper exec --proxy -- bash -c \"bash '{curl}'; curl -s -o /dev/null --max-time 3 https://{ELSEWHERE}:{elsewhere_port}/ || true\"",
+        theirs.url
+    );
+    let run = px.run(&script);
+    assert_ok("exec --proxy behind a proxy", &run);
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout),
+        "200\n200\n",
+        "{}",
+        text(&run)
+    );
+    let seen = theirs.seen();
+    let api = format!("CONNECT {API_HOST}:{} HTTP/1.1", px.front.port());
+    assert!(seen.contains(&api), "{seen:?}");
+    let tunnel = format!("CONNECT {ELSEWHERE}:{elsewhere_port} HTTP/1.1");
+    assert!(seen.contains(&tunnel), "{seen:?}");
 }

@@ -10,6 +10,7 @@
 //! a fresh token when the policy says so, and every token of the store stays ours to replace.
 
 mod authority;
+mod onward;
 mod route;
 mod server;
 mod swap;
@@ -51,6 +52,8 @@ pub(super) struct Shared {
     /// How we check the GitHub hosts' certificates: as the keeper's own client does.
     upstream: Arc<rustls::ClientConfig>,
     knobs: Knobs,
+    /// The user's own proxies, for what we send on.
+    onwards: onward::Onwards,
     tokens: RwLock<Tokens>,
     /// To the keeper's thread, until the run ends.
     asks: Mutex<Option<mpsc::Sender<Ask>>>,
@@ -154,6 +157,7 @@ pub(super) fn run(
         hosts,
         upstream: Arc::new(upstream),
         knobs,
+        onwards: onward::Onwards::from_env(asker.env).map_err(|why| anyhow!("{why}"))?,
         tokens: RwLock::new(Tokens {
             live: served.token,
             due,

@@ -1,4 +1,5 @@
-//! A forward HTTP proxy on loopback that records the first request line of each connection.
+//! A forward HTTP proxy on loopback that records the first request line of each connection;
+//! names it is told of it finds on loopback, as a corporate proxy finds hosts its clients cannot.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -12,15 +13,21 @@ pub struct Proxy {
 
 impl Proxy {
     pub fn start() -> Self {
+        Self::finding(&[])
+    }
+
+    /// A proxy that finds each of `names` on `127.0.0.1`.
+    pub fn finding(names: &[&str]) -> Self {
+        let names: Arc<Vec<String>> = Arc::new(names.iter().map(|n| (*n).to_owned()).collect());
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let seen = Arc::new(Mutex::new(Vec::new()));
         let log = seen.clone();
         thread::spawn(move || {
             for client in listener.incoming().flatten() {
-                let log = log.clone();
+                let (log, names) = (log.clone(), names.clone());
                 thread::spawn(move || {
-                    let _ = forward(client, &log);
+                    let _ = forward(client, &log, &names);
                 });
             }
         });
@@ -33,7 +40,7 @@ impl Proxy {
     }
 }
 
-fn forward(client: TcpStream, log: &Mutex<Vec<String>>) -> std::io::Result<()> {
+fn forward(client: TcpStream, log: &Mutex<Vec<String>>, names: &[String]) -> std::io::Result<()> {
     let mut reader = BufReader::new(client.try_clone()?);
     let mut head = String::new();
     loop {
@@ -63,7 +70,11 @@ fn forward(client: TcpStream, log: &Mutex<Vec<String>>) -> std::io::Result<()> {
             .unwrap_or_default()
             .to_owned()
     };
-    let mut upstream = TcpStream::connect(&authority)?;
+    let address = match authority.rsplit_once(':') {
+        Some((host, port)) if names.iter().any(|n| n == host) => format!("127.0.0.1:{port}"),
+        _ => authority,
+    };
+    let mut upstream = TcpStream::connect(&address)?;
     let mut client_out = client;
     if method == "CONNECT" {
         client_out.write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n")?;

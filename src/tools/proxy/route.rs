@@ -106,6 +106,14 @@ pub(crate) fn no_proxy_without(entries: &str, hosts: &[String]) -> Option<String
     (!kept.is_empty()).then(|| kept.join(","))
 }
 
+/// Whether an entry of `entries` (a `NO_PROXY` value) sends `host` around a proxy.
+pub(crate) fn keeps_from_proxy(entries: &str, host: &str) -> bool {
+    let host = host.to_ascii_lowercase();
+    entries
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .any(|entry| !entry.is_empty() && bypasses(entry, &host))
+}
+
 /// Whether `entry` sends `host` around a proxy under some client's rules: `*` (a whole value for
 /// curl, Python and node, any entry for Go); a name and its subdomains, with or without a leading
 /// `.` or `*.` (Go's `.x` takes subdomains only, the rest strip the dot); with a `:port` (Go,

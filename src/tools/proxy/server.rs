@@ -23,7 +23,7 @@ use hyper::http::uri::Authority;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Mutex;
 use tokio_rustls::rustls::pki_types::ServerName;
@@ -250,8 +250,9 @@ async fn send_upstream(
     send(sender, request).await
 }
 
-/// A plain-HTTP request in absolute form (`GET http://host/path`), sent on as it is: GitHub
-/// serves nothing over plain HTTP, so no token of ours is put on one.
+/// A plain-HTTP request in absolute form (`GET http://host/path`), sent on as it is (through the
+/// user's own proxy, if any): GitHub serves nothing over plain HTTP, so no token of ours is put
+/// on one.
 async fn forward_plain(
     shared: &Shared,
     mut request: Request<Incoming>,
@@ -261,15 +262,27 @@ async fn forward_plain(
         .authority()
         .map(|a| (a.host().to_owned(), a.port_u16().unwrap_or(80)))
         .ok_or("a plain request without its host")?;
-    let path = request
-        .uri()
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .parse::<Uri>()
-        .map_err(|e| e.to_string())?;
-    *request.uri_mut() = path;
     request.headers_mut().remove(PROXY_AUTHORIZATION);
-    let mut sender = handshake(dial(shared, &host, port).await?).await?;
+    let stream = match shared.onwards.for_host(&host, false) {
+        Some(onward) => {
+            if let Some(value) = &onward.authorization {
+                let value = HeaderValue::from_str(value).map_err(|e| e.to_string())?;
+                request.headers_mut().insert(PROXY_AUTHORIZATION, value);
+            }
+            connect_to(shared, &onward.host, onward.port).await?
+        }
+        None => {
+            let path = request
+                .uri()
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .parse::<Uri>()
+                .map_err(|e| e.to_string())?;
+            *request.uri_mut() = path;
+            connect_to(shared, &host, port).await?
+        }
+    };
+    let mut sender = handshake(stream).await?;
     send(&mut sender, request).await
 }
 
@@ -309,8 +322,54 @@ fn for_host(request: &Request<Incoming>, host: &str, port: u16) -> bool {
     named.host().eq_ignore_ascii_case(host) && named.port_u16().unwrap_or(443) == port
 }
 
-/// A TCP connection to `host:port`, or to where the caller's `TOKEN_KEEPER_RESOLVE` sends it.
+/// A connection for TLS or a tunnel to `host:port`: through the user's own proxy when they have
+/// one for it, else straight.
 async fn dial(shared: &Shared, host: &str, port: u16) -> Result<TcpStream, String> {
+    let Some(onward) = shared.onwards.for_host(host, true) else {
+        return connect_to(shared, host, port).await;
+    };
+    let mut stream = connect_to(shared, &onward.host, onward.port).await?;
+    let mut head = format!("CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n");
+    if let Some(value) = &onward.authorization {
+        head.push_str(&format!("Proxy-Authorization: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    let answer = tokio::time::timeout(CONNECT_TIMEOUT, async {
+        stream.write_all(head.as_bytes()).await?;
+        read_head(&mut stream).await
+    })
+    .await
+    .map_err(|_| "the user's proxy did not answer in time".to_owned())?
+    .map_err(|e| format!("the user's proxy: {e}"))?;
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
+    if status != "200" {
+        return Err(format!(
+            "the user's proxy answered `CONNECT` with {}",
+            messages::foreign(&status)
+        ));
+    }
+    Ok(stream)
+}
+
+/// The head of a proxy's answer to `CONNECT`, read byte by byte so that nothing after it is
+/// taken from the tunnel; at most 8 KiB.
+async fn read_head(stream: &mut TcpStream) -> std::io::Result<String> {
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        if head.len() > 8192 {
+            return Err(std::io::Error::other("an answer head over 8 KiB"));
+        }
+        head.push(stream.read_u8().await?);
+    }
+    Ok(String::from_utf8_lossy(&head).into_owned())
+}
+
+/// A TCP connection to `host:port`, or to where the caller's `TOKEN_KEEPER_RESOLVE` sends it.
+async fn connect_to(shared: &Shared, host: &str, port: u16) -> Result<TcpStream, String> {
     let connecting = match shared.knobs.address_of(host) {
         Some(to) => {
             let port = to.port.unwrap_or(port);
