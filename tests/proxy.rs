@@ -19,6 +19,7 @@ use crate::support::logs::text;
 use crate::support::node::{npm_package, runner_node};
 use crate::support::proxy::Proxy;
 use crate::support::tls::{TestCa, TlsFront};
+use crate::support::{act, engine};
 
 const API_HOST: &str = "api.github.test";
 const GIT_HOST: &str = "github.test";
@@ -375,4 +376,35 @@ async fn the_users_own_proxy_carries_what_ours_sends_on() {
     assert!(seen.contains(&api), "{seen:?}");
     let tunnel = format!("CONNECT {ELSEWHERE}:{elsewhere_port} HTTP/1.1");
     assert!(seen.contains(&tunnel), "{seen:?}");
+}
+
+/// A tool an agent starts in a container (`docker run -i --rm -e VAR image`): on the host's
+/// network the proxy's loopback address is the container's too; the variables that route it
+/// pass by name, and the authority comes in as a read-only file. node 24's fetch in the image
+/// reaches GitHub past the token's expiry.
+#[tokio::test]
+async fn a_tool_in_a_container_on_the_hosts_network_reaches_github_through_the_proxy() {
+    let Some(engine) = engine::engine() else {
+        return;
+    };
+    let image = act::runner_image(&engine);
+    let px = ProxyJob::start().await;
+    let node_client = client(&px.job, "client.js", NODE_CLIENT);
+    let run_container = format!(
+        "{engine} run -i --rm --network=host -e HTTPS_PROXY -e https_proxy -e NODE_USE_ENV_PROXY -e GH_TOKEN -e API \
+         -e NODE_EXTRA_CA_CERTS=/run/token-keeper/authority.pem -v \"$NODE_EXTRA_CA_CERTS:/run/token-keeper/authority.pem:ro\" \
+         -v '{node_client}:/client.js:ro' {image} node /client.js"
+    );
+    let script = format!(
+        "token-keeper exec --proxy -- sh -c '{}'",
+        run_container.replace('\'', "'\\''")
+    );
+    let run = px.run(&script);
+    assert_ok("the container", &run);
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout),
+        "200\n200\n",
+        "{}",
+        text(&run)
+    );
 }
