@@ -15,7 +15,7 @@ use std::time::Duration;
 use crate::support::ci::{CiJob, assert_ok};
 use crate::support::fake_github::{APP_ID, FakeGitHub};
 use crate::support::git_server::GitServer;
-use crate::support::logs::text;
+use crate::support::logs::{assert_no_part_shown, text};
 use crate::support::node::{npm_package, runner_node};
 use crate::support::proxy::Proxy;
 use crate::support::tls::{TestCa, TlsFront};
@@ -182,12 +182,19 @@ async fn curl_and_python_that_read_their_token_once_keep_working_past_its_expiry
     let px = ProxyJob::start().await;
     let curl = client(&px.job, "client.sh", CURL_CLIENT);
     let python = client(&px.job, "client.py", PYTHON_CLIENT);
+    // With the proxy's diagnostics on: what it logs holds request lines, never a token.
     let run = px.run(&format!(
-        "token-keeper exec --proxy -- bash '{curl}'\ntoken-keeper exec --proxy -- python3 '{python}'"
+        "export TOKEN_KEEPER_LOG=1\ntoken-keeper exec --proxy -- bash '{curl}'\ntoken-keeper exec --proxy -- python3 '{python}'"
     ));
     assert_ok("exec --proxy", &run);
     let out = String::from_utf8_lossy(&run.stdout);
     assert_eq!(out, "200\n200\n200\n200\n", "{}", text(&run));
+    let log = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        log.contains("proxy: GET https://api.github.test/installation/repositories"),
+        "{log}"
+    );
+    assert_no_part_shown("the proxy's log", &log, &px.github.tokens());
     // Each client's second call went out with a token minted after the one it read.
     assert!(px.github.mints() >= 3, "mints: {}", px.github.mints());
     assert!(

@@ -235,8 +235,9 @@ async fn send_upstream(
     tracing::debug!(
         "proxy: {} https://{}{}",
         request.method(),
-        messages::foreign(host),
-        messages::foreign(request.uri().path())
+        messages::shown(host),
+        // The path, without its query, which may carry a credential; our tokens are scrubbed.
+        messages::shown(&messages::short(request.uri().path()))
     );
     let mut sender = upstream.lock().await;
     if sender.as_ref().is_none_or(SendRequest::is_closed) {
