@@ -4,12 +4,17 @@
 //! Run it with `cargo build --release && cargo run --release --example bench`. The image figures
 //! need a container engine (see `tests/support/engine.rs`), the native entry's need node; the
 //! comparison with the official action needs `TOKEN_KEEPER_OFFICIAL_ACTION`, a checkout of
-//! actions/create-github-app-token.
+//! actions/create-github-app-token. The proxy's figures (`bench/proxy.rs`) drive `exec --proxy`
+//! with clients of the benchmark's own.
 
 // The integration tests' support, of which an example uses only a part.
 #[allow(dead_code)]
 #[path = "../tests/support/mod.rs"]
 mod support;
+// It reads the proxy's peak memory from `/proc`.
+#[cfg(target_os = "linux")]
+#[path = "bench/proxy.rs"]
+mod proxy;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -164,6 +169,8 @@ async fn main() {
         binary().display(),
         size as f64 / 1024.0 / 1024.0
     );
+    #[cfg(target_os = "linux")]
+    proxy::figures().await;
     let image = image_figures(&github);
     whole_action_figures(&github, image);
 }

@@ -142,7 +142,7 @@ fn request(op: libc::c_uint, pid: libc::pid_t, data: libc::c_int) -> std::io::Re
 
 /// The peak resident memory of `pid`'s address space, KiB, from `/proc/<pid>/status`.
 #[cfg(target_os = "linux")]
-fn vm_hwm(pid: libc::pid_t) -> Option<u64> {
+pub fn vm_hwm(pid: libc::pid_t) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?;
     line.trim().strip_suffix("kB")?.trim().parse().ok()
