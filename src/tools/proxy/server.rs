@@ -44,6 +44,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub(super) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
+            // Out of descriptors, say: let connections end before taking more.
+            tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
         let _ = stream.set_nodelay(true);
