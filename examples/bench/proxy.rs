@@ -35,7 +35,7 @@ use crate::support::ci::CiJob;
 use crate::support::fake_github::{APP_ID, FakeGitHub};
 use crate::support::measure::vm_hwm;
 use crate::support::pem_der;
-use crate::support::tls::TlsFront;
+use crate::support::tls::{TestCa, TlsFront};
 
 const API_HOST: &str = "api.github.test";
 /// Sequential requests on one connection, each way, interleaved.
@@ -47,10 +47,11 @@ static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
 
 pub async fn figures() {
     let github = FakeGitHub::start().await;
-    let api = TlsFront::named(&github.url(), API_HOST);
+    let ca = TestCa::new("token-keeper bench CA");
+    let api = TlsFront::named(&github.url(), API_HOST, &ca);
     // The big bodies go to a sink of ours under the same name: the fake buffers whole bodies.
     let sink = Sink::start().await;
-    let sink_front = TlsFront::named(&sink.url(), API_HOST);
+    let sink_front = TlsFront::named(&sink.url(), API_HOST, &ca);
     let fronts = [&api, &sink_front];
     println!("\nexec --proxy, against the fake GitHub behind TLS as {API_HOST}, all on loopback");
 
