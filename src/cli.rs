@@ -21,7 +21,7 @@ use crate::ci::{flags, revoke, setup};
 use crate::env::Env;
 use crate::messages;
 use crate::report::{self, Reporter};
-use crate::tools::{self, Asker, Supply};
+use crate::tools::{self, Asker, ProxyFormat, Supply};
 
 mod given;
 
@@ -63,6 +63,12 @@ enum Tool {
         #[arg(long, value_name = "DIR")]
         state: Option<PathBuf>,
     },
+    /// A proxy for the rest of the job that puts a live token on every GitHub request, for
+    /// actions and steps that take a token once.
+    Proxy {
+        #[command(subcommand)]
+        command: ProxyCommand,
+    },
     /// Run a command with `GH_TOKEN` and `GITHUB_TOKEN` set to a live token. Its exit code is
     /// the command's, but for token-keeper's own: 125 (no token), 126 (the command cannot be
     /// run), 127 (it is not found).
@@ -87,6 +93,32 @@ enum Tool {
         /// The command and its arguments.
         #[arg(trailing_var_arg = true, required = true, allow_hyphen_values = true)]
         command: Vec<OsString>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ProxyCommand {
+    /// Start it, unless it runs already, and print what reaches it: `export` lines for a shell
+    /// to `eval`, or (`--format github-env`) for `$GITHUB_ENV` only where it is, which no tool
+    /// reads by itself. The post step or `revoke` stops it.
+    Start {
+        #[arg(long)]
+        owner: Option<String>,
+        #[arg(long, value_name = "DIR")]
+        state: Option<PathBuf>,
+        /// Another variable to give the token in (`RENOVATE_TOKEN`); again for each.
+        #[arg(long = "token-env", value_name = "NAME")]
+        token_variables: Vec<String>,
+        #[arg(long, value_enum, default_value = "export")]
+        format: ProxyFormat,
+    },
+    /// The proxy itself, as `start` starts it.
+    #[command(hide = true)]
+    Serve {
+        #[arg(long, value_name = "DIR")]
+        state: PathBuf,
+        #[arg(long = "token-env", value_name = "NAME")]
+        token_variables: Vec<String>,
     },
 }
 
@@ -226,6 +258,24 @@ pub fn run(role: &Role) -> Result<ExitCode> {
                 };
                 tools::exec(state.as_deref(), owner.as_deref(), supply, command, &asker)
             }
+            Tool::Proxy { command } => match command {
+                ProxyCommand::Start {
+                    owner,
+                    state,
+                    token_variables,
+                    format,
+                } => tools::proxy_start(
+                    state.as_deref(),
+                    owner.as_deref(),
+                    token_variables,
+                    *format,
+                    &asker,
+                ),
+                ProxyCommand::Serve {
+                    state,
+                    token_variables,
+                } => tools::proxy_serve(state, token_variables, &asker),
+            },
             Tool::Setup(args) => setup::run(args, env, reporter),
             Tool::Revoke { state } => revoke::run(state.as_deref(), env, reporter),
         },

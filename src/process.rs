@@ -92,6 +92,17 @@ pub(crate) fn run_attached(command: &mut Command) -> Result<ExitCode, CannotRun>
     Ok(exit_code(status))
 }
 
+/// Start `command` apart from us and from the step that runs us, to outlive both: in a process
+/// group of its own (on Windows, detached from our console), so that no signal or Ctrl+C meant
+/// for the step reaches it. Its pid; it is never waited for.
+pub(crate) fn spawn_apart(command: &mut Command) -> Result<u32, CannotRun> {
+    platform::apart(command);
+    command
+        .spawn()
+        .map(|child| child.id())
+        .map_err(|cause| CannotRun::new(command, cause))
+}
+
 /// Start `command` with our stdin, stdout and stderr, and pass on to it, for the rest of our
 /// life, the signals a cancelled job sends, instead of ending us: we outlive it. Windows has none
 /// to pass on.

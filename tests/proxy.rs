@@ -13,11 +13,12 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use crate::support::ci::{CiJob, assert_ok};
-use crate::support::fake_github::{APP_ID, FakeGitHub};
+use crate::support::fake_github::{APP_ID, FakeGitHub, app_inputs};
 use crate::support::git_server::GitServer;
 use crate::support::logs::{assert_no_part_shown, text};
 use crate::support::node::{npm_package, runner_node};
 use crate::support::proxy::Proxy;
+use crate::support::runner::{Job, LaterStep, View, parse_file_command};
 use crate::support::tls::{TestCa, TlsFront};
 use crate::support::{act, engine};
 
@@ -411,6 +412,166 @@ async fn a_tool_in_a_container_on_the_hosts_network_reaches_github_through_the_p
     assert_eq!(
         String::from_utf8_lossy(&run.stdout),
         "200\n200\n",
+        "{}",
+        text(&run)
+    );
+}
+
+/// `proxy start` after `setup`, in another CI: the shell's own clients, routed by the lines it
+/// prints, reach GitHub past the token's expiry; a second start finds the same proxy; `revoke`
+/// ends it with the store, and nothing of ours is left running.
+#[tokio::test]
+async fn proxy_start_serves_the_rest_of_the_job_and_revoke_ends_it() {
+    let px = ProxyJob::start().await;
+    let curl = client(&px.job, "client.sh", CURL_CLIENT);
+    let noted = px.job.path("proxy-record");
+    let script = format!(
+        "eval \"$(token-keeper proxy start)\"\n\
+         first=$HTTPS_PROXY\n\
+         eval \"$(token-keeper proxy start)\"\n\
+         [ \"$first\" = \"$HTTPS_PROXY\" ] || echo 'a second proxy'\n\
+         bash '{curl}'\n\
+         cp \"$TOKEN_KEEPER_STATE/proxy.json\" '{noted}'"
+    );
+    let run = px.run(&script);
+    assert_ok("proxy start", &run);
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout),
+        "200\n200\n",
+        "{}",
+        text(&run)
+    );
+    let record: serde_json::Value = serde_json::from_slice(&fs::read(&noted).unwrap()).unwrap();
+    let pid = record["pid"].as_u64().unwrap();
+    // The proxy saw the store's end begin, and ended itself.
+    let gone = std::time::Instant::now();
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(
+            gone.elapsed() < Duration::from_secs(5),
+            "the proxy {pid} outlived its store"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(px.github.world().live_tokens().is_empty());
+    assert!(px.job.stores().is_empty(), "{:?}", px.job.stores());
+}
+
+/// In Actions: `proxy start --format github-env` gives later steps where the proxy is and
+/// nothing a tool reads by itself; a step that took the main step's token once opts in, by its
+/// own `env:`, and reaches GitHub after the expiry; the post step ends the proxy with the store.
+#[tokio::test]
+async fn in_actions_a_step_opts_in_to_the_job_wide_proxy_and_the_post_step_ends_it() {
+    let github = FakeGitHub::start().await;
+    github.world().token_lifetime = Duration::from_secs(3);
+    let ca = TestCa::new("token-keeper test CA");
+    let front = TlsFront::named(&github.url(), API_HOST, &ca);
+    let api = format!("https://{API_HOST}:{}", front.port());
+    let mut job = Job::new(&api);
+    job.extra_env.insert(
+        "TOKEN_KEEPER_RESOLVE".into(),
+        format!("{API_HOST}=127.0.0.1:{}", front.port()),
+    );
+    let ca_pem = front.ca_pem();
+    let inputs = app_inputs(&[
+        ("git-server-url", "https://github.test"),
+        ("ca-certificates", &ca_pem),
+    ]);
+    let main = job.main(&inputs, View::Host);
+    main.assert_ok();
+    let token = main.outputs["token"].clone();
+
+    let mut step = LaterStep::after(&job, &main);
+    step.env.insert("GITHUB_ACTIONS".into(), "true".into());
+    step.env.extend(job.extra_env.clone());
+    let started = step
+        .command("token-keeper")
+        .args(["proxy", "start", "--format", "github-env"])
+        .output()
+        .unwrap();
+    assert!(started.status.success(), "{}", text(&started));
+    let given = parse_file_command(&String::from_utf8_lossy(&started.stdout));
+    let names: Vec<&str> = given.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        [
+            "TOKEN_KEEPER_PROXY",
+            "TOKEN_KEEPER_PROXY_BUNDLE",
+            "TOKEN_KEEPER_PROXY_CA"
+        ]
+    );
+    // Its secret is masked on the step's stderr before anything holds it.
+    let url = &given["TOKEN_KEEPER_PROXY"];
+    let secret = url.split_once(':').unwrap().1.rsplit_once('@').unwrap().0;
+    let secret = secret.rsplit_once(':').unwrap().1;
+    assert!(
+        String::from_utf8_lossy(&started.stderr).contains(&format!("::add-mask::{secret}")),
+        "{}",
+        text(&started)
+    );
+
+    // An action that read its `github-token:` input once, called after the token expired.
+    std::thread::sleep(Duration::from_millis(3500));
+    let mut later = LaterStep::after(&job, &main);
+    later.env.extend(given.clone());
+    let called = later
+        .command("bash")
+        .args([
+            "-c",
+            &format!(
+                r#"HTTPS_PROXY=$TOKEN_KEEPER_PROXY CURL_CA_BUNDLE=$TOKEN_KEEPER_PROXY_BUNDLE curl -sS -o /dev/null -w '%{{http_code}}' -H "Authorization: Bearer {token}" {api}/installation/repositories"#
+            ),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&called.stdout),
+        "200",
+        "{}",
+        text(&called)
+    );
+
+    let record: serde_json::Value = serde_json::from_slice(
+        &fs::read(
+            job.temp
+                .join("token-keeper")
+                .read_dir()
+                .unwrap()
+                .flatten()
+                .map(|e| e.path().join("proxy.json"))
+                .find(|p| p.exists())
+                .expect("the proxy's record"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let pid = record["pid"].as_u64().unwrap();
+    let post = job.post(&inputs, &main.state, View::Host);
+    post.assert_ok();
+    assert!(!post.log().contains("had stopped"), "{}", post.log());
+    let gone = std::time::Instant::now();
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(
+            gone.elapsed() < Duration::from_secs(5),
+            "the proxy outlived the job"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(github.world().live_tokens().is_empty());
+}
+
+/// A job-wide proxy that stopped before the job's end is said to have stopped, by `revoke` as
+/// by the post step.
+#[tokio::test]
+async fn the_end_says_when_the_job_wide_proxy_had_stopped() {
+    let px = ProxyJob::start().await;
+    let script = "eval \"$(token-keeper proxy start)\"\n\
+        kill -9 \"$(sed 's/.*\"pid\":\\([0-9]*\\).*/\\1/' \"$TOKEN_KEEPER_STATE/proxy.json\")\"\n\
+        sleep 0.2\n\
+        token-keeper revoke";
+    let run = px.run(script);
+    assert_ok("revoke", &run);
+    assert!(
+        text(&run).contains("had stopped before its end"),
         "{}",
         text(&run)
     );

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use url::Url;
 
+use super::proxied::ProxyRecord;
 use super::settings::{Door, Field, Setting, Settings};
 use super::source::{Means, TokenSource};
 use super::state::{Api, CachedToken, StateDir};
@@ -221,6 +222,14 @@ pub(crate) struct End<'a> {
 /// End the store `dir`: revoke its live tokens where its ledger says they came from, all at
 /// once, and say how each went; the store goes as `Keeper::retire` says.
 pub(crate) fn end(dir: StateDir, end: &End, reporter: &dyn Reporter) -> Result<()> {
+    // The job-wide proxy ends itself once the end begins; it should not have stopped before.
+    if let Some(proxy) = ProxyRecord::read(&dir)
+        && !proxy.answers()
+    {
+        reporter.warn(
+            "the proxy `token-keeper proxy start` started for this job had stopped before its end: what went through it got no fresh token since",
+        );
+    }
     Keeper::retire(dir, end.lock_wait, end.unended, |live| {
         let count = live.entries.len();
         if let Some(why) = end.skip {

@@ -13,6 +13,7 @@ pub(crate) mod job;
 pub(crate) mod locate;
 pub(crate) mod lock;
 pub(crate) mod policy;
+pub(crate) mod proxied;
 pub(crate) mod settings;
 pub(crate) mod source;
 pub(crate) mod state;

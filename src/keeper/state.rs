@@ -39,6 +39,10 @@ pub(crate) const ENDED: &str =
     "the store has been ended (by `token-keeper revoke` or the post step), so it serves no token";
 /// The folders `exec --keep-fresh` gives its children as `GH_CONFIG_DIR`, named from this.
 pub(crate) const GH_CONFIG_PREFIX: &str = "gh-config-";
+/// The folders of a proxy's trust files (`exec --proxy`, `proxy start`), named from this.
+pub(crate) const PROXY_PREFIX: &str = "proxy-";
+/// Where the proxy `proxy start` left for the job's later steps is (`ProxyRecord`).
+pub(crate) const PROXY_RECORD: &str = "proxy.json";
 /// How long after its last token expired a store of another job is taken to be one that a
 /// killed job left behind: a running job may sit for hours between two git commands, and
 /// re-mints then with the key the store holds.
@@ -515,7 +519,9 @@ impl StateDir {
             let kind = entry.file_type().map_err(at("read", &path))?;
             let removed = if last.contains(&name.as_str()) {
                 continue;
-            } else if kind.is_dir() && name.starts_with(GH_CONFIG_PREFIX) {
+            } else if kind.is_dir()
+                && (name.starts_with(GH_CONFIG_PREFIX) || name.starts_with(PROXY_PREFIX))
+            {
                 // std removes a tree without following the links in it.
                 fs::remove_dir_all(&path)
             } else if !kind.is_dir() && is_ours(&name) {
@@ -563,7 +569,15 @@ impl StateDir {
 /// The names of the files a store holds: ours, and what an atomic write of one leaves when it is
 /// cut short (`.NAME.` and tempfile's letters).
 fn is_ours(name: &str) -> bool {
-    const OURS: [&str; 6] = [LEDGER, STATE, KEY, RETIRING, MARK, super::lock::LOCK];
+    const OURS: [&str; 7] = [
+        LEDGER,
+        STATE,
+        KEY,
+        RETIRING,
+        MARK,
+        PROXY_RECORD,
+        super::lock::LOCK,
+    ];
     OURS.contains(&name)
         || name.strip_prefix('.').is_some_and(|rest| {
             OURS.iter().any(|of| {
@@ -877,6 +891,12 @@ mod tests {
         let path = tmp.path().join("s");
         let dir = StateDir::example(tmp.path());
         dir.record(&entry("one", 10)).unwrap();
+        // What a killed `exec --keep-fresh`, `exec --proxy` or `proxy start` left goes too.
+        for folder in [GH_CONFIG_PREFIX, PROXY_PREFIX] {
+            fs::create_dir(path.join(format!("{folder}4242"))).unwrap();
+            fs::write(path.join(format!("{folder}4242/file.pem")), "x").unwrap();
+        }
+        dir.write_atomic(PROXY_RECORD, b"{}").unwrap();
         dir.remove(None).unwrap();
         assert!(!path.exists());
         dir.remove(None).unwrap();

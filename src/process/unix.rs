@@ -66,6 +66,11 @@ pub(crate) fn shell(script: &str) -> Command {
     shell
 }
 
+/// A process group of its own, led by the child.
+pub(super) fn apart(command: &mut Command) {
+    std::os::unix::process::CommandExt::process_group(command, 0);
+}
+
 /// Start `child` with the signals passed on to it.
 pub(super) fn spawn_forwarding(child: &mut Command) -> io::Result<Child> {
     let signals = Signals::block();

@@ -21,8 +21,8 @@ use windows_sys::Win32::System::JobObjects::{
     SetInformationJobObject, TerminateJobObject,
 };
 use windows_sys::Win32::System::Threading::{
-    CREATE_SUSPENDED, INFINITE, OpenThread, ResumeThread, THREAD_SUSPEND_RESUME,
-    WaitForSingleObject,
+    CREATE_NEW_PROCESS_GROUP, CREATE_SUSPENDED, DETACHED_PROCESS, INFINITE, OpenThread,
+    ResumeThread, THREAD_SUSPEND_RESUME, WaitForSingleObject,
 };
 
 /// The job that holds the command and all it starts; closing it kills them.
@@ -73,6 +73,11 @@ pub(crate) fn shell(script: &str) -> Command {
     let mut shell = Command::new("cmd.exe");
     shell.raw_arg(super::cmd_arguments(script));
     shell
+}
+
+/// No console of ours, and a process group of its own, which Ctrl+Break does not reach.
+pub(super) fn apart(command: &mut Command) {
+    command.creation_flags(DETACHED_PROCESS | CREATE_NEW_PROCESS_GROUP);
 }
 
 /// Windows has no signals: a cancelled job's Ctrl+C reaches the child as it reaches us, through

@@ -17,7 +17,7 @@ use anyhow::{Context, Result};
 
 mod credential;
 mod fresh;
-mod proxy;
+pub(crate) mod proxy;
 
 use crate::clock::unix_now;
 use crate::env::Env;
@@ -65,6 +65,31 @@ pub(crate) fn token(state: Option<&Path>, owner: Option<&str>, asker: &Asker) ->
         .and_then(|()| out.flush())
         .context("cannot print the token")?;
     Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) use proxy::Format as ProxyFormat;
+
+/// `proxy start`: a proxy for the rest of the job (`proxy`), and what reaches it on stdout.
+pub(crate) fn proxy_start(
+    state: Option<&Path>,
+    owner: Option<&str>,
+    token_variables: &[String],
+    format: ProxyFormat,
+    asker: &Asker,
+) -> Result<ExitCode> {
+    asker.reporter.mask_secrets();
+    let (keeper, state) = find(state, owner, asker.env).map_err(|err| advised(err, asker))?;
+    proxy::start_job(&keeper, state, token_variables, format, asker)
+}
+
+/// `proxy serve`: the job-wide proxy `proxy start` starts, until its store's end begins.
+pub(crate) fn proxy_serve(
+    state: &Path,
+    token_variables: &[String],
+    asker: &Asker,
+) -> Result<ExitCode> {
+    let (keeper, state) = find(Some(state), None, asker.env)?;
+    proxy::serve_job(&keeper, state, token_variables, asker)
 }
 
 /// How `exec` keeps its command supplied with a live token.

@@ -10,6 +10,7 @@
 //! a fresh token when the policy says so, and every token of the store stays ours to replace.
 
 mod authority;
+pub(crate) mod job;
 mod onward;
 mod route;
 mod server;
@@ -17,7 +18,7 @@ mod swap;
 
 use std::collections::HashSet;
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, mpsc};
 
@@ -28,20 +29,17 @@ use url::Url;
 use self::authority::Authority;
 use super::{Asker, serve};
 use crate::clock::unix_now;
-use crate::github::client::{self, Knobs};
+use crate::github::client::{self, Knobs, OUR_PROXY_USER};
 use crate::github::hosts;
-use crate::keeper::state::State;
+use crate::keeper::state::{PROXY_PREFIX, State};
 use crate::keeper::{self, Keeper, policy};
 use crate::private::{Owner, create_private_dir, write_atomic};
 use crate::report::Reporter;
 use crate::secret::Secret;
 use crate::{messages, process};
 
-/// How the proxy's folders in the store start: its trust bundles, gone with the run (or with the
-/// store, if we are killed).
-const FOLDER_PREFIX: &str = "proxy-";
-/// The user name in the proxy's URL; the password is the run's secret.
-const PROXY_USER: &str = "token-keeper";
+pub(crate) use self::job::Format;
+pub(super) use self::job::{serve as serve_job, start as start_job};
 
 /// What every connection of the proxy reads.
 pub(super) struct Shared {
@@ -121,6 +119,56 @@ pub(super) fn run(
     token_variables: &[String],
     asker: &Asker,
 ) -> Result<ExitCode> {
+    with_proxy(keeper, state, token_variables, asker, |reach| {
+        for (name, value) in route::variables(&reach.route(), asker.env) {
+            match value {
+                Some(value) => child.env(name, value),
+                None => child.env_remove(name),
+            };
+        }
+        let status = process::spawn_forwarding(&mut child)?.wait();
+        Ok(process::exit_code(
+            status.context("cannot wait for the command")?,
+        ))
+    })
+}
+
+/// What reaches a running proxy, and what a client routed through it is given.
+pub(super) struct Reach {
+    /// `http://token-keeper:SECRET@127.0.0.1:PORT`.
+    pub(super) url: String,
+    pub(super) hosts: Vec<String>,
+    /// The system's roots, the user's CAs and the authority, for variables that replace roots.
+    pub(super) bundle: PathBuf,
+    /// The authority alone.
+    pub(super) authority: PathBuf,
+    pub(super) token: Secret,
+    /// The token variables beyond `GH_TOKEN` and `GITHUB_TOKEN`.
+    pub(super) token_variables: Vec<String>,
+}
+
+impl Reach {
+    pub(super) fn route(&self) -> route::Route<'_> {
+        route::Route {
+            proxy_url: &self.url,
+            hosts: &self.hosts,
+            bundle: &self.bundle,
+            authority: &self.authority,
+            token: self.token.expose(),
+            token_variables: &self.token_variables,
+        }
+    }
+}
+
+/// A proxy for `state`'s store, serving while `body` runs with what reaches it; its trust
+/// files in the store are gone when it ends.
+fn with_proxy<T>(
+    keeper: &Keeper,
+    state: State,
+    token_variables: &[String],
+    asker: &Asker,
+    body: impl FnOnce(&Reach) -> Result<T>,
+) -> Result<T> {
     for name in token_variables {
         route::check_variable_name(name).map_err(|why| anyhow!("`--token-env`: {why}"))?;
     }
@@ -151,7 +199,7 @@ pub(super) fn run(
         .collect();
     ours.insert(served.token.expose().to_owned());
     let (asks, asked) = mpsc::channel();
-    let shared = Shared {
+    let shared = Arc::new(Shared {
         secret: random_secret()?,
         authority: Authority::new(&hosts, unix_now())?,
         hosts,
@@ -164,22 +212,24 @@ pub(super) fn run(
             ours,
         }),
         asks: Mutex::new(Some(asks)),
-    };
+    });
     let folder = keeper
         .dir()
         .path()
-        .join(format!("{FOLDER_PREFIX}{}", std::process::id()));
+        .join(format!("{PROXY_PREFIX}{}", std::process::id()));
     create_private_dir(&folder, keeper.dir().owner())?;
-    let trust = Trust {
-        folder: &folder,
-        owner: keeper.dir().owner(),
-        store_ca,
-    };
     let result = std::thread::scope(|scope| {
-        let shared = Arc::new(shared);
         let supplier = shared.clone();
         scope.spawn(move || supply(keeper, &supplier, asked, asker.reporter));
-        let result = run_child(shared.clone(), &mut child, &token_variables, &trust, asker);
+        let result = serve_while(
+            keeper,
+            &shared,
+            &folder,
+            store_ca,
+            token_variables,
+            asker,
+            body,
+        );
         shared.close();
         result
     });
@@ -187,62 +237,50 @@ pub(super) fn run(
     result
 }
 
-/// Where the child's trust bundles go.
-struct Trust<'a> {
-    folder: &'a Path,
-    owner: Owner,
-    /// The store's own extra CA certificates, which the child keeps trusting.
+/// Write the trust files to `folder`, start the proxy, and run `body` while it serves.
+fn serve_while<T>(
+    keeper: &Keeper,
+    shared: &Arc<Shared>,
+    folder: &Path,
     store_ca: Option<String>,
-}
-
-/// Start the proxy, then the child routed through it; the proxy ends when the child does.
-fn run_child(
-    shared: Arc<Shared>,
-    child: &mut Command,
-    token_variables: &[String],
-    trust: &Trust,
+    token_variables: Vec<String>,
     asker: &Asker,
-) -> Result<ExitCode> {
+    body: impl FnOnce(&Reach) -> Result<T>,
+) -> Result<T> {
     let listener =
         std::net::TcpListener::bind(("127.0.0.1", 0)).context("cannot start the proxy")?;
     listener.set_nonblocking(true)?;
     let port = listener.local_addr()?.port();
-    let proxy_url = format!(
-        "http://{PROXY_USER}:{}@127.0.0.1:{port}",
-        shared.secret.expose()
-    );
+    let owner = keeper.dir().owner();
     let ca_pem = shared.authority.ca_pem();
-    let authority_file = trust.folder.join("authority.pem");
-    write_file(&authority_file, trust.owner, &ca_pem)?;
+    let authority = folder.join("authority.pem");
+    write_file(&authority, owner, &ca_pem)?;
     let users: Vec<String> = route::users_bundles(asker.env)
         .iter()
         .filter_map(|path| std::fs::read_to_string(path).ok())
-        .chain(trust.store_ca.clone())
+        .chain(store_ca)
         .collect();
-    let bundle_file = trust.folder.join("bundle.pem");
-    let bundle = route::bundle(&route::system_roots_pem(), &users, &ca_pem);
-    write_file(&bundle_file, trust.owner, &bundle)?;
-    let token = shared.tokens().live.clone();
-    let routing = route::Route {
-        proxy_url: &proxy_url,
-        hosts: &shared.hosts,
-        bundle: &bundle_file,
-        authority: &authority_file,
-        token: token.expose(),
+    let bundle = folder.join("bundle.pem");
+    write_file(
+        &bundle,
+        owner,
+        &route::bundle(&route::system_roots_pem(), &users, &ca_pem),
+    )?;
+    let reach = Reach {
+        url: format!(
+            "http://{OUR_PROXY_USER}:{}@127.0.0.1:{port}",
+            shared.secret.expose()
+        ),
+        hosts: shared.hosts.clone(),
+        bundle,
+        authority,
+        token: shared.tokens().live.clone(),
         token_variables,
     };
-    for (name, value) in route::variables(&routing, asker.env) {
-        match value {
-            Some(value) => child.env(name, value),
-            None => child.env_remove(name),
-        };
-    }
-    let proxy = start(listener, shared)?;
-    let status = process::spawn_forwarding(child)?.wait();
+    let proxy = start(listener, shared.clone())?;
+    let result = body(&reach);
     drop(proxy);
-    Ok(process::exit_code(
-        status.context("cannot wait for the command")?,
-    ))
+    result
 }
 
 fn write_file(path: &Path, owner: Owner, text: &str) -> Result<()> {

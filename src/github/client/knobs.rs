@@ -22,6 +22,8 @@ pub(super) struct HttpOptions {
     pub(super) extra_ca_pem: Option<String>,
     /// Hosts whose connections go to an address of the caller's choosing.
     pub(super) resolve: Vec<(String, Resolved)>,
+    /// Whether to go past the proxy the environment names, one of ours.
+    pub(super) past_our_proxy: bool,
 }
 
 impl Default for HttpOptions {
@@ -33,6 +35,7 @@ impl Default for HttpOptions {
             retry_base: Duration::from_millis(500),
             extra_ca_pem: None,
             resolve: Vec::new(),
+            past_our_proxy: false,
         }
     }
 }
@@ -47,6 +50,10 @@ pub(crate) struct Knobs {
     retry_base: Option<Duration>,
     /// Hosts sent to addresses of the caller's choosing (`RESOLVE`).
     resolve: Vec<(String, Resolved)>,
+    /// The process's proxy variables name a token-keeper proxy (it runs in a child of
+    /// `exec --proxy`, or after `proxy start`'s lines): our own calls go straight to GitHub, as
+    /// that proxy may be ending with the store they end.
+    pub(crate) past_our_proxy: bool,
 }
 
 impl Knobs {
@@ -81,6 +88,10 @@ impl Knobs {
             deadline: read(deadline)?,
             retry_base: read(retry)?,
             resolve: resolve(env.given(Self::RESOLVE).unwrap_or_default())?,
+            past_our_proxy: ["https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"]
+                .iter()
+                .filter_map(|name| env.given(name))
+                .any(is_our_proxy),
         })
     }
 
@@ -102,8 +113,22 @@ impl Knobs {
             retry_base: self.retry_base.unwrap_or(defaults.retry_base),
             extra_ca_pem,
             resolve: self.resolve.clone(),
+            past_our_proxy: self.past_our_proxy,
         }
     }
+}
+
+/// The user name in a token-keeper proxy's URL; the password is the run's secret.
+pub(crate) const OUR_PROXY_USER: &str = "token-keeper";
+
+/// Whether `url` is a token-keeper proxy's: on loopback, with our user name.
+fn is_our_proxy(url: &str) -> bool {
+    url::Url::parse(url).is_ok_and(|url| {
+        url.username() == OUR_PROXY_USER
+            && url
+                .host_str()
+                .is_some_and(|h| h == "127.0.0.1" || h == "localhost" || h == "[::1]")
+    })
 }
 
 /// Where `TOKEN_KEEPER_RESOLVE` sends a host's connections.
@@ -188,6 +213,11 @@ mod tests {
             Some(at("127.0.0.1", Some(8443)))
         );
         assert_eq!(knobs.address_of("github.com"), None);
+        assert!(!knobs.past_our_proxy);
+        let ours = Env::from_pairs([("HTTPS_PROXY", "http://token-keeper:abc@127.0.0.1:4000")]);
+        assert!(Knobs::from_env(&ours).unwrap().past_our_proxy);
+        let theirs = Env::from_pairs([("https_proxy", "http://token-keeper:abc@proxy.corp:3128")]);
+        assert!(!Knobs::from_env(&theirs).unwrap().past_our_proxy);
         let bad = Env::from_pairs([(Knobs::RESOLVE, "api.github.test")]);
         let err = Knobs::from_env(&bad).unwrap_err().to_string();
         assert!(err.contains("`TOKEN_KEEPER_RESOLVE`"), "{err}");

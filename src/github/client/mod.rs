@@ -21,7 +21,7 @@ use serde::de::DeserializeOwned;
 
 pub(crate) use self::clock::Clock;
 pub(crate) use self::error::ApiError;
-pub(crate) use self::knobs::Knobs;
+pub(crate) use self::knobs::{Knobs, OUR_PROXY_USER};
 pub(crate) use self::runtime::Runtime;
 pub(crate) use self::tls::{ca_certificates, tls_config, trusted_roots};
 
@@ -93,6 +93,9 @@ impl GitHub {
             rustls::RootCertStore::empty()
         };
         let mut http = reqwest::Client::builder();
+        if options.past_our_proxy {
+            http = http.no_proxy();
+        }
         for (host, resolved) in &options.resolve {
             // reqwest takes the port from the URL.
             http = http.resolve(host, std::net::SocketAddr::new(resolved.address, 0));
