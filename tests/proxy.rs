@@ -116,6 +116,18 @@ time.sleep(3.5)
 print(call())
 "#;
 
+/// Python's requests, which trusts certifi's roots unless told otherwise, the token read once.
+const REQUESTS_CLIENT: &str = r#"
+import os, time, requests
+token = os.environ["GH_TOKEN"]
+def call():
+    return requests.get(os.environ["API"] + "/installation/repositories",
+                        headers={"Authorization": "token " + token}, timeout=10).status_code
+print(call())
+time.sleep(3.5)
+print(call())
+"#;
+
 fn client(job: &CiJob, name: &str, text: &str) -> String {
     let path = job.path(name);
     fs::write(&path, text).unwrap();
@@ -179,17 +191,18 @@ async fn git_gh_and_node_that_read_their_token_once_keep_working_past_its_expiry
 }
 
 #[tokio::test]
-async fn curl_and_python_that_read_their_token_once_keep_working_past_its_expiry() {
+async fn curl_and_pythons_clients_that_read_their_token_once_keep_working_past_its_expiry() {
     let px = ProxyJob::start().await;
     let curl = client(&px.job, "client.sh", CURL_CLIENT);
     let python = client(&px.job, "client.py", PYTHON_CLIENT);
+    let requests = client(&px.job, "requests-client.py", REQUESTS_CLIENT);
     // With the proxy's diagnostics on: what it logs holds request lines, never a token.
     let run = px.run(&format!(
-        "export TOKEN_KEEPER_LOG=1\ntoken-keeper exec --proxy -- bash '{curl}'\ntoken-keeper exec --proxy -- python3 '{python}'"
+        "export TOKEN_KEEPER_LOG=1\ntoken-keeper exec --proxy -- bash '{curl}'\ntoken-keeper exec --proxy -- python3 '{python}'\ntoken-keeper exec --proxy -- python3 '{requests}'"
     ));
     assert_ok("exec --proxy", &run);
     let out = String::from_utf8_lossy(&run.stdout);
-    assert_eq!(out, "200\n200\n200\n200\n", "{}", text(&run));
+    assert_eq!(out, "200\n200\n200\n200\n200\n200\n", "{}", text(&run));
     let log = String::from_utf8_lossy(&run.stderr);
     assert!(
         log.contains("proxy: GET https://api.github.test/installation/repositories"),
