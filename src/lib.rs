@@ -7,8 +7,8 @@
 //!   layout, shim binary, step summary, main and post steps) and `ci` (`setup`'s flags, `setup`
 //!   and `revoke` where no runner runs the steps, the global git config);
 //! - `tools` are the commands later steps and git run (`token`, `exec`, and `credential`, which
-//!   speaks git's helper protocol), whichever door began the job's keeper; `exec --proxy` puts
-//!   a live token on every GitHub request of a child's clients;
+//!   speaks git's helper protocol), whichever door began the job's keeper; `exec --proxy` and
+//!   `proxy start` put a live token on every GitHub request of a child's or a job's clients;
 //! - `keeper` is the core: the job's token store, its settings (what both doors turn what their
 //!   user gives into), a job's keeper begun and ended (`job`), where tokens come from and
 //!   minting, what git is told, the state on disk, locks, the refresh policy, finding a store;
