@@ -589,3 +589,49 @@ async fn the_end_says_when_the_job_wide_proxy_had_stopped() {
         text(&run)
     );
 }
+
+/// GitHub's redirects are the client's to follow: one to another host reaches it through the
+/// proxy as the client sent it, with none of our tokens (curl drops its own header there).
+#[tokio::test]
+async fn a_redirect_to_another_host_carries_none_of_our_tokens() {
+    let elsewhere = TcpListener::bind("127.0.0.1:0").unwrap();
+    let elsewhere_port = elsewhere.local_addr().unwrap().port();
+    let (seen, received) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        if let Ok((mut stream, _)) = elsewhere.accept() {
+            stream
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            let mut bytes = vec![0; 8192];
+            let read = stream.read(&mut bytes).unwrap_or(0);
+            let _ = seen.send(String::from_utf8_lossy(&bytes[..read]).into_owned());
+            let _ = std::io::Write::write_all(
+                &mut stream,
+                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+            );
+        }
+    });
+    let px = ProxyJob::start().await;
+    let location = format!("http://{ELSEWHERE}:{elsewhere_port}/archive.tar.gz");
+    px.github
+        .answer_next("/installation/repositories", move |_| {
+            wiremock::ResponseTemplate::new(302).insert_header("location", location.as_str())
+        });
+    let run = px.run(
+        "token-keeper exec --proxy -- sh -c 'curl -sS -L -H \"Authorization: Bearer $GH_TOKEN\" \"$API/installation/repositories\"'",
+    );
+    assert_ok("exec --proxy", &run);
+    assert_eq!(String::from_utf8_lossy(&run.stdout), "ok", "{}", text(&run));
+    let request = received
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the redirect was followed");
+    assert!(
+        request.starts_with("GET /archive.tar.gz HTTP/1.1"),
+        "{request}"
+    );
+    assert!(
+        !request.to_ascii_lowercase().contains("authorization"),
+        "{request}"
+    );
+    assert_no_part_shown("the other host's request", &request, &px.github.tokens());
+}
