@@ -49,13 +49,19 @@ impl ProxyJob {
     /// A job whose API is served as `api_host` (GitHub's own, `api.github.com`, for a client that
     /// knows no other).
     async fn serving(api_host: &str) -> Self {
+        Self::serving_git(api_host, None).await
+    }
+
+    /// A job whose git server's name is served by `git_upstream` (a plain-HTTP server on
+    /// loopback) instead of the git server.
+    async fn serving_git(api_host: &str, git_upstream: Option<&str>) -> Self {
         let github = FakeGitHub::start().await;
         github.world().token_lifetime = Duration::from_secs(3);
         let git = GitServer::start(github.handle());
         git.create_repo("Octo-Org", "app");
         let ca = TestCa::new("token-keeper test CA");
         let front = TlsFront::named(&github.url(), api_host, &ca);
-        let git_front = TlsFront::named(&git.url(), GIT_HOST, &ca);
+        let git_front = TlsFront::named(git_upstream.unwrap_or(&git.url()), GIT_HOST, &ca);
         // The API's port too, for a client that calls `api.github.com` on 443.
         let resolve = format!(
             "{api_host}=127.0.0.1:{},{GIT_HOST}=127.0.0.1,{ELSEWHERE}=127.0.0.1",
@@ -635,3 +641,70 @@ async fn a_redirect_to_another_host_carries_none_of_our_tokens() {
     );
     assert_no_part_shown("the other host's request", &request, &px.github.tokens());
 }
+
+/// An `Upgrade` on a host we serve is joined end to end: the client's bytes after `101` reach
+/// the host, and the host's come back.
+#[tokio::test]
+async fn an_upgrade_is_joined_end_to_end() {
+    let upgrading = TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream = format!("http://{}", upgrading.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in upgrading.incoming().flatten() {
+            std::thread::spawn(move || echo_after_upgrade(stream));
+        }
+    });
+    let px = ProxyJob::serving_git(API_HOST, Some(&upstream)).await;
+    let client = client(&px.job, "upgrade.py", UPGRADE_CLIENT);
+    let run = px.run(&format!("token-keeper exec --proxy -- python3 '{client}'"));
+    assert_ok("exec --proxy", &run);
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout),
+        "101\nping pong\n",
+        "{}",
+        text(&run)
+    );
+}
+
+/// Answer an `Upgrade: echo` request with `101`, then send back each line it gets, with ` pong`.
+fn echo_after_upgrade(stream: std::net::TcpStream) {
+    use std::io::{BufRead, BufReader, Write};
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut line = String::new();
+    while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+        line.clear();
+    }
+    let mut out = stream;
+    let _ = out.write_all(
+        b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n",
+    );
+    let mut message = String::new();
+    if reader.read_line(&mut message).is_ok() {
+        let _ = out.write_all(format!("{} pong\n", message.trim_end()).as_bytes());
+    }
+}
+
+/// Through the proxy by hand, as a websocket client would: `CONNECT`, TLS, `Upgrade`, then bytes.
+const UPGRADE_CLIENT: &str = r#"
+import base64, os, socket, ssl, urllib.parse
+proxy = urllib.parse.urlsplit(os.environ["HTTPS_PROXY"])
+git = urllib.parse.urlsplit(os.environ["GIT"])
+target = f"{git.hostname}:{git.port}"
+raw = socket.create_connection((proxy.hostname, proxy.port), timeout=10)
+auth = base64.b64encode(f"{proxy.username}:{proxy.password}".encode()).decode()
+raw.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nProxy-Authorization: Basic {auth}\r\n\r\n".encode())
+head = b""
+while not head.endswith(b"\r\n\r\n"):
+    head += raw.recv(1)
+context = ssl.create_default_context(cafile=os.environ["SSL_CERT_FILE"])
+tls = context.wrap_socket(raw, server_hostname=git.hostname)
+tls.sendall(f"GET /socket HTTP/1.1\r\nHost: {target}\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n".encode())
+answer = b""
+while not answer.endswith(b"\r\n\r\n"):
+    answer += tls.recv(1)
+print(answer.split(b" ")[1].decode())
+tls.sendall(b"ping\n")
+reply = b""
+while not reply.endswith(b"\n"):
+    reply += tls.recv(1)
+print(reply.decode().strip())
+"#;
