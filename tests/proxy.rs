@@ -665,14 +665,71 @@ async fn an_upgrade_is_joined_end_to_end() {
     );
 }
 
-/// Answer an `Upgrade: echo` request with `101`, then send back each line it gets, with ` pong`.
-fn echo_after_upgrade(stream: std::net::TcpStream) {
-    use std::io::{BufRead, BufReader, Write};
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
+/// An event stream through the proxy arrives as it is sent: the first event before the second
+/// was written, not once the answer ends.
+#[tokio::test]
+async fn server_sent_events_stream_through() {
+    let streaming = TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream = format!("http://{}", streaming.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in streaming.incoming().flatten() {
+            std::thread::spawn(move || events(stream));
+        }
+    });
+    let px = ProxyJob::serving_git(API_HOST, Some(&upstream)).await;
+    let client = client(&px.job, "events.py", EVENTS_CLIENT);
+    let run = px.run(&format!("token-keeper exec --proxy -- python3 '{client}'"));
+    assert_ok("exec --proxy", &run);
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout),
+        "data: 1 early\ndata: 2\n",
+        "{}",
+        text(&run)
+    );
+}
+
+/// Read a request's head from `stream`; what follows stays in the reader.
+fn read_head(stream: &std::net::TcpStream) -> std::io::BufReader<std::net::TcpStream> {
+    use std::io::BufRead;
+    let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
     let mut line = String::new();
     while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
         line.clear();
     }
+    reader
+}
+
+/// Two events, chunked, two seconds apart.
+fn events(stream: std::net::TcpStream) {
+    use std::io::Write;
+    let _reader = read_head(&stream);
+    let mut out = stream;
+    let chunk = |text: &str| format!("{:x}\r\n{text}\r\n", text.len());
+    let _ = out.write_all(
+        format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n{}",
+            chunk("data: 1\n\n")
+        )
+        .as_bytes(),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let _ = out.write_all(format!("{}0\r\n\r\n", chunk("data: 2\n\n")).as_bytes());
+}
+
+const EVENTS_CLIENT: &str = r#"
+import os, time, urllib.request
+started = time.monotonic()
+with urllib.request.urlopen(os.environ["GIT"] + "/events", timeout=10) as answer:
+    first = answer.readline().decode().strip()
+    print(first, "early" if time.monotonic() - started < 1.5 else "late")
+    answer.readline()
+    print(answer.readline().decode().strip())
+"#;
+
+/// Answer an `Upgrade: echo` request with `101`, then send back each line it gets, with ` pong`.
+fn echo_after_upgrade(stream: std::net::TcpStream) {
+    use std::io::{BufRead, Write};
+    let mut reader = read_head(&stream);
     let mut out = stream;
     let _ = out.write_all(
         b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n",
