@@ -367,6 +367,19 @@ fn start(listener: std::net::TcpListener, shared: Arc<Shared>) -> Result<Running
     })
 }
 
+/// A certificate, DER, as a PEM block: base64 in lines of 64, as every bundle reader takes it.
+pub(super) fn certificate_pem(der: &[u8]) -> String {
+    use base64::Engine;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in encoded.as_bytes().chunks(64) {
+        pem.push_str(&String::from_utf8_lossy(line));
+        pem.push('\n');
+    }
+    pem.push_str("-----END CERTIFICATE-----\n");
+    pem
+}
+
 /// The run's secret: 32 random hex digits, masked as it is made.
 fn random_secret() -> Result<Secret> {
     let mut bytes = [0u8; 16];

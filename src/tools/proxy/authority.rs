@@ -93,7 +93,7 @@ impl Authority {
 
     /// The CA certificate, PEM, for the trust bundles of the commands the proxy serves.
     pub(crate) fn ca_pem(&self) -> String {
-        self.ca.pem()
+        super::certificate_pem(self.ca.der())
     }
 
     /// The TLS server settings for `host`, one of ours (any case): its leaf is issued once.
@@ -257,7 +257,11 @@ mod tests {
     }
 
     fn openssl_verify(dir: &std::path::Path, leaf: &Certificate) -> std::process::Output {
-        std::fs::write(dir.join("leaf.pem"), leaf.pem()).unwrap();
+        std::fs::write(
+            dir.join("leaf.pem"),
+            super::super::certificate_pem(leaf.der()),
+        )
+        .unwrap();
         Command::new("openssl")
             .args(["verify", "-x509_strict", "-purpose", "sslserver"])
             .args(["-CAfile", "ca.pem", "leaf.pem"])

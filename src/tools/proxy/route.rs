@@ -251,20 +251,11 @@ fn pem_blocks(text: &str) -> Vec<String> {
 /// of ours is set in this process. Certificates the platform cannot give are skipped, as `tls`
 /// skips them.
 pub(crate) fn system_roots_pem() -> String {
-    use base64::Engine;
-    let base64 = base64::engine::general_purpose::STANDARD;
-    let mut pem = String::new();
-    for cert in rustls_native_certs::load_native_certs().certs {
-        pem.push_str("-----BEGIN CERTIFICATE-----\n");
-        for (i, c) in base64.encode(cert.as_ref()).chars().enumerate() {
-            if i > 0 && i % 64 == 0 {
-                pem.push('\n');
-            }
-            pem.push(c);
-        }
-        pem.push_str("\n-----END CERTIFICATE-----\n");
-    }
-    pem
+    rustls_native_certs::load_native_certs()
+        .certs
+        .iter()
+        .map(|cert| super::certificate_pem(cert))
+        .collect()
 }
 
 #[cfg(test)]
