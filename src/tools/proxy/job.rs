@@ -5,7 +5,8 @@
 //! step's, so the step ends and the runner waits for nothing), waits for the record it leaves in
 //! the store (`ProxyRecord`), checks that the proxy answers, and prints what reaches it. The
 //! proxy ends itself once the store's end begins (the post step, `revoke`), which also says if it
-//! had stopped before. A later `start` for the same store finds the running one.
+//! had stopped before, or once its store is one a killed job left behind. A later `start` for the
+//! same store finds the running one.
 //!
 //! Nothing is exported job-wide on its own: a container action or a job container would read
 //! `127.0.0.1` as itself. The shell's `export` lines route whatever runs in that shell; in Actions,
@@ -27,8 +28,10 @@ use crate::tools::Asker;
 
 /// How long a new proxy may take to come up.
 const START_BOUND: Duration = Duration::from_secs(10);
-/// How often a job-wide proxy looks whether its store's end has begun.
+/// How often a job-wide proxy looks whether its store's end has begun, and whether its store is
+/// one a killed job left behind (which nothing will end).
 const WATCH_EVERY: Duration = Duration::from_millis(250);
+const ABANDONED_EVERY: Duration = Duration::from_secs(60);
 
 /// What `proxy start` prints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -161,7 +164,14 @@ pub(crate) fn serve(
             authority: reach.authority.clone(),
         };
         record.write(dir)?;
+        let mut looked = Instant::now();
         while dir.path().exists() && !dir.is_retiring() {
+            if looked.elapsed() >= ABANDONED_EVERY {
+                if dir.is_abandoned(crate::clock::unix_now()) {
+                    break;
+                }
+                looked = Instant::now();
+            }
             std::thread::sleep(WATCH_EVERY);
         }
         record.remove(dir);
