@@ -47,11 +47,8 @@ enum Tool {
     },
     /// Print a live token on stdout.
     Token {
-        /// The owner whose token to print, when the job minted for several.
-        #[arg(long)]
-        owner: Option<String>,
-        #[arg(long, value_name = "DIR")]
-        state: Option<PathBuf>,
+        #[command(flatten)]
+        store: Store,
     },
     /// Outside GitHub Actions: mint a token for this job, keep it fresh for git and the tools,
     /// and print what the shell needs (`eval "$(token-keeper setup …)"`).
@@ -73,10 +70,8 @@ enum Tool {
     /// the command's, but for token-keeper's own: 125 (no token), 126 (the command cannot be
     /// run), 127 (it is not found).
     Exec {
-        #[arg(long)]
-        owner: Option<String>,
-        #[arg(long, value_name = "DIR")]
-        state: Option<PathBuf>,
+        #[command(flatten)]
+        store: Store,
         /// For a long-running command: instead of `GH_TOKEN`, give it a private
         /// `GH_CONFIG_DIR` whose token is replaced before it expires, for as long as it runs.
         #[arg(long, conflicts_with = "proxy")]
@@ -96,19 +91,30 @@ enum Tool {
     },
 }
 
+/// Which of the job's stores a tool takes its token from.
+#[derive(Debug, clap::Args)]
+struct Store {
+    /// The owner whose token to use, when the job minted for several.
+    #[arg(long)]
+    owner: Option<String>,
+    /// The store's folder (default: the one `TOKEN_KEEPER_STATE` names, else the job's only
+    /// one, or `--owner`'s).
+    #[arg(long, value_name = "DIR")]
+    state: Option<PathBuf>,
+}
+
 #[derive(Debug, Subcommand)]
 enum ProxyCommand {
     /// Start it, unless it runs already, and print what reaches it: `export` lines for a shell
     /// to `eval`, or (`--format github-env`) for `$GITHUB_ENV` only where it is, which no tool
     /// reads by itself. The post step or `revoke` stops it.
     Start {
-        #[arg(long)]
-        owner: Option<String>,
-        #[arg(long, value_name = "DIR")]
-        state: Option<PathBuf>,
+        #[command(flatten)]
+        store: Store,
         /// Another variable to give the token in (`RENOVATE_TOKEN`); again for each.
         #[arg(long = "token-env", value_name = "NAME")]
         token_variables: Vec<String>,
+        /// `export` lines for a shell to `eval`, or `github-env` lines for `$GITHUB_ENV`.
         #[arg(long, value_enum, default_value = "export")]
         format: ProxyFormat,
     },
@@ -240,12 +246,11 @@ pub fn run(role: &Role) -> Result<ExitCode> {
             Tool::Credential { state, operation } => {
                 tools::credential(state.as_deref(), operation, &asker)
             }
-            Tool::Token { owner, state } => {
-                tools::token(state.as_deref(), owner.as_deref(), &asker)
+            Tool::Token { store } => {
+                tools::token(store.state.as_deref(), store.owner.as_deref(), &asker)
             }
             Tool::Exec {
-                owner,
-                state,
+                store,
                 keep_fresh,
                 proxy,
                 token_variables,
@@ -256,17 +261,22 @@ pub fn run(role: &Role) -> Result<ExitCode> {
                     (true, false) => Supply::KeepFresh,
                     (false, false) => Supply::Variables,
                 };
-                tools::exec(state.as_deref(), owner.as_deref(), supply, command, &asker)
+                tools::exec(
+                    store.state.as_deref(),
+                    store.owner.as_deref(),
+                    supply,
+                    command,
+                    &asker,
+                )
             }
             Tool::Proxy { command } => match command {
                 ProxyCommand::Start {
-                    owner,
-                    state,
+                    store,
                     token_variables,
                     format,
                 } => tools::proxy_start(
-                    state.as_deref(),
-                    owner.as_deref(),
+                    store.state.as_deref(),
+                    store.owner.as_deref(),
                     token_variables,
                     *format,
                     &asker,
@@ -301,6 +311,24 @@ mod tests {
 
     fn role(args: &[&str]) -> Result<Kind, Usage> {
         parse_in(args.iter().map(OsString::from), Env::default()).map(|role| role.kind)
+    }
+
+    #[test]
+    fn every_argument_of_every_command_says_what_it_is() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+                if !builtin && !arg.is_hide_set() && arg.get_help().is_none() {
+                    missing.push(format!("{path} {}", arg.get_id()));
+                }
+            }
+            for sub in command.get_subcommands().filter(|s| !s.is_hide_set()) {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "token-keeper", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:?}");
     }
 
     #[test]
