@@ -36,6 +36,8 @@ pub mod fake_github;
 pub mod git_server;
 pub mod logs;
 pub mod measure;
+#[cfg(unix)]
+pub mod moto;
 pub mod native_entry;
 pub mod node;
 pub mod proxy;
