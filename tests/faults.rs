@@ -219,6 +219,41 @@ async fn skewed_clocks_are_learned_and_kept_for_remints() {
     }
 }
 
+#[tokio::test]
+async fn a_jwt_is_signed_once_per_request_and_again_only_when_the_clock_moved() {
+    let github = FakeGitHub::start().await;
+    let job = Job::new(&github.url());
+    // A second apart: a JWT signed per try would carry another `iat`.
+    let busy = || ResponseTemplate::new(503).insert_header("retry-after", "1");
+    github.fail_next("/repos/", busy());
+    github.fail_next("/repos/", busy());
+    job.main(&app_inputs(&[]), View::Host).assert_ok();
+    let sent: Vec<String> = github
+        .seen("GET", "/repos/")
+        .into_iter()
+        .map(|s| s.bearer)
+        .collect();
+    assert_eq!(sent.len(), 3, "retried");
+    assert!(
+        sent.iter().all(|jwt| *jwt == sent[0]),
+        "one JWT for all tries"
+    );
+
+    // GitHub's clock behind ours: the first JWT is from its future, and refused.
+    let github = FakeGitHub::start().await;
+    github.world().clock_offset = -300;
+    let job = Job::new(&github.url());
+    job.main(&app_inputs(&[]), View::Host).assert_ok();
+    let seen = github.seen("GET", "/repos/");
+    assert_eq!(seen.len(), 2, "{seen:#?}");
+    assert_ne!(
+        seen[0].bearer, seen[1].bearer,
+        "signed again for GitHub's clock"
+    );
+    let iat = seen[1].claims.as_ref().unwrap()["iat"].as_i64().unwrap();
+    assert!((iat - (unix_now() - 300 - 60)).abs() <= 5, "iat {iat}");
+}
+
 /// A job after its main step, with the cached token `age` seconds old.
 async fn aged(age: i64) -> (FakeGitHub, Job, StepRun, LaterStep) {
     let github = FakeGitHub::start().await;

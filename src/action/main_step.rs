@@ -18,7 +18,7 @@ use super::workflow::{FileCommand, FileCommands};
 use crate::clock::rfc3339;
 use crate::env::Env;
 use crate::github::apps::BotUser;
-use crate::github::hosts;
+use crate::github::{Signer, hosts};
 use crate::keeper::job::{self, Begun, Start};
 use crate::keeper::locate::Platform;
 use crate::keeper::state::StateDir;
@@ -155,7 +155,12 @@ fn install_shim(plan: &Plan, begun: &Begun, reporter: &dyn Reporter) -> Result<(
         files.add_path(&host_bin.to_string_lossy())?;
     }
     let event = env.get("GITHUB_EVENT_NAME").unwrap_or("");
-    let holds_key = config.settings.key.is_some();
+    let holds_key = config
+        .settings
+        .signer
+        .as_ref()
+        .and_then(Signer::key)
+        .is_some();
     if holds_key && matches!(event, "pull_request_target" | "workflow_run") {
         reporter.warn(&format!(
             "this `{event}` job may run untrusted code, and every later step can read the App's private key while the git credential shim is on: use keyless mode (`sts-identity`) or `git-credentials: false` unless later steps are trusted"

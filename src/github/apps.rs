@@ -13,8 +13,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::client::{ApiError, Auth, GitHub, Idempotency};
-use super::key::PrivateKey;
 use super::names;
+use super::signer::Signer;
 use crate::clock::rfc3339;
 use crate::messages::{json_error, quoted_list};
 use crate::secret::Secret;
@@ -29,14 +29,14 @@ pub(crate) const TOKEN_USERNAME: &str = "x-access-token";
 pub(crate) struct App<'a> {
     /// App id or client id: the JWT's `iss`.
     pub(crate) issuer: &'a str,
-    pub(crate) key: &'a PrivateKey,
+    pub(crate) signer: &'a Signer,
 }
 
 impl App<'_> {
     fn auth(&self) -> Auth<'_> {
         Auth::App {
             issuer: self.issuer,
-            key: self.key,
+            signer: self.signer,
         }
     }
 }

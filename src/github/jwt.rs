@@ -1,16 +1,13 @@
 //! The App JWT (RS256) that authenticates us as the App.
 //!
-//! A JWT is two base64url JSON parts and an RS256 signature over them; `ring` signs with the key
-//! pair parsed once with the key, in well under a millisecond and with no one-time setup, which
-//! every main step and every re-mint would pay.
+//! A JWT is two base64url JSON parts, the signing input, and an RS256 signature over them, which
+//! the signer gives: the App's key here, or a command or KMS that holds it.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use ring::rand::SystemRandom;
-use ring::signature::RSA_PKCS1_SHA256;
 use serde::Serialize;
 
-use super::key::PrivateKey;
+use super::signer::{SignError, Signer};
 use crate::secret::Secret;
 
 /// GitHub refuses an `iat` in its future; backdating covers small clock drift.
@@ -39,27 +36,26 @@ impl<'a> Claims<'a> {
     }
 }
 
-/// The system's random source failed, which RSA signing needs for blinding.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot sign the App's JWT: the system's random source failed")]
-pub(crate) struct SignError;
+/// The signing input for `issuer` at `server_now`: `base64url(header).base64url(claims)`. Not
+/// a secret on its own: without the signature it is no credential.
+fn signing_input(issuer: &str, server_now: i64) -> String {
+    let mut input = URL_SAFE_NO_PAD.encode(HEADER);
+    input.push('.');
+    // Claims of two numbers and a string always serialise.
+    let claims = serde_json::to_vec(&Claims::new(issuer, server_now)).unwrap_or_default();
+    URL_SAFE_NO_PAD.encode_string(claims, &mut input);
+    input
+}
 
 /// Sign the App JWT for `issuer` (app id or client id) at `server_now` (unix seconds). It is a
 /// secret: for ten minutes it acts as the App, on every installation.
-pub(crate) fn sign(issuer: &str, key: &PrivateKey, server_now: i64) -> Result<Secret, SignError> {
-    let claims = serde_json::to_vec(&Claims::new(issuer, server_now)).map_err(|_| SignError)?;
-    let mut jwt = URL_SAFE_NO_PAD.encode(HEADER);
-    jwt.push('.');
-    URL_SAFE_NO_PAD.encode_string(claims, &mut jwt);
-    let pair = key.pair();
-    let mut signature = vec![0; pair.public().modulus_len()];
-    pair.sign(
-        &RSA_PKCS1_SHA256,
-        &SystemRandom::new(),
-        jwt.as_bytes(),
-        &mut signature,
-    )
-    .map_err(|_| SignError)?;
+pub(crate) async fn sign(
+    issuer: &str,
+    signer: &Signer,
+    server_now: i64,
+) -> Result<Secret, SignError> {
+    let mut jwt = signing_input(issuer, server_now);
+    let signature = signer.sign(jwt.as_bytes()).await?;
     jwt.push('.');
     URL_SAFE_NO_PAD.encode_string(signature, &mut jwt);
     Ok(Secret::new(jwt))
@@ -70,6 +66,7 @@ mod tests {
     use ring::signature::{KeyPair, RSA_PKCS1_2048_8192_SHA256, UnparsedPublicKey};
 
     use super::*;
+    use crate::github::PrivateKey;
 
     const PKCS1: &str = include_str!("../../tests/fixtures/app-key.pem");
     const PKCS8: &str = include_str!("../../tests/fixtures/app-key.pkcs8.pem");
@@ -89,11 +86,12 @@ mod tests {
         serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap()
     }
 
-    #[test]
-    fn jwt_is_signed_and_carries_the_claims() {
+    #[tokio::test]
+    async fn jwt_is_signed_and_carries_the_claims() {
         for pem in [PKCS1, PKCS8] {
             let key = PrivateKey::parse(pem).unwrap();
-            let jwt = sign("Iv23liabc", &key, 1_700_000_000).unwrap();
+            let signer = Signer::Key(key.clone());
+            let jwt = sign("Iv23liabc", &signer, 1_700_000_000).await.unwrap();
             let claims = verify(jwt.expose(), &key);
             assert_eq!(claims["iss"], "Iv23liabc");
             assert_eq!(claims["iat"], 1_700_000_000 - 60);
@@ -101,11 +99,11 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_jwt_does_not_verify_with_another_key() {
+    #[tokio::test]
+    async fn a_jwt_does_not_verify_with_another_key() {
         let key = PrivateKey::parse(PKCS1).unwrap();
         let other = PrivateKey::parse(include_str!("../../tests/fixtures/other-key.pem")).unwrap();
-        let jwt = sign("1", &key, 0).unwrap();
+        let jwt = sign("1", &Signer::Key(key), 0).await.unwrap();
         let parts: Vec<&str> = jwt.expose().rsplitn(2, '.').collect();
         let sig = URL_SAFE_NO_PAD.decode(parts[0]).unwrap();
         let public = other.pair().public_key().as_ref().to_vec();

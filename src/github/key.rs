@@ -132,15 +132,20 @@ impl PrivateKey {
             KeyFormat::Pkcs1 => "RSA PRIVATE KEY",
             KeyFormat::Pkcs8 => "PRIVATE KEY",
         };
-        let body = STANDARD.encode(&self.der);
-        let mut pem = format!("-----BEGIN {label}-----\n");
-        for chunk in body.as_bytes().chunks(64) {
-            pem.push_str(std::str::from_utf8(chunk).unwrap_or_default());
-            pem.push('\n');
-        }
-        pem.push_str(&format!("-----END {label}-----\n"));
-        pem
+        pem(label, &self.der)
     }
+}
+
+/// `der` as a PEM block labelled `label`, its base64 in lines of 64.
+pub(super) fn pem(label: &str, der: &[u8]) -> String {
+    let body = STANDARD.encode(der);
+    let mut pem = format!("-----BEGIN {label}-----\n");
+    for chunk in body.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(chunk).unwrap_or_default());
+        pem.push('\n');
+    }
+    pem.push_str(&format!("-----END {label}-----\n"));
+    pem
 }
 
 impl fmt::Debug for PrivateKey {
@@ -150,7 +155,7 @@ impl fmt::Debug for PrivateKey {
 }
 
 /// Literal `\n` sequences to newlines, CRLF to LF, surrounding blanks and quotes removed.
-fn normalise(input: &str) -> String {
+pub(super) fn normalise(input: &str) -> String {
     let text = input
         .trim()
         .trim_matches('"')
@@ -167,7 +172,7 @@ fn normalise(input: &str) -> String {
 
 /// The first PEM block's label and body, wherever its armour lines break: a key pasted into a
 /// one-line field has its `-----BEGIN …-----` line run into the body.
-fn pem_block(text: &str) -> Result<(&str, &str), KeyError> {
+pub(super) fn pem_block(text: &str) -> Result<(&str, &str), KeyError> {
     let start = text.find("-----BEGIN ").ok_or(KeyError::NotPem)? + "-----BEGIN ".len();
     let rest = &text[start..];
     let label_end = rest.find("-----").ok_or(KeyError::NotPem)?;
@@ -222,7 +227,7 @@ fn parse_unarmoured(text: &str) -> Result<PrivateKey, KeyError> {
 }
 
 /// Whether DER bytes hold the rsaEncryption OID (1.2.840.113549.1.1.1).
-fn contains_rsa_oid(der: &[u8]) -> bool {
+pub(super) fn contains_rsa_oid(der: &[u8]) -> bool {
     const RSA_OID: [u8; 11] = [
         0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01,
     ];

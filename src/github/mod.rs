@@ -1,4 +1,4 @@
-//! The GitHub App API: keys, JWTs, the HTTP client, the calls we make, and GitHub's rules for
+//! The GitHub App API: keys, signers, JWTs, the HTTP client, the calls we make, and GitHub's rules for
 //! names and hosts.
 //!
 //! Nothing here knows about Actions or our state on disk (it uses only the crate's leaves);
@@ -14,7 +14,9 @@ pub(crate) mod jwt;
 pub(crate) mod key;
 pub(crate) mod names;
 pub(crate) mod permissions;
+pub(crate) mod signer;
 
 pub(crate) use apps::{Installation, MintedToken, Target, TokenRequest};
 pub(crate) use client::GitHub;
 pub(crate) use key::PrivateKey;
+pub(crate) use signer::Signer;

@@ -73,7 +73,7 @@ pub(crate) fn begin(
         &caller.knobs,
     )?;
     let means = Means {
-        key: settings.key.as_ref(),
+        signer: settings.signer.as_ref(),
         caller,
     };
     let mut source = settings.source.clone();
@@ -98,7 +98,7 @@ pub(crate) fn begin(
             dir,
             settings.kept(&source, server),
             cached,
-            settings.key.as_ref(),
+            settings.signer.as_ref(),
         )?;
         if matches!(settings.target, Target::Enterprise(_)) {
             reporter.say(git::NO_REPOSITORY);

@@ -32,7 +32,7 @@ use crate::env::Env;
 use crate::github::apps::{self, BotUser, Revoked};
 use crate::github::client::{self, ApiError, Knobs, Runtime};
 use crate::github::exchange::IdentityRequest;
-use crate::github::{GitHub, MintedToken, PrivateKey, Target, TokenRequest};
+use crate::github::{GitHub, MintedToken, PrivateKey, Signer, Target, TokenRequest};
 use crate::messages;
 use crate::private;
 use crate::report::Reporter;
@@ -227,15 +227,16 @@ impl Keeper {
         )
     }
 
-    /// Keep what later steps need to re-mint: the App's key, if any, then the state.
+    /// Keep what later steps need to re-mint: the App's key, if the signer is one, then the
+    /// state.
     pub(crate) fn keep(
         dir: &StateDir,
         config: MintConfig,
         token: CachedToken,
-        key: Option<&PrivateKey>,
+        signer: Option<&Signer>,
     ) -> Result<()> {
         let guard = Guard::acquire(dir, LOCK_WAIT, || {})?;
-        if let Some(key) = key {
+        if let Some(key) = signer.and_then(Signer::key) {
             dir.write_atomic(state::KEY, key.to_pem().as_bytes())?;
         }
         guard.write_state(&State::new(config, token))?;
@@ -359,12 +360,12 @@ impl Keeper {
         budget: Duration,
     ) -> Result<(Minted, i64), Unminted> {
         // Every input is read before the clock starts.
-        let key = match state.config.source {
-            TokenSource::App { .. } => Some(self.read_key().map_err(Unminted::Mint)?),
+        let signer = match state.config.source {
+            TokenSource::App { .. } => Some(Signer::Key(self.read_key().map_err(Unminted::Mint)?)),
             TokenSource::Exchange { .. } => None,
         };
         let means = Means {
-            key: key.as_ref(),
+            signer: signer.as_ref(),
             caller: &self.caller,
         };
         let (gh, runtime) = connect(

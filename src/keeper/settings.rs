@@ -19,7 +19,7 @@ use crate::duration::parse_duration;
 use crate::github::apps::TOKEN_LIFETIME;
 use crate::github::client;
 use crate::github::exchange::Exchange;
-use crate::github::{PrivateKey, Target, TokenRequest, hosts, names, permissions};
+use crate::github::{PrivateKey, Signer, Target, TokenRequest, hosts, names, permissions};
 use crate::messages::short;
 pub(crate) use crate::report::Door;
 
@@ -204,8 +204,8 @@ fn value(given: &Option<String>) -> Option<&str> {
 pub(crate) struct Settings {
     /// The App's key (its installation not looked up yet), or an exchange.
     pub(crate) source: TokenSource,
-    /// The App's private key, with an App source; keyless has none.
-    pub(crate) key: Option<PrivateKey>,
+    /// What signs the App's JWTs, with an App source; keyless has none.
+    pub(crate) signer: Option<Signer>,
     pub(crate) target: Target,
     pub(crate) request: TokenRequest,
     pub(crate) api_url: Url,
@@ -227,7 +227,7 @@ impl Settings {
             None => hosts::git_server_of(&api_url),
         };
         let refresh_after = refresh_after(Setting::RefreshAfter.or_default(&given.refresh_after))?;
-        let (source, key, target) = if keyless {
+        let (source, signer, target) = if keyless {
             let (exchange, target) = keyless_source(given, door)?;
             let source = TokenSource::Exchange {
                 exchange,
@@ -240,7 +240,7 @@ impl Settings {
                 issuer,
                 installation: None,
             };
-            (source, Some(key), target(given, door)?)
+            (source, Some(Signer::Key(key)), target(given, door)?)
         };
         let repositories = match &target {
             Target::Repositories { repos, .. } => repos.clone(),
@@ -268,7 +268,7 @@ impl Settings {
         }
         let settings = Settings {
             source,
-            key,
+            signer,
             target,
             request: TokenRequest {
                 repositories,

@@ -16,7 +16,7 @@ use super::Caller;
 use crate::env::Env;
 use crate::github::apps::{self, App, BotUser};
 use crate::github::exchange::{self, Exchange, ExchangeError, IdentityRequest};
-use crate::github::{GitHub, Installation, MintedToken, PrivateKey, Target, TokenRequest};
+use crate::github::{GitHub, Installation, MintedToken, Signer, Target, TokenRequest};
 use crate::messages;
 use crate::process::{self, Limits, Stopped};
 use crate::secret::Secret;
@@ -62,10 +62,10 @@ pub(crate) enum IdentityFrom {
     Command { command: String },
 }
 
-/// What the process that mints brings to it: the App's key, and its own environment, where the
-/// job's identity may be asked for.
+/// What the process that mints brings to it: the App's signer, and its own environment, where
+/// the job's identity may be asked for.
 pub(crate) struct Means<'a> {
-    pub(crate) key: Option<&'a PrivateKey>,
+    pub(crate) signer: Option<&'a Signer>,
     pub(crate) caller: &'a Caller,
 }
 
@@ -97,10 +97,10 @@ impl TokenSource {
                 issuer,
                 installation,
             } => {
-                let key = means
-                    .key
+                let signer = means
+                    .signer
                     .ok_or_else(|| anyhow!("the App's private key is gone from the state"))?;
-                let app = App { issuer, key };
+                let app = App { issuer, signer };
                 let found = match (installation.take(), target) {
                     (Some(found), _) => found,
                     (None, Some(target)) => apps::find_installation(gh, &app, target).await?,

@@ -468,7 +468,7 @@ mod tests {
         use proptest::prelude::*;
 
         use super::*;
-        use crate::github::PrivateKey;
+        use crate::github::{PrivateKey, Signer};
         use crate::keeper::policy::Lifetime;
         use crate::keeper::state::{CachedToken, StateDir};
         use crate::secret::Secret;
@@ -478,6 +478,7 @@ mod tests {
             let tmp = tempfile::tempdir().unwrap();
             let dir = StateDir::example(tmp.path());
             let key = PrivateKey::parse(include_str!("../../tests/fixtures/app-key.pem")).unwrap();
+            let signer = Signer::Key(key);
             let token = CachedToken {
                 token: Secret::new("ghs_fuzz".into()),
                 lifetime: Lifetime {
@@ -486,7 +487,7 @@ mod tests {
                     clock_offset: 0,
                 },
             };
-            Keeper::keep(&dir, config(&[]), token, Some(&key)).unwrap();
+            Keeper::keep(&dir, config(&[]), token, Some(&signer)).unwrap();
             tmp
         }
 

@@ -30,7 +30,7 @@ pub(crate) use self::tls::{ca_certificates, tls_config, trusted_roots};
 use self::error::{answer_error, chain};
 use self::retry::{Next, Outcome, Tries, Verdict};
 use super::jwt;
-use super::key::PrivateKey;
+use super::signer::Signer;
 use crate::messages;
 use crate::secret::Secret;
 
@@ -100,11 +100,9 @@ const MAX_BODY: usize = 1024 * 1024;
 /// How a request authenticates.
 #[derive(Clone, Copy)]
 pub(crate) enum Auth<'a> {
-    /// As the App: a fresh JWT for every attempt, in GitHub's clock.
-    App {
-        issuer: &'a str,
-        key: &'a PrivateKey,
-    },
+    /// As the App: a JWT in GitHub's clock, signed once per request and again only when the
+    /// clock's offset moved (a signer may be a command or a KMS round trip).
+    App { issuer: &'a str, signer: &'a Signer },
     /// As an installation.
     Token(&'a Secret),
 }
@@ -205,13 +203,19 @@ impl GitHub {
         let shown = url.to_string();
         let deadline = Instant::now() + self.options.deadline;
         let mut tries = Tries::new(idempotency);
+        // The JWT, and the clock offset it was signed at.
+        let mut signed: Option<(i64, Secret)> = None;
         loop {
-            let jwt;
             let bearer = match auth {
-                Auth::App { issuer, key } => {
-                    jwt = jwt::sign(issuer, key, self.clock.server_now())
-                        .map_err(|e| ApiError::Setup(e.to_string()))?;
-                    &jwt
+                Auth::App { issuer, signer } => {
+                    let offset = self.clock.offset();
+                    let jwt = match signed.take() {
+                        Some((at, jwt)) if at == offset => jwt,
+                        _ => jwt::sign(issuer, signer, self.clock.server_now())
+                            .await
+                            .map_err(|e| ApiError::Setup(e.to_string()))?,
+                    };
+                    &signed.insert((offset, jwt)).1
                 }
                 Auth::Token(token) => token,
             };
