@@ -119,7 +119,12 @@ impl Knobs {
 }
 
 /// The user name in a token-keeper proxy's URL; the password is the run's secret.
-pub(crate) const OUR_PROXY_USER: &str = "token-keeper";
+const OUR_PROXY_USER: &str = "token-keeper";
+
+/// The URL of a token-keeper proxy on loopback `port` whose secret is `secret`.
+pub(crate) fn our_proxy_url(secret: &str, port: u16) -> String {
+    format!("http://{OUR_PROXY_USER}:{secret}@127.0.0.1:{port}")
+}
 
 /// Whether `url` is a token-keeper proxy's: on loopback, with our user name.
 fn is_our_proxy(url: &str) -> bool {

@@ -21,7 +21,7 @@ use serde::de::DeserializeOwned;
 
 pub(crate) use self::clock::Clock;
 pub(crate) use self::error::ApiError;
-pub(crate) use self::knobs::{Knobs, OUR_PROXY_USER};
+pub(crate) use self::knobs::{Knobs, our_proxy_url};
 pub(crate) use self::runtime::Runtime;
 pub(crate) use self::tls::{ca_certificates, tls_config, trusted_roots};
 
