@@ -406,6 +406,32 @@ async fn the_users_own_proxy_carries_what_ours_sends_on() {
     assert!(seen.contains(&tunnel), "{seen:?}");
 }
 
+/// Behind the user's own proxy, token-keeper's own calls in a shell that `proxy start` routed
+/// through ours (a re-mint, the revocation) go past ours and through theirs, as before.
+#[tokio::test]
+async fn our_own_calls_after_proxy_start_still_go_through_the_users_proxy() {
+    let theirs = Proxy::finding(&[API_HOST]);
+    let px = ProxyJob::start().await;
+    let script = format!(
+        "export https_proxy={}\n\
+         eval \"$(token-keeper proxy start)\"\n\
+         case $https_proxy in http://token-keeper:*) ;; *) echo 'not routed through ours' >&2; exit 1;; esac\n\
+         sleep 3.5\n\
+         token-keeper token >/dev/null",
+        theirs.url
+    );
+    let run = px.run(&script);
+    assert_ok("token after proxy start behind a proxy", &run);
+    assert!(
+        px.github.mints() >= 2,
+        "the token re-minted:\n{}",
+        text(&run)
+    );
+    let api = format!("CONNECT {API_HOST}:{} HTTP/1.1", px.front.port());
+    let seen = theirs.seen();
+    assert!(seen.contains(&api), "{seen:?}\n{}", text(&run));
+}
+
 /// A tool an agent starts in a container (`docker run -i --rm -e VAR image`): on the host's
 /// network the proxy's loopback address is the container's too; the variables that route it
 /// pass by name, and the authority comes in as a read-only file. node 24's fetch in the image
