@@ -146,6 +146,10 @@ pub(crate) fn our_proxy_url(secret: &str, port: u16) -> String {
 
 /// Whether `url` is a token-keeper proxy's: on loopback, with our user name.
 pub(crate) fn is_our_proxy(url: &str) -> bool {
+    // Every process of a proxied child asks, git's helper among them: most URLs end here.
+    if !url.contains(OUR_PROXY_USER) {
+        return false;
+    }
     url::Url::parse(url).is_ok_and(|url| {
         url.username() == OUR_PROXY_USER
             && url
