@@ -1,4 +1,8 @@
 //! Durations as people write them: `90s`, `50m`, `1h`, `250ms`, or bare seconds.
+//!
+//! Not `humantime::parse_duration`, though humantime is a dependency: it refuses bare seconds
+//! and reads `5M` as five months, where a `refresh-after` of `5M` is a slip for minutes that
+//! must be refused, not a token kept for months.
 
 use std::time::Duration;
 
@@ -40,6 +44,7 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert!(parse_duration("").is_err());
         assert!(parse_duration("5 minutes").is_err());
+        assert!(parse_duration("5M").is_err());
         assert!(parse_duration("99999999999999999999h").is_err());
     }
 

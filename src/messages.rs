@@ -109,6 +109,13 @@ pub(crate) fn foreign(text: &str) -> String {
     cut(&quoted, FOREIGN_LONGEST)
 }
 
+/// A URL's path as a log may quote it: each segment as `foreign` quotes a text, so a credential
+/// put in one is taken out and the names around it stay; cut as a given value is.
+pub(crate) fn foreign_path(path: &str) -> String {
+    let segments: Vec<String> = path.split('/').map(foreign).collect();
+    cut(&segments.join("/"), GIVEN_LONGEST)
+}
+
 /// `text` without its invisible characters, and with its line breaks taken out together with the
 /// blanks around them, as a folded header or a wrapped line puts them.
 fn unbroken(text: &str) -> String {
@@ -229,6 +236,19 @@ mod tests {
         let said = json_error(&err);
         assert!(!said.contains("ghs_"), "{said}");
         assert_eq!(said, "is not the JSON we expect (at line 1, column 12)");
+    }
+
+    #[test]
+    fn a_path_keeps_its_names_and_loses_a_credential_in_a_segment() {
+        assert_eq!(
+            foreign_path("/installation/repositories"),
+            "/installation/repositories"
+        );
+        assert_eq!(
+            foreign_path("/repos/octo/app/git/ghp_0123456789abcdefABCDEF/refs"),
+            "/repos/octo/app/git/[…]/refs"
+        );
+        assert_eq!(foreign_path(&"/a".repeat(200)).chars().count(), 161);
     }
 
     #[test]

@@ -94,13 +94,24 @@ pub(crate) fn run_attached(command: &mut Command) -> Result<ExitCode, CannotRun>
 
 /// Start `command` apart from us and from the step that runs us, to outlive both: in a process
 /// group of its own (on Windows, detached from our console), so that no signal or Ctrl+C meant
-/// for the step reaches it. Its pid; it is never waited for.
-pub(crate) fn spawn_apart(command: &mut Command) -> Result<u32, CannotRun> {
+/// for the step reaches it. Dropping the child leaves it running.
+pub(crate) fn spawn_apart(command: &mut Command) -> Result<Child, CannotRun> {
     platform::apart(command);
     command
         .spawn()
-        .map(|child| child.id())
         .map_err(|cause| CannotRun::new(command, cause))
+}
+
+/// The running binary, links resolved, for what runs it again later (git's helper, the
+/// job-wide proxy). Not on Windows, where that would give a `\\?\` path, which Git for Windows'
+/// `sh` cannot run, and where the system's own path is absolute already.
+pub(crate) fn running_binary() -> io::Result<std::path::PathBuf> {
+    let exe = std::env::current_exe()?;
+    if cfg!(windows) {
+        Ok(exe)
+    } else {
+        exe.canonicalize()
+    }
 }
 
 /// Start `command` with our stdin, stdout and stderr, and pass on to it, for the rest of our

@@ -6,6 +6,7 @@
 //! where that name is, which changes where its connections go, never which host a token is
 //! meant for. The clients never resolve it: they ask the proxy for it by name.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
 use std::net::TcpListener;
@@ -18,7 +19,7 @@ use crate::support::git_server::GitServer;
 use crate::support::logs::{assert_no_part_shown, text};
 use crate::support::node::{npm_package, runner_node};
 use crate::support::proxy::Proxy;
-use crate::support::runner::{Job, LaterStep, View, parse_file_command};
+use crate::support::runner::{Job, LaterStep, StepRun, View, parse_file_command};
 use crate::support::tls::{TestCa, TlsFront};
 use crate::support::{act, engine};
 
@@ -405,6 +406,32 @@ async fn the_users_own_proxy_carries_what_ours_sends_on() {
     assert!(seen.contains(&tunnel), "{seen:?}");
 }
 
+/// Behind the user's own proxy, token-keeper's own calls in a shell that `proxy start` routed
+/// through ours (a re-mint, the revocation) go past ours and through theirs, as before.
+#[tokio::test]
+async fn our_own_calls_after_proxy_start_still_go_through_the_users_proxy() {
+    let theirs = Proxy::finding(&[API_HOST]);
+    let px = ProxyJob::start().await;
+    let script = format!(
+        "export https_proxy={}\n\
+         eval \"$(token-keeper proxy start)\"\n\
+         case $https_proxy in http://token-keeper:*) ;; *) echo 'not routed through ours' >&2; exit 1;; esac\n\
+         sleep 3.5\n\
+         token-keeper token >/dev/null",
+        theirs.url
+    );
+    let run = px.run(&script);
+    assert_ok("token after proxy start behind a proxy", &run);
+    assert!(
+        px.github.mints() >= 2,
+        "the token re-minted:\n{}",
+        text(&run)
+    );
+    let api = format!("CONNECT {API_HOST}:{} HTTP/1.1", px.front.port());
+    let seen = theirs.seen();
+    assert!(seen.contains(&api), "{seen:?}\n{}", text(&run));
+}
+
 /// A tool an agent starts in a container (`docker run -i --rm -e VAR image`): on the host's
 /// network the proxy's loopback address is the container's too; the variables that route it
 /// pass by name, and the authority comes in as a read-only file. node 24's fetch in the image
@@ -475,107 +502,198 @@ async fn proxy_start_serves_the_rest_of_the_job_and_revoke_ends_it() {
     assert!(px.job.stores().is_empty(), "{:?}", px.job.stores());
 }
 
+/// An Actions job whose main step minted for the fake behind `api.github.test` (tokens that live
+/// three seconds), and whose next step ran `proxy start --format github-env`.
+struct ActionsProxy {
+    github: FakeGitHub,
+    _front: TlsFront,
+    job: Job,
+    api: String,
+    ca_pem: String,
+    main: StepRun,
+    /// What `proxy start` gave `$GITHUB_ENV`.
+    given: BTreeMap<String, String>,
+}
+
+impl ActionsProxy {
+    async fn start() -> Self {
+        let github = FakeGitHub::start().await;
+        github.world().token_lifetime = Duration::from_secs(3);
+        let ca = TestCa::new("token-keeper test CA");
+        let front = TlsFront::named(&github.url(), API_HOST, &ca);
+        let api = format!("https://{API_HOST}:{}", front.port());
+        let mut job = Job::new(&api);
+        job.extra_env.insert(
+            "TOKEN_KEEPER_RESOLVE".into(),
+            format!("{API_HOST}=127.0.0.1:{}", front.port()),
+        );
+        let ca_pem = front.ca_pem();
+        let main = job.main(&actions_inputs(&ca_pem), View::Host);
+        main.assert_ok();
+
+        let mut step = LaterStep::after(&job, &main);
+        step.env.insert("GITHUB_ACTIONS".into(), "true".into());
+        step.env.extend(job.extra_env.clone());
+        let started = step
+            .command("token-keeper")
+            .args(["proxy", "start", "--format", "github-env"])
+            .output()
+            .unwrap();
+        assert!(started.status.success(), "{}", text(&started));
+        let given = parse_file_command(&String::from_utf8_lossy(&started.stdout));
+        let names: Vec<&str> = given.keys().map(String::as_str).collect();
+        assert_eq!(
+            names,
+            [
+                "TOKEN_KEEPER_PROXY",
+                "TOKEN_KEEPER_PROXY_BUNDLE",
+                "TOKEN_KEEPER_PROXY_CA"
+            ]
+        );
+        // Its secret is masked on the step's stderr before anything holds it.
+        let url = &given["TOKEN_KEEPER_PROXY"];
+        let secret = url.split_once(':').unwrap().1.rsplit_once('@').unwrap().0;
+        let secret = secret.rsplit_once(':').unwrap().1;
+        assert!(
+            String::from_utf8_lossy(&started.stderr).contains(&format!("::add-mask::{secret}")),
+            "{}",
+            text(&started)
+        );
+        Self {
+            github,
+            _front: front,
+            job,
+            api,
+            ca_pem,
+            main,
+            given,
+        }
+    }
+
+    fn inputs(&self) -> Vec<(&str, &str)> {
+        actions_inputs(&self.ca_pem)
+    }
+
+    /// A later step that takes the main step's token once and calls GitHub through the proxy,
+    /// opting in by its own `env:`: the answer's status.
+    fn call_through_the_proxy(&self) -> String {
+        let mut later = LaterStep::after(&self.job, &self.main);
+        later.env.extend(self.given.clone());
+        let called = later
+            .command("bash")
+            .args([
+                "-c",
+                &format!(
+                    r#"HTTPS_PROXY=$TOKEN_KEEPER_PROXY CURL_CA_BUNDLE=$TOKEN_KEEPER_PROXY_BUNDLE curl -sS -o /dev/null -w '%{{http_code}}' -H "Authorization: Bearer {}" {}/installation/repositories"#,
+                    self.main.outputs["token"], self.api
+                ),
+            ])
+            .output()
+            .unwrap();
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&called.stdout),
+            if called.status.success() {
+                ""
+            } else {
+                " (curl failed)"
+            }
+        )
+    }
+
+    /// The job-wide proxy's pid, from its record in the store.
+    fn proxy_pid(&self) -> u64 {
+        let record: serde_json::Value = serde_json::from_slice(
+            &fs::read(
+                self.job
+                    .temp
+                    .join("token-keeper")
+                    .read_dir()
+                    .unwrap()
+                    .flatten()
+                    .map(|e| e.path().join("proxy.json"))
+                    .find(|p| p.exists())
+                    .expect("the proxy's record"),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        record["pid"].as_u64().unwrap()
+    }
+}
+
+/// The action's inputs for the fake behind `api.github.test`, whose CA is `ca_pem`.
+fn actions_inputs(ca_pem: &str) -> Vec<(&str, &str)> {
+    app_inputs(&[
+        ("git-server-url", "https://github.test"),
+        ("ca-certificates", ca_pem),
+    ])
+}
+
+/// Wait for process `pid` to end, as it must within seconds.
+#[track_caller]
+fn assert_ends(pid: u64) {
+    let gone = std::time::Instant::now();
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(
+            gone.elapsed() < Duration::from_secs(5),
+            "the proxy {pid} outlived the job"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// In Actions: `proxy start --format github-env` gives later steps where the proxy is and
 /// nothing a tool reads by itself; a step that took the main step's token once opts in, by its
 /// own `env:`, and reaches GitHub after the expiry; the post step ends the proxy with the store.
 #[tokio::test]
 async fn in_actions_a_step_opts_in_to_the_job_wide_proxy_and_the_post_step_ends_it() {
-    let github = FakeGitHub::start().await;
-    github.world().token_lifetime = Duration::from_secs(3);
-    let ca = TestCa::new("token-keeper test CA");
-    let front = TlsFront::named(&github.url(), API_HOST, &ca);
-    let api = format!("https://{API_HOST}:{}", front.port());
-    let mut job = Job::new(&api);
-    job.extra_env.insert(
-        "TOKEN_KEEPER_RESOLVE".into(),
-        format!("{API_HOST}=127.0.0.1:{}", front.port()),
-    );
-    let ca_pem = front.ca_pem();
-    let inputs = app_inputs(&[
-        ("git-server-url", "https://github.test"),
-        ("ca-certificates", &ca_pem),
-    ]);
-    let main = job.main(&inputs, View::Host);
-    main.assert_ok();
-    let token = main.outputs["token"].clone();
-
-    let mut step = LaterStep::after(&job, &main);
-    step.env.insert("GITHUB_ACTIONS".into(), "true".into());
-    step.env.extend(job.extra_env.clone());
-    let started = step
-        .command("token-keeper")
-        .args(["proxy", "start", "--format", "github-env"])
-        .output()
-        .unwrap();
-    assert!(started.status.success(), "{}", text(&started));
-    let given = parse_file_command(&String::from_utf8_lossy(&started.stdout));
-    let names: Vec<&str> = given.keys().map(String::as_str).collect();
-    assert_eq!(
-        names,
-        [
-            "TOKEN_KEEPER_PROXY",
-            "TOKEN_KEEPER_PROXY_BUNDLE",
-            "TOKEN_KEEPER_PROXY_CA"
-        ]
-    );
-    // Its secret is masked on the step's stderr before anything holds it.
-    let url = &given["TOKEN_KEEPER_PROXY"];
-    let secret = url.split_once(':').unwrap().1.rsplit_once('@').unwrap().0;
-    let secret = secret.rsplit_once(':').unwrap().1;
-    assert!(
-        String::from_utf8_lossy(&started.stderr).contains(&format!("::add-mask::{secret}")),
-        "{}",
-        text(&started)
-    );
-
+    let px = ActionsProxy::start().await;
     // An action that read its `github-token:` input once, called after the token expired.
     std::thread::sleep(Duration::from_millis(3500));
-    let mut later = LaterStep::after(&job, &main);
-    later.env.extend(given.clone());
-    let called = later
-        .command("bash")
-        .args([
-            "-c",
-            &format!(
-                r#"HTTPS_PROXY=$TOKEN_KEEPER_PROXY CURL_CA_BUNDLE=$TOKEN_KEEPER_PROXY_BUNDLE curl -sS -o /dev/null -w '%{{http_code}}' -H "Authorization: Bearer {token}" {api}/installation/repositories"#
-            ),
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&called.stdout),
-        "200",
-        "{}",
-        text(&called)
-    );
+    assert_eq!(px.call_through_the_proxy(), "200");
 
-    let record: serde_json::Value = serde_json::from_slice(
-        &fs::read(
-            job.temp
-                .join("token-keeper")
-                .read_dir()
-                .unwrap()
-                .flatten()
-                .map(|e| e.path().join("proxy.json"))
-                .find(|p| p.exists())
-                .expect("the proxy's record"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
-    let pid = record["pid"].as_u64().unwrap();
-    let post = job.post(&inputs, &main.state, View::Host);
+    let pid = px.proxy_pid();
+    let post = px.job.post(&px.inputs(), &px.main.state, View::Host);
     post.assert_ok();
     assert!(!post.log().contains("had stopped"), "{}", post.log());
-    let gone = std::time::Instant::now();
-    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
-        assert!(
-            gone.elapsed() < Duration::from_secs(5),
-            "the proxy outlived the job"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(github.world().live_tokens().is_empty());
+    assert_ends(pid);
+    assert!(px.github.world().live_tokens().is_empty());
+}
+
+/// A container action later in the job, given every variable the job's steps exported, still
+/// mints its own token: what `proxy start` exported routes no client by itself (here the
+/// container shares the host's network; on a runner's own network `127.0.0.1` would be the
+/// container, which is why nothing routes there unasked). The opted-in step still reaches GitHub
+/// after it, and the post steps end the proxy and revoke every token.
+#[tokio::test]
+async fn a_container_action_after_proxy_start_keeps_working() {
+    let Some(image) = engine::image() else {
+        return;
+    };
+    let mut px = ActionsProxy::start().await;
+    px.job.extra_env.extend(px.given.clone());
+    let view = View::Engine {
+        image,
+        runner_temp: true,
+    };
+    let inputs = px.inputs();
+    let contained = px.job.main(&inputs, view);
+    contained.assert_ok();
+    assert_ne!(contained.outputs["token"], px.main.outputs["token"]);
+
+    std::thread::sleep(Duration::from_millis(3500));
+    assert_eq!(px.call_through_the_proxy(), "200");
+
+    let pid = px.proxy_pid();
+    px.job.post(&inputs, &contained.state, view).assert_ok();
+    px.job.post(&inputs, &px.main.state, View::Host).assert_ok();
+    assert_ends(pid);
+    assert!(px.github.world().live_tokens().is_empty());
+    assert!(
+        px.github.mints() >= 2,
+        "the container action minted its own"
+    );
 }
 
 /// A job-wide proxy that stopped before the job's end is said to have stopped, by `revoke` as

@@ -85,6 +85,8 @@ fn given(env: &Env) -> Given {
         client_id: value(env, Setting::ClientId),
         app_id: value(env, Setting::AppId),
         private_key: value(env, Setting::PrivateKey),
+        signer_command: value(env, Setting::SignerCommand),
+        signer_public_key: value(env, Setting::SignerPublicKey).map(String::into_bytes),
         owner: value(env, Setting::Owner),
         repositories: value(env, Setting::Repositories),
         enterprise: value(env, Setting::Enterprise),

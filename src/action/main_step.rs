@@ -21,6 +21,7 @@ use crate::github::apps::BotUser;
 use crate::github::{Signer, hosts};
 use crate::keeper::job::{self, Begun, Start};
 use crate::keeper::locate::Platform;
+use crate::keeper::settings::Setting;
 use crate::keeper::state::StateDir;
 use crate::keeper::{Caller, git};
 use crate::report::Reporter;
@@ -46,6 +47,12 @@ pub(crate) fn run(env: &Env, place: Place, reporter: &dyn Reporter) -> Result<()
     let files = FileCommands::new(env);
     files.require(&[FileCommand::Output, FileCommand::State])?;
     let config = inputs::parse(env)?;
+    if place == Place::Container && matches!(config.settings.signer, Some(Signer::Command(_))) {
+        bail!(
+            "input `{}`: the container entry's image has no shell and no CLI to run it: use the native entry (`uses: org/token-keeper/native@v1`) on a runner with the signer's CLI",
+            Setting::SignerCommand.names().input
+        );
+    }
     for doubt in &config.doubts {
         reporter.warn(&format!("{doubt}; asking for it anyway"));
     }
@@ -155,15 +162,14 @@ fn install_shim(plan: &Plan, begun: &Begun, reporter: &dyn Reporter) -> Result<(
         files.add_path(&host_bin.to_string_lossy())?;
     }
     let event = env.get("GITHUB_EVENT_NAME").unwrap_or("");
-    let holds_key = config
-        .settings
-        .signer
-        .as_ref()
-        .and_then(Signer::key)
-        .is_some();
-    if holds_key && matches!(event, "pull_request_target" | "workflow_run") {
+    let reach = match &config.settings.signer {
+        Some(Signer::Key(_)) => "read the App's private key",
+        Some(Signer::Command(_)) => "run the signer command, and so sign the App's JWTs,",
+        None => "",
+    };
+    if !reach.is_empty() && matches!(event, "pull_request_target" | "workflow_run") {
         reporter.warn(&format!(
-            "this `{event}` job may run untrusted code, and every later step can read the App's private key while the git credential shim is on: use keyless mode (`sts-identity`) or `git-credentials: false` unless later steps are trusted"
+            "this `{event}` job may run untrusted code, and every later step can {reach} while the git credential shim is on: use keyless mode (`sts-identity`) or `git-credentials: false` unless later steps are trusted"
         ));
     }
     Ok(())

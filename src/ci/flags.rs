@@ -42,6 +42,13 @@ pub(crate) struct Args {
     /// The variable that holds the App's private key.
     #[arg(long, env = "TOKEN_KEEPER_PRIVATE_KEY_ENV", value_name = "NAME")]
     private_key_env: Option<String>,
+    /// A command that signs the App's JWTs where its key is kept (a KMS's or an HSM's CLI), in
+    /// place of the key; run again at every refresh.
+    #[arg(long, env = "TOKEN_KEEPER_SIGNER_COMMAND", value_name = "COMMAND")]
+    signer_command: Option<String>,
+    /// A file of the App's public key (PEM or DER), to check the signer command's signatures.
+    #[arg(long, env = "TOKEN_KEEPER_SIGNER_PUBLIC_KEY_FILE", value_name = "PATH")]
+    signer_public_key_file: Option<PathBuf>,
     /// The account that installed the App (default: in an Actions job, the current
     /// repository's owner).
     #[arg(long, env = "TOKEN_KEEPER_OWNER")]
@@ -155,6 +162,8 @@ impl Args {
             client_id: self.client_id.clone(),
             app_id: self.app_id.clone(),
             private_key: self.key(keyless, env)?,
+            signer_command: self.signer_command.clone(),
+            signer_public_key: self.signer_public_key()?,
             owner: self.owner.clone(),
             repositories: self.repositories.clone(),
             enterprise: self.enterprise.clone(),
@@ -207,6 +216,9 @@ impl Args {
     pub(crate) fn field(&self, field: &Field) -> String {
         match field {
             Field::Setting(Setting::PrivateKey) => self.typed(self.key_setting()).to_owned(),
+            Field::Setting(Setting::SignerPublicKey) => {
+                self.typed(Setting::SignerPublicKeyFile).to_owned()
+            }
             Field::Setting(setting) => self.typed(*setting).to_owned(),
             Field::Permission(name) => format!("{} {name}", Setting::Permission.names().flag),
         }
@@ -223,6 +235,15 @@ impl Args {
     /// The App's key, from its file or its variable.
     fn key(&self, keyless: bool, vars: &Env) -> Result<Option<String>> {
         let (file, env) = (Setting::PrivateKeyFile, Setting::PrivateKeyEnv);
+        if self.signer_command.is_some()
+            && (self.private_key_file.is_some() || self.private_key_env.is_some())
+        {
+            bail!(
+                "`{}` and `{}` are both set: sign with the key here or with the command, not both",
+                self.typed(self.key_setting()),
+                self.typed(Setting::SignerCommand)
+            );
+        }
         match (&self.private_key_file, &self.private_key_env) {
             (Some(_), Some(_)) => bail!(
                 "`{}` and `{}` are both set: pass the key one way",
@@ -257,11 +278,26 @@ impl Args {
                         )
                     })?,
             )),
-            (None, None) if keyless => Ok(None),
+            (None, None) if keyless || self.signer_command.is_some() => Ok(None),
             (None, None) => bail!(
-                "the App's private key is needed: pass `--private-key-file PATH` or `--private-key-env NAME` (or keyless mode, `--sts-identity`)"
+                "the App's private key is needed: pass `--private-key-file PATH` or `--private-key-env NAME`, or sign where it is kept with `--signer-command COMMAND` (or keyless mode, `--sts-identity`)"
             ),
         }
+    }
+
+    /// The App's public key, from its file, for the signer command.
+    fn signer_public_key(&self) -> Result<Option<Vec<u8>>> {
+        let Some(path) = &self.signer_public_key_file else {
+            return Ok(None);
+        };
+        let flag = self.typed(Setting::SignerPublicKeyFile);
+        let bytes = std::fs::read(path).with_context(|| {
+            format!(
+                "`{flag}`: cannot read `{}`: pass the path of the App's public key",
+                shown(path)
+            )
+        })?;
+        Ok(Some(bytes))
     }
 
     fn ca_certificates(&self) -> Result<Option<String>> {

@@ -7,7 +7,7 @@
 //! writes them to the global git config. A setup that fails after minting ends its store
 //! (`keeper::job::end`) and leaves nothing behind.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,7 @@ use crate::keeper::state::{Api, StateDir};
 use crate::keeper::{Caller, Keeper, Unended, git, locate};
 use crate::messages;
 use crate::private::{Owner, check_mine, create_private_dir};
+use crate::process;
 use crate::report::Reporter;
 
 /// Setup may wait as long as the main step: nothing is blocked on it yet.
@@ -104,8 +105,8 @@ fn render(
     let state = dir.path().to_string_lossy().into_owned();
     let mut variables = vec![(locate::STATE_VARIABLE.to_owned(), state.clone())];
     if !begun.scopes.is_empty() {
-        let binary =
-            running_binary().context("cannot find the running binary, which git's helper runs")?;
+        let binary = process::running_binary()
+            .context("cannot find the running binary, which git's helper runs")?;
         let helper = git::helper_command_at(&binary, dir.path());
         match args.git_config {
             GitConfig::Env => variables.extend(git::config_env(
@@ -202,16 +203,5 @@ fn sweep(user: &Path, this_job: &Path, env: &Env) {
             }
         }
         tidy(&job, env);
-    }
-}
-
-/// The running binary, links resolved. Not on Windows, where that would give a `\\?\` path,
-/// which Git for Windows' `sh` cannot run, and where the system's own path is absolute already.
-fn running_binary() -> std::io::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    if cfg!(windows) {
-        Ok(exe)
-    } else {
-        exe.canonicalize()
     }
 }

@@ -4,17 +4,10 @@
 //! SHA-256). Our own key signs with `ring` and needs no check. A signature from outside is
 //! decoded from the forms such tools print (`signature`), its length checked, and verified when
 //! the App's public key is known (`public`), so that a wrong key or algorithm is told here, in
-//! our words, rather than by GitHub's bare 401.
+//! our words, rather than by GitHub's bare 401. A command (`command`) is one such signer.
 
-#[allow(
-    dead_code,
-    reason = "the signers from outside, which follow, check with these"
-)]
+mod command;
 mod public;
-#[allow(
-    dead_code,
-    reason = "the signers from outside, which follow, check with these"
-)]
 mod signature;
 
 use std::fmt;
@@ -22,6 +15,7 @@ use std::fmt;
 use ring::rand::SystemRandom;
 use ring::signature::RSA_PKCS1_SHA256;
 
+pub(crate) use self::command::SignerCommand;
 pub(crate) use self::public::PublicKey;
 pub(crate) use self::signature::decode;
 use super::key::PrivateKey;
@@ -31,6 +25,8 @@ use super::key::PrivateKey;
 pub(crate) enum Signer {
     /// The App's private key, held here.
     Key(PrivateKey),
+    /// A command that signs with a key held elsewhere.
+    Command(SignerCommand),
 }
 
 impl Signer {
@@ -49,6 +45,7 @@ impl Signer {
                 .map_err(|_| SignError::Random)?;
                 Ok(signature)
             }
+            Signer::Command(command) => command.sign(message, command::LIMITS).await,
         }
     }
 
@@ -56,6 +53,7 @@ impl Signer {
     pub(crate) fn key(&self) -> Option<&PrivateKey> {
         match self {
             Signer::Key(key) => Some(key),
+            Signer::Command(_) => None,
         }
     }
 }
@@ -64,16 +62,13 @@ impl fmt::Debug for Signer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Signer::Key(key) => write!(f, "Signer::Key({key:?})"),
+            Signer::Command(command) => write!(f, "Signer::Command({command:?})"),
         }
     }
 }
 
 /// Check a signature from outside: `printed` decoded, of the length the key's signatures have,
 /// and, when the public key is known, a signature of `message` by it.
-#[allow(
-    dead_code,
-    reason = "the signers from outside, which follow, check with these"
-)]
 pub(crate) fn check(
     message: &[u8],
     printed: &[u8],
@@ -89,10 +84,6 @@ pub(crate) fn check(
 
 /// Why no JWT was signed, or a signer's setting was refused. Never quotes a key, and quotes
 /// what a signer said only as `messages::foreign` cuts it.
-#[allow(
-    dead_code,
-    reason = "the signers from outside, which follow, check with these"
-)]
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum SignError {
     #[error("cannot sign the App's JWT: the system's random source failed")]
@@ -111,4 +102,22 @@ pub(crate) enum SignError {
     Mismatch,
     #[error("the signer's public key {0}")]
     PublicKey(&'static str),
+    #[error("cannot run the signer command: {0}")]
+    Setup(String),
+    #[error("cannot run the signer command `{command}`: {cause}")]
+    CannotRun { command: String, cause: String },
+    #[error(
+        "the signer command `{command}` gave no signature within {seconds}s: check that it reaches its KMS or HSM, and asks nothing on a terminal"
+    )]
+    Late { command: String, seconds: u64 },
+    #[error(
+        "the signer command `{command}` printed more than {kib} KiB, and a signature is under 1: make it print the signature alone"
+    )]
+    TooLong { command: String, kib: usize },
+    #[error("the signer command `{command}` failed ({status}): {said}")]
+    Failed {
+        command: String,
+        status: String,
+        said: String,
+    },
 }

@@ -18,7 +18,7 @@ use crate::clock::unix_now;
 use crate::github::apps::{BotUser, MintError};
 use crate::github::client::{self, ApiError, Knobs};
 use crate::github::exchange::ExchangeError;
-use crate::github::{MintedToken, Target};
+use crate::github::{MintedToken, Signer, Target};
 use crate::messages;
 use crate::report::Reporter;
 
@@ -150,11 +150,16 @@ fn blame(
     let blamed: Vec<String> = match refusal {
         None => return err,
         Some(MintError::BadCredentials { .. }) => {
+            let whose = match settings.signer {
+                Some(Signer::Command(_)) => {
+                    format!("whose key `{}` signs with", setting(Setting::SignerCommand))
+                }
+                _ => format!("whose `{}` you pass", setting(Setting::PrivateKey)),
+            };
             return anyhow::anyhow!(
-                "{err}: check that `{}` or `{}` belongs to the App whose `{}` you pass",
+                "{err}: check that `{}` or `{}` belongs to the App {whose}",
                 setting(Setting::AppId),
                 setting(Setting::ClientId),
-                setting(Setting::PrivateKey)
             );
         }
         Some(MintError::NotInstalled { .. } | MintError::NoEnterpriseInstallation { .. }) => {

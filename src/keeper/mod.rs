@@ -360,8 +360,10 @@ impl Keeper {
         budget: Duration,
     ) -> Result<(Minted, i64), Unminted> {
         // Every input is read before the clock starts.
-        let signer = match state.config.source {
-            TokenSource::App { .. } => Some(Signer::Key(self.read_key().map_err(Unminted::Mint)?)),
+        let signer = match &state.config.source {
+            TokenSource::App { signer, .. } => {
+                Some(signer.signer(|| self.read_key()).map_err(Unminted::Mint)?)
+            }
             TokenSource::Exchange { .. } => None,
         };
         let means = Means {

@@ -18,8 +18,8 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Where a store's job-wide proxy listens and what reaching it takes, as it wrote it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct ProxyRecord {
-    /// `http://token-keeper:SECRET@127.0.0.1:PORT`: the file is the store's, 0600.
-    pub(crate) url: String,
+    /// What a client must present: the file is the store's, 0600.
+    pub(crate) secret: String,
     pub(crate) port: u16,
     pub(crate) pid: u32,
     pub(crate) hosts: Vec<String>,
@@ -28,6 +28,11 @@ pub(crate) struct ProxyRecord {
 }
 
 impl ProxyRecord {
+    /// Where a client reaches the proxy, its secret in it.
+    pub(crate) fn url(&self) -> String {
+        crate::github::client::our_proxy_url(&self.secret, self.port)
+    }
+
     /// The record in `dir`, if its proxy wrote one.
     pub(crate) fn read(dir: &StateDir) -> Option<Self> {
         let text = std::fs::read(dir.path().join(PROXY_RECORD)).ok()?;
@@ -78,7 +83,7 @@ mod tests {
             .unwrap()
             .port();
         let record = ProxyRecord {
-            url: format!("http://token-keeper:s3cret@127.0.0.1:{port}"),
+            secret: "s3cret".into(),
             port,
             pid: 4242,
             hosts: vec!["api.github.com".into()],

@@ -13,12 +13,13 @@ use std::time::Duration;
 
 use url::Url;
 
-use super::source::{IdentityFrom, TokenSource};
+use super::source::{IdentityFrom, SignedBy, TokenSource};
 use super::state::{Api, MintConfig};
 use crate::duration::parse_duration;
 use crate::github::apps::TOKEN_LIFETIME;
 use crate::github::client;
 use crate::github::exchange::Exchange;
+use crate::github::signer::{PublicKey, SignerCommand};
 use crate::github::{PrivateKey, Signer, Target, TokenRequest, hosts, names, permissions};
 use crate::messages::short;
 pub(crate) use crate::report::Door;
@@ -34,6 +35,9 @@ pub(crate) enum Setting {
     PrivateKey,
     PrivateKeyFile,
     PrivateKeyEnv,
+    SignerCommand,
+    SignerPublicKey,
+    SignerPublicKeyFile,
     Owner,
     Repositories,
     Enterprise,
@@ -98,6 +102,9 @@ pub(crate) const SETTINGS: &[Names] = {
     row(PrivateKey,                  "private-key",                   "",                   "",                               ""),
     row(PrivateKeyFile,              "",                              "--private-key-file", "TOKEN_KEEPER_PRIVATE_KEY_FILE",  ""),
     row(PrivateKeyEnv,               "",                              "--private-key-env",  "TOKEN_KEEPER_PRIVATE_KEY_ENV",   ""),
+    row(SignerCommand,               "signer-command",                "--signer-command",   "TOKEN_KEEPER_SIGNER_COMMAND",    ""),
+    row(SignerPublicKey,             "signer-public-key",             "",                   "",                               ""),
+    row(SignerPublicKeyFile,         "",                              "--signer-public-key-file", "TOKEN_KEEPER_SIGNER_PUBLIC_KEY_FILE", ""),
     row(Owner,                       "owner",                         "--owner",            "TOKEN_KEEPER_OWNER",             ""),
     row(Repositories,                "repositories",                  "--repositories",     "TOKEN_KEEPER_REPOSITORIES",      ""),
     row(Enterprise,                  "enterprise",                    "--enterprise",       "TOKEN_KEEPER_ENTERPRISE",        ""),
@@ -172,6 +179,10 @@ pub(crate) struct Given {
     pub(crate) app_id: Option<String>,
     /// The App's private key, as its text.
     pub(crate) private_key: Option<String>,
+    /// A command that signs the App's JWTs, in place of the key.
+    pub(crate) signer_command: Option<String>,
+    /// The App's public key, to check the signer command's signatures: PEM or DER.
+    pub(crate) signer_public_key: Option<Vec<u8>>,
     pub(crate) owner: Option<String>,
     /// Comma or newline separated.
     pub(crate) repositories: Option<String>,
@@ -235,12 +246,13 @@ impl Settings {
             };
             (source, None, target)
         } else {
-            let (issuer, key) = app_source(given, door)?;
+            let (issuer, signer) = app_source(given, door)?;
             let source = TokenSource::App {
                 issuer,
                 installation: None,
+                signer: SignedBy::of(&signer),
             };
-            (source, Some(Signer::Key(key)), target(given, door)?)
+            (source, Some(signer), target(given, door)?)
         };
         let repositories = match &target {
             Target::Repositories { repos, .. } => repos.clone(),
@@ -312,8 +324,8 @@ impl Settings {
     }
 }
 
-/// The App's id (or client id) and its key.
-fn app_source(given: &Given, door: Door) -> Result<(String, PrivateKey), Refusal> {
+/// The App's id (or client id) and what signs its JWTs: its key, or a signer command.
+fn app_source(given: &Given, door: Door) -> Result<(String, Signer), Refusal> {
     let issuer = match (value(&given.client_id), value(&given.app_id)) {
         (Some(client), _) => (Setting::ClientId, client),
         (None, Some(app)) => (Setting::AppId, app),
@@ -339,15 +351,62 @@ fn app_source(given: &Given, door: Door) -> Result<(String, PrivateKey), Refusal
             "the App id or client id has blanks in it: pass it alone, as the App's settings page shows it",
         ));
     }
-    // How to pass a key is the door's to say.
-    let text = value(&given.private_key).ok_or_else(|| {
-        bad(
-            Setting::PrivateKey,
-            "is not set: pass the App's private key",
-        )
-    })?;
-    let key = PrivateKey::parse(text).map_err(|e| bad(Setting::PrivateKey, e.to_string()))?;
-    Ok((issuer.1.to_owned(), key))
+    Ok((issuer.1.to_owned(), signer(given, door)?))
+}
+
+/// The App's key, or the command that signs in its place, with the public key to check it.
+fn signer(given: &Given, door: Door) -> Result<Signer, Refusal> {
+    let public_key = given
+        .signer_public_key
+        .as_deref()
+        .filter(|key| !key.trim_ascii().is_empty());
+    let (key, command) = (Setting::PrivateKey, Setting::SignerCommand);
+    match (value(&given.private_key), value(&given.signer_command)) {
+        (Some(_), Some(_)) => Err(bad(
+            command,
+            "the App's private key is given too: sign with the key here or with the command, not both",
+        )),
+        (Some(text), None) => {
+            if public_key.is_some() {
+                return Err(bad(
+                    Setting::SignerPublicKey,
+                    format!(
+                        "checks what `{}` signs, and the key is given: remove it",
+                        command.name(door)
+                    ),
+                ));
+            }
+            let key = PrivateKey::parse(text).map_err(|e| bad(key, e.to_string()))?;
+            Ok(Signer::Key(key))
+        }
+        (None, Some(text)) => {
+            let public = public_key
+                .map(PublicKey::parse)
+                .transpose()
+                .map_err(|e| bad(Setting::SignerPublicKey, e.to_string()))?;
+            Ok(Signer::Command(SignerCommand {
+                command: text.to_owned(),
+                public,
+            }))
+        }
+        // How to pass a key is the door's to say.
+        (None, None) => Err(bad(
+            key,
+            format!(
+                "is not set: pass the App's private key, or `{}` to sign where the key is kept",
+                command.name(door)
+            ),
+        )),
+    }
+}
+
+fn in_keyless(setting: Setting, sts_identity: &str) -> Refusal {
+    bad(
+        setting,
+        format!(
+            "is set in keyless mode (`{sts_identity}`): no App key is needed there; remove it, or remove `{sts_identity}` to mint with the key"
+        ),
+    )
 }
 
 /// Keyless mode: the exchange service, scope and policy, and the target the scope names. The
@@ -358,16 +417,15 @@ fn keyless_source(given: &Given, door: Door) -> Result<(Exchange, Target), Refus
         (Setting::AppId, &given.app_id),
         (Setting::ClientId, &given.client_id),
         (Setting::PrivateKey, &given.private_key),
+        (Setting::SignerCommand, &given.signer_command),
         (Setting::Enterprise, &given.enterprise),
     ] {
         if value(set).is_some() {
-            return Err(bad(
-                setting,
-                format!(
-                    "is set in keyless mode (`{sts_identity}`): no App key is needed there; remove it, or remove `{sts_identity}` to mint with the key"
-                ),
-            ));
+            return Err(in_keyless(setting, sts_identity));
         }
+    }
+    if given.signer_public_key.is_some() {
+        return Err(in_keyless(Setting::SignerPublicKey, sts_identity));
     }
     let identity = value(&given.sts_identity).unwrap_or_default();
     check_name(Setting::StsIdentity, identity)?;
@@ -810,6 +868,110 @@ mod tests {
         ] {
             assert!(parse_url(Setting::ApiUrl, url).is_ok(), "{url}");
         }
+    }
+
+    fn app(extra: impl FnOnce(&mut Given)) -> Result<Settings, Refusal> {
+        let mut given = Given {
+            app_id: Some("12345".into()),
+            owner: Some("Octo-Org".into()),
+            ..Given::default()
+        };
+        extra(&mut given);
+        Settings::check(&given, Door::Action).map(|(settings, _)| settings)
+    }
+
+    const PUBLIC: &str = include_str!("../../tests/fixtures/app-key.pub.pem");
+    const KEY: &str = include_str!("../../tests/fixtures/app-key.pem");
+
+    #[test]
+    fn a_signer_command_signs_in_place_of_the_key_and_is_kept_with_its_public_key() {
+        let settings = app(|g| {
+            g.signer_command = Some("aws kms sign …".into());
+            g.signer_public_key = Some(PUBLIC.into());
+        })
+        .unwrap();
+        let Some(Signer::Command(command)) = &settings.signer else {
+            panic!("{:?}", settings.signer);
+        };
+        assert_eq!(command.command, "aws kms sign …");
+        assert_eq!(command.public.as_ref().unwrap().modulus_len(), 256);
+        let TokenSource::App { signer, .. } = &settings.source else {
+            panic!("{:?}", settings.source);
+        };
+        let SignedBy::Command {
+            command,
+            public_key,
+        } = signer
+        else {
+            panic!("{signer:?}");
+        };
+        assert_eq!(command, "aws kms sign …");
+        assert!(
+            public_key
+                .as_ref()
+                .unwrap()
+                .starts_with("-----BEGIN RSA PUBLIC KEY-----")
+        );
+        let unchecked = app(|g| g.signer_command = Some("sign".into())).unwrap();
+        assert!(matches!(
+            unchecked.signer,
+            Some(Signer::Command(SignerCommand { public: None, .. }))
+        ));
+    }
+
+    #[test]
+    fn the_key_and_a_signer_command_are_one_or_the_other() {
+        let refused = |extra: fn(&mut Given)| app(extra).unwrap_err();
+        let both = refused(|g| {
+            g.private_key = Some(KEY.into());
+            g.signer_command = Some("sign".into());
+        });
+        assert_eq!(both.field, Field::Setting(Setting::SignerCommand));
+        assert!(both.message.contains("not both"), "{}", both.message);
+        let checks_nothing = refused(|g| {
+            g.private_key = Some(KEY.into());
+            g.signer_public_key = Some(PUBLIC.into());
+        });
+        assert_eq!(
+            checks_nothing.field,
+            Field::Setting(Setting::SignerPublicKey)
+        );
+        let neither = refused(|_| {});
+        assert_eq!(neither.field, Field::Setting(Setting::PrivateKey));
+        assert!(
+            neither.message.contains("`signer-command`"),
+            "{}",
+            neither.message
+        );
+        let bad = refused(|g| {
+            g.signer_command = Some("sign".into());
+            g.signer_public_key = Some(KEY.into());
+        });
+        assert_eq!(bad.field, Field::Setting(Setting::SignerPublicKey));
+        assert!(bad.message.contains("is a private key"), "{}", bad.message);
+        assert!(!bad.message.contains("MII"), "{}", bad.message);
+    }
+
+    #[test]
+    fn keyless_mode_refuses_a_signer_command_and_its_public_key() {
+        let keyless = |extra: fn(&mut Given)| {
+            let mut given = Given {
+                sts_identity: Some("release".into()),
+                owner: Some("Octo-Org".into()),
+                ..Given::default()
+            };
+            extra(&mut given);
+            Settings::check(&given, Door::Action).unwrap_err()
+        };
+        let command = keyless(|g| g.signer_command = Some("sign".into()));
+        assert_eq!(command.field, Field::Setting(Setting::SignerCommand));
+        assert!(
+            command.message.contains("keyless mode"),
+            "{}",
+            command.message
+        );
+        let public = keyless(|g| g.signer_public_key = Some(PUBLIC.into()));
+        assert_eq!(public.field, Field::Setting(Setting::SignerPublicKey));
     }
 
     proptest::proptest! {

@@ -4,8 +4,9 @@
 //! A source is the App's key (a JWT for the App, its installation found once, then a token
 //! request) or an exchange of the job's identity at a token exchange service (keyless), the
 //! identity asked again at every mint from where the job's CI keeps it. It is stored in the
-//! state, tagged, with everything a re-mint needs but the key, which has a file of its own; what
-//! the outputs can say (an installation id, a bot) follows from which it is.
+//! state, tagged, with everything a re-mint needs but the key, which has a file of its own (a
+//! signer command is kept in the state: it is no secret); what the outputs can say (an
+//! installation id, a bot) follows from which it is.
 
 use std::time::Duration;
 
@@ -16,7 +17,8 @@ use super::Caller;
 use crate::env::Env;
 use crate::github::apps::{self, App, BotUser};
 use crate::github::exchange::{self, Exchange, ExchangeError, IdentityRequest};
-use crate::github::{GitHub, Installation, MintedToken, Signer, Target, TokenRequest};
+use crate::github::signer::{PublicKey, SignerCommand};
+use crate::github::{GitHub, Installation, MintedToken, PrivateKey, Signer, Target, TokenRequest};
 use crate::messages;
 use crate::process::{self, Limits, Stopped};
 use crate::secret::Secret;
@@ -37,6 +39,9 @@ pub(crate) enum TokenSource {
     App {
         issuer: String,
         installation: Option<Installation>,
+        /// Left out for the key, as states were before signers.
+        #[serde(default, skip_serializing_if = "SignedBy::is_key")]
+        signer: SignedBy,
     },
     /// Keyless: the job's identity, from where `identity` says, exchanged for a token as a
     /// trust policy allows. Nothing secret.
@@ -44,6 +49,57 @@ pub(crate) enum TokenSource {
         exchange: Exchange,
         identity: IdentityFrom,
     },
+}
+
+/// What signs an App source's JWTs, as the state keeps it: nothing secret.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "by", rename_all = "snake_case")]
+pub(crate) enum SignedBy {
+    /// The App's key, in the store's key file.
+    #[default]
+    Key,
+    /// A command, run by `sh -c` (on Windows by `cmd`), and the App's public key (PEM) to check
+    /// its signatures with, when it was given.
+    Command {
+        command: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        public_key: Option<String>,
+    },
+}
+
+impl SignedBy {
+    fn is_key(&self) -> bool {
+        matches!(self, SignedBy::Key)
+    }
+
+    /// How this is kept, for `signer`.
+    pub(crate) fn of(signer: &Signer) -> Self {
+        match signer {
+            Signer::Key(_) => SignedBy::Key,
+            Signer::Command(command) => SignedBy::Command {
+                command: command.command.clone(),
+                public_key: command.public.as_ref().map(PublicKey::to_pem),
+            },
+        }
+    }
+
+    /// The signer again, in a later step; `key` reads the key's file.
+    pub(crate) fn signer(&self, key: impl FnOnce() -> Result<PrivateKey>) -> Result<Signer> {
+        Ok(match self {
+            SignedBy::Key => Signer::Key(key()?),
+            SignedBy::Command {
+                command,
+                public_key,
+            } => Signer::Command(SignerCommand {
+                command: command.clone(),
+                public: public_key
+                    .as_deref()
+                    .map(|pem| PublicKey::parse(pem.as_bytes()))
+                    .transpose()
+                    .context("the state's public key for the signer command")?,
+            }),
+        })
+    }
 }
 
 /// Where a mint gets the job's OIDC identity token: asked again every time, as such tokens
@@ -96,6 +152,7 @@ impl TokenSource {
             TokenSource::App {
                 issuer,
                 installation,
+                ..
             } => {
                 let signer = means
                     .signer
@@ -221,6 +278,15 @@ mod tests {
                 app_slug: "keeper".into(),
                 account: "Octo-Org".into(),
             }),
+            signer: SignedBy::Key,
+        };
+        let by_command = TokenSource::App {
+            issuer: "Iv23abc".into(),
+            installation: None,
+            signer: SignedBy::Command {
+                command: "aws kms sign --key-id alias/app".into(),
+                public_key: Some(include_str!("../../tests/fixtures/app-key.pub.pem").into()),
+            },
         };
         let keyless = TokenSource::Exchange {
             exchange: Exchange {
@@ -232,17 +298,29 @@ mod tests {
                 command: "buildkite-agent oidc request-token --audience octo-sts.dev".into(),
             },
         };
-        for source in [app, keyless] {
+        for source in [app, by_command, keyless] {
             let json = serde_json::to_value(&source).unwrap();
             assert!(json["kind"].is_string(), "{json}");
             assert_eq!(serde_json::from_value::<TokenSource>(json).unwrap(), source);
         }
+        // A key's source is stored as before signers, and read as the key's.
         let json = serde_json::to_value(TokenSource::App {
             issuer: "1".into(),
             installation: None,
+            signer: SignedBy::Key,
         })
         .unwrap();
-        assert_eq!(json["kind"], "app");
+        assert_eq!(
+            json,
+            serde_json::json!({"kind": "app", "issuer": "1", "installation": null})
+        );
+        assert!(matches!(
+            serde_json::from_value(json).unwrap(),
+            TokenSource::App {
+                signer: SignedBy::Key,
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -178,6 +178,7 @@ impl MintConfig {
                     app_slug: "keeper".into(),
                     account: "Octo-Org".into(),
                 }),
+                signer: Default::default(),
             },
             account: "Octo-Org".into(),
             request: TokenRequest {

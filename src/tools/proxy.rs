@@ -29,7 +29,7 @@ use url::Url;
 use self::authority::Authority;
 use super::{Asker, serve};
 use crate::clock::unix_now;
-use crate::github::client::{self, Knobs, OUR_PROXY_USER};
+use crate::github::client::{self, Knobs, our_proxy_url};
 use crate::github::hosts;
 use crate::keeper::state::{PROXY_PREFIX, State};
 use crate::keeper::{self, Keeper, policy};
@@ -137,6 +137,9 @@ pub(super) fn run(
 pub(super) struct Reach {
     /// `http://token-keeper:SECRET@127.0.0.1:PORT`.
     pub(super) url: String,
+    pub(super) port: u16,
+    /// What a client must present, the password in `url`.
+    pub(super) secret: Secret,
     pub(super) hosts: Vec<String>,
     /// The system's roots, the user's CAs and the authority, for variables that replace roots.
     pub(super) bundle: PathBuf,
@@ -267,10 +270,9 @@ fn serve_while<T>(
         &route::bundle(&route::system_roots_pem(), &users, &ca_pem),
     )?;
     let reach = Reach {
-        url: format!(
-            "http://{OUR_PROXY_USER}:{}@127.0.0.1:{port}",
-            shared.secret.expose()
-        ),
+        url: our_proxy_url(shared.secret.expose(), port),
+        port,
+        secret: shared.secret.clone(),
         hosts: shared.hosts.clone(),
         bundle,
         authority,

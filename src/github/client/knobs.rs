@@ -22,8 +22,8 @@ pub(crate) struct HttpOptions {
     pub(super) extra_ca_pem: Option<String>,
     /// Hosts whose connections go to an address of the caller's choosing.
     pub(super) resolve: Vec<(String, Resolved)>,
-    /// Whether to go past the proxy the environment names, one of ours.
-    pub(crate) past_our_proxy: bool,
+    /// Whether to go past the proxy the environment names, one of ours, and where instead.
+    pub(super) past_our_proxy: Option<PastOurProxy>,
 }
 
 impl HttpOptions {
@@ -33,7 +33,7 @@ impl HttpOptions {
         Self {
             connect_timeout: timeout,
             read_timeout: timeout,
-            past_our_proxy: true,
+            past_our_proxy: Some(PastOurProxy::default()),
             ..self.clone()
         }
     }
@@ -48,7 +48,7 @@ impl Default for HttpOptions {
             retry_base: Duration::from_millis(500),
             extra_ca_pem: None,
             resolve: Vec::new(),
-            past_our_proxy: false,
+            past_our_proxy: None,
         }
     }
 }
@@ -64,9 +64,19 @@ pub(crate) struct Knobs {
     /// Hosts sent to addresses of the caller's choosing (`RESOLVE`).
     resolve: Vec<(String, Resolved)>,
     /// The process's proxy variables name a token-keeper proxy (it runs in a child of
-    /// `exec --proxy`, or after `proxy start`'s lines): our own calls go straight to GitHub, as
-    /// that proxy may be ending with the store they end.
-    pub(crate) past_our_proxy: bool,
+    /// `exec --proxy`, or after `proxy start`'s lines): our own calls go past it, as that proxy
+    /// may be ending with the store they end.
+    past_our_proxy: Option<PastOurProxy>,
+}
+
+/// Where our own calls go past a token-keeper proxy: through the user's own proxy that one sends
+/// on to, as the proxy's variables carried it (`ONWARD_PROXY`), or straight.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct PastOurProxy {
+    /// The user's proxy URL.
+    pub(crate) onward: Option<String>,
+    /// The user's own `NO_PROXY`, before GitHub's hosts were taken out of it.
+    pub(crate) no_proxy: Option<String>,
 }
 
 impl Knobs {
@@ -75,6 +85,10 @@ impl Knobs {
     /// that serve GitHub under a real-looking name on loopback: only where a connection goes
     /// changes, never the name a certificate is checked for or a token is meant for.
     pub(crate) const RESOLVE: &str = "TOKEN_KEEPER_RESOLVE";
+
+    /// The user's own proxy and `NO_PROXY`, which routing a child through our proxy replaced.
+    pub(crate) const ONWARD_PROXY: &str = "TOKEN_KEEPER_ONWARD_PROXY";
+    pub(crate) const ONWARD_NO_PROXY: &str = "TOKEN_KEEPER_ONWARD_NO_PROXY";
 
     /// The variables, in the order of `from_env`'s fields.
     pub(crate) const VARIABLES: [&str; 4] = [
@@ -104,7 +118,11 @@ impl Knobs {
             past_our_proxy: ["https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"]
                 .iter()
                 .filter_map(|name| env.given(name))
-                .any(is_our_proxy),
+                .any(is_our_proxy)
+                .then(|| PastOurProxy {
+                    onward: env.given(Self::ONWARD_PROXY).map(str::to_owned),
+                    no_proxy: env.given(Self::ONWARD_NO_PROXY).map(str::to_owned),
+                }),
         })
     }
 
@@ -126,16 +144,25 @@ impl Knobs {
             retry_base: self.retry_base.unwrap_or(defaults.retry_base),
             extra_ca_pem,
             resolve: self.resolve.clone(),
-            past_our_proxy: self.past_our_proxy,
+            past_our_proxy: self.past_our_proxy.clone(),
         }
     }
 }
 
 /// The user name in a token-keeper proxy's URL; the password is the run's secret.
-pub(crate) const OUR_PROXY_USER: &str = "token-keeper";
+const OUR_PROXY_USER: &str = "token-keeper";
+
+/// The URL of a token-keeper proxy on loopback `port` whose secret is `secret`.
+pub(crate) fn our_proxy_url(secret: &str, port: u16) -> String {
+    format!("http://{OUR_PROXY_USER}:{secret}@127.0.0.1:{port}")
+}
 
 /// Whether `url` is a token-keeper proxy's: on loopback, with our user name.
-fn is_our_proxy(url: &str) -> bool {
+pub(crate) fn is_our_proxy(url: &str) -> bool {
+    // Every process of a proxied child asks, git's helper among them: most URLs end here.
+    if !url.contains(OUR_PROXY_USER) {
+        return false;
+    }
     url::Url::parse(url).is_ok_and(|url| {
         url.username() == OUR_PROXY_USER
             && url
@@ -226,11 +253,26 @@ mod tests {
             Some(at("127.0.0.1", Some(8443)))
         );
         assert_eq!(knobs.address_of("github.com"), None);
-        assert!(!knobs.past_our_proxy);
+        assert!(knobs.past_our_proxy.is_none());
         let ours = Env::from_pairs([("HTTPS_PROXY", "http://token-keeper:abc@127.0.0.1:4000")]);
-        assert!(Knobs::from_env(&ours).unwrap().past_our_proxy);
+        let past = Knobs::from_env(&ours).unwrap().past_our_proxy;
+        assert_eq!(
+            past,
+            Some(PastOurProxy {
+                onward: None,
+                no_proxy: None
+            })
+        );
+        let behind = Env::from_pairs([
+            ("HTTPS_PROXY", "http://token-keeper:abc@127.0.0.1:4000"),
+            (Knobs::ONWARD_PROXY, "http://proxy.corp:3128"),
+            (Knobs::ONWARD_NO_PROXY, "ghe.corp"),
+        ]);
+        let past = Knobs::from_env(&behind).unwrap().past_our_proxy.unwrap();
+        assert_eq!(past.onward.as_deref(), Some("http://proxy.corp:3128"));
+        assert_eq!(past.no_proxy.as_deref(), Some("ghe.corp"));
         let theirs = Env::from_pairs([("https_proxy", "http://token-keeper:abc@proxy.corp:3128")]);
-        assert!(!Knobs::from_env(&theirs).unwrap().past_our_proxy);
+        assert!(Knobs::from_env(&theirs).unwrap().past_our_proxy.is_none());
         let bad = Env::from_pairs([(Knobs::RESOLVE, "api.github.test")]);
         let err = Knobs::from_env(&bad).unwrap_err().to_string();
         assert!(err.contains("`TOKEN_KEEPER_RESOLVE`"), "{err}");

@@ -22,7 +22,7 @@ use serde::de::DeserializeOwned;
 pub(crate) use self::clock::Clock;
 pub(crate) use self::error::ApiError;
 pub(crate) use self::error::cause;
-pub(crate) use self::knobs::{HttpOptions, Knobs, OUR_PROXY_USER};
+pub(crate) use self::knobs::{HttpOptions, Knobs, is_our_proxy, our_proxy_url};
 pub(crate) use self::retry::{backoff, fits};
 pub(crate) use self::runtime::Runtime;
 pub(crate) use self::tls::{ca_certificates, tls_config, trusted_roots};
@@ -58,8 +58,22 @@ pub(crate) fn http_client(
     roots: rustls::RootCertStore,
 ) -> Result<reqwest::Client, ApiError> {
     let mut http = reqwest::Client::builder();
-    if options.past_our_proxy {
+    if let Some(past) = &options.past_our_proxy {
         http = http.no_proxy();
+        if let Some(onward) = &past.onward {
+            // The value may carry the proxy's credentials: it is named, never shown.
+            let proxy = reqwest::Proxy::all(onward.as_str()).map_err(|_| {
+                ApiError::Setup(format!(
+                    "`{}` is not a proxy URL: give the URL of your own proxy, as `https_proxy` takes it",
+                    Knobs::ONWARD_PROXY
+                ))
+            })?;
+            let exceptions = past
+                .no_proxy
+                .as_deref()
+                .and_then(reqwest::NoProxy::from_string);
+            http = http.proxy(proxy.no_proxy(exceptions));
+        }
     }
     for (host, resolved) in &options.resolve {
         // reqwest takes the port from the URL.

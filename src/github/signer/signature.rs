@@ -27,7 +27,8 @@ pub(crate) fn decode(printed: &[u8]) -> Result<Vec<u8>, SignError> {
     }
     if let Some(text) = text {
         let text = without_vault_prefix(text);
-        let compact: String = text.split_whitespace().collect();
+        // Line breaks where a tool wraps its base64; a blank inside is no base64's.
+        let compact: String = text.lines().map(str::trim_end).collect();
         if compact
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'-' | b'_' | b'='))

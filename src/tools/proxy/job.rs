@@ -67,17 +67,12 @@ pub(crate) fn start(
         None => spawn(dir.path(), token_variables)?,
     };
     // Its secret is masked before anything that holds it is printed.
-    if let Some(secret) = record
-        .url
-        .split_once("://")
-        .and_then(|(_, rest)| rest.split_once('@'))
-        .and_then(|(user, _)| user.split_once(':'))
-    {
-        let _ = Secret::new(secret.1.to_owned());
-    }
+    let secret = Secret::new(record.secret.clone());
     let served = super::serve(keeper, state, asker)?;
     let reach = Reach {
-        url: record.url.clone(),
+        url: record.url(),
+        port: record.port,
+        secret,
         hosts: record.hosts.clone(),
         bundle: record.bundle.clone(),
         authority: record.authority.clone(),
@@ -93,7 +88,7 @@ pub(crate) fn start(
             })
             .collect::<String>(),
         Format::GithubEnv => [
-            (PROXY_URL, record.url.clone()),
+            (PROXY_URL, reach.url.clone()),
             (PROXY_CA, record.authority.to_string_lossy().into_owned()),
             (PROXY_BUNDLE, record.bundle.to_string_lossy().into_owned()),
         ]
@@ -111,9 +106,9 @@ pub(crate) fn start(
 }
 
 /// Start `proxy serve` for the store at `store`, apart from this step, and wait until its record
-/// is there and it answers.
+/// is there and it answers; one that does not come up in time is ended.
 fn spawn(store: &std::path::Path, token_variables: &[String]) -> Result<ProxyRecord> {
-    let binary = std::env::current_exe().context("cannot find the running binary")?;
+    let binary = process::running_binary().context("cannot find the running binary")?;
     let mut command = Command::new(binary);
     command.args(["proxy", "serve", "--state"]).arg(store);
     for name in token_variables {
@@ -123,7 +118,8 @@ fn spawn(store: &std::path::Path, token_variables: &[String]) -> Result<ProxyRec
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    let pid = process::spawn_apart(&mut command)?;
+    let mut child = process::spawn_apart(&mut command)?;
+    let pid = child.id();
     let dir = crate::keeper::state::StateDir::open(store)?;
     let started = Instant::now();
     while started.elapsed() < START_BOUND {
@@ -132,8 +128,13 @@ fn spawn(store: &std::path::Path, token_variables: &[String]) -> Result<ProxyRec
         {
             return Ok(record);
         }
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
+    let _ = child.kill();
+    let _ = child.wait();
     bail!(
         "the proxy did not come up within {} s: run `TOKEN_KEEPER_LOG=1 token-keeper proxy serve --state {}` to see why",
         START_BOUND.as_secs(),
@@ -150,14 +151,9 @@ pub(crate) fn serve(
 ) -> Result<ExitCode> {
     let dir = keeper.dir();
     with_proxy(keeper, state, token_variables, asker, |reach| {
-        let port = reach
-            .url
-            .rsplit_once(':')
-            .and_then(|(_, port)| port.parse().ok())
-            .context("the proxy's URL has no port")?;
         let record = ProxyRecord {
-            url: reach.url.clone(),
-            port,
+            secret: reach.secret.expose().to_owned(),
+            port: reach.port,
             pid: std::process::id(),
             hosts: reach.hosts.clone(),
             bundle: reach.bundle.clone(),

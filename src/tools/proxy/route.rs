@@ -12,6 +12,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use crate::env::Env;
+use crate::github::client::{Knobs, is_our_proxy};
 use crate::messages;
 use crate::secret;
 
@@ -64,12 +65,22 @@ pub(crate) fn variables(route: &Route, env: &Env) -> Vec<(String, Option<String>
         set(name, Some(route.proxy_url.to_owned()));
     }
     let users = [env.get("no_proxy"), env.get("NO_PROXY")];
-    let no_proxy = no_proxy_without(
-        &users.into_iter().flatten().collect::<Vec<_>>().join(","),
-        route.hosts,
-    );
+    let users_no_proxy = users.into_iter().flatten().collect::<Vec<_>>().join(",");
+    let no_proxy = no_proxy_without(&users_no_proxy, route.hosts);
     for name in NO_PROXY_VARIABLES {
         set(name, no_proxy.clone());
+    }
+    // The user's own proxy, for token-keeper's own calls in the child, which go past ours. In
+    // the child of a proxy's child, what the first proxy was given stays.
+    let users_proxy = ["https_proxy", "HTTPS_PROXY"]
+        .into_iter()
+        .find_map(|name| env.given(name));
+    if !users_proxy.is_some_and(is_our_proxy) {
+        set(Knobs::ONWARD_PROXY, users_proxy.map(str::to_owned));
+        set(
+            Knobs::ONWARD_NO_PROXY,
+            Some(users_no_proxy).filter(|v| !v.is_empty()),
+        );
     }
     for name in REPLACING {
         set(name, Some(route.bundle.to_string_lossy().into_owned()));
@@ -340,6 +351,29 @@ mod tests {
                 .any(|c| c.to_ascii_uppercase().starts_with("ALL_PROXY"))
         );
         assert!(has(&changes, "NODE_USE_ENV_PROXY=1"));
+    }
+
+    #[test]
+    fn the_users_own_proxy_is_kept_for_our_calls_and_a_proxys_child_keeps_the_first() {
+        let changes = self::changes(&[
+            ("HTTPS_PROXY", "http://corp:3128"),
+            ("NO_PROXY", "ghe.corp,github.com"),
+        ]);
+        assert!(has(&changes, "TOKEN_KEEPER_ONWARD_PROXY=http://corp:3128"));
+        assert!(has(
+            &changes,
+            "TOKEN_KEEPER_ONWARD_NO_PROXY=ghe.corp,github.com"
+        ));
+        let changes = self::changes(&[(Knobs::ONWARD_PROXY, "http://stale:1")]);
+        assert!(has(&changes, "TOKEN_KEEPER_ONWARD_PROXY"), "{changes:?}");
+        let nested = self::changes(&[
+            ("https_proxy", "http://token-keeper:first@127.0.0.1:4000"),
+            (Knobs::ONWARD_PROXY, "http://corp:3128"),
+        ]);
+        assert!(
+            !nested.iter().any(|c| c.starts_with("TOKEN_KEEPER_ONWARD")),
+            "{nested:?}"
+        );
     }
 
     #[test]

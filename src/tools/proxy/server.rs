@@ -238,8 +238,8 @@ async fn send_upstream(
         "proxy: {} https://{}{}",
         request.method(),
         messages::shown(host),
-        // The path, without its query, which may carry a credential; our tokens are scrubbed.
-        messages::shown(&messages::short(request.uri().path()))
+        // The path, without its query; a credential in it is taken out, ours or another's.
+        messages::shown(&messages::foreign_path(request.uri().path()))
     );
     let mut sender = upstream.lock().await;
     if sender.as_ref().is_none_or(SendRequest::is_closed) {
