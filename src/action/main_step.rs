@@ -165,6 +165,7 @@ fn install_shim(plan: &Plan, begun: &Begun, reporter: &dyn Reporter) -> Result<(
     let reach = match &config.settings.signer {
         Some(Signer::Key(_)) => "read the App's private key",
         Some(Signer::Command(_)) => "run the signer command, and so sign the App's JWTs,",
+        Some(Signer::AwsKms(_)) => "sign the App's JWTs in KMS with the job's AWS credentials",
         None => "",
     };
     if !reach.is_empty() && matches!(event, "pull_request_target" | "workflow_run") {

@@ -16,7 +16,7 @@ use super::credentials::Credentials;
 use super::error::{Answered, AwsError};
 use super::sigv4::{self, Scope, Unsigned};
 use crate::github::client::{
-    ApiError, Clock, HttpOptions, Knobs, backoff, cause, fits, http_client, receive, trusted_roots,
+    ApiError, Clock, HttpOptions, backoff, cause, fits, http_client, receive, trusted_roots,
 };
 
 /// The most of an answer's body we read: AWS's answers here are a few KiB.
@@ -62,17 +62,12 @@ pub(crate) struct Call<'a> {
 }
 
 impl Aws {
-    /// Clients whose calls each end within `deadline`; AWS's clock starts at `clock_offset`.
-    pub(crate) fn new(
-        deadline: Duration,
-        extra_ca_pem: Option<String>,
-        clock_offset: i64,
-        knobs: &Knobs,
-    ) -> Result<Self, AwsError> {
+    /// Clients with `options` (the GitHub client's: its bounds, CAs and proxy choice); AWS's
+    /// clock starts at `clock_offset`.
+    pub(crate) fn new(options: &HttpOptions, clock_offset: i64) -> Result<Self, AwsError> {
         let setup = |e: ApiError| AwsError::Setup(e.to_string());
-        let roots = trusted_roots(extra_ca_pem.as_deref()).map_err(setup)?;
-        let options = knobs.options(deadline, extra_ca_pem);
-        let http = http_client(&options, roots).map_err(setup)?;
+        let roots = trusted_roots(options.extra_ca_pem.as_deref()).map_err(setup)?;
+        let http = http_client(options, roots).map_err(setup)?;
         let local = http_client(
             &options.local(METADATA_TIMEOUT),
             rustls::RootCertStore::empty(),
@@ -81,7 +76,7 @@ impl Aws {
         Ok(Self {
             http,
             local,
-            options,
+            options: options.clone(),
             clock: Clock::new(clock_offset),
         })
     }

@@ -19,6 +19,7 @@ pub(crate) use self::command::SignerCommand;
 pub(crate) use self::public::PublicKey;
 pub(crate) use self::signature::decode;
 use super::key::PrivateKey;
+use crate::aws::AwsKms;
 
 /// What signs the App's JWTs.
 #[derive(Clone)]
@@ -27,6 +28,8 @@ pub(crate) enum Signer {
     Key(PrivateKey),
     /// A command that signs with a key held elsewhere.
     Command(SignerCommand),
+    /// The App's key in AWS KMS, reached with the step's own AWS credentials.
+    AwsKms(AwsKms),
 }
 
 impl Signer {
@@ -46,6 +49,7 @@ impl Signer {
                 Ok(signature)
             }
             Signer::Command(command) => command.sign(message, command::LIMITS).await,
+            Signer::AwsKms(kms) => kms.sign(message).await,
         }
     }
 
@@ -54,6 +58,7 @@ impl Signer {
         match self {
             Signer::Key(key) => Some(key),
             Signer::Command(_) => None,
+            Signer::AwsKms(_) => None,
         }
     }
 }
@@ -63,6 +68,7 @@ impl fmt::Debug for Signer {
         match self {
             Signer::Key(key) => write!(f, "Signer::Key({key:?})"),
             Signer::Command(command) => write!(f, "Signer::Command({command:?})"),
+            Signer::AwsKms(kms) => write!(f, "Signer::{kms:?}"),
         }
     }
 }
@@ -120,4 +126,7 @@ pub(crate) enum SignError {
         status: String,
         said: String,
     },
+    /// AWS KMS refused, or could not be reached: its one line.
+    #[error("{0}")]
+    Aws(String),
 }

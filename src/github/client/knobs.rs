@@ -19,7 +19,7 @@ pub(crate) struct HttpOptions {
     /// First backoff step; it doubles after each retry, with jitter.
     pub(crate) retry_base: Duration,
     /// Extra trusted CA certificates, PEM (GHES with a private CA).
-    pub(super) extra_ca_pem: Option<String>,
+    pub(crate) extra_ca_pem: Option<String>,
     /// Hosts whose connections go to an address of the caller's choosing.
     pub(super) resolve: Vec<(String, Resolved)>,
     /// Whether to go past the proxy the environment names, one of ours, and where instead.

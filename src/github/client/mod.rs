@@ -165,6 +165,11 @@ impl GitHub {
         &self.clock
     }
 
+    /// The bounds, CAs and proxy choice of its calls, for a client of another service.
+    pub(crate) fn options(&self) -> &HttpOptions {
+        &self.options
+    }
+
     /// How long one call may take, retries and waits included.
     pub(crate) fn deadline(&self) -> Duration {
         self.options.deadline
