@@ -7,7 +7,13 @@ use ring::signature::{RSA_PKCS1_2048_8192_SHA256, UnparsedPublicKey};
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::support::moto::{Moto, User};
+use crate::support::ci::{CiJob, assert_nothing_left, assert_ok};
+use crate::support::fake_github::{APP_ID, FakeGitHub};
+use crate::support::logs::text;
+use crate::support::moto::{Moto, ROLE_ARN, SECRET, User, pkcs1_of};
+use crate::support::runner::{LaterStep, View, expire_cached_token};
+use crate::support::scene::{Scene, assert_git_ok, assert_no_key_material};
+use crate::support::sts::Issuer;
 
 const REGION: &str = "eu-west-1";
 const MESSAGE: &[u8] = b"eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJpc3MiOiIxIn0";
@@ -25,31 +31,6 @@ async fn sign_beside(
     tokio::task::spawn_blocking(move || sign(&vars, &key))
         .await
         .unwrap()
-}
-
-/// The RSAPublicKey (PKCS#1) inside a DER SubjectPublicKeyInfo.
-fn pkcs1_of(spki: &[u8]) -> Vec<u8> {
-    fn element(der: &[u8]) -> (u8, &[u8], &[u8]) {
-        let tag = der[0];
-        let (len, start) = match der[1] {
-            n if n < 0x80 => (n as usize, 2),
-            n => {
-                let bytes = (n & 0x7f) as usize;
-                let len = der[2..2 + bytes]
-                    .iter()
-                    .fold(0usize, |acc, b| acc << 8 | *b as usize);
-                (len, 2 + bytes)
-            }
-        };
-        (tag, &der[start..start + len], &der[start + len..])
-    }
-    let (tag, info, _) = element(spki);
-    assert_eq!(tag, 0x30, "a SEQUENCE");
-    let (_, _, rest) = element(info);
-    let (tag, bits, _) = element(rest);
-    assert_eq!(tag, 0x03, "a BIT STRING");
-    assert_eq!(bits[0], 0, "no unused bits");
-    bits[1..].to_vec()
 }
 
 fn assert_verifies((signature, spki): &(Vec<u8>, Vec<u8>)) {
@@ -152,10 +133,7 @@ fn a_web_identity_token_file_is_exchanged_at_sts_with_no_static_keys() {
     let token = dir.path().join("web-identity");
     std::fs::write(&token, "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJyZXBvIn0.c2ln\n").unwrap();
     let mut env = keyless_env(&moto);
-    env.push((
-        "AWS_ROLE_ARN".into(),
-        "arn:aws:iam::123456789012:role/keeper".into(),
-    ));
+    env.push(("AWS_ROLE_ARN".into(), ROLE_ARN.into()));
     env.push((
         "AWS_WEB_IDENTITY_TOKEN_FILE".into(),
         token.display().to_string(),
@@ -306,4 +284,124 @@ async fn a_metadata_service_that_does_not_answer_fails_fast_with_what_was_tried(
         err,
         "`AWS_ACCESS_KEY_ID` is set but `AWS_SECRET_ACCESS_KEY` is not: give both"
     );
+}
+
+/// A scene whose fake GitHub knows the App by the public key of a new key in `moto`: every JWT
+/// it takes was signed in KMS. The key's ARN.
+async fn scene_in_kms(moto: &Moto) -> (Scene, String) {
+    let scene = Scene::start(Duration::from_secs(3)).await;
+    let arn = moto.create_key(REGION, "RSA_2048", "SIGN_VERIFY");
+    scene.github.world().public_key = pkcs1_of(&moto.public_key(REGION, &arn));
+    (scene, arn)
+}
+
+/// Every JWT the fake saw verified with the App's public key: each mint was KMS's.
+#[track_caller]
+fn assert_every_jwt_verified(github: &FakeGitHub) {
+    let posts = github.seen("POST", "/app/installations/");
+    assert!(posts.len() >= 2, "{posts:?}");
+    assert!(posts.iter().all(|seen| seen.claims.is_some()), "{posts:?}");
+}
+
+#[tokio::test]
+async fn setup_signs_in_kms_and_pushes_after_the_first_token_expired_keeping_no_secret() {
+    let moto = Moto::start();
+    let (scene, arn) = scene_in_kms(&moto).await;
+    let job = CiJob::new(&[("CI_JOB_ID", "4242")]);
+    let script = format!(
+        r#"eval "$(token-keeper setup --app-id {APP_ID} --aws-kms-key '{arn}' --api-url '{api}' --git-server-url '{git}' --owner Octo-Org --repositories app)"
+{push}
+test -n "$(token-keeper token)"
+grep -rqF -e '{arn}' "$TMPDIR"
+! grep -rqF -e "$AWS_SECRET_ACCESS_KEY" -e "$AWS_ACCESS_KEY_ID" "$TMPDIR"
+test -z "$(find "$TMPDIR" -name key.pem)"
+token-keeper revoke"#,
+        api = scene.github.url(),
+        git = scene.git_url,
+        push = CiJob::push_late(&scene.repo_url("Octo-Org", "app")),
+    );
+    let env = moto.env(REGION);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let out = job.shell(&script, &env);
+    assert_ok("the job", &out);
+    assert!(scene.github.mints() >= 2, "the push re-minted");
+    assert_every_jwt_verified(&scene.github);
+    assert!(scene.github.world().live_tokens().is_empty(), "all revoked");
+    assert_nothing_left(&job);
+    let log = text(&out);
+    assert!(!log.contains(SECRET), "{log}");
+    for token in scene.github.tokens() {
+        assert!(!log.contains(&token), "a token shown: {log}");
+    }
+}
+
+/// The App's inputs with the KMS key in place of the private key.
+fn kms_inputs<'a>(scene: &'a Scene, arn: &'a str) -> Vec<(&'a str, &'a str)> {
+    let mut inputs = scene.inputs(&[("aws-kms-key", arn)]);
+    inputs.retain(|(name, _)| *name != "private-key");
+    inputs
+}
+
+#[tokio::test]
+#[cfg_attr(
+    wine,
+    ignore = "needs git, which has no Windows build here: Windows' runners run it"
+)]
+async fn the_native_entry_signs_in_kms_as_the_jobs_web_identity_at_every_mint() {
+    let moto = Moto::start();
+    let (mut s, arn) = scene_in_kms(&moto).await;
+    let issuer = Issuer::start().await;
+    let aws = moto.web_identity_env(REGION);
+    s.job.extra_env.extend(aws.clone());
+    s.job.extra_env.extend(issuer.env());
+    let main = s.job.main(&kms_inputs(&s, &arn), View::Native);
+    main.assert_ok();
+
+    let mut step = LaterStep::after(&s.job, &main);
+    step.env.extend(aws);
+    step.env.extend(issuer.env());
+    assert_git_ok(&s.push_late(&step, Duration::from_millis(3500)));
+    assert!(s.github.mints() >= 2, "the push re-minted");
+    assert_every_jwt_verified(&s.github);
+    // The job's identity was asked for AWS again at the re-mint: nothing of it was kept.
+    let asked = issuer.server.received_requests().await.unwrap_or_default();
+    let for_sts = asked
+        .iter()
+        .filter(|r| {
+            r.url
+                .query()
+                .is_some_and(|q| q.contains("audience=sts.amazonaws.com"))
+        })
+        .count();
+    assert!(for_sts >= 2, "asked {for_sts} times");
+    assert_no_key_material(&s.job.temp);
+
+    let post = s.job.post(&kms_inputs(&s, &arn), &main.state, View::Native);
+    post.assert_ok();
+    assert!(s.github.world().live_tokens().is_empty(), "{}", post.log());
+}
+
+#[tokio::test]
+async fn the_container_entry_signs_in_kms_with_the_steps_aws_variables() {
+    let moto = Moto::start();
+    let (mut s, arn) = scene_in_kms(&moto).await;
+    s.job.extra_env.extend(moto.env(REGION));
+    let main = s.job.main(&kms_inputs(&s, &arn), View::Host);
+    main.assert_ok();
+    assert!(main.outputs["token"].starts_with("ghs_"));
+    // The step's AWS secret is masked before anything uses it, and shown nowhere else.
+    let log = main.log();
+    let shown: Vec<&str> = log.lines().filter(|l| l.contains(SECRET)).collect();
+    assert_eq!(shown, [format!("::add-mask::{SECRET}")], "{log}");
+    expire_cached_token(&s.job, &main);
+    let step = LaterStep::after(&s.job, &main);
+    let mut later = step.command("token-keeper");
+    later.envs(moto.env(REGION)).arg("token");
+    let fresh = later.output().unwrap();
+    assert!(fresh.status.success(), "{fresh:?}");
+    assert_every_jwt_verified(&s.github);
+
+    let post = s.job.post(&kms_inputs(&s, &arn), &main.state, View::Host);
+    post.assert_ok();
+    assert!(s.github.world().live_tokens().is_empty(), "{}", post.log());
 }

@@ -79,6 +79,14 @@ impl CiJob {
         )
     }
 
+    /// Script lines that clone `url` into `app`, wait past the first token's expiry, then
+    /// commit and push from there.
+    pub fn push_late(url: &str) -> String {
+        format!(
+            "git clone -q \"{url}\" app\ncd app\nsleep 4\necho late > late.txt\ngit add late.txt\ngit commit -qm late\ngit push -q origin HEAD:main"
+        )
+    }
+
     /// The stores setup made in the job's temporary folder, by their paths.
     pub fn stores(&self) -> Vec<PathBuf> {
         let mut stores = Vec::new();
