@@ -71,9 +71,16 @@ impl CiJob {
 
     /// `token-keeper setup` for the App on `scene`'s fake, with `extra` flags.
     pub fn setup(&self, scene: &Scene, extra: &str) -> String {
+        Self::setup_keyless_here(
+            scene,
+            &format!("--private-key-file '{}' {extra}", self.key_file()),
+        )
+    }
+
+    /// `token-keeper setup` for the App on `scene`'s fake with no key: `extra` says what signs.
+    pub fn setup_keyless_here(scene: &Scene, extra: &str) -> String {
         format!(
-            "token-keeper setup --app-id {APP_ID} --private-key-file '{}' --api-url '{}' --git-server-url '{}' {extra}",
-            self.key_file(),
+            "token-keeper setup --app-id {APP_ID} --api-url '{}' --git-server-url '{}' {extra}",
             scene.github.url(),
             scene.git_url
         )

@@ -1,0 +1,105 @@
+//! Real signers for the signer command: a SoftHSM token holding the App's key, signed with
+//! OpenSC's `pkcs11-tool`.
+//!
+//! Each has private state (a token folder of its own) and gives the variables its CLI needs and
+//! the exact command a workflow would use.
+
+use std::fs;
+use std::process::Command;
+
+use tempfile::TempDir;
+
+use super::runner::require;
+
+/// Debian's path of SoftHSM's PKCS#11 module.
+pub const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+const TOKEN: &str = "tk";
+const PIN: &str = "1234";
+
+/// The App's key as PKCS#8, which SoftHSM's import takes.
+const APP_KEY_PKCS8: &str = "tests/fixtures/app-key.pkcs8.pem";
+
+/// A SoftHSM token of its own, with the App's key imported as object `01`.
+pub struct SoftHsm {
+    dir: TempDir,
+}
+
+impl SoftHsm {
+    pub fn start() -> Self {
+        require(
+            "softhsm2-util",
+            &["--version"],
+            "SoftHSM (Debian's softhsm2)",
+        );
+        // Its `--help` exits 1.
+        require(
+            "sh",
+            &["-c", "command -v pkcs11-tool"],
+            "OpenSC's pkcs11-tool (Debian's opensc)",
+        );
+        let dir = tempfile::Builder::new().prefix("tk-hsm").tempdir().unwrap();
+        fs::create_dir(dir.path().join("tokens")).unwrap();
+        fs::write(
+            dir.path().join("softhsm2.conf"),
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                dir.path().join("tokens").display()
+            ),
+        )
+        .unwrap();
+        let hsm = Self { dir };
+        let key = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(APP_KEY_PKCS8);
+        for args in [
+            vec![
+                "--init-token",
+                "--free",
+                "--label",
+                TOKEN,
+                "--pin",
+                PIN,
+                "--so-pin",
+                "5678",
+            ],
+            vec![
+                "--import",
+                key.to_str().unwrap(),
+                "--token",
+                TOKEN,
+                "--label",
+                "app",
+                "--id",
+                "01",
+                "--pin",
+                PIN,
+            ],
+        ] {
+            let out = Command::new("softhsm2-util")
+                .args(&args)
+                .envs(hsm.env())
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "softhsm2-util {args:?}: {out:?}");
+        }
+        hsm
+    }
+
+    /// What every step of the job gets: the token's private configuration, and its PIN, which
+    /// the command reads from the environment so the stored command does not hold it.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            (
+                "SOFTHSM2_CONF".into(),
+                self.dir.path().join("softhsm2.conf").display().to_string(),
+            ),
+            ("HSM_PIN".into(), PIN.into()),
+        ]
+    }
+
+    /// The signer command, as the README gives it: the token hashes and signs the message, and
+    /// writes the raw signature to the file named for it.
+    pub fn command() -> String {
+        format!(
+            r#"pkcs11-tool --module {SOFTHSM_MODULE} --token-label {TOKEN} --login --pin "$HSM_PIN" --sign --mechanism SHA256-RSA-PKCS --id 01 --input-file "$TOKEN_KEEPER_SIGN_INPUT" --output-file "$TOKEN_KEEPER_SIGN_OUTPUT""#
+        )
+    }
+}
