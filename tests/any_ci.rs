@@ -20,19 +20,11 @@ async fn a_job_outside_actions_pushes_after_the_first_token_expired_and_revokes(
     let job = CiJob::new(&[("CI_JOB_ID", "4242")]);
     let script = format!(
         r#"eval "$({setup})"
-git clone -q "{url}" app
-cd app
-sleep 4
-echo late > late.txt
-git add late.txt
-git commit -qm late
-git push -q origin HEAD:main
-test -n "$(token-keeper token)"
-token-keeper exec -- sh -c 'test -n "$GH_TOKEN"'
+{push}
 token-keeper exec --keep-fresh -- sh -c 'grep -q oauth_token "$GH_CONFIG_DIR/hosts.yml"'
 token-keeper revoke"#,
         setup = job.setup(&scene, "--owner Octo-Org --repositories app"),
-        url = scene.repo_url("Octo-Org", "app"),
+        push = CiJob::late_push(&scene),
     );
     let out = job.shell(&script, &[]);
     assert_ok("the job", &out);

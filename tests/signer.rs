@@ -1,6 +1,6 @@
-//! The App's JWT signed by a signer command: each way a command fails, in one line that shows
-//! nothing secret; a re-mint whose signer fails serves the cached token; the container entry
-//! refuses a command.
+//! The App's JWT signed by a signer command: a PKCS#11 token through `pkcs11-tool`, in setup's
+//! jobs and in the native entry, past the first token's expiry; and each way a command fails, in
+//! one line that shows nothing secret.
 
 use std::fs;
 use std::path::Path;
@@ -8,11 +8,52 @@ use std::process::Output;
 use std::time::Duration;
 
 use crate::support::ci::{CiJob, assert_ok};
-use crate::support::runner::View;
-use crate::support::scene::Scene;
+use crate::support::logs::text;
+use crate::support::runner::{LaterStep, View};
+use crate::support::scene::{Scene, assert_git_ok, assert_no_key_material};
 use crate::support::signers::SoftHsm;
 
 const APP_PUBLIC_KEY: &str = include_str!("fixtures/app-key.pub.pem");
+
+/// A job of `setup` whose JWTs `signer` signs (its command in `TOKEN_KEEPER_SIGNER_COMMAND`,
+/// beside `env`, its public key in the file `public_key`): it clones, pushes after the first
+/// token expired, runs the tools and revokes. The store it made is checked before the revoke.
+fn push_past_expiry_through_setup(
+    scene: &Scene,
+    env: Vec<(String, String)>,
+    command: &str,
+    public_key: &[u8],
+) {
+    let job = CiJob::new(&[("CI_JOB_ID", "2525")]);
+    let public = job.path("app.pub");
+    fs::write(&public, public_key).unwrap();
+    let kept = job.path("kept");
+    let script = format!(
+        r#"eval "$({setup})"
+ls -A "$TOKEN_KEEPER_STATE" > '{kept}.list'
+cp "$TOKEN_KEEPER_STATE/state.json" '{kept}.json'
+{push}
+token-keeper revoke"#,
+        setup = CiJob::setup_with(
+            scene,
+            &format!("--signer-public-key-file '{public}' --owner Octo-Org --repositories app")
+        ),
+        push = CiJob::late_push(scene),
+    );
+    let mut env = env;
+    env.push(("TOKEN_KEEPER_SIGNER_COMMAND".into(), command.into()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let out = job.shell(&script, &env);
+    assert_ok("the job", &out);
+    assert!(scene.github.mints() >= 2, "the push re-minted");
+    assert!(scene.github.world().live_tokens().is_empty(), "all revoked");
+    let listed = fs::read_to_string(format!("{kept}.list")).unwrap();
+    assert!(!listed.contains("key"), "no key file: {listed}");
+    let state = fs::read_to_string(format!("{kept}.json")).unwrap();
+    assert!(state.contains(r#""by": "command""#), "{state}");
+    assert!(!state.contains("PRIVATE KEY"), "{state}");
+    assert_no_jwt_shown(&scene.github.bearers(), &text(&out));
+}
 
 #[track_caller]
 fn assert_no_jwt_shown(bearers: &[String], log: &str) {
@@ -26,6 +67,45 @@ fn assert_no_jwt_shown(bearers: &[String], log: &str) {
         let signature = jwt.rsplit('.').next().unwrap();
         assert!(!shown.contains(signature), "a JWT's signature shown: {log}");
     }
+}
+
+#[tokio::test]
+async fn a_pkcs11_token_signs_for_setup_past_the_first_tokens_expiry() {
+    let hsm = SoftHsm::start();
+    let scene = Scene::start(Duration::from_secs(3)).await;
+    push_past_expiry_through_setup(
+        &scene,
+        hsm.env(),
+        &SoftHsm::command(),
+        APP_PUBLIC_KEY.as_bytes(),
+    );
+}
+
+#[tokio::test]
+async fn a_pkcs11_token_signs_in_the_native_entry_past_the_first_tokens_expiry() {
+    let hsm = SoftHsm::start();
+    let mut s = Scene::start(Duration::from_secs(3)).await;
+    s.job.extra_env.extend(hsm.env());
+    let command = SoftHsm::command();
+    let inputs = s.inputs(&[
+        ("private-key", ""),
+        ("signer-command", &command),
+        ("signer-public-key", APP_PUBLIC_KEY),
+    ]);
+    let main = s.job.main(&inputs, View::Native);
+    main.assert_ok();
+    assert_no_key_material(&s.job.host_path(&main.state["dir"]));
+    let mut step = LaterStep::after(&s.job, &main);
+    step.env.extend(hsm.env());
+    assert_git_ok(&s.push_late(&step, Duration::from_millis(3500)));
+    assert!(s.github.mints() >= 2, "the push re-minted");
+    let post = s.job.post(&inputs, &main.state, View::Native);
+    post.assert_ok();
+    assert!(s.github.world().live_tokens().is_empty(), "{}", post.log());
+    assert_no_jwt_shown(
+        &s.github.bearers(),
+        &format!("{}\n{}", main.log(), post.log()),
+    );
 }
 
 #[tokio::test]
@@ -54,7 +134,7 @@ async fn setup_signed_by(command: &str, checked: bool) -> (Scene, Output) {
         true => format!("--signer-public-key-file '{public}' --owner Octo-Org"),
         false => "--owner Octo-Org".to_owned(),
     };
-    let setup = CiJob::setup_keyless_here(&scene, &flags);
+    let setup = CiJob::setup_with(&scene, &flags);
     let out = job.shell(&setup, &[("TOKEN_KEEPER_SIGNER_COMMAND", command)]);
     (scene, out)
 }
@@ -172,7 +252,7 @@ async fn a_remint_whose_signer_fails_serves_the_cached_token_while_it_lives() {
     env.push(("TOKEN_KEEPER_SIGNER_COMMAND".into(), command));
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let noted = job.path("state");
-    let setup = CiJob::setup_keyless_here(&scene, "--owner Octo-Org");
+    let setup = CiJob::setup_with(&scene, "--owner Octo-Org");
     let first = job.shell(
         &format!(
             "eval \"$({setup})\"\nprintf %s \"$TOKEN_KEEPER_STATE\" > '{noted}'\ntoken-keeper token"

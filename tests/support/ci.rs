@@ -71,14 +71,31 @@ impl CiJob {
 
     /// `token-keeper setup` for the App on `scene`'s fake, with `extra` flags.
     pub fn setup(&self, scene: &Scene, extra: &str) -> String {
-        Self::setup_keyless_here(
+        Self::setup_with(
             scene,
             &format!("--private-key-file '{}' {extra}", self.key_file()),
         )
     }
 
+    /// Script lines that clone the App's repository, wait past a 3-second token's expiry, push,
+    /// and take a token through `token` and `exec`: each after the first token expired.
+    pub fn late_push(scene: &Scene) -> String {
+        format!(
+            r#"git clone -q "{}" app
+cd app
+sleep 4
+echo late > late.txt
+git add late.txt
+git commit -qm late
+git push -q origin HEAD:main
+test -n "$(token-keeper token)"
+token-keeper exec -- sh -c 'test -n "$GH_TOKEN"'"#,
+            scene.repo_url("Octo-Org", "app")
+        )
+    }
+
     /// `token-keeper setup` for the App on `scene`'s fake with no key: `extra` says what signs.
-    pub fn setup_keyless_here(scene: &Scene, extra: &str) -> String {
+    pub fn setup_with(scene: &Scene, extra: &str) -> String {
         format!(
             "token-keeper setup --app-id {APP_ID} --api-url '{}' --git-server-url '{}' {extra}",
             scene.github.url(),
