@@ -1,6 +1,7 @@
-//! The App's JWT signed by a signer command: a PKCS#11 token through `pkcs11-tool`, in setup's
-//! jobs and in the native entry, past the first token's expiry; and each way a command fails, in
-//! one line that shows nothing secret.
+//! The App's JWT signed by a signer command past the first token's expiry: a PKCS#11 token
+//! through `pkcs11-tool`, in setup's jobs and in the native entry, and AWS KMS through the AWS
+//! CLI against moto, in setup's jobs; and each way a command fails, in one line that shows
+//! nothing secret.
 
 use std::fs;
 use std::path::Path;
@@ -11,7 +12,7 @@ use crate::support::ci::{CiJob, assert_ok};
 use crate::support::logs::text;
 use crate::support::runner::{LaterStep, View};
 use crate::support::scene::{Scene, assert_git_ok, assert_no_key_material};
-use crate::support::signers::SoftHsm;
+use crate::support::signers::{KmsKey, SoftHsm};
 
 const APP_PUBLIC_KEY: &str = include_str!("fixtures/app-key.pub.pem");
 
@@ -79,6 +80,15 @@ async fn a_pkcs11_token_signs_for_setup_past_the_first_tokens_expiry() {
         &SoftHsm::command(),
         APP_PUBLIC_KEY.as_bytes(),
     );
+}
+
+#[tokio::test]
+async fn aws_kms_signs_through_the_aws_cli_for_setup_past_the_first_tokens_expiry() {
+    let kms = KmsKey::start();
+    let scene = Scene::start(Duration::from_secs(3)).await;
+    // moto's own key is the App's here; its public key given as GetPublicKey's DER.
+    scene.github.world().public_key = kms.pkcs1();
+    push_past_expiry_through_setup(&scene, kms.env(), &kms.command(), &kms.spki);
 }
 
 #[tokio::test]
@@ -281,4 +291,26 @@ async fn a_remint_whose_signer_fails_serves_the_cached_token_while_it_lives() {
         "{stderr}"
     );
     assert_eq!(scene.github.mints(), 1);
+}
+
+#[tokio::test]
+async fn a_key_kms_does_not_know_is_the_aws_clis_own_line() {
+    let kms = KmsKey::start();
+    let command = kms.command().replace(&kms.arn, "alias/gone");
+    let scene = Scene::start(Duration::from_secs(3600)).await;
+    let job = CiJob::new(&[("CI_JOB_ID", "2828")]);
+    let mut env = kms.env();
+    env.push(("TOKEN_KEEPER_SIGNER_COMMAND".into(), command));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let out = job.shell(&CiJob::setup_with(&scene, "--owner Octo-Org"), &env);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("when calling the Sign operation: Alias ")
+            && stderr.contains("alias/gone is not found"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(crate::support::moto::SECRET), "{stderr}");
+    assert!(scene.github.bearers().is_empty());
 }

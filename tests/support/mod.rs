@@ -36,6 +36,12 @@ pub mod fake_github;
 pub mod git_server;
 pub mod logs;
 pub mod measure;
+#[cfg(unix)]
+#[allow(
+    dead_code,
+    reason = "the signer tests use moto's KMS only, with no IAM"
+)]
+pub mod moto;
 pub mod native_entry;
 pub mod node;
 pub mod proxy;

@@ -1,0 +1,162 @@
+//! moto's server mode (PyPI `moto[server]`): AWS's KMS and STS on loopback, each server on a
+//! free port of its own, its process group killed when dropped, also when a test fails.
+//!
+//! Keys are made with boto3 (which moto brings), as moto makes its own key material: a test
+//! verifies what KMS signed with the public key moto gives, never with a fixture.
+
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The keys moto takes when it checks no signatures.
+pub const ACCESS_KEY_ID: &str = "AKIDMOTOTESTING0001";
+pub const SECRET: &str = "moto-testing-secret-access-key-00000000";
+
+pub struct Moto {
+    child: Child,
+    port: u16,
+}
+
+/// A user moto's IAM knows, with keys, allowed everything (for a server that checks
+/// signatures).
+pub struct User {
+    pub access_key_id: String,
+    pub secret: String,
+}
+
+impl Moto {
+    /// A server that checks no signatures (moto's default).
+    pub fn start() -> Self {
+        Self::spawn(None)
+    }
+
+    /// A server that checks every signature after its first `free` actions, which `setup` may
+    /// spend making a user and keys.
+    pub fn checking_after(free: u32) -> Self {
+        Self::spawn(Some(free))
+    }
+
+    fn spawn(free_actions: Option<u32>) -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut command = Command::new("moto_server");
+        command
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0);
+        if let Some(free) = free_actions {
+            command.env("INITIAL_NO_AUTH_ACTION_COUNT", free.to_string());
+        }
+        let child = command.spawn().expect(
+            "moto_server runs: install it with `pip install 'moto[server]'` (scripts/test does)",
+        );
+        let moto = Self { child, port };
+        let started = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "moto_server did not listen on {port} within 30s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        moto
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The environment of a process that reaches this server with the static test keys.
+    pub fn env(&self, region: &str) -> Vec<(String, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL".into(), self.url()),
+            ("AWS_REGION".into(), region.into()),
+            ("AWS_ACCESS_KEY_ID".into(), ACCESS_KEY_ID.into()),
+            ("AWS_SECRET_ACCESS_KEY".into(), SECRET.into()),
+            ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
+        ]
+    }
+
+    /// A new key of `spec` (`RSA_2048`, `ECC_NIST_P256`) and `usage` in `region`: its ARN.
+    pub fn create_key(&self, region: &str, spec: &str, usage: &str) -> String {
+        self.boto(
+            region,
+            &format!(
+                "print(client('kms').create_key(KeySpec='{spec}', KeyUsage='{usage}')['KeyMetadata']['Arn'])"
+            ),
+        )
+    }
+
+    /// `alias/NAME` made for the key `arn`.
+    pub fn create_alias(&self, region: &str, name: &str, arn: &str) -> String {
+        self.boto(
+            region,
+            &format!(
+                "client('kms').create_alias(AliasName='alias/{name}', TargetKeyId='{arn}')\nprint('alias/{name}')"
+            ),
+        )
+    }
+
+    /// A user allowed everything, with an access key: three actions.
+    pub fn create_user(&self) -> User {
+        let printed = self.boto(
+            "us-east-1",
+            "iam = client('iam')\n\
+             iam.create_user(UserName='keeper')\n\
+             iam.put_user_policy(UserName='keeper', PolicyName='all', PolicyDocument='{\"Version\":\"2012-10-17\",\"Statement\":[{\"Effect\":\"Allow\",\"Action\":\"*\",\"Resource\":\"*\"}]}')\n\
+             key = iam.create_access_key(UserName='keeper')['AccessKey']\n\
+             print(key['AccessKeyId'], key['SecretAccessKey'])",
+        );
+        let (id, secret) = printed.split_once(' ').expect("a key and its secret");
+        User {
+            access_key_id: id.into(),
+            secret: secret.into(),
+        }
+    }
+
+    /// What a boto3 script printed, its `client(service)` bound to this server and `region`.
+    fn boto(&self, region: &str, script: &str) -> String {
+        let prelude = format!(
+            "import boto3\n\
+             def client(service):\n    return boto3.client(service, endpoint_url='{}', region_name='{region}', aws_access_key_id='{ACCESS_KEY_ID}', aws_secret_access_key='{SECRET}')\n",
+            self.url()
+        );
+        let out = Command::new(python_beside_moto())
+            .arg("-c")
+            .arg(prelude + script)
+            .env_remove("AWS_PROFILE")
+            .output()
+            .expect("python3 runs");
+        assert!(
+            out.status.success(),
+            "boto3 against moto failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+}
+
+/// The python that runs `moto_server` (a venv's, pyenv's), which has boto3; else `python3`.
+fn python_beside_moto() -> std::path::PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .find(|dir| dir.join("moto_server").is_file())
+        .map(|dir| dir.join("python3"))
+        .filter(|python| python.is_file())
+        .unwrap_or_else(|| "python3".into())
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        // SAFETY: no memory preconditions; the group is the server's own (`process_group(0)`).
+        unsafe {
+            libc::killpg(self.child.id() as libc::pid_t, libc::SIGKILL);
+        }
+        let _ = self.child.wait();
+    }
+}
