@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use crate::env::Env;
-use crate::keeper::locate::{BIN, JOB_DIR, OLD_RUNNER_HOME, Platform};
+use crate::keeper::store::locate::{BIN, JOB_DIR, OLD_RUNNER_HOME, Platform};
 use crate::private::Owner;
 
 /// What the main step saves for its post step: the state directory (`STATE_dir` there).
