@@ -15,10 +15,10 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use crate::action::layout::Place;
 use crate::action::{main_step, post_step};
 use crate::ci::{flags, revoke, setup};
 use crate::env::Env;
+use crate::keeper::store::layout::Place;
 use crate::messages;
 use crate::report::{self, Reporter};
 use crate::tools::{self, Asker, ProxyFormat, Supply};

@@ -4,14 +4,17 @@
 //! - `cli` tells which role a process plays, reads the environment once (`env`), picks the
 //!   reporter it speaks through (`report`) and dispatches;
 //! - two front doors, which never call each other: `action` (the action's inputs, file commands,
-//!   layout, shim binary, step summary, main and post steps) and `ci` (`setup`'s flags, `setup`
-//!   and `revoke` where no runner runs the steps, the global git config);
+//!   step summary, main and post steps) and `ci` (`setup`'s flags, `setup` and `revoke` where no
+//!   runner runs the steps, what `setup` prints);
 //! - `tools` are the commands later steps and git run (`token`, `exec`, and `credential`, which
 //!   speaks git's helper protocol), whichever door began the job's keeper; `exec --proxy` and
 //!   `proxy start` put a live token on every GitHub request of a child's or a job's clients;
+//! - `git`, used by the doors and the tools: what git is told, the helper protocol, the binary
+//!   later steps run for it and the user's global git config;
 //! - `keeper` is the core: the job's token store, its settings (what both doors turn what their
 //!   user gives into), a job's keeper begun and ended (`job`), where tokens come from and
-//!   minting, what git is told, the state on disk, locks, the refresh policy, finding a store;
+//!   minting, the store on disk (its ledger, lock, layout and how it is found), the refresh
+//!   policy;
 //! - `github` speaks GitHub's API and knows its rules (names, hosts), nothing of Actions or of
 //!   our state; `aws` speaks as much of AWS as signing the App's JWT in KMS needs, over
 //!   `github`'s HTTP client;
@@ -28,6 +31,7 @@ pub mod cli;
 mod clock;
 mod duration;
 mod env;
+mod git;
 mod github;
 mod keeper;
 mod messages;

@@ -39,6 +39,11 @@ use windows as platform;
 
 pub(crate) use platform::shell;
 
+/// `text` for a POSIX shell, as it is: in single quotes, each `'` written `'\''`.
+pub(crate) fn shell_quoted(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
+}
+
 /// What a command may print, and for how long it may run.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {

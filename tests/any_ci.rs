@@ -21,12 +21,10 @@ async fn a_job_outside_actions_pushes_after_the_first_token_expired_and_revokes(
     let script = format!(
         r#"eval "$({setup})"
 {push}
-test -n "$(token-keeper token)"
-token-keeper exec -- sh -c 'test -n "$GH_TOKEN"'
 token-keeper exec --keep-fresh -- sh -c 'grep -q oauth_token "$GH_CONFIG_DIR/hosts.yml"'
 token-keeper revoke"#,
         setup = job.setup(&scene, "--owner Octo-Org --repositories app"),
-        push = CiJob::push_late(&scene.repo_url("Octo-Org", "app")),
+        push = CiJob::late_push(&scene),
     );
     let out = job.shell(&script, &[]);
     assert_ok("the job", &out);

@@ -44,6 +44,8 @@ mod ours;
 mod proxy;
 /// The git credential shim with the real git.
 mod shim;
+/// The App's JWT signed by a signer command, and each way it fails.
+mod signer;
 /// Main and post steps, end to end.
 mod steps;
 /// The stores setup makes and revoke ends: only ours, all of them, nothing served once ended.

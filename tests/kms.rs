@@ -8,7 +8,7 @@ use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::support::ci::{CiJob, assert_nothing_left, assert_ok};
-use crate::support::fake_github::{APP_ID, FakeGitHub};
+use crate::support::fake_github::FakeGitHub;
 use crate::support::logs::text;
 use crate::support::moto::{Moto, ROLE_ARN, SECRET, User, pkcs1_of};
 use crate::support::runner::{LaterStep, View, expire_cached_token};
@@ -309,16 +309,17 @@ async fn setup_signs_in_kms_and_pushes_after_the_first_token_expired_keeping_no_
     let (scene, arn) = scene_in_kms(&moto).await;
     let job = CiJob::new(&[("CI_JOB_ID", "4242")]);
     let script = format!(
-        r#"eval "$(token-keeper setup --app-id {APP_ID} --aws-kms-key '{arn}' --api-url '{api}' --git-server-url '{git}' --owner Octo-Org --repositories app)"
+        r#"eval "$({setup})"
 {push}
-test -n "$(token-keeper token)"
 grep -rqF -e '{arn}' "$TMPDIR"
 ! grep -rqF -e "$AWS_SECRET_ACCESS_KEY" -e "$AWS_ACCESS_KEY_ID" "$TMPDIR"
 test -z "$(find "$TMPDIR" -name key.pem)"
 token-keeper revoke"#,
-        api = scene.github.url(),
-        git = scene.git_url,
-        push = CiJob::push_late(&scene.repo_url("Octo-Org", "app")),
+        setup = CiJob::setup_with(
+            &scene,
+            &format!("--aws-kms-key '{arn}' --owner Octo-Org --repositories app")
+        ),
+        push = CiJob::late_push(&scene),
     );
     let env = moto.env(REGION);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();

@@ -19,7 +19,7 @@ pub(crate) struct Config {
     /// Inputs taken but not vouched for: permission names or levels GitHub's list lacks, which
     /// go to GitHub as given.
     pub(crate) doubts: Vec<InputError>,
-    /// Install the git credential shim for later steps.
+    /// Install git's credential helper for later steps.
     pub(crate) git_credentials: bool,
     /// Clear `actions/checkout`'s auth header within the token's scope.
     pub(crate) override_checkout_credentials: bool,

@@ -1,4 +1,4 @@
-//! The main step: read inputs, mint, mask, record, export, install the git credential shim.
+//! The main step: read inputs, mint, mask, record, export, install git's credential helper.
 //!
 //! Order matters. Inputs are checked before anything is written, so bad input leaves nothing
 //! behind. The state directory is saved for the post step before minting, and a minted token is
@@ -10,20 +10,20 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use url::Url;
 
+use super::file_commands::{FileCommand, FileCommands};
 use super::inputs::{self, Config};
-use super::layout::{self, Layout, Place};
-use super::shim;
 use super::summary::{origin, summary};
-use super::workflow::{FileCommand, FileCommands};
 use crate::clock::rfc3339;
 use crate::env::Env;
+use crate::git;
 use crate::github::apps::BotUser;
 use crate::github::{Signer, hosts};
+use crate::keeper::Caller;
 use crate::keeper::job::{self, Begun, Start};
-use crate::keeper::locate::Platform;
 use crate::keeper::settings::Setting;
-use crate::keeper::state::StateDir;
-use crate::keeper::{Caller, git};
+use crate::keeper::store::StateDir;
+use crate::keeper::store::layout::{self, Layout, Place};
+use crate::keeper::store::locate::Platform;
 use crate::report::Reporter;
 
 /// The main step may wait longer than a git command: nobody is blocked on it yet.
@@ -34,7 +34,7 @@ struct Plan<'a> {
     env: &'a Env,
     files: FileCommands,
     config: Config,
-    /// Where git's fresh tokens are for, when the shim is on.
+    /// Where git's fresh tokens are for, when git's helper is on.
     git_server: Option<Url>,
     layout: Layout,
     step: String,
@@ -134,7 +134,7 @@ fn mint_and_export(plan: &Plan, dir: &StateDir, reporter: &dyn Reporter) -> Resu
         rfc3339(token.expires_at),
     ));
     if plan.git_server.is_some() {
-        install_shim(plan, &begun, reporter)?;
+        install_helper(plan, &begun, reporter)?;
     }
     Ok(())
 }
@@ -152,11 +152,13 @@ fn discard_if_unused(dir: &StateDir) {
     }
 }
 
-fn install_shim(plan: &Plan, begun: &Begun, reporter: &dyn Reporter) -> Result<()> {
+fn install_helper(plan: &Plan, begun: &Begun, reporter: &dyn Reporter) -> Result<()> {
     let (env, files, config, layout) = (plan.env, &plan.files, &plan.config, &plan.layout);
-    shim::install_binary(layout)?;
-    if !begun.scopes.is_empty() {
-        configure_git(plan, &begun.scopes, reporter)?;
+    git::binary::install_binary(layout)?;
+    let scopes =
+        git::config::scopes_of(begun, &config.settings, plan.git_server.as_ref(), reporter);
+    if !scopes.is_empty() {
+        configure_git(plan, &scopes, reporter)?;
     }
     if let Some(host_bin) = layout.host_bin() {
         files.add_path(&host_bin.to_string_lossy())?;
@@ -170,7 +172,7 @@ fn install_shim(plan: &Plan, begun: &Begun, reporter: &dyn Reporter) -> Result<(
     };
     if !reach.is_empty() && matches!(event, "pull_request_target" | "workflow_run") {
         reporter.warn(&format!(
-            "this `{event}` job may run untrusted code, and every later step can {reach} while the git credential shim is on: use keyless mode (`sts-identity`) or `git-credentials: false` unless later steps are trusted"
+            "this `{event}` job may run untrusted code, and every later step can {reach} while git's credential helper is on: use keyless mode (`sts-identity`) or `git-credentials: false` unless later steps are trusted"
         ));
     }
     Ok(())
@@ -178,14 +180,14 @@ fn install_shim(plan: &Plan, begun: &Begun, reporter: &dyn Reporter) -> Result<(
 
 /// `GIT_CONFIG_*` entries for later steps, scoped to what the token covers.
 fn configure_git(plan: &Plan, scopes: &[String], reporter: &dyn Reporter) -> Result<()> {
-    let mut variables = git::config_env(
-        git::existing_count(plan.env),
+    let mut variables = git::config::config_env(
+        git::config::existing_count(plan.env),
         scopes,
-        &shim::helper_command(&plan.layout, &plan.step, Platform::HOST),
+        &git::binary::helper_command(&plan.layout, &plan.step, Platform::HOST),
         plan.config.override_checkout_credentials,
     );
-    let cargo = git::cargo_variable(plan.env);
-    git::say_installed(reporter, scopes, cargo.is_some());
+    let cargo = git::config::cargo_variable(plan.env);
+    git::config::say_installed(reporter, scopes, cargo.is_some());
     variables.extend(cargo);
     let pairs: Vec<(&str, &str)> = variables
         .iter()

@@ -10,14 +10,14 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 use super::inputs;
-use super::layout::{self, Layout, Place};
 use crate::env::Env;
 use crate::github::client::Knobs;
 use crate::keeper::Unended;
 use crate::keeper::job::{self, End};
-use crate::keeper::locate::BIN;
 use crate::keeper::settings::Setting;
-use crate::keeper::state::{Api, StateDir};
+use crate::keeper::store::layout::{self, Layout, Place};
+use crate::keeper::store::locate::BIN;
+use crate::keeper::store::{Api, StateDir};
 use crate::report::Reporter;
 
 /// The whole step ends within about this: the job is waiting. Every revocation runs at once.

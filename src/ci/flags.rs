@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, anyhow, bail};
 use clap::parser::ValueSource;
 
-use super::shell::Format;
+use super::exports::Format;
 use crate::env::Env;
 use crate::keeper::settings::{Door, Field, Given, Refusal, SETTINGS, Setting, Settings};
 use crate::keeper::source::IdentityFrom;

@@ -6,16 +6,15 @@
 //! here prints a workflow command or writes a file command: setup prints what the shell needs,
 //! and only fingerprints of tokens.
 
+pub(crate) mod exports;
 pub(crate) mod flags;
-pub(crate) mod gitconfig;
 pub(crate) mod revoke;
 pub(crate) mod setup;
-pub(crate) mod shell;
 
 use std::path::Path;
 
 use crate::env::Env;
-use crate::keeper::locate;
+use crate::keeper::store::locate;
 
 /// Once no store the job's folder `job` lists is left: the list goes, then the folder, and this
 /// user's folder of jobs, each only when empty (the action's own stores and the job's other

@@ -14,12 +14,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 
-use super::{gitconfig, tidy};
+use super::tidy;
 use crate::env::Env;
+use crate::git;
 use crate::github::client::Knobs;
+use crate::keeper::Unended;
 use crate::keeper::job::{self, End};
-use crate::keeper::state::StateDir;
-use crate::keeper::{Unended, locate};
+use crate::keeper::store::StateDir;
+use crate::keeper::store::locate;
 use crate::messages;
 use crate::report::Reporter;
 
@@ -50,7 +52,7 @@ pub(crate) fn run(explicit: Option<&Path>, env: &Env, reporter: &dyn Reporter) -
     });
     let (mut ended, mut failed) = (0, Vec::new());
     // What an earlier end could not take out of the global git config, or a killed job left.
-    match gitconfig::remove_stale(env) {
+    match git::global::remove_stale(env) {
         Ok(removed) => ended += removed,
         Err(err) => {
             reporter.warn(&format!("{err:#}"));
@@ -118,7 +120,7 @@ fn end(path: &Path, env: &Env, deadline: Instant, reporter: &dyn Reporter) -> Re
     };
     // After the revocation, so that a git that fails cannot keep the tokens live; also when
     // some are left, as the store serves nothing any more.
-    let unset = gitconfig::remove(path, env);
+    let unset = git::global::remove(path, env);
     if let (Some(Err(_)), Err(err)) = (&retired, &unset) {
         reporter.warn(&format!("{err:#}"));
     }

@@ -13,16 +13,18 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 
+use super::exports::{self, Facts};
 use super::flags::{Args, GitConfig};
-use super::shell::{self, Facts};
-use super::{gitconfig, tidy};
+use super::tidy;
 use crate::clock::{rfc3339, unix_now};
 use crate::env::Env;
+use crate::git;
 use crate::github::client::Knobs;
 use crate::keeper::job::{self, Begun, End, Start};
 use crate::keeper::settings::Settings;
-use crate::keeper::state::{Api, StateDir};
-use crate::keeper::{Caller, Keeper, Unended, git, locate};
+use crate::keeper::store::locate;
+use crate::keeper::store::{Api, StateDir};
+use crate::keeper::{Caller, Keeper, Unended};
 use crate::messages;
 use crate::private::{Owner, check_mine, create_private_dir};
 use crate::process;
@@ -73,7 +75,7 @@ pub(crate) fn run(args: &Args, env: &Env, reporter: &dyn Reporter) -> Result<Exi
 /// The store of a setup that failed ends: every token it recorded is revoked (one that cannot
 /// be stays in its ledger for `revoke`), and the job's folder goes if it was the last.
 fn end_failed(dir: StateDir, env: &Env, knobs: &Knobs, reporter: &dyn Reporter) {
-    let _ = gitconfig::remove(dir.path(), env);
+    let _ = git::global::remove(dir.path(), env);
     let end = End {
         lock_wait: Duration::ZERO,
         deadline: Instant::now() + END_BOUND,
@@ -104,23 +106,26 @@ fn render(
     ));
     let state = dir.path().to_string_lossy().into_owned();
     let mut variables = vec![(locate::STATE_VARIABLE.to_owned(), state.clone())];
-    if !begun.scopes.is_empty() {
+    let scopes = git::config::scopes_of(begun, settings, settings.git_server.as_ref(), reporter);
+    if !scopes.is_empty() {
         let binary = process::running_binary()
             .context("cannot find the running binary, which git's helper runs")?;
-        let helper = git::helper_command_at(&binary, dir.path());
+        let helper = git::config::helper_command_at(&binary, dir.path());
         match args.git_config {
-            GitConfig::Env => variables.extend(git::config_env(
-                git::existing_count(env),
-                &begun.scopes,
+            GitConfig::Env => variables.extend(git::config::config_env(
+                git::config::existing_count(env),
+                &scopes,
                 &helper,
                 true,
             )),
-            GitConfig::Global => {
-                gitconfig::install(dir.path(), &git::entries(&begun.scopes, &helper, true), env)?
-            }
+            GitConfig::Global => git::global::install(
+                dir.path(),
+                &git::config::entries(&scopes, &helper, true),
+                env,
+            )?,
         }
-        let cargo = git::cargo_variable(env);
-        git::say_installed(reporter, &begun.scopes, cargo.is_some());
+        let cargo = git::config::cargo_variable(env);
+        git::config::say_installed(reporter, &scopes, cargo.is_some());
         variables.extend(cargo);
     }
     let facts = Facts {
@@ -128,7 +133,7 @@ fn render(
         fingerprint: &fingerprint,
         expires_at: &expires_at,
     };
-    shell::render(args.format, &variables, &facts)
+    exports::render(args.format, &variables, &facts)
 }
 
 /// A new store for tokens from `api`: in `explicit`, or in a new folder of this job's, listed in
@@ -199,7 +204,7 @@ fn sweep(user: &Path, this_job: &Path, env: &Env) {
             if dir.is_abandoned(now)
                 && Keeper::retire(dir, Duration::ZERO, Unended::Kept, |_| Vec::new()).is_ok()
             {
-                let _ = gitconfig::remove(store, env);
+                let _ = git::global::remove(store, env);
             }
         }
         tidy(&job, env);

@@ -12,7 +12,7 @@ use std::ffi::{OsStr, OsString};
 use clap::error::{ContextValue, ErrorKind};
 
 use crate::github::client::Knobs;
-use crate::keeper::locate::STATE_VARIABLE;
+use crate::keeper::store::locate::STATE_VARIABLE;
 use crate::messages;
 use crate::secret;
 

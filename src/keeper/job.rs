@@ -12,8 +12,8 @@ use url::Url;
 use super::proxied::ProxyRecord;
 use super::settings::{Door, Field, Setting, Settings};
 use super::source::{Means, TokenSource};
-use super::state::{Api, CachedToken, StateDir};
-use super::{Caller, Keeper, Unended, Unminted, git};
+use super::store::{Api, CachedToken, StateDir};
+use super::{Caller, Keeper, Unended, Unminted};
 use crate::clock::unix_now;
 use crate::github::apps::{BotUser, MintError};
 use crate::github::client::{self, ApiError, Knobs};
@@ -45,13 +45,10 @@ pub(crate) struct Begun {
     /// The App's bot user (for an App) from the check that GitHub accepts the new token, or why
     /// that check failed.
     pub(crate) accepted: Result<Option<BotUser>, ApiError>,
-    /// The URL prefixes git gets fresh tokens for: none without a git server, nor for an
-    /// enterprise's token, which reaches no repository.
-    pub(crate) scopes: Vec<String>,
 }
 
 /// Mint the job's first token into `start.dir`, recorded before anything uses it; keep the
-/// store for re-mints when there is a git server; scope git. A refusal blames the settings
+/// store for re-mints when there is a git server. A refusal blames the settings
 /// behind it, each named by `name` as the door's user typed it.
 pub(crate) fn begin(
     start: &Start,
@@ -91,7 +88,6 @@ pub(crate) fn begin(
         Err(Unminted::Record(why)) => bail!("cannot record the new token: {why}"),
     };
     let account = settings.account(&source);
-    let mut scopes = Vec::new();
     if let Some(server) = git_server {
         let cached = CachedToken::received(&minted.token, gh.clock().offset(), unix_now());
         Keeper::keep(
@@ -100,23 +96,12 @@ pub(crate) fn begin(
             cached,
             settings.signer.as_ref(),
         )?;
-        if matches!(settings.target, Target::Enterprise(_)) {
-            reporter.say(git::NO_REPOSITORY);
-        } else {
-            scopes = git::scopes(
-                server,
-                &account,
-                &settings.request.repositories,
-                &minted.token.repositories,
-            );
-        }
     }
     Ok(Begun {
         token: minted.token,
         source,
         account,
         accepted: minted.accepted,
-        scopes,
     })
 }
 

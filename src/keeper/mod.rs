@@ -1,22 +1,19 @@
 //! The core both front doors stand on: a job's token store, shared by every process of the job.
 //! What it needs (its settings, which both doors build), how a job's keeper begins and ends
-//! (`job`), where its tokens come from, what git is told, the state on disk, locks, the refresh
-//! policy, finding a store; the job's first token and every re-mint.
+//! (`job`), where its tokens come from, the store on disk with its lock and how it is found
+//! (`store`), the refresh policy; the job's first token and every re-mint.
 //!
 //! `Keeper::serve` is the hot path of every git command: given the state file just read, it asks
 //! the policy and answers, with no lock, no HTTP client and no async runtime. Only a re-mint
 //! takes the lock, re-reads the state (another process may have re-minted meanwhile), and talks
 //! to GitHub. Time comes in as `now`, and the HTTP bounds as `Knobs`, from the caller.
 
-pub(crate) mod git;
 pub(crate) mod job;
-pub(crate) mod locate;
-pub(crate) mod lock;
 pub(crate) mod policy;
 pub(crate) mod proxied;
 pub(crate) mod settings;
 pub(crate) mod source;
-pub(crate) mod state;
+pub(crate) mod store;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -24,10 +21,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 
-use self::lock::{Guard, LockError};
 use self::policy::Decision;
 use self::source::{Means, TokenSource};
-use self::state::{Api, CachedToken, Failure, Ledger, LedgerEntry, MintConfig, State, StateDir};
+use self::store::lock::{Guard, LockError};
+use self::store::{Api, CachedToken, Failure, Ledger, LedgerEntry, MintConfig, State, StateDir};
 use crate::env::Env;
 use crate::github::apps::{self, BotUser, Revoked};
 use crate::github::client::{self, ApiError, Knobs, Runtime};
@@ -237,7 +234,7 @@ impl Keeper {
     ) -> Result<()> {
         let guard = Guard::acquire(dir, LOCK_WAIT, || {})?;
         if let Some(key) = signer.and_then(Signer::key) {
-            dir.write_atomic(state::KEY, key.to_pem().as_bytes())?;
+            dir.write_atomic(store::KEY, key.to_pem().as_bytes())?;
         }
         guard.write_state(&State::new(config, token))?;
         Ok(())
@@ -309,7 +306,7 @@ impl Keeper {
         if guard.retiring() {
             return Err(match minted {
                 Err(Unminted::Mint(err)) => err,
-                _ => anyhow!(state::ENDING),
+                _ => anyhow!(store::ENDING),
             });
         }
         let (minted, clock_offset) = match minted {
@@ -398,7 +395,7 @@ impl Keeper {
 
     /// The App's key, stored by the main step.
     fn read_key(&self) -> Result<PrivateKey> {
-        let path = self.dir.path().join(state::KEY);
+        let path = self.dir.path().join(store::KEY);
         let text =
             std::fs::read_to_string(&path).map_err(private::at("read the App's key", &path))?;
         Ok(PrivateKey::parse(&text)?)
@@ -570,7 +567,7 @@ fn mint_recorded(
             Ok(_) => "the token just minted was revoked",
             Err(_) => "the token just minted is in its ledger, for the end to revoke",
         };
-        return Err(Unminted::Mint(anyhow!("{}: {what}", state::ENDING)));
+        return Err(Unminted::Mint(anyhow!("{}: {what}", store::ENDING)));
     }
     let token = runtime
         .block_on(apps::accept(gh, token))

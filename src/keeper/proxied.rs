@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::state::{PROXY_RECORD, StateDir};
+use super::store::{PROXY_RECORD, StateDir};
 use crate::private::FileError;
 
 /// How long a proxy of ours may take to answer a probe on loopback.

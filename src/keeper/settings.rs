@@ -14,7 +14,7 @@ use std::time::Duration;
 use url::Url;
 
 use super::source::{IdentityFrom, SignedBy, TokenSource};
-use super::state::{Api, MintConfig};
+use super::store::{Api, MintConfig};
 use crate::aws::AwsKms;
 use crate::duration::parse_duration;
 use crate::github::apps::TOKEN_LIFETIME;

@@ -17,7 +17,7 @@ use super::{Asker, serve};
 use crate::clock::unix_now;
 use crate::github::apps::TOKEN_USERNAME;
 use crate::github::hosts;
-use crate::keeper::state::{GH_CONFIG_PREFIX, State};
+use crate::keeper::store::{GH_CONFIG_PREFIX, State};
 use crate::keeper::{self, Keeper, Served, policy};
 use crate::messages;
 use crate::private::{Owner, create_private_dir, write_atomic};

@@ -1,6 +1,6 @@
 //! The commands later steps and git run: `credential`, `token` and `exec`.
 //!
-//! `credential` speaks git's helper protocol (its own file); `exec --keep-fresh` lives in
+//! `credential` speaks git's helper protocol (`git::helper`); `exec --keep-fresh` lives in
 //! `fresh`: a long-running child whose `gh` reads a token that is replaced before it expires.
 //!
 //! They find the job's token store (the one the main step named, or the only one), and hand out
@@ -15,15 +15,14 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{Context, Result};
 
-mod credential;
 mod fresh;
 pub(crate) mod proxy;
 
 use crate::clock::unix_now;
 use crate::env::Env;
-use crate::keeper::locate::{self, NoStore};
 use crate::keeper::settings::Door;
-use crate::keeper::state::State;
+use crate::keeper::store::State;
+use crate::keeper::store::locate::{self, NoStore};
 use crate::keeper::{Caller, Keeper, NoState, Served};
 use crate::process::{self, CannotRun};
 use crate::report::Reporter;
@@ -31,7 +30,7 @@ use crate::report::Reporter;
 /// `credential <operation>`: answer git.
 pub(crate) fn credential(state: Option<&Path>, operation: &str, asker: &Asker) -> Result<ExitCode> {
     let env = asker.env;
-    credential::run(
+    crate::git::helper::run(
         operation,
         // The installed helper names its state; by hand, the job's only one will do.
         || {

@@ -31,7 +31,7 @@ use super::{Asker, serve};
 use crate::clock::unix_now;
 use crate::github::client::{self, Knobs, our_proxy_url};
 use crate::github::hosts;
-use crate::keeper::state::{PROXY_PREFIX, State};
+use crate::keeper::store::{PROXY_PREFIX, State};
 use crate::keeper::{self, Keeper, policy};
 use crate::private::{Owner, create_private_dir, write_atomic};
 use crate::report::Reporter;

@@ -71,19 +71,35 @@ impl CiJob {
 
     /// `token-keeper setup` for the App on `scene`'s fake, with `extra` flags.
     pub fn setup(&self, scene: &Scene, extra: &str) -> String {
-        format!(
-            "token-keeper setup --app-id {APP_ID} --private-key-file '{}' --api-url '{}' --git-server-url '{}' {extra}",
-            self.key_file(),
-            scene.github.url(),
-            scene.git_url
+        Self::setup_with(
+            scene,
+            &format!("--private-key-file '{}' {extra}", self.key_file()),
         )
     }
 
-    /// Script lines that clone `url` into `app`, wait past the first token's expiry, then
-    /// commit and push from there.
-    pub fn push_late(url: &str) -> String {
+    /// Script lines that clone the App's repository, wait past a 3-second token's expiry, push,
+    /// and take a token through `token` and `exec`: each after the first token expired.
+    pub fn late_push(scene: &Scene) -> String {
         format!(
-            "git clone -q \"{url}\" app\ncd app\nsleep 4\necho late > late.txt\ngit add late.txt\ngit commit -qm late\ngit push -q origin HEAD:main"
+            r#"git clone -q "{}" app
+cd app
+sleep 4
+echo late > late.txt
+git add late.txt
+git commit -qm late
+git push -q origin HEAD:main
+test -n "$(token-keeper token)"
+token-keeper exec -- sh -c 'test -n "$GH_TOKEN"'"#,
+            scene.repo_url("Octo-Org", "app")
+        )
+    }
+
+    /// `token-keeper setup` for the App on `scene`'s fake with no key: `extra` says what signs.
+    pub fn setup_with(scene: &Scene, extra: &str) -> String {
+        format!(
+            "token-keeper setup --app-id {APP_ID} --api-url '{}' --git-server-url '{}' {extra}",
+            scene.github.url(),
+            scene.git_url
         )
     }
 

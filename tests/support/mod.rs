@@ -45,6 +45,8 @@ pub mod proxy;
 pub mod relay;
 pub mod runner;
 pub mod scene;
+#[cfg(target_os = "linux")]
+pub mod signers;
 pub mod sts;
 pub mod tls;
 

@@ -19,10 +19,10 @@ use anyhow::{Context, Result, anyhow, bail};
 
 use super::{Reach, route, with_proxy};
 use crate::keeper::Keeper;
-use crate::keeper::git::shell_quoted;
 use crate::keeper::proxied::ProxyRecord;
-use crate::keeper::state::State;
+use crate::keeper::store::State;
 use crate::process;
+use crate::process::shell_quoted;
 use crate::secret::Secret;
 use crate::tools::Asker;
 
@@ -120,7 +120,7 @@ fn spawn(store: &std::path::Path, token_variables: &[String]) -> Result<ProxyRec
         .stderr(Stdio::null());
     let mut child = process::spawn_apart(&mut command)?;
     let pid = child.id();
-    let dir = crate::keeper::state::StateDir::open(store)?;
+    let dir = crate::keeper::store::StateDir::open(store)?;
     let started = Instant::now();
     while started.elapsed() < START_BOUND {
         if let Some(record) = ProxyRecord::read(&dir).filter(|r| r.pid == pid)

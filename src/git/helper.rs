@@ -14,7 +14,7 @@ use anyhow::Result;
 
 use crate::github::apps::TOKEN_USERNAME;
 use crate::keeper::Keeper;
-use crate::keeper::state::MintConfig;
+use crate::keeper::store::MintConfig;
 use crate::messages;
 use crate::secret::Secret;
 
@@ -470,7 +470,7 @@ mod tests {
         use super::*;
         use crate::github::{PrivateKey, Signer};
         use crate::keeper::policy::Lifetime;
-        use crate::keeper::state::{CachedToken, StateDir};
+        use crate::keeper::store::{CachedToken, StateDir};
         use crate::secret::Secret;
 
         /// A job whose step `s` has a token fresh for an hour from `now`.

@@ -4,7 +4,7 @@
 use anyhow::{Result, bail};
 use serde_json::json;
 
-use crate::keeper::git::shell_quoted;
+use crate::process::shell_quoted;
 
 /// How `setup` prints what the job needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -7,7 +7,7 @@
 use std::fs::{File, OpenOptions, TryLockError};
 use std::time::{Duration, Instant};
 
-use super::state::{Ledger, LedgerEntry, State, StateDir};
+use super::{Ledger, LedgerEntry, State, StateDir};
 use crate::private::{FileError, at, open_private};
 
 pub(super) const LOCK: &str = "lock";
@@ -73,16 +73,14 @@ impl<'a> Guard<'a> {
     /// Replace the state file whole; not once the store's end has begun, which took the cached
     /// token out.
     pub(crate) fn write_state(&self, state: &State) -> Result<(), FileError> {
-        let file = self.dir.path().join(super::state::STATE);
+        let file = self.dir.path().join(super::STATE);
         if self.retiring() {
-            return Err(at("write", &file)(std::io::Error::other(
-                super::state::ENDING,
-            )));
+            return Err(at("write", &file)(std::io::Error::other(super::ENDING)));
         }
         let mut bytes = serde_json::to_vec_pretty(state)
             .map_err(|e| at("write", &file)(std::io::Error::other(e)))?;
         bytes.push(b'\n');
-        self.dir.write_atomic(super::state::STATE, &bytes)
+        self.dir.write_atomic(super::STATE, &bytes)
     }
 
     /// Add a minted token to the ledger.

@@ -1,5 +1,5 @@
-//! The git credential shim of the job's later steps: the binary they run, and the helper
-//! command that finds it.
+//! The binary git runs as its credential helper in the job's later steps (the action's copy,
+//! outside its container), and the helper command that finds it.
 //!
 //! The main step's helper command starts with
 //! `$RUNNER_TEMP`, which the later step's own shell expands, so it resolves on the runner host and
@@ -11,8 +11,8 @@ use std::fs;
 
 use anyhow::{Context, Result};
 
-use super::layout::Layout;
-use crate::keeper::locate::Platform;
+use crate::keeper::store::layout::Layout;
+use crate::keeper::store::locate::Platform;
 use crate::private::{create_private_dir, write_atomic};
 
 /// The command git runs for our scopes, on `platform`. Only `$RUNNER_TEMP` is expanded in it:
@@ -43,7 +43,7 @@ mod tests {
 
     use super::*;
     #[cfg(unix)]
-    use crate::keeper::git::helper_command_at;
+    use crate::git::config::helper_command_at;
     use crate::private::Owner;
 
     fn layout() -> Layout {

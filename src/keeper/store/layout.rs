@@ -1,6 +1,6 @@
 //! Where the main step puts the job's state, seen from our container, from the runner host and
 //! from a later step's shell; the names inside the job's folder are the store's own
-//! (`keeper::locate`), which later steps look for.
+//! (`store::locate`), which later steps look for.
 //!
 //! Runner v2.331+ mounts the host's `_temp` at `/github/runner_temp` and sets `RUNNER_TEMP` to it.
 //! Older runners pass `RUNNER_TEMP` untranslated (a host path that does not exist in the
@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use crate::env::Env;
-use crate::keeper::locate::{BIN, JOB_DIR, OLD_RUNNER_HOME, Platform};
+use crate::keeper::store::locate::{BIN, JOB_DIR, OLD_RUNNER_HOME, Platform};
 use crate::private::Owner;
 
 /// What the main step saves for its post step: the state directory (`STATE_dir` there).

@@ -3,7 +3,7 @@
 //!
 //! In Actions nothing touches a git config file: later steps get `GIT_CONFIG_COUNT`/`KEY_n`/
 //! `VALUE_n` through `GITHUB_ENV`, appended after any entries an earlier step set. The same
-//! `entries` serve `setup` elsewhere, printed as variables or written by `ci::gitconfig` to a file
+//! `entries` serve `setup` elsewhere, printed as variables or written by `git::global` to a file
 //! the global config includes. Every entry is scoped to what the token covers, so other owners,
 //! repositories and hosts keep their own credentials.
 
@@ -12,12 +12,39 @@ use std::path::Path;
 use url::Url;
 
 use crate::env::Env;
+use crate::github::Target;
+use crate::keeper::job::Begun;
+use crate::keeper::settings::Settings;
+use crate::process;
 use crate::report::Reporter;
 
-/// cargo's switch from its own git library to git's command line, which reads our shim.
+/// cargo's switch from its own git library to git's command line, which asks our helper.
 const CARGO_GIT_CLI: &str = "CARGO_NET_GIT_FETCH_WITH_CLI";
 /// What is said of an enterprise's token, for which git gets no entries.
 pub(crate) const NO_REPOSITORY: &str = "an enterprise token reaches no repository, so git is left alone; `token-keeper token` and `exec` keep it fresh";
+
+/// The URL prefixes git gets fresh tokens for from the store `begun` kept for `server`: none
+/// without a server, nor for an enterprise's token, which reaches no repository (that is said).
+pub(crate) fn scopes_of(
+    begun: &Begun,
+    settings: &Settings,
+    server: Option<&Url>,
+    reporter: &dyn Reporter,
+) -> Vec<String> {
+    let Some(server) = server else {
+        return Vec::new();
+    };
+    if matches!(settings.target, Target::Enterprise(_)) {
+        reporter.say(NO_REPOSITORY);
+        return Vec::new();
+    }
+    scopes(
+        server,
+        &begun.account,
+        &settings.request.repositories,
+        &begun.token.repositories,
+    )
+}
 
 /// The URL prefixes the token covers: the owner, or each repository `asked` for with and without
 /// `.git`, each with the login as GitHub spells it and in lower case (git matches
@@ -58,13 +85,8 @@ pub(crate) fn scopes(
 /// The command git runs for our scopes, at absolute paths: the binary and the step's state,
 /// each quoted for the shell git runs `!` helpers with.
 pub(crate) fn helper_command_at(binary: &Path, state: &Path) -> String {
-    let quoted = |path: &Path| shell_quoted(&path.to_string_lossy());
+    let quoted = |path: &Path| process::shell_quoted(&path.to_string_lossy());
     format!("!{} credential --state {}", quoted(binary), quoted(state))
-}
-
-/// `text` for a POSIX shell, as it is: in single quotes, each `'` written `'\''`.
-pub(crate) fn shell_quoted(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "'\\''"))
 }
 
 /// The git configuration entries for our scopes, in order.

@@ -24,7 +24,7 @@ use ring::digest;
 use serde::{Deserialize, Serialize};
 
 use crate::env::Env;
-use crate::keeper::state::StateDir;
+use crate::keeper::store::StateDir;
 use crate::messages;
 use crate::private::{Owner, check_mine, create_private_dir, write_atomic};
 

@@ -14,9 +14,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 
-use super::state::State;
-use super::{Caller, Keeper};
+use super::State;
 use crate::env::Env;
+use crate::keeper::{Caller, Keeper};
 use crate::messages::quoted_list;
 use crate::private::{self, FileError, Owner, at, open_private};
 

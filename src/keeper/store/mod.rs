@@ -1,10 +1,15 @@
 //! A store on disk: a folder marked as ours, the ledger of every token minted, and the files
-//! beside it.
+//! beside it; where a job's stores are and how a later step finds one (`locate`, `layout` for
+//! the action's), and its lock (`lock`).
 //!
 //! Files and folders are private to the runner's user (`crate::private`). The state file and the
 //! key are replaced whole, by rename; the ledger grows a line at a time, and starts with what
 //! revoking its tokens needs, so that they can be revoked whatever became of the rest. Only a
 //! folder that bears our mark is ended, and then only the files we write in it go.
+
+pub(crate) mod layout;
+pub(crate) mod locate;
+pub(crate) mod lock;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -13,10 +18,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::lock::Guard;
-use super::policy::Lifetime;
-use super::source::TokenSource;
+use self::lock::Guard;
 use crate::github::{TokenRequest, hosts};
+use crate::keeper::policy::Lifetime;
+use crate::keeper::source::TokenSource;
 use crate::messages::json_error;
 use crate::private::{FileError, Owner, at, create_private_dir, open_private, write_atomic};
 use crate::secret::Secret;
@@ -354,7 +359,7 @@ impl StateDir {
         if !marked {
             return Err(at("end", path)(io::Error::other(format!(
                 "it is not a token-keeper store (setup marks its stores with a `{MARK}` file), so nothing in it was touched: check `--state` or `{}`",
-                super::locate::STATE_VARIABLE
+                self::locate::STATE_VARIABLE
             ))));
         }
         Ok(Some(dir))
@@ -512,7 +517,7 @@ impl StateDir {
         };
         let mut foreign = Vec::new();
         // The marks go last: a store cut short of its end is still one, and still ending.
-        let last = [super::lock::LOCK, RETIRING, MARK];
+        let last = [self::lock::LOCK, RETIRING, MARK];
         for entry in entries {
             let entry = entry.map_err(at("read", &self.path))?;
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -577,7 +582,7 @@ fn is_ours(name: &str) -> bool {
         RETIRING,
         MARK,
         PROXY_RECORD,
-        super::lock::LOCK,
+        self::lock::LOCK,
     ];
     OURS.contains(&name)
         || name.strip_prefix('.').is_some_and(|rest| {

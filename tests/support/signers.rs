@@ -1,0 +1,189 @@
+//! Real signers for the signer command: a SoftHSM token holding the App's key, signed with
+//! OpenSC's `pkcs11-tool`, and a key in moto's AWS KMS, signed with the AWS CLI.
+//!
+//! Each has private state (a token folder of its own, a server on a free port) and gives the
+//! variables its CLI needs and the exact command a workflow would use. moto makes its own keys
+//! (it cannot import one), so the fake GitHub is told to trust moto's key instead of the App's.
+
+use std::fs;
+use std::process::Command;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use tempfile::TempDir;
+
+use super::moto::Moto;
+use super::runner::require;
+
+/// The region of moto's key.
+const REGION: &str = "us-east-1";
+
+/// Debian's path of SoftHSM's PKCS#11 module.
+pub const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+const TOKEN: &str = "tk";
+const PIN: &str = "1234";
+
+/// The App's key as PKCS#8, which SoftHSM's import takes.
+const APP_KEY_PKCS8: &str = "tests/fixtures/app-key.pkcs8.pem";
+
+/// A SoftHSM token of its own, with the App's key imported as object `01`.
+pub struct SoftHsm {
+    dir: TempDir,
+}
+
+impl SoftHsm {
+    pub fn start() -> Self {
+        require(
+            "softhsm2-util",
+            &["--version"],
+            "SoftHSM (Debian's softhsm2)",
+        );
+        // Its `--help` exits 1.
+        require(
+            "sh",
+            &["-c", "command -v pkcs11-tool"],
+            "OpenSC's pkcs11-tool (Debian's opensc)",
+        );
+        let dir = tempfile::Builder::new().prefix("tk-hsm").tempdir().unwrap();
+        fs::create_dir(dir.path().join("tokens")).unwrap();
+        fs::write(
+            dir.path().join("softhsm2.conf"),
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                dir.path().join("tokens").display()
+            ),
+        )
+        .unwrap();
+        let hsm = Self { dir };
+        let key = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(APP_KEY_PKCS8);
+        for args in [
+            vec![
+                "--init-token",
+                "--free",
+                "--label",
+                TOKEN,
+                "--pin",
+                PIN,
+                "--so-pin",
+                "5678",
+            ],
+            vec![
+                "--import",
+                key.to_str().unwrap(),
+                "--token",
+                TOKEN,
+                "--label",
+                "app",
+                "--id",
+                "01",
+                "--pin",
+                PIN,
+            ],
+        ] {
+            let out = Command::new("softhsm2-util")
+                .args(&args)
+                .envs(hsm.env())
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "softhsm2-util {args:?}: {out:?}");
+        }
+        hsm
+    }
+
+    /// What every step of the job gets: the token's private configuration, and its PIN, which
+    /// the command reads from the environment so the stored command does not hold it.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            (
+                "SOFTHSM2_CONF".into(),
+                self.dir.path().join("softhsm2.conf").display().to_string(),
+            ),
+            ("HSM_PIN".into(), PIN.into()),
+        ]
+    }
+
+    /// The signer command, as the README gives it: the token hashes and signs the message, and
+    /// writes the raw signature to the file named for it.
+    pub fn command() -> String {
+        format!(
+            r#"pkcs11-tool --module {SOFTHSM_MODULE} --token-label {TOKEN} --login --pin "$HSM_PIN" --sign --mechanism SHA256-RSA-PKCS --id 01 --input-file "$TOKEN_KEEPER_SIGN_INPUT" --output-file "$TOKEN_KEEPER_SIGN_OUTPUT""#
+        )
+    }
+}
+
+/// An RSA-2048 signing key in moto's KMS, signed with by the AWS CLI.
+pub struct KmsKey {
+    pub moto: Moto,
+    pub arn: String,
+    /// The key's public half: DER SubjectPublicKeyInfo, as `GetPublicKey` gives it.
+    pub spki: Vec<u8>,
+}
+
+impl KmsKey {
+    pub fn start() -> Self {
+        require("aws", &["--version"], "the AWS CLI (PyPI awscli)");
+        let moto = Moto::start();
+        let arn = moto.create_key(REGION, "RSA_2048", "SIGN_VERIFY");
+        let mut key = Self {
+            moto,
+            arn,
+            spki: Vec::new(),
+        };
+        let public = key.aws(&[
+            "kms",
+            "get-public-key",
+            "--key-id",
+            &key.arn,
+            "--output",
+            "text",
+            "--query",
+            "PublicKey",
+        ]);
+        key.spki = STANDARD.decode(public).expect("GetPublicKey's base64");
+        key
+    }
+
+    /// The variables the AWS CLI needs against the server: v1 reads the region from
+    /// `AWS_DEFAULT_REGION` only, and no configuration file of the machine's.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let mut env = self.moto.env(REGION);
+        env.extend(
+            [
+                ("AWS_DEFAULT_REGION", REGION),
+                ("AWS_CONFIG_FILE", "/dev/null"),
+                ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null"),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned())),
+        );
+        env
+    }
+
+    /// The signer command, as the README gives it.
+    pub fn command(&self) -> String {
+        format!(
+            r#"aws kms sign --key-id {} --message "fileb://$TOKEN_KEEPER_SIGN_INPUT" --message-type RAW --signing-algorithm RSASSA_PKCS1_V1_5_SHA_256 --output text --query Signature"#,
+            self.arn
+        )
+    }
+
+    /// The key's `RSAPublicKey`, which the fake GitHub verifies with: an RSA-2048 SPKI is a
+    /// fixed 24-byte header (the algorithm and the BIT STRING's start) before it.
+    pub fn pkcs1(&self) -> Vec<u8> {
+        const HEADER: [u8; 24] = [
+            0x30, 0x82, 0x01, 0x22, 0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d,
+            0x01, 0x01, 0x01, 0x05, 0x00, 0x03, 0x82, 0x01, 0x0f, 0x00,
+        ];
+        assert_eq!(self.spki[..24], HEADER, "an RSA-2048 key's SPKI");
+        self.spki[24..].to_vec()
+    }
+
+    fn aws(&self, args: &[&str]) -> String {
+        let out = Command::new("aws")
+            .args(args)
+            .envs(self.env())
+            .output()
+            .expect("aws");
+        assert!(out.status.success(), "aws {args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+}
