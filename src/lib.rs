@@ -25,7 +25,6 @@
 //!   their ends as our exit code, and the platform's shell), `clock`, `duration`.
 
 pub mod action;
-mod aws;
 mod ci;
 pub mod cli;
 mod clock;
@@ -42,7 +41,7 @@ mod secret;
 mod tools;
 
 /// For tests against a KMS API (moto's): a message signed with a key there.
-pub use aws::sign_for_test as kms_sign_for_test;
+pub use github::signer::aws::sign_for_test as kms_sign_for_test;
 /// For tests of long jobs: a store's cached token, or its ledger, made older, through its own
 /// lock and types.
 pub use keeper::{backdate_cached_token, backdate_ledger};

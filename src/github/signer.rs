@@ -6,6 +6,7 @@
 //! the App's public key is known (`public`), so that a wrong key or algorithm is told here, in
 //! our words, rather than by GitHub's bare 401. A command (`command`) is one such signer.
 
+pub(crate) mod aws;
 mod command;
 mod public;
 mod signature;
@@ -15,11 +16,11 @@ use std::fmt;
 use ring::rand::SystemRandom;
 use ring::signature::RSA_PKCS1_SHA256;
 
+pub(crate) use self::aws::AwsKms;
 pub(crate) use self::command::SignerCommand;
 pub(crate) use self::public::PublicKey;
 pub(crate) use self::signature::decode;
 use super::key::PrivateKey;
-use crate::aws::AwsKms;
 
 /// What signs the App's JWTs.
 #[derive(Clone)]

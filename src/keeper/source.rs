@@ -14,10 +14,10 @@ use anyhow::{Context, Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
 
 use super::Caller;
-use crate::aws::AwsKms;
 use crate::env::Env;
 use crate::github::apps::{self, App, BotUser};
 use crate::github::exchange::{self, Exchange, ExchangeError, IdentityRequest};
+use crate::github::signer::AwsKms;
 use crate::github::signer::{PublicKey, SignerCommand};
 use crate::github::{GitHub, Installation, MintedToken, PrivateKey, Signer, Target, TokenRequest};
 use crate::messages;
