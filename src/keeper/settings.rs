@@ -15,15 +15,15 @@ use url::Url;
 
 use super::source::{IdentityFrom, SignedBy, TokenSource};
 use super::store::{Api, MintConfig};
-use crate::aws::AwsKms;
 use crate::duration::parse_duration;
 use crate::github::apps::TOKEN_LIFETIME;
 use crate::github::client;
 use crate::github::exchange::Exchange;
-use crate::github::signer::{PublicKey, SignerCommand};
+use crate::github::signer::{AwsKms, PublicKey, SignerCommand};
 use crate::github::{PrivateKey, Signer, Target, TokenRequest, hosts, names, permissions};
 use crate::messages::short;
 pub(crate) use crate::report::Door;
+use crate::secret;
 
 /// Re-mints at most once a minute: a shorter age would mint for nearly every git command.
 const MIN_REFRESH_AFTER: Duration = Duration::from_secs(60);
@@ -428,6 +428,16 @@ fn signer(given: &Given, door: Door) -> Result<Signer, Refusal> {
             Ok(Signer::Key(key))
         }
         (None, Some(text)) => {
+            // The command is kept in the state and named in messages.
+            if let Some(kind) = secret::kind_in(text) {
+                return Err(bad(
+                    command,
+                    format!(
+                        "holds {}: give the signer's credentials in the environment, as its CLI's own variables, never in the command",
+                        kind.what()
+                    ),
+                ));
+            }
             let public = public_key
                 .map(PublicKey::parse)
                 .transpose()
@@ -1001,6 +1011,21 @@ mod tests {
         assert_eq!(bad.field, Field::Setting(Setting::SignerPublicKey));
         assert!(bad.message.contains("is a private key"), "{}", bad.message);
         assert!(!bad.message.contains("MII"), "{}", bad.message);
+    }
+
+    #[test]
+    fn a_signer_command_that_holds_a_secret_is_refused_without_showing_it() {
+        let token = "ghs_0123456789abcdefghijklmnopqrstuvwxyzAB";
+        let bad = app(|g| {
+            g.private_key = None;
+            g.signer_command = Some(format!(
+                "vault write -field=signature transit/sign/app token={token}"
+            ));
+        })
+        .unwrap_err();
+        assert_eq!(bad.field, Field::Setting(Setting::SignerCommand));
+        assert!(bad.message.contains("holds a token"), "{}", bad.message);
+        assert!(!bad.message.contains(token), "{}", bad.message);
     }
 
     #[test]

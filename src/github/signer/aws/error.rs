@@ -94,7 +94,7 @@ fn suffix(message: &str) -> String {
 pub(crate) struct Answered {
     pub(crate) status: u16,
     /// The bare code (`NotFoundException`), without the namespace JSON answers may put first:
-    /// a name, so only a name's characters are kept.
+    /// a name, so only a name's letters, dots and underscores are kept: not a token's digits.
     pub(crate) code: String,
     pub(crate) message: String,
 }
@@ -128,7 +128,7 @@ impl Answered {
             status,
             code: code
                 .chars()
-                .filter(|c| c.is_ascii_alphanumeric() || *c == '.' || *c == '_')
+                .filter(|c| c.is_ascii_alphabetic() || *c == '.' || *c == '_')
                 .take(64)
                 .collect(),
             message: messages::foreign(&message.unwrap_or_default()),
@@ -222,6 +222,13 @@ mod tests {
             answered.message,
             "The request signature we calculated does not match & so on"
         );
+    }
+
+    #[test]
+    fn a_code_is_kept_to_a_names_characters() {
+        let body = br#"{"__type":"ghs_0123456789abcdefghij\u001b[31m","message":"m"}"#;
+        let answered = Answered::read(400, None, body);
+        assert_eq!(answered.code, "ghs_abcdefghijm");
     }
 
     #[test]
