@@ -180,7 +180,7 @@ fn install_helper(plan: &Plan, begun: &Begun, reporter: &dyn Reporter) -> Result
 
 /// `GIT_CONFIG_*` entries for later steps, scoped to what the token covers.
 fn configure_git(plan: &Plan, scopes: &[String], reporter: &dyn Reporter) -> Result<()> {
-    let mut variables = git::config::config_env(
+    let mut variables = git::config::variables(
         git::config::existing_count(plan.env),
         scopes,
         &git::binary::helper_command(&plan.layout, &plan.step, Platform::HOST),
