@@ -8,10 +8,11 @@ use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::support::ci::{CiJob, assert_nothing_left, assert_ok};
+use crate::support::engine;
 use crate::support::fake_github::FakeGitHub;
 use crate::support::logs::text;
 use crate::support::moto::{Moto, ROLE_ARN, SECRET, User, pkcs1_of};
-use crate::support::runner::{LaterStep, View, expire_cached_token};
+use crate::support::runner::{LaterStep, View};
 use crate::support::scene::{Scene, assert_git_ok, assert_no_key_material};
 use crate::support::sts::Issuer;
 
@@ -383,26 +384,42 @@ async fn the_native_entry_signs_in_kms_as_the_jobs_web_identity_at_every_mint() 
 }
 
 #[tokio::test]
-async fn the_container_entry_signs_in_kms_with_the_steps_aws_variables() {
+async fn the_built_image_signs_in_kms_with_the_steps_aws_variables_and_a_later_push_re_mints() {
+    let Some(image) = engine::image() else {
+        return;
+    };
     let moto = Moto::start();
     let (mut s, arn) = scene_in_kms(&moto).await;
     s.job.extra_env.extend(moto.env(REGION));
-    let main = s.job.main(&kms_inputs(&s, &arn), View::Host);
+    let view = View::Engine {
+        image,
+        runner_temp: true,
+    };
+    let main = s.job.main(&kms_inputs(&s, &arn), view);
     main.assert_ok();
     assert!(main.outputs["token"].starts_with("ghs_"));
     // The step's AWS secret is masked before anything uses it, and shown nowhere else.
     let log = main.log();
     let shown: Vec<&str> = log.lines().filter(|l| l.contains(SECRET)).collect();
     assert_eq!(shown, [format!("::add-mask::{SECRET}")], "{log}");
-    expire_cached_token(&s.job, &main);
-    let step = LaterStep::after(&s.job, &main);
-    let mut later = step.command("token-keeper");
-    later.envs(moto.env(REGION)).arg("token");
-    let fresh = later.output().unwrap();
-    assert!(fresh.status.success(), "{fresh:?}");
-    assert_every_jwt_verified(&s.github);
 
-    let post = s.job.post(&kms_inputs(&s, &arn), &main.state, View::Host);
+    // Later steps sign on the host, with the binary the container copied out.
+    let mut step = LaterStep::after(&s.job, &main);
+    step.env.extend(moto.env(REGION));
+    let (mints, calls) = (s.github.mints(), moto.requests());
+    assert_git_ok(&s.push_late(&step, Duration::from_millis(3500)));
+    let remints = s.github.mints() - mints;
+    assert!(remints >= 1, "the push re-minted");
+    // Each helper process asks for the key's public key once, then signs once per JWT.
+    assert_eq!(
+        moto.requests() - calls,
+        2 * remints,
+        "KMS calls per re-mint"
+    );
+    assert_every_jwt_verified(&s.github);
+    assert_no_key_material(&s.job.temp);
+
+    let post = s.job.post(&kms_inputs(&s, &arn), &main.state, view);
     post.assert_ok();
     assert!(s.github.world().live_tokens().is_empty(), "{}", post.log());
 }

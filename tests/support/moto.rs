@@ -19,6 +19,8 @@ pub const SECRET: &str = "moto-testing-secret-access-key-00000000";
 pub struct Moto {
     child: Child,
     port: u16,
+    /// Its stderr, where it logs a line for each request it serves.
+    log: tempfile::NamedTempFile,
 }
 
 /// A user moto's IAM knows, with keys, allowed everything (for a server that checks
@@ -45,12 +47,13 @@ impl Moto {
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
+        let log = tempfile::NamedTempFile::new().expect("a log file");
         let mut command = Command::new("moto_server");
         command
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log.reopen().expect("the log file"))
             .process_group(0);
         if let Some(free) = free_actions {
             command.env("INITIAL_NO_AUTH_ACTION_COUNT", free.to_string());
@@ -58,7 +61,7 @@ impl Moto {
         let child = command.spawn().expect(
             "moto_server runs: install it with `pip install 'moto[server]'` (scripts/test does)",
         );
-        let moto = Self { child, port };
+        let moto = Self { child, port, log };
         let started = Instant::now();
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(
@@ -68,6 +71,15 @@ impl Moto {
             std::thread::sleep(Duration::from_millis(50));
         }
         moto
+    }
+
+    /// How many requests it has served: its log's request lines (`"POST / HTTP/1.1" 200`).
+    pub fn requests(&self) -> usize {
+        std::fs::read_to_string(self.log.path())
+            .unwrap_or_default()
+            .lines()
+            .filter(|line| line.contains(" HTTP/1.1\" "))
+            .count()
     }
 
     pub fn url(&self) -> String {
