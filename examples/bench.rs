@@ -5,7 +5,9 @@
 //! need a container engine (see `tests/support/engine.rs`), the native entry's need node; the
 //! comparison with the official action needs `TOKEN_KEEPER_OFFICIAL_ACTION`, a checkout of
 //! actions/create-github-app-token. The proxy's figures (`bench/proxy.rs`) drive `exec --proxy`
-//! with clients of the benchmark's own.
+//! with clients of the benchmark's own. The signers' (`bench/signers.rs`) need moto's server, the
+//! AWS CLI, SoftHSM and `pkcs11-tool` on PATH (with `PATH=$PWD/target/tools/aws/bin:$PATH` where
+//! `scripts/test` put the AWS ones in a venv).
 
 // The integration tests' support, of which an example uses only a part.
 #[allow(dead_code)]
@@ -15,6 +17,10 @@ mod support;
 #[cfg(target_os = "linux")]
 #[path = "bench/proxy.rs"]
 mod proxy;
+// Its signers' servers (moto, SoftHSM) are the tests', which run on Unix.
+#[cfg(unix)]
+#[path = "bench/signers.rs"]
+mod signers;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -169,6 +175,8 @@ async fn main() {
         binary().display(),
         size as f64 / 1024.0 / 1024.0
     );
+    #[cfg(unix)]
+    signers::figures().await;
     #[cfg(target_os = "linux")]
     proxy::figures().await;
     let image = image_figures(&github);

@@ -16,7 +16,8 @@
 //!   minting, the store on disk (its ledger, lock, layout and how it is found), the refresh
 //!   policy;
 //! - `github` speaks GitHub's API and knows its rules (names, hosts), nothing of Actions or of
-//!   our state;
+//!   our state; `aws` speaks as much of AWS as signing the App's JWT in KMS needs, over
+//!   `github`'s HTTP client;
 //! - leaves used by all: `env` (the environment, read once), `report` (one reporter, Actions'
 //!   or plain, for every message), `messages` (our prefix, and text from elsewhere made safe to show),
 //!   `secret` (secrets held, never shown), `private` (files only the runner's user reads),
@@ -39,6 +40,8 @@ mod report;
 mod secret;
 mod tools;
 
+/// For tests against a KMS API (moto's): a message signed with a key there.
+pub use github::signer::aws::sign_for_test as kms_sign_for_test;
 /// For tests of long jobs: a store's cached token, or its ledger, made older, through its own
 /// lock and types.
 pub use keeper::{backdate_cached_token, backdate_ledger};

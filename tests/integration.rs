@@ -30,6 +30,8 @@ mod global_config;
 mod hostile;
 /// Keyless: the job's identity exchanged for tokens, no App key anywhere.
 mod keyless;
+/// AWS KMS built in, against moto's server: signatures, bad keys, each source of credentials.
+mod kms;
 /// Nothing secret leaks from a whole job.
 mod leaks;
 /// The process meter: a child's figures are its own, whatever the test process holds.

@@ -9,12 +9,11 @@ use std::process::Output;
 use std::time::Duration;
 
 use crate::support::ci::{CiJob, assert_ok};
+use crate::support::fake_github::APP_PUBLIC_KEY;
 use crate::support::logs::text;
 use crate::support::runner::{LaterStep, View};
 use crate::support::scene::{Scene, assert_git_ok, assert_no_key_material};
 use crate::support::signers::{KmsKey, SoftHsm};
-
-const APP_PUBLIC_KEY: &str = include_str!("fixtures/app-key.pub.pem");
 
 /// A job of `setup` whose JWTs `signer` signs (its command in `TOKEN_KEEPER_SIGNER_COMMAND`,
 /// beside `env`, its public key in the file `public_key`): it clones, pushes after the first

@@ -87,6 +87,8 @@ fn given(env: &Env) -> Given {
         private_key: value(env, Setting::PrivateKey),
         signer_command: value(env, Setting::SignerCommand),
         signer_public_key: value(env, Setting::SignerPublicKey).map(String::into_bytes),
+        aws_kms_key: value(env, Setting::AwsKmsKey),
+        aws_region: value(env, Setting::AwsRegion),
         owner: value(env, Setting::Owner),
         repositories: value(env, Setting::Repositories),
         enterprise: value(env, Setting::Enterprise),

@@ -167,6 +167,7 @@ fn install_helper(plan: &Plan, begun: &Begun, reporter: &dyn Reporter) -> Result
     let reach = match &config.settings.signer {
         Some(Signer::Key(_)) => "read the App's private key",
         Some(Signer::Command(_)) => "run the signer command, and so sign the App's JWTs,",
+        Some(Signer::AwsKms(_)) => "sign the App's JWTs in KMS with the job's AWS credentials",
         None => "",
     };
     if !reach.is_empty() && matches!(event, "pull_request_target" | "workflow_run") {
@@ -179,7 +180,7 @@ fn install_helper(plan: &Plan, begun: &Begun, reporter: &dyn Reporter) -> Result
 
 /// `GIT_CONFIG_*` entries for later steps, scoped to what the token covers.
 fn configure_git(plan: &Plan, scopes: &[String], reporter: &dyn Reporter) -> Result<()> {
-    let mut variables = git::config::config_env(
+    let mut variables = git::config::variables(
         git::config::existing_count(plan.env),
         scopes,
         &git::binary::helper_command(&plan.layout, &plan.step, Platform::HOST),

@@ -49,6 +49,13 @@ pub(crate) struct Args {
     /// A file of the App's public key (PEM or DER), to check the signer command's signatures.
     #[arg(long, env = "TOKEN_KEEPER_SIGNER_PUBLIC_KEY_FILE", value_name = "PATH")]
     signer_public_key_file: Option<PathBuf>,
+    /// The App's key in AWS KMS, in place of the key: its id, alias (`alias/NAME`) or ARN.
+    #[arg(long, env = "TOKEN_KEEPER_AWS_KMS_KEY", value_name = "KEY")]
+    aws_kms_key: Option<String>,
+    /// The KMS key's region (default: `AWS_REGION`, else `AWS_DEFAULT_REGION`, else the key
+    /// ARN's).
+    #[arg(long, env = "TOKEN_KEEPER_AWS_REGION", value_name = "REGION")]
+    aws_region: Option<String>,
     /// The account that installed the App (default: in an Actions job, the current
     /// repository's owner).
     #[arg(long, env = "TOKEN_KEEPER_OWNER")]
@@ -164,6 +171,8 @@ impl Args {
             private_key: self.key(keyless, env)?,
             signer_command: self.signer_command.clone(),
             signer_public_key: self.signer_public_key()?,
+            aws_kms_key: self.aws_kms_key.clone(),
+            aws_region: self.aws_region.clone(),
             owner: self.owner.clone(),
             repositories: self.repositories.clone(),
             enterprise: self.enterprise.clone(),
@@ -235,13 +244,19 @@ impl Args {
     /// The App's key, from its file or its variable.
     fn key(&self, keyless: bool, vars: &Env) -> Result<Option<String>> {
         let (file, env) = (Setting::PrivateKeyFile, Setting::PrivateKeyEnv);
-        if self.signer_command.is_some()
+        let elsewhere = [
+            (Setting::SignerCommand, self.signer_command.is_some()),
+            (Setting::AwsKmsKey, self.aws_kms_key.is_some()),
+        ]
+        .into_iter()
+        .find_map(|(setting, set)| set.then_some(setting));
+        if let Some(elsewhere) = elsewhere
             && (self.private_key_file.is_some() || self.private_key_env.is_some())
         {
             bail!(
-                "`{}` and `{}` are both set: sign with the key here or with the command, not both",
+                "`{}` and `{}` are both set: sign with the key here or where it is kept, not both",
                 self.typed(self.key_setting()),
-                self.typed(Setting::SignerCommand)
+                self.typed(elsewhere)
             );
         }
         match (&self.private_key_file, &self.private_key_env) {
@@ -278,9 +293,9 @@ impl Args {
                         )
                     })?,
             )),
-            (None, None) if keyless || self.signer_command.is_some() => Ok(None),
+            (None, None) if keyless || elsewhere.is_some() => Ok(None),
             (None, None) => bail!(
-                "the App's private key is needed: pass `--private-key-file PATH` or `--private-key-env NAME`, or sign where it is kept with `--signer-command COMMAND` (or keyless mode, `--sts-identity`)"
+                "the App's private key is needed: pass `--private-key-file PATH` or `--private-key-env NAME`, or sign where it is kept with `--signer-command COMMAND` or `--aws-kms-key KEY` (or keyless mode, `--sts-identity`)"
             ),
         }
     }
@@ -415,6 +430,36 @@ mod tests {
         assert!(
             refused(&["--owner", "bad owner", "--sts-identity", "release"])
                 .starts_with("`--owner`: `bad owner` is not a valid GitHub name")
+        );
+    }
+
+    /// A KMS key signs alone: with the key or a signer command it is refused by its flag, and
+    /// keyless mode refuses it.
+    #[test]
+    fn a_kms_key_is_one_signer_and_not_keyless() {
+        let base = ["--app-id", "1", "--owner", "octo-org"];
+        let kms = ["--aws-kms-key", "alias/app", "--aws-region", "eu-west-1"];
+        let with_key = refused(&[&base[..], &kms, &["--private-key-env", "PATH"]].concat());
+        assert_eq!(
+            with_key,
+            "`--private-key-env` and `--aws-kms-key` are both set: sign with the key here or where it is kept, not both"
+        );
+        let with_command = refused(&[&base[..], &kms, &["--signer-command", "sign"]].concat());
+        assert!(
+            with_command.starts_with("`--aws-kms-key`: a signer command is given too"),
+            "{with_command}"
+        );
+        let keyless = refused(&[&kms[..], &["--sts-identity", "release", "--owner", "o"]].concat());
+        assert!(
+            keyless.starts_with("`--aws-kms-key`: is set in keyless mode"),
+            "{keyless}"
+        );
+        let env = Env::from_pairs([("PATH", "/usr/bin:/bin")]);
+        let settings = args(&[&base[..], &kms].concat()).settings(&env).unwrap();
+        assert!(
+            matches!(settings.signer, Some(crate::github::Signer::AwsKms(_))),
+            "{:?}",
+            settings.signer
         );
     }
 

@@ -112,7 +112,7 @@ fn render(
             .context("cannot find the running binary, which git's helper runs")?;
         let helper = git::config::helper_command_at(&binary, dir.path());
         match args.git_config {
-            GitConfig::Env => variables.extend(git::config::config_env(
+            GitConfig::Env => variables.extend(git::config::variables(
                 git::config::existing_count(env),
                 &scopes,
                 &helper,

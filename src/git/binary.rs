@@ -11,15 +11,17 @@ use std::fs;
 
 use anyhow::{Context, Result};
 
+use super::config;
 use crate::keeper::store::layout::Layout;
 use crate::keeper::store::locate::Platform;
 use crate::private::{create_private_dir, write_atomic};
+use crate::process;
 
 /// The command git runs for our scopes, on `platform`. Only `$RUNNER_TEMP` is expanded in it:
 /// the rest is our own names, none with a `$`, `` ` ``, `"` or `\`.
 pub(crate) fn helper_command(layout: &Layout, step: &str, platform: Platform) -> String {
     let (binary, state) = layout.shell_paths(step, platform);
-    format!("!\"{binary}\" credential --state \"{state}\"")
+    config::helper_line(&format!("\"{binary}\""), &format!("\"{state}\""))
 }
 
 /// Copy the running binary to `<root>/bin/token-keeper` (`token-keeper.exe` on Windows; on Unix
@@ -29,7 +31,7 @@ pub(crate) fn install_binary(layout: &Layout) -> Result<()> {
     if let Some(bin) = target.parent() {
         create_private_dir(bin, layout.owner)?;
     }
-    let source = std::env::current_exe().context("cannot find the running binary")?;
+    let source = process::running_binary().context("cannot find the running binary")?;
     write_atomic(&target, 0o700, layout.owner, |file| {
         std::io::copy(&mut fs::File::open(&source)?, file).map(drop)
     })

@@ -86,7 +86,12 @@ pub(crate) fn scopes(
 /// each quoted for the shell git runs `!` helpers with.
 pub(crate) fn helper_command_at(binary: &Path, state: &Path) -> String {
     let quoted = |path: &Path| process::shell_quoted(&path.to_string_lossy());
-    format!("!{} credential --state {}", quoted(binary), quoted(state))
+    helper_line(&quoted(binary), &quoted(state))
+}
+
+/// The `!` helper that runs `binary` for the store `state`, both already quoted for git's shell.
+pub(crate) fn helper_line(binary: &str, state: &str) -> String {
+    format!("!{binary} credential --state {state}")
 }
 
 /// The git configuration entries for our scopes, in order.
@@ -108,7 +113,7 @@ pub(crate) fn entries(
 }
 
 /// `GIT_CONFIG_*` variables for later steps, appended after the `existing` count.
-pub(crate) fn config_env(
+pub(crate) fn variables(
     existing: usize,
     scopes: &[String],
     helper: &str,
@@ -205,7 +210,7 @@ mod tests {
 
     #[test]
     fn entries_are_appended_after_earlier_ones() {
-        let env = config_env(2, &["https://github.com/octo".into()], "!helper", true);
+        let env = variables(2, &["https://github.com/octo".into()], "!helper", true);
         let expected: Vec<(String, String)> = [
             (
                 "GIT_CONFIG_KEY_2",

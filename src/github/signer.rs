@@ -6,6 +6,7 @@
 //! the App's public key is known (`public`), so that a wrong key or algorithm is told here, in
 //! our words, rather than by GitHub's bare 401. A command (`command`) is one such signer.
 
+pub(crate) mod aws;
 mod command;
 mod public;
 mod signature;
@@ -15,6 +16,7 @@ use std::fmt;
 use ring::rand::SystemRandom;
 use ring::signature::RSA_PKCS1_SHA256;
 
+pub(crate) use self::aws::AwsKms;
 pub(crate) use self::command::SignerCommand;
 pub(crate) use self::public::PublicKey;
 pub(crate) use self::signature::decode;
@@ -27,6 +29,8 @@ pub(crate) enum Signer {
     Key(PrivateKey),
     /// A command that signs with a key held elsewhere.
     Command(SignerCommand),
+    /// The App's key in AWS KMS, reached with the step's own AWS credentials.
+    AwsKms(AwsKms),
 }
 
 impl Signer {
@@ -46,6 +50,7 @@ impl Signer {
                 Ok(signature)
             }
             Signer::Command(command) => command.sign(message, command::LIMITS).await,
+            Signer::AwsKms(kms) => kms.sign(message).await,
         }
     }
 
@@ -54,6 +59,7 @@ impl Signer {
         match self {
             Signer::Key(key) => Some(key),
             Signer::Command(_) => None,
+            Signer::AwsKms(_) => None,
         }
     }
 }
@@ -63,6 +69,7 @@ impl fmt::Debug for Signer {
         match self {
             Signer::Key(key) => write!(f, "Signer::Key({key:?})"),
             Signer::Command(command) => write!(f, "Signer::Command({command:?})"),
+            Signer::AwsKms(kms) => write!(f, "Signer::{kms:?}"),
         }
     }
 }
@@ -120,4 +127,7 @@ pub(crate) enum SignError {
         status: String,
         said: String,
     },
+    /// AWS KMS refused, or could not be reached: its one line.
+    #[error("{0}")]
+    Aws(String),
 }

@@ -139,6 +139,9 @@ fn blame(
                 Some(Signer::Command(_)) => {
                     format!("whose key `{}` signs with", setting(Setting::SignerCommand))
                 }
+                Some(Signer::AwsKms(_)) => {
+                    format!("whose key `{}` names", setting(Setting::AwsKmsKey))
+                }
                 _ => format!("whose `{}` you pass", setting(Setting::PrivateKey)),
             };
             return anyhow::anyhow!(

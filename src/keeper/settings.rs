@@ -19,10 +19,11 @@ use crate::duration::parse_duration;
 use crate::github::apps::TOKEN_LIFETIME;
 use crate::github::client;
 use crate::github::exchange::Exchange;
-use crate::github::signer::{PublicKey, SignerCommand};
+use crate::github::signer::{AwsKms, PublicKey, SignerCommand};
 use crate::github::{PrivateKey, Signer, Target, TokenRequest, hosts, names, permissions};
 use crate::messages::short;
 pub(crate) use crate::report::Door;
+use crate::secret;
 
 /// Re-mints at most once a minute: a shorter age would mint for nearly every git command.
 const MIN_REFRESH_AFTER: Duration = Duration::from_secs(60);
@@ -38,6 +39,8 @@ pub(crate) enum Setting {
     SignerCommand,
     SignerPublicKey,
     SignerPublicKeyFile,
+    AwsKmsKey,
+    AwsRegion,
     Owner,
     Repositories,
     Enterprise,
@@ -105,6 +108,8 @@ pub(crate) const SETTINGS: &[Names] = {
     row(SignerCommand,               "signer-command",                "--signer-command",   "TOKEN_KEEPER_SIGNER_COMMAND",    ""),
     row(SignerPublicKey,             "signer-public-key",             "",                   "",                               ""),
     row(SignerPublicKeyFile,         "",                              "--signer-public-key-file", "TOKEN_KEEPER_SIGNER_PUBLIC_KEY_FILE", ""),
+    row(AwsKmsKey,                   "aws-kms-key",                   "--aws-kms-key",      "TOKEN_KEEPER_AWS_KMS_KEY",       ""),
+    row(AwsRegion,                   "aws-region",                    "--aws-region",       "TOKEN_KEEPER_AWS_REGION",        ""),
     row(Owner,                       "owner",                         "--owner",            "TOKEN_KEEPER_OWNER",             ""),
     row(Repositories,                "repositories",                  "--repositories",     "TOKEN_KEEPER_REPOSITORIES",      ""),
     row(Enterprise,                  "enterprise",                    "--enterprise",       "TOKEN_KEEPER_ENTERPRISE",        ""),
@@ -183,6 +188,10 @@ pub(crate) struct Given {
     pub(crate) signer_command: Option<String>,
     /// The App's public key, to check the signer command's signatures: PEM or DER.
     pub(crate) signer_public_key: Option<Vec<u8>>,
+    /// The App's key in AWS KMS, in place of the key: its id, alias or ARN.
+    pub(crate) aws_kms_key: Option<String>,
+    /// The KMS key's region, when `AWS_REGION` does not say it.
+    pub(crate) aws_region: Option<String>,
     pub(crate) owner: Option<String>,
     /// Comma or newline separated.
     pub(crate) repositories: Option<String>,
@@ -354,13 +363,52 @@ fn app_source(given: &Given, door: Door) -> Result<(String, Signer), Refusal> {
     Ok((issuer.1.to_owned(), signer(given, door)?))
 }
 
-/// The App's key, or the command that signs in its place, with the public key to check it.
+/// The App's key, the command that signs in its place (with the public key to check it), or
+/// the key in AWS KMS: one of them.
 fn signer(given: &Given, door: Door) -> Result<Signer, Refusal> {
     let public_key = given
         .signer_public_key
         .as_deref()
         .filter(|key| !key.trim_ascii().is_empty());
-    let (key, command) = (Setting::PrivateKey, Setting::SignerCommand);
+    let (key, command, kms) = (
+        Setting::PrivateKey,
+        Setting::SignerCommand,
+        Setting::AwsKmsKey,
+    );
+    let region = value(&given.aws_region);
+    let other = [
+        ("the App's private key", &given.private_key),
+        ("a signer command", &given.signer_command),
+    ]
+    .into_iter()
+    .find_map(|(what, set)| value(set).map(|_| what));
+    if let (Some(_), Some(other)) = (value(&given.aws_kms_key), other) {
+        return Err(bad(
+            kms,
+            format!("{other} is given too: sign in KMS or with that, not both"),
+        ));
+    }
+    if let Some(kms_key) = value(&given.aws_kms_key) {
+        if public_key.is_some() {
+            return Err(bad(
+                Setting::SignerPublicKey,
+                format!(
+                    "checks what `{}` signs, and KMS gives the key's public key itself: remove it",
+                    command.name(door)
+                ),
+            ));
+        }
+        return Ok(Signer::AwsKms(AwsKms::new(kms_key, region)));
+    }
+    if region.is_some() {
+        return Err(bad(
+            Setting::AwsRegion,
+            format!(
+                "is the region of `{}`, which is not set: set it too, or remove the region",
+                kms.name(door)
+            ),
+        ));
+    }
     match (value(&given.private_key), value(&given.signer_command)) {
         (Some(_), Some(_)) => Err(bad(
             command,
@@ -380,6 +428,16 @@ fn signer(given: &Given, door: Door) -> Result<Signer, Refusal> {
             Ok(Signer::Key(key))
         }
         (None, Some(text)) => {
+            // The command is kept in the state and named in messages.
+            if let Some(kind) = secret::kind_in(text) {
+                return Err(bad(
+                    command,
+                    format!(
+                        "holds {}: give the signer's credentials in the environment, as its CLI's own variables, never in the command",
+                        kind.what()
+                    ),
+                ));
+            }
             let public = public_key
                 .map(PublicKey::parse)
                 .transpose()
@@ -393,8 +451,9 @@ fn signer(given: &Given, door: Door) -> Result<Signer, Refusal> {
         (None, None) => Err(bad(
             key,
             format!(
-                "is not set: pass the App's private key, or `{}` to sign where the key is kept",
-                command.name(door)
+                "is not set: pass the App's private key, or `{}` to sign where the key is kept, or `{}` to sign in AWS KMS",
+                command.name(door),
+                kms.name(door)
             ),
         )),
     }
@@ -418,6 +477,8 @@ fn keyless_source(given: &Given, door: Door) -> Result<(Exchange, Target), Refus
         (Setting::ClientId, &given.client_id),
         (Setting::PrivateKey, &given.private_key),
         (Setting::SignerCommand, &given.signer_command),
+        (Setting::AwsKmsKey, &given.aws_kms_key),
+        (Setting::AwsRegion, &given.aws_region),
         (Setting::Enterprise, &given.enterprise),
     ] {
         if value(set).is_some() {
@@ -953,6 +1014,21 @@ mod tests {
     }
 
     #[test]
+    fn a_signer_command_that_holds_a_secret_is_refused_without_showing_it() {
+        let token = "ghs_0123456789abcdefghijklmnopqrstuvwxyzAB";
+        let bad = app(|g| {
+            g.private_key = None;
+            g.signer_command = Some(format!(
+                "vault write -field=signature transit/sign/app token={token}"
+            ));
+        })
+        .unwrap_err();
+        assert_eq!(bad.field, Field::Setting(Setting::SignerCommand));
+        assert!(bad.message.contains("holds a token"), "{}", bad.message);
+        assert!(!bad.message.contains(token), "{}", bad.message);
+    }
+
+    #[test]
     fn keyless_mode_refuses_a_signer_command_and_its_public_key() {
         let keyless = |extra: fn(&mut Given)| {
             let mut given = Given {
@@ -972,6 +1048,95 @@ mod tests {
         );
         let public = keyless(|g| g.signer_public_key = Some(PUBLIC.into()));
         assert_eq!(public.field, Field::Setting(Setting::SignerPublicKey));
+    }
+
+    #[test]
+    fn a_kms_key_signs_in_place_of_the_key_and_is_kept_by_name_and_region() {
+        let settings = app(|g| {
+            g.aws_kms_key = Some(" alias/app ".into());
+            g.aws_region = Some("eu-west-1".into());
+        })
+        .unwrap();
+        let Some(Signer::AwsKms(kms)) = &settings.signer else {
+            panic!("{:?}", settings.signer);
+        };
+        assert_eq!(
+            (kms.key.as_str(), kms.region()),
+            ("alias/app", Some("eu-west-1"))
+        );
+        let kept = |settings: &Settings| match &settings.source {
+            TokenSource::App { signer, .. } => signer.clone(),
+            other => panic!("{other:?}"),
+        };
+        let in_region = |region: Option<&str>| SignedBy::AwsKms {
+            key: "alias/app".into(),
+            region: region.map(str::to_owned),
+        };
+        assert_eq!(kept(&settings), in_region(Some("eu-west-1")));
+        let anywhere = app(|g| g.aws_kms_key = Some("alias/app".into())).unwrap();
+        assert_eq!(kept(&anywhere), in_region(None));
+    }
+
+    /// `refusal` is about `setting` and says `words`.
+    #[track_caller]
+    fn assert_refused(refusal: &Refusal, setting: Setting, words: &str) {
+        assert_eq!(
+            refusal.field,
+            Field::Setting(setting),
+            "{}",
+            refusal.message
+        );
+        assert!(refusal.message.contains(words), "{}", refusal.message);
+    }
+
+    #[test]
+    fn a_kms_key_is_the_one_signer() {
+        let refused = |extra: fn(&mut Given)| app(extra).unwrap_err();
+        let with_key = refused(|g| {
+            g.private_key = Some(KEY.into());
+            g.aws_kms_key = Some("alias/app".into());
+        });
+        assert_refused(&with_key, Setting::AwsKmsKey, "private key is given too");
+        assert!(!with_key.message.contains("MII"), "{}", with_key.message);
+        let with_command = refused(|g| {
+            g.signer_command = Some("sign".into());
+            g.aws_kms_key = Some("alias/app".into());
+        });
+        assert_refused(
+            &with_command,
+            Setting::AwsKmsKey,
+            "signer command is given too",
+        );
+        let with_public = refused(|g| {
+            g.aws_kms_key = Some("alias/app".into());
+            g.signer_public_key = Some(PUBLIC.into());
+        });
+        assert_refused(&with_public, Setting::SignerPublicKey, "KMS gives");
+        let region_alone = refused(|g| g.aws_region = Some("eu-west-1".into()));
+        assert_refused(&region_alone, Setting::AwsRegion, "`aws-kms-key`");
+        assert_refused(&refused(|_| {}), Setting::PrivateKey, "`aws-kms-key`");
+    }
+
+    #[test]
+    fn keyless_mode_refuses_a_kms_key_and_its_region() {
+        for (setting, extra) in [
+            (
+                Setting::AwsKmsKey,
+                (|g: &mut Given| g.aws_kms_key = Some("alias/app".into())) as fn(&mut Given),
+            ),
+            (Setting::AwsRegion, |g| {
+                g.aws_region = Some("eu-west-1".into())
+            }),
+        ] {
+            let mut given = Given {
+                sts_identity: Some("release".into()),
+                owner: Some("Octo-Org".into()),
+                ..Given::default()
+            };
+            extra(&mut given);
+            let refused = Settings::check(&given, Door::Action).unwrap_err();
+            assert_refused(&refused, setting, "keyless mode");
+        }
     }
 
     proptest::proptest! {

@@ -5,7 +5,7 @@
 //! request) or an exchange of the job's identity at a token exchange service (keyless), the
 //! identity asked again at every mint from where the job's CI keeps it. It is stored in the
 //! state, tagged, with everything a re-mint needs but the key, which has a file of its own (a
-//! signer command is kept in the state: it is no secret); what the outputs can say (an
+//! signer command or a KMS key's name is kept in the state: neither is secret); what the outputs can say (an
 //! installation id, a bot) follows from which it is.
 
 use std::time::Duration;
@@ -17,6 +17,7 @@ use super::Caller;
 use crate::env::Env;
 use crate::github::apps::{self, App, BotUser};
 use crate::github::exchange::{self, Exchange, ExchangeError, IdentityRequest};
+use crate::github::signer::AwsKms;
 use crate::github::signer::{PublicKey, SignerCommand};
 use crate::github::{GitHub, Installation, MintedToken, PrivateKey, Signer, Target, TokenRequest};
 use crate::messages;
@@ -65,6 +66,13 @@ pub(crate) enum SignedBy {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         public_key: Option<String>,
     },
+    /// The App's key in AWS KMS: its id, alias or ARN, and its region once a mint settled it.
+    /// The credentials are the step's own, found again at each mint.
+    AwsKms {
+        key: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        region: Option<String>,
+    },
 }
 
 impl SignedBy {
@@ -79,6 +87,10 @@ impl SignedBy {
             Signer::Command(command) => SignedBy::Command {
                 command: command.command.clone(),
                 public_key: command.public.as_ref().map(PublicKey::to_pem),
+            },
+            Signer::AwsKms(kms) => SignedBy::AwsKms {
+                key: kms.key.clone(),
+                region: kms.region().map(str::to_owned),
             },
         }
     }
@@ -98,6 +110,7 @@ impl SignedBy {
                     .transpose()
                     .context("the state's public key for the signer command")?,
             }),
+            SignedBy::AwsKms { key, region } => Signer::AwsKms(AwsKms::new(key, region.as_deref())),
         })
     }
 }
@@ -152,11 +165,17 @@ impl TokenSource {
             TokenSource::App {
                 issuer,
                 installation,
-                ..
+                signer: kept,
             } => {
                 let signer = means
                     .signer
                     .ok_or_else(|| anyhow!("the App's private key is gone from the state"))?;
+                if let Signer::AwsKms(kms) = signer {
+                    let actions = means.caller.actions.as_ref().ok();
+                    kms.open(gh, &means.caller.env, actions).await?;
+                    // Later steps sign in the region this one found, whatever theirs says.
+                    *kept = SignedBy::of(signer);
+                }
                 let app = App { issuer, signer };
                 let found = match (installation.take(), target) {
                     (Some(found), _) => found,
@@ -298,7 +317,24 @@ mod tests {
                 command: "buildkite-agent oidc request-token --audience octo-sts.dev".into(),
             },
         };
-        for source in [app, by_command, keyless] {
+        let in_kms = TokenSource::App {
+            issuer: "Iv23abc".into(),
+            installation: None,
+            signer: SignedBy::AwsKms {
+                key: "arn:aws:kms:eu-west-1:111122223333:alias/app".into(),
+                region: Some("eu-west-1".into()),
+            },
+        };
+        let json = serde_json::to_value(&in_kms).unwrap();
+        assert_eq!(
+            json["signer"],
+            serde_json::json!({
+                "by": "aws_kms",
+                "key": "arn:aws:kms:eu-west-1:111122223333:alias/app",
+                "region": "eu-west-1",
+            })
+        );
+        for source in [app, by_command, in_kms, keyless] {
             let json = serde_json::to_value(&source).unwrap();
             assert!(json["kind"].is_string(), "{json}");
             assert_eq!(serde_json::from_value::<TokenSource>(json).unwrap(), source);

@@ -37,10 +37,6 @@ pub mod git_server;
 pub mod logs;
 pub mod measure;
 #[cfg(unix)]
-#[allow(
-    dead_code,
-    reason = "the signer tests use moto's KMS only, with no IAM"
-)]
 pub mod moto;
 pub mod native_entry;
 pub mod node;

@@ -9,6 +9,9 @@ use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// A role to assume with a web identity: moto's STS assumes any.
+pub const ROLE_ARN: &str = "arn:aws:iam::123456789012:role/keeper";
+
 /// The keys moto takes when it checks no signatures.
 pub const ACCESS_KEY_ID: &str = "AKIDMOTOTESTING0001";
 pub const SECRET: &str = "moto-testing-secret-access-key-00000000";
@@ -16,6 +19,8 @@ pub const SECRET: &str = "moto-testing-secret-access-key-00000000";
 pub struct Moto {
     child: Child,
     port: u16,
+    /// Its stderr, where it logs a line for each request it serves.
+    log: tempfile::NamedTempFile,
 }
 
 /// A user moto's IAM knows, with keys, allowed everything (for a server that checks
@@ -42,12 +47,13 @@ impl Moto {
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
+        let log = tempfile::NamedTempFile::new().expect("a log file");
         let mut command = Command::new("moto_server");
         command
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log.reopen().expect("the log file"))
             .process_group(0);
         if let Some(free) = free_actions {
             command.env("INITIAL_NO_AUTH_ACTION_COUNT", free.to_string());
@@ -55,7 +61,7 @@ impl Moto {
         let child = command.spawn().expect(
             "moto_server runs: install it with `pip install 'moto[server]'` (scripts/test does)",
         );
-        let moto = Self { child, port };
+        let moto = Self { child, port, log };
         let started = Instant::now();
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(
@@ -65,6 +71,15 @@ impl Moto {
             std::thread::sleep(Duration::from_millis(50));
         }
         moto
+    }
+
+    /// How many requests it has served: its log's request lines (`"POST / HTTP/1.1" 200`).
+    pub fn requests(&self) -> usize {
+        std::fs::read_to_string(self.log.path())
+            .unwrap_or_default()
+            .lines()
+            .filter(|line| line.contains(" HTTP/1.1\" "))
+            .count()
     }
 
     pub fn url(&self) -> String {
@@ -100,6 +115,29 @@ impl Moto {
                 "client('kms').create_alias(AliasName='alias/{name}', TargetKeyId='{arn}')\nprint('alias/{name}')"
             ),
         )
+    }
+
+    /// The public key of the key `arn`, DER SubjectPublicKeyInfo, as moto gives it.
+    pub fn public_key(&self, region: &str, arn: &str) -> Vec<u8> {
+        let printed = self.boto(
+            region,
+            &format!(
+                "import base64\nprint(base64.b64encode(client('kms').get_public_key(KeyId='{arn}')['PublicKey']).decode())"
+            ),
+        );
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, printed)
+            .expect("base64 from boto3")
+    }
+
+    /// The environment of a process that reaches this server with no static keys: a web
+    /// identity for `AWS_ROLE_ARN`, from the job's OIDC token or a token file the caller adds.
+    pub fn web_identity_env(&self, region: &str) -> Vec<(String, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL".into(), self.url()),
+            ("AWS_REGION".into(), region.into()),
+            ("AWS_ROLE_ARN".into(), ROLE_ARN.into()),
+            ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
+        ]
     }
 
     /// A user allowed everything, with an access key: three actions.
@@ -139,6 +177,31 @@ impl Moto {
         );
         String::from_utf8(out.stdout).unwrap().trim().to_owned()
     }
+}
+
+/// The RSAPublicKey (PKCS#1) inside a DER SubjectPublicKeyInfo: what ring verifies with.
+pub fn pkcs1_of(spki: &[u8]) -> Vec<u8> {
+    fn element(der: &[u8]) -> (u8, &[u8], &[u8]) {
+        let tag = der[0];
+        let (len, start) = match der[1] {
+            n if n < 0x80 => (n as usize, 2),
+            n => {
+                let bytes = (n & 0x7f) as usize;
+                let len = der[2..2 + bytes]
+                    .iter()
+                    .fold(0usize, |acc, b| acc << 8 | *b as usize);
+                (len, 2 + bytes)
+            }
+        };
+        (tag, &der[start..start + len], &der[start + len..])
+    }
+    let (tag, info, _) = element(spki);
+    assert_eq!(tag, 0x30, "a SEQUENCE");
+    let (_, _, rest) = element(info);
+    let (tag, bits, _) = element(rest);
+    assert_eq!(tag, 0x03, "a BIT STRING");
+    assert_eq!(bits[0], 0, "no unused bits");
+    bits[1..].to_vec()
 }
 
 /// The python that runs `moto_server` (a venv's, pyenv's), which has boto3; else `python3`.

@@ -12,7 +12,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use tempfile::TempDir;
 
-use super::moto::Moto;
+use super::moto::{Moto, pkcs1_of};
 use super::runner::require;
 
 /// The region of moto's key.
@@ -166,15 +166,9 @@ impl KmsKey {
         )
     }
 
-    /// The key's `RSAPublicKey`, which the fake GitHub verifies with: an RSA-2048 SPKI is a
-    /// fixed 24-byte header (the algorithm and the BIT STRING's start) before it.
+    /// The key's `RSAPublicKey`, which the fake GitHub verifies with.
     pub fn pkcs1(&self) -> Vec<u8> {
-        const HEADER: [u8; 24] = [
-            0x30, 0x82, 0x01, 0x22, 0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d,
-            0x01, 0x01, 0x01, 0x05, 0x00, 0x03, 0x82, 0x01, 0x0f, 0x00,
-        ];
-        assert_eq!(self.spki[..24], HEADER, "an RSA-2048 key's SPKI");
-        self.spki[24..].to_vec()
+        pkcs1_of(&self.spki)
     }
 
     fn aws(&self, args: &[&str]) -> String {

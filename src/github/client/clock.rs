@@ -1,4 +1,5 @@
-//! GitHub's clock as we know it: the offset from ours that its `Date` header shows.
+//! A server's clock as we know it (GitHub's, AWS's): the offset from ours that its `Date`
+//! header shows.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::UNIX_EPOCH;
@@ -7,12 +8,12 @@ use reqwest::header::HeaderMap;
 
 use crate::clock::unix_now;
 
-/// The offset of GitHub's clock from ours, in seconds (GitHub minus us).
+/// The offset of a server's clock from ours, in seconds (the server minus us).
 #[derive(Debug)]
 pub(crate) struct Clock(AtomicI64);
 
 impl Clock {
-    pub(super) fn new(offset: i64) -> Self {
+    pub(crate) fn new(offset: i64) -> Self {
         Self(AtomicI64::new(offset))
     }
 
@@ -20,18 +21,30 @@ impl Clock {
         self.0.load(Ordering::Relaxed)
     }
 
-    pub(super) fn set(&self, offset: i64) {
+    fn set(&self, offset: i64) {
         self.0.store(offset, Ordering::Relaxed);
     }
 
-    /// Now in GitHub's clock, unix seconds.
+    /// Keep the offset the answer's `Date` shows, when it drifts from the one known.
+    pub(crate) fn learn(&self, headers: &HeaderMap) {
+        let Some(server) = header_date(headers) else {
+            return;
+        };
+        let measured = server - unix_now();
+        // `Date` has one-second resolution: ignore jitter around the known offset.
+        if (measured - self.offset()).abs() > 2 {
+            self.set(measured);
+        }
+    }
+
+    /// Now in the server's clock, unix seconds.
     pub(crate) fn server_now(&self) -> i64 {
         unix_now() + self.offset()
     }
 }
 
 /// The time an answer's `Date` header gives, unix seconds.
-pub(super) fn header_date(headers: &HeaderMap) -> Option<i64> {
+fn header_date(headers: &HeaderMap) -> Option<i64> {
     http_date(headers.get(reqwest::header::DATE)?.to_str().ok()?)
 }
 

@@ -134,7 +134,7 @@ pub(super) fn is_untrusted_certificate(err: &reqwest::Error) -> bool {
 }
 
 /// What lies under reqwest's "error sending request for url (…)": the URL is shown already.
-pub(super) fn cause(err: &reqwest::Error) -> String {
+pub(crate) fn cause(err: &reqwest::Error) -> String {
     messages::capped(&match std::error::Error::source(err) {
         Some(source) => chain(source),
         None => err.to_string(),

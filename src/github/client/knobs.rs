@@ -10,20 +10,33 @@ use crate::env::Env;
 
 /// Timeouts and bounds of HTTP calls.
 #[derive(Debug, Clone)]
-pub(super) struct HttpOptions {
-    pub(super) connect_timeout: Duration,
+pub(crate) struct HttpOptions {
+    pub(crate) connect_timeout: Duration,
     /// Longest wait for the next bytes of an answer.
-    pub(super) read_timeout: Duration,
+    pub(crate) read_timeout: Duration,
     /// Bound of one call, retries and waits included.
-    pub(super) deadline: Duration,
+    pub(crate) deadline: Duration,
     /// First backoff step; it doubles after each retry, with jitter.
-    pub(super) retry_base: Duration,
+    pub(crate) retry_base: Duration,
     /// Extra trusted CA certificates, PEM (GHES with a private CA).
-    pub(super) extra_ca_pem: Option<String>,
+    pub(crate) extra_ca_pem: Option<String>,
     /// Hosts whose connections go to an address of the caller's choosing.
     pub(super) resolve: Vec<(String, Resolved)>,
     /// Whether to go past the proxy the environment names, one of ours, and where instead.
     pub(super) past_our_proxy: Option<PastOurProxy>,
+}
+
+impl HttpOptions {
+    /// These options for a service on the link or on loopback (a metadata service): each wait
+    /// at most `timeout`, and never through a proxy.
+    pub(crate) fn local(&self, timeout: Duration) -> Self {
+        Self {
+            connect_timeout: timeout,
+            read_timeout: timeout,
+            past_our_proxy: Some(PastOurProxy::default()),
+            ..self.clone()
+        }
+    }
 }
 
 impl Default for HttpOptions {
@@ -58,7 +71,7 @@ pub(crate) struct Knobs {
 
 /// Where our own calls go past a token-keeper proxy: through the user's own proxy that one sends
 /// on to, as the proxy's variables carried it (`ONWARD_PROXY`), or straight.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct PastOurProxy {
     /// The user's proxy URL.
     pub(crate) onward: Option<String>,
@@ -122,7 +135,7 @@ impl Knobs {
     }
 
     /// The bounds of calls that may take `deadline` in all, with these applied.
-    pub(super) fn options(&self, deadline: Duration, extra_ca_pem: Option<String>) -> HttpOptions {
+    pub(crate) fn options(&self, deadline: Duration, extra_ca_pem: Option<String>) -> HttpOptions {
         let defaults = HttpOptions::default();
         HttpOptions {
             connect_timeout: self.connect_timeout.unwrap_or(defaults.connect_timeout),

@@ -21,16 +21,16 @@ use serde::de::DeserializeOwned;
 
 pub(crate) use self::clock::Clock;
 pub(crate) use self::error::ApiError;
-pub(crate) use self::knobs::{Knobs, is_our_proxy, our_proxy_url};
+pub(crate) use self::error::cause;
+pub(crate) use self::knobs::{HttpOptions, Knobs, is_our_proxy, our_proxy_url};
+pub(crate) use self::retry::{backoff, fits};
 pub(crate) use self::runtime::Runtime;
 pub(crate) use self::tls::{ca_certificates, tls_config, trusted_roots};
 
-use self::error::{answer_error, cause, chain};
-use self::knobs::HttpOptions;
-use self::retry::{Next, Outcome, Tries, Verdict, backoff, fits};
+use self::error::{answer_error, chain};
+use self::retry::{Next, Outcome, Tries, Verdict};
 use super::jwt;
 use super::signer::Signer;
-use crate::clock::unix_now;
 use crate::messages;
 use crate::secret::Secret;
 
@@ -48,6 +48,64 @@ pub(crate) fn connect(
         GitHub::new(base, options, clock_offset)?,
         runtime::runtime()?,
     ))
+}
+
+/// The HTTP client of every call we make, to GitHub or elsewhere: rustls on ring with `roots`,
+/// the environment's proxies unless the options go past ours, the options' bounds, HTTP/1, and
+/// no redirect followed (one would carry our credentials to wherever the answer points).
+pub(crate) fn http_client(
+    options: &HttpOptions,
+    roots: rustls::RootCertStore,
+) -> Result<reqwest::Client, ApiError> {
+    let mut http = reqwest::Client::builder();
+    if let Some(past) = &options.past_our_proxy {
+        http = http.no_proxy();
+        if let Some(onward) = &past.onward {
+            // The value may carry the proxy's credentials: it is named, never shown.
+            let proxy = reqwest::Proxy::all(onward.as_str()).map_err(|_| {
+                ApiError::Setup(format!(
+                    "`{}` is not a proxy URL: give the URL of your own proxy, as `https_proxy` takes it",
+                    Knobs::ONWARD_PROXY
+                ))
+            })?;
+            let exceptions = past
+                .no_proxy
+                .as_deref()
+                .and_then(reqwest::NoProxy::from_string);
+            http = http.proxy(proxy.no_proxy(exceptions));
+        }
+    }
+    for (host, resolved) in &options.resolve {
+        // reqwest takes the port from the URL.
+        http = http.resolve(host, std::net::SocketAddr::new(resolved.address, 0));
+    }
+    http.connect_timeout(options.connect_timeout)
+        .read_timeout(options.read_timeout)
+        .http1_only()
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(2)
+        .tls_backend_preconfigured(tls::tls_config(roots)?)
+        .build()
+        .map_err(|e| ApiError::Setup(format!("cannot set up the HTTP client: {}", chain(&e))))
+}
+
+/// `request` sent: the answer's status, headers and body, or `None` for a body longer than `max`
+/// (what was read of it is dropped).
+pub(crate) async fn receive(
+    request: reqwest::RequestBuilder,
+    max: usize,
+) -> Result<(u16, HeaderMap, Option<Vec<u8>>), reqwest::Error> {
+    let mut response = request.send().await?;
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > max {
+            return Ok((status, headers, None));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((status, headers, Some(body)))
 }
 
 /// The most of an answer's body we read: GitHub's answers here are a few KiB.
@@ -90,41 +148,7 @@ impl GitHub {
         } else {
             rustls::RootCertStore::empty()
         };
-        let mut http = reqwest::Client::builder();
-        if let Some(past) = &options.past_our_proxy {
-            http = http.no_proxy();
-            if let Some(onward) = &past.onward {
-                // The value may carry the proxy's credentials: it is named, never shown.
-                let proxy = reqwest::Proxy::all(onward.as_str()).map_err(|_| {
-                    ApiError::Setup(format!(
-                        "`{}` is not a proxy URL: give the URL of your own proxy, as `https_proxy` takes it",
-                        Knobs::ONWARD_PROXY
-                    ))
-                })?;
-                let exceptions = past
-                    .no_proxy
-                    .as_deref()
-                    .and_then(reqwest::NoProxy::from_string);
-                http = http.proxy(proxy.no_proxy(exceptions));
-            }
-        }
-        for (host, resolved) in &options.resolve {
-            // reqwest takes the port from the URL.
-            http = http.resolve(host, std::net::SocketAddr::new(resolved.address, 0));
-        }
-        let http = http
-            .connect_timeout(options.connect_timeout)
-            .read_timeout(options.read_timeout)
-            .http1_only()
-            // GitHub's API does not redirect these calls; following one would send a token or a
-            // JWT to wherever the answer points.
-            .redirect(reqwest::redirect::Policy::none())
-            .pool_max_idle_per_host(2)
-            .tls_backend_preconfigured(tls::tls_config(roots)?)
-            .build()
-            .map_err(|e| {
-                ApiError::Setup(format!("cannot set up the HTTP client: {}", chain(&e)))
-            })?;
+        let http = http_client(&options, roots)?;
         let mut base = base;
         if !base.path().ends_with('/') {
             base.set_path(&format!("{}/", base.path()));
@@ -139,6 +163,11 @@ impl GitHub {
 
     pub(crate) fn clock(&self) -> &Clock {
         &self.clock
+    }
+
+    /// The bounds, CAs and proxy choice of its calls, for a client of another service.
+    pub(crate) fn options(&self) -> &HttpOptions {
+        &self.options
     }
 
     /// How long one call may take, retries and waits included.
@@ -217,7 +246,7 @@ impl GitHub {
             let (outcome, error) = match result {
                 Ok(answer) => {
                     if !answer.oversized {
-                        self.learn_offset(&answer.headers);
+                        self.clock.learn(&answer.headers);
                     }
                     let outcome = Outcome::of(
                         &answer,
@@ -302,41 +331,14 @@ impl GitHub {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let mut response = request.send().await?;
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await? {
-            if body.len() + chunk.len() > MAX_BODY {
-                return Ok(Answer {
-                    status,
-                    headers,
-                    body: Vec::new(),
-                    oversized: true,
-                    message: OnceCell::new(),
-                });
-            }
-            body.extend_from_slice(&chunk);
-        }
+        let (status, headers, body) = receive(request, MAX_BODY).await?;
         Ok(Answer {
             status,
             headers,
-            body,
-            oversized: false,
+            oversized: body.is_none(),
+            body: body.unwrap_or_default(),
             message: OnceCell::new(),
         })
-    }
-
-    /// Keep the offset of GitHub's clock, when its `Date` says it drifts from ours.
-    fn learn_offset(&self, headers: &HeaderMap) {
-        let Some(server) = clock::header_date(headers) else {
-            return;
-        };
-        let measured = server - unix_now();
-        // `Date` has one-second resolution: ignore jitter around the known offset.
-        if (measured - self.clock.offset()).abs() > 2 {
-            self.clock.set(measured);
-        }
     }
 }
 

@@ -136,7 +136,7 @@ impl Tries {
 
 /// Whether waiting `delay` from `now` still ends before `deadline`; a wait too long for the
 /// clock to hold does not.
-pub(super) fn fits(now: Instant, delay: Duration, deadline: Instant) -> bool {
+pub(crate) fn fits(now: Instant, delay: Duration, deadline: Instant) -> bool {
     now.checked_add(delay).is_some_and(|then| then < deadline)
 }
 
@@ -218,7 +218,7 @@ fn retry_after(value: Option<&str>, server_now: i64) -> Option<Duration> {
 }
 
 /// Exponential backoff with "equal jitter": between half and all of `base * 2^(attempt-1)`.
-pub(super) fn backoff(base: Duration, attempt: u32) -> Duration {
+pub(crate) fn backoff(base: Duration, attempt: u32) -> Duration {
     let full = base
         .saturating_mul(1 << attempt.saturating_sub(1).min(16))
         .min(MAX_BACKOFF);
