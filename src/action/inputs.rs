@@ -189,7 +189,7 @@ mod tests {
 
     use super::*;
     use crate::github::Target;
-    use crate::keeper::source::TokenSource;
+    use crate::keeper::source::Origin;
 
     const KEY: &str = include_str!("../../tests/fixtures/app-key.pem");
 
@@ -259,7 +259,7 @@ mod tests {
     fn client_id_wins_over_app_id() {
         let config = parse(&env(&[("INPUT_CLIENT-ID", "Iv23abc")])).unwrap();
         assert!(
-            matches!(config.settings.source, TokenSource::App { issuer, .. } if issuer == "Iv23abc")
+            matches!(config.settings.origin, Origin::App { issuer, .. } if issuer == "Iv23abc")
         );
     }
 
@@ -275,8 +275,8 @@ mod tests {
             parse(&env(&pairs))
         };
         let config = keyless(&[]).unwrap();
-        let TokenSource::Exchange { exchange, .. } = &config.settings.source else {
-            panic!("keyless: {:?}", config.settings.source)
+        let Origin::Exchange { exchange, .. } = &config.settings.origin else {
+            panic!("keyless: {:?}", config.settings.origin)
         };
         assert_eq!(exchange.service.as_str(), "https://octo-sts.dev/");
         assert_eq!(exchange.scope, "octo-org/app");
@@ -294,7 +294,7 @@ mod tests {
             ("INPUT_STS-SCOPE", "acme/tools"),
         ])
         .unwrap();
-        let TokenSource::Exchange { exchange, .. } = &local.settings.source else {
+        let Origin::Exchange { exchange, .. } = &local.settings.origin else {
             panic!()
         };
         assert_eq!(exchange.audience(), "127.0.0.1:8080");

@@ -61,7 +61,7 @@ pub(crate) fn run(env: &Env, place: Place, reporter: &dyn Reporter) -> Result<()
         (Some(server), true) => Some(server.clone()),
         (None, true) => bail!(
             "input `git-server-url`: cannot tell the git server from `{}`: set `git-server-url` (for example `https://ghes.example.com`), or `git-credentials: false`",
-            config.settings.api_url
+            config.settings.api.url
         ),
     };
     if git_server.is_some() || !config.export_env.is_empty() || config.git_identity {
@@ -85,7 +85,7 @@ pub(crate) fn run(env: &Env, place: Place, reporter: &dyn Reporter) -> Result<()
         &plan.layout.root,
         &plan.step,
         plan.layout.owner,
-        &plan.config.settings.api(),
+        &plan.config.settings.api,
     )?;
     let result = mint_and_export(&plan, &dir, reporter);
     if result.is_err() {

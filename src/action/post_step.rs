@@ -11,13 +11,13 @@ use anyhow::Result;
 
 use super::inputs;
 use crate::env::Env;
-use crate::github::client::Knobs;
+use crate::github::client::{HttpEnv, Server};
 use crate::keeper::Unended;
 use crate::keeper::job::{self, End};
 use crate::keeper::settings::Setting;
+use crate::keeper::store::StateDir;
 use crate::keeper::store::layout::{self, Layout, Place};
 use crate::keeper::store::locate::BIN;
-use crate::keeper::store::{Api, StateDir};
 use crate::report::Reporter;
 
 /// The whole step ends within about this: the job is waiting. Every revocation runs at once.
@@ -51,12 +51,12 @@ pub(crate) fn run(env: &Env, place: Place, reporter: &dyn Reporter) -> Result<()
     // The main step refused a bad value; here it can only fall back to revoking.
     let skip = inputs::boolean(env, Setting::SkipTokenRevoke).unwrap_or(false);
     // The main step refused a bad bound: here the defaults serve, as the tokens must go.
-    let knobs = Knobs::from_env(env).unwrap_or_default();
+    let http_env = HttpEnv::from_env(env).unwrap_or_default();
     let end = End {
         lock_wait: POST_LOCK_WAIT,
         deadline,
         unended: Unended::Dropped,
-        knobs: &knobs,
+        http_env: &http_env,
         skip: skip.then_some("`skip-token-revoke` is true"),
         api_otherwise: api_of_inputs(env),
     };
@@ -82,9 +82,9 @@ fn remove_shared_binary(root: &Path) {
 }
 
 /// Where the inputs say tokens come from.
-fn api_of_inputs(env: &Env) -> Option<Api> {
-    Some(Api {
-        api_url: inputs::api_url(env).ok()?.to_string(),
+fn api_of_inputs(env: &Env) -> Option<Server> {
+    Some(Server {
+        url: inputs::api_url(env).ok()?,
         ca_certificates: inputs::input(env, Setting::CaCertificates.names().input)
             .map(str::to_owned),
     })

@@ -52,15 +52,11 @@ pub(crate) fn summary(
 /// Where the token came from, for the log and the summary.
 pub(crate) fn origin(source: &TokenSource) -> String {
     match source {
-        TokenSource::App {
-            installation: Some(installation),
-            ..
-        } => format!(
+        TokenSource::App { installation, .. } => format!(
             "installation {}, App {}",
             installation.id,
             code(&installation.app_slug)
         ),
-        TokenSource::App { issuer, .. } => format!("the App {}", code(issuer)),
         TokenSource::Exchange { exchange, .. } => format!(
             "keyless: policy {} at {}",
             code(&exchange.policy),

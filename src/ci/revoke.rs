@@ -17,7 +17,7 @@ use anyhow::{Result, bail};
 use super::tidy;
 use crate::env::Env;
 use crate::git;
-use crate::github::client::Knobs;
+use crate::github::client::HttpEnv;
 use crate::keeper::Unended;
 use crate::keeper::job::{self, End};
 use crate::keeper::store::StateDir;
@@ -102,7 +102,7 @@ fn this_jobs_stores(job: &Path, env: &Env) -> Result<Vec<PathBuf>> {
 /// End the store at `path` by `deadline`: whether there was one. Its entry in the global git
 /// config goes too, the store there or not.
 fn end(path: &Path, env: &Env, deadline: Instant, reporter: &dyn Reporter) -> Result<bool> {
-    let knobs = Knobs::from_env(env)?;
+    let http_env = HttpEnv::from_env(env)?;
     let retired = match StateDir::open_store(path)? {
         Some(dir) => {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -110,7 +110,7 @@ fn end(path: &Path, env: &Env, deadline: Instant, reporter: &dyn Reporter) -> Re
                 lock_wait: LOCK_WAIT.min(left),
                 deadline,
                 unended: Unended::Kept,
-                knobs: &knobs,
+                http_env: &http_env,
                 skip: None,
                 api_otherwise: None,
             };

@@ -19,11 +19,11 @@ use super::tidy;
 use crate::clock::{rfc3339, unix_now};
 use crate::env::Env;
 use crate::git;
-use crate::github::client::Knobs;
+use crate::github::client::{HttpEnv, Server};
 use crate::keeper::job::{self, Begun, End, Start};
 use crate::keeper::settings::Settings;
+use crate::keeper::store::StateDir;
 use crate::keeper::store::locate;
-use crate::keeper::store::{Api, StateDir};
 use crate::keeper::{Caller, Keeper, Unended};
 use crate::messages;
 use crate::private::{Owner, check_mine, create_private_dir};
@@ -43,13 +43,13 @@ pub(crate) fn run(args: &Args, env: &Env, reporter: &dyn Reporter) -> Result<Exi
     let Some(git_server) = settings.git_server.clone() else {
         bail!(
             "`--git-server-url`: cannot tell the git server from `{}`: set `--git-server-url` (for example `https://ghes.example.com`)",
-            messages::short(settings.api_url.as_str())
+            messages::short(settings.api.url.as_str())
         );
     };
     let caller = Caller::new(env, || {
         "keyless mode without `--identity-env` or `--identity-command` asks the Actions runner for the job's identity, and `ACTIONS_ID_TOKEN_REQUEST_URL` is not set: name where this CI keeps the job's identity token".to_owned()
     })?;
-    let dir = new_store(args.state.as_deref(), &settings.api(), env)?;
+    let dir = new_store(args.state.as_deref(), &settings.api, env)?;
     let start = Start {
         settings: &settings,
         dir: &dir,
@@ -66,7 +66,7 @@ pub(crate) fn run(args: &Args, env: &Env, reporter: &dyn Reporter) -> Result<Exi
             Ok(ExitCode::SUCCESS)
         }
         Err(err) => {
-            end_failed(dir, env, &caller.knobs, reporter);
+            end_failed(dir, env, &caller.http_env, reporter);
             Err(err)
         }
     }
@@ -74,13 +74,13 @@ pub(crate) fn run(args: &Args, env: &Env, reporter: &dyn Reporter) -> Result<Exi
 
 /// The store of a setup that failed ends: every token it recorded is revoked (one that cannot
 /// be stays in its ledger for `revoke`), and the job's folder goes if it was the last.
-fn end_failed(dir: StateDir, env: &Env, knobs: &Knobs, reporter: &dyn Reporter) {
+fn end_failed(dir: StateDir, env: &Env, http_env: &HttpEnv, reporter: &dyn Reporter) {
     let _ = git::global::remove(dir.path(), env);
     let end = End {
         lock_wait: Duration::ZERO,
         deadline: Instant::now() + END_BOUND,
         unended: Unended::Kept,
-        knobs,
+        http_env,
         skip: None,
         api_otherwise: None,
     };
@@ -139,7 +139,7 @@ fn render(
 /// A new store for tokens from `api`: in `explicit`, or in a new folder of this job's, listed in
 /// the job's folder before anything is minted into it. Stores that other jobs of this user left
 /// behind go first.
-fn new_store(explicit: Option<&Path>, api: &Api, env: &Env) -> Result<StateDir> {
+fn new_store(explicit: Option<&Path>, api: &Server, env: &Env) -> Result<StateDir> {
     let owner = Owner::me();
     let job = locate::ci_root(env);
     let user = locate::user_root(env);

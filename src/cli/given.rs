@@ -11,7 +11,7 @@ use std::ffi::{OsStr, OsString};
 
 use clap::error::{ContextValue, ErrorKind};
 
-use crate::github::client::Knobs;
+use crate::github::client::HttpEnv;
 use crate::keeper::store::locate::STATE_VARIABLE;
 use crate::messages;
 use crate::secret;
@@ -84,7 +84,7 @@ fn is_exec(command: &clap::Command) -> bool {
 fn variables(command: &clap::Command) -> Vec<(String, String)> {
     let mut found = vec![(STATE_VARIABLE.to_owned(), "a path".to_owned())];
     found.extend(
-        Knobs::VARIABLES
+        HttpEnv::VARIABLES
             .iter()
             .map(|name| ((*name).to_owned(), "a duration".to_owned())),
     );

@@ -214,10 +214,7 @@ pub(crate) fn run(
     };
     let keeper = open()?;
     let current = keeper.state()?;
-    let Ok(server) = Url::parse(&current.config.git_server) else {
-        return Ok(());
-    };
-    if !request.is_ours(&server, &current.config) {
+    if !request.is_ours(&current.config.git_server, &current.config) {
         return Ok(());
     }
     if op == Operation::Erase {

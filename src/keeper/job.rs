@@ -11,12 +11,12 @@ use url::Url;
 
 use super::proxied::ProxyRecord;
 use super::settings::{Door, Field, Setting, Settings};
-use super::source::{Means, TokenSource};
-use super::store::{Api, CachedToken, StateDir};
+use super::source::{Minter, TokenSource};
+use super::store::{CachedToken, StateDir};
 use super::{Caller, Keeper, Unended, Unminted};
 use crate::clock::unix_now;
 use crate::github::apps::{BotUser, MintError};
-use crate::github::client::{self, ApiError, Knobs};
+use crate::github::client::{self, ApiError, HttpEnv, Server};
 use crate::github::exchange::ExchangeError;
 use crate::github::{MintedToken, Signer, Target};
 use crate::messages;
@@ -62,28 +62,21 @@ pub(crate) fn begin(
         git_server,
         deadline,
     } = *start;
-    let (gh, runtime) = client::connect(
-        settings.api_url.clone(),
-        deadline,
-        settings.ca_certificates.clone(),
-        0,
-        &caller.knobs,
-    )?;
-    let means = Means {
+    let (gh, runtime) = client::connect(&settings.api, deadline, 0, &caller.http_env)?;
+    let minter = Minter {
         signer: settings.signer.as_ref(),
         caller,
     };
-    let mut source = settings.source.clone();
     let first = Keeper::first(
         dir,
-        &mut source,
+        &settings.origin,
         &settings.target,
         &settings.request,
-        &means,
+        &minter,
         (&gh, &runtime),
     );
-    let minted = match first {
-        Ok(minted) => minted,
+    let (source, minted) = match first {
+        Ok(first) => first,
         Err(Unminted::Mint(err)) => return Err(blame(err, settings, reporter.door(), name)),
         Err(Unminted::Record(why)) => bail!("cannot record the new token: {why}"),
     };
@@ -204,12 +197,12 @@ pub(crate) struct End<'a> {
     /// Every revocation ends by then.
     pub(crate) deadline: Instant,
     pub(crate) unended: Unended,
-    pub(crate) knobs: &'a Knobs,
+    pub(crate) http_env: &'a HttpEnv,
     /// Why the tokens are left to live, when they are (the action's `skip-token-revoke`).
     pub(crate) skip: Option<&'a str>,
     /// Where to revoke when the ledger's first line, which names its API, is lost: the door's
     /// own setting, if it has one.
-    pub(crate) api_otherwise: Option<Api>,
+    pub(crate) api_otherwise: Option<Server>,
 }
 
 /// End the store `dir`: revoke its live tokens where its ledger says they came from, all at
@@ -235,7 +228,7 @@ pub(crate) fn end(dir: StateDir, end: &End, reporter: &dyn Reporter) -> Result<(
             return vec![false; count];
         };
         let left = end.deadline.saturating_duration_since(Instant::now());
-        match super::connect(api, 0, left, end.knobs) {
+        match client::connect(api, left, 0, end.http_env) {
             Ok((gh, runtime)) => super::revoke_and_tell(gh, &runtime, &live.entries, reporter),
             Err(err) => {
                 reporter.warn(&format!("cannot revoke tokens: {err:#}"));

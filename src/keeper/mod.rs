@@ -6,7 +6,7 @@
 //! `Keeper::serve` is the hot path of every git command: given the state file just read, it asks
 //! the policy and answers, with no lock, no HTTP client and no async runtime. Only a re-mint
 //! takes the lock, re-reads the state (another process may have re-minted meanwhile), and talks
-//! to GitHub. Time comes in as `now`, and the HTTP bounds as `Knobs`, from the caller.
+//! to GitHub. Time comes in as `now`, and the HTTP bounds as `HttpEnv`, from the caller.
 
 pub(crate) mod job;
 pub(crate) mod policy;
@@ -19,15 +19,15 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, anyhow, bail};
 
 use self::policy::Decision;
-use self::source::{Means, TokenSource};
+use self::source::{Minter, Origin, TokenSource};
 use self::store::lock::{Guard, LockError};
-use self::store::{Api, CachedToken, Failure, Ledger, LedgerEntry, MintConfig, State, StateDir};
+use self::store::{CachedToken, Failure, Ledger, LedgerEntry, MintConfig, State, StateDir};
 use crate::env::Env;
 use crate::github::apps::{self, BotUser, Revoked};
-use crate::github::client::{self, ApiError, Knobs, Runtime};
+use crate::github::client::{self, ApiError, HttpEnv, Runtime};
 use crate::github::exchange::IdentityRequest;
 use crate::github::{GitHub, MintedToken, PrivateKey, Signer, Target, TokenRequest};
 use crate::messages;
@@ -58,7 +58,7 @@ pub(crate) struct Served {
 /// (or why it has none), and its variables.
 #[derive(Debug, Clone)]
 pub(crate) struct Caller {
-    pub(crate) knobs: Knobs,
+    pub(crate) http_env: HttpEnv,
     pub(crate) actions: Result<IdentityRequest, String>,
     pub(crate) env: Env,
 }
@@ -68,7 +68,7 @@ impl Caller {
     /// `no_request` to say why there is none.
     pub(crate) fn new(env: &Env, no_request: impl FnOnce() -> String) -> Result<Self> {
         Ok(Self {
-            knobs: Knobs::from_env(env)?,
+            http_env: HttpEnv::from_env(env)?,
             actions: source::runner_identity_request(env).ok_or_else(no_request),
             env: env.clone(),
         })
@@ -79,7 +79,7 @@ impl Caller {
 impl Default for Caller {
     fn default() -> Self {
         Self {
-            knobs: Knobs::default(),
+            http_env: HttpEnv::default(),
             actions: Err("no identity in tests".into()),
             env: Env::default(),
         }
@@ -201,27 +201,24 @@ impl Keeper {
         Ok(())
     }
 
-    /// The job's first token, from `source` (an App's installation looked up for `target`),
-    /// through `gh`: recorded in `dir`'s ledger before anything uses it, as every re-mint's is.
+    /// The job's first token, from `origin` settled (an App's installation looked up for
+    /// `target`), through `gh`: recorded in `dir`'s ledger before anything uses it, as every
+    /// re-mint's is. With it comes the source later re-mints use.
     pub(crate) fn first(
         dir: &StateDir,
-        source: &mut TokenSource,
+        origin: &Origin,
         target: &Target,
         request: &TokenRequest,
-        means: &Means,
+        minter: &Minter,
         (gh, runtime): (&GitHub, &Runtime),
-    ) -> Result<Minted, Unminted> {
+    ) -> Result<(TokenSource, Minted), Unminted> {
         let guard = Guard::acquire(dir, LOCK_WAIT, || {}).map_err(|e| Unminted::Mint(e.into()))?;
         let deadline = Instant::now() + gh.deadline();
-        mint_recorded(
-            &guard,
-            (gh, runtime),
-            source,
-            Some(target),
-            request,
-            means,
-            deadline,
-        )
+        let source = runtime
+            .block_on(origin.settle(gh, minter, target))
+            .map_err(Unminted::Mint)?;
+        let minted = mint_recorded(&guard, (gh, runtime), &source, request, minter, deadline)?;
+        Ok((source, minted))
     }
 
     /// Keep what later steps need to re-mint: the App's key, if the signer is one, then the
@@ -363,26 +360,25 @@ impl Keeper {
             }
             TokenSource::Exchange { .. } => None,
         };
-        let means = Means {
+        let minter = Minter {
             signer: signer.as_ref(),
             caller: &self.caller,
         };
-        let (gh, runtime) = connect(
+        let (gh, runtime) = client::connect(
             &state.config.api,
-            state.token.lifetime.clock_offset,
             budget,
-            &self.caller.knobs,
+            state.token.lifetime.clock_offset,
+            &self.caller.http_env,
         )
-        .map_err(Unminted::Mint)?;
+        .map_err(|err| Unminted::Mint(err.into()))?;
         let deadline = Instant::now() + budget;
-        let config = &mut state.config;
+        let config = &state.config;
         let minted = mint_recorded(
             guard,
             (&gh, &runtime),
-            &mut config.source,
-            None,
+            &config.source,
             &config.request,
-            &means,
+            &minter,
             deadline,
         )?;
         // A check that fails says nothing about the token: GitHub will take it soon. The error
@@ -400,29 +396,6 @@ impl Keeper {
             std::fs::read_to_string(&path).map_err(private::at("read the App's key", &path))?;
         Ok(PrivateKey::parse(&text)?)
     }
-}
-
-/// A client for `api`, whose clock ran `clock_offset` ahead of ours, bounded by `deadline`.
-pub(crate) fn connect(
-    api: &Api,
-    clock_offset: i64,
-    deadline: Duration,
-    knobs: &Knobs,
-) -> Result<(GitHub, Runtime)> {
-    let url = url::Url::parse(&api.api_url).with_context(|| {
-        format!(
-            "bad API URL `{}` in the store",
-            messages::short(&api.api_url)
-        )
-    })?;
-    let connected = client::connect(
-        url,
-        deadline,
-        api.ca_certificates.clone(),
-        clock_offset,
-        knobs,
-    )?;
-    Ok(connected)
 }
 
 /// Why a token was not revoked.
@@ -538,14 +511,13 @@ pub fn backdate_ledger(path: &Path, secs: i64) -> Result<()> {
 fn mint_recorded(
     guard: &Guard,
     (gh, runtime): (&GitHub, &Runtime),
-    source: &mut TokenSource,
-    target: Option<&Target>,
+    source: &TokenSource,
     request: &TokenRequest,
-    means: &Means,
+    minter: &Minter,
     deadline: Instant,
 ) -> Result<Minted, Unminted> {
     let token = runtime
-        .block_on(source.mint(gh, means, target, request))
+        .block_on(source.mint(gh, minter, request))
         .map_err(Unminted::Mint)?;
     let entry = LedgerEntry {
         token: token.token.clone(),

@@ -13,11 +13,11 @@ use std::time::Duration;
 
 use url::Url;
 
-use super::source::{IdentityFrom, SignedBy, TokenSource};
-use super::store::{Api, MintConfig};
+use super::source::{IdentityFrom, Origin, SignedBy, TokenSource};
+use super::store::MintConfig;
 use crate::duration::parse_duration;
 use crate::github::apps::TOKEN_LIFETIME;
-use crate::github::client;
+use crate::github::client::{self, Server};
 use crate::github::exchange::Exchange;
 use crate::github::signer::{AwsKms, PublicKey, SignerCommand};
 use crate::github::{PrivateKey, Signer, Target, TokenRequest, hosts, names, permissions};
@@ -222,17 +222,16 @@ fn value(given: &Option<String>) -> Option<&str> {
 /// What a job's keeper needs, checked.
 #[derive(Debug)]
 pub(crate) struct Settings {
-    /// The App's key (its installation not looked up yet), or an exchange.
-    pub(crate) source: TokenSource,
+    /// The App (its installation not looked up yet), or an exchange.
+    pub(crate) origin: Origin,
     /// What signs the App's JWTs, with an App source; keyless has none.
     pub(crate) signer: Option<Signer>,
     pub(crate) target: Target,
     pub(crate) request: TokenRequest,
-    pub(crate) api_url: Url,
+    pub(crate) api: Server,
     /// The git server the tokens are for; `None` when it cannot be told from the API URL.
     pub(crate) git_server: Option<Url>,
     pub(crate) refresh_after: Duration,
-    pub(crate) ca_certificates: Option<String>,
 }
 
 impl Settings {
@@ -249,16 +248,15 @@ impl Settings {
         let refresh_after = refresh_after(Setting::RefreshAfter.or_default(&given.refresh_after))?;
         let (source, signer, target) = if keyless {
             let (exchange, target) = keyless_source(given, door)?;
-            let source = TokenSource::Exchange {
+            let source = Origin::Exchange {
                 exchange,
                 identity: given.identity.clone(),
             };
             (source, None, target)
         } else {
             let (issuer, signer) = app_source(given, door)?;
-            let source = TokenSource::App {
+            let source = Origin::App {
                 issuer,
-                installation: None,
                 signer: SignedBy::of(&signer),
             };
             (source, Some(signer), target(given, door)?)
@@ -288,17 +286,19 @@ impl Settings {
             ));
         }
         let settings = Settings {
-            source,
+            origin: source,
             signer,
             target,
             request: TokenRequest {
                 repositories,
                 permissions,
             },
-            api_url,
+            api: Server {
+                url: api_url,
+                ca_certificates: ca_certificates(&given.ca_certificates)?,
+            },
             git_server,
             refresh_after,
-            ca_certificates: ca_certificates(&given.ca_certificates)?,
         };
         Ok((settings, doubts))
     }
@@ -315,20 +315,12 @@ impl Settings {
     /// for the git server `server`.
     pub(crate) fn kept(&self, source: &TokenSource, server: &Url) -> MintConfig {
         MintConfig {
-            api: self.api(),
-            git_server: server.to_string(),
+            api: self.api.clone(),
+            git_server: server.clone(),
             source: source.clone(),
             account: self.account(source),
             request: self.request.clone(),
             refresh_after: self.refresh_after.as_secs(),
-        }
-    }
-
-    /// The API tokens come from, as a store keeps it to revoke them.
-    pub(crate) fn api(&self) -> Api {
-        Api {
-            api_url: self.api_url.to_string(),
-            ca_certificates: self.ca_certificates.clone(),
         }
     }
 }
@@ -956,8 +948,8 @@ mod tests {
         };
         assert_eq!(command.command, "aws kms sign …");
         assert_eq!(command.public.as_ref().unwrap().modulus_len(), 256);
-        let TokenSource::App { signer, .. } = &settings.source else {
-            panic!("{:?}", settings.source);
+        let Origin::App { signer, .. } = &settings.origin else {
+            panic!("{:?}", settings.origin);
         };
         let SignedBy::Command {
             command,
@@ -1064,8 +1056,8 @@ mod tests {
             (kms.key.as_str(), kms.region()),
             ("alias/app", Some("eu-west-1"))
         );
-        let kept = |settings: &Settings| match &settings.source {
-            TokenSource::App { signer, .. } => signer.clone(),
+        let kept = |settings: &Settings| match &settings.origin {
+            Origin::App { signer, .. } => signer.clone(),
             other => panic!("{other:?}"),
         };
         let in_region = |region: Option<&str>| SignedBy::AwsKms {

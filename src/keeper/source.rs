@@ -1,12 +1,12 @@
-//! Where a job's tokens come from, and minting one from there: the job's first token and every
-//! re-mint go through `mint`.
+//! Where a job's tokens come from, and minting one from there: the settings' `Origin`, which
+//! the job's first mint settles into the `TokenSource` that it and every re-mint mint from.
 //!
-//! A source is the App's key (a JWT for the App, its installation found once, then a token
-//! request) or an exchange of the job's identity at a token exchange service (keyless), the
-//! identity asked again at every mint from where the job's CI keeps it. It is stored in the
-//! state, tagged, with everything a re-mint needs but the key, which has a file of its own (a
-//! signer command or a KMS key's name is kept in the state: neither is secret); what the outputs can say (an
-//! installation id, a bot) follows from which it is.
+//! A source is the App's (a JWT for the App, its installation found once, then a token request)
+//! or an exchange of the job's identity at a token exchange service (keyless), the identity
+//! asked again at every mint from where the job's CI keeps it. It is stored in the state,
+//! tagged, with everything a re-mint needs but the key, which has a file of its own (a signer
+//! command or a KMS key's name is kept in the state: neither is secret); what the outputs can
+//! say (an installation id, a bot) follows from which it is.
 
 use std::time::Duration;
 
@@ -32,14 +32,29 @@ const IDENTITY_COMMAND_LIMITS: Limits = Limits {
     time: Duration::from_secs(15),
 };
 
+/// Where the job's tokens are to come from, as the settings say before the first mint: an App
+/// whose installation is not looked up yet, or an exchange. The first mint settles it into a
+/// `TokenSource`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// The App `issuer` (its id or client id), its JWTs signed as `signer` says.
+    App { issuer: String, signer: SignedBy },
+    /// Keyless, as `TokenSource::Exchange`.
+    Exchange {
+        exchange: Exchange,
+        identity: IdentityFrom,
+    },
+}
+
+/// Where a job's tokens come from once its first mint settled it, as the store keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub(crate) enum TokenSource {
-    /// The App's key signs a JWT for `issuer` (its id or client id); tokens are minted from its
-    /// installation, which the job's first mint looks up.
+    /// The App's signer signs a JWT for `issuer` (its id or client id); tokens are minted from
+    /// its installation, which the job's first mint looked up.
     App {
         issuer: String,
-        installation: Option<Installation>,
+        installation: Installation,
         /// Left out for the key, as states were before signers.
         #[serde(default, skip_serializing_if = "SignedBy::is_key")]
         signer: SignedBy,
@@ -131,18 +146,61 @@ pub(crate) enum IdentityFrom {
     Command { command: String },
 }
 
-/// What the process that mints brings to it: the App's signer, and its own environment, where
-/// the job's identity may be asked for.
-pub(crate) struct Means<'a> {
+/// The process that mints: the App's signer it holds, and its own environment, where the job's
+/// identity may be asked for.
+pub(crate) struct Minter<'a> {
     pub(crate) signer: Option<&'a Signer>,
     pub(crate) caller: &'a Caller,
 }
 
+impl Minter<'_> {
+    /// The App's signer, ready: a KMS key's public key asked for, once per process.
+    async fn app_signer(&self, gh: &GitHub) -> Result<&Signer> {
+        let signer = self
+            .signer
+            .ok_or_else(|| anyhow!("the App's private key is gone from the state"))?;
+        if let Signer::AwsKms(kms) = signer {
+            let actions = self.caller.actions.as_ref().ok();
+            kms.open(gh, &self.caller.env, actions).await?;
+        }
+        Ok(signer)
+    }
+}
+
+impl Origin {
+    /// The source the job's first mint settles: an App's installation looked up for `target`,
+    /// and its signer as later steps find it again (a KMS key in the region this step found,
+    /// whatever theirs says).
+    pub(crate) async fn settle(
+        &self,
+        gh: &GitHub,
+        minter: &Minter<'_>,
+        target: &Target,
+    ) -> Result<TokenSource> {
+        match self {
+            Origin::App { issuer, .. } => {
+                let signer = minter.app_signer(gh).await?;
+                let app = App { issuer, signer };
+                let installation = apps::find_installation(gh, &app, target).await?;
+                Ok(TokenSource::App {
+                    issuer: issuer.clone(),
+                    installation,
+                    signer: SignedBy::of(signer),
+                })
+            }
+            Origin::Exchange { exchange, identity } => Ok(TokenSource::Exchange {
+                exchange: exchange.clone(),
+                identity: identity.clone(),
+            }),
+        }
+    }
+}
+
 impl TokenSource {
-    /// The App's installation, once the first mint found it.
+    /// The App's installation; a keyless source has none of its own.
     pub(crate) fn installation(&self) -> Option<&Installation> {
         match self {
-            TokenSource::App { installation, .. } => installation.as_ref(),
+            TokenSource::App { installation, .. } => Some(installation),
             TokenSource::Exchange { .. } => None,
         }
     }
@@ -152,42 +210,26 @@ impl TokenSource {
         self.installation().map(|i| i.app_slug.as_str())
     }
 
-    /// A new token for `request`. An App's installation not known yet is looked up for
-    /// `target` first, and kept.
+    /// A new token for `request`.
     pub(crate) async fn mint(
-        &mut self,
+        &self,
         gh: &GitHub,
-        means: &Means<'_>,
-        target: Option<&Target>,
+        minter: &Minter<'_>,
         request: &TokenRequest,
     ) -> Result<MintedToken> {
         match self {
             TokenSource::App {
                 issuer,
                 installation,
-                signer: kept,
+                ..
             } => {
-                let signer = means
-                    .signer
-                    .ok_or_else(|| anyhow!("the App's private key is gone from the state"))?;
-                if let Signer::AwsKms(kms) = signer {
-                    let actions = means.caller.actions.as_ref().ok();
-                    kms.open(gh, &means.caller.env, actions).await?;
-                    // Later steps sign in the region this one found, whatever theirs says.
-                    *kept = SignedBy::of(signer);
-                }
+                let signer = minter.app_signer(gh).await?;
                 let app = App { issuer, signer };
-                let found = match (installation.take(), target) {
-                    (Some(found), _) => found,
-                    (None, Some(target)) => apps::find_installation(gh, &app, target).await?,
-                    (None, None) => return Err(anyhow!("the state names no installation")),
-                };
-                let minted = apps::create_token(gh, &app, &found, request).await;
-                *installation = Some(found);
-                Ok(minted?)
+                Ok(apps::create_token(gh, &app, installation, request).await?)
             }
             TokenSource::Exchange { exchange, identity } => {
-                let oidc = identity_token(gh, identity, means.caller, &exchange.audience()).await?;
+                let oidc =
+                    identity_token(gh, identity, minter.caller, &exchange.audience()).await?;
                 Ok(exchange::mint(gh, &oidc, exchange).await?)
             }
         }
@@ -288,20 +330,24 @@ async fn identity_from_command(command: &str, limits: Limits) -> Result<Secret> 
 mod tests {
     use super::*;
 
+    fn installation() -> Installation {
+        Installation {
+            id: 7,
+            app_slug: "keeper".into(),
+            account: "Octo-Org".into(),
+        }
+    }
+
     #[test]
     fn the_source_is_stored_tagged_and_read_back() {
         let app = TokenSource::App {
             issuer: "Iv23abc".into(),
-            installation: Some(Installation {
-                id: 7,
-                app_slug: "keeper".into(),
-                account: "Octo-Org".into(),
-            }),
+            installation: installation(),
             signer: SignedBy::Key,
         };
         let by_command = TokenSource::App {
             issuer: "Iv23abc".into(),
-            installation: None,
+            installation: installation(),
             signer: SignedBy::Command {
                 command: "aws kms sign --key-id alias/app".into(),
                 public_key: Some(include_str!("../../tests/fixtures/app-key.pub.pem").into()),
@@ -319,7 +365,7 @@ mod tests {
         };
         let in_kms = TokenSource::App {
             issuer: "Iv23abc".into(),
-            installation: None,
+            installation: installation(),
             signer: SignedBy::AwsKms {
                 key: "arn:aws:kms:eu-west-1:111122223333:alias/app".into(),
                 region: Some("eu-west-1".into()),
@@ -342,13 +388,17 @@ mod tests {
         // A key's source is stored as before signers, and read as the key's.
         let json = serde_json::to_value(TokenSource::App {
             issuer: "1".into(),
-            installation: None,
+            installation: installation(),
             signer: SignedBy::Key,
         })
         .unwrap();
         assert_eq!(
             json,
-            serde_json::json!({"kind": "app", "issuer": "1", "installation": null})
+            serde_json::json!({
+                "kind": "app",
+                "issuer": "1",
+                "installation": {"id": 7, "app_slug": "keeper", "account": "Octo-Org"},
+            })
         );
         assert!(matches!(
             serde_json::from_value(json).unwrap(),
@@ -374,8 +424,11 @@ mod tests {
     }
 
     fn gh() -> GitHub {
-        let base = url::Url::parse("http://127.0.0.1:9").unwrap();
-        crate::github::client::connect(base, Duration::from_secs(1), None, 0, &Default::default())
+        let server = crate::github::client::Server {
+            url: url::Url::parse("http://127.0.0.1:9").unwrap(),
+            ca_certificates: None,
+        };
+        crate::github::client::connect(&server, Duration::from_secs(1), 0, &Default::default())
             .unwrap()
             .0
     }

@@ -45,7 +45,8 @@ pub(super) fn run(
     mut child: Command,
     asker: &Asker,
 ) -> Result<ExitCode> {
-    let host = gh_host(&state.config.git_server)?;
+    let host =
+        hosts::host_and_port(&state.config.git_server).context("the git server has no host")?;
     let dir = keeper
         .dir()
         .path()
@@ -189,13 +190,6 @@ fn nap(now: i64, state: &State) -> Duration {
     Duration::from_secs(secs).clamp(SHORTEST_NAP, LONGEST_NAP)
 }
 
-/// The host `gh` knows the git server by: `github.com`, or the server's host and port.
-fn gh_host(git_server: &str) -> Result<String> {
-    let url = url::Url::parse(git_server)
-        .with_context(|| format!("bad git server `{git_server}` in the state"))?;
-    hosts::host_and_port(&url).context("the git server has no host")
-}
-
 /// `hosts.yml` with the token for `host`, replaced whole, the folder's owner's.
 fn write_hosts(dir: &Path, host: &str, token: &Secret, owner: Owner) -> Result<()> {
     let text = hosts_yml(host, token);
@@ -249,6 +243,7 @@ mod tests {
 
     #[test]
     fn gh_knows_a_server_by_its_host_and_port() {
+        let gh_host = |url: &str| hosts::host_and_port(&url::Url::parse(url).unwrap());
         assert_eq!(gh_host("https://github.com/").unwrap(), "github.com");
         assert_eq!(
             gh_host("https://ghes.example.com:8443").unwrap(),

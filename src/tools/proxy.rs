@@ -24,12 +24,11 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, mpsc};
 
 use anyhow::{Context, Result, anyhow};
 use ring::rand::{SecureRandom, SystemRandom};
-use url::Url;
 
 use self::authority::Authority;
 use super::{Asker, serve};
 use crate::clock::unix_now;
-use crate::github::client::{self, Knobs, our_proxy_url};
+use crate::github::client::{self, HttpEnv, our_proxy_url};
 use crate::github::hosts;
 use crate::keeper::store::{PROXY_PREFIX, State};
 use crate::keeper::{self, Keeper, policy};
@@ -49,7 +48,7 @@ pub(super) struct Shared {
     authority: Authority,
     /// How we check the GitHub hosts' certificates: as the keeper's own client does.
     upstream: Arc<rustls::ClientConfig>,
-    knobs: Knobs,
+    http_env: HttpEnv,
     /// The user's own proxies, for what we send on.
     onwards: onward::Onwards,
     tokens: RwLock<Tokens>,
@@ -181,13 +180,11 @@ fn with_proxy<T>(
         token_variables
             .extend(["GH_ENTERPRISE_TOKEN", "GITHUB_ENTERPRISE_TOKEN"].map(str::to_owned));
     }
-    let api = Url::parse(&config.api.api_url).context("bad API URL in the store")?;
-    let git = Url::parse(&config.git_server).context("bad git server in the store")?;
     // The authority vouches for names alone: a server known by its address is not served.
-    let mut hosts = hosts::served(&api, &git);
+    let mut hosts = hosts::served(&config.api.url, &config.git_server);
     hosts.retain(|host| host.parse::<IpAddr>().is_err());
     let store_ca = config.api.ca_certificates.clone();
-    let knobs = Knobs::from_env(asker.env)?;
+    let http_env = HttpEnv::from_env(asker.env)?;
     let due = policy::refresh_at(&state.token.lifetime, keeper::refresh_after(&state));
     let served = serve(keeper, state, asker)?;
     let roots = client::trusted_roots(store_ca.as_deref())?;
@@ -207,7 +204,7 @@ fn with_proxy<T>(
         authority: Authority::new(&hosts, unix_now())?,
         hosts,
         upstream: Arc::new(upstream),
-        knobs,
+        http_env,
         onwards: onward::Onwards::from_env(asker.env).map_err(|why| anyhow!("{why}"))?,
         tokens: RwLock::new(Tokens {
             live: served.token,

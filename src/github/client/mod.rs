@@ -3,11 +3,12 @@
 //! Every call is bounded by one deadline (git or the runner is waiting) and retried as `retry`
 //! decides. GitHub's `Date` header tells us how far its clock is from ours; the offset is kept
 //! for every later JWT and handed to the caller to store. Each concern has a file: the bounds
-//! (`knobs`), the runtime, GitHub's clock, errors, the retry policy and TLS.
+//! and what the environment says of them (`http_env`), the runtime, GitHub's clock, errors, the
+//! retry policy and TLS.
 
 mod clock;
 mod error;
-mod knobs;
+mod http_env;
 mod retry;
 mod runtime;
 mod tls;
@@ -18,11 +19,12 @@ use std::time::{Duration, Instant};
 use reqwest::header::{ACCEPT, HeaderMap, USER_AGENT};
 use reqwest::{Method, Url};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 pub(crate) use self::clock::Clock;
 pub(crate) use self::error::ApiError;
 pub(crate) use self::error::cause;
-pub(crate) use self::knobs::{HttpOptions, Knobs, is_our_proxy, our_proxy_url};
+pub(crate) use self::http_env::{HttpEnv, HttpOptions, is_our_proxy, our_proxy_url};
 pub(crate) use self::retry::{backoff, fits};
 pub(crate) use self::runtime::Runtime;
 pub(crate) use self::tls::{ca_certificates, tls_config, trusted_roots};
@@ -34,18 +36,28 @@ use super::signer::Signer;
 use crate::messages;
 use crate::secret::Secret;
 
-/// A client for the API at `base` whose calls each end within `deadline`, with the runtime that
-/// drives them: the one way every role talks to GitHub.
+/// A GitHub API: where it is, and the CA certificates beyond the system's that may sign its
+/// certificate (GHES with a private CA). A store keeps it to re-mint and revoke.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Server {
+    #[serde(rename = "api_url")]
+    pub(crate) url: Url,
+    /// PEM.
+    pub(crate) ca_certificates: Option<String>,
+}
+
+/// A client for `server` whose calls each end within `deadline`, on a clock that ran
+/// `clock_offset` ahead of ours, with the runtime that drives them: the one way every role talks
+/// to GitHub.
 pub(crate) fn connect(
-    base: Url,
+    server: &Server,
     deadline: Duration,
-    extra_ca_pem: Option<String>,
     clock_offset: i64,
-    knobs: &Knobs,
+    http_env: &HttpEnv,
 ) -> Result<(GitHub, Runtime), ApiError> {
-    let options = knobs.options(deadline, extra_ca_pem);
+    let options = http_env.options(deadline, server.ca_certificates.clone());
     Ok((
-        GitHub::new(base, options, clock_offset)?,
+        GitHub::new(server.url.clone(), options, clock_offset)?,
         runtime::runtime()?,
     ))
 }
@@ -65,7 +77,7 @@ pub(crate) fn http_client(
             let proxy = reqwest::Proxy::all(onward.as_str()).map_err(|_| {
                 ApiError::Setup(format!(
                     "`{}` is not a proxy URL: give the URL of your own proxy, as `https_proxy` takes it",
-                    Knobs::ONWARD_PROXY
+                    HttpEnv::ONWARD_PROXY
                 ))
             })?;
             let exceptions = past

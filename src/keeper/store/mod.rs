@@ -17,8 +17,10 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use url::Url;
 
 use self::lock::Guard;
+use crate::github::client::Server;
 use crate::github::{TokenRequest, hosts};
 use crate::keeper::policy::Lifetime;
 use crate::keeper::source::TokenSource;
@@ -79,19 +81,11 @@ struct LedgerLine {
     clock_offset: i64,
 }
 
-/// The API a store's tokens came from, and so are revoked at: the ledger's first line, and part
-/// of what re-minting needs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Api {
-    pub(crate) api_url: String,
-    pub(crate) ca_certificates: Option<String>,
-}
-
 /// Every token a store recorded, and where to revoke them (`None` in a ledger whose first line
 /// is lost).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Ledger {
-    pub(crate) api: Option<Api>,
+    pub(crate) api: Option<Server>,
     pub(crate) entries: Vec<LedgerEntry>,
 }
 
@@ -124,10 +118,11 @@ impl LedgerEntry {
 /// What re-minting needs, fixed by the main step.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct MintConfig {
+    /// The API the tokens come from, and so are revoked at.
     #[serde(flatten)]
-    pub(crate) api: Api,
+    pub(crate) api: Server,
     /// The git server the token is for (`https://github.com`).
-    pub(crate) git_server: String,
+    pub(crate) git_server: Url,
     pub(crate) source: TokenSource,
     /// The owner whose repositories the tokens reach, as GitHub spells it.
     pub(crate) account: String,
@@ -140,18 +135,17 @@ pub(crate) struct MintConfig {
 impl MintConfig {
     /// GitHub Enterprise Server, where `gh` reads `GH_ENTERPRISE_TOKEN`.
     pub(crate) fn is_enterprise_server(&self) -> bool {
-        url::Url::parse(&self.git_server)
-            .ok()
-            .and_then(|u| u.host_str().map(|host| !hosts::is_cloud(host)))
-            .unwrap_or(false)
+        self.git_server
+            .host_str()
+            .is_some_and(|host| !hosts::is_cloud(host))
     }
 }
 
 #[cfg(test)]
-impl Api {
+impl Server {
     pub(crate) fn example() -> Self {
         Self {
-            api_url: "https://api.github.com".into(),
+            url: Url::parse("https://api.github.com").unwrap(),
             ca_certificates: None,
         }
     }
@@ -162,7 +156,7 @@ impl StateDir {
     /// A store `s` in the folder `tmp`, of `tmp`'s owner, for tokens of GitHub.com.
     pub(crate) fn example(tmp: &Path) -> Self {
         let owner = Owner::of(tmp).expect("the folder's owner");
-        Self::create(tmp, "s", owner, &Api::example()).expect("a store")
+        Self::create(tmp, "s", owner, &Server::example()).expect("a store")
     }
 }
 
@@ -171,18 +165,15 @@ impl MintConfig {
     /// A store of `Octo-Org`'s App installation on github.com, for `repositories`.
     pub(crate) fn example(repositories: &[&str]) -> Self {
         Self {
-            api: Api {
-                api_url: "https://api.github.com".into(),
-                ca_certificates: None,
-            },
-            git_server: "https://github.com".into(),
+            api: Server::example(),
+            git_server: Url::parse("https://github.com").unwrap(),
             source: TokenSource::App {
                 issuer: "1".into(),
-                installation: Some(crate::github::Installation {
+                installation: crate::github::Installation {
                     id: 1,
                     app_slug: "keeper".into(),
                     account: "Octo-Org".into(),
-                }),
+                },
                 signer: Default::default(),
             },
             account: "Octo-Org".into(),
@@ -282,7 +273,7 @@ pub(crate) struct StateDir {
     path: PathBuf,
     owner: Owner,
     /// Where its tokens come from, for the ledger's first line, when it was just made.
-    api: Option<Api>,
+    api: Option<Server>,
 }
 
 impl StateDir {
@@ -293,7 +284,7 @@ impl StateDir {
         job: &Path,
         name: &str,
         owner: Owner,
-        api: &Api,
+        api: &Server,
     ) -> Result<Self, FileError> {
         let path = job.join(name);
         create_private_dir(job, owner)?;
@@ -303,7 +294,7 @@ impl StateDir {
 
     /// Create the store `path` alone, 0700 and `owner`'s, for tokens from `api`: a new folder, or
     /// an empty one, as `mktemp -d` makes; its parent must exist.
-    pub(crate) fn create_at(path: &Path, owner: Owner, api: &Api) -> Result<Self, FileError> {
+    pub(crate) fn create_at(path: &Path, owner: Owner, api: &Server) -> Result<Self, FileError> {
         create_private_dir(path, owner)?;
         let used = fs::read_dir(path)
             .map_err(at("read", path))?
@@ -318,7 +309,7 @@ impl StateDir {
     }
 
     /// Mark the folder `path` as a store of tokens from `api`.
-    fn mark(path: PathBuf, owner: Owner, api: &Api) -> Result<Self, FileError> {
+    fn mark(path: PathBuf, owner: Owner, api: &Server) -> Result<Self, FileError> {
         let dir = Self {
             path,
             owner,
@@ -442,7 +433,7 @@ impl StateDir {
                         clock_offset: l.clock_offset,
                     });
                 }
-            } else if let Ok(api) = serde_json::from_slice::<Api>(line) {
+            } else if let Ok(api) = serde_json::from_slice::<Server>(line) {
                 ledger.api.get_or_insert(api);
             }
         }
@@ -669,8 +660,13 @@ mod tests {
     #[test]
     fn ledger_round_trips_in_order() {
         let tmp = tempfile::tempdir().unwrap();
-        let dir =
-            StateDir::create(&tmp.path().join("a"), "b", me(tmp.path()), &Api::example()).unwrap();
+        let dir = StateDir::create(
+            &tmp.path().join("a"),
+            "b",
+            me(tmp.path()),
+            &Server::example(),
+        )
+        .unwrap();
         dir.record(&entry("one", 10)).unwrap();
         dir.record(&entry("two", 20)).unwrap();
         assert_eq!(tokens(&dir), ["one", "two"]);
@@ -712,7 +708,7 @@ mod tests {
             &tmp.path().join("job"),
             "state",
             me(tmp.path()),
-            &Api::example(),
+            &Server::example(),
         )
         .unwrap();
         dir.record(&entry("one", 10)).unwrap();
@@ -740,8 +736,8 @@ mod tests {
     #[test]
     fn a_store_is_born_marked_with_where_to_revoke_and_ends_only_what_is_ours() {
         let tmp = tempfile::tempdir().unwrap();
-        let api = Api {
-            api_url: "https://ghes.example/api/v3".into(),
+        let api = Server {
+            url: Url::parse("https://ghes.example/api/v3").unwrap(),
             ca_certificates: Some("-----BEGIN CERTIFICATE-----".into()),
         };
         let path = tmp.path().join("store");
@@ -790,7 +786,7 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
-        let err = StateDir::create_at(&project, me(tmp.path()), &Api::example())
+        let err = StateDir::create_at(&project, me(tmp.path()), &Server::example())
             .err()
             .unwrap()
             .to_string();
@@ -806,7 +802,7 @@ mod tests {
     fn a_link_to_a_store_is_not_ended() {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("store");
-        StateDir::create_at(&path, me(tmp.path()), &Api::example()).unwrap();
+        StateDir::create_at(&path, me(tmp.path()), &Server::example()).unwrap();
         let link = tmp.path().join("link");
         std::os::unix::fs::symlink(&path, &link).unwrap();
         assert!(StateDir::open_store(&link).is_err());
@@ -822,7 +818,7 @@ mod tests {
         assert!(!dir.is_abandoned(5000 + ABANDONED_AFTER - 1));
         assert!(dir.is_abandoned(5000 + ABANDONED_AFTER));
         // Listing none, by when it was made.
-        let empty = StateDir::create(tmp.path(), "e", me(tmp.path()), &Api::example()).unwrap();
+        let empty = StateDir::create(tmp.path(), "e", me(tmp.path()), &Server::example()).unwrap();
         assert!(!empty.is_abandoned(crate::clock::unix_now()));
         assert!(empty.is_abandoned(crate::clock::unix_now() + ABANDONED_AFTER + 5));
     }

@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use crate::env::Env;
-use crate::github::client::{Knobs, is_our_proxy};
+use crate::github::client::{HttpEnv, is_our_proxy};
 use crate::messages;
 use crate::secret;
 
@@ -76,9 +76,9 @@ pub(crate) fn variables(route: &Route, env: &Env) -> Vec<(String, Option<String>
         .into_iter()
         .find_map(|name| env.given(name));
     if !users_proxy.is_some_and(is_our_proxy) {
-        set(Knobs::ONWARD_PROXY, users_proxy.map(str::to_owned));
+        set(HttpEnv::ONWARD_PROXY, users_proxy.map(str::to_owned));
         set(
-            Knobs::ONWARD_NO_PROXY,
+            HttpEnv::ONWARD_NO_PROXY,
             Some(users_no_proxy).filter(|v| !v.is_empty()),
         );
     }
@@ -364,11 +364,11 @@ mod tests {
             &changes,
             "TOKEN_KEEPER_ONWARD_NO_PROXY=ghe.corp,github.com"
         ));
-        let changes = self::changes(&[(Knobs::ONWARD_PROXY, "http://stale:1")]);
+        let changes = self::changes(&[(HttpEnv::ONWARD_PROXY, "http://stale:1")]);
         assert!(has(&changes, "TOKEN_KEEPER_ONWARD_PROXY"), "{changes:?}");
         let nested = self::changes(&[
             ("https_proxy", "http://token-keeper:first@127.0.0.1:4000"),
-            (Knobs::ONWARD_PROXY, "http://corp:3128"),
+            (HttpEnv::ONWARD_PROXY, "http://corp:3128"),
         ]);
         assert!(
             !nested.iter().any(|c| c.starts_with("TOKEN_KEEPER_ONWARD")),

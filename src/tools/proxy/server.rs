@@ -373,7 +373,7 @@ async fn read_head(stream: &mut TcpStream) -> std::io::Result<String> {
 
 /// A TCP connection to `host:port`, or to where the caller's `TOKEN_KEEPER_RESOLVE` sends it.
 async fn connect_to(shared: &Shared, host: &str, port: u16) -> Result<TcpStream, String> {
-    let connecting = match shared.knobs.address_of(host) {
+    let connecting = match shared.http_env.address_of(host) {
         Some(to) => {
             let port = to.port.unwrap_or(port);
             tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((to.address, port))).await

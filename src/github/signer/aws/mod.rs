@@ -190,10 +190,13 @@ pub fn sign_for_test(
     message: &[u8],
 ) -> Result<(Vec<u8>, Vec<u8>), String> {
     let env = Env::from_pairs(vars.iter().copied());
-    let knobs = crate::github::client::Knobs::from_env(&env).map_err(|e| e.to_string())?;
-    let unused = url::Url::parse("http://127.0.0.1:9/").map_err(|e| e.to_string())?;
+    let http_env = crate::github::client::HttpEnv::from_env(&env).map_err(|e| e.to_string())?;
+    let unused = crate::github::client::Server {
+        url: url::Url::parse("http://127.0.0.1:9/").map_err(|e| e.to_string())?,
+        ca_certificates: None,
+    };
     let (gh, runtime) =
-        crate::github::client::connect(unused, std::time::Duration::from_secs(20), None, 0, &knobs)
+        crate::github::client::connect(&unused, std::time::Duration::from_secs(20), 0, &http_env)
             .map_err(|e| e.to_string())?;
     let kms = AwsKms::new(key, region);
     runtime.block_on(async {

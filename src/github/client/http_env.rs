@@ -1,5 +1,6 @@
-//! How long calls may take: the bounds of one call, and the `TOKEN_KEEPER_*` variables that
-//! shorten them.
+//! What the environment says about our HTTP calls: the `TOKEN_KEEPER_*` variables that shorten
+//! their bounds or send a host to an address of our choosing, and whether they go past a
+//! token-keeper proxy; and the bounds of one call that come of it.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -53,10 +54,11 @@ impl Default for HttpOptions {
     }
 }
 
-/// The `TOKEN_KEEPER_*` variables that shorten the HTTP bounds (for tests of hanging servers,
-/// or a user who would rather fail fast).
+/// What the environment says about our HTTP calls: bounds shortened (for tests of hanging
+/// servers, or a user who would rather fail fast), hosts resolved by hand, our own proxy gone
+/// past.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct Knobs {
+pub(crate) struct HttpEnv {
     connect_timeout: Option<Duration>,
     read_timeout: Option<Duration>,
     deadline: Option<Duration>,
@@ -79,7 +81,7 @@ pub(crate) struct PastOurProxy {
     pub(crate) no_proxy: Option<String>,
 }
 
-impl Knobs {
+impl HttpEnv {
     /// `host=ADDRESS[:PORT][,…]`: connections to each host go to its address, as if DNS said so,
     /// and the proxy's to its port too (the keeper's own client takes the URL's port). For tests
     /// that serve GitHub under a real-looking name on loopback: only where a connection goes
@@ -183,7 +185,7 @@ fn resolve(text: &str) -> Result<Vec<(String, Resolved)>, ApiError> {
     let bad = || {
         ApiError::Setup(format!(
             "`{}`: `{}` is not `host=ADDRESS[,host=ADDRESS…]`",
-            Knobs::RESOLVE,
+            HttpEnv::RESOLVE,
             crate::messages::short(text)
         ))
     };
@@ -212,9 +214,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn knobs_shorten_the_bounds_and_a_bad_one_is_named() {
-        let knobs = Knobs::from_env(&Env::from_pairs([("TOKEN_KEEPER_DEADLINE", "3s")])).unwrap();
-        let deadline = |allowed| knobs.options(allowed, None).deadline;
+    fn the_environment_shortens_the_bounds_and_a_bad_one_is_named() {
+        let http_env =
+            HttpEnv::from_env(&Env::from_pairs([("TOKEN_KEEPER_DEADLINE", "3s")])).unwrap();
+        let deadline = |allowed| http_env.options(allowed, None).deadline;
         assert_eq!(deadline(Duration::from_secs(20)), Duration::from_secs(3));
         assert_eq!(
             deadline(Duration::from_secs(1)),
@@ -222,40 +225,40 @@ mod tests {
             "never longer"
         );
         assert_eq!(
-            Knobs::default()
+            HttpEnv::default()
                 .options(Duration::from_secs(20), None)
                 .deadline,
             Duration::from_secs(20)
         );
         let bad = Env::from_pairs([("TOKEN_KEEPER_READ_TIMEOUT", "soon")]);
-        let err = Knobs::from_env(&bad).unwrap_err().to_string();
+        let err = HttpEnv::from_env(&bad).unwrap_err().to_string();
         assert!(err.contains("`TOKEN_KEEPER_READ_TIMEOUT`"), "{err}");
     }
 
     #[test]
     fn resolved_hosts_go_to_their_address_and_a_bad_list_is_named() {
         let env = Env::from_pairs([(
-            Knobs::RESOLVE,
+            HttpEnv::RESOLVE,
             "API.github.test=127.0.0.1, git.test=::1, api.github.com=127.0.0.1:8443",
         )]);
-        let knobs = Knobs::from_env(&env).unwrap();
+        let http_env = HttpEnv::from_env(&env).unwrap();
         let at = |address: &str, port| Resolved {
             address: address.parse().unwrap(),
             port,
         };
         assert_eq!(
-            knobs.address_of("api.GitHub.test"),
+            http_env.address_of("api.GitHub.test"),
             Some(at("127.0.0.1", None))
         );
-        assert_eq!(knobs.address_of("git.test"), Some(at("::1", None)));
+        assert_eq!(http_env.address_of("git.test"), Some(at("::1", None)));
         assert_eq!(
-            knobs.address_of("api.github.com"),
+            http_env.address_of("api.github.com"),
             Some(at("127.0.0.1", Some(8443)))
         );
-        assert_eq!(knobs.address_of("github.com"), None);
-        assert!(knobs.past_our_proxy.is_none());
+        assert_eq!(http_env.address_of("github.com"), None);
+        assert!(http_env.past_our_proxy.is_none());
         let ours = Env::from_pairs([("HTTPS_PROXY", "http://token-keeper:abc@127.0.0.1:4000")]);
-        let past = Knobs::from_env(&ours).unwrap().past_our_proxy;
+        let past = HttpEnv::from_env(&ours).unwrap().past_our_proxy;
         assert_eq!(
             past,
             Some(PastOurProxy {
@@ -265,16 +268,16 @@ mod tests {
         );
         let behind = Env::from_pairs([
             ("HTTPS_PROXY", "http://token-keeper:abc@127.0.0.1:4000"),
-            (Knobs::ONWARD_PROXY, "http://proxy.corp:3128"),
-            (Knobs::ONWARD_NO_PROXY, "ghe.corp"),
+            (HttpEnv::ONWARD_PROXY, "http://proxy.corp:3128"),
+            (HttpEnv::ONWARD_NO_PROXY, "ghe.corp"),
         ]);
-        let past = Knobs::from_env(&behind).unwrap().past_our_proxy.unwrap();
+        let past = HttpEnv::from_env(&behind).unwrap().past_our_proxy.unwrap();
         assert_eq!(past.onward.as_deref(), Some("http://proxy.corp:3128"));
         assert_eq!(past.no_proxy.as_deref(), Some("ghe.corp"));
         let theirs = Env::from_pairs([("https_proxy", "http://token-keeper:abc@proxy.corp:3128")]);
-        assert!(Knobs::from_env(&theirs).unwrap().past_our_proxy.is_none());
-        let bad = Env::from_pairs([(Knobs::RESOLVE, "api.github.test")]);
-        let err = Knobs::from_env(&bad).unwrap_err().to_string();
+        assert!(HttpEnv::from_env(&theirs).unwrap().past_our_proxy.is_none());
+        let bad = Env::from_pairs([(HttpEnv::RESOLVE, "api.github.test")]);
+        let err = HttpEnv::from_env(&bad).unwrap_err().to_string();
         assert!(err.contains("`TOKEN_KEEPER_RESOLVE`"), "{err}");
     }
 }
