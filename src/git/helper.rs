@@ -280,6 +280,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
+    use crate::clock::{Offset, ServerTime};
     use crate::keeper::Caller;
 
     fn config(repositories: &[&str]) -> MintConfig {
@@ -480,8 +481,8 @@ mod tests {
                 token: Secret::new("ghs_fuzz".into()),
                 lifetime: Lifetime {
                     minted_at: now,
-                    expires_at: now + 3600,
-                    clock_offset: 0,
+                    expires_at: ServerTime(now + 3600),
+                    clock_offset: Offset(0),
                 },
             };
             Keeper::keep(&dir, config(&[]), token, Some(&signer)).unwrap();

@@ -14,7 +14,7 @@ use super::settings::{Door, Field, Setting, Settings};
 use super::source::{Minter, TokenSource};
 use super::store::{CachedToken, StateDir};
 use super::{Caller, Keeper, Unended, Unminted};
-use crate::clock::unix_now;
+use crate::clock::{Offset, unix_now};
 use crate::github::apps::{BotUser, MintError};
 use crate::github::client::{self, ApiError, HttpEnv, Server};
 use crate::github::exchange::ExchangeError;
@@ -62,7 +62,8 @@ pub(crate) fn begin(
         git_server,
         deadline,
     } = *start;
-    let (gh, runtime) = client::connect(&settings.api, deadline, 0, &caller.http_env)?;
+    let (gh, runtime) =
+        client::connect(&settings.api, deadline, Offset::default(), &caller.http_env)?;
     let minter = Minter {
         signer: settings.signer.as_ref(),
         caller,
@@ -228,7 +229,7 @@ pub(crate) fn end(dir: StateDir, end: &End, reporter: &dyn Reporter) -> Result<(
             return vec![false; count];
         };
         let left = end.deadline.saturating_duration_since(Instant::now());
-        match client::connect(api, left, 0, end.http_env) {
+        match client::connect(api, left, Offset::default(), end.http_env) {
             Ok((gh, runtime)) => super::revoke_and_tell(gh, &runtime, &live.entries, reporter),
             Err(err) => {
                 reporter.warn(&format!("cannot revoke tokens: {err:#}"));

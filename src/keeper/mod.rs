@@ -25,6 +25,7 @@ use self::policy::Decision;
 use self::source::{Minter, Origin, TokenSource};
 use self::store::lock::{Guard, LockError};
 use self::store::{CachedToken, Failure, Ledger, LedgerEntry, MintConfig, State, StateDir};
+use crate::clock::{Offset, ServerTime};
 use crate::env::Env;
 use crate::github::apps::{self, BotUser, Revoked};
 use crate::github::client::{self, ApiError, HttpEnv, Runtime};
@@ -352,7 +353,7 @@ impl Keeper {
         guard: &Guard,
         state: &mut State,
         budget: Duration,
-    ) -> Result<(Minted, i64), Unminted> {
+    ) -> Result<(Minted, Offset), Unminted> {
         // Every input is read before the clock starts.
         let signer = match &state.config.source {
             TokenSource::App { signer, .. } => {
@@ -484,7 +485,7 @@ pub fn backdate_cached_token(path: &Path, secs: i64, expired: bool) -> Result<()
     let lifetime = &mut state.token.lifetime;
     lifetime.minted_at -= secs;
     if expired {
-        lifetime.expires_at = crate::clock::unix_now() + lifetime.clock_offset - 1;
+        lifetime.expires_at = lifetime.clock_offset.theirs(crate::clock::unix_now() - 1);
     }
     guard.write_state(&state)?;
     Ok(())
@@ -497,7 +498,7 @@ pub fn backdate_ledger(path: &Path, secs: i64) -> Result<()> {
     let guard = Guard::acquire(&dir, LOCK_WAIT, || {})?;
     let mut ledger = dir.ledger()?;
     for entry in &mut ledger.entries {
-        entry.expires_at -= secs;
+        entry.expires_at = ServerTime(entry.expires_at.0 - secs);
     }
     guard.write_ledger(&ledger)?;
     Ok(())
@@ -625,6 +626,7 @@ fn fallback(state: &State, now: i64, message: &str) -> Result<Served> {
 mod tests {
     use super::policy::Lifetime;
     use super::*;
+    use crate::clock::{Offset, ServerTime};
 
     fn state(minted_at: i64, failure: Option<i64>) -> State {
         let mut state = State::new(
@@ -633,8 +635,8 @@ mod tests {
                 token: Secret::new("t".into()),
                 lifetime: Lifetime {
                     minted_at,
-                    expires_at: minted_at + 3600,
-                    clock_offset: 0,
+                    expires_at: ServerTime(minted_at + 3600),
+                    clock_offset: Offset(0),
                 },
             },
         );

@@ -428,9 +428,14 @@ mod tests {
             url: url::Url::parse("http://127.0.0.1:9").unwrap(),
             ca_certificates: None,
         };
-        crate::github::client::connect(&server, Duration::from_secs(1), 0, &Default::default())
-            .unwrap()
-            .0
+        crate::github::client::connect(
+            &server,
+            Duration::from_secs(1),
+            Default::default(),
+            &Default::default(),
+        )
+        .unwrap()
+        .0
     }
 
     #[test]
