@@ -373,7 +373,7 @@ mod tests {
             let mut err = Vec::new();
             run(
                 op,
-                || Keeper::open(Path::new("/nonexistent"), Caller::default()),
+                || Ok(Keeper::open(Path::new("/nonexistent"), Caller::default())?),
                 &b"protocol=https\n"[..],
                 &mut out,
                 &mut err,
@@ -530,7 +530,7 @@ mod tests {
                 let now = 1_800_000_000;
                 let dir = state_dir(now);
                 let (mut out, mut err) = (Vec::new(), Vec::new());
-                let result = run(&op, || Keeper::open(&dir.path().join("s"), Caller::default()), &input[..], &mut out, &mut err, now);
+                let result = run(&op, || Ok(Keeper::open(&dir.path().join("s"), Caller::default())?), &input[..], &mut out, &mut err, now);
                 prop_assert!(result.is_ok());
                 let ours = Request::parse(&input).is_ours(&Url::parse("https://github.com").unwrap(), &config(&[]));
                 if op == "get" && ours {

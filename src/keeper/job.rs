@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use url::Url;
 
+use super::MintFailure;
 use super::proxied::ProxyRecord;
 use super::settings::{Door, Field, Setting, Settings};
 use super::source::{Minter, TokenSource};
@@ -102,18 +103,16 @@ pub(crate) fn begin(
 /// Name the settings behind GitHub's refusal of a first mint, and what to do, so the fix is
 /// plain: the `github` module speaks of requests and answers, not of settings.
 fn blame(
-    err: anyhow::Error,
+    err: MintFailure,
     settings: &Settings,
     door: Door,
     name: &dyn Fn(&Field) -> String,
 ) -> anyhow::Error {
-    let refusal = err.downcast_ref::<MintError>();
-    let answer = match refusal {
-        Some(MintError::Api(answer)) => Some(answer),
-        _ => err.downcast_ref::<ExchangeError>().and_then(|e| match e {
-            ExchangeError::Api(answer) => Some(answer),
-            _ => None,
-        }),
+    let (refusal, answer) = match &err {
+        MintFailure::App(refusal @ MintError::Api(answer)) => (Some(refusal), Some(answer)),
+        MintFailure::App(refusal) => (Some(refusal), None),
+        MintFailure::Exchange(ExchangeError::Api(answer)) => (None, Some(answer)),
+        MintFailure::Exchange(_) | MintFailure::Other(_) => (None, None),
     };
     if let Some(fix) = answer.and_then(|answer| fix_for(answer, door)) {
         return anyhow::anyhow!("{err}: {fix}");
@@ -127,7 +126,7 @@ fn blame(
         Target::Enterprise(_) => vec![setting(Setting::Enterprise)],
     };
     let blamed: Vec<String> = match refusal {
-        None => return err,
+        None => return err.into(),
         Some(MintError::BadCredentials { .. }) => {
             let whose = match settings.signer {
                 Some(Signer::Command(_)) => {
@@ -166,7 +165,7 @@ fn blame(
         Some(MintError::Unusable(_) | MintError::Api(_)) => Vec::new(),
     };
     if blamed.is_empty() {
-        return err;
+        return err.into();
     }
     let kind = match door {
         Door::Action => "inputs",
