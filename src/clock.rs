@@ -1,7 +1,43 @@
-//! Our clock: the one place that reads the system time, and how times are written. Logic takes
-//! `now` as an argument.
+//! Our clock: the one place that reads the system time, how times are written, and a server's
+//! clock told apart from ours. Logic takes `now` as an argument.
+//!
+//! Our times are unix seconds (`i64`). A server's (GitHub's, AWS's) are `ServerTime`, and reach
+//! ours only through the `Offset` its `Date` showed: a runner whose clock drifts still judges a
+//! token's expiry right.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// A moment on a server's clock, unix seconds: a token's expiry as GitHub states it, or the time
+/// a JWT or a request claims.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub(crate) struct ServerTime(pub(crate) i64);
+
+impl ServerTime {
+    /// As RFC 3339 (`2026-11-25T18:00:00Z`).
+    pub(crate) fn rfc3339(self) -> String {
+        rfc3339(self.0)
+    }
+}
+
+/// How far a server's clock runs ahead of ours, seconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub(crate) struct Offset(pub(crate) i64);
+
+impl Offset {
+    /// The server's moment `at`, on our clock.
+    pub(crate) fn ours(self, at: ServerTime) -> i64 {
+        at.0 - self.0
+    }
+
+    /// Our moment `now`, on the server's clock.
+    pub(crate) fn theirs(self, now: i64) -> ServerTime {
+        ServerTime(now + self.0)
+    }
+}
 
 /// Our clock, unix seconds.
 pub(crate) fn unix_now() -> i64 {
@@ -20,6 +56,13 @@ pub(crate) fn rfc3339(unix: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_offset_carries_a_moment_between_the_clocks() {
+        let ahead = Offset(300);
+        assert_eq!(ahead.theirs(1_000), ServerTime(1_300));
+        assert_eq!(ahead.ours(ServerTime(1_300)), 1_000);
+    }
 
     #[test]
     fn rfc3339_formats_utc_seconds() {

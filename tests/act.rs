@@ -11,6 +11,10 @@ use crate::support::logs::{assert_no_secret_shown, text};
 use crate::support::native_entry;
 use crate::support::scene::Scene;
 
+/// How long the long job's tokens live: long enough that the post step, which act's engine may
+/// start seconds after the push, still finds the push's token live to revoke.
+const LIFETIME: Duration = Duration::from_secs(6);
+
 /// A long job: mint with the native entry, clone, outlive the token, push, then the post step.
 fn long_job(scene: &Scene) -> String {
     format!(
@@ -30,13 +34,14 @@ jobs:
           github-api-url: {api}
           git-server-url: {git}
       - run: git clone --quiet {repo} app
-      - run: sleep 4
+      - run: sleep {outlive}
       - run: |
           cd app
           git -c user.name=act -c user.email=act@example.invalid commit --quiet --allow-empty -m late
           git push --quiet origin HEAD:main
       - run: test -n "$(token-keeper token)"
 "#,
+        outlive = LIFETIME.as_secs() + 1,
         api = scene.github.url(),
         git = scene.git_url,
         repo = scene.repo_url("Octo-Org", "app"),
@@ -95,7 +100,7 @@ fn assert_kept_fresh_and_revoked(scene: &Scene, out: &std::process::Output) {
 
 #[tokio::test]
 async fn act_on_the_host_pushes_after_expiry_and_revokes_every_token() {
-    let scene = Scene::start(Duration::from_secs(3)).await;
+    let scene = Scene::start(LIFETIME).await;
     let repo = ActRepo::new(&long_job(&scene));
     let out = run_long(&scene, || {
         repo.run(
@@ -113,7 +118,7 @@ async fn act_in_a_job_container_pushes_after_expiry_and_revokes_every_token() {
     };
     let api = DockerApi::start(&engine);
     let image = runner_image(&engine);
-    let scene = Scene::start(Duration::from_secs(3)).await;
+    let scene = Scene::start(LIFETIME).await;
     let repo = ActRepo::new(&long_job(&scene));
     let platform = format!("ubuntu-latest={image}");
     let out = run_long(&scene, || {

@@ -13,7 +13,6 @@ use url::Url;
 use super::file_commands::{FileCommand, FileCommands};
 use super::inputs::{self, Config};
 use super::summary::{origin, summary};
-use crate::clock::rfc3339;
 use crate::env::Env;
 use crate::git;
 use crate::github::apps::BotUser;
@@ -131,7 +130,7 @@ fn mint_and_export(plan: &Plan, dir: &StateDir, reporter: &dyn Reporter) -> Resu
         config.settings.target.describe(),
         origin(source),
         token.token.fingerprint(),
-        rfc3339(token.expires_at),
+        token.expires_at.rfc3339(),
     ));
     if plan.git_server.is_some() {
         install_helper(plan, &begun, reporter)?;
@@ -210,7 +209,7 @@ fn export(
         .installation()
         .map(|i| i.id.to_string())
         .unwrap_or_default();
-    let expires = rfc3339(minted.expires_at);
+    let expires = minted.expires_at.rfc3339();
     let host = config
         .settings
         .git_server

@@ -4,7 +4,6 @@
 //! backtick in it can end, in a cell that no pipe or line break in it can end.
 
 use super::inputs::Config;
-use crate::clock::rfc3339;
 use crate::github::MintedToken;
 use crate::keeper::source::TokenSource;
 use crate::messages;
@@ -37,7 +36,7 @@ pub(crate) fn summary(
         ("From", format!("{} on {}", origin(source), code(account))),
         ("Repositories", repositories),
         ("Permissions", permissions),
-        ("Expires", rfc3339(minted.expires_at)),
+        ("Expires", minted.expires_at.rfc3339()),
         ("Token", code(&minted.token.fingerprint())),
         ("Git refresh", refresh),
     ];

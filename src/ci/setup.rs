@@ -16,7 +16,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use super::exports::{self, Facts};
 use super::flags::{Args, GitConfig};
 use super::tidy;
-use crate::clock::{rfc3339, unix_now};
+use crate::clock::unix_now;
 use crate::env::Env;
 use crate::git;
 use crate::github::client::{HttpEnv, Server};
@@ -99,7 +99,7 @@ fn render(
     reporter: &dyn Reporter,
 ) -> Result<String> {
     let token = &begun.token;
-    let (fingerprint, expires_at) = (token.token.fingerprint(), rfc3339(token.expires_at));
+    let (fingerprint, expires_at) = (token.token.fingerprint(), token.expires_at.rfc3339());
     reporter.say(&format!(
         "minted a token for {}: {fingerprint}, expires at {expires_at}",
         settings.target.describe()

@@ -280,6 +280,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
+    use crate::clock::{Offset, ServerTime};
     use crate::keeper::Caller;
 
     fn config(repositories: &[&str]) -> MintConfig {
@@ -372,7 +373,7 @@ mod tests {
             let mut err = Vec::new();
             run(
                 op,
-                || Keeper::open(Path::new("/nonexistent"), Caller::default()),
+                || Ok(Keeper::open(Path::new("/nonexistent"), Caller::default())?),
                 &b"protocol=https\n"[..],
                 &mut out,
                 &mut err,
@@ -480,8 +481,8 @@ mod tests {
                 token: Secret::new("ghs_fuzz".into()),
                 lifetime: Lifetime {
                     minted_at: now,
-                    expires_at: now + 3600,
-                    clock_offset: 0,
+                    expires_at: ServerTime(now + 3600),
+                    clock_offset: Offset(0),
                 },
             };
             Keeper::keep(&dir, config(&[]), token, Some(&signer)).unwrap();
@@ -529,7 +530,7 @@ mod tests {
                 let now = 1_800_000_000;
                 let dir = state_dir(now);
                 let (mut out, mut err) = (Vec::new(), Vec::new());
-                let result = run(&op, || Keeper::open(&dir.path().join("s"), Caller::default()), &input[..], &mut out, &mut err, now);
+                let result = run(&op, || Ok(Keeper::open(&dir.path().join("s"), Caller::default())?), &input[..], &mut out, &mut err, now);
                 prop_assert!(result.is_ok());
                 let ours = Request::parse(&input).is_ours(&Url::parse("https://github.com").unwrap(), &config(&[]));
                 if op == "get" && ours {

@@ -15,7 +15,7 @@ use serde_json::json;
 use super::client::{ApiError, Auth, GitHub, Idempotency};
 use super::names;
 use super::signer::Signer;
-use crate::clock::rfc3339;
+use crate::clock::ServerTime;
 use crate::messages::{json_error, quoted_list};
 use crate::secret::Secret;
 
@@ -124,8 +124,8 @@ impl TokenRequest {
 #[derive(Debug, Clone)]
 pub(crate) struct MintedToken {
     pub(crate) token: Secret,
-    /// Expiry in GitHub's clock, unix seconds.
-    pub(crate) expires_at: i64,
+    /// Expiry in GitHub's clock.
+    pub(crate) expires_at: ServerTime,
     pub(crate) permissions: BTreeMap<String, String>,
     /// Names of the repositories it is limited to; empty for "all".
     pub(crate) repositories: Vec<String>,
@@ -312,11 +312,11 @@ pub(crate) async fn accept(gh: &GitHub, minted: MintedToken) -> Result<MintedTok
 }
 
 /// Why a new token must not be used at `server_now` (GitHub's clock), if it must not.
-fn unusable(minted: &MintedToken, server_now: i64) -> Option<String> {
+fn unusable(minted: &MintedToken, server_now: ServerTime) -> Option<String> {
     if minted.expires_at <= server_now {
         return Some(format!(
             "GitHub handed over a token that expired at {} (`expires_at`), already past by GitHub's own clock",
-            rfc3339(minted.expires_at)
+            minted.expires_at.rfc3339()
         ));
     }
     let bad = minted
@@ -330,7 +330,7 @@ fn unusable(minted: &MintedToken, server_now: i64) -> Option<String> {
 }
 
 /// A token request's answer: the token, checked, then the rest as far as it reads.
-pub(crate) fn read_minted(bytes: &[u8], server_now: i64) -> Result<MintedToken, String> {
+pub(crate) fn read_minted(bytes: &[u8], server_now: ServerTime) -> Result<MintedToken, String> {
     #[derive(Deserialize)]
     struct Token {
         token: String,
@@ -357,9 +357,10 @@ pub(crate) fn read_minted(bytes: &[u8], server_now: i64) -> Result<MintedToken, 
         .and_then(|text| humantime::parse_rfc3339(text).ok())
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .and_then(|d| i64::try_from(d.as_secs()).ok())
+        .map(ServerTime)
         .unwrap_or_else(|| {
             tracing::debug!("unreadable `expires_at`: taking the usual lifetime from now");
-            server_now.saturating_add(TOKEN_LIFETIME.as_secs() as i64)
+            ServerTime(server_now.0.saturating_add(TOKEN_LIFETIME.as_secs() as i64))
         });
     Ok(MintedToken {
         token,
@@ -604,13 +605,16 @@ mod tests {
             permissions: BTreeMap::new(),
             repositories: repos.iter().map(|r| (*r).to_owned()).collect(),
         };
-        assert_eq!(unusable(&minted(1001, &["app"]), 1000), None);
+        assert_eq!(
+            unusable(&minted(ServerTime(1001), &["app"]), ServerTime(1000)),
+            None
+        );
         assert!(
-            unusable(&minted(1000, &[]), 1000)
+            unusable(&minted(ServerTime(1000), &[]), ServerTime(1000))
                 .unwrap()
                 .contains("1970-01-01T00:16:40Z")
         );
-        let named = unusable(&minted(5000, &["app", ".."]), 1000).unwrap();
+        let named = unusable(&minted(ServerTime(5000), &["app", ".."]), ServerTime(1000)).unwrap();
         assert!(named.contains("`..`"), "{named}");
     }
 
@@ -631,14 +635,14 @@ mod tests {
     #[test]
     fn a_minted_token_is_read_first_and_the_rest_leniently() {
         let odd = br#"{"token": "ghs_abc", "expires_at": "soon", "permissions": {"a": 1}}"#;
-        let minted = read_minted(odd, 1000).unwrap();
+        let minted = read_minted(odd, ServerTime(1000)).unwrap();
         assert_eq!(minted.token.expose(), "ghs_abc");
-        assert_eq!(minted.expires_at, 4600);
+        assert_eq!(minted.expires_at, ServerTime(4600));
         assert!(minted.permissions.is_empty());
         let whole = br#"{"token": "ghs_abc", "expires_at": "2026-11-25T18:00:00Z",
             "permissions": {"contents": "write"}, "repositories": [{"name": "app"}]}"#;
-        let minted = read_minted(whole, 0).unwrap();
-        assert_eq!(minted.expires_at, 1_795_629_600);
+        let minted = read_minted(whole, ServerTime(0)).unwrap();
+        assert_eq!(minted.expires_at, ServerTime(1_795_629_600));
         assert_eq!(minted.repositories, ["app"]);
         assert_eq!(minted.permissions["contents"], "write");
     }
@@ -646,14 +650,14 @@ mod tests {
     #[test]
     fn an_answer_without_a_usable_token_is_refused() {
         assert!(
-            read_minted(b"{}", 0)
+            read_minted(b"{}", ServerTime(0))
                 .unwrap_err()
                 .starts_with("no token in it")
         );
-        assert!(read_minted(b"not json", 0).is_err());
+        assert!(read_minted(b"not json", ServerTime(0)).is_err());
         let injected = br#"{"token": "ghs_abc\npassword=evil"}"#;
         assert!(
-            read_minted(injected, 0)
+            read_minted(injected, ServerTime(0))
                 .unwrap_err()
                 .starts_with("its token")
         );

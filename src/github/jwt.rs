@@ -8,6 +8,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
 
 use super::signer::{SignError, Signer};
+use crate::clock::ServerTime;
 use crate::secret::Secret;
 
 /// GitHub refuses an `iat` in its future; backdating covers small clock drift.
@@ -27,10 +28,10 @@ pub(crate) struct Claims<'a> {
 
 impl<'a> Claims<'a> {
     /// Claims for `now`, in GitHub's clock (our clock plus the measured offset).
-    pub(crate) fn new(issuer: &'a str, server_now: i64) -> Self {
+    pub(crate) fn new(issuer: &'a str, server_now: ServerTime) -> Self {
         Self {
-            iat: server_now - BACKDATE_SECS,
-            exp: server_now + LIFETIME_SECS,
+            iat: server_now.0 - BACKDATE_SECS,
+            exp: server_now.0 + LIFETIME_SECS,
             iss: issuer,
         }
     }
@@ -38,7 +39,7 @@ impl<'a> Claims<'a> {
 
 /// The signing input for `issuer` at `server_now`: `base64url(header).base64url(claims)`. Not
 /// a secret on its own: without the signature it is no credential.
-fn signing_input(issuer: &str, server_now: i64) -> String {
+fn signing_input(issuer: &str, server_now: ServerTime) -> String {
     let mut input = URL_SAFE_NO_PAD.encode(HEADER);
     input.push('.');
     // Claims of two numbers and a string always serialise.
@@ -47,12 +48,12 @@ fn signing_input(issuer: &str, server_now: i64) -> String {
     input
 }
 
-/// Sign the App JWT for `issuer` (app id or client id) at `server_now` (unix seconds). It is a
+/// Sign the App JWT for `issuer` (app id or client id) at `server_now`. It is a
 /// secret: for ten minutes it acts as the App, on every installation.
 pub(crate) async fn sign(
     issuer: &str,
     signer: &Signer,
-    server_now: i64,
+    server_now: ServerTime,
 ) -> Result<Secret, SignError> {
     let mut jwt = signing_input(issuer, server_now);
     let signature = signer.sign(jwt.as_bytes()).await?;
@@ -91,7 +92,9 @@ mod tests {
         for pem in [PKCS1, PKCS8] {
             let key = PrivateKey::parse(pem).unwrap();
             let signer = Signer::Key(key.clone());
-            let jwt = sign("Iv23liabc", &signer, 1_700_000_000).await.unwrap();
+            let jwt = sign("Iv23liabc", &signer, ServerTime(1_700_000_000))
+                .await
+                .unwrap();
             let claims = verify(jwt.expose(), &key);
             assert_eq!(claims["iss"], "Iv23liabc");
             assert_eq!(claims["iat"], 1_700_000_000 - 60);
@@ -103,7 +106,7 @@ mod tests {
     async fn a_jwt_does_not_verify_with_another_key() {
         let key = PrivateKey::parse(PKCS1).unwrap();
         let other = PrivateKey::parse(include_str!("../../tests/fixtures/other-key.pem")).unwrap();
-        let jwt = sign("1", &Signer::Key(key), 0).await.unwrap();
+        let jwt = sign("1", &Signer::Key(key), ServerTime(0)).await.unwrap();
         let parts: Vec<&str> = jwt.expose().rsplitn(2, '.').collect();
         let sig = URL_SAFE_NO_PAD.decode(parts[0]).unwrap();
         let public = other.pair().public_key().as_ref().to_vec();

@@ -9,12 +9,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use url::Url;
 
+use super::MintFailure;
 use super::proxied::ProxyRecord;
 use super::settings::{Door, Field, Setting, Settings};
 use super::source::{Minter, TokenSource};
 use super::store::{CachedToken, StateDir};
 use super::{Caller, Keeper, Unended, Unminted};
-use crate::clock::unix_now;
+use crate::clock::{Offset, unix_now};
 use crate::github::apps::{BotUser, MintError};
 use crate::github::client::{self, ApiError, HttpEnv, Server};
 use crate::github::exchange::ExchangeError;
@@ -62,7 +63,8 @@ pub(crate) fn begin(
         git_server,
         deadline,
     } = *start;
-    let (gh, runtime) = client::connect(&settings.api, deadline, 0, &caller.http_env)?;
+    let (gh, runtime) =
+        client::connect(&settings.api, deadline, Offset::default(), &caller.http_env)?;
     let minter = Minter {
         signer: settings.signer.as_ref(),
         caller,
@@ -101,18 +103,16 @@ pub(crate) fn begin(
 /// Name the settings behind GitHub's refusal of a first mint, and what to do, so the fix is
 /// plain: the `github` module speaks of requests and answers, not of settings.
 fn blame(
-    err: anyhow::Error,
+    err: MintFailure,
     settings: &Settings,
     door: Door,
     name: &dyn Fn(&Field) -> String,
 ) -> anyhow::Error {
-    let refusal = err.downcast_ref::<MintError>();
-    let answer = match refusal {
-        Some(MintError::Api(answer)) => Some(answer),
-        _ => err.downcast_ref::<ExchangeError>().and_then(|e| match e {
-            ExchangeError::Api(answer) => Some(answer),
-            _ => None,
-        }),
+    let (refusal, answer) = match &err {
+        MintFailure::App(refusal @ MintError::Api(answer)) => (Some(refusal), Some(answer)),
+        MintFailure::App(refusal) => (Some(refusal), None),
+        MintFailure::Exchange(ExchangeError::Api(answer)) => (None, Some(answer)),
+        MintFailure::Exchange(_) | MintFailure::Other(_) => (None, None),
     };
     if let Some(fix) = answer.and_then(|answer| fix_for(answer, door)) {
         return anyhow::anyhow!("{err}: {fix}");
@@ -126,7 +126,7 @@ fn blame(
         Target::Enterprise(_) => vec![setting(Setting::Enterprise)],
     };
     let blamed: Vec<String> = match refusal {
-        None => return err,
+        None => return err.into(),
         Some(MintError::BadCredentials { .. }) => {
             let whose = match settings.signer {
                 Some(Signer::Command(_)) => {
@@ -165,7 +165,7 @@ fn blame(
         Some(MintError::Unusable(_) | MintError::Api(_)) => Vec::new(),
     };
     if blamed.is_empty() {
-        return err;
+        return err.into();
     }
     let kind = match door {
         Door::Action => "inputs",
@@ -228,7 +228,7 @@ pub(crate) fn end(dir: StateDir, end: &End, reporter: &dyn Reporter) -> Result<(
             return vec![false; count];
         };
         let left = end.deadline.saturating_duration_since(Instant::now());
-        match client::connect(api, left, 0, end.http_env) {
+        match client::connect(api, left, Offset::default(), end.http_env) {
             Ok((gh, runtime)) => super::revoke_and_tell(gh, &runtime, &live.entries, reporter),
             Err(err) => {
                 reporter.warn(&format!("cannot revoke tokens: {err:#}"));

@@ -25,10 +25,11 @@ use self::policy::Decision;
 use self::source::{Minter, Origin, TokenSource};
 use self::store::lock::{Guard, LockError};
 use self::store::{CachedToken, Failure, Ledger, LedgerEntry, MintConfig, State, StateDir};
+use crate::clock::{Offset, ServerTime};
 use crate::env::Env;
-use crate::github::apps::{self, BotUser, Revoked};
+use crate::github::apps::{self, BotUser, MintError, Revoked};
 use crate::github::client::{self, ApiError, HttpEnv, Runtime};
-use crate::github::exchange::IdentityRequest;
+use crate::github::exchange::{ExchangeError, IdentityRequest};
 use crate::github::{GitHub, MintedToken, PrivateKey, Signer, Target, TokenRequest};
 use crate::messages;
 use crate::private;
@@ -98,10 +99,22 @@ pub(crate) struct Minted {
 #[derive(Debug)]
 pub(crate) enum Unminted {
     /// The source refused, or could not be reached.
-    Mint(anyhow::Error),
+    Mint(MintFailure),
     /// A token was minted but could not be recorded: why, and that it was revoked (or, in the
     /// message, that it could not be).
     Record(String),
+}
+
+/// Why no token came from the source: GitHub's App API, the exchange service, or what comes
+/// before either (the job's identity, the signer, the lock, the state). The roles match on it.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum MintFailure {
+    #[error(transparent)]
+    App(#[from] MintError),
+    #[error(transparent)]
+    Exchange(#[from] ExchangeError),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
 }
 
 /// What becomes of the tokens an end of a store could not revoke.
@@ -124,7 +137,7 @@ pub(crate) struct Keeper {
 
 impl Keeper {
     /// The store in `path`, for re-mints on behalf of `caller`.
-    pub(crate) fn open(path: &Path, caller: Caller) -> Result<Self> {
+    pub(crate) fn open(path: &Path, caller: Caller) -> Result<Self, Unfound> {
         match StateDir::open(path) {
             Ok(dir) => Ok(Self {
                 dir,
@@ -132,7 +145,7 @@ impl Keeper {
                 on_wait: None,
             }),
             Err(err) if err.is_not_found() => Err(no_state(path)),
-            Err(err) => Err(err.into()),
+            Err(err) => Err(anyhow::Error::from(err).into()),
         }
     }
 
@@ -212,7 +225,8 @@ impl Keeper {
         minter: &Minter,
         (gh, runtime): (&GitHub, &Runtime),
     ) -> Result<(TokenSource, Minted), Unminted> {
-        let guard = Guard::acquire(dir, LOCK_WAIT, || {}).map_err(|e| Unminted::Mint(e.into()))?;
+        let guard = Guard::acquire(dir, LOCK_WAIT, || {})
+            .map_err(|e| Unminted::Mint(anyhow::Error::from(e).into()))?;
         let deadline = Instant::now() + gh.deadline();
         let source = runtime
             .block_on(origin.settle(gh, minter, target))
@@ -241,8 +255,11 @@ impl Keeper {
         &self.dir
     }
 
-    pub(crate) fn state(&self) -> Result<State> {
-        self.dir.state()?.ok_or_else(|| no_state(self.dir.path()))
+    pub(crate) fn state(&self) -> Result<State, Unfound> {
+        self.dir
+            .state()
+            .map_err(anyhow::Error::from)?
+            .ok_or_else(|| no_state(self.dir.path()))
     }
 
     /// A token that the policy calls fresh at `now` (our clock), from the state the caller has
@@ -302,7 +319,7 @@ impl Keeper {
         // The store's end began meanwhile: nothing is served from it, not even the cached token.
         if guard.retiring() {
             return Err(match minted {
-                Err(Unminted::Mint(err)) => err,
+                Err(Unminted::Mint(err)) => err.into(),
                 _ => anyhow!(store::ENDING),
             });
         }
@@ -316,7 +333,7 @@ impl Keeper {
             Err(Unminted::Mint(err)) => {
                 // Stored for other processes to show: scrubbed of our secrets here, which they
                 // do not hold.
-                let message = messages::describe(&err);
+                let message = messages::describe(&err.into());
                 state.failure = Some(Failure {
                     at: now,
                     message: message.clone(),
@@ -352,12 +369,14 @@ impl Keeper {
         guard: &Guard,
         state: &mut State,
         budget: Duration,
-    ) -> Result<(Minted, i64), Unminted> {
+    ) -> Result<(Minted, Offset), Unminted> {
         // Every input is read before the clock starts.
         let signer = match &state.config.source {
-            TokenSource::App { signer, .. } => {
-                Some(signer.signer(|| self.read_key()).map_err(Unminted::Mint)?)
-            }
+            TokenSource::App { signer, .. } => Some(
+                signer
+                    .signer(|| self.read_key())
+                    .map_err(|err| Unminted::Mint(err.into()))?,
+            ),
             TokenSource::Exchange { .. } => None,
         };
         let minter = Minter {
@@ -370,7 +389,7 @@ impl Keeper {
             state.token.lifetime.clock_offset,
             &self.caller.http_env,
         )
-        .map_err(|err| Unminted::Mint(err.into()))?;
+        .map_err(|err| Unminted::Mint(anyhow::Error::from(err).into()))?;
         let deadline = Instant::now() + budget;
         let config = &state.config;
         let minted = mint_recorded(
@@ -484,7 +503,7 @@ pub fn backdate_cached_token(path: &Path, secs: i64, expired: bool) -> Result<()
     let lifetime = &mut state.token.lifetime;
     lifetime.minted_at -= secs;
     if expired {
-        lifetime.expires_at = crate::clock::unix_now() + lifetime.clock_offset - 1;
+        lifetime.expires_at = lifetime.clock_offset.theirs(crate::clock::unix_now() - 1);
     }
     guard.write_state(&state)?;
     Ok(())
@@ -497,7 +516,7 @@ pub fn backdate_ledger(path: &Path, secs: i64) -> Result<()> {
     let guard = Guard::acquire(&dir, LOCK_WAIT, || {})?;
     let mut ledger = dir.ledger()?;
     for entry in &mut ledger.entries {
-        entry.expires_at -= secs;
+        entry.expires_at = ServerTime(entry.expires_at.0 - secs);
     }
     guard.write_ledger(&ledger)?;
     Ok(())
@@ -539,11 +558,11 @@ fn mint_recorded(
             Ok(_) => "the token just minted was revoked",
             Err(_) => "the token just minted is in its ledger, for the end to revoke",
         };
-        return Err(Unminted::Mint(anyhow!("{}: {what}", store::ENDING)));
+        return Err(Unminted::Mint(anyhow!("{}: {what}", store::ENDING).into()));
     }
     let token = runtime
         .block_on(apps::accept(gh, token))
-        .map_err(|err| Unminted::Mint(err.into()))?;
+        .map_err(|err| Unminted::Mint(MintError::from(err).into()))?;
     let left = deadline.saturating_duration_since(Instant::now());
     let accepted = runtime
         .block_on(async { tokio::time::timeout(left, source.check(gh, &token)).await })
@@ -587,8 +606,20 @@ fn plan(now: i64, state: &State) -> Plan {
 #[error("no token-keeper state in `{0}`")]
 pub(crate) struct NoState(String);
 
-fn no_state(path: &Path) -> anyhow::Error {
+fn no_state(path: &Path) -> Unfound {
     NoState(messages::short(&path.to_string_lossy())).into()
+}
+
+/// Why there is no store to serve from: none where stores are looked for, none at the path
+/// named, or another failure on the way. The tools advise on the first two.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Unfound {
+    #[error(transparent)]
+    NoStore(#[from] store::locate::NoStore),
+    #[error(transparent)]
+    NoState(#[from] NoState),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
 }
 
 /// The age at which the store's token is re-minted.
@@ -625,6 +656,7 @@ fn fallback(state: &State, now: i64, message: &str) -> Result<Served> {
 mod tests {
     use super::policy::Lifetime;
     use super::*;
+    use crate::clock::{Offset, ServerTime};
 
     fn state(minted_at: i64, failure: Option<i64>) -> State {
         let mut state = State::new(
@@ -633,8 +665,8 @@ mod tests {
                 token: Secret::new("t".into()),
                 lifetime: Lifetime {
                     minted_at,
-                    expires_at: minted_at + 3600,
-                    clock_offset: 0,
+                    expires_at: ServerTime(minted_at + 3600),
+                    clock_offset: Offset(0),
                 },
             },
         );

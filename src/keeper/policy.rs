@@ -6,6 +6,8 @@
 
 use std::time::Duration;
 
+use crate::clock::{Offset, ServerTime};
+
 /// A brand-new token can be refused for a few seconds, and a stale checkout header or a repository
 /// outside the token's reach also makes git send `erase`: erase only tokens older than this.
 const ERASE_MIN_AGE: i64 = 60;
@@ -20,15 +22,15 @@ pub(crate) struct Lifetime {
     /// When we received the token, our clock.
     pub(crate) minted_at: i64,
     /// Its expiry, GitHub's clock.
-    pub(crate) expires_at: i64,
-    /// GitHub's clock minus ours.
-    pub(crate) clock_offset: i64,
+    pub(crate) expires_at: ServerTime,
+    /// How far GitHub's clock ran ahead of ours.
+    pub(crate) clock_offset: Offset,
 }
 
 impl Lifetime {
     /// The expiry in our clock.
     pub(crate) fn local_expiry(&self) -> i64 {
-        self.expires_at - self.clock_offset
+        self.clock_offset.ours(self.expires_at)
     }
 
     pub(crate) fn age(&self, now: i64) -> i64 {
@@ -92,14 +94,15 @@ pub(crate) fn erase_counts(now: i64, facts: &Lifetime, last_erase_mint: Option<i
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::{Offset, ServerTime};
 
     const FIFTY_MINUTES: Duration = Duration::from_secs(50 * 60);
 
     fn hour_token(minted_at: i64) -> Lifetime {
         Lifetime {
             minted_at,
-            expires_at: minted_at + 3600,
-            clock_offset: 0,
+            expires_at: ServerTime(minted_at + 3600),
+            clock_offset: Offset(0),
         }
     }
 
@@ -123,7 +126,7 @@ mod tests {
     fn a_token_near_its_expiry_is_refreshed_whatever_its_age() {
         // GitHub gave a token with only ten minutes left.
         let short = Lifetime {
-            expires_at: 1000 + 600,
+            expires_at: ServerTime(1000 + 600),
             ..hour_token(1000)
         };
         assert_eq!(
@@ -150,8 +153,8 @@ mod tests {
     fn expiry_is_judged_in_our_clock() {
         // GitHub runs five minutes ahead: its expiry is five minutes earlier in our clock.
         let facts = Lifetime {
-            clock_offset: 300,
-            expires_at: 300 + 3600,
+            clock_offset: Offset(300),
+            expires_at: ServerTime(300 + 3600),
             ..hour_token(0)
         };
         assert_eq!(facts.local_expiry(), 3600);
@@ -172,8 +175,8 @@ mod tests {
         // The end-to-end tests use tokens that live 3 s with `refresh-after: 1s`.
         let facts = Lifetime {
             minted_at: 0,
-            expires_at: 3,
-            clock_offset: 0,
+            expires_at: ServerTime(3),
+            clock_offset: Offset(0),
         };
         let one_second = Duration::from_secs(1);
         assert_eq!(decide(0, &facts, false, one_second), Decision::Fresh);
@@ -191,8 +194,8 @@ mod tests {
             (
                 Lifetime {
                     minted_at: 0,
-                    expires_at: 3,
-                    clock_offset: 0,
+                    expires_at: ServerTime(3),
+                    clock_offset: Offset(0),
                 },
                 FIFTY_MINUTES,
             ),

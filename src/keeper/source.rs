@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
 
-use super::Caller;
+use super::{Caller, MintFailure};
 use crate::env::Env;
 use crate::github::apps::{self, App, BotUser};
 use crate::github::exchange::{self, Exchange, ExchangeError, IdentityRequest};
@@ -176,7 +176,7 @@ impl Origin {
         gh: &GitHub,
         minter: &Minter<'_>,
         target: &Target,
-    ) -> Result<TokenSource> {
+    ) -> Result<TokenSource, MintFailure> {
         match self {
             Origin::App { issuer, .. } => {
                 let signer = minter.app_signer(gh).await?;
@@ -216,7 +216,7 @@ impl TokenSource {
         gh: &GitHub,
         minter: &Minter<'_>,
         request: &TokenRequest,
-    ) -> Result<MintedToken> {
+    ) -> Result<MintedToken, MintFailure> {
         match self {
             TokenSource::App {
                 issuer,
@@ -428,9 +428,14 @@ mod tests {
             url: url::Url::parse("http://127.0.0.1:9").unwrap(),
             ca_certificates: None,
         };
-        crate::github::client::connect(&server, Duration::from_secs(1), 0, &Default::default())
-            .unwrap()
-            .0
+        crate::github::client::connect(
+            &server,
+            Duration::from_secs(1),
+            Default::default(),
+            &Default::default(),
+        )
+        .unwrap()
+        .0
     }
 
     #[test]

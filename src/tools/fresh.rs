@@ -135,6 +135,7 @@ pub(super) fn refresh_until(
         }
         let served = keeper
             .state()
+            .map_err(anyhow::Error::from)
             .and_then(|state| keeper.serve(state, unix_now()))
             .and_then(|served| {
                 if served.token != current.token {

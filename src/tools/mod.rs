@@ -22,8 +22,8 @@ use crate::clock::unix_now;
 use crate::env::Env;
 use crate::keeper::settings::Door;
 use crate::keeper::store::State;
-use crate::keeper::store::locate::{self, NoStore};
-use crate::keeper::{Caller, Keeper, NoState, Served};
+use crate::keeper::store::locate;
+use crate::keeper::{Caller, Keeper, Served, Unfound};
 use crate::process::{self, CannotRun};
 use crate::report::Reporter;
 
@@ -159,7 +159,7 @@ fn caller(env: &Env) -> Result<Caller> {
 /// The job's store that `state` names, or the only one (for `owner`).
 /// Without either, the store `TOKEN_KEEPER_STATE` names (as `setup` exports it), else the job's
 /// only one, in Actions' places or `setup`'s.
-fn find(state: Option<&Path>, owner: Option<&str>, env: &Env) -> Result<(Keeper, State)> {
+fn find(state: Option<&Path>, owner: Option<&str>, env: &Env) -> Result<(Keeper, State), Unfound> {
     let exported = env
         .given(locate::STATE_VARIABLE)
         .filter(|_| owner.is_none())
@@ -176,22 +176,22 @@ fn find(state: Option<&Path>, owner: Option<&str>, env: &Env) -> Result<(Keeper,
 }
 
 /// `err`, with what to do about a store that is not there, in the words of where this runs.
-fn advised(err: anyhow::Error, asker: &Asker) -> anyhow::Error {
+fn advised(err: Unfound, asker: &Asker) -> anyhow::Error {
     let action = asker.reporter.door() == Door::Action;
-    let advice = if err.downcast_ref::<NoStore>().is_some() {
-        if action {
+    let advice = match (&err, action) {
+        (Unfound::NoStore(_), true) => {
             "run the token-keeper step (with `git-credentials: true`) earlier in this job"
-        } else {
+        }
+        (Unfound::NoStore(_), false) => {
             "run `token-keeper setup` earlier in this job, and pass `TOKEN_KEEPER_STATE` on to this command"
         }
-    } else if err.downcast_ref::<NoState>().is_some() {
-        if action {
+        (Unfound::NoState(_), true) => {
             "the token-keeper step of this job did not run, or its post step already cleaned up"
-        } else {
+        }
+        (Unfound::NoState(_), false) => {
             "`token-keeper setup` did not run in this job, or `token-keeper revoke` already ended it"
         }
-    } else {
-        return err;
+        (Unfound::Other(_), _) => return err.into(),
     };
     anyhow::anyhow!("{err}: {advice}")
 }

@@ -299,6 +299,7 @@ fn supply(keeper: &Keeper, shared: &Shared, asks: mpsc::Receiver<Ask>, reporter:
         }
         let renewed = keeper
             .state()
+            .map_err(anyhow::Error::from)
             .and_then(|state| keeper.serve(state, unix_now()))
             .and_then(|served| Ok((served, keeper.state()?)));
         match renewed {

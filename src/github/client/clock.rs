@@ -6,23 +6,23 @@ use std::time::UNIX_EPOCH;
 
 use reqwest::header::HeaderMap;
 
-use crate::clock::unix_now;
+use crate::clock::{Offset, ServerTime, unix_now};
 
 /// The offset of a server's clock from ours, in seconds (the server minus us).
 #[derive(Debug)]
 pub(crate) struct Clock(AtomicI64);
 
 impl Clock {
-    pub(crate) fn new(offset: i64) -> Self {
-        Self(AtomicI64::new(offset))
+    pub(crate) fn new(offset: Offset) -> Self {
+        Self(AtomicI64::new(offset.0))
     }
 
-    pub(crate) fn offset(&self) -> i64 {
-        self.0.load(Ordering::Relaxed)
+    pub(crate) fn offset(&self) -> Offset {
+        Offset(self.0.load(Ordering::Relaxed))
     }
 
-    fn set(&self, offset: i64) {
-        self.0.store(offset, Ordering::Relaxed);
+    fn set(&self, offset: Offset) {
+        self.0.store(offset.0, Ordering::Relaxed);
     }
 
     /// Keep the offset the answer's `Date` shows, when it drifts from the one known.
@@ -32,14 +32,14 @@ impl Clock {
         };
         let measured = server - unix_now();
         // `Date` has one-second resolution: ignore jitter around the known offset.
-        if (measured - self.offset()).abs() > 2 {
-            self.set(measured);
+        if (measured - self.offset().0).abs() > 2 {
+            self.set(Offset(measured));
         }
     }
 
-    /// Now in the server's clock, unix seconds.
-    pub(crate) fn server_now(&self) -> i64 {
-        unix_now() + self.offset()
+    /// Now in the server's clock.
+    pub(crate) fn server_now(&self) -> ServerTime {
+        self.offset().theirs(unix_now())
     }
 }
 

@@ -33,6 +33,7 @@ use self::error::{answer_error, chain};
 use self::retry::{Next, Outcome, Tries, Verdict};
 use super::jwt;
 use super::signer::Signer;
+use crate::clock::Offset;
 use crate::messages;
 use crate::secret::Secret;
 
@@ -52,7 +53,7 @@ pub(crate) struct Server {
 pub(crate) fn connect(
     server: &Server,
     deadline: Duration,
-    clock_offset: i64,
+    clock_offset: Offset,
     http_env: &HttpEnv,
 ) -> Result<(GitHub, Runtime), ApiError> {
     let options = http_env.options(deadline, server.ca_certificates.clone());
@@ -153,7 +154,7 @@ pub(crate) struct GitHub {
 impl GitHub {
     /// A client for `base` (e.g. `https://api.github.com` or `https://HOST/api/v3`).
     /// Proxies come from `HTTPS_PROXY`, `HTTP_PROXY` and `NO_PROXY`, in either case.
-    fn new(base: Url, options: HttpOptions, clock_offset: i64) -> Result<Self, ApiError> {
+    fn new(base: Url, options: HttpOptions, clock_offset: Offset) -> Result<Self, ApiError> {
         // Loading the platform's roots takes milliseconds; plain-http loopback needs none.
         let roots = if base.scheme() == "https" {
             tls::trusted_roots(options.extra_ca_pem.as_deref())?
@@ -235,7 +236,7 @@ impl GitHub {
         let deadline = Instant::now() + self.options.deadline;
         let mut tries = Tries::new(idempotency);
         // The JWT, and the clock offset it was signed at.
-        let mut signed: Option<(i64, Secret)> = None;
+        let mut signed: Option<(Offset, Secret)> = None;
         loop {
             let bearer = match auth {
                 Auth::App { issuer, signer } => {

@@ -11,6 +11,7 @@ use reqwest::header::RETRY_AFTER;
 use super::clock::http_date;
 use super::error::is_untrusted_certificate;
 use super::{Answer, Idempotency};
+use crate::clock::ServerTime;
 
 /// The longest pause of our own between two attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
@@ -43,11 +44,11 @@ pub(super) enum Outcome {
 }
 
 impl Outcome {
-    pub(super) fn of(answer: &Answer, server_now: i64, app_auth: bool) -> Self {
+    pub(super) fn of(answer: &Answer, server_now: ServerTime, app_auth: bool) -> Self {
         if answer.oversized {
             return Outcome::Oversized;
         }
-        let verdict = judge(answer, server_now, app_auth);
+        let verdict = judge(answer, server_now.0, app_auth);
         match answer.status {
             502 | 504 => Outcome::GatewayFailed(verdict),
             _ => Outcome::Answered(verdict),

@@ -12,11 +12,11 @@ use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Result, bail};
+use anyhow::{Result, anyhow};
 
 use super::State;
 use crate::env::Env;
-use crate::keeper::{Caller, Keeper};
+use crate::keeper::{Caller, Keeper, Unfound};
 use crate::messages::quoted_list;
 use crate::private::{self, FileError, Owner, at, open_private};
 
@@ -211,7 +211,7 @@ pub(crate) fn find(
     explicit: Option<&Path>,
     owner: Option<&str>,
     caller: &Caller,
-) -> Result<(Keeper, State)> {
+) -> Result<(Keeper, State), Unfound> {
     if let Some(dir) = explicit {
         let keeper = Keeper::open(dir, caller.clone())?;
         let state = keeper.state()?;
@@ -245,10 +245,11 @@ pub(crate) fn find(
                 .iter()
                 .map(|(_, s)| s.config.account.as_str())
                 .collect();
-            bail!(
+            Err(anyhow!(
                 "this job has several token-keeper states ({}): pick one with `--owner`",
                 quoted_list(&owners)
             )
+            .into())
         }
     }
 }

@@ -19,6 +19,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+use crate::clock::{Offset, ServerTime};
+
 use self::lock::Guard;
 use crate::github::client::Server;
 use crate::github::{TokenRequest, hosts};
@@ -61,24 +63,24 @@ const STATE_VERSION: u32 = 2;
 #[derive(Debug, Clone)]
 pub(crate) struct LedgerEntry {
     pub(crate) token: Secret,
-    /// Expiry in GitHub's clock, unix seconds.
-    pub(crate) expires_at: i64,
-    /// GitHub's clock minus ours when it was minted, seconds.
-    pub(crate) clock_offset: i64,
+    /// Expiry in GitHub's clock.
+    pub(crate) expires_at: ServerTime,
+    /// How far GitHub's clock ran ahead of ours when it was minted.
+    pub(crate) clock_offset: Offset,
 }
 
 impl LedgerEntry {
     /// Whether it may still be live at `now` (our clock).
     pub(crate) fn is_live(&self, now: i64) -> bool {
-        self.expires_at > now + self.clock_offset
+        self.expires_at > self.clock_offset.theirs(now)
     }
 }
 
 #[derive(Serialize, Deserialize)]
 struct LedgerLine {
     token: String,
-    expires_at: i64,
-    clock_offset: i64,
+    expires_at: ServerTime,
+    clock_offset: Offset,
 }
 
 /// Every token a store recorded, and where to revoke them (`None` in a ledger whose first line
@@ -199,7 +201,7 @@ impl CachedToken {
     /// ahead.
     pub(crate) fn received(
         minted: &crate::github::MintedToken,
-        clock_offset: i64,
+        clock_offset: Offset,
         now: i64,
     ) -> Self {
         Self {
@@ -250,7 +252,13 @@ impl State {
     }
 
     /// A new token replaces the cached one at `now`: the erase and any failure are over.
-    pub(crate) fn renew(&mut self, token: Secret, expires_at: i64, clock_offset: i64, now: i64) {
+    pub(crate) fn renew(
+        &mut self,
+        token: Secret,
+        expires_at: ServerTime,
+        clock_offset: Offset,
+        now: i64,
+    ) {
         if self.erased {
             self.last_erase_mint = Some(now);
         }
@@ -459,7 +467,7 @@ impl StateDir {
         let last = match ledger
             .entries
             .iter()
-            .map(|e| e.expires_at - e.clock_offset)
+            .map(|e| e.clock_offset.ours(e.expires_at))
             .max()
         {
             Some(expired) => expired,
@@ -626,6 +634,7 @@ fn ends_with_newline(mut file: &File) -> io::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::{Offset, ServerTime};
 
     fn me(dir: &Path) -> Owner {
         Owner::of(dir).unwrap()
@@ -634,8 +643,8 @@ mod tests {
     fn entry(token: &str, expires_at: i64) -> LedgerEntry {
         LedgerEntry {
             token: Secret::new(token.into()),
-            expires_at,
-            clock_offset: 0,
+            expires_at: ServerTime(expires_at),
+            clock_offset: Offset(0),
         }
     }
 
@@ -831,8 +840,8 @@ mod tests {
                 token: Secret::new("old".into()),
                 lifetime: Lifetime {
                     minted_at: 0,
-                    expires_at: 3600,
-                    clock_offset: 0,
+                    expires_at: ServerTime(3600),
+                    clock_offset: Offset(0),
                 },
             },
         );
@@ -841,14 +850,14 @@ mod tests {
             at: 10,
             message: "down".into(),
         });
-        state.renew(Secret::new("new".into()), 7300, 5, 3700);
+        state.renew(Secret::new("new".into()), ServerTime(7300), Offset(5), 3700);
         assert_eq!(state.token.token.expose(), "new");
         assert_eq!(
             (
                 state.token.lifetime.minted_at,
                 state.token.lifetime.clock_offset
             ),
-            (3700, 5)
+            (3700, Offset(5))
         );
         assert!(!state.erased && state.failure.is_none());
         assert_eq!(state.last_erase_mint, Some(3700));
@@ -862,8 +871,8 @@ mod tests {
                 token: Secret::new("ghs_round-trip".into()),
                 lifetime: Lifetime {
                     minted_at: 1,
-                    expires_at: 3601,
-                    clock_offset: 0,
+                    expires_at: ServerTime(3601),
+                    clock_offset: Offset(0),
                 },
             },
         );
@@ -882,7 +891,7 @@ mod tests {
         let mut e = entry("t", 1000);
         assert!(e.is_live(999));
         assert!(!e.is_live(1000));
-        e.clock_offset = 300; // GitHub five minutes ahead of us
+        e.clock_offset = Offset(300); // GitHub five minutes ahead of us
         assert!(!e.is_live(800));
         assert!(e.is_live(600));
     }

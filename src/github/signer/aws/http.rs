@@ -15,6 +15,7 @@ use reqwest::{Method, Url};
 use super::credentials::Credentials;
 use super::error::{Answered, AwsError};
 use super::sigv4::{self, Scope, Unsigned};
+use crate::clock::Offset;
 use crate::github::client::{
     ApiError, Clock, HttpOptions, backoff, cause, fits, http_client, receive, trusted_roots,
 };
@@ -64,7 +65,7 @@ pub(crate) struct Call<'a> {
 impl Aws {
     /// Clients with `options` (the GitHub client's: its bounds, CAs and proxy choice); AWS's
     /// clock starts at `clock_offset`.
-    pub(crate) fn new(options: &HttpOptions, clock_offset: i64) -> Result<Self, AwsError> {
+    pub(crate) fn new(options: &HttpOptions, clock_offset: Offset) -> Result<Self, AwsError> {
         let setup = |e: ApiError| AwsError::Setup(e.to_string());
         let roots = trusted_roots(options.extra_ca_pem.as_deref()).map_err(setup)?;
         let http = http_client(options, roots).map_err(setup)?;
@@ -155,7 +156,7 @@ impl Aws {
                 body: call.body,
             };
             let at = self.clock.server_now();
-            for (name, value) in sigv4::sign(&unsigned, credentials, scope, at) {
+            for (name, value) in sigv4::sign(&unsigned, credentials, scope, at.0) {
                 request = request.header(name, value);
             }
         }

@@ -195,9 +195,13 @@ pub fn sign_for_test(
         url: url::Url::parse("http://127.0.0.1:9/").map_err(|e| e.to_string())?,
         ca_certificates: None,
     };
-    let (gh, runtime) =
-        crate::github::client::connect(&unused, std::time::Duration::from_secs(20), 0, &http_env)
-            .map_err(|e| e.to_string())?;
+    let (gh, runtime) = crate::github::client::connect(
+        &unused,
+        std::time::Duration::from_secs(20),
+        Default::default(),
+        &http_env,
+    )
+    .map_err(|e| e.to_string())?;
     let kms = AwsKms::new(key, region);
     runtime.block_on(async {
         kms.open(&gh, &env, None).await.map_err(|e| e.to_string())?;
