@@ -2,17 +2,13 @@
 //! peak memory as the process's own `VmHWM` (see `measure`), against the fake GitHub on loopback.
 //!
 //! Run it with `cargo build --release && cargo run --release --example bench`. The image figures
-//! need a container engine (see `tests/support/engine.rs`), the native entry's need node; the
+//! need a container engine (see `tests/kit/src/engine.rs`), the native entry's need node; the
 //! comparison with the official action needs `TOKEN_KEEPER_OFFICIAL_ACTION`, a checkout of
 //! actions/create-github-app-token. The proxy's figures (`bench/proxy.rs`) drive `exec --proxy`
 //! with clients of the benchmark's own. The signers' (`bench/signers.rs`) need moto's server, the
 //! AWS CLI, SoftHSM and `pkcs11-tool` on PATH (with `PATH=$PWD/target/tools/aws/bin:$PATH` where
 //! `scripts/test` put the AWS ones in a venv).
 
-// The integration tests' support, of which an example uses only a part.
-#[allow(dead_code)]
-#[path = "../tests/support/mod.rs"]
-mod support;
 // It reads the proxy's peak memory from `/proc`.
 #[cfg(target_os = "linux")]
 #[path = "bench/proxy.rs"]
@@ -27,11 +23,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use support::engine::{self, Image};
-use support::fake_github::{APP_ID, APP_KEY, CLIENT_ID, FakeGitHub};
-use support::git_server::git_command;
-use support::measure::{self, Measured};
-use support::runner::{Job, LaterStep, StepRun, View, age_cached_token, binary};
+use testkit::engine::{self, Image};
+use testkit::fake_github::{APP_ID, APP_KEY, CLIENT_ID, FakeGitHub};
+use testkit::git_server::git_command;
+use testkit::measure::{self, Measured};
+use testkit::runner::{Job, LaterStep, StepRun, View, age_cached_token, binary};
 
 const MAIN_RUNS: usize = 40;
 const FILL_RUNS: usize = 1000;

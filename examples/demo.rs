@@ -6,17 +6,12 @@
 //!
 //! Run it with `cargo build && cargo run --example demo`.
 
-// The integration tests' support, of which an example uses only a part.
-#[allow(dead_code)]
-#[path = "../tests/support/mod.rs"]
-mod support;
-
 use std::fs;
 use std::time::{Duration, Instant};
 
-use support::fake_github::{APP_ID, APP_KEY, FakeGitHub};
-use support::git_server::GitServer;
-use support::runner::{Job, LaterStep, StepRun, View};
+use testkit::fake_github::{APP_ID, APP_KEY, FakeGitHub};
+use testkit::git_server::GitServer;
+use testkit::runner::{Job, LaterStep, StepRun, View};
 
 const LIFETIME: Duration = Duration::from_secs(8);
 const ROUNDS: u32 = 3;

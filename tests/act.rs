@@ -3,13 +3,13 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::act::{ActRepo, DockerApi, runner_image};
-use crate::support::background::{group_runs, running};
-use crate::support::engine;
-use crate::support::fake_github::{APP_KEY, CLIENT_ID};
-use crate::support::logs::{assert_no_secret_shown, text};
-use crate::support::native_entry;
-use crate::support::scene::Scene;
+use testkit::act::{ActRepo, DockerApi, runner_image};
+use testkit::background::{group_runs, running};
+use testkit::engine;
+use testkit::fake_github::{APP_KEY, CLIENT_ID};
+use testkit::logs::{assert_no_secret_shown, text};
+use testkit::native_entry;
+use testkit::scene::Scene;
 
 /// How long the long job's tokens live: long enough that the post step, which act's engine may
 /// start seconds after the push, still finds the push's token live to revoke.

@@ -5,13 +5,13 @@
 use std::fs;
 use std::time::Duration;
 
-use crate::support::background::Background;
-use crate::support::ci::{CiJob, assert_nothing_left, assert_ok};
-use crate::support::fake_github::{APP_ID, APP_KEY};
-use crate::support::logs::{assert_no_part_shown, text};
-use crate::support::measure;
-use crate::support::runner::{View, binary, is_root};
-use crate::support::scene::{KeylessScene, Scene};
+use testkit::background::Background;
+use testkit::ci::{CiJob, assert_nothing_left, assert_ok};
+use testkit::fake_github::{APP_ID, APP_KEY};
+use testkit::logs::{assert_no_part_shown, text};
+use testkit::measure;
+use testkit::runner::{View, binary, is_root};
+use testkit::scene::{KeylessScene, Scene};
 use wiremock::ResponseTemplate;
 
 #[tokio::test]

@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 
-use crate::support::fake_github::{APP_ID, APP_KEY, FakeGitHub};
-use crate::support::logs::text;
-use crate::support::measure;
-use crate::support::runner::binary;
+use testkit::fake_github::{APP_ID, APP_KEY, FakeGitHub};
+use testkit::logs::text;
+use testkit::measure;
+use testkit::runner::binary;
 
 /// Tokens that live long enough for a loaded machine, or wine, to start a few processes while
 /// one is fresh, and short enough to outlive in a test. One is refreshed when less than half

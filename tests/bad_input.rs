@@ -1,8 +1,8 @@
 //! Bad input: one `::error::` line that names the input and the fix, exit code 1, nothing minted
 //! and no state left behind.
 
-use crate::support::fake_github::{APP_KEY, FakeGitHub, app_inputs};
-use crate::support::runner::{Job, View};
+use testkit::fake_github::{APP_KEY, FakeGitHub, app_inputs};
+use testkit::runner::{Job, View};
 
 const OPENSSH: &str = include_str!("fixtures/openssh-key");
 const PUBLIC: &str = include_str!("fixtures/app-key.pub.pem");

@@ -8,11 +8,11 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use crate::support::engine;
-use crate::support::git_server::git_command;
-use crate::support::runner::{LaterStep, View, age_cached_token, as_user, is_root};
-use crate::support::scene::{KeylessScene, Scene, assert_git_ok, assert_no_key_material};
-use crate::support::walk;
+use testkit::engine;
+use testkit::git_server::git_command;
+use testkit::runner::{LaterStep, View, age_cached_token, as_user, is_root};
+use testkit::scene::{KeylessScene, Scene, assert_git_ok, assert_no_key_material};
+use testkit::walk;
 
 /// The runner's user on GitHub-hosted runners.
 const RUNNER_UID: u32 = 1001;

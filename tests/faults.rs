@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 
 use wiremock::ResponseTemplate;
 
-use crate::support::fake_github::{FakeGitHub, app_inputs};
-use crate::support::relay::Relay;
-use crate::support::runner::{
+use testkit::fake_github::{FakeGitHub, app_inputs};
+use testkit::relay::Relay;
+use testkit::runner::{
     Job, LaterStep, Namespace, StepRun, View, age_cached_token, expire_cached_token,
 };
-use crate::support::unix_now;
+use testkit::unix_now;
 
 /// A job whose API calls go through a relay that can reset connections.
 async fn job_with_relay() -> (FakeGitHub, Relay, Job) {
@@ -599,7 +599,7 @@ async fn the_post_step_ends_within_its_ten_second_deadline() {
 
 #[tokio::test]
 async fn a_stalled_dns_resolver_does_not_outlast_the_deadline() {
-    if !crate::support::runner::is_root() {
+    if !testkit::runner::is_root() {
         eprintln!("skipped: needs root for a mount namespace and port 53");
         return;
     }

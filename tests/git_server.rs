@@ -8,8 +8,8 @@ use std::process::{Output, Stdio};
 
 use ring::rand::{SecureRandom, SystemRandom};
 
-use crate::support::fake_github::{FakeGitHub, Issued};
-use crate::support::git_server::{GitServer, fingerprint, git, git_command};
+use testkit::fake_github::{FakeGitHub, Issued};
+use testkit::git_server::{GitServer, fingerprint, git, git_command};
 
 /// A fake GitHub and a git server that trusts it, with `Octo-Org/app`, `Octo-Org/lib` and
 /// `Other-Org/app` (outside the installation).

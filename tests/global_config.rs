@@ -8,9 +8,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::support::ci::{CiJob, assert_nothing_left, assert_ok};
-use crate::support::logs::text;
-use crate::support::scene::Scene;
+use testkit::ci::{CiJob, assert_nothing_left, assert_ok};
+use testkit::logs::text;
+use testkit::scene::Scene;
 
 /// Setup for `owner` with the global config, then a git command through it, then revoke: what
 /// the config held in between.

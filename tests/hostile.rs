@@ -8,14 +8,12 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 use wiremock::ResponseTemplate;
 
-use crate::support::fake_github::{FakeGitHub, app_inputs, message};
-use crate::support::logs::{
+use testkit::fake_github::{FakeGitHub, app_inputs, message};
+use testkit::logs::{
     MARK, altered, assert_no_line_of_theirs, assert_no_part_shown, assert_no_secret_shown, text,
 };
-use crate::support::runner::{
-    Job, LaterStep, StepRun, View, age_cached_token, expire_cached_token,
-};
-use crate::support::scene::{KeylessScene, Scene};
+use testkit::runner::{Job, LaterStep, StepRun, View, age_cached_token, expire_cached_token};
+use testkit::scene::{KeylessScene, Scene};
 
 /// A job whose server answers `says`, and quotes the credentials it was sent, wherever it can:
 /// a failed main step, a re-mint refused in `token` (the cached token serves), git's helper and

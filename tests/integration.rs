@@ -6,8 +6,6 @@
 
 #![cfg(target_os = "linux")]
 
-mod support;
-
 /// nektos/act running a workflow that uses the native entry.
 mod act;
 /// The action's metadata agrees with the code.

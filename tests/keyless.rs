@@ -7,12 +7,12 @@ use std::process::Output;
 use serde_json::json;
 use wiremock::ResponseTemplate;
 
-use crate::support::fake_github::app_inputs;
-use crate::support::git_server::git_command;
-use crate::support::logs::assert_no_secret_shown;
-use crate::support::runner::{Job, LaterStep, View, age_cached_token, expire_cached_token};
-use crate::support::scene::{KeylessScene, assert_git_ok, assert_no_key_material};
-use crate::support::sts::Policy;
+use testkit::fake_github::app_inputs;
+use testkit::git_server::git_command;
+use testkit::logs::assert_no_secret_shown;
+use testkit::runner::{Job, LaterStep, View, age_cached_token, expire_cached_token};
+use testkit::scene::{KeylessScene, assert_git_ok, assert_no_key_material};
+use testkit::sts::Policy;
 
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()

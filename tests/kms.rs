@@ -7,14 +7,14 @@ use ring::signature::{RSA_PKCS1_2048_8192_SHA256, UnparsedPublicKey};
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::support::ci::{CiJob, assert_nothing_left, assert_ok};
-use crate::support::engine;
-use crate::support::fake_github::FakeGitHub;
-use crate::support::logs::text;
-use crate::support::moto::{Moto, ROLE_ARN, SECRET, User, pkcs1_of};
-use crate::support::runner::{LaterStep, View};
-use crate::support::scene::{Scene, assert_git_ok, assert_no_key_material};
-use crate::support::sts::Issuer;
+use testkit::ci::{CiJob, assert_nothing_left, assert_ok};
+use testkit::engine;
+use testkit::fake_github::FakeGitHub;
+use testkit::logs::text;
+use testkit::moto::{Moto, ROLE_ARN, SECRET, User, pkcs1_of};
+use testkit::runner::{LaterStep, View};
+use testkit::scene::{Scene, assert_git_ok, assert_no_key_material};
+use testkit::sts::Issuer;
 
 const REGION: &str = "eu-west-1";
 const MESSAGE: &[u8] = b"eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJpc3MiOiIxIn0";

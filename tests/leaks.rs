@@ -7,10 +7,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::support::fake_github::{APP_KEY, FakeGitHub, app_inputs};
-use crate::support::git_server::git_command;
-use crate::support::runner::{Job, LaterStep, StepRun, View, age_cached_token};
-use crate::support::scene::Scene;
+use testkit::fake_github::{APP_KEY, FakeGitHub, app_inputs};
+use testkit::git_server::git_command;
+use testkit::runner::{Job, LaterStep, StepRun, View, age_cached_token};
+use testkit::scene::Scene;
 
 /// Every file below `dir`, with its contents.
 fn files_below(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {

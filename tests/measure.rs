@@ -3,8 +3,8 @@
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::Command;
 
-use crate::support::measure;
-use crate::support::runner::{as_user, binary, is_root};
+use testkit::measure;
+use testkit::runner::{as_user, binary, is_root};
 
 /// Measure a small program while this process holds 200 MiB it has touched: the peak must be
 /// the child's few MiB.

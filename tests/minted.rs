@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 
 use wiremock::{MockServer, ResponseTemplate};
 
-use crate::support::fake_github::{FakeGitHub, app_inputs};
-use crate::support::runner::{Job, LaterStep, View, age_cached_token};
-use crate::support::unix_now;
+use testkit::fake_github::{FakeGitHub, app_inputs};
+use testkit::runner::{Job, LaterStep, View, age_cached_token};
+use testkit::unix_now;
 
 #[tokio::test]
 async fn an_answer_with_an_unreadable_expiry_is_recorded_and_revoked() {

@@ -6,12 +6,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::support::fake_github::{FakeGitHub, app_inputs};
-use crate::support::git_server::git_command;
-use crate::support::measure;
-use crate::support::native_entry::{self, binary_name};
-use crate::support::runner::{Job, LaterStep, StepRun, View};
-use crate::support::scene::{Scene, assert_git_ok};
+use testkit::fake_github::{FakeGitHub, app_inputs};
+use testkit::git_server::git_command;
+use testkit::measure;
+use testkit::native_entry::{self, binary_name};
+use testkit::runner::{Job, LaterStep, StepRun, View};
+use testkit::scene::{Scene, assert_git_ok};
 
 #[tokio::test]
 #[cfg_attr(

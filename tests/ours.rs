@@ -4,8 +4,8 @@
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 
-use crate::support::fake_github::{FakeGitHub, app_inputs};
-use crate::support::runner::{Job, View, is_root};
+use testkit::fake_github::{FakeGitHub, app_inputs};
+use testkit::runner::{Job, View, is_root};
 
 /// The runner's user, whose earlier steps could plant things in `_temp`.
 const RUNNER_UID: u32 = 1001;

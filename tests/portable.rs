@@ -2,10 +2,6 @@
 //! native entry under node, with the real git against the test git server, as on a runner of
 //! each platform.
 
-// The support the Linux suite shares, of which this suite uses a part.
-#[allow(dead_code)]
-mod support;
-
 /// setup, the tools and revoke, as any CI runs them.
 mod anywhere;
 /// The native entry: node runs the checked binary in place.

@@ -13,15 +13,15 @@ use std::net::TcpListener;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use crate::support::ci::{CiJob, assert_ok};
-use crate::support::fake_github::{APP_ID, FakeGitHub, app_inputs};
-use crate::support::git_server::GitServer;
-use crate::support::logs::{assert_no_part_shown, text};
-use crate::support::node::{npm_package, runner_node};
-use crate::support::proxy::Proxy;
-use crate::support::runner::{Job, LaterStep, StepRun, View, parse_file_command};
-use crate::support::tls::{TestCa, TlsFront};
-use crate::support::{act, engine};
+use testkit::ci::{CiJob, assert_ok};
+use testkit::fake_github::{APP_ID, FakeGitHub, app_inputs};
+use testkit::git_server::GitServer;
+use testkit::logs::{assert_no_part_shown, text};
+use testkit::node::{npm_package, runner_node};
+use testkit::proxy::Proxy;
+use testkit::runner::{Job, LaterStep, StepRun, View, parse_file_command};
+use testkit::tls::{TestCa, TlsFront};
+use testkit::{act, engine};
 
 const API_HOST: &str = "api.github.test";
 const GIT_HOST: &str = "github.test";

@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use base64::Engine;
 
-use crate::support::fake_github::{FakeGitHub, Issued, app_inputs};
-use crate::support::git_server::git_command;
-use crate::support::measure;
-use crate::support::runner::{Job, LaterStep, View, age_cached_token, as_user, is_root, require};
-use crate::support::scene::{Scene, assert_git_ok};
-use crate::support::walk;
+use testkit::fake_github::{FakeGitHub, Issued, app_inputs};
+use testkit::git_server::git_command;
+use testkit::measure;
+use testkit::runner::{Job, LaterStep, View, age_cached_token, as_user, is_root, require};
+use testkit::scene::{Scene, assert_git_ok};
+use testkit::walk;
 
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
@@ -307,7 +307,7 @@ async fn gh_in_a_long_running_process_gets_a_fresh_token_from_keep_fresh() {
     let github = FakeGitHub::start().await;
     github.world().token_lifetime = Duration::from_secs(3);
     // `gh` talks to the git server's host over TLS: the front, with the test CA.
-    let front = crate::support::tls::TlsFront::start(&github.url());
+    let front = testkit::tls::TlsFront::start(&github.url());
     let job = Job::new(&github.url());
     let server = front.url();
     let main = job.main(&app_inputs(&[("git-server-url", &server)]), View::Host);

@@ -8,12 +8,12 @@ use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
-use crate::support::ci::{CiJob, assert_ok};
-use crate::support::fake_github::APP_PUBLIC_KEY;
-use crate::support::logs::text;
-use crate::support::runner::{LaterStep, View};
-use crate::support::scene::{Scene, assert_git_ok, assert_no_key_material};
-use crate::support::signers::{KmsKey, SoftHsm};
+use testkit::ci::{CiJob, assert_ok};
+use testkit::fake_github::APP_PUBLIC_KEY;
+use testkit::logs::text;
+use testkit::runner::{LaterStep, View};
+use testkit::scene::{Scene, assert_git_ok, assert_no_key_material};
+use testkit::signers::{KmsKey, SoftHsm};
 
 /// A job of `setup` whose JWTs `signer` signs (its command in `TOKEN_KEEPER_SIGNER_COMMAND`,
 /// beside `env`, its public key in the file `public_key`): it clones, pushes after the first
@@ -310,6 +310,6 @@ async fn a_key_kms_does_not_know_is_the_aws_clis_own_line() {
             && stderr.contains("alias/gone is not found"),
         "{stderr}"
     );
-    assert!(!stderr.contains(crate::support::moto::SECRET), "{stderr}");
+    assert!(!stderr.contains(testkit::moto::SECRET), "{stderr}");
     assert!(scene.github.bearers().is_empty());
 }

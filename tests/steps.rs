@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use wiremock::ResponseTemplate;
 
-use crate::support::fake_github::{APP_ID, CLIENT_ID, FakeGitHub, app_inputs};
-use crate::support::proxy::Proxy;
-use crate::support::runner::{Job, StepRun, View, is_root};
-use crate::support::unix_now;
+use testkit::fake_github::{APP_ID, CLIENT_ID, FakeGitHub, app_inputs};
+use testkit::proxy::Proxy;
+use testkit::runner::{Job, StepRun, View, is_root};
+use testkit::unix_now;
 
 fn state_dir(run: &StepRun) -> PathBuf {
     PathBuf::from(run.state.get("dir").expect("main saved its state dir"))
@@ -346,7 +346,7 @@ async fn a_custom_api_url_with_api_v3_is_used_and_gives_the_git_server() {
     let run = job.main(
         &[
             ("app-id", APP_ID),
-            ("private-key", crate::support::fake_github::APP_KEY),
+            ("private-key", testkit::fake_github::APP_KEY),
             ("github-api-url", &api),
         ],
         View::Host,

@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use wiremock::ResponseTemplate;
 
-use crate::support::ci::{CiJob, assert_nothing_left, assert_ok};
-use crate::support::logs::text;
-use crate::support::runner::is_root;
-use crate::support::scene::Scene;
+use testkit::ci::{CiJob, assert_nothing_left, assert_ok};
+use testkit::logs::text;
+use testkit::runner::is_root;
+use testkit::scene::Scene;
 
 #[tokio::test]
 async fn revoke_and_setup_refuse_a_folder_that_is_not_a_store_and_touch_nothing_in_it() {

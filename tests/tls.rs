@@ -1,9 +1,9 @@
 //! The main step against an HTTPS API behind a private CA: real handshakes, through a TLS front.
 
-use crate::support::fake_github::{FakeGitHub, app_inputs};
-use crate::support::proxy::Proxy;
-use crate::support::runner::{Job, StepRun, View};
-use crate::support::tls::{TestCa, TlsFront};
+use testkit::fake_github::{FakeGitHub, app_inputs};
+use testkit::proxy::Proxy;
+use testkit::runner::{Job, StepRun, View};
+use testkit::tls::{TestCa, TlsFront};
 
 /// A job against `front`, with a short deadline in case a refusal ever turns into retries.
 fn job_for(front: &TlsFront) -> Job {

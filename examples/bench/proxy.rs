@@ -31,11 +31,11 @@ use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 
 use super::{median, report};
-use crate::support::ci::CiJob;
-use crate::support::fake_github::{APP_ID, FakeGitHub};
-use crate::support::measure::vm_hwm;
-use crate::support::pem_der;
-use crate::support::tls::{TestCa, TlsFront};
+use testkit::ci::CiJob;
+use testkit::fake_github::{APP_ID, FakeGitHub};
+use testkit::measure::vm_hwm;
+use testkit::pem_der;
+use testkit::tls::{TestCa, TlsFront};
 
 const API_HOST: &str = "api.github.test";
 /// Sequential requests on one connection, each way, interleaved.

@@ -7,11 +7,11 @@ use std::process::Command;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
-use crate::support::fake_github::{APP_ID, APP_PUBLIC_KEY, FakeGitHub};
-use crate::support::measure;
-use crate::support::runner::{Job, LaterStep, View, age_cached_token, binary};
-use crate::support::signers::{KmsKey, SoftHsm};
 use crate::{REMINT_RUNS, report};
+use testkit::fake_github::{APP_ID, APP_PUBLIC_KEY, FakeGitHub};
+use testkit::measure;
+use testkit::runner::{Job, LaterStep, View, age_cached_token, binary};
+use testkit::signers::{KmsKey, SoftHsm};
 
 /// The AWS CLI starts a Python for each signature: fewer runs of it.
 const CLI_RUNS: usize = 10;

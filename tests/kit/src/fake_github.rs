@@ -14,16 +14,16 @@ use ring::signature::{KeyPair, RSA_PKCS1_2048_8192_SHA256, RsaKeyPair, UnparsedP
 use serde_json::{Value, json};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-use super::{pem_der, random_alnum, unix_now};
+use crate::{pem_der, random_alnum, unix_now};
 
 pub const APP_ID: &str = "12345";
 pub const CLIENT_ID: &str = "Iv23liTestClient";
 pub const APP_SLUG: &str = "keeper-test";
 /// The id of the App's bot user, `keeper-test[bot]`.
 pub const APP_USER_ID: u64 = 41_898_282;
-pub const APP_KEY: &str = include_str!("../fixtures/app-key.pem");
+pub const APP_KEY: &str = include_str!("../../fixtures/app-key.pem");
 /// Its public half, PEM `PUBLIC KEY`.
-pub const APP_PUBLIC_KEY: &str = include_str!("../fixtures/app-key.pub.pem");
+pub const APP_PUBLIC_KEY: &str = include_str!("../../fixtures/app-key.pub.pem");
 
 /// The action's inputs for this App, plus `extra`; git credentials go to `https://github.com`.
 pub fn app_inputs<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {

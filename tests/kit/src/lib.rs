@@ -1,5 +1,5 @@
-//! What the integration tests fake or emulate, and the helpers they share: nothing is shared
-//! between test modules but what lives here.
+//! The test kit: what the tests, the demo and the benchmarks fake or emulate, and the helpers
+//! they share. Nothing is shared between test modules but what lives here.
 //!
 //! GitHub's API is faked with wiremock (`fake_github`, and `sts` for keyless minting), git is
 //! real (`git_server`), and the runner is emulated (`runner`) down to its file commands and

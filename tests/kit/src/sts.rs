@@ -11,11 +11,11 @@ use ring::signature::{KeyPair, RSA_PKCS1_SHA256, RsaKeyPair};
 use serde_json::{Value, json};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-use super::fake_github::{FakeGitHub, Issued, World, verify_jwt};
-use super::{pem_der, random_alnum, unix_now};
+use crate::fake_github::{FakeGitHub, Issued, World, verify_jwt};
+use crate::{pem_der, random_alnum, unix_now};
 
 /// The issuer signs with a key of its own, not the App's.
-const ISSUER_KEY: &str = include_str!("../fixtures/other-key.pem");
+const ISSUER_KEY: &str = include_str!("../../fixtures/other-key.pem");
 /// The repository the job runs in, as its identity token says.
 pub const JOB_REPOSITORY: &str = "Octo-Org/app";
 
@@ -153,7 +153,7 @@ pub struct StsWorld {
     /// Every identity token presented.
     pub identities: Vec<String>,
     /// Answer the next exchange with what this makes of the identity token (a broken service).
-    pub answer_next: Option<super::fake_github::Fault>,
+    pub answer_next: Option<crate::fake_github::Fault>,
 }
 
 /// A token exchange service on loopback.

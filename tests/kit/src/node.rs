@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 
-use super::native_entry;
+use crate::native_entry;
 
 /// `node` 24, the same for every test of this run.
 pub fn runner_node() -> PathBuf {

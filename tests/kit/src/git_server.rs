@@ -19,7 +19,7 @@ use base64::engine::general_purpose::STANDARD;
 use ring::digest;
 use tempfile::TempDir;
 
-use super::fake_github::World;
+use crate::fake_github::World;
 
 /// The realm of our `401` answers.
 pub const REALM: &str = "token-keeper test";
@@ -167,11 +167,7 @@ impl Drop for GitServer {
 /// A hermetic `git` run in `dir`: no system or global config, no prompts, a fixed identity.
 /// Callers add arguments and environment.
 pub fn git_command(dir: &Path) -> Command {
-    // Tests have a target temp dir; the demo and the benchmarks use the system's.
-    let home = option_env!("CARGO_TARGET_TMPDIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(std::env::temp_dir)
-        .join("token-keeper-git-home");
+    let home = std::env::temp_dir().join("token-keeper-git-home");
     let _ = fs::create_dir_all(&home);
     let mut command = Command::new("git");
     command

@@ -10,10 +10,10 @@ use std::process::{Command, Output};
 
 use tempfile::TempDir;
 
-use super::fake_github::{APP_ID, APP_KEY};
-use super::logs::text;
-use super::runner::binary;
-use super::scene::Scene;
+use crate::fake_github::{APP_ID, APP_KEY};
+use crate::logs::text;
+use crate::runner::binary;
+use crate::scene::Scene;
 
 #[track_caller]
 pub fn assert_ok(what: &str, output: &Output) {

@@ -55,7 +55,6 @@ pub fn built() -> Result<&'static Image, &'static str> {
 
 impl Image {
     /// The image's size as the engine reports it, bytes.
-    #[allow(dead_code, reason = "the benchmarks report it")]
     pub fn size(&self) -> u64 {
         let output = self
             .command()
@@ -108,7 +107,7 @@ fn find() -> Result<Image, String> {
     if let Ok(name) = std::env::var("TOKEN_KEEPER_IMAGE") {
         return Ok(Image { engine, name });
     }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-image");
+    let script = crate::native_entry::root().join("scripts/build-image");
     let built = Command::new(&script)
         .env("TOKEN_KEEPER_ENGINE", &engine)
         .output()

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::runner::{binary, require};
+use crate::runner::{binary, require};
 
 /// This machine's binary name, as `run.js` and the release name it.
 pub fn binary_name() -> String {
@@ -64,7 +64,8 @@ fn for_sh(path: &Path) -> String {
     }
 }
 
-/// The repository's root.
+/// The repository's root, two folders above the kit's own.
 pub fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let kit = Path::new(env!("CARGO_MANIFEST_DIR"));
+    kit.ancestors().nth(2).expect("the kit is in tests/kit")
 }

@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use super::git_server::git_command;
-use super::native_entry;
-use super::random_alnum;
-use super::runner::require;
+use crate::git_server::git_command;
+use crate::native_entry;
+use crate::random_alnum;
+use crate::runner::require;
 
 /// The label act's job containers carry, its value the repository's id.
 const LABEL: &str = "token-keeper.test";

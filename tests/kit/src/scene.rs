@@ -6,11 +6,11 @@ use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
-use super::fake_github::{FakeGitHub, app_inputs};
-use super::git_server::GitServer;
-use super::runner::{Job, LaterStep, StepRun};
-use super::sts::{Issuer, Sts};
-use super::walk;
+use crate::fake_github::{FakeGitHub, app_inputs};
+use crate::git_server::GitServer;
+use crate::runner::{Job, LaterStep, StepRun};
+use crate::sts::{Issuer, Sts};
+use crate::walk;
 
 /// A job whose API is the fake and whose git server accepts only the fake's live tokens, with
 /// the repositories `Octo-Org/app`, `Octo-Org/lib` and `Other-Org/tools`.

@@ -21,23 +21,22 @@ use std::process::{Command, Output};
 
 use tempfile::TempDir;
 
-use super::engine::Image;
-use super::git_server::git_command;
-use super::measure::{self, Measured};
-use super::native_entry;
+use crate::engine::Image;
+use crate::git_server::git_command;
+use crate::measure::{self, Measured};
+use crate::native_entry;
 
-/// The binary under test.
+/// The binary under test, beside the running test or example: cargo sets
+/// `CARGO_BIN_EXE_token-keeper` for the root package's tests alone, not for the kit they use, and
+/// puts tests in `target/[<triple>/]<profile>/deps/`, examples in `.../<profile>/examples/`, and
+/// the binary in `.../<profile>/`.
 pub fn binary() -> PathBuf {
-    if let Some(path) = option_env!("CARGO_BIN_EXE_token-keeper") {
-        return PathBuf::from(path);
-    }
-    // Examples (the demo, the benchmarks) sit in `target/<profile>/examples/`.
     let exe = std::env::current_exe().expect("own path");
     let profile = exe
         .parent()
         .and_then(Path::parent)
         .expect("target/<profile>");
-    let binary = profile.join("token-keeper");
+    let binary = profile.join(format!("token-keeper{}", std::env::consts::EXE_SUFFIX));
     assert!(
         binary.exists(),
         "build the binary first: cargo build (--release)"
@@ -47,8 +46,7 @@ pub fn binary() -> PathBuf {
 
 /// Declared inputs and their defaults, from `action.yml`.
 pub fn declared_inputs() -> BTreeMap<String, String> {
-    let text = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("action.yml"))
-        .expect("action.yml");
+    let text = fs::read_to_string(native_entry::root().join("action.yml")).expect("action.yml");
     let action: serde_json::Value = serde_saphyr::from_str(&text).expect("action.yml is YAML");
     action["inputs"]
         .as_object()
@@ -76,7 +74,6 @@ pub enum View {
     OldContainer,
     /// The native entry (`native/`, packed with the binary under test), run by the real `node`
     /// as the runner runs a node action: the host's paths, the workspace as working directory.
-    #[allow(dead_code, reason = "the portable suite and the benchmarks run it")]
     Native,
     /// The built image under a real engine, run as the runner runs it; `runner_temp` is false
     /// for runners older than v2.331.
@@ -136,7 +133,6 @@ pub struct StepRun {
     pub path: Vec<String>,
     pub summary: String,
     /// Process start to exit.
-    #[allow(dead_code, reason = "the benchmarks report it; tests time nothing")]
     pub elapsed: std::time::Duration,
     /// The step's own peak memory, KiB (see `measure`).
     pub max_rss_kib: Result<u64, &'static str>,

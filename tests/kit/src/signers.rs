@@ -12,8 +12,8 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use tempfile::TempDir;
 
-use super::moto::{Moto, pkcs1_of};
-use super::runner::require;
+use crate::moto::{Moto, pkcs1_of};
+use crate::runner::require;
 
 /// The region of moto's key.
 const REGION: &str = "us-east-1";
@@ -55,7 +55,7 @@ impl SoftHsm {
         )
         .unwrap();
         let hsm = Self { dir };
-        let key = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(APP_KEY_PKCS8);
+        let key = crate::native_entry::root().join(APP_KEY_PKCS8);
         for args in [
             vec![
                 "--init-token",
