@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use testkit::assert_success;
 use testkit::engine::{self, Image};
 use testkit::fake_github::{APP_ID, APP_KEY, CLIENT_ID, FakeGitHub};
 use testkit::git_server::git_command;
@@ -104,11 +105,7 @@ async fn main() {
         let mut command = git_command(step.dir.path());
         command.envs(env).args(["credential", "fill"]);
         let measured = measure::run(&mut command, request.as_bytes()).expect("git credential fill");
-        assert!(
-            measured.output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&measured.output.stderr)
-        );
+        assert_success("git credential fill", &measured.output);
         assert!(String::from_utf8_lossy(&measured.output.stdout).contains("password=ghs_"));
         measured
     };
@@ -151,11 +148,7 @@ async fn main() {
         let mut command = step.command(binary().to_str().expect("path"));
         command.args(["token", "--state", &state]);
         let m: Measured = measure::run(&mut command, b"").expect("token");
-        assert!(
-            m.output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&m.output.stderr)
-        );
+        assert_success("token", &m.output);
         remints.push((m.elapsed, m.max_rss_kib.expect("peak memory")));
     }
     assert_eq!(github.mints() - before, REMINT_RUNS, "each run re-minted");
@@ -233,7 +226,7 @@ fn image_figures(github: &FakeGitHub) -> Option<&'static Image> {
             command.args(["run", "--rm", "--network", network, "--entrypoint"]);
             command.args(["/usr/local/bin/token-keeper", &image.name, "--version"]);
             let m = measure::run(&mut command, b"").expect("engine run");
-            assert!(m.output.status.success(), "{:?}", m.output);
+            assert_success("engine run", &m.output);
             idle.push((m.elapsed, 0));
         }
         report(

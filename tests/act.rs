@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use testkit::act::{ActRepo, DockerApi, runner_image};
+use testkit::assert_success;
 use testkit::background::{group_runs, running};
 use testkit::engine;
 use testkit::fake_github::{APP_KEY, CLIENT_ID};
@@ -75,7 +76,7 @@ fn run_long(scene: &Scene, job: impl FnOnce() -> std::process::Output) -> std::p
 #[track_caller]
 fn assert_kept_fresh_and_revoked(scene: &Scene, out: &std::process::Output) {
     let log = text(out);
-    assert!(out.status.success(), "act failed:\n{log}");
+    assert_success("act", out);
     assert!(log.contains("Job succeeded"), "{log}");
     assert!(scene.github.mints() >= 2, "the push re-minted:\n{log}");
     assert!(
@@ -154,7 +155,7 @@ fn the_job_containers_node_is_the_runners_whatever_the_hosts() {
         .args(["run", "--rm", image, "node", "--version"])
         .output()
         .expect("engine run");
-    assert!(out.status.success(), "{}", text(&out));
+    assert_success("node in the runner image", &out);
     let version = String::from_utf8_lossy(&out.stdout);
     assert!(version.starts_with(&format!("v{major}.")), "{version}");
 }

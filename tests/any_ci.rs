@@ -5,8 +5,9 @@
 use std::fs;
 use std::time::Duration;
 
+use testkit::assert_success;
 use testkit::background::Background;
-use testkit::ci::{CiJob, assert_nothing_left, assert_ok};
+use testkit::ci::{CiJob, assert_nothing_left};
 use testkit::fake_github::{APP_ID, APP_KEY};
 use testkit::logs::{assert_no_part_shown, text};
 use testkit::measure;
@@ -27,7 +28,7 @@ token-keeper revoke"#,
         push = CiJob::late_push(&scene),
     );
     let out = job.shell(&script, &[]);
-    assert_ok("the job", &out);
+    assert_success("the job", &out);
     assert!(scene.github.mints() >= 2, "the push re-minted");
     assert!(scene.github.world().live_tokens().is_empty(), "all revoked");
     assert_nothing_left(&job);
@@ -51,15 +52,15 @@ async fn a_separate_shell_revokes_with_the_state_alone_or_with_nothing_but_the_c
         "eval \"$({})\"\ngit ls-remote -q '{url}' >/dev/null\nprintf %s \"$TOKEN_KEEPER_STATE\" > '{noted}'",
         job.setup(&scene, "--owner Octo-Org")
     );
-    assert_ok("setup", &job.shell(&script, &[]));
+    assert_success("setup", &job.shell(&script, &[]));
     let state = fs::read_to_string(&noted).unwrap();
 
     // As GitLab's after_script: a fresh shell with the state passed on, then again.
     let after = job.shell("token-keeper revoke", &[("TOKEN_KEEPER_STATE", &state)]);
-    assert_ok("revoke", &after);
+    assert_success("revoke", &after);
     assert!(scene.github.world().live_tokens().is_empty());
     let again = job.shell("token-keeper revoke", &[("TOKEN_KEEPER_STATE", &state)]);
-    assert_ok("revoke again", &again);
+    assert_success("revoke again", &again);
     assert!(
         text(&again).contains("nothing to revoke"),
         "{}",
@@ -67,7 +68,7 @@ async fn a_separate_shell_revokes_with_the_state_alone_or_with_nothing_but_the_c
     );
 
     // A shell with nothing but the CI's own variables finds the job's store.
-    assert_ok(
+    assert_success(
         "setup",
         &job.shell(
             &format!("eval \"$({})\"", job.setup(&scene, "--owner Octo-Org")),
@@ -76,14 +77,14 @@ async fn a_separate_shell_revokes_with_the_state_alone_or_with_nothing_but_the_c
     );
     assert_eq!(scene.github.world().live_tokens().len(), 1);
     let found = job.shell("token-keeper revoke", &[]);
-    assert_ok("revoke by the job", &found);
+    assert_success("revoke by the job", &found);
     assert!(scene.github.world().live_tokens().is_empty());
     assert_nothing_left(&job);
 
     // Another job's shell finds nothing, and says where it looked.
     let other = CiJob::new(&[("CI_JOB_ID", "78")]);
     let nothing = other.shell("token-keeper revoke", &[]);
-    assert_ok("revoke in another job", &nothing);
+    assert_success("revoke in another job", &nothing);
     assert!(
         text(&nothing).starts_with("token-keeper: nothing to revoke: no token-keeper state in"),
         "{}",
@@ -99,11 +100,11 @@ async fn revoke_in_an_actions_job_ends_only_the_stores_setup_made() {
     let temp = scene.job.temp.display().to_string();
     let job = CiJob::new(&[("RUNNER_TEMP", &temp)]);
     let setup = job.setup(&scene, "--owner Other-Org >/dev/null");
-    assert_ok("setup", &job.shell(&setup, &[]));
+    assert_success("setup", &job.shell(&setup, &[]));
     assert_eq!(scene.github.world().live_tokens().len(), 2);
 
     // The action's store sits beside setup's, in `$RUNNER_TEMP/token-keeper`: it is left alone.
-    assert_ok("revoke", &job.shell("token-keeper revoke", &[]));
+    assert_success("revoke", &job.shell("token-keeper revoke", &[]));
     let live: Vec<String> = (scene.github.world().live_tokens().iter())
         .map(|t| t.token.clone())
         .collect();
@@ -134,7 +135,7 @@ async fn a_store_that_cannot_be_ended_keeps_no_other_stores_token_alive() {
     let job = CiJob::new(&[("CI_JOB_ID", "31")]);
     for owner in ["Octo-Org", "Other-Org"] {
         let setup = job.setup(&scene, &format!("--owner {owner} >/dev/null"));
-        assert_ok("setup", &job.shell(&setup, &[]));
+        assert_success("setup", &job.shell(&setup, &[]));
     }
     let stores = job.stores();
     assert_eq!(stores.len(), 2, "{stores:?}");
@@ -157,7 +158,7 @@ async fn a_store_that_cannot_be_ended_keeps_no_other_stores_token_alive() {
 
     drop(lock);
     let again = job.shell("token-keeper revoke", &[]);
-    assert_ok("revoke again", &again);
+    assert_success("revoke again", &again);
     assert_nothing_left(&job);
 }
 
@@ -167,7 +168,7 @@ async fn revocation_needs_only_the_ledger_and_a_failed_one_is_finished_by_the_ne
     let job = CiJob::new(&[("CI_JOB_ID", "33")]);
     for owner in ["Octo-Org", "Other-Org"] {
         let setup = job.setup(&scene, &format!("--owner {owner} >/dev/null"));
-        assert_ok("setup", &job.shell(&setup, &[]));
+        assert_success("setup", &job.shell(&setup, &[]));
     }
     let stores = job.stores();
     // One state damaged, the other of a format this token-keeper does not read: setup killed
@@ -202,7 +203,7 @@ async fn revocation_needs_only_the_ledger_and_a_failed_one_is_finished_by_the_ne
 
     scene.github.clear_faults();
     let again = job.shell("token-keeper revoke", &[]);
-    assert_ok("revoke again", &again);
+    assert_success("revoke again", &again);
     assert!(scene.github.world().live_tokens().is_empty());
     assert_nothing_left(&job);
 }
@@ -215,7 +216,7 @@ async fn revoke_revokes_even_when_git_cannot_take_its_config_out() {
     let theirs = "[user]\n\tname = CI";
     fs::write(&global, theirs).unwrap();
     let setup = job.setup(&scene, "--owner Octo-Org --git-config global >/dev/null");
-    assert_ok("setup", &job.shell(&setup, &[]));
+    assert_success("setup", &job.shell(&setup, &[]));
     let included = job.included_files();
     assert_eq!(included.len(), 1, "{included:?}");
 
@@ -241,7 +242,7 @@ async fn revoke_revokes_even_when_git_cannot_take_its_config_out() {
     assert!(!text(&git).contains("token-keeper"), "{}", text(&git));
 
     fs::remove_file(&lock).unwrap();
-    assert_ok("revoke again", &job.shell("token-keeper revoke", &[]));
+    assert_success("revoke again", &job.shell("token-keeper revoke", &[]));
     assert_eq!(fs::read_to_string(&global).unwrap(), theirs, "as it was");
 }
 
@@ -255,7 +256,7 @@ async fn with_the_global_git_config_steps_that_share_nothing_push_after_expiry()
     fs::write(&global, theirs).unwrap();
     let url = scene.repo_url("Octo-Org", "app");
 
-    assert_ok(
+    assert_success(
         "setup",
         &job.shell(
             &job.setup(&scene, "--owner Octo-Org --git-config global >/dev/null"),
@@ -263,7 +264,7 @@ async fn with_the_global_git_config_steps_that_share_nothing_push_after_expiry()
         ),
     );
     // Each `sh` step of Jenkins starts afresh: nothing exported reaches the next.
-    assert_ok(
+    assert_success(
         "clone",
         &job.shell(&format!("git clone -q '{url}' app"), &[]),
     );
@@ -272,10 +273,10 @@ async fn with_the_global_git_config_steps_that_share_nothing_push_after_expiry()
         "cd app && echo late > late.txt && git add late.txt && git commit -qm late && git push -q origin HEAD:main",
         &[],
     );
-    assert_ok("push after expiry", &push);
+    assert_success("push after expiry", &push);
     assert!(scene.github.mints() >= 2, "the push re-minted");
 
-    assert_ok("revoke", &job.shell("token-keeper revoke", &[]));
+    assert_success("revoke", &job.shell("token-keeper revoke", &[]));
     assert_eq!(fs::read_to_string(&global).unwrap(), theirs, "as it was");
     assert!(scene.github.world().live_tokens().is_empty());
     assert_nothing_left(&job);
@@ -299,7 +300,7 @@ token-keeper revoke"#,
         tools = scene.repo_url("Other-Org", "tools"),
     );
     let out = job.shell(&script, &[]);
-    assert_ok("the job", &out);
+    assert_success("the job", &out);
     assert_eq!(scene.github.mints(), 2);
     assert!(
         scene.github.world().live_tokens().is_empty(),
@@ -325,7 +326,7 @@ async fn keyless_from_any_ci_reads_the_identity_again_at_every_refresh() {
         setup("--identity-env CI_OIDC_TOKEN"),
         k.repo_url("Octo-Org", "app")
     );
-    assert_ok(
+    assert_success(
         "identity from a variable",
         &job.shell(&from_variable, &[("CI_OIDC_TOKEN", &token)]),
     );
@@ -338,25 +339,25 @@ async fn keyless_from_any_ci_reads_the_identity_again_at_every_refresh() {
         "eval \"$({} --identity-command '{command}')\"\nprintf %s \"$TOKEN_KEEPER_STATE\" > {state}",
         setup("")
     );
-    assert_ok("identity from a command", &job.shell(&by_command, &[]));
+    assert_success("identity from a command", &job.shell(&by_command, &[]));
     let state = fs::read_to_string(&state).unwrap();
     let runs_now = || fs::read_to_string(&runs).unwrap().lines().count();
     assert_eq!(runs_now(), 1);
     token_keeper::backdate_cached_token(state.as_ref(), 50 * 60, false).unwrap();
     let refreshed = job.shell("token-keeper token", &[("TOKEN_KEEPER_STATE", &state)]);
-    assert_ok("refresh", &refreshed);
+    assert_success("refresh", &refreshed);
     assert_eq!(runs_now(), 2, "the command ran again");
 
     fs::remove_file(&identity).unwrap();
     token_keeper::backdate_cached_token(state.as_ref(), 60 * 60, false).unwrap();
     let failing = job.shell("token-keeper token", &[("TOKEN_KEEPER_STATE", &state)]);
-    assert_ok("the cached token serves", &failing);
+    assert_success("the cached token serves", &failing);
     let said = String::from_utf8_lossy(&failing.stderr);
     assert!(
         said.contains("the job's identity command") && said.contains("serving the cached token"),
         "{said}"
     );
-    assert_ok(
+    assert_success(
         "revoke",
         &job.shell("token-keeper revoke", &[("TOKEN_KEEPER_STATE", &state)]),
     );
@@ -436,7 +437,7 @@ async fn a_secret_given_where_a_name_belongs_is_named_by_where_it_came_never_sho
         "token-keeper setup --help",
         &[("TOKEN_KEEPER_OWNER", "octo-org-held-in-the-variable")],
     );
-    assert_ok("help", &help);
+    assert_success("help", &help);
     let help = text(&help);
     assert!(help.contains("TOKEN_KEEPER_OWNER"), "{help}");
     assert!(!help.contains("octo-org-held-in-the-variable"), "{help}");
@@ -545,7 +546,7 @@ async fn what_the_identity_command_leaves_running_is_ended_with_it() {
             "eval \"$(token-keeper setup {} --identity-command '{command}')\"\ntoken-keeper revoke",
             keyless_flags(&k).join(" ")
         );
-        assert_ok(&command, &job.shell(&script, &[]));
+        assert_success(&command, &job.shell(&script, &[]));
         assert!(
             !left.still_runs(),
             "{command}: the background sleep outlived setup"
@@ -756,7 +757,7 @@ async fn setup_keeps_an_enterprises_token_fresh_for_the_tools_and_leaves_git_alo
         job.setup(&scene, "--enterprise octo-enterprise")
     );
     let out = job.shell(&script, &[]);
-    assert_ok("the job", &out);
+    assert_success("the job", &out);
     let printed = fs::read_to_string(&printed).unwrap();
     assert!(printed.contains("TOKEN_KEEPER_STATE="), "{printed}");
     assert!(!printed.contains("GIT_CONFIG"), "no git entries: {printed}");

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 
+use testkit::assert_success;
 use testkit::fake_github::{APP_ID, APP_KEY, FakeGitHub};
 use testkit::logs::text;
 use testkit::measure;
@@ -111,7 +112,7 @@ impl Anywhere {
             ],
             "",
         );
-        assert_ok("setup", &out);
+        assert_success("setup", &out);
         let printed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
         PathBuf::from(
             printed["variables"]["TOKEN_KEEPER_STATE"]
@@ -126,7 +127,7 @@ impl Anywhere {
             &["credential", "--state", &state.to_string_lossy(), "get"],
             "protocol=https\nhost=github.com\npath=Octo-Org/app.git\n\n",
         );
-        assert_ok("credential get", &out);
+        assert_success("credential get", &out);
         let answer = String::from_utf8_lossy(&out.stdout).into_owned();
         let password = answer.lines().find_map(|l| l.strip_prefix("password="));
         password.expect("a password").to_owned()
@@ -144,11 +145,6 @@ impl Anywhere {
         all.extend(args);
         self.run(&all, "")
     }
-}
-
-#[track_caller]
-fn assert_ok(what: &str, out: &Output) {
-    assert!(out.status.success(), "{what}: {}", text(out));
 }
 
 #[track_caller]
@@ -188,7 +184,7 @@ async fn a_job_anywhere_gets_fresh_tokens_past_the_first_ones_expiry_then_revoke
     assert_ne!(fresh, first, "the first token expired");
     assert_live(&github, &fresh);
     let token = job.run(&["token", "--state", &state.to_string_lossy()], "");
-    assert_ok("token", &token);
+    assert_success("token", &token);
     assert_live(&github, String::from_utf8_lossy(&token.stdout).trim());
 
     // `exec`: the child's variables hold a live token.
@@ -199,7 +195,7 @@ async fn a_job_anywhere_gets_fresh_tokens_past_the_first_ones_expiry_then_revoke
         "require('node:fs').writeFileSync(process.argv[2], process.env.GH_TOKEN + ' ' + process.env.GITHUB_TOKEN);",
         &[&seen.to_string_lossy()],
     );
-    assert_ok("exec", &exec);
+    assert_success("exec", &exec);
     let seen_text = fs::read_to_string(&seen).expect("what the child saw");
     let (gh, github_token) = seen_text.split_once(' ').expect("two tokens");
     assert_eq!(gh, github_token);
@@ -225,7 +221,7 @@ async fn a_job_anywhere_gets_fresh_tokens_past_the_first_ones_expiry_then_revoke
         ),
         &[&read.to_string_lossy()],
     );
-    assert_ok("exec --keep-fresh", &exec);
+    assert_success("exec --keep-fresh", &exec);
     let read: serde_json::Value =
         serde_json::from_str(&fs::read_to_string(&read).expect("what the child read")).unwrap();
     assert_eq!(read["variable"], serde_json::Value::Null);
@@ -238,7 +234,7 @@ async fn a_job_anywhere_gets_fresh_tokens_past_the_first_ones_expiry_then_revoke
     assert_live(&github, &in_hosts("later"));
 
     let revoke = job.run(&["revoke", "--state", &state.to_string_lossy()], "");
-    assert_ok("revoke", &revoke);
+    assert_success("revoke", &revoke);
     assert!(github.world().live_tokens().is_empty(), "{}", text(&revoke));
     assert!(!state.exists(), "the store is gone");
     for token in github.tokens() {

@@ -8,10 +8,11 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use testkit::assert_success;
 use testkit::engine;
 use testkit::git_server::git_command;
 use testkit::runner::{LaterStep, View, age_cached_token, as_user, is_root};
-use testkit::scene::{KeylessScene, Scene, assert_git_ok, assert_no_key_material};
+use testkit::scene::{KeylessScene, Scene, assert_no_key_material};
 use testkit::walk;
 
 /// The runner's user on GitHub-hosted runners.
@@ -80,25 +81,26 @@ async fn a_long_job_mints_pushes_after_an_hour_and_revokes_on_the_built_image() 
     let step = LaterStep::after(&w.job, &main);
     fs::set_permissions(step.dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
     let repo = step.dir.path().join("app");
-    assert_git_ok(&as_runner(
-        &step,
-        &["clone", "--quiet", &w.repo_url("Octo-Org", "app"), "app"],
-        step.dir.path(),
-    ));
+    assert_success(
+        "git",
+        &as_runner(
+            &step,
+            &["clone", "--quiet", &w.repo_url("Octo-Org", "app"), "app"],
+            step.dir.path(),
+        ),
+    );
     // An hour into the build: the push needs a token minted after the main step.
     age_cached_token(&w.job, &main, 50 * 60);
     fs::write(repo.join("late.txt"), "built after the first token aged\n").unwrap();
-    assert_git_ok(&as_runner(&step, &["add", "late.txt"], &repo));
-    assert_git_ok(&as_runner(
-        &step,
-        &["commit", "--quiet", "-m", "late"],
-        &repo,
-    ));
-    assert_git_ok(&as_runner(
-        &step,
-        &["push", "--quiet", "origin", "main"],
-        &repo,
-    ));
+    assert_success("git", &as_runner(&step, &["add", "late.txt"], &repo));
+    assert_success(
+        "git",
+        &as_runner(&step, &["commit", "--quiet", "-m", "late"], &repo),
+    );
+    assert_success(
+        "git",
+        &as_runner(&step, &["push", "--quiet", "origin", "main"], &repo),
+    );
     assert_eq!(w.github.mints(), 2, "the push re-minted once");
     assert_eq!(w.github.world().live_tokens().len(), 2);
 
@@ -123,7 +125,10 @@ async fn on_old_runners_the_built_image_keeps_the_state_under_github_home() {
     main.assert_ok();
     assert!(main.env["GIT_CONFIG_VALUE_1"].contains("$RUNNER_TEMP/_github_home/token-keeper/"));
     let step = LaterStep::after(&w.job, &main);
-    assert_git_ok(&step.git(&["ls-remote", &w.repo_url("Octo-Org", "app")]));
+    assert_success(
+        "git",
+        &step.git(&["ls-remote", &w.repo_url("Octo-Org", "app")]),
+    );
 
     w.job.post(&inputs, &main.state, view).assert_ok();
     assert!(w.github.world().live_tokens().is_empty());
@@ -167,7 +172,10 @@ async fn a_keyless_job_runs_on_the_built_image() {
     assert_no_key_material(&root);
     let step = k.later(&main);
     age_cached_token(&k.job, &main, 50 * 60);
-    assert_git_ok(&step.git(&["ls-remote", &k.repo_url("Octo-Org", "app")]));
+    assert_success(
+        "git",
+        &step.git(&["ls-remote", &k.repo_url("Octo-Org", "app")]),
+    );
     assert_eq!(k.sts.world().exchanges, 2, "the later step exchanged again");
     k.job.post(&inputs, &main.state, view).assert_ok();
     assert!(k.github.world().live_tokens().is_empty());

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use testkit::assert_success;
 use testkit::runner::binary;
 
 fn examples_dir() -> PathBuf {
@@ -146,7 +147,7 @@ fn every_ci_setup_parses_and_uses_flags_setup_has() {
                 serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
         } else if text.starts_with("#!") {
             let checked = Command::new("bash").arg("-n").arg(file).output().unwrap();
-            assert!(checked.status.success(), "{name}: {checked:?}");
+            assert_success(&name, &checked);
         } else {
             // The Jenkinsfile: Groovy, of which the braces and the post step are checked.
             assert_eq!(

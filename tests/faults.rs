@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use wiremock::ResponseTemplate;
 
+use testkit::assert_success;
 use testkit::fake_github::{FakeGitHub, app_inputs};
 use testkit::relay::Relay;
 use testkit::runner::{
@@ -141,12 +142,7 @@ async fn a_remint_survives_transient_faults() {
                 ("TOKEN_KEEPER_RETRY_BASE", "20ms"),
             ],
         );
-        assert!(
-            out.status.success(),
-            "{}: {}",
-            fault.name(),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_success(fault.name(), &out);
         assert_eq!(github.mints(), 2, "{}", fault.name());
         assert_ne!(
             String::from_utf8_lossy(&out.stdout).trim(),
@@ -196,11 +192,7 @@ async fn skewed_clocks_are_learned_and_kept_for_remints() {
         age_cached_token(&job, &main, 50 * 60);
         let before = github.world().seen.len();
         let out = token(&step, &[]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_success("token", &out);
         let seen: Vec<_> = github.world().seen[before..]
             .iter()
             .filter(|s| s.claims.is_some())
@@ -284,7 +276,7 @@ async fn with_github_down_the_shim_serves_the_valid_cached_token_and_says_so() {
             ("TOKEN_KEEPER_RETRY_BASE", "50ms"),
         ],
     );
-    assert!(out.status.success());
+    assert_success("token", &out);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         main.outputs["token"]
@@ -358,7 +350,7 @@ async fn processes_queued_behind_a_failed_remint_do_not_retry_for_the_full_bound
             .map(|c| c.wait_with_output().unwrap()),
     );
     for out in outputs {
-        assert!(out.status.success());
+        assert_success("token", &out);
         assert_eq!(
             String::from_utf8_lossy(&out.stdout).trim(),
             main.outputs["token"]
@@ -407,11 +399,7 @@ async fn a_helper_killed_mid_remint_leaves_a_usable_state() {
     child.wait().unwrap();
     assert_eq!(fs::read(&state).unwrap(), before, "the state is untouched");
     let out = token(&step, &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success("token", &out);
     assert_ne!(
         String::from_utf8_lossy(&out.stdout).trim(),
         main.outputs["token"]
@@ -444,11 +432,7 @@ async fn a_full_disk_never_leaves_a_half_written_state() {
     }
     let out = command.output().unwrap();
     // The new token could not be saved: the old one, still valid, is served, and said so.
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success("token", &out);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         main.outputs["token"]
@@ -463,11 +447,7 @@ async fn a_full_disk_never_leaves_a_half_written_state() {
     );
     // With room again, the next call works and the ledger lists every token it holds.
     let out = token(&step, &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success("token", &out);
     let fresh = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     let ledger_text = fs::read_to_string(&ledger).unwrap();
     assert!(ledger_text.contains(&fresh));
@@ -513,11 +493,7 @@ async fn a_server_asking_for_an_endless_wait_crashes_no_role() {
         let (github, job, main, step) = aged(50 * 60).await;
         github.fail_next("/app/installations", answer.clone());
         let out = token(&step, &[]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_success("token", &out);
         let served = String::from_utf8_lossy(&out.stdout).trim().to_owned();
         assert_eq!(served == main.outputs["token"], endless, "{served}");
 
@@ -535,7 +511,7 @@ async fn three_tokens() -> (FakeGitHub, Job, StepRun) {
     let (github, job, main, step) = aged(50 * 60).await;
     for _ in 0..2 {
         age_cached_token(&job, &main, 50 * 60);
-        assert!(token(&step, &[]).status.success());
+        assert_success("token", &token(&step, &[]));
     }
     assert_eq!(github.world().live_tokens().len(), 3);
     (github, job, main)
@@ -635,11 +611,7 @@ async fn a_stalled_dns_resolver_does_not_outlast_the_deadline() {
         took < Duration::from_secs(6),
         "bounded by the 2 s deadline: {took:?}"
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success("token", &out);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         main.outputs["token"]

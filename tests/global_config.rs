@@ -8,7 +8,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use testkit::ci::{CiJob, assert_nothing_left, assert_ok};
+use testkit::assert_success;
+use testkit::ci::{CiJob, assert_nothing_left};
 use testkit::logs::text;
 use testkit::scene::Scene;
 
@@ -16,14 +17,14 @@ use testkit::scene::Scene;
 /// the config held in between.
 fn job_through(scene: &Scene, job: &CiJob, extra: &[(&str, &str)], config: &Path) -> String {
     let setup = job.setup(scene, "--owner Octo-Org --git-config global >/dev/null");
-    assert_ok("setup", &job.shell(&setup, extra));
+    assert_success("setup", &job.shell(&setup, extra));
     let during = fs::read_to_string(config).unwrap_or_default();
     let url = scene.repo_url("Octo-Org", "app");
-    assert_ok(
+    assert_success(
         "git through the global config",
         &job.shell(&format!("git ls-remote -q '{url}' >/dev/null"), extra),
     );
-    assert_ok("revoke", &job.shell("token-keeper revoke", extra));
+    assert_success("revoke", &job.shell("token-keeper revoke", extra));
     assert!(scene.github.world().live_tokens().is_empty());
     assert_nothing_left(job);
     during
@@ -106,12 +107,12 @@ async fn a_change_someone_made_meanwhile_stays_and_only_our_entry_goes() {
     let global = job.home.join(".gitconfig");
     fs::write(&global, "[user]\n\tname = CI\n").unwrap();
     let setup = job.setup(&scene, "--owner Octo-Org --git-config global >/dev/null");
-    assert_ok("setup", &job.shell(&setup, &[]));
-    assert_ok(
+    assert_success("setup", &job.shell(&setup, &[]));
+    assert_success(
         "their change",
         &job.shell("git config --global user.email ci@example.invalid", &[]),
     );
-    assert_ok("revoke", &job.shell("token-keeper revoke", &[]));
+    assert_success("revoke", &job.shell("token-keeper revoke", &[]));
     let after = fs::read_to_string(&global).unwrap();
     assert!(!after.contains("token-keeper"), "{after}");
     let email = job.shell("git config --global user.email", &[]);
@@ -146,7 +147,7 @@ async fn the_entry_names_a_file_only_the_user_can_make_and_a_killed_jobs_is_take
     let global = killed.home.join(".gitconfig");
     fs::write(&global, "[user]\n\tname = CI\n").unwrap();
     let setup = killed.setup(&scene, "--owner Octo-Org --git-config global >/dev/null");
-    assert_ok("setup", &killed.shell(&setup, &[]));
+    assert_success("setup", &killed.shell(&setup, &[]));
     let file = included(&killed, &global);
     let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(file.parent().unwrap()), 0o700);
@@ -161,11 +162,11 @@ async fn the_entry_names_a_file_only_the_user_can_make_and_a_killed_jobs_is_take
     let home = killed.home.display().to_string();
     let vars = [("HOME", home.as_str())];
     let setup = next.setup(&scene, "--owner Octo-Org --git-config global >/dev/null");
-    assert_ok("the next setup", &next.shell(&setup, &vars));
+    assert_success("the next setup", &next.shell(&setup, &vars));
     let during = fs::read_to_string(&global).unwrap();
     assert_eq!(during.matches("[include]").count(), 1, "{during}");
     assert!(!file.exists(), "the dead entry's file is gone");
-    assert_ok("revoke", &next.shell("token-keeper revoke", &vars));
+    assert_success("revoke", &next.shell("token-keeper revoke", &vars));
     assert_eq!(
         fs::read_to_string(&global).unwrap(),
         "[user]\n\tname = CI\n"
@@ -181,7 +182,7 @@ async fn two_jobs_of_one_user_do_not_take_each_others_helper() {
     let vars = [("HOME", home.as_str())];
     let global = first.home.join(".gitconfig");
     let octo = |job: &CiJob| job.setup(&scene, "--owner Octo-Org --git-config global >/dev/null");
-    assert_ok("the first job", &first.shell(&octo(&first), &vars));
+    assert_success("the first job", &first.shell(&octo(&first), &vars));
 
     let refused = second.shell(&octo(&second), &vars);
     assert!(!refused.status.success(), "{}", text(&refused));
@@ -197,7 +198,7 @@ async fn two_jobs_of_one_user_do_not_take_each_others_helper() {
     );
     // Another owner's helper does not stand in the way.
     let other = second.setup(&scene, "--owner Other-Org --git-config global >/dev/null");
-    assert_ok(
+    assert_success(
         "the second job, another owner",
         &second.shell(&other, &vars),
     );
@@ -205,11 +206,11 @@ async fn two_jobs_of_one_user_do_not_take_each_others_helper() {
     // The first job's git still gets its own fresh tokens.
     let url = scene.repo_url("Octo-Org", "app");
     std::thread::sleep(Duration::from_secs(4));
-    assert_ok(
+    assert_success(
         "the first job's git after expiry",
         &first.shell(&format!("git ls-remote -q '{url}' >/dev/null"), &vars),
     );
-    assert_ok(
+    assert_success(
         "revoke the first",
         &first.shell("token-keeper revoke", &vars),
     );
@@ -220,7 +221,7 @@ async fn two_jobs_of_one_user_do_not_take_each_others_helper() {
             .count(),
         1
     );
-    assert_ok(
+    assert_success(
         "revoke the second",
         &second.shell("token-keeper revoke", &vars),
     );

@@ -8,6 +8,7 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 use wiremock::ResponseTemplate;
 
+use testkit::assert_success;
 use testkit::fake_github::{FakeGitHub, app_inputs, message};
 use testkit::logs::{
     MARK, altered, assert_no_line_of_theirs, assert_no_part_shown, assert_no_secret_shown, text,
@@ -52,10 +53,10 @@ async fn a_job_whose_server_says(says: &str) -> HostileJob {
     let step = LaterStep::after(job, &main);
     say("/app/installations/");
     let token = step.command("token-keeper").arg("token").output().unwrap();
-    assert!(token.status.success(), "{}", text(&token));
+    assert_success("token", &token);
     logs.push(("token", stderr(&token)));
     let helper = step.git(&["ls-remote", &scene.repo_url("Octo-Org", "app")]);
-    assert!(helper.status.success(), "{}", text(&helper));
+    assert_success("git's helper", &helper);
     logs.push(("git's helper", text(&helper)));
     let exec = step
         .command("token-keeper")
@@ -141,7 +142,7 @@ async fn a_mask_line_printed_beside_a_childs_unfinished_line_starts_a_line_of_it
         .env("GITHUB_ACTIONS", "true")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    assert_success("exec", &out);
     assert!(github.mints() >= 2, "re-minted while the child ran");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -397,7 +398,7 @@ async fn keep_fresh_backs_off_while_github_refuses_and_warns_when_things_change(
         .args(["exec", "--keep-fresh", "--", "sleep", "10"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    assert_success("exec", &out);
     let tries = github.seen("POST", "/app/installations/").len() - 1;
     // Once a second for ten seconds would be nine; doubling pauses make three or four.
     assert!((2..=4).contains(&tries), "{tries} re-mints\n{}", text(&out));

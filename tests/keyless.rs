@@ -7,11 +7,12 @@ use std::process::Output;
 use serde_json::json;
 use wiremock::ResponseTemplate;
 
+use testkit::assert_success;
 use testkit::fake_github::app_inputs;
 use testkit::git_server::git_command;
 use testkit::logs::assert_no_secret_shown;
 use testkit::runner::{Job, LaterStep, View, age_cached_token, expire_cached_token};
-use testkit::scene::{KeylessScene, assert_git_ok, assert_no_key_material};
+use testkit::scene::{KeylessScene, assert_no_key_material};
 use testkit::sts::Policy;
 
 fn stderr(output: &Output) -> String {
@@ -51,13 +52,19 @@ async fn a_keyless_long_build_pushes_after_an_hour_and_post_revokes_everything()
 
     let step = k.later(&main);
     let repo = step.dir.path().join("app");
-    assert_git_ok(&step.git(&["clone", "--quiet", &k.repo_url("Octo-Org", "app"), "app"]));
+    assert_success(
+        "git",
+        &step.git(&["clone", "--quiet", &k.repo_url("Octo-Org", "app"), "app"]),
+    );
     age_cached_token(&k.job, &main, 50 * 60);
     fs::write(repo.join("late.txt"), "built an hour later\n").unwrap();
-    assert_git_ok(&step.git_in(&repo, &["add", "late.txt"]));
-    assert_git_ok(&step.git_in(&repo, &["commit", "--quiet", "-m", "late"]));
+    assert_success("git", &step.git_in(&repo, &["add", "late.txt"]));
+    assert_success(
+        "git",
+        &step.git_in(&repo, &["commit", "--quiet", "-m", "late"]),
+    );
     let push = step.git_in(&repo, &["push", "--quiet", "origin", "main"]);
-    assert_git_ok(&push);
+    assert_success("git", &push);
     assert_eq!(k.sts.world().exchanges, 2, "the push exchanged again");
     assert_no_key_material(&root);
 
@@ -95,7 +102,7 @@ async fn thirty_two_gits_at_expiry_exchange_once() {
         .collect();
     for child in children {
         let out = child.wait_with_output().unwrap();
-        assert_git_ok(&out);
+        assert_success("git", &out);
     }
     assert_eq!(
         k.sts.world().exchanges,
@@ -163,7 +170,7 @@ async fn without_the_service_or_the_identity_the_cached_token_serves_while_valid
     // The service is down: the cached token, with a warning.
     k.sts.world().down = true;
     let out = token(&step);
-    assert!(out.status.success(), "{}", stderr(&out));
+    assert_success("token", &out);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         main.outputs["token"]
@@ -182,7 +189,7 @@ async fn without_the_service_or_the_identity_the_cached_token_serves_while_valid
     // The failure above keeps callers quiet for half a minute: a minute later, it does not.
     age_cached_token(&k.job, &main, 60);
     let out = token(&bare);
-    assert!(out.status.success(), "{}", stderr(&out));
+    assert_success("token", &out);
     assert!(
         stderr(&out).contains("cannot ask for the job's identity"),
         "{}",
@@ -215,8 +222,14 @@ async fn keyless_and_keyed_steps_work_side_by_side() {
     );
     keyed.assert_ok();
     let step = k.later(&keyed);
-    assert_git_ok(&step.git(&["ls-remote", &k.repo_url("Octo-Org", "app")]));
-    assert_git_ok(&step.git(&["ls-remote", &k.repo_url("Other-Org", "tools")]));
+    assert_success(
+        "git",
+        &step.git(&["ls-remote", &k.repo_url("Octo-Org", "app")]),
+    );
+    assert_success(
+        "git",
+        &step.git(&["ls-remote", &k.repo_url("Other-Org", "tools")]),
+    );
     let dirs: Vec<_> = [&keyless, &keyed]
         .iter()
         .map(|run| k.job.host_path(&run.state["dir"]))

@@ -3,6 +3,7 @@
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::Command;
 
+use testkit::assert_success;
 use testkit::measure;
 use testkit::runner::{as_user, binary, is_root};
 
@@ -11,7 +12,7 @@ use testkit::runner::{as_user, binary, is_root};
 fn small_child_beside_a_big_parent(command: &mut Command) {
     let ballast = std::hint::black_box(vec![1u8; 200 << 20]);
     let measured = measure::run(command, b"").expect("the small program");
-    assert!(measured.output.status.success(), "{:?}", measured.output);
+    assert_success("the small program", &measured.output);
     let peak = measured.max_rss_kib.expect("the child's peak memory");
     assert!(
         peak < 16 * 1024,
@@ -56,7 +57,7 @@ fn where_ptrace_is_refused_the_peak_is_said_to_be_unknown() {
     command.arg("--version");
     forbid_ptrace(&mut command);
     let measured = measure::run(&mut command, b"").expect("token-keeper --version");
-    assert!(measured.output.status.success(), "{:?}", measured.output);
+    assert_success("token-keeper --version", &measured.output);
     assert!(String::from_utf8_lossy(&measured.output.stdout).starts_with("token-keeper "));
     let why = measured.max_rss_kib.expect_err("no figure without ptrace");
     assert!(why.contains("refuses ptrace"), "{why}");

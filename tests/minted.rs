@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use wiremock::{MockServer, ResponseTemplate};
 
+use testkit::assert_success;
 use testkit::fake_github::{FakeGitHub, app_inputs};
 use testkit::runner::{Job, LaterStep, View, age_cached_token};
 use testkit::unix_now;
@@ -105,11 +106,7 @@ async fn a_damaged_ledger_line_does_not_stop_revocation() {
     age_cached_token(&job, &main, 50 * 60);
     let step = LaterStep::after(&job, &main);
     let out = step.command("token-keeper").arg("token").output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success("token", &out);
     assert_eq!(github.world().live_tokens().len(), 2);
 
     job.post(&app_inputs(&[]), &main.state, View::Host)

@@ -6,12 +6,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use testkit::assert_success;
 use testkit::fake_github::{FakeGitHub, app_inputs};
 use testkit::git_server::git_command;
 use testkit::measure;
 use testkit::native_entry::{self, binary_name};
 use testkit::runner::{Job, LaterStep, StepRun, View};
-use testkit::scene::{Scene, assert_git_ok};
+use testkit::scene::Scene;
 
 #[tokio::test]
 #[cfg_attr(
@@ -37,10 +38,10 @@ async fn the_native_entry_keeps_git_fresh_past_expiry_and_revokes_every_token() 
     assert_eq!(main.path, [bin.to_string_lossy()], "a host path");
 
     let step = LaterStep::after(&s.job, &main);
-    assert_git_ok(&s.push_late(&step, Duration::from_millis(3500)));
+    assert_success("git", &s.push_late(&step, Duration::from_millis(3500)));
     assert!(s.github.mints() >= 2, "the push re-minted");
     let fresh = step.command("token-keeper").arg("token").output().unwrap();
-    assert!(fresh.status.success(), "{fresh:?}");
+    assert_success("token", &fresh);
 
     let post = s.job.post(&s.inputs(&[]), &main.state, View::Native);
     post.assert_ok();
@@ -68,7 +69,7 @@ async fn the_native_entry_mints_a_token_that_later_steps_get_and_the_post_step_r
 
     let step = LaterStep::after(&job, &main);
     let later = step.command("token-keeper").arg("token").output().unwrap();
-    assert!(later.status.success(), "{later:?}");
+    assert_success("token", &later);
     assert_eq!(String::from_utf8_lossy(&later.stdout).trim(), token);
 
     let post = job.post(&app_inputs(&[]), &main.state, View::Native);
@@ -384,7 +385,7 @@ fn the_entry_names_the_binary_for_each_platform_and_what_it_has_elsewhere() {
         .arg(&run_js)
         .output()
         .expect("node");
-    assert!(out.status.success(), "{out:?}");
+    assert_success("node", &out);
     let result: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     let picks: Vec<&str> = result["picks"]
         .as_array()
@@ -443,7 +444,7 @@ async fn with_the_machines_own_git_configuration_only_ours_runs_for_the_scope() 
         let out = measure::run(&mut git, input.as_bytes())
             .expect("git credential")
             .output;
-        assert_git_ok(&out);
+        assert_success("git", &out);
         let ran: Vec<String> = String::from_utf8_lossy(&out.stderr)
             .lines()
             .filter(|l| l.contains("trace: run_command:"))

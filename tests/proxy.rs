@@ -13,7 +13,8 @@ use std::net::TcpListener;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use testkit::ci::{CiJob, assert_ok};
+use testkit::assert_success;
+use testkit::ci::CiJob;
 use testkit::fake_github::{APP_ID, FakeGitHub, app_inputs};
 use testkit::git_server::GitServer;
 use testkit::logs::{assert_no_part_shown, text};
@@ -187,7 +188,7 @@ async fn git_gh_and_node_that_read_their_token_once_keep_working_past_its_expiry
         "token-keeper exec --proxy -- bash '{git}'\ntoken-keeper exec --proxy -- bash '{gh}'\ntoken-keeper exec --proxy -- '{}' '{node_client}'",
         node.display()
     ));
-    assert_ok("exec --proxy", &run);
+    assert_success("exec --proxy", &run);
     assert_eq!(
         String::from_utf8_lossy(&run.stdout),
         "ok\nok\nok\nok\n200\n200\n",
@@ -207,7 +208,7 @@ async fn curl_and_pythons_clients_that_read_their_token_once_keep_working_past_i
     let run = px.run(&format!(
         "export TOKEN_KEEPER_LOG=1\ntoken-keeper exec --proxy -- bash '{curl}'\ntoken-keeper exec --proxy -- python3 '{python}'\ntoken-keeper exec --proxy -- python3 '{requests}'"
     ));
-    assert_ok("exec --proxy", &run);
+    assert_success("exec --proxy", &run);
     let out = String::from_utf8_lossy(&run.stdout);
     assert_eq!(out, "200\n200\n200\n200\n200\n200\n", "{}", text(&run));
     let log = String::from_utf8_lossy(&run.stderr);
@@ -236,7 +237,7 @@ async fn without_the_proxy_the_same_clients_fail_after_the_expiry() {
         "token-keeper exec -- bash '{curl}' --cacert \"$GITHUB_CA\" --resolve {API_HOST}:{api_port}:127.0.0.1\n\
          GIT_SSL_CAINFO=\"$GITHUB_CA\" GIT_CONFIG_PARAMETERS=\"'http.curloptResolve={GIT_HOST}:{git_port}:127.0.0.1'\" token-keeper exec -- bash '{git}'"
     ));
-    assert_ok("exec", &run);
+    assert_success("exec", &run);
     assert_eq!(
         String::from_utf8_lossy(&run.stdout),
         "200\n401\nok\nrefused\n",
@@ -281,7 +282,7 @@ curl -s -o /dev/null --max-time 3 -H "Authorization: Bearer $GH_TOKEN" https://{
     );
     let probe = client(&px.job, "probe.sh", &script);
     let run = px.run(&format!("token-keeper exec --proxy -- bash '{probe}'"));
-    assert_ok("exec --proxy", &run);
+    assert_success("exec --proxy", &run);
     let out = String::from_utf8_lossy(&run.stdout);
     assert!(out.contains("no-secret 407\n"), "{out}\n{}", text(&run));
     assert!(out.contains("wrong 407\n"), "{out}");
@@ -349,7 +350,7 @@ async fn an_mcp_server_given_its_token_once_answers_a_tool_call_after_the_expiry
         server.display()
     );
     let run = px.run(&script);
-    assert_ok("the MCP server", &run);
+    assert_success("the MCP server", &run);
     let answers: Vec<serde_json::Value> = String::from_utf8_lossy(&run.stdout)
         .lines()
         .filter_map(|line| serde_json::from_str(line).ok())
@@ -392,7 +393,7 @@ async fn the_users_own_proxy_carries_what_ours_sends_on() {
         theirs.url
     );
     let run = px.run(&script);
-    assert_ok("exec --proxy behind a proxy", &run);
+    assert_success("exec --proxy behind a proxy", &run);
     assert_eq!(
         String::from_utf8_lossy(&run.stdout),
         "200\n200\n",
@@ -421,7 +422,7 @@ async fn our_own_calls_after_proxy_start_still_go_through_the_users_proxy() {
         theirs.url
     );
     let run = px.run(&script);
-    assert_ok("token after proxy start behind a proxy", &run);
+    assert_success("token after proxy start behind a proxy", &run);
     assert!(
         px.github.mints() >= 2,
         "the token re-minted:\n{}",
@@ -454,7 +455,7 @@ async fn a_tool_in_a_container_on_the_hosts_network_reaches_github_through_the_p
         run_container.replace('\'', "'\\''")
     );
     let run = px.run(&script);
-    assert_ok("the container", &run);
+    assert_success("the container", &run);
     assert_eq!(
         String::from_utf8_lossy(&run.stdout),
         "200\n200\n",
@@ -480,7 +481,7 @@ async fn proxy_start_serves_the_rest_of_the_job_and_revoke_ends_it() {
          cp \"$TOKEN_KEEPER_STATE/proxy.json\" '{noted}'"
     );
     let run = px.run(&script);
-    assert_ok("proxy start", &run);
+    assert_success("proxy start", &run);
     assert_eq!(
         String::from_utf8_lossy(&run.stdout),
         "200\n200\n",
@@ -539,7 +540,7 @@ impl ActionsProxy {
             .args(["proxy", "start", "--format", "github-env"])
             .output()
             .unwrap();
-        assert!(started.status.success(), "{}", text(&started));
+        assert_success("proxy start", &started);
         let given = parse_file_command(&String::from_utf8_lossy(&started.stdout));
         let names: Vec<&str> = given.keys().map(String::as_str).collect();
         assert_eq!(
@@ -706,7 +707,7 @@ async fn the_end_says_when_the_job_wide_proxy_had_stopped() {
         sleep 0.2\n\
         token-keeper revoke";
     let run = px.run(script);
-    assert_ok("revoke", &run);
+    assert_success("revoke", &run);
     assert!(
         text(&run).contains("had stopped before its end"),
         "{}",
@@ -744,7 +745,7 @@ async fn a_redirect_to_another_host_carries_none_of_our_tokens() {
     let run = px.run(
         "token-keeper exec --proxy -- sh -c 'curl -sS -L -H \"Authorization: Bearer $GH_TOKEN\" \"$API/installation/repositories\"'",
     );
-    assert_ok("exec --proxy", &run);
+    assert_success("exec --proxy", &run);
     assert_eq!(String::from_utf8_lossy(&run.stdout), "ok", "{}", text(&run));
     let request = received
         .recv_timeout(Duration::from_secs(10))
@@ -774,7 +775,7 @@ async fn an_upgrade_is_joined_end_to_end() {
     let px = ProxyJob::serving_git(API_HOST, Some(&upstream)).await;
     let client = client(&px.job, "upgrade.py", UPGRADE_CLIENT);
     let run = px.run(&format!("token-keeper exec --proxy -- python3 '{client}'"));
-    assert_ok("exec --proxy", &run);
+    assert_success("exec --proxy", &run);
     assert_eq!(
         String::from_utf8_lossy(&run.stdout),
         "101\nping pong\n",
@@ -797,7 +798,7 @@ async fn server_sent_events_stream_through() {
     let px = ProxyJob::serving_git(API_HOST, Some(&upstream)).await;
     let client = client(&px.job, "events.py", EVENTS_CLIENT);
     let run = px.run(&format!("token-keeper exec --proxy -- python3 '{client}'"));
-    assert_ok("exec --proxy", &run);
+    assert_success("exec --proxy", &run);
     assert_eq!(
         String::from_utf8_lossy(&run.stdout),
         "data: 1 early\ndata: 2\n",

@@ -10,11 +10,12 @@ use std::time::Duration;
 
 use base64::Engine;
 
+use testkit::assert_success;
 use testkit::fake_github::{FakeGitHub, Issued, app_inputs};
 use testkit::git_server::git_command;
 use testkit::measure;
 use testkit::runner::{Job, LaterStep, View, age_cached_token, as_user, is_root, require};
-use testkit::scene::{Scene, assert_git_ok};
+use testkit::scene::Scene;
 use testkit::walk;
 
 fn stderr(output: &Output) -> String {
@@ -28,7 +29,7 @@ async fn a_push_after_expiry_gets_a_fresh_token() {
     main.assert_ok();
     let step = LaterStep::after(&w.job, &main);
     let push = w.push_late(&step, Duration::from_millis(3500));
-    assert_git_ok(&push);
+    assert_success("git", &push);
     // Tokens this short are replaced when half their life is left: a slow machine may re-mint
     // again within the push.
     assert!(w.github.mints() >= 2, "the push re-minted");
@@ -47,11 +48,17 @@ async fn with_git_identity_later_commits_are_the_bots() {
         .main(&w.inputs(&[("git-identity", "true")]), View::Host);
     main.assert_ok();
     let step = LaterStep::after(&w.job, &main);
-    assert_git_ok(&step.git(&["clone", "--quiet", &w.repo_url("Octo-Org", "app"), "app"]));
+    assert_success(
+        "git",
+        &step.git(&["clone", "--quiet", &w.repo_url("Octo-Org", "app"), "app"]),
+    );
     let repo = step.dir.path().join("app");
     fs::write(repo.join("bot.txt"), "committed by the App\n").unwrap();
-    assert_git_ok(&step.git_in(&repo, &["add", "bot.txt"]));
-    assert_git_ok(&step.git_in(&repo, &["commit", "--quiet", "-m", "bot"]));
+    assert_success("git", &step.git_in(&repo, &["add", "bot.txt"]));
+    assert_success(
+        "git",
+        &step.git_in(&repo, &["commit", "--quiet", "-m", "bot"]),
+    );
     let log = step.git_in(&repo, &["log", "-1", "--format=%an <%ae>|%cn <%ce>"]);
     let expected = format!(
         "{0}|{0}",
@@ -129,7 +136,7 @@ async fn a_person_waiting_for_the_lock_is_told_and_git_is_not() {
     let release = hold_lock(&lock_file, Duration::from_millis(500));
     let out = step.command("token-keeper").arg("token").output().unwrap();
     release.join().unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
+    assert_success("token", &out);
     assert!(
         stderr(&out).contains("waiting for another process of this job to finish re-minting"),
         "{}",
@@ -140,7 +147,7 @@ async fn a_person_waiting_for_the_lock_is_told_and_git_is_not() {
     let release = hold_lock(&lock_file, Duration::from_millis(500));
     let fill = step.git(&["ls-remote", &w.repo_url("Octo-Org", "app")]);
     release.join().unwrap();
-    assert_git_ok(&fill);
+    assert_success("git", &fill);
     assert!(!stderr(&fill).contains("waiting"), "{}", stderr(&fill));
 }
 
@@ -203,7 +210,7 @@ async fn cargo_fetches_a_private_git_dependency_after_the_first_token_expired() 
     let (without, _home) = cargo(false);
     assert!(!without.status.success(), "{}", stderr(&without));
     let (with, _home) = cargo(true);
-    assert!(with.status.success(), "{}", stderr(&with));
+    assert_success("cargo", &with);
     let lock = fs::read_to_string(app.join("Cargo.lock")).unwrap();
     assert!(lock.contains("name = \"lib\""), "{lock}");
 }
@@ -257,7 +264,7 @@ async fn pip_installs_a_private_git_requirement_after_the_first_token_expired() 
         .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
+    assert_success("pip", &out);
     let installed: Vec<String> = fs::read_dir(&target)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -292,7 +299,7 @@ async fn npm_installs_a_private_git_dependency_after_the_first_token_expired() {
         .env("npm_config_cache", step.dir.path().join("npm-cache"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
+    assert_success("npm", &out);
     assert!(app.join("node_modules/octo-lib/package.json").exists());
     assert!(w.github.mints() >= 2, "npm's git re-minted");
 }
@@ -330,7 +337,7 @@ gh api installation/repositories --jq .total_count"#;
         .env("GITHUB_ACTIONS", "true")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{:?}\n{}", out.status, stderr(&out));
+    assert_success("gh under exec", &out);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         "1\n1\n",
@@ -423,7 +430,7 @@ async fn without_the_shim_a_late_push_fails() {
         "http://",
         &format!("http://x-access-token:{}@", main.outputs["token"]),
     );
-    assert_git_ok(&step.git(&["clone", "--quiet", &url, "app"]));
+    assert_success("git", &step.git(&["clone", "--quiet", &url, "app"]));
     std::thread::sleep(Duration::from_millis(2500));
     let output = step.git_in(
         &step.dir.path().join("app"),
@@ -463,7 +470,7 @@ async fn sixty_four_git_processes_at_expiry_mint_exactly_once() {
         })
         .collect();
     for child in children {
-        assert_git_ok(&child.wait_with_output().unwrap());
+        assert_success("git", &child.wait_with_output().unwrap());
     }
     assert_eq!(w.github.mints(), 2, "one mint in main, one for all 64");
 }
@@ -475,8 +482,14 @@ async fn the_shim_answers_only_inside_the_token_scope() {
     let main = w.job.main(&inputs, View::Host);
     main.assert_ok();
     let step = LaterStep::after(&w.job, &main);
-    assert_git_ok(&step.git(&["ls-remote", &w.repo_url("Octo-Org", "app")]));
-    assert_git_ok(&step.git(&["ls-remote", &w.repo_url("octo-org", "app")]));
+    assert_success(
+        "git",
+        &step.git(&["ls-remote", &w.repo_url("Octo-Org", "app")]),
+    );
+    assert_success(
+        "git",
+        &step.git(&["ls-remote", &w.repo_url("octo-org", "app")]),
+    );
     // Another repository of the owner, another owner, another host: nothing from us.
     for url in [
         w.repo_url("Octo-Org", "lib"),
@@ -554,9 +567,15 @@ async fn a_stale_checkout_header_is_neutralised_only_in_scope() {
     );
 
     // Octo-Org: the header (a token that does not cover it) is cleared, the helper answers.
-    assert_git_ok(&step.git(&["ls-remote", &w.repo_url("Octo-Org", "app")]));
+    assert_success(
+        "git",
+        &step.git(&["ls-remote", &w.repo_url("Octo-Org", "app")]),
+    );
     // Other-Org: its header still works.
-    assert_git_ok(&step.git(&["ls-remote", &w.repo_url("Other-Org", "tools")]));
+    assert_success(
+        "git",
+        &step.git(&["ls-remote", &w.repo_url("Other-Org", "tools")]),
+    );
     // The earlier step's entries survive.
     let alias = step.git(&["config", "alias.earlier"]);
     assert_eq!(String::from_utf8_lossy(&alias.stdout).trim(), "status");
@@ -576,7 +595,7 @@ async fn erase_of_a_refused_token_makes_the_next_call_remint() {
     let refused = step.git(&["ls-remote", &url]);
     assert!(!refused.status.success());
     assert_eq!(w.github.mints(), 1, "a get does not re-mint a young token");
-    assert_git_ok(&step.git(&["ls-remote", &url]));
+    assert_success("git", &step.git(&["ls-remote", &url]));
     assert_eq!(w.github.mints(), 2, "the erase made the next get re-mint");
 }
 
@@ -697,7 +716,10 @@ async fn post_revokes_every_token_of_the_job_and_removes_everything() {
     main.assert_ok();
     let step = LaterStep::after(&w.job, &main);
     age_cached_token(&w.job, &main, 50 * 60);
-    assert_git_ok(&step.git(&["ls-remote", &w.repo_url("Octo-Org", "app")]));
+    assert_success(
+        "git",
+        &step.git(&["ls-remote", &w.repo_url("Octo-Org", "app")]),
+    );
     assert_eq!(w.github.mints(), 2);
     assert_eq!(w.github.world().live_tokens().len(), 2);
 
@@ -751,13 +773,13 @@ async fn the_runner_user_uses_the_shim_after_a_root_main_step() {
         as_user(&mut command, 1001);
         command.output().expect("git as the runner user")
     };
-    assert_git_ok(&as_runner(&["ls-remote", &url]));
+    assert_success("git", &as_runner(&["ls-remote", &url]));
 
     // Due for a refresh: a root process re-mints (sudo git), then the runner user reads what it wrote.
     age_cached_token(&w.job, &main, 50 * 60);
-    assert_git_ok(&step.git(&["ls-remote", &url]));
+    assert_success("git", &step.git(&["ls-remote", &url]));
     assert_eq!(w.github.mints(), 2);
-    assert_git_ok(&as_runner(&["ls-remote", &url]));
+    assert_success("git", &as_runner(&["ls-remote", &url]));
     for entry in walk(&root_dir) {
         assert_eq!(
             fs::symlink_metadata(&entry).unwrap().uid(),
@@ -775,7 +797,7 @@ async fn the_runner_user_uses_the_shim_after_a_root_main_step() {
     moved
         .env
         .insert("RUNNER_TEMP".into(), link.to_string_lossy().into_owned());
-    assert_git_ok(&moved.git(&["ls-remote", &url]));
+    assert_success("git", &moved.git(&["ls-remote", &url]));
 }
 
 /// What `token-keeper token --owner OWNER` prints in a later step.
@@ -806,8 +828,14 @@ async fn steps_whose_ids_differ_only_by_punctuation_keep_their_own_state() {
     other.assert_ok();
     assert_ne!(octo.state["dir"], other.state["dir"]);
     let step = LaterStep::after(&w.job, &other);
-    assert_git_ok(&step.git(&["ls-remote", &w.repo_url("Octo-Org", "app")]));
-    assert_git_ok(&step.git(&["ls-remote", &w.repo_url("Other-Org", "tools")]));
+    assert_success(
+        "git",
+        &step.git(&["ls-remote", &w.repo_url("Octo-Org", "app")]),
+    );
+    assert_success(
+        "git",
+        &step.git(&["ls-remote", &w.repo_url("Other-Org", "tools")]),
+    );
     let token = |owner: &str| token_for(&step, owner);
     assert_eq!(token("Octo-Org"), octo.outputs["token"]);
     assert_eq!(token("Other-Org"), other.outputs["token"]);
@@ -830,8 +858,14 @@ async fn two_steps_for_two_owners_coexist() {
         other.env["GIT_CONFIG_KEY_6"],
         format!("credential.{}/Other-Org.helper", w.git_url)
     );
-    assert_git_ok(&step.git(&["ls-remote", &w.repo_url("Octo-Org", "app")]));
-    assert_git_ok(&step.git(&["ls-remote", &w.repo_url("Other-Org", "tools")]));
+    assert_success(
+        "git",
+        &step.git(&["ls-remote", &w.repo_url("Octo-Org", "app")]),
+    );
+    assert_success(
+        "git",
+        &step.git(&["ls-remote", &w.repo_url("Other-Org", "tools")]),
+    );
     assert_eq!(w.github.mints(), 2);
 
     let token = |owner: &str| token_for(&step, owner);
@@ -849,7 +883,10 @@ async fn two_steps_for_two_owners_coexist() {
         bin.exists(),
         "the first step's state still needs the binary"
     );
-    assert_git_ok(&step.git(&["ls-remote", &w.repo_url("Octo-Org", "app")]));
+    assert_success(
+        "git",
+        &step.git(&["ls-remote", &w.repo_url("Octo-Org", "app")]),
+    );
     w.job
         .post_as("octo", &w.inputs(&[]), &octo.state, View::Host)
         .assert_ok();
@@ -873,7 +910,10 @@ async fn old_runners_keep_the_state_under_github_home() {
         main.path
     );
     let step = LaterStep::after(&w.job, &main);
-    assert_git_ok(&step.git(&["ls-remote", &w.repo_url("Octo-Org", "app")]));
+    assert_success(
+        "git",
+        &step.git(&["ls-remote", &w.repo_url("Octo-Org", "app")]),
+    );
 }
 
 #[tokio::test]
@@ -889,7 +929,7 @@ async fn a_thousand_fills_with_a_fresh_cache_mint_nothing() {
         let mut command = git_command(step.dir.path());
         command.envs(&step.env).args(["credential", "fill"]);
         let measured = measure::run(&mut command, request.as_bytes()).expect("git credential fill");
-        assert_git_ok(&measured.output);
+        assert_success("git", &measured.output);
         assert!(String::from_utf8_lossy(&measured.output.stdout).contains(&expected));
         times.push(measured.elapsed);
     }
@@ -918,11 +958,7 @@ async fn an_enterprise_token_is_kept_fresh_for_tools_but_not_given_to_git() {
     let step = LaterStep::after(&w.job, &main);
     age_cached_token(&w.job, &main, 50 * 60);
     let out = step.command("token-keeper").arg("token").output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success("token", &out);
     assert_eq!(w.github.mints(), 2, "re-minted for the tool");
     assert_eq!(
         w.github.seen("POST", "/app/installations/4444/")[1].body,
@@ -995,7 +1031,10 @@ async fn system_and_global_helpers_are_not_asked_inside_the_scope_nor_given_our_
     step.env.insert("GIT_CONFIG_NOSYSTEM".into(), "0".into());
 
     // It succeeds, so git runs `store` on the scope's helpers.
-    assert_git_ok(&step.git(&["ls-remote", &w.repo_url("Octo-Org", "app")]));
+    assert_success(
+        "git",
+        &step.git(&["ls-remote", &w.repo_url("Octo-Org", "app")]),
+    );
     let asked = fs::read_to_string(&log).unwrap_or_default();
     for token in w.github.tokens() {
         assert!(

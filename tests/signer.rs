@@ -8,11 +8,12 @@ use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
-use testkit::ci::{CiJob, assert_ok};
+use testkit::assert_success;
+use testkit::ci::CiJob;
 use testkit::fake_github::APP_PUBLIC_KEY;
 use testkit::logs::text;
 use testkit::runner::{LaterStep, View};
-use testkit::scene::{Scene, assert_git_ok, assert_no_key_material};
+use testkit::scene::{Scene, assert_no_key_material};
 use testkit::signers::{KmsKey, SoftHsm};
 
 /// A job of `setup` whose JWTs `signer` signs (its command in `TOKEN_KEEPER_SIGNER_COMMAND`,
@@ -44,7 +45,7 @@ token-keeper revoke"#,
     env.push(("TOKEN_KEEPER_SIGNER_COMMAND".into(), command.into()));
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let out = job.shell(&script, &env);
-    assert_ok("the job", &out);
+    assert_success("the job", &out);
     assert!(scene.github.mints() >= 2, "the push re-minted");
     assert!(scene.github.world().live_tokens().is_empty(), "all revoked");
     let listed = fs::read_to_string(format!("{kept}.list")).unwrap();
@@ -106,7 +107,7 @@ async fn a_pkcs11_token_signs_in_the_native_entry_past_the_first_tokens_expiry()
     assert_no_key_material(&s.job.host_path(&main.state["dir"]));
     let mut step = LaterStep::after(&s.job, &main);
     step.env.extend(hsm.env());
-    assert_git_ok(&s.push_late(&step, Duration::from_millis(3500)));
+    assert_success("git", &s.push_late(&step, Duration::from_millis(3500)));
     assert!(s.github.mints() >= 2, "the push re-minted");
     let post = s.job.post(&inputs, &main.state, View::Native);
     post.assert_ok();
@@ -268,14 +269,14 @@ async fn a_remint_whose_signer_fails_serves_the_cached_token_while_it_lives() {
         ),
         &env,
     );
-    assert_ok("setup", &first);
+    assert_success("setup", &first);
     let store = fs::read_to_string(&noted).unwrap();
     token_keeper::backdate_cached_token(Path::new(&store), 50 * 60, false).unwrap();
     fs::write(&broken, "").unwrap();
     let mut later = env.clone();
     later.push(("TOKEN_KEEPER_STATE", &store));
     let out = job.shell("token-keeper token", &later);
-    assert_ok("token", &out);
+    assert_success("token", &out);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&first.stdout),

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use wiremock::ResponseTemplate;
 
-use testkit::ci::{CiJob, assert_nothing_left, assert_ok};
+use testkit::assert_success;
+use testkit::ci::{CiJob, assert_nothing_left};
 use testkit::logs::text;
 use testkit::runner::is_root;
 use testkit::scene::Scene;
@@ -76,7 +77,7 @@ async fn revoke_and_setup_refuse_a_folder_that_is_not_a_store_and_touch_nothing_
         ),
         &[],
     );
-    assert_ok("setup in an empty folder", &made);
+    assert_success("setup in an empty folder", &made);
     // A file of someone else's in a store keeps the folder; what we wrote goes all the same.
     fs::write(format!("{empty}/notes.txt"), "mine\n").unwrap();
     let out = job.shell("token-keeper revoke", &[]);
@@ -97,7 +98,7 @@ async fn revoke_and_setup_refuse_a_folder_that_is_not_a_store_and_touch_nothing_
 async fn a_link_among_the_jobs_stores_is_not_followed() {
     let scene = Scene::start(Duration::from_secs(3600)).await;
     let job = CiJob::new(&[("CI_JOB_ID", "41")]);
-    assert_ok(
+    assert_success(
         "setup",
         &job.shell(&job.setup(&scene, "--owner Octo-Org >/dev/null"), &[]),
     );
@@ -124,7 +125,7 @@ async fn a_link_among_the_jobs_stores_is_not_followed() {
     // The real store, back where it was, is ended.
     fs::remove_file(&store).unwrap();
     fs::rename(&moved, &store).unwrap();
-    assert_ok("revoke", &job.shell("token-keeper revoke", &[]));
+    assert_success("revoke", &job.shell("token-keeper revoke", &[]));
     assert!(scene.github.world().live_tokens().is_empty());
     assert_nothing_left(&job);
 }
@@ -139,11 +140,11 @@ async fn revoke_finds_a_store_made_elsewhere_after_a_later_setup_replaced_the_va
         job.setup(&scene, &format!("--owner Octo-Org --state '{elsewhere}'")),
         job.setup(&scene, "--owner Other-Org"),
     );
-    assert_ok("two setups", &job.shell(&script, &[]));
+    assert_success("two setups", &job.shell(&script, &[]));
     assert_eq!(scene.github.world().live_tokens().len(), 2);
     // A shell with nothing but the CI's variables.
     let out = job.shell("token-keeper revoke", &[]);
-    assert_ok("revoke", &out);
+    assert_success("revoke", &out);
     assert!(
         scene.github.world().live_tokens().is_empty(),
         "{}",
@@ -172,7 +173,7 @@ async fn nothing_is_minted_or_served_from_a_store_once_its_end_began() {
             job.setup(&scene, "--owner Octo-Org")
         );
         let made = job.shell(&script, &[]);
-        assert_ok("setup", &made);
+        assert_success("setup", &made);
         let store = String::from_utf8_lossy(&made.stdout)
             .lines()
             .last()
@@ -208,7 +209,7 @@ async fn nothing_is_minted_or_served_from_a_store_once_its_end_began() {
             text(&revoked)
         );
         if !revoke_waits {
-            assert_ok("revoke again", &job.shell("token-keeper revoke", &[]));
+            assert_success("revoke again", &job.shell("token-keeper revoke", &[]));
         }
         assert_nothing_left(&job);
     }
@@ -220,7 +221,7 @@ async fn revoke_ends_every_store_at_once_within_one_bound() {
     let job = CiJob::new(&[("CI_JOB_ID", "44")]);
     for owner in ["Octo-Org", "Other-Org"].repeat(3) {
         let setup = job.setup(&scene, &format!("--owner {owner} >/dev/null"));
-        assert_ok("setup", &job.shell(&setup, &[]));
+        assert_success("setup", &job.shell(&setup, &[]));
     }
     let hang = ResponseTemplate::new(204).set_delay(Duration::from_secs(60));
     for _ in 0..100 {
@@ -239,7 +240,7 @@ async fn revoke_ends_every_store_at_once_within_one_bound() {
         text(&out)
     );
     scene.github.clear_faults();
-    assert_ok("revoke again", &job.shell("token-keeper revoke", &[]));
+    assert_success("revoke again", &job.shell("token-keeper revoke", &[]));
     assert!(scene.github.world().live_tokens().is_empty());
 }
 
@@ -251,7 +252,7 @@ async fn a_store_a_killed_job_left_is_swept_by_the_users_next_setup() {
     let killed = CiJob::new(&[("CI_JOB_ID", "45"), ("WORKSPACE_TMP", &shared)]);
     let idle = CiJob::new(&[("CI_JOB_ID", "46"), ("WORKSPACE_TMP", &shared)]);
     for job in [&killed, &idle] {
-        assert_ok(
+        assert_success(
             "setup",
             &job.shell(&job.setup(&scene, "--owner Octo-Org >/dev/null"), &[]),
         );
@@ -279,7 +280,7 @@ async fn a_store_a_killed_job_left_is_swept_by_the_users_next_setup() {
     token_keeper::backdate_ledger(&stores("46")[0], 2 * 3600).unwrap();
 
     let next = CiJob::new(&[("CI_JOB_ID", "47"), ("WORKSPACE_TMP", &shared)]);
-    assert_ok(
+    assert_success(
         "the next setup",
         &next.shell(&next.setup(&scene, "--owner Octo-Org >/dev/null"), &[]),
     );
@@ -356,7 +357,7 @@ async fn a_refused_new_token_that_could_not_be_revoked_is_kept_for_revoke() {
     );
 
     scene.github.clear_faults();
-    assert_ok("revoke", &job.shell("token-keeper revoke", &[]));
+    assert_success("revoke", &job.shell("token-keeper revoke", &[]));
     assert!(scene.github.world().live_tokens().is_empty());
     assert_nothing_left(&job);
 }

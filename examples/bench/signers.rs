@@ -8,6 +8,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
 use crate::{REMINT_RUNS, report};
+use testkit::assert_success;
 use testkit::fake_github::{APP_ID, APP_PUBLIC_KEY, FakeGitHub};
 use testkit::measure;
 use testkit::runner::{Job, LaterStep, View, age_cached_token, binary};
@@ -99,11 +100,7 @@ fn remints(
         let mut command = step.command(binary().to_str().expect("path"));
         command.args(["token", "--state", &state]);
         let m = measure::run(&mut command, b"").expect("token");
-        assert!(
-            m.output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&m.output.stderr)
-        );
+        assert_success("token", &m.output);
         measured.push((m.elapsed, m.max_rss_kib.expect("peak memory")));
     }
     assert_eq!(github.mints() - mints, runs, "each run re-minted");

@@ -67,7 +67,7 @@ impl ActRepo {
         native_entry::pack(&root);
         let git = |args: &[&str]| {
             let out = git_command(&root).args(args).output().expect("git");
-            assert!(out.status.success(), "git {args:?}: {out:?}");
+            crate::assert_success(&format!("git {args:?}"), &out);
         };
         git(&["init", "--quiet", "--initial-branch=main"]);
         git(&["add", "--all"]);
@@ -302,11 +302,7 @@ pub fn runner_image(engine: &str) -> &'static str {
             .env("TOKEN_KEEPER_ENGINE", engine)
             .output()
             .expect("scripts/build-act-image");
-        assert!(
-            built.status.success(),
-            "scripts/build-act-image failed: {}",
-            String::from_utf8_lossy(&built.stderr)
-        );
+        crate::assert_success("scripts/build-act-image", &built);
         let stdout = String::from_utf8_lossy(&built.stdout);
         stdout.lines().last().expect("an image name").to_owned()
     })

@@ -11,13 +11,13 @@ use std::process::{Command, Output};
 use tempfile::TempDir;
 
 use crate::fake_github::{APP_ID, APP_KEY};
-use crate::logs::text;
 use crate::runner::binary;
 use crate::scene::Scene;
 
+/// [`crate::assert_success`] under the name `tests/kms.rs` calls it by.
 #[track_caller]
 pub fn assert_ok(what: &str, output: &Output) {
-    assert!(output.status.success(), "{what}: {}", text(output));
+    crate::assert_success(what, output);
 }
 
 /// Nothing of the job's stores is left in its temporary folder.

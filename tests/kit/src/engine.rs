@@ -29,7 +29,7 @@ impl Image {
             .args(["create", &self.name])
             .output()
             .expect("engine create");
-        assert!(created.status.success(), "{}", shown(&created));
+        crate::assert_success("engine create", &created);
         let id = String::from_utf8_lossy(&created.stdout).trim().to_owned();
         let copied = self
             .command()
@@ -38,7 +38,7 @@ impl Image {
             .output()
             .expect("engine cp");
         let _ = self.command().args(["rm", &id]).output();
-        assert!(copied.status.success(), "{}", shown(&copied));
+        crate::assert_success("engine cp", &copied);
     }
 }
 
@@ -118,7 +118,7 @@ fn find() -> Result<Image, String> {
         let last = stderr.lines().last().unwrap_or_default();
         return Err(format!(
             "scripts/build-image failed: {last}\n{}",
-            shown(&built)
+            crate::shown(&built)
         ));
     }
     let stdout = String::from_utf8_lossy(&built.stdout);
@@ -137,13 +137,4 @@ fn answers(program: &str, args: &[&str]) -> bool {
         .args(args)
         .output()
         .is_ok_and(|o| o.status.success())
-}
-
-fn shown(output: &std::process::Output) -> String {
-    format!(
-        "{}\nstdout: {}\nstderr: {}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }

@@ -208,11 +208,7 @@ fn tempdir(prefix: &str) -> TempDir {
 /// Run a setup command (no secrets in it) and insist that it succeeds.
 fn run(command: &mut Command) {
     let output = command.output().expect("run git");
-    assert!(
-        output.status.success(),
-        "{command:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    crate::assert_success(&format!("{command:?}"), &output);
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -13,14 +13,16 @@
 //!     main.assert_ok();
 //!     std::thread::sleep(Duration::from_secs(4));
 //!     let step = LaterStep::after(&s.job, &main);
-//!     assert_git_ok(&step.git(&["ls-remote", &s.repo_url("Octo-Org", "app")]));
+//!     assert_success("git", &step.git(&["ls-remote", &s.repo_url("Octo-Org", "app")]));
 //!     // A slow machine may re-mint again: tokens this short are replaced at half their life.
 //!     assert!(s.github.mints() >= 2, "git asked the shim, which re-minted");
 //! }
 //! ```
 
+use std::fmt::Display;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::process::Output;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
@@ -49,6 +51,26 @@ pub mod scene;
 pub mod signers;
 pub mod sts;
 pub mod tls;
+
+/// `what` ran and succeeded; else the test fails showing its status, stdout and stderr.
+#[track_caller]
+pub fn assert_success(what: &str, output: &Output) {
+    assert!(output.status.success(), "{what} failed: {}", shown(output));
+}
+
+/// A run's status, stdout and stderr, as a failure shows them.
+pub(crate) fn shown(output: &Output) -> String {
+    shown_text(
+        output.status,
+        &String::from_utf8_lossy(&output.stdout),
+        &String::from_utf8_lossy(&output.stderr),
+    )
+}
+
+/// [`shown`] for a run kept as text, as a step's is.
+pub(crate) fn shown_text(status: impl Display, stdout: &str, stderr: &str) -> String {
+    format!("{status}\nstdout:\n{stdout}\nstderr:\n{stderr}")
+}
 
 /// The DER inside a PEM block.
 pub fn pem_der(pem: &str) -> Vec<u8> {

@@ -21,11 +21,7 @@ pub fn runner_node() -> PathBuf {
             .current_dir(root)
             .output()
             .expect("bash");
-        assert!(
-            fetched.status.success(),
-            "scripts/runner-node: {}",
-            String::from_utf8_lossy(&fetched.stderr)
-        );
+        crate::assert_success("scripts/runner-node", &fetched);
         let tarball = root.join(String::from_utf8_lossy(&fetched.stdout).trim());
         let unpacked = tarball.with_extension("unpacked");
         let node = unpacked.join("package/bin/node");
@@ -69,11 +65,7 @@ pub fn npm_package(package: &str, version: &str) -> PathBuf {
         .arg(format!("{package}@{version}"))
         .output()
         .expect("npm");
-    assert!(
-        installed.status.success(),
-        "npm install {package}@{version}: {}",
-        String::from_utf8_lossy(&installed.stderr)
-    );
+    crate::assert_success(&format!("npm install {package}@{version}"), &installed);
     let kept = aside.keep();
     if std::fs::rename(&kept, &folder).is_err() {
         let _ = std::fs::remove_dir_all(kept);

@@ -170,10 +170,8 @@ impl StepRun {
     pub fn assert_ok(&self) {
         assert!(
             self.succeeded(),
-            "step failed: {}\nstdout:\n{}\nstderr:\n{}",
-            self.status,
-            self.stdout,
-            self.stderr
+            "step failed: {}",
+            crate::shown_text(self.status, &self.stdout, &self.stderr)
         );
     }
 }

@@ -131,15 +131,10 @@ impl KeylessScene {
     }
 }
 
+/// [`crate::assert_success`] of git, under the name `tests/kms.rs` calls it by.
 #[track_caller]
 pub fn assert_git_ok(output: &Output) {
-    assert!(
-        output.status.success(),
-        "git failed: {}\nstdout: {}\nstderr: {}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    crate::assert_success("git", output);
 }
 
 /// Nothing in the job's state is, or names, a private key.

@@ -85,7 +85,7 @@ impl SoftHsm {
                 .envs(hsm.env())
                 .output()
                 .unwrap();
-            assert!(out.status.success(), "softhsm2-util {args:?}: {out:?}");
+            crate::assert_success(&format!("softhsm2-util {args:?}"), &out);
         }
         hsm
     }
@@ -177,7 +177,7 @@ impl KmsKey {
             .envs(self.env())
             .output()
             .expect("aws");
-        assert!(out.status.success(), "aws {args:?}: {out:?}");
+        crate::assert_success(&format!("aws {args:?}"), &out);
         String::from_utf8(out.stdout).unwrap().trim().to_owned()
     }
 }
