@@ -180,15 +180,14 @@ impl KmsKey {
     }
 }
 
-/// For tests against a KMS API: `message` signed by the KMS signer of `key`, and the key's
-/// public key (DER SubjectPublicKeyInfo), with the credentials, endpoints and region `vars`
-/// configure; or the one line that says why not.
+/// For tests against a KMS API: `message` signed by the KMS signer of `key`, with the
+/// credentials, endpoints and region `vars` configure; or the one line that says why not.
 pub fn sign_for_test(
     vars: &[(&str, &str)],
     key: &str,
     region: Option<&str>,
     message: &[u8],
-) -> Result<(Vec<u8>, Vec<u8>), String> {
+) -> Result<Vec<u8>, String> {
     let env = Env::from_pairs(vars.iter().copied());
     let http_env = crate::github::client::HttpEnv::from_env(&env).map_err(|e| e.to_string())?;
     let unused = crate::github::client::Server {
@@ -205,8 +204,6 @@ pub fn sign_for_test(
     let kms = AwsKms::new(key, region);
     runtime.block_on(async {
         kms.open(&gh, &env, None).await.map_err(|e| e.to_string())?;
-        let signature = kms.sign(message).await.map_err(|e| e.to_string())?;
-        let public = kms.opened.get().map(|o| o.key.public_key().to_vec());
-        Ok((signature, public.unwrap_or_default()))
+        kms.sign(message).await.map_err(|e| e.to_string())
     })
 }
