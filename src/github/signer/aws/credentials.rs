@@ -11,7 +11,7 @@ use std::fmt;
 use reqwest::{Method, Url};
 use serde::Deserialize;
 
-use super::error::AwsError;
+use super::error::{AwsError, code_name};
 use super::http::Aws;
 use super::sts;
 use crate::env::Env;
@@ -234,12 +234,7 @@ impl Served {
         })?;
         if let Some(code) = served.code.as_deref().filter(|c| *c != "Success") {
             let said = messages::foreign(served.message.as_deref().unwrap_or(""));
-            let code: String = code
-                .chars()
-                .filter(char::is_ascii_alphanumeric)
-                .take(64)
-                .collect();
-            return Err(format!("it answered `{code}`: {said}"));
+            return Err(format!("it answered `{}`: {said}", code_name(code)));
         }
         match (served.access_key_id, served.secret_access_key) {
             (Some(id), Some(secret)) if !id.is_empty() && !secret.is_empty() => Ok(Credentials {
@@ -425,5 +420,14 @@ mod tests {
             "it answered `AssumeRoleUnauthorizedAccess`: no role"
         );
         assert!(Served::read(b"<html>", "x".into()).is_err());
+    }
+
+    #[test]
+    fn a_served_code_keeps_a_names_characters_only() {
+        let failed = br#"{"Code":"Denied_ASIA0123456789\u001b[31m","Message":"m"}"#;
+        assert_eq!(
+            Served::read(failed, "x".into()).unwrap_err(),
+            "it answered `Denied_ASIAm`: m"
+        );
     }
 }
