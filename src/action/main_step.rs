@@ -46,7 +46,7 @@ pub(crate) fn run(env: &Env, place: Place, reporter: &dyn Reporter) -> Result<()
     let files = FileCommands::new(env);
     files.require(&[FileCommand::Output, FileCommand::State])?;
     let config = inputs::parse(env)?;
-    if place == Place::Container && matches!(config.settings.signer, Some(Signer::Command(_))) {
+    if place == Place::Container && matches!(config.settings.signer(), Some(Signer::Command(_))) {
         bail!(
             "input `{}`: the container entry's image has no shell and no CLI to run it: use the native entry (`uses: org/token-keeper/native@v1`) on a runner with the signer's CLI",
             Setting::SignerCommand.names().input
@@ -163,7 +163,7 @@ fn install_helper(plan: &Plan, begun: &Begun, reporter: &dyn Reporter) -> Result
         files.add_path(&host_bin.to_string_lossy())?;
     }
     let event = env.get("GITHUB_EVENT_NAME").unwrap_or("");
-    let reach = match &config.settings.signer {
+    let reach = match config.settings.signer() {
         Some(Signer::Key(_)) => "read the App's private key",
         Some(Signer::Command(_)) => "run the signer command, and so sign the App's JWTs,",
         Some(Signer::AwsKms(_)) => "sign the App's JWTs in KMS with the job's AWS credentials",
