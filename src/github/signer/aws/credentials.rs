@@ -440,11 +440,19 @@ mod tests {
             ("AWS_CONTAINER_AUTHORIZATION_TOKEN", "a b"),
         ]);
         let url = container_url(&env).unwrap().unwrap();
-        let aws = Aws::new(&Default::default(), Default::default()).unwrap();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let server = crate::github::client::Server {
+            url: url.clone(),
+            ca_certificates: None,
+        };
+        let deadline = std::time::Duration::from_secs(1);
+        let (gh, runtime) = crate::github::client::connect(
+            &server,
+            deadline,
+            Default::default(),
+            &Default::default(),
+        )
+        .unwrap();
+        let aws = Aws::new(&gh).unwrap();
         let err = runtime.block_on(container(&aws, &env, url)).unwrap_err();
         assert!(
             err.to_string()

@@ -15,7 +15,7 @@ use reqwest::{Method, RequestBuilder, Url};
 use super::credentials::Credentials;
 use super::error::{Answered, AwsError};
 use super::sigv4::{self, Scope, Unsigned};
-use crate::clock::Offset;
+use crate::github::GitHub;
 use crate::github::client::{
     ApiError, Clock, HttpOptions, backoff, cause, fits, http_client, receive, trusted_roots,
 };
@@ -71,12 +71,18 @@ pub(crate) struct Call<'a> {
 }
 
 impl Aws {
-    /// Clients with `options` (the GitHub client's: its bounds, CAs and proxy choice); AWS's
-    /// clock starts at `clock_offset`.
-    pub(crate) fn new(options: &HttpOptions, clock_offset: Offset) -> Result<Self, AwsError> {
+    /// Clients as `gh`'s (its bounds, CAs and proxy choice: its own client when it has the
+    /// roots); AWS's clock starts where `gh`'s is.
+    pub(crate) fn new(gh: &GitHub) -> Result<Self, AwsError> {
         let setup = |e: ApiError| AwsError::Setup(e.to_string());
-        let roots = trusted_roots(options.extra_ca_pem.as_deref()).map_err(setup)?;
-        let http = http_client(options, roots).map_err(setup)?;
+        let options = gh.options();
+        let http = match gh.tls_client() {
+            Some(http) => http.clone(),
+            None => {
+                let roots = trusted_roots(options.extra_ca_pem.as_deref()).map_err(setup)?;
+                http_client(options, roots).map_err(setup)?
+            }
+        };
         let local = http_client(
             &options.local(METADATA_TIMEOUT),
             rustls::RootCertStore::empty(),
@@ -86,7 +92,7 @@ impl Aws {
             http,
             local,
             options: options.clone(),
-            clock: Clock::new(clock_offset),
+            clock: Clock::new(gh.clock().offset()),
         })
     }
 
