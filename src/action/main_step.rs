@@ -132,8 +132,8 @@ fn mint_and_export(plan: &Plan, dir: &StateDir, reporter: &dyn Reporter) -> Resu
         token.token.fingerprint(),
         token.expires_at.rfc3339(),
     ));
-    if plan.git_server.is_some() {
-        install_helper(plan, &begun, reporter)?;
+    if let Some(server) = &plan.git_server {
+        install_helper(plan, server, &begun, reporter)?;
     }
     Ok(())
 }
@@ -151,11 +151,10 @@ fn discard_if_unused(dir: &StateDir) {
     }
 }
 
-fn install_helper(plan: &Plan, begun: &Begun, reporter: &dyn Reporter) -> Result<()> {
+fn install_helper(plan: &Plan, server: &Url, begun: &Begun, reporter: &dyn Reporter) -> Result<()> {
     let (env, files, config, layout) = (plan.env, &plan.files, &plan.config, &plan.layout);
     git::binary::install_binary(layout)?;
-    let scopes =
-        git::config::scopes_of(begun, &config.settings, plan.git_server.as_ref(), reporter);
+    let scopes = git::config::scopes_of(begun, &config.settings, server, reporter);
     if !scopes.is_empty() {
         configure_git(plan, &scopes, reporter)?;
     }
