@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use super::{Asker, serve};
-use crate::clock::unix_now;
+use crate::clock::{LocalTime, unix_now};
 use crate::github::apps::TOKEN_USERNAME;
 use crate::github::hosts;
 use crate::keeper::store::{GH_CONFIG_PREFIX, State};
@@ -185,9 +185,9 @@ fn pause_after(failures: u32) -> Duration {
 }
 
 /// How long to wait before looking again: until the policy would refresh, within bounds.
-fn nap(now: i64, state: &State) -> Duration {
+fn nap(now: LocalTime, state: &State) -> Duration {
     let due = policy::refresh_at(&state.token.lifetime, keeper::refresh_after(state));
-    let secs = u64::try_from(due.saturating_sub(now)).unwrap_or(0);
+    let secs = u64::try_from(due - now).unwrap_or(0);
     Duration::from_secs(secs).clamp(SHORTEST_NAP, LONGEST_NAP)
 }
 

@@ -27,7 +27,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 
 use self::authority::Authority;
 use super::{Asker, serve};
-use crate::clock::unix_now;
+use crate::clock::{LocalTime, unix_now};
 use crate::github::client::{self, HttpEnv, our_proxy_url};
 use crate::github::hosts;
 use crate::keeper::store::{PROXY_PREFIX, State};
@@ -58,8 +58,8 @@ pub(super) struct Shared {
 
 struct Tokens {
     live: Secret,
-    /// When the policy would refresh the live token (our clock).
-    due: i64,
+    /// When the policy would refresh the live token.
+    due: LocalTime,
     /// Every token of the store: the live one, and each that came before it.
     ours: HashSet<String>,
 }
@@ -100,7 +100,7 @@ impl Shared {
         }
     }
 
-    fn renew(&self, token: &Secret, due: i64) {
+    fn renew(&self, token: &Secret, due: LocalTime) {
         let mut tokens = self.tokens.write().unwrap_or_else(|held| held.into_inner());
         tokens.ours.insert(token.expose().to_owned());
         tokens.live = token.clone();

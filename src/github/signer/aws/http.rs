@@ -167,7 +167,7 @@ impl Aws {
                 body: call.body,
             };
             let at = self.clock.server_now();
-            for (name, value) in sigv4::sign(&unsigned, credentials, scope, at.0) {
+            for (name, value) in sigv4::sign(&unsigned, credentials, scope, at) {
                 request = with_header(request, name, &value);
             }
         }

@@ -8,7 +8,7 @@ use ring::{digest, hmac};
 use url::Url;
 
 use super::credentials::Credentials;
-use crate::clock::rfc3339;
+use crate::clock::ServerTime;
 use crate::github::hosts::host_and_port;
 
 /// The service and region a request is signed for: the credential scope's middle.
@@ -30,12 +30,12 @@ pub(crate) struct Unsigned<'a> {
 }
 
 /// The headers that sign `request`, to be sent with it: `x-amz-date`, `x-amz-security-token`
-/// with a session token, and `authorization`. `at` is unix seconds.
+/// with a session token, and `authorization`. `at` is on AWS's clock.
 pub(crate) fn sign(
     request: &Unsigned<'_>,
     credentials: &Credentials,
     scope: Scope<'_>,
-    at: i64,
+    at: ServerTime,
 ) -> Vec<(&'static str, String)> {
     let stamp = amz_date(at);
     let date = &stamp[..8];
@@ -71,8 +71,8 @@ pub(crate) fn sign(
 }
 
 /// `YYYYMMDD'T'HHMMSS'Z'` in UTC.
-pub(crate) fn amz_date(at: i64) -> String {
-    rfc3339(at).replace(['-', ':'], "")
+pub(crate) fn amz_date(at: ServerTime) -> String {
+    at.rfc3339().replace(['-', ':'], "")
 }
 
 fn canonical_request(request: &Unsigned<'_>, headers: &[(String, String)], signed: &str) -> String {
@@ -156,7 +156,7 @@ mod tests {
     use crate::secret::Secret;
 
     /// 2015-08-30T12:36:00Z, the time of AWS's published SigV4 test suite.
-    const SUITE_TIME: i64 = 1_440_938_160;
+    const SUITE_TIME: ServerTime = ServerTime(1_440_938_160);
 
     fn credentials(session_token: Option<&str>) -> Credentials {
         Credentials {
