@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use super::{Asker, serve};
+use super::{Asker, ExecFailure, serve};
 use crate::clock::{LocalTime, unix_now};
 use crate::github::apps::TOKEN_USERNAME;
 use crate::github::hosts;
@@ -44,14 +44,14 @@ pub(super) fn run(
     state: State,
     mut child: Command,
     asker: &Asker,
-) -> Result<ExitCode> {
+) -> Result<ExitCode, ExecFailure> {
     let host =
         hosts::host_and_port(&state.config.git_server).context("the git server has no host")?;
     let dir = keeper
         .dir()
         .path()
         .join(format!("{GH_CONFIG_PREFIX}{}", std::process::id()));
-    create_private_dir(&dir, keeper.dir().owner())?;
+    create_private_dir(&dir, keeper.dir().owner()).map_err(anyhow::Error::from)?;
     let result = run_in(keeper, state, &mut child, &dir, &host, asker);
     let _ = std::fs::remove_dir_all(&dir);
     result
@@ -64,7 +64,7 @@ fn run_in(
     dir: &Path,
     host: &str,
     asker: &Asker,
-) -> Result<ExitCode> {
+) -> Result<ExitCode, ExecFailure> {
     let served = serve(keeper, state, asker)?;
     write_hosts(dir, host, &served.token, keeper.dir().owner())?;
     for name in TOKEN_VARIABLES {

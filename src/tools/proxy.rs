@@ -26,7 +26,7 @@ use anyhow::{Context, Result, anyhow};
 use ring::rand::{SecureRandom, SystemRandom};
 
 use self::authority::Authority;
-use super::{Asker, serve};
+use super::{Asker, ExecFailure, serve};
 use crate::clock::{LocalTime, unix_now};
 use crate::github::client::{self, HttpEnv, our_proxy_url};
 use crate::github::hosts;
@@ -117,19 +117,22 @@ pub(super) fn run(
     mut child: Command,
     token_variables: &[String],
     asker: &Asker,
-) -> Result<ExitCode> {
-    with_proxy(keeper, state, token_variables, asker, |reach| {
+) -> Result<ExitCode, ExecFailure> {
+    let ran = with_proxy(keeper, state, token_variables, asker, |reach| {
         for (name, value) in route::variables(&reach.route(), asker.env) {
             match value {
                 Some(value) => child.env(name, value),
                 None => child.env_remove(name),
             };
         }
-        let status = process::spawn_forwarding(&mut child)?.wait();
-        Ok(process::exit_code(
-            status.context("cannot wait for the command")?,
-        ))
-    })
+        let mut running = match process::spawn_forwarding(&mut child) {
+            Ok(running) => running,
+            Err(cannot) => return Ok(Err(cannot)),
+        };
+        let status = running.wait().context("cannot wait for the command")?;
+        Ok(Ok(process::exit_code(status)))
+    })?;
+    Ok(ran?)
 }
 
 /// What reaches a running proxy, and what a client routed through it is given.
