@@ -21,7 +21,7 @@ use crate::env::Env;
 use crate::keeper::store::layout::Place;
 use crate::messages;
 use crate::report::{self, Reporter};
-use crate::tools::{self, Asker, ProxyFormat, Supply};
+use crate::tools::{self, Asker, ExecFailure, ProxyFormat, Supply};
 
 mod given;
 
@@ -155,20 +155,42 @@ impl Role {
         }
     }
 
-    /// The exit code of a role that failed with `err`: `exec` keeps codes of its own, so that
-    /// none is taken for its command's.
-    pub fn failure_code(&self, err: &anyhow::Error) -> ExitCode {
-        match self.kind {
-            Kind::Tool(Cli {
-                command: Tool::Exec { .. },
-            }) => tools::exec_failure(err),
-            _ => ExitCode::FAILURE,
-        }
+    /// Errors of the action's steps become `::error::` lines; the tool's go to stderr.
+    pub fn report(&self, failure: &Failure) {
+        self.reporter.error(&failure.error);
+    }
+}
+
+/// A role that failed: what went wrong, and the exit code that says so.
+#[derive(Debug)]
+pub struct Failure {
+    error: anyhow::Error,
+    code: ExitCode,
+}
+
+impl Failure {
+    pub fn code(&self) -> ExitCode {
+        self.code
     }
 
-    /// Errors of the action's steps become `::error::` lines; the tool's go to stderr.
-    pub fn report(&self, err: &anyhow::Error) {
-        self.reporter.error(err);
+    /// `exec` keeps codes of its own, so that none is taken for its command's.
+    fn of_exec(failure: ExecFailure) -> Self {
+        Self {
+            code: failure.exit_code(),
+            error: match failure {
+                ExecFailure::CannotRun(cannot) => cannot.into(),
+                ExecFailure::Failed(error) => error,
+            },
+        }
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(error: anyhow::Error) -> Self {
+        Self {
+            error,
+            code: ExitCode::FAILURE,
+        }
     }
 }
 
@@ -235,11 +257,11 @@ fn command() -> clap::Command {
     Cli::command().mut_subcommands(|sub| sub.mut_args(|arg| arg.hide_env_values(true)))
 }
 
-pub fn run(role: &Role) -> Result<ExitCode> {
+pub fn run(role: &Role) -> Result<ExitCode, Failure> {
     let (env, reporter) = (&role.env, role.reporter);
     init_logging(env);
     let asker = Asker { env, reporter };
-    match &role.kind {
+    let ran = match &role.kind {
         Kind::MainStep(place) => main_step::run(env, *place, reporter).map(|()| ExitCode::SUCCESS),
         Kind::PostStep(place) => post_step::run(env, *place, reporter).map(|()| ExitCode::SUCCESS),
         Kind::Tool(cli) => match &cli.command {
@@ -261,13 +283,14 @@ pub fn run(role: &Role) -> Result<ExitCode> {
                     (true, false) => Supply::KeepFresh,
                     (false, false) => Supply::Variables,
                 };
-                tools::exec(
+                return tools::exec(
                     store.state.as_deref(),
                     store.owner.as_deref(),
                     supply,
                     command,
                     &asker,
                 )
+                .map_err(Failure::of_exec);
             }
             Tool::Proxy { command } => match command {
                 ProxyCommand::Start {
@@ -289,7 +312,8 @@ pub fn run(role: &Role) -> Result<ExitCode> {
             Tool::Setup(args) => setup::run(args, env, reporter),
             Tool::Revoke { state } => revoke::run(state.as_deref(), env, reporter),
         },
-    }
+    };
+    ran.map_err(Failure::from)
 }
 
 /// Diagnostics on stderr, when `TOKEN_KEEPER_LOG` or the runner's debug mode asks for them.

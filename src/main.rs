@@ -9,8 +9,8 @@ fn main() -> ExitCode {
         Ok(role) => role,
         Err(usage) => return usage.exit(),
     };
-    cli::run(&role).unwrap_or_else(|err| {
-        role.report(&err);
-        role.failure_code(&err)
+    cli::run(&role).unwrap_or_else(|failure| {
+        role.report(&failure);
+        failure.code()
     })
 }

@@ -152,6 +152,15 @@ pub(crate) fn capped(text: &str) -> String {
     cut(text, FOREIGN_LONGEST)
 }
 
+/// `: detail` to end a sentence with, or nothing when there is no detail.
+pub(crate) fn colon_then(detail: &str) -> String {
+    if detail.is_empty() {
+        String::new()
+    } else {
+        format!(": {detail}")
+    }
+}
+
 /// `text` at most `longest` characters long, `…` marking a cut.
 pub(crate) fn cut(text: &str, longest: usize) -> String {
     match text.char_indices().nth(longest) {

@@ -7,46 +7,44 @@ use ring::signature::{RSA_PKCS1_2048_8192_SHA256, UnparsedPublicKey};
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use testkit::ci::{CiJob, assert_nothing_left, assert_ok};
+use testkit::assert_success;
+use testkit::ci::{CiJob, assert_nothing_left};
 use testkit::engine;
 use testkit::fake_github::FakeGitHub;
 use testkit::logs::text;
-use testkit::moto::{Moto, ROLE_ARN, SECRET, User, pkcs1_of};
+use testkit::moto::{Moto, SECRET, User, pkcs1_of};
 use testkit::runner::{LaterStep, View};
-use testkit::scene::{Scene, assert_git_ok, assert_no_key_material};
+use testkit::scene::{Scene, assert_no_key_material};
 use testkit::sts::Issuer;
 
 const REGION: &str = "eu-west-1";
 const MESSAGE: &[u8] = b"eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJpc3MiOiIxIn0";
 
-fn sign(vars: &[(String, String)], key: &str) -> Result<(Vec<u8>, Vec<u8>), String> {
+fn sign(vars: &[(String, String)], key: &str) -> Result<Vec<u8>, String> {
     let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     token_keeper::kms_sign_for_test(&vars, key, None, MESSAGE)
 }
 
 /// `sign` off the async runtime, for tests that serve a fake with wiremock.
-async fn sign_beside(
-    vars: Vec<(String, String)>,
-    key: String,
-) -> Result<(Vec<u8>, Vec<u8>), String> {
+async fn sign_beside(vars: Vec<(String, String)>, key: String) -> Result<Vec<u8>, String> {
     tokio::task::spawn_blocking(move || sign(&vars, &key))
         .await
         .unwrap()
 }
 
-fn assert_verifies((signature, spki): &(Vec<u8>, Vec<u8>)) {
-    UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, pkcs1_of(spki))
-        .verify(MESSAGE, signature)
-        .expect("the signature verifies with the key's public key");
+/// A new RSA signing key in `region`: its ARN, and its public key as moto gives it, asked
+/// apart from the signer under test.
+fn rsa_key(moto: &Moto, region: &str) -> (String, Vec<u8>) {
+    let arn = moto.create_key(region, "RSA_2048", "SIGN_VERIFY");
+    let public = pkcs1_of(&moto.public_key(region, &arn));
+    (arn, public)
 }
 
-/// The environment of a process with no static keys and no metadata service.
-fn keyless_env(moto: &Moto) -> Vec<(String, String)> {
-    vec![
-        ("AWS_ENDPOINT_URL".into(), moto.url()),
-        ("AWS_REGION".into(), REGION.into()),
-        ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
-    ]
+#[track_caller]
+fn assert_verifies(signature: &[u8], public: &[u8]) {
+    UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, public)
+        .verify(MESSAGE, signature)
+        .expect("the signature verifies with the key's public key");
 }
 
 fn with_user(mut env: Vec<(String, String)>, user: &User) -> Vec<(String, String)> {
@@ -58,13 +56,13 @@ fn with_user(mut env: Vec<(String, String)>, user: &User) -> Vec<(String, String
 #[test]
 fn what_kms_signs_verifies_with_its_public_key_by_arn_id_and_alias() {
     let moto = Moto::start();
-    let arn = moto.create_key(REGION, "RSA_2048", "SIGN_VERIFY");
+    let (arn, public) = rsa_key(&moto, REGION);
     let alias = moto.create_alias(REGION, "github-app", &arn);
     let id = arn.rsplit('/').next().unwrap().to_owned();
     for key in [&arn, &id, &alias] {
         let signed = sign(&moto.env(REGION), key).unwrap();
-        assert_eq!(signed.0.len(), 256, "an RSA-2048 signature");
-        assert_verifies(&signed);
+        assert_eq!(signed.len(), 256, "an RSA-2048 signature");
+        assert_verifies(&signed, &public);
     }
 }
 
@@ -105,7 +103,7 @@ fn an_unknown_key_is_not_found_in_the_region() {
 #[test]
 fn a_key_of_another_region_is_a_mismatch_or_not_found() {
     let moto = Moto::start();
-    let arn = moto.create_key("us-west-2", "RSA_2048", "SIGN_VERIFY");
+    let (arn, public) = rsa_key(&moto, "us-west-2");
     let alias = moto.create_alias("us-west-2", "west", &arn);
     let err = sign(&moto.env(REGION), &arn).unwrap_err();
     assert_eq!(
@@ -123,23 +121,22 @@ fn a_key_of_another_region_is_a_mismatch_or_not_found() {
     // With no region given, an ARN's is used.
     let mut env = moto.env(REGION);
     env.retain(|(name, _)| name != "AWS_REGION");
-    assert_verifies(&sign(&env, &arn).unwrap());
+    assert_verifies(&sign(&env, &arn).unwrap(), &public);
 }
 
 #[test]
 fn a_web_identity_token_file_is_exchanged_at_sts_with_no_static_keys() {
     let moto = Moto::start();
-    let arn = moto.create_key(REGION, "RSA_2048", "SIGN_VERIFY");
+    let (arn, public) = rsa_key(&moto, REGION);
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("web-identity");
     std::fs::write(&token, "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJyZXBvIn0.c2ln\n").unwrap();
-    let mut env = keyless_env(&moto);
-    env.push(("AWS_ROLE_ARN".into(), ROLE_ARN.into()));
+    let mut env = moto.web_identity_env(REGION);
     env.push((
         "AWS_WEB_IDENTITY_TOKEN_FILE".into(),
         token.display().to_string(),
     ));
-    assert_verifies(&sign(&env, &arn).unwrap());
+    assert_verifies(&sign(&env, &arn).unwrap(), &public);
 
     std::fs::remove_file(&token).unwrap();
     let err = sign(&env, &arn).unwrap_err();
@@ -154,17 +151,21 @@ fn a_web_identity_token_file_is_exchanged_at_sts_with_no_static_keys() {
 
 #[test]
 fn a_wrong_secret_is_refused_in_one_line_that_shows_no_secret() {
-    let moto = Moto::checking_after(4);
+    let moto = Moto::checking_after(5);
     let user = moto.create_user();
-    let arn = moto.create_key(REGION, "RSA_2048", "SIGN_VERIFY");
-    let env = with_user(keyless_env(&moto), &user);
-    assert_verifies(&sign(&env, &arn).unwrap());
+    let (arn, public) = rsa_key(&moto, REGION);
+    let env = with_user(moto.env_without_credentials(REGION), &user);
+    assert_verifies(&sign(&env, &arn).unwrap(), &public);
 
     let wrong = User {
         access_key_id: user.access_key_id.clone(),
         secret: format!("{}x", &user.secret[..user.secret.len() - 1]),
     };
-    let err = sign(&with_user(keyless_env(&moto), &wrong), &arn).unwrap_err();
+    let err = sign(
+        &with_user(moto.env_without_credentials(REGION), &wrong),
+        &arn,
+    )
+    .unwrap_err();
     assert_eq!(
         err,
         "AWS does not accept the credentials from `AWS_ACCESS_KEY_ID` (SignatureDoesNotMatch): check the access key id, its secret and the session token that goes with them"
@@ -173,7 +174,11 @@ fn a_wrong_secret_is_refused_in_one_line_that_shows_no_secret() {
         access_key_id: "AKIAUNKNOWNUNKNOWN00".into(),
         secret: user.secret.clone(),
     };
-    let err = sign(&with_user(keyless_env(&moto), &unknown), &arn).unwrap_err();
+    let err = sign(
+        &with_user(moto.env_without_credentials(REGION), &unknown),
+        &arn,
+    )
+    .unwrap_err();
     assert!(
         err.starts_with("AWS does not accept the credentials"),
         "{err}"
@@ -192,9 +197,9 @@ fn served(user: &User) -> serde_json::Value {
 
 #[tokio::test]
 async fn the_containers_credentials_service_is_asked_with_its_token_file() {
-    let moto = Moto::checking_after(4);
+    let moto = Moto::checking_after(5);
     let user = moto.create_user();
-    let arn = moto.create_key(REGION, "RSA_2048", "SIGN_VERIFY");
+    let (arn, public) = rsa_key(&moto, REGION);
     let fake = MockServer::start().await;
     Mock::given(method("GET"))
         .and(path("/v1/credentials"))
@@ -206,7 +211,7 @@ async fn the_containers_credentials_service_is_asked_with_its_token_file() {
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("token");
     std::fs::write(&token, "pod-identity-token\n").unwrap();
-    let mut env = keyless_env(&moto);
+    let mut env = moto.env_without_credentials(REGION);
     env.push((
         "AWS_CONTAINER_CREDENTIALS_FULL_URI".into(),
         format!("{}/v1/credentials", fake.uri()),
@@ -215,14 +220,14 @@ async fn the_containers_credentials_service_is_asked_with_its_token_file() {
         "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE".into(),
         token.display().to_string(),
     ));
-    assert_verifies(&sign_beside(env, arn).await.unwrap());
+    assert_verifies(&sign_beside(env, arn).await.unwrap(), &public);
 }
 
 #[tokio::test]
 async fn ec2s_instance_metadata_is_asked_with_a_session_token() {
-    let moto = Moto::checking_after(4);
+    let moto = Moto::checking_after(5);
     let user = moto.create_user();
-    let arn = moto.create_key(REGION, "RSA_2048", "SIGN_VERIFY");
+    let (arn, public) = rsa_key(&moto, REGION);
     let fake = MockServer::start().await;
     Mock::given(method("PUT"))
         .and(path("/latest/api/token"))
@@ -244,10 +249,10 @@ async fn ec2s_instance_metadata_is_asked_with_a_session_token() {
         .respond_with(ResponseTemplate::new(200).set_body_json(served(&user)))
         .mount(&fake)
         .await;
-    let mut env = keyless_env(&moto);
+    let mut env = moto.env_without_credentials(REGION);
     env.retain(|(name, _)| name != "AWS_EC2_METADATA_DISABLED");
     env.push(("AWS_EC2_METADATA_SERVICE_ENDPOINT".into(), fake.uri()));
-    assert_verifies(&sign_beside(env, arn).await.unwrap());
+    assert_verifies(&sign_beside(env, arn).await.unwrap(), &public);
 }
 
 #[tokio::test]
@@ -256,7 +261,7 @@ async fn a_metadata_service_that_does_not_answer_fails_fast_with_what_was_tried(
     let arn = moto.create_key(REGION, "RSA_2048", "SIGN_VERIFY");
     // A listener that never answers: a connection is accepted by the kernel and left waiting.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let mut env = keyless_env(&moto);
+    let mut env = moto.env_without_credentials(REGION);
     env.retain(|(name, _)| name != "AWS_EC2_METADATA_DISABLED");
     env.push((
         "AWS_EC2_METADATA_SERVICE_ENDPOINT".into(),
@@ -278,7 +283,7 @@ async fn a_metadata_service_that_does_not_answer_fails_fast_with_what_was_tried(
         "{err}"
     );
 
-    let mut env = keyless_env(&moto);
+    let mut env = moto.env_without_credentials(REGION);
     env.push(("AWS_ACCESS_KEY_ID".into(), "AKIDONLY".into()));
     let err = sign_beside(env, arn).await.unwrap_err();
     assert_eq!(
@@ -291,8 +296,8 @@ async fn a_metadata_service_that_does_not_answer_fails_fast_with_what_was_tried(
 /// it takes was signed in KMS. The key's ARN.
 async fn scene_in_kms(moto: &Moto) -> (Scene, String) {
     let scene = Scene::start(Duration::from_secs(3)).await;
-    let arn = moto.create_key(REGION, "RSA_2048", "SIGN_VERIFY");
-    scene.github.world().public_key = pkcs1_of(&moto.public_key(REGION, &arn));
+    let (arn, public) = rsa_key(moto, REGION);
+    scene.github.world().public_key = public;
     (scene, arn)
 }
 
@@ -313,7 +318,7 @@ async fn setup_signs_in_kms_and_pushes_after_the_first_token_expired_keeping_no_
         r#"eval "$({setup})"
 {push}
 grep -rqF -e '{arn}' "$TMPDIR"
-! grep -rqF -e "$AWS_SECRET_ACCESS_KEY" -e "$AWS_ACCESS_KEY_ID" "$TMPDIR"
+if grep -rqF -e "$AWS_SECRET_ACCESS_KEY" -e "$AWS_ACCESS_KEY_ID" "$TMPDIR"; then exit 1; fi
 test -z "$(find "$TMPDIR" -name key.pem)"
 token-keeper revoke"#,
         setup = CiJob::setup_with(
@@ -325,7 +330,7 @@ token-keeper revoke"#,
     let env = moto.env(REGION);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let out = job.shell(&script, &env);
-    assert_ok("the job", &out);
+    assert_success("the job", &out);
     assert!(scene.github.mints() >= 2, "the push re-minted");
     assert_every_jwt_verified(&scene.github);
     assert!(scene.github.world().live_tokens().is_empty(), "all revoked");
@@ -362,7 +367,7 @@ async fn the_native_entry_signs_in_kms_as_the_jobs_web_identity_at_every_mint() 
     let mut step = LaterStep::after(&s.job, &main);
     step.env.extend(aws);
     step.env.extend(issuer.env());
-    assert_git_ok(&s.push_late(&step, Duration::from_millis(3500)));
+    assert_success("git", &s.push_late(&step, Duration::from_millis(3500)));
     assert!(s.github.mints() >= 2, "the push re-minted");
     assert_every_jwt_verified(&s.github);
     // The job's identity was asked for AWS again at the re-mint: nothing of it was kept.
@@ -407,7 +412,7 @@ async fn the_built_image_signs_in_kms_with_the_steps_aws_variables_and_a_later_p
     let mut step = LaterStep::after(&s.job, &main);
     step.env.extend(moto.env(REGION));
     let (mints, calls) = (s.github.mints(), moto.requests());
-    assert_git_ok(&s.push_late(&step, Duration::from_millis(3500)));
+    assert_success("git", &s.push_late(&step, Duration::from_millis(3500)));
     let remints = s.github.mints() - mints;
     assert!(remints >= 1, "the push re-minted");
     // Each helper process asks for the key's public key once, then signs once per JWT.

@@ -44,7 +44,8 @@ pub async fn figures() {
         &runs,
         "",
     );
-    let (command, public) = (kms.command(), pem(&kms.spki));
+    // `signer-public-key` takes the DER in base64, as `GetPublicKey` gives it.
+    let (command, public) = (kms.command(), STANDARD.encode(&kms.spki));
     let cli = [
         ("app-id", APP_ID),
         ("signer-command", command.as_str()),
@@ -107,20 +108,6 @@ fn remints(
     let per_run = |count: usize| count as f64 / runs as f64;
     let trips = github.world().seen.len() - seen;
     (measured, per_run(calls() - counted), per_run(trips))
-}
-
-/// A DER SubjectPublicKeyInfo as PEM `PUBLIC KEY`, as `signer-public-key` takes it.
-fn pem(spki: &[u8]) -> String {
-    let base64 = STANDARD.encode(spki);
-    let lines: Vec<&str> = base64
-        .as_bytes()
-        .chunks(64)
-        .map(|line| std::str::from_utf8(line).expect("base64 is ASCII"))
-        .collect();
-    format!(
-        "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
-        lines.join("\n")
-    )
 }
 
 fn on_path(program: &str) -> bool {

@@ -46,7 +46,7 @@ pub(crate) fn run(env: &Env, place: Place, reporter: &dyn Reporter) -> Result<()
     let files = FileCommands::new(env);
     files.require(&[FileCommand::Output, FileCommand::State])?;
     let config = inputs::parse(env)?;
-    if place == Place::Container && matches!(config.settings.signer, Some(Signer::Command(_))) {
+    if place == Place::Container && matches!(config.settings.signer(), Some(Signer::Command(_))) {
         bail!(
             "input `{}`: the container entry's image has no shell and no CLI to run it: use the native entry (`uses: org/token-keeper/native@v1`) on a runner with the signer's CLI",
             Setting::SignerCommand.names().input
@@ -132,8 +132,8 @@ fn mint_and_export(plan: &Plan, dir: &StateDir, reporter: &dyn Reporter) -> Resu
         token.token.fingerprint(),
         token.expires_at.rfc3339(),
     ));
-    if plan.git_server.is_some() {
-        install_helper(plan, &begun, reporter)?;
+    if let Some(server) = &plan.git_server {
+        install_helper(plan, server, &begun, reporter)?;
     }
     Ok(())
 }
@@ -151,11 +151,10 @@ fn discard_if_unused(dir: &StateDir) {
     }
 }
 
-fn install_helper(plan: &Plan, begun: &Begun, reporter: &dyn Reporter) -> Result<()> {
+fn install_helper(plan: &Plan, server: &Url, begun: &Begun, reporter: &dyn Reporter) -> Result<()> {
     let (env, files, config, layout) = (plan.env, &plan.files, &plan.config, &plan.layout);
     git::binary::install_binary(layout)?;
-    let scopes =
-        git::config::scopes_of(begun, &config.settings, plan.git_server.as_ref(), reporter);
+    let scopes = git::config::scopes_of(begun, &config.settings, server, reporter);
     if !scopes.is_empty() {
         configure_git(plan, &scopes, reporter)?;
     }
@@ -163,7 +162,7 @@ fn install_helper(plan: &Plan, begun: &Begun, reporter: &dyn Reporter) -> Result
         files.add_path(&host_bin.to_string_lossy())?;
     }
     let event = env.get("GITHUB_EVENT_NAME").unwrap_or("");
-    let reach = match &config.settings.signer {
+    let reach = match config.settings.signer() {
         Some(Signer::Key(_)) => "read the App's private key",
         Some(Signer::Command(_)) => "run the signer command, and so sign the App's JWTs,",
         Some(Signer::AwsKms(_)) => "sign the App's JWTs in KMS with the job's AWS credentials",

@@ -457,9 +457,9 @@ mod tests {
         let env = Env::from_pairs([("PATH", "/usr/bin:/bin")]);
         let settings = args(&[&base[..], &kms].concat()).settings(&env).unwrap();
         assert!(
-            matches!(settings.signer, Some(crate::github::Signer::AwsKms(_))),
+            matches!(settings.signer(), Some(crate::github::Signer::AwsKms(_))),
             "{:?}",
-            settings.signer
+            settings.origin
         );
     }
 

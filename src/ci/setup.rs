@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
+use url::Url;
 
 use super::exports::{self, Facts};
 use super::flags::{Args, GitConfig};
@@ -59,7 +60,7 @@ pub(crate) fn run(args: &Args, env: &Env, reporter: &dyn Reporter) -> Result<Exi
     };
     // From the first mint on, a failure ends the store: its tokens revoked, nothing left behind.
     let printed = job::begin(&start, reporter, &|field| args.field(field))
-        .and_then(|begun| render(args, env, &settings, &dir, &begun, reporter));
+        .and_then(|begun| render(args, env, &settings, &git_server, &dir, &begun, reporter));
     match printed {
         Ok(text) => {
             print!("{text}");
@@ -94,6 +95,7 @@ fn render(
     args: &Args,
     env: &Env,
     settings: &Settings,
+    git_server: &Url,
     dir: &StateDir,
     begun: &Begun,
     reporter: &dyn Reporter,
@@ -106,7 +108,7 @@ fn render(
     ));
     let state = dir.path().to_string_lossy().into_owned();
     let mut variables = vec![(locate::STATE_VARIABLE.to_owned(), state.clone())];
-    let scopes = git::config::scopes_of(begun, settings, settings.git_server.as_ref(), reporter);
+    let scopes = git::config::scopes_of(begun, settings, git_server, reporter);
     if !scopes.is_empty() {
         let binary = process::running_binary()
             .context("cannot find the running binary, which git's helper runs")?;

@@ -24,16 +24,13 @@ const CARGO_GIT_CLI: &str = "CARGO_NET_GIT_FETCH_WITH_CLI";
 pub(crate) const NO_REPOSITORY: &str = "an enterprise token reaches no repository, so git is left alone; `token-keeper token` and `exec` keep it fresh";
 
 /// The URL prefixes git gets fresh tokens for from the store `begun` kept for `server`: none
-/// without a server, nor for an enterprise's token, which reaches no repository (that is said).
+/// for an enterprise's token, which reaches no repository (that is said).
 pub(crate) fn scopes_of(
     begun: &Begun,
     settings: &Settings,
-    server: Option<&Url>,
+    server: &Url,
     reporter: &dyn Reporter,
 ) -> Vec<String> {
-    let Some(server) = server else {
-        return Vec::new();
-    };
     if matches!(settings.target, Target::Enterprise(_)) {
         reporter.say(NO_REPOSITORY);
         return Vec::new();

@@ -12,6 +12,7 @@ use url::Url;
 
 use anyhow::Result;
 
+use crate::clock::LocalTime;
 use crate::github::apps::TOKEN_USERNAME;
 use crate::keeper::Keeper;
 use crate::keeper::store::MintConfig;
@@ -202,7 +203,7 @@ pub(crate) fn run(
     mut input: impl Read,
     mut out: impl Write,
     mut err: impl Write,
-    now: i64,
+    now: LocalTime,
 ) -> Result<()> {
     let op = Operation::parse(op);
     if op == Operation::Ignored {
@@ -246,15 +247,15 @@ pub(crate) fn run(
 pub(crate) struct Answer<'a> {
     pub(crate) username: &'a str,
     pub(crate) password: &'a Secret,
-    /// Unix seconds, our clock (git compares it with its own).
-    pub(crate) password_expiry_utc: i64,
+    /// Git compares it with its own clock.
+    pub(crate) password_expiry_utc: LocalTime,
 }
 
 impl Answer<'_> {
     /// Write the attribute lines in one piece. A value holding NUL, CR or LF is refused, and
     /// nothing is written: git would read what follows the break as attributes of its own.
     fn write_to(&self, mut out: impl Write) -> io::Result<()> {
-        let expiry = self.password_expiry_utc.to_string();
+        let expiry = self.password_expiry_utc.0.to_string();
         let attributes = [
             ("username", self.username),
             ("password", self.password.expose()),
@@ -377,7 +378,7 @@ mod tests {
                 &b"protocol=https\n"[..],
                 &mut out,
                 &mut err,
-                0,
+                LocalTime(0),
             )
             .unwrap();
             assert!(out.is_empty() && err.is_empty(), "{op}");
@@ -388,7 +389,7 @@ mod tests {
         Answer {
             username: TOKEN_USERNAME,
             password,
-            password_expiry_utc: 1234,
+            password_expiry_utc: LocalTime(1234),
         }
     }
 
@@ -480,7 +481,7 @@ mod tests {
             let token = CachedToken {
                 token: Secret::new("ghs_fuzz".into()),
                 lifetime: Lifetime {
-                    minted_at: now,
+                    minted_at: LocalTime(now),
                     expires_at: ServerTime(now + 3600),
                     clock_offset: Offset(0),
                 },
@@ -530,7 +531,7 @@ mod tests {
                 let now = 1_800_000_000;
                 let dir = state_dir(now);
                 let (mut out, mut err) = (Vec::new(), Vec::new());
-                let result = run(&op, || Ok(Keeper::open(&dir.path().join("s"), Caller::default())?), &input[..], &mut out, &mut err, now);
+                let result = run(&op, || Ok(Keeper::open(&dir.path().join("s"), Caller::default())?), &input[..], &mut out, &mut err, LocalTime(now));
                 prop_assert!(result.is_ok());
                 let ours = Request::parse(&input).is_ours(&Url::parse("https://github.com").unwrap(), &config(&[]));
                 if op == "get" && ours {

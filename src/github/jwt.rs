@@ -21,8 +21,8 @@ const HEADER: &str = r#"{"alg":"RS256","typ":"JWT"}"#;
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
 pub(crate) struct Claims<'a> {
-    pub(crate) iat: i64,
-    pub(crate) exp: i64,
+    pub(crate) iat: ServerTime,
+    pub(crate) exp: ServerTime,
     pub(crate) iss: &'a str,
 }
 
@@ -30,8 +30,8 @@ impl<'a> Claims<'a> {
     /// Claims for `now`, in GitHub's clock (our clock plus the measured offset).
     pub(crate) fn new(issuer: &'a str, server_now: ServerTime) -> Self {
         Self {
-            iat: server_now.0 - BACKDATE_SECS,
-            exp: server_now.0 + LIFETIME_SECS,
+            iat: ServerTime(server_now.0 - BACKDATE_SECS),
+            exp: ServerTime(server_now.0 + LIFETIME_SECS),
             iss: issuer,
         }
     }

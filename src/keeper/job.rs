@@ -66,7 +66,7 @@ pub(crate) fn begin(
     let (gh, runtime) =
         client::connect(&settings.api, deadline, Offset::default(), &caller.http_env)?;
     let minter = Minter {
-        signer: settings.signer.as_ref(),
+        signer: settings.signer(),
         caller,
     };
     let first = Keeper::first(
@@ -89,7 +89,7 @@ pub(crate) fn begin(
             dir,
             settings.kept(&source, server),
             cached,
-            settings.signer.as_ref(),
+            settings.signer(),
         )?;
     }
     Ok(Begun {
@@ -128,7 +128,7 @@ fn blame(
     let blamed: Vec<String> = match refusal {
         None => return err.into(),
         Some(MintError::BadCredentials { .. }) => {
-            let whose = match settings.signer {
+            let whose = match settings.signer() {
                 Some(Signer::Command(_)) => {
                     format!("whose key `{}` signs with", setting(Setting::SignerCommand))
                 }

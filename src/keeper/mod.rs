@@ -25,7 +25,7 @@ use self::policy::Decision;
 use self::source::{Minter, Origin, TokenSource};
 use self::store::lock::{Guard, LockError};
 use self::store::{CachedToken, Failure, Ledger, LedgerEntry, MintConfig, State, StateDir};
-use crate::clock::{Offset, ServerTime};
+use crate::clock::{LocalTime, Offset, ServerTime};
 use crate::env::Env;
 use crate::github::apps::{self, BotUser, MintError, Revoked};
 use crate::github::client::{self, ApiError, HttpEnv, Runtime};
@@ -48,8 +48,7 @@ const FAILURE_QUIET: i64 = 30;
 #[derive(Debug)]
 pub(crate) struct Served {
     pub(crate) token: Secret,
-    /// Expiry in our clock.
-    pub(crate) expires_at: i64,
+    pub(crate) expires_at: LocalTime,
     /// Set when the token is served because a re-mint failed.
     pub(crate) warning: Option<String>,
 }
@@ -264,7 +263,7 @@ impl Keeper {
 
     /// A token that the policy calls fresh at `now` (our clock), from the state the caller has
     /// just read, re-minting if needed.
-    pub(crate) fn serve(&self, state: State, now: i64) -> Result<Served> {
+    pub(crate) fn serve(&self, state: State, now: LocalTime) -> Result<Served> {
         match policy::decide(
             now,
             &state.token.lifetime,
@@ -280,7 +279,7 @@ impl Keeper {
     }
 
     /// Git says `password` was refused: mark the state's token stale if the policy agrees.
-    pub(crate) fn erase(&self, state: &State, password: &str, now: i64) -> Result<()> {
+    pub(crate) fn erase(&self, state: &State, password: &str, now: LocalTime) -> Result<()> {
         if state.token.token.expose() != password
             || !policy::erase_counts(now, &state.token.lifetime, state.last_erase_mint)
         {
@@ -296,7 +295,7 @@ impl Keeper {
     }
 
     /// Re-mint under the lock, unless another process did, or just failed to.
-    fn refresh(&self, now: i64) -> Result<Served> {
+    fn refresh(&self, now: LocalTime) -> Result<Served> {
         let started = Instant::now();
         let guard = match Guard::acquire(&self.dir, LOCK_WAIT, self.waiting()) {
             Ok(guard) => guard,
@@ -495,13 +494,13 @@ pub fn backdate_cached_token(path: &Path, secs: i64, expired: bool) -> Result<()
     let guard = Guard::acquire(&dir, LOCK_WAIT, || {})?;
     let mut state = dir.state()?.ok_or_else(|| no_state(path))?;
     if let Some(failure) = &mut state.failure {
-        failure.at -= secs;
+        failure.at = failure.at - secs;
     }
     if let Some(at) = &mut state.last_erase_mint {
-        *at -= secs;
+        *at = *at - secs;
     }
     let lifetime = &mut state.token.lifetime;
-    lifetime.minted_at -= secs;
+    lifetime.minted_at = lifetime.minted_at - secs;
     if expired {
         lifetime.expires_at = lifetime.clock_offset.theirs(crate::clock::unix_now() - 1);
     }
@@ -580,7 +579,7 @@ enum Plan {
     Remint,
 }
 
-fn plan(now: i64, state: &State) -> Plan {
+fn plan(now: LocalTime, state: &State) -> Plan {
     if policy::decide(
         now,
         &state.token.lifetime,
@@ -636,7 +635,7 @@ fn served(state: &State, warning: Option<String>) -> Served {
 }
 
 /// After a failed re-mint: the cached token while GitHub still accepts it, else an error.
-fn fallback(state: &State, now: i64, message: &str) -> Result<Served> {
+fn fallback(state: &State, now: LocalTime, message: &str) -> Result<Served> {
     if state.token.lifetime.is_valid(now) {
         let left = state.token.lifetime.local_expiry() - now;
         Ok(served(
@@ -656,7 +655,7 @@ fn fallback(state: &State, now: i64, message: &str) -> Result<Served> {
 mod tests {
     use super::policy::Lifetime;
     use super::*;
-    use crate::clock::{Offset, ServerTime};
+    use crate::clock::{LocalTime, Offset, ServerTime};
 
     fn state(minted_at: i64, failure: Option<i64>) -> State {
         let mut state = State::new(
@@ -664,14 +663,14 @@ mod tests {
             CachedToken {
                 token: Secret::new("t".into()),
                 lifetime: Lifetime {
-                    minted_at,
+                    minted_at: LocalTime(minted_at),
                     expires_at: ServerTime(minted_at + 3600),
                     clock_offset: Offset(0),
                 },
             },
         );
         state.failure = failure.map(|at| Failure {
-            at,
+            at: LocalTime(at),
             message: "GitHub is down".into(),
         });
         state
@@ -690,13 +689,13 @@ mod tests {
     #[test]
     fn under_the_lock_a_fresh_state_is_served_and_a_stale_one_reminted() {
         assert_eq!(
-            plan(1000, &state(900, None)),
+            plan(LocalTime(1000), &state(900, None)),
             Plan::Serve,
             "another process re-minted"
         );
-        assert_eq!(plan(4000, &state(900, None)), Plan::Remint);
+        assert_eq!(plan(LocalTime(4000), &state(900, None)), Plan::Remint);
         assert_eq!(
-            plan(4000, &state(900, Some(3000))),
+            plan(LocalTime(4000), &state(900, Some(3000))),
             Plan::Remint,
             "an old failure"
         );
@@ -704,7 +703,7 @@ mod tests {
 
     #[test]
     fn a_recent_failure_gives_github_a_rest_while_the_cache_is_valid() {
-        let failed = |at| plan(4000, &state(900, Some(at)));
+        let failed = |at| plan(LocalTime(4000), &state(900, Some(at)));
         assert_eq!(failed(3990), Plan::Fallback("GitHub is down".into()));
         assert_eq!(
             failed(4000),
@@ -712,15 +711,15 @@ mod tests {
             "while we waited"
         );
         // Expired by now: a recent failure is no reason not to try.
-        assert_eq!(plan(4600, &state(900, Some(4590))), Plan::Remint);
+        assert_eq!(plan(LocalTime(4600), &state(900, Some(4590))), Plan::Remint);
     }
 
     #[test]
     fn fallback_serves_a_valid_token_and_refuses_an_expired_one() {
         let state = state(-3500, None);
-        let ok = fallback(&state, 50, "GitHub is down").unwrap();
+        let ok = fallback(&state, LocalTime(50), "GitHub is down").unwrap();
         assert!(ok.warning.unwrap().contains("valid for 50 more seconds"));
-        let err = fallback(&state, 100, "GitHub is down").unwrap_err();
+        let err = fallback(&state, LocalTime(100), "GitHub is down").unwrap_err();
         assert_eq!(
             err.to_string(),
             "no valid token is left: re-minting failed: GitHub is down"

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use crate::clock::{Offset, ServerTime};
+use crate::clock::{LocalTime, Offset, ServerTime};
 
 /// A brand-new token can be refused for a few seconds, and a stale checkout header or a repository
 /// outside the token's reach also makes git send `erase`: erase only tokens older than this.
@@ -20,7 +20,7 @@ const EXPIRY_MARGIN: i64 = 300;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Lifetime {
     /// When we received the token, our clock.
-    pub(crate) minted_at: i64,
+    pub(crate) minted_at: LocalTime,
     /// Its expiry, GitHub's clock.
     pub(crate) expires_at: ServerTime,
     /// How far GitHub's clock ran ahead of ours.
@@ -29,16 +29,16 @@ pub(crate) struct Lifetime {
 
 impl Lifetime {
     /// The expiry in our clock.
-    pub(crate) fn local_expiry(&self) -> i64 {
+    pub(crate) fn local_expiry(&self) -> LocalTime {
         self.clock_offset.ours(self.expires_at)
     }
 
-    pub(crate) fn age(&self, now: i64) -> i64 {
+    pub(crate) fn age(&self, now: LocalTime) -> i64 {
         now - self.minted_at
     }
 
     /// Whether GitHub still accepts it at `now` (our clock).
-    pub(crate) fn is_valid(&self, now: i64) -> bool {
+    pub(crate) fn is_valid(&self, now: LocalTime) -> bool {
         now < self.local_expiry()
     }
 }
@@ -59,7 +59,7 @@ pub(crate) enum Reason {
 /// Whether the cached token should be replaced at `now` (our clock); `erased` when git said it
 /// was refused.
 pub(crate) fn decide(
-    now: i64,
+    now: LocalTime,
     facts: &Lifetime,
     erased: bool,
     refresh_after: Duration,
@@ -78,7 +78,7 @@ pub(crate) fn decide(
 }
 
 /// When `decide` will first call for a refresh, unless git erases the token first.
-pub(crate) fn refresh_at(facts: &Lifetime, refresh_after: Duration) -> i64 {
+pub(crate) fn refresh_at(facts: &Lifetime, refresh_after: Duration) -> LocalTime {
     let lifetime = facts.local_expiry() - facts.minted_at;
     let margin = EXPIRY_MARGIN.min(lifetime / 2);
     let by_age = facts.minted_at + refresh_after.as_secs() as i64;
@@ -86,7 +86,11 @@ pub(crate) fn refresh_at(facts: &Lifetime, refresh_after: Duration) -> i64 {
 }
 
 /// Whether git's `erase` of the cached token should mark it stale.
-pub(crate) fn erase_counts(now: i64, facts: &Lifetime, last_erase_mint: Option<i64>) -> bool {
+pub(crate) fn erase_counts(
+    now: LocalTime,
+    facts: &Lifetime,
+    last_erase_mint: Option<LocalTime>,
+) -> bool {
     facts.age(now) >= ERASE_MIN_AGE
         && last_erase_mint.is_none_or(|at| now - at >= ERASE_MIN_INTERVAL)
 }
@@ -96,11 +100,15 @@ mod tests {
     use super::*;
     use crate::clock::{Offset, ServerTime};
 
+    fn at(secs: i64) -> LocalTime {
+        LocalTime(secs)
+    }
+
     const FIFTY_MINUTES: Duration = Duration::from_secs(50 * 60);
 
     fn hour_token(minted_at: i64) -> Lifetime {
         Lifetime {
-            minted_at,
+            minted_at: at(minted_at),
             expires_at: ServerTime(minted_at + 3600),
             clock_offset: Offset(0),
         }
@@ -109,7 +117,7 @@ mod tests {
     #[test]
     fn a_young_token_is_fresh() {
         assert_eq!(
-            decide(1000 + 49 * 60, &hour_token(1000), false, FIFTY_MINUTES),
+            decide(at(1000 + 49 * 60), &hour_token(1000), false, FIFTY_MINUTES),
             Decision::Fresh
         );
     }
@@ -117,7 +125,7 @@ mod tests {
     #[test]
     fn an_old_token_is_refreshed() {
         assert_eq!(
-            decide(1000 + 50 * 60, &hour_token(1000), false, FIFTY_MINUTES),
+            decide(at(1000 + 50 * 60), &hour_token(1000), false, FIFTY_MINUTES),
             Decision::Refresh(Reason::Age)
         );
     }
@@ -130,11 +138,11 @@ mod tests {
             ..hour_token(1000)
         };
         assert_eq!(
-            decide(1000 + 299, &short, false, FIFTY_MINUTES),
+            decide(at(1000 + 299), &short, false, FIFTY_MINUTES),
             Decision::Fresh
         );
         assert_eq!(
-            decide(1000 + 300, &short, false, FIFTY_MINUTES),
+            decide(at(1000 + 300), &short, false, FIFTY_MINUTES),
             Decision::Refresh(Reason::NearExpiry)
         );
     }
@@ -143,8 +151,8 @@ mod tests {
     fn a_fresh_answer_leaves_the_caller_ten_minutes() {
         let facts = hour_token(0);
         for now in 0..4000 {
-            if decide(now, &facts, false, FIFTY_MINUTES) == Decision::Fresh {
-                assert!(facts.local_expiry() - now > 600, "at {now}");
+            if decide(at(now), &facts, false, FIFTY_MINUTES) == Decision::Fresh {
+                assert!(facts.local_expiry() - at(now) > 600, "at {now}");
             }
         }
     }
@@ -157,15 +165,15 @@ mod tests {
             expires_at: ServerTime(300 + 3600),
             ..hour_token(0)
         };
-        assert_eq!(facts.local_expiry(), 3600);
-        assert!(facts.is_valid(3599));
-        assert!(!facts.is_valid(3600));
+        assert_eq!(facts.local_expiry(), at(3600));
+        assert!(facts.is_valid(at(3599)));
+        assert!(!facts.is_valid(at(3600)));
     }
 
     #[test]
     fn an_erased_token_is_refreshed() {
         assert_eq!(
-            decide(1, &hour_token(0), true, FIFTY_MINUTES),
+            decide(at(1), &hour_token(0), true, FIFTY_MINUTES),
             Decision::Refresh(Reason::Erased)
         );
     }
@@ -174,14 +182,14 @@ mod tests {
     fn short_lived_tokens_keep_a_proportional_margin() {
         // The end-to-end tests use tokens that live 3 s with `refresh-after: 1s`.
         let facts = Lifetime {
-            minted_at: 0,
+            minted_at: at(0),
             expires_at: ServerTime(3),
             clock_offset: Offset(0),
         };
         let one_second = Duration::from_secs(1);
-        assert_eq!(decide(0, &facts, false, one_second), Decision::Fresh);
+        assert_eq!(decide(at(0), &facts, false, one_second), Decision::Fresh);
         assert_eq!(
-            decide(1, &facts, false, one_second),
+            decide(at(1), &facts, false, one_second),
             Decision::Refresh(Reason::Age)
         );
     }
@@ -193,28 +201,28 @@ mod tests {
             (hour_token(1000), Duration::from_secs(3590)),
             (
                 Lifetime {
-                    minted_at: 0,
+                    minted_at: at(0),
                     expires_at: ServerTime(3),
                     clock_offset: Offset(0),
                 },
                 FIFTY_MINUTES,
             ),
         ] {
-            let at = refresh_at(&facts, after);
-            assert_eq!(decide(at - 1, &facts, false, after), Decision::Fresh);
-            assert_ne!(decide(at, &facts, false, after), Decision::Fresh);
+            let due = refresh_at(&facts, after);
+            assert_eq!(decide(due - 1, &facts, false, after), Decision::Fresh);
+            assert_ne!(decide(due, &facts, false, after), Decision::Fresh);
         }
     }
 
     #[test]
     fn erase_needs_an_old_token_and_a_quiet_minute() {
         let facts = hour_token(0);
-        assert!(!erase_counts(59, &facts, None), "too young");
-        assert!(erase_counts(60, &facts, None));
+        assert!(!erase_counts(at(59), &facts, None), "too young");
+        assert!(erase_counts(at(60), &facts, None));
         assert!(
-            !erase_counts(100, &facts, Some(50)),
+            !erase_counts(at(100), &facts, Some(at(50))),
             "re-minted for an erase 50 s ago"
         );
-        assert!(erase_counts(110, &facts, Some(50)));
+        assert!(erase_counts(at(110), &facts, Some(at(50))));
     }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use url::Url;
 
-use super::source::{IdentityFrom, Origin, SignedBy, TokenSource};
+use super::source::{IdentityFrom, Origin, TokenSource};
 use super::store::MintConfig;
 use crate::duration::parse_duration;
 use crate::github::apps::TOKEN_LIFETIME;
@@ -222,10 +222,8 @@ fn value(given: &Option<String>) -> Option<&str> {
 /// What a job's keeper needs, checked.
 #[derive(Debug)]
 pub(crate) struct Settings {
-    /// The App (its installation not looked up yet), or an exchange.
+    /// The App (its installation not looked up yet) and its signer, or an exchange.
     pub(crate) origin: Origin,
-    /// What signs the App's JWTs, with an App source; keyless has none.
-    pub(crate) signer: Option<Signer>,
     pub(crate) target: Target,
     pub(crate) request: TokenRequest,
     pub(crate) api: Server,
@@ -235,6 +233,14 @@ pub(crate) struct Settings {
 }
 
 impl Settings {
+    /// What signs the App's JWTs; keyless has nothing to sign.
+    pub(crate) fn signer(&self) -> Option<&Signer> {
+        match &self.origin {
+            Origin::App { signer, .. } => Some(signer),
+            Origin::Exchange { .. } => None,
+        }
+    }
+
     /// Check `given`, the other settings a message mentions named as `door` names them. With
     /// the settings come the doubts: permission names or levels taken but not vouched for, as
     /// GitHub's list lacks them, which go to GitHub as given.
@@ -246,20 +252,16 @@ impl Settings {
             None => hosts::git_server_of(&api_url),
         };
         let refresh_after = refresh_after(Setting::RefreshAfter.or_default(&given.refresh_after))?;
-        let (source, signer, target) = if keyless {
+        let (source, target) = if keyless {
             let (exchange, target) = keyless_source(given, door)?;
             let source = Origin::Exchange {
                 exchange,
                 identity: given.identity.clone(),
             };
-            (source, None, target)
+            (source, target)
         } else {
             let (issuer, signer) = app_source(given, door)?;
-            let source = Origin::App {
-                issuer,
-                signer: SignedBy::of(&signer),
-            };
-            (source, Some(signer), target(given, door)?)
+            (Origin::App { issuer, signer }, target(given, door)?)
         };
         let repositories = match &target {
             Target::Repositories { repos, .. } => repos.clone(),
@@ -287,7 +289,6 @@ impl Settings {
         }
         let settings = Settings {
             origin: source,
-            signer,
             target,
             request: TokenRequest {
                 repositories,
@@ -325,7 +326,8 @@ impl Settings {
     }
 }
 
-/// The App's id (or client id) and what signs its JWTs: its key, or a signer command.
+/// The App's id (or client id) and what signs its JWTs: its key, a signer command, or a key in
+/// AWS KMS.
 fn app_source(given: &Given, door: Door) -> Result<(String, Signer), Refusal> {
     let issuer = match (value(&given.client_id), value(&given.app_id)) {
         (Some(client), _) => (Setting::ClientId, client),
@@ -390,6 +392,7 @@ fn signer(given: &Given, door: Door) -> Result<Signer, Refusal> {
                 ),
             ));
         }
+        check_kms_key(kms_key).map_err(|why| bad(kms, why))?;
         return Ok(Signer::AwsKms(AwsKms::new(kms_key, region)));
     }
     if region.is_some() {
@@ -449,6 +452,25 @@ fn signer(given: &Given, door: Door) -> Result<Signer, Refusal> {
             ),
         )),
     }
+}
+
+/// A KMS key's id, alias or ARN, which the state keeps and messages name: nothing secret,
+/// and only the characters and length AWS allows them (`KeyId` is 1 to 2048 characters).
+fn check_kms_key(key: &str) -> Result<(), String> {
+    const FIX: &str = "name the key by its id, alias (`alias/…`) or ARN";
+    if let Some(kind) = secret::kind_in(key) {
+        return Err(format!("holds {}: {FIX}", kind.what()));
+    }
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, ':' | '/' | '_' | '-');
+    if !key.chars().all(allowed) {
+        return Err(format!(
+            "has characters no key id, alias or ARN has (only letters, digits, `:`, `/`, `_` and `-`): {FIX}"
+        ));
+    }
+    if key.len() > 2048 {
+        return Err(format!("is longer than any key id, alias or ARN: {FIX}"));
+    }
+    Ok(())
 }
 
 fn in_keyless(setting: Setting, sts_identity: &str) -> Refusal {
@@ -843,6 +865,7 @@ pub(crate) fn readme_table(header: &str) -> Vec<Vec<Vec<String>>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keeper::source::SignedBy;
 
     #[test]
     fn the_table_lists_every_setting_once_in_its_order() {
@@ -943,18 +966,16 @@ mod tests {
             g.signer_public_key = Some(PUBLIC.into());
         })
         .unwrap();
-        let Some(Signer::Command(command)) = &settings.signer else {
-            panic!("{:?}", settings.signer);
+        let Some(Signer::Command(command)) = settings.signer() else {
+            panic!("{:?}", settings.origin);
         };
         assert_eq!(command.command, "aws kms sign …");
         assert_eq!(command.public.as_ref().unwrap().modulus_len(), 256);
-        let Origin::App { signer, .. } = &settings.origin else {
-            panic!("{:?}", settings.origin);
-        };
-        let SignedBy::Command {
+        let signer = settings.signer().map(SignedBy::of);
+        let Some(SignedBy::Command {
             command,
             public_key,
-        } = signer
+        }) = &signer
         else {
             panic!("{signer:?}");
         };
@@ -967,7 +988,7 @@ mod tests {
         );
         let unchecked = app(|g| g.signer_command = Some("sign".into())).unwrap();
         assert!(matches!(
-            unchecked.signer,
+            unchecked.signer(),
             Some(Signer::Command(SignerCommand { public: None, .. }))
         ));
     }
@@ -1049,16 +1070,16 @@ mod tests {
             g.aws_region = Some("eu-west-1".into());
         })
         .unwrap();
-        let Some(Signer::AwsKms(kms)) = &settings.signer else {
-            panic!("{:?}", settings.signer);
+        let Some(Signer::AwsKms(kms)) = settings.signer() else {
+            panic!("{:?}", settings.origin);
         };
         assert_eq!(
             (kms.key.as_str(), kms.region()),
             ("alias/app", Some("eu-west-1"))
         );
-        let kept = |settings: &Settings| match &settings.origin {
-            Origin::App { signer, .. } => signer.clone(),
-            other => panic!("{other:?}"),
+        let kept = |settings: &Settings| match settings.signer() {
+            Some(signer) => SignedBy::of(signer),
+            None => panic!("{:?}", settings.origin),
         };
         let in_region = |region: Option<&str>| SignedBy::AwsKms {
             key: "alias/app".into(),
@@ -1079,6 +1100,29 @@ mod tests {
             refusal.message
         );
         assert!(refusal.message.contains(words), "{}", refusal.message);
+    }
+
+    #[test]
+    fn a_kms_key_that_is_no_key_name_is_refused_without_showing_it() {
+        let token = "ghs_16C7e42F292c6912E7710c838347Ae178B4a";
+        let refusals = [
+            (format!("alias/{token}"), "holds a token: name the key"),
+            (
+                "alias/app key".into(),
+                "has characters no key id, alias or ARN has",
+            ),
+            (
+                format!("alias/{}", "a".repeat(2048)),
+                "is longer than any key id",
+            ),
+        ];
+        for (key, words) in refusals {
+            let refusal = app(|g| g.aws_kms_key = Some(key.clone())).unwrap_err();
+            assert_refused(&refusal, Setting::AwsKmsKey, words);
+            assert!(!refusal.message.contains(&key), "{}", refusal.message);
+        }
+        let arn = "arn:aws-us-gov:kms:us-gov-west-1:111122223333:key/mrk-1234abcd12ab34cd56ef1234567890ab";
+        assert!(app(|g| g.aws_kms_key = Some(arn.into())).is_ok());
     }
 
     #[test]

@@ -35,10 +35,10 @@ const IDENTITY_COMMAND_LIMITS: Limits = Limits {
 /// Where the job's tokens are to come from, as the settings say before the first mint: an App
 /// whose installation is not looked up yet, or an exchange. The first mint settles it into a
 /// `TokenSource`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub(crate) enum Origin {
-    /// The App `issuer` (its id or client id), its JWTs signed as `signer` says.
-    App { issuer: String, signer: SignedBy },
+    /// The App `issuer` (its id or client id), its JWTs signed by `signer`.
+    App { issuer: String, signer: Signer },
     /// Keyless, as `TokenSource::Exchange`.
     Exchange {
         exchange: Exchange,

@@ -132,17 +132,13 @@ impl Signals {
     }
 }
 
-/// Shared with the integration tests, which wait for what a command left running too.
-#[cfg(test)]
-#[path = "../../tests/support/background.rs"]
-mod background;
-
 #[cfg(test)]
 mod tests {
     use std::process::Command;
     use std::time::Duration;
 
-    use super::background::Background;
+    use testkit::background::Background;
+
     use super::shell as sh;
     use crate::process::{LIMITS, Limits, Stopped, run};
 

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use super::{Asker, serve};
-use crate::clock::unix_now;
+use super::{Asker, ExecFailure, serve};
+use crate::clock::{LocalTime, unix_now};
 use crate::github::apps::TOKEN_USERNAME;
 use crate::github::hosts;
 use crate::keeper::store::{GH_CONFIG_PREFIX, State};
@@ -44,14 +44,14 @@ pub(super) fn run(
     state: State,
     mut child: Command,
     asker: &Asker,
-) -> Result<ExitCode> {
+) -> Result<ExitCode, ExecFailure> {
     let host =
         hosts::host_and_port(&state.config.git_server).context("the git server has no host")?;
     let dir = keeper
         .dir()
         .path()
         .join(format!("{GH_CONFIG_PREFIX}{}", std::process::id()));
-    create_private_dir(&dir, keeper.dir().owner())?;
+    create_private_dir(&dir, keeper.dir().owner()).map_err(anyhow::Error::from)?;
     let result = run_in(keeper, state, &mut child, &dir, &host, asker);
     let _ = std::fs::remove_dir_all(&dir);
     result
@@ -64,7 +64,7 @@ fn run_in(
     dir: &Path,
     host: &str,
     asker: &Asker,
-) -> Result<ExitCode> {
+) -> Result<ExitCode, ExecFailure> {
     let served = serve(keeper, state, asker)?;
     write_hosts(dir, host, &served.token, keeper.dir().owner())?;
     for name in TOKEN_VARIABLES {
@@ -185,9 +185,9 @@ fn pause_after(failures: u32) -> Duration {
 }
 
 /// How long to wait before looking again: until the policy would refresh, within bounds.
-fn nap(now: i64, state: &State) -> Duration {
+fn nap(now: LocalTime, state: &State) -> Duration {
     let due = policy::refresh_at(&state.token.lifetime, keeper::refresh_after(state));
-    let secs = u64::try_from(due.saturating_sub(now)).unwrap_or(0);
+    let secs = u64::try_from(due - now).unwrap_or(0);
     Duration::from_secs(secs).clamp(SHORTEST_NAP, LONGEST_NAP)
 }
 

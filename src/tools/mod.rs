@@ -111,7 +111,7 @@ pub(crate) fn exec(
     supply: Supply,
     command: &[OsString],
     asker: &Asker,
-) -> Result<ExitCode> {
+) -> Result<ExitCode, ExecFailure> {
     let (program, args) = command
         .split_first()
         .context("no command given after `--`")?;
@@ -141,11 +141,23 @@ pub(crate) fn exec(
 /// be run (`CannotRun`). Any other code is the command's.
 const EXEC_FAILED: u8 = 125;
 
-/// The exit code of `exec` when it failed with `err` rather than run its command to the end.
-pub(crate) fn exec_failure(err: &anyhow::Error) -> ExitCode {
-    match err.downcast_ref::<CannotRun>() {
-        Some(cannot) => cannot.exit_code(),
-        None => ExitCode::from(EXEC_FAILED),
+/// Why `exec` ran no command to its end.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ExecFailure {
+    #[error(transparent)]
+    CannotRun(#[from] CannotRun),
+    /// No token to give it, or the keeping failed.
+    #[error(transparent)]
+    Failed(#[from] anyhow::Error),
+}
+
+impl ExecFailure {
+    /// `exec`'s exit code for it.
+    pub(crate) fn exit_code(&self) -> ExitCode {
+        match self {
+            ExecFailure::CannotRun(cannot) => cannot.exit_code(),
+            ExecFailure::Failed(_) => ExitCode::from(EXEC_FAILED),
+        }
     }
 }
 

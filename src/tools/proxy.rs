@@ -26,8 +26,8 @@ use anyhow::{Context, Result, anyhow};
 use ring::rand::{SecureRandom, SystemRandom};
 
 use self::authority::Authority;
-use super::{Asker, serve};
-use crate::clock::unix_now;
+use super::{Asker, ExecFailure, serve};
+use crate::clock::{LocalTime, unix_now};
 use crate::github::client::{self, HttpEnv, our_proxy_url};
 use crate::github::hosts;
 use crate::keeper::store::{PROXY_PREFIX, State};
@@ -58,8 +58,8 @@ pub(super) struct Shared {
 
 struct Tokens {
     live: Secret,
-    /// When the policy would refresh the live token (our clock).
-    due: i64,
+    /// When the policy would refresh the live token.
+    due: LocalTime,
     /// Every token of the store: the live one, and each that came before it.
     ours: HashSet<String>,
 }
@@ -100,7 +100,7 @@ impl Shared {
         }
     }
 
-    fn renew(&self, token: &Secret, due: i64) {
+    fn renew(&self, token: &Secret, due: LocalTime) {
         let mut tokens = self.tokens.write().unwrap_or_else(|held| held.into_inner());
         tokens.ours.insert(token.expose().to_owned());
         tokens.live = token.clone();
@@ -117,19 +117,22 @@ pub(super) fn run(
     mut child: Command,
     token_variables: &[String],
     asker: &Asker,
-) -> Result<ExitCode> {
-    with_proxy(keeper, state, token_variables, asker, |reach| {
+) -> Result<ExitCode, ExecFailure> {
+    let ran = with_proxy(keeper, state, token_variables, asker, |reach| {
         for (name, value) in route::variables(&reach.route(), asker.env) {
             match value {
                 Some(value) => child.env(name, value),
                 None => child.env_remove(name),
             };
         }
-        let status = process::spawn_forwarding(&mut child)?.wait();
-        Ok(process::exit_code(
-            status.context("cannot wait for the command")?,
-        ))
-    })
+        let mut running = match process::spawn_forwarding(&mut child) {
+            Ok(running) => running,
+            Err(cannot) => return Ok(Err(cannot)),
+        };
+        let status = running.wait().context("cannot wait for the command")?;
+        Ok(Ok(process::exit_code(status)))
+    })?;
+    Ok(ran?)
 }
 
 /// What reaches a running proxy, and what a client routed through it is given.

@@ -30,7 +30,7 @@ impl Clock {
         let Some(server) = header_date(headers) else {
             return;
         };
-        let measured = server - unix_now();
+        let measured = server - unix_now().0;
         // `Date` has one-second resolution: ignore jitter around the known offset.
         if (measured - self.offset().0).abs() > 2 {
             self.set(Offset(measured));

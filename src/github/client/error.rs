@@ -9,7 +9,7 @@ use crate::messages;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ApiError {
-    #[error("{method} {url} answered {status}{}", message_suffix(.message))]
+    #[error("{method} {url} answered {status}{}", messages::colon_then(.message))]
     Status {
         method: Method,
         url: String,
@@ -44,21 +44,13 @@ pub(crate) enum ApiError {
     Setup(String),
 }
 
-fn message_suffix(message: &str) -> String {
-    if message.is_empty() {
-        String::new()
-    } else {
-        format!(": {message}")
-    }
-}
-
 impl ApiError {
     /// What went wrong, without the request line: for a URL that must not be shown.
     pub(crate) fn detail(&self) -> String {
         match self {
             ApiError::Status {
                 status, message, ..
-            } => format!("{status}{}", message_suffix(message)),
+            } => format!("{status}{}", messages::colon_then(message)),
             ApiError::Network { detail, .. } => detail.clone(),
             ApiError::Deadline { allowed, last, .. } => format!(
                 "no usable answer within the {}s allowed; last error: {last}",

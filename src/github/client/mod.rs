@@ -183,6 +183,12 @@ impl GitHub {
         &self.options
     }
 
+    /// Its HTTP client, to reach another service with the same bounds, roots and proxy choice;
+    /// none for a plain-http API, whose client trusts no roots.
+    pub(crate) fn tls_client(&self) -> Option<&reqwest::Client> {
+        (self.base.scheme() == "https").then_some(&self.http)
+    }
+
     /// How long one call may take, retries and waits included.
     pub(crate) fn deadline(&self) -> Duration {
         self.options.deadline

@@ -48,7 +48,7 @@ impl Outcome {
         if answer.oversized {
             return Outcome::Oversized;
         }
-        let verdict = judge(answer, server_now.0, app_auth);
+        let verdict = judge(answer, server_now, app_auth);
         match answer.status {
             502 | 504 => Outcome::GatewayFailed(verdict),
             _ => Outcome::Answered(verdict),
@@ -141,7 +141,7 @@ pub(crate) fn fits(now: Instant, delay: Duration, deadline: Instant) -> bool {
     now.checked_add(delay).is_some_and(|then| then < deadline)
 }
 
-fn judge(answer: &Answer, server_now: i64, app_auth: bool) -> Verdict {
+fn judge(answer: &Answer, server_now: ServerTime, app_auth: bool) -> Verdict {
     // A success's body is the caller's to read; only a failure's message says what to do.
     if is_success(answer.status) {
         return Verdict::Success;
@@ -170,7 +170,7 @@ fn decide(
     status: u16,
     message: &str,
     rate: &RateHeaders<'_>,
-    server_now: i64,
+    server_now: ServerTime,
     app_auth: bool,
 ) -> Verdict {
     let server_wait = || {
@@ -178,7 +178,7 @@ fn decide(
             (rate.remaining == Some("0"))
                 .then(|| rate.reset?.trim().parse::<i64>().ok())
                 .flatten()
-                .map(|reset| Duration::from_secs(reset.saturating_sub(server_now).max(1) as u64))
+                .map(|reset| Duration::from_secs(reset.saturating_sub(server_now.0).max(1) as u64))
         })
     };
     let lower = message.to_ascii_lowercase();
@@ -207,14 +207,14 @@ fn mentions_jwt_times(lower_message: &str) -> bool {
 }
 
 /// `Retry-After` as seconds or as an HTTP date.
-fn retry_after(value: Option<&str>, server_now: i64) -> Option<Duration> {
+fn retry_after(value: Option<&str>, server_now: ServerTime) -> Option<Duration> {
     let value = value?.trim();
     if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
     let at = http_date(value)?;
     Some(Duration::from_secs(
-        at.saturating_sub(server_now).max(0) as u64
+        at.saturating_sub(server_now.0).max(0) as u64
     ))
 }
 
@@ -313,10 +313,13 @@ mod tests {
 
     #[test]
     fn success_and_plain_client_errors_are_final() {
-        assert_eq!(decide(201, "", &NONE, 0, true), Verdict::Success);
+        assert_eq!(
+            decide(201, "", &NONE, ServerTime(0), true),
+            Verdict::Success
+        );
         for status in [400, 401, 403, 404, 422] {
             assert_eq!(
-                decide(status, "Not Found", &NONE, 0, true),
+                decide(status, "Not Found", &NONE, ServerTime(0), true),
                 Verdict::Fail,
                 "{status}"
             );
@@ -327,7 +330,7 @@ mod tests {
     fn server_errors_and_429_are_retried() {
         for status in [500, 502, 503, 504, 429] {
             assert_eq!(
-                decide(status, "", &NONE, 0, false),
+                decide(status, "", &NONE, ServerTime(0), false),
                 Verdict::Retry(None),
                 "{status}"
             );
@@ -341,7 +344,7 @@ mod tests {
             ..NONE
         };
         assert_eq!(
-            decide(429, "", &secs, 0, false),
+            decide(429, "", &secs, ServerTime(0), false),
             Verdict::Retry(Some(Duration::from_secs(7)))
         );
         let date = RateHeaders {
@@ -349,7 +352,7 @@ mod tests {
             ..NONE
         };
         assert_eq!(
-            decide(503, "", &date, 10, false),
+            decide(503, "", &date, ServerTime(10), false),
             Verdict::Retry(Some(Duration::from_secs(20)))
         );
     }
@@ -361,7 +364,7 @@ mod tests {
             ..NONE
         };
         assert_eq!(
-            decide(503, "", &huge, 0, false),
+            decide(503, "", &huge, ServerTime(0), false),
             Verdict::Retry(Some(Duration::from_secs(u64::MAX)))
         );
         for reset in ["-9223372036854775808", "9223372036854775807"] {
@@ -371,7 +374,7 @@ mod tests {
                 ..NONE
             };
             assert!(matches!(
-                decide(403, "", &exhausted, 1_700_000_000, false),
+                decide(403, "", &exhausted, ServerTime(1_700_000_000), false),
                 Verdict::Retry(Some(_))
             ));
         }
@@ -385,10 +388,13 @@ mod tests {
             ..NONE
         };
         assert_eq!(
-            decide(403, msg, &with_wait, 0, false),
+            decide(403, msg, &with_wait, ServerTime(0), false),
             Verdict::Retry(Some(Duration::from_secs(3)))
         );
-        assert_eq!(decide(403, msg, &NONE, 0, false), Verdict::Retry(None));
+        assert_eq!(
+            decide(403, msg, &NONE, ServerTime(0), false),
+            Verdict::Retry(None)
+        );
     }
 
     #[test]
@@ -399,7 +405,13 @@ mod tests {
             reset: Some("1000"),
         };
         assert_eq!(
-            decide(403, "API rate limit exceeded", &rate, 990, false),
+            decide(
+                403,
+                "API rate limit exceeded",
+                &rate,
+                ServerTime(990),
+                false
+            ),
             Verdict::Retry(Some(Duration::from_secs(10)))
         );
     }
@@ -407,12 +419,18 @@ mod tests {
     #[test]
     fn jwt_time_complaints_are_skew_only_for_app_auth() {
         let msg = "'Expiration time' claim ('exp') is too far in the future";
-        assert_eq!(decide(401, msg, &NONE, 0, true), Verdict::Skew);
-        assert_eq!(decide(401, msg, &NONE, 0, false), Verdict::Fail);
+        assert_eq!(decide(401, msg, &NONE, ServerTime(0), true), Verdict::Skew);
+        assert_eq!(decide(401, msg, &NONE, ServerTime(0), false), Verdict::Fail);
         let iat = "'Issued at' claim ('iat') must be an Integer representing the time that the assertion was issued";
-        assert_eq!(decide(401, iat, &NONE, 0, true), Verdict::Skew);
+        assert_eq!(decide(401, iat, &NONE, ServerTime(0), true), Verdict::Skew);
         assert_eq!(
-            decide(401, "A JSON web token could not be decoded", &NONE, 0, true),
+            decide(
+                401,
+                "A JSON web token could not be decoded",
+                &NONE,
+                ServerTime(0),
+                true
+            ),
             Verdict::Fail
         );
     }

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use crate::clock::{Offset, ServerTime};
+use crate::clock::{LocalTime, Offset, ServerTime};
 
 use self::lock::Guard;
 use crate::github::client::Server;
@@ -71,7 +71,7 @@ pub(crate) struct LedgerEntry {
 
 impl LedgerEntry {
     /// Whether it may still be live at `now` (our clock).
-    pub(crate) fn is_live(&self, now: i64) -> bool {
+    pub(crate) fn is_live(&self, now: LocalTime) -> bool {
         self.expires_at > self.clock_offset.theirs(now)
     }
 }
@@ -202,7 +202,7 @@ impl CachedToken {
     pub(crate) fn received(
         minted: &crate::github::MintedToken,
         clock_offset: Offset,
-        now: i64,
+        now: LocalTime,
     ) -> Self {
         Self {
             token: minted.token.clone(),
@@ -218,8 +218,7 @@ impl CachedToken {
 /// A re-mint that failed, so processes queued behind it do not each retry for the full bound.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Failure {
-    /// Our clock.
-    pub(crate) at: i64,
+    pub(crate) at: LocalTime,
     pub(crate) message: String,
 }
 
@@ -234,7 +233,7 @@ pub(crate) struct State {
     pub(crate) erased: bool,
     /// When an erase last caused a re-mint, our clock.
     #[serde(default)]
-    pub(crate) last_erase_mint: Option<i64>,
+    pub(crate) last_erase_mint: Option<LocalTime>,
     #[serde(default)]
     pub(crate) failure: Option<Failure>,
 }
@@ -257,7 +256,7 @@ impl State {
         token: Secret,
         expires_at: ServerTime,
         clock_offset: Offset,
-        now: i64,
+        now: LocalTime,
     ) {
         if self.erased {
             self.last_erase_mint = Some(now);
@@ -460,7 +459,7 @@ impl StateDir {
     /// Whether, at `now` (our clock), the store is one that a killed job left behind: every
     /// token it lists expired `ABANDONED_AFTER` ago or more; a store that lists none, made that
     /// long ago.
-    pub(crate) fn is_abandoned(&self, now: i64) -> bool {
+    pub(crate) fn is_abandoned(&self, now: LocalTime) -> bool {
         let Ok(ledger) = self.ledger() else {
             return false;
         };
@@ -474,12 +473,12 @@ impl StateDir {
             None => {
                 let made = fs::metadata(self.path.join(MARK)).and_then(|m| m.modified());
                 match made.map(|at| at.duration_since(std::time::UNIX_EPOCH)) {
-                    Ok(Ok(since)) => i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
+                    Ok(Ok(since)) => LocalTime(i64::try_from(since.as_secs()).unwrap_or(i64::MAX)),
                     _ => return false,
                 }
             }
         };
-        now.saturating_sub(last) >= ABANDONED_AFTER
+        now - last >= ABANDONED_AFTER
     }
 
     /// Whether the store's end has begun.
@@ -824,8 +823,8 @@ mod tests {
         let dir = StateDir::example(tmp.path());
         dir.record(&entry("one", 1000)).unwrap();
         dir.record(&entry("two", 5000)).unwrap();
-        assert!(!dir.is_abandoned(5000 + ABANDONED_AFTER - 1));
-        assert!(dir.is_abandoned(5000 + ABANDONED_AFTER));
+        assert!(!dir.is_abandoned(LocalTime(5000 + ABANDONED_AFTER - 1)));
+        assert!(dir.is_abandoned(LocalTime(5000 + ABANDONED_AFTER)));
         // Listing none, by when it was made.
         let empty = StateDir::create(tmp.path(), "e", me(tmp.path()), &Server::example()).unwrap();
         assert!(!empty.is_abandoned(crate::clock::unix_now()));
@@ -839,7 +838,7 @@ mod tests {
             CachedToken {
                 token: Secret::new("old".into()),
                 lifetime: Lifetime {
-                    minted_at: 0,
+                    minted_at: LocalTime(0),
                     expires_at: ServerTime(3600),
                     clock_offset: Offset(0),
                 },
@@ -847,20 +846,25 @@ mod tests {
         );
         state.erased = true;
         state.failure = Some(Failure {
-            at: 10,
+            at: LocalTime(10),
             message: "down".into(),
         });
-        state.renew(Secret::new("new".into()), ServerTime(7300), Offset(5), 3700);
+        state.renew(
+            Secret::new("new".into()),
+            ServerTime(7300),
+            Offset(5),
+            LocalTime(3700),
+        );
         assert_eq!(state.token.token.expose(), "new");
         assert_eq!(
             (
                 state.token.lifetime.minted_at,
                 state.token.lifetime.clock_offset
             ),
-            (3700, Offset(5))
+            (LocalTime(3700), Offset(5))
         );
         assert!(!state.erased && state.failure.is_none());
-        assert_eq!(state.last_erase_mint, Some(3700));
+        assert_eq!(state.last_erase_mint, Some(LocalTime(3700)));
     }
 
     #[test]
@@ -870,7 +874,7 @@ mod tests {
             CachedToken {
                 token: Secret::new("ghs_round-trip".into()),
                 lifetime: Lifetime {
-                    minted_at: 1,
+                    minted_at: LocalTime(1),
                     expires_at: ServerTime(3601),
                     clock_offset: Offset(0),
                 },
@@ -889,11 +893,11 @@ mod tests {
     #[test]
     fn liveness_uses_the_recorded_clock_offset() {
         let mut e = entry("t", 1000);
-        assert!(e.is_live(999));
-        assert!(!e.is_live(1000));
+        assert!(e.is_live(LocalTime(999)));
+        assert!(!e.is_live(LocalTime(1000)));
         e.clock_offset = Offset(300); // GitHub five minutes ahead of us
-        assert!(!e.is_live(800));
-        assert!(e.is_live(600));
+        assert!(!e.is_live(LocalTime(800)));
+        assert!(e.is_live(LocalTime(600)));
     }
 
     #[test]

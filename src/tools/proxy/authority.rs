@@ -20,6 +20,7 @@ use rcgen::{
 use ring::rand::{SecureRandom, SystemRandom};
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
+use crate::clock::LocalTime;
 use crate::messages::short;
 
 /// Valid from an hour ago, so a child whose clock runs a little behind ours still accepts it.
@@ -46,8 +47,8 @@ impl std::fmt::Debug for Authority {
 }
 
 impl Authority {
-    /// A CA for `hosts` (lower-case DNS names), valid around `now` (unix seconds).
-    pub(crate) fn new(hosts: &[String], now: i64) -> Result<Self> {
+    /// A CA for `hosts` (lower-case DNS names), valid around `now`.
+    pub(crate) fn new(hosts: &[String], now: LocalTime) -> Result<Self> {
         if hosts.is_empty() {
             bail!("the proxy needs at least one host to serve");
         }
@@ -62,7 +63,7 @@ impl Authority {
                 bail!("`{}` is not a lower-case host name", short(host));
             }
         }
-        let made = u64::try_from(now).context("the clock reads before 1970")?;
+        let made = u64::try_from(now.0).context("the clock reads before 1970")?;
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
         let suffix: String = random::<4>()?.iter().map(|b| format!("{b:02x}")).collect();
@@ -310,7 +311,7 @@ mod tests {
     fn an_empty_list_an_ip_address_or_a_port_is_refused() {
         let refused = |hosts: &[&str]| {
             let hosts: Vec<String> = hosts.iter().map(|h| h.to_string()).collect();
-            Authority::new(&hosts, 1_700_000_000)
+            Authority::new(&hosts, LocalTime(1_700_000_000))
                 .unwrap_err()
                 .to_string()
         };

@@ -51,10 +51,6 @@ impl Drop for Background {
 
 /// Whether any process of group `pgid` runs, zombies not counted.
 #[cfg(target_os = "linux")]
-#[allow(
-    dead_code,
-    reason = "the unit tests of `process` include this file and use `Background` alone"
-)]
 pub fn group_runs(pgid: libc::pid_t) -> bool {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return false;

@@ -15,11 +15,6 @@ use crate::runner::binary;
 use crate::scene::Scene;
 
 /// [`crate::assert_success`] under the name `tests/kms.rs` calls it by.
-#[track_caller]
-pub fn assert_ok(what: &str, output: &Output) {
-    crate::assert_success(what, output);
-}
-
 /// Nothing of the job's stores is left in its temporary folder.
 #[track_caller]
 pub fn assert_nothing_left(job: &CiJob) {

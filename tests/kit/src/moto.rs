@@ -88,11 +88,18 @@ impl Moto {
 
     /// The environment of a process that reaches this server with the static test keys.
     pub fn env(&self, region: &str) -> Vec<(String, String)> {
+        let mut env = self.env_without_credentials(region);
+        env.push(("AWS_ACCESS_KEY_ID".into(), ACCESS_KEY_ID.into()));
+        env.push(("AWS_SECRET_ACCESS_KEY".into(), SECRET.into()));
+        env
+    }
+
+    /// The environment of a process that reaches this server with no static keys and no
+    /// metadata service: its credentials are the caller's to add.
+    pub fn env_without_credentials(&self, region: &str) -> Vec<(String, String)> {
         vec![
             ("AWS_ENDPOINT_URL".into(), self.url()),
             ("AWS_REGION".into(), region.into()),
-            ("AWS_ACCESS_KEY_ID".into(), ACCESS_KEY_ID.into()),
-            ("AWS_SECRET_ACCESS_KEY".into(), SECRET.into()),
             ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
         ]
     }
@@ -132,12 +139,9 @@ impl Moto {
     /// The environment of a process that reaches this server with no static keys: a web
     /// identity for `AWS_ROLE_ARN`, from the job's OIDC token or a token file the caller adds.
     pub fn web_identity_env(&self, region: &str) -> Vec<(String, String)> {
-        vec![
-            ("AWS_ENDPOINT_URL".into(), self.url()),
-            ("AWS_REGION".into(), region.into()),
-            ("AWS_ROLE_ARN".into(), ROLE_ARN.into()),
-            ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
-        ]
+        let mut env = self.env_without_credentials(region);
+        env.push(("AWS_ROLE_ARN".into(), ROLE_ARN.into()));
+        env
     }
 
     /// A user allowed everything, with an access key: three actions.

@@ -58,7 +58,10 @@ impl Scene {
     /// In `step`: clone `Octo-Org/app`, wait `wait` (past the first token's expiry), then commit
     /// and push. Every git command but the push must succeed; the push's output comes back.
     pub fn push_late(&self, step: &LaterStep, wait: Duration) -> Output {
-        assert_git_ok(&step.git(&["clone", "--quiet", &self.repo_url("Octo-Org", "app"), "app"]));
+        crate::assert_success(
+            "git",
+            &step.git(&["clone", "--quiet", &self.repo_url("Octo-Org", "app"), "app"]),
+        );
         std::thread::sleep(wait);
         let repo = step.dir.path().join("app");
         fs::write(
@@ -66,8 +69,11 @@ impl Scene {
             "pushed after the first token expired\n",
         )
         .unwrap();
-        assert_git_ok(&step.git_in(&repo, &["add", "late.txt"]));
-        assert_git_ok(&step.git_in(&repo, &["commit", "--quiet", "-m", "late"]));
+        crate::assert_success("git", &step.git_in(&repo, &["add", "late.txt"]));
+        crate::assert_success(
+            "git",
+            &step.git_in(&repo, &["commit", "--quiet", "-m", "late"]),
+        );
         step.git_in(&repo, &["push", "--quiet", "origin", "main"])
     }
 }
@@ -132,11 +138,6 @@ impl KeylessScene {
 }
 
 /// [`crate::assert_success`] of git, under the name `tests/kms.rs` calls it by.
-#[track_caller]
-pub fn assert_git_ok(output: &Output) {
-    crate::assert_success("git", output);
-}
-
 /// Nothing in the job's state is, or names, a private key.
 pub fn assert_no_key_material(dir: &Path) {
     if !dir.exists() {

@@ -8,8 +8,6 @@
 use std::fs;
 use std::process::Command;
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use tempfile::TempDir;
 
 use crate::moto::{Moto, pkcs1_of};
@@ -124,23 +122,8 @@ impl KmsKey {
         require("aws", &["--version"], "the AWS CLI (PyPI awscli)");
         let moto = Moto::start();
         let arn = moto.create_key(REGION, "RSA_2048", "SIGN_VERIFY");
-        let mut key = Self {
-            moto,
-            arn,
-            spki: Vec::new(),
-        };
-        let public = key.aws(&[
-            "kms",
-            "get-public-key",
-            "--key-id",
-            &key.arn,
-            "--output",
-            "text",
-            "--query",
-            "PublicKey",
-        ]);
-        key.spki = STANDARD.decode(public).expect("GetPublicKey's base64");
-        key
+        let spki = moto.public_key(REGION, &arn);
+        Self { moto, arn, spki }
     }
 
     /// The variables the AWS CLI needs against the server: v1 reads the region from
@@ -169,15 +152,5 @@ impl KmsKey {
     /// The key's `RSAPublicKey`, which the fake GitHub verifies with.
     pub fn pkcs1(&self) -> Vec<u8> {
         pkcs1_of(&self.spki)
-    }
-
-    fn aws(&self, args: &[&str]) -> String {
-        let out = Command::new("aws")
-            .args(args)
-            .envs(self.env())
-            .output()
-            .expect("aws");
-        crate::assert_success(&format!("aws {args:?}"), &out);
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
     }
 }

@@ -11,7 +11,7 @@ use std::fmt;
 use reqwest::{Method, Url};
 use serde::Deserialize;
 
-use super::error::AwsError;
+use super::error::{AwsError, code_name};
 use super::http::Aws;
 use super::sts;
 use crate::env::Env;
@@ -152,7 +152,7 @@ async fn web_identity(
     sts::assume_role_with_web_identity(aws, env, region, role, session, &token, whence).await
 }
 
-/// A token in a file a variable names, trimmed.
+/// A token in a file a variable names, trimmed, and checked to fit in a header.
 fn read_token_file(path: &str, variable: &str) -> Result<Secret, AwsError> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         AwsError::Credentials(format!(
@@ -160,14 +160,12 @@ fn read_token_file(path: &str, variable: &str) -> Result<Secret, AwsError> {
             messages::short(path)
         ))
     })?;
-    let token = text.trim();
-    if token.is_empty() {
-        return Err(AwsError::Credentials(format!(
-            "`{variable}`'s file `{}` is empty",
+    Secret::checked(text.trim().to_owned()).map_err(|why| {
+        AwsError::Credentials(format!(
+            "`{variable}`'s file `{}` {why}",
             messages::short(path)
-        )));
-    }
-    Ok(Secret::new(token.to_owned()))
+        ))
+    })
 }
 
 /// The container credentials' URL: `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI` under ECS's
@@ -234,12 +232,7 @@ impl Served {
         })?;
         if let Some(code) = served.code.as_deref().filter(|c| *c != "Success") {
             let said = messages::foreign(served.message.as_deref().unwrap_or(""));
-            let code: String = code
-                .chars()
-                .filter(char::is_ascii_alphanumeric)
-                .take(64)
-                .collect();
-            return Err(format!("it answered `{code}`: {said}"));
+            return Err(format!("it answered `{}`: {said}", code_name(code)));
         }
         match (served.access_key_id, served.secret_access_key) {
             (Some(id), Some(secret)) if !id.is_empty() && !secret.is_empty() => Ok(Credentials {
@@ -259,9 +252,12 @@ async fn container(aws: &Aws, env: &Env, url: Url) -> Result<Credentials, AwsErr
             path,
             "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
         )?),
-        None => env
-            .given("AWS_CONTAINER_AUTHORIZATION_TOKEN")
-            .map(|t| Secret::new(t.trim().to_owned())),
+        None => match env.given("AWS_CONTAINER_AUTHORIZATION_TOKEN") {
+            Some(token) => Some(Secret::checked(token.trim().to_owned()).map_err(|why| {
+                AwsError::Credentials(format!("`AWS_CONTAINER_AUTHORIZATION_TOKEN` {why}"))
+            })?),
+            None => None,
+        },
     };
     let broken = |why: String| {
         AwsError::Credentials(format!(
@@ -314,7 +310,8 @@ async fn instance_metadata(aws: &Aws, endpoint: &str) -> Result<Credentials, Imd
             token.status
         )));
     }
-    let token = Secret::new(String::from_utf8_lossy(&token.body).trim().to_owned());
+    let token = Secret::checked(String::from_utf8_lossy(&token.body).trim().to_owned())
+        .map_err(|why| Imds::Broken(format!("its session token {why}")))?;
     let session = [("x-aws-ec2-metadata-token", token.expose())];
     let get = |path: String| async move {
         let answer = aws
@@ -425,5 +422,51 @@ mod tests {
             "it answered `AssumeRoleUnauthorizedAccess`: no role"
         );
         assert!(Served::read(b"<html>", "x".into()).is_err());
+    }
+
+    #[test]
+    fn a_token_that_could_break_a_header_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "first-line\nx-injected: yes\n").unwrap();
+        let err = read_token_file(path.to_str().unwrap(), "AWS_WEB_IDENTITY_TOKEN_FILE");
+        assert!(
+            err.unwrap_err()
+                .to_string()
+                .ends_with("has characters no token has (a blank, a line break or a symbol)")
+        );
+        let env = Env::from_pairs([
+            ("AWS_CONTAINER_CREDENTIALS_FULL_URI", "http://127.0.0.1:9/"),
+            ("AWS_CONTAINER_AUTHORIZATION_TOKEN", "a b"),
+        ]);
+        let url = container_url(&env).unwrap().unwrap();
+        let server = crate::github::client::Server {
+            url: url.clone(),
+            ca_certificates: None,
+        };
+        let deadline = std::time::Duration::from_secs(1);
+        let (gh, runtime) = crate::github::client::connect(
+            &server,
+            deadline,
+            Default::default(),
+            &Default::default(),
+        )
+        .unwrap();
+        let aws = Aws::new(&gh).unwrap();
+        let err = runtime.block_on(container(&aws, &env, url)).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("`AWS_CONTAINER_AUTHORIZATION_TOKEN` has characters"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_served_code_keeps_a_names_characters_only() {
+        let failed = br#"{"Code":"Denied_ASIA0123456789\u001b[31m","Message":"m"}"#;
+        assert_eq!(
+            Served::read(failed, "x".into()).unwrap_err(),
+            "it answered `Denied_ASIAm`: m"
+        );
     }
 }

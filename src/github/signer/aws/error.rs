@@ -59,7 +59,7 @@ pub(crate) enum AwsError {
     #[error("`{region}` (from {from}) is not an AWS region: give one like `eu-west-1`")]
     BadRegion { region: String, from: &'static str },
     /// Any other error AWS answered.
-    #[error("{service} answered {status} {code}{}", suffix(.message))]
+    #[error("{service} answered {status} {code}{}", messages::colon_then(.message))]
     Service {
         service: String,
         status: u16,
@@ -81,20 +81,21 @@ pub(crate) enum AwsError {
     Setup(String),
 }
 
-fn suffix(message: &str) -> String {
-    if message.is_empty() {
-        String::new()
-    } else {
-        format!(": {message}")
-    }
+/// An error code as AWS's services name it (`NotFoundException`, `AssumeRoleUnauthorizedAccess`):
+/// a name, so only a name's letters, dots and underscores are kept, never a token's digits.
+pub(crate) fn code_name(code: &str) -> String {
+    code.chars()
+        .filter(|c| c.is_ascii_alphabetic() || *c == '.' || *c == '_')
+        .take(64)
+        .collect()
 }
 
 /// An error answer's code and message, cleaned for showing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Answered {
     pub(crate) status: u16,
-    /// The bare code (`NotFoundException`), without the namespace JSON answers may put first:
-    /// a name, so only a name's letters, dots and underscores are kept: not a token's digits.
+    /// The bare code (`NotFoundException`), without the namespace JSON answers may put first,
+    /// as `code_name` keeps it.
     pub(crate) code: String,
     pub(crate) message: String,
 }
@@ -126,11 +127,7 @@ impl Answered {
         let code = code.split(':').next().unwrap_or_default();
         Self {
             status,
-            code: code
-                .chars()
-                .filter(|c| c.is_ascii_alphabetic() || *c == '.' || *c == '_')
-                .take(64)
-                .collect(),
+            code: code_name(code),
             message: messages::foreign(&message.unwrap_or_default()),
         }
     }

@@ -9,19 +9,27 @@
 
 use std::time::{Duration, Instant};
 
-use reqwest::header::HeaderMap;
-use reqwest::{Method, Url};
+use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::{Method, RequestBuilder, Url};
 
 use super::credentials::Credentials;
 use super::error::{Answered, AwsError};
 use super::sigv4::{self, Scope, Unsigned};
-use crate::clock::Offset;
+use crate::github::GitHub;
 use crate::github::client::{
     ApiError, Clock, HttpOptions, backoff, cause, fits, http_client, receive, trusted_roots,
 };
 
 /// The most of an answer's body we read: AWS's answers here are a few KiB.
 const MAX_BODY: usize = 256 << 10;
+
+/// The headers that carry a credential: marked sensitive, so that no debug print of a request
+/// shows them.
+const CREDENTIAL_HEADERS: [&str; 3] = [
+    "authorization",
+    "x-amz-security-token",
+    "x-aws-ec2-metadata-token",
+];
 
 /// How long a metadata service may take to answer one request: off EC2, nothing answers.
 pub(crate) const METADATA_TIMEOUT: Duration = Duration::from_secs(1);
@@ -63,12 +71,18 @@ pub(crate) struct Call<'a> {
 }
 
 impl Aws {
-    /// Clients with `options` (the GitHub client's: its bounds, CAs and proxy choice); AWS's
-    /// clock starts at `clock_offset`.
-    pub(crate) fn new(options: &HttpOptions, clock_offset: Offset) -> Result<Self, AwsError> {
+    /// Clients as `gh`'s (its bounds, CAs and proxy choice: its own client when it has the
+    /// roots); AWS's clock starts where `gh`'s is.
+    pub(crate) fn new(gh: &GitHub) -> Result<Self, AwsError> {
         let setup = |e: ApiError| AwsError::Setup(e.to_string());
-        let roots = trusted_roots(options.extra_ca_pem.as_deref()).map_err(setup)?;
-        let http = http_client(options, roots).map_err(setup)?;
+        let options = gh.options();
+        let http = match gh.tls_client() {
+            Some(http) => http.clone(),
+            None => {
+                let roots = trusted_roots(options.extra_ca_pem.as_deref()).map_err(setup)?;
+                http_client(options, roots).map_err(setup)?
+            }
+        };
         let local = http_client(
             &options.local(METADATA_TIMEOUT),
             rustls::RootCertStore::empty(),
@@ -78,7 +92,7 @@ impl Aws {
             http,
             local,
             options: options.clone(),
-            clock: Clock::new(clock_offset),
+            clock: Clock::new(gh.clock().offset()),
         })
     }
 
@@ -142,22 +156,19 @@ impl Aws {
 
     async fn attempt(&self, call: &Call<'_>) -> Result<Answer, reqwest::Error> {
         let mut request = self.http.post(call.url.clone());
-        let host = host_header(call.url);
         for (name, value) in call.headers {
-            request = request.header(*name, *value);
+            request = with_header(request, name, value);
         }
         if let Some((credentials, scope)) = call.signed {
             let unsigned = Unsigned {
                 method: "POST",
-                host: &host,
-                path: call.url.path(),
-                query: &[],
+                url: call.url,
                 headers: call.headers,
                 body: call.body,
             };
             let at = self.clock.server_now();
-            for (name, value) in sigv4::sign(&unsigned, credentials, scope, at.0) {
-                request = request.header(name, value);
+            for (name, value) in sigv4::sign(&unsigned, credentials, scope, at) {
+                request = with_header(request, name, &value);
             }
         }
         read(request.body(call.body.to_vec())).await
@@ -172,7 +183,7 @@ impl Aws {
     ) -> Result<Answer, String> {
         let mut request = self.local.request(method, url);
         for (name, value) in headers {
-            request = request.header(*name, *value);
+            request = with_header(request, name, value);
         }
         match tokio::time::timeout(METADATA_TIMEOUT * 2, read(request)).await {
             Err(_) => Err(format!(
@@ -185,13 +196,15 @@ impl Aws {
     }
 }
 
-/// The `Host` header reqwest sends for `url`: the host, and the port when it is not the
-/// scheme's.
-fn host_header(url: &Url) -> String {
-    let host = url.host_str().unwrap_or_default();
-    match url.port() {
-        Some(port) => format!("{host}:{port}"),
-        None => host.to_owned(),
+/// `request` with the header `name`, marked sensitive when it carries a credential.
+fn with_header(request: RequestBuilder, name: &str, value: &str) -> RequestBuilder {
+    match HeaderValue::from_str(value) {
+        Ok(mut value) => {
+            value.set_sensitive(CREDENTIAL_HEADERS.contains(&name));
+            request.header(name, value)
+        }
+        // reqwest refuses the value itself, as an error of the request's building.
+        Err(_) => request.header(name, value),
     }
 }
 
@@ -247,19 +260,17 @@ mod tests {
     }
 
     #[test]
-    fn the_host_header_has_the_port_only_when_the_url_names_one() {
-        let url = |text: &str| Url::parse(text).unwrap();
-        assert_eq!(
-            host_header(&url("https://kms.eu-west-1.amazonaws.com/")),
-            "kms.eu-west-1.amazonaws.com"
-        );
-        assert_eq!(
-            host_header(&url("https://kms.example.com:443/")),
-            "kms.example.com"
-        );
-        assert_eq!(
-            host_header(&url("http://127.0.0.1:4566/")),
-            "127.0.0.1:4566"
-        );
+    fn only_the_headers_that_carry_a_credential_are_sensitive() {
+        let client = http_client(&HttpOptions::default(), rustls::RootCertStore::empty());
+        let mut request = client.unwrap().post("http://127.0.0.1:9/");
+        for name in CREDENTIAL_HEADERS.into_iter().chain(["x-amz-target"]) {
+            request = with_header(request, name, "value");
+        }
+        let request = request.build().unwrap();
+        for (name, value) in request.headers() {
+            let credential = CREDENTIAL_HEADERS.contains(&name.as_str());
+            assert_eq!(value.is_sensitive(), credential, "{name}");
+        }
+        assert_eq!(request.headers().len(), 4);
     }
 }

@@ -18,13 +18,14 @@ use crate::messages;
 /// The one signing algorithm of RS256.
 pub(crate) const ALGORITHM: &str = "RSASSA_PKCS1_V1_5_SHA_256";
 
-/// Where a key is, and who asks.
-pub(crate) struct Kms<'a> {
-    pub(crate) aws: &'a Aws,
-    pub(crate) url: &'a Url,
-    pub(crate) region: &'a str,
-    pub(crate) key: &'a str,
-    pub(crate) credentials: &'a Credentials,
+/// A KMS key and how it is reached: the endpoint of its region, and who asks.
+pub(crate) struct Kms {
+    pub(crate) aws: Aws,
+    pub(crate) url: Url,
+    pub(crate) region: String,
+    /// Key id, alias (`alias/…`) or ARN.
+    pub(crate) key: String,
+    pub(crate) credentials: Credentials,
 }
 
 #[derive(Deserialize)]
@@ -38,13 +39,13 @@ struct PublicKeyAnswer {
     signing_algorithms: Option<Vec<String>>,
 }
 
-impl Kms<'_> {
+impl Kms {
     /// The key's public key, DER SubjectPublicKeyInfo, once the key is known to sign RS256.
     pub(crate) async fn public_key(&self) -> Result<Vec<u8>, AwsError> {
         let body = json!({ "KeyId": self.key });
         let answer: PublicKeyAnswer = self.call("GetPublicKey", &body).await?;
         check_signs_rs256(&answer).map_err(|why| AwsError::WrongKeyType {
-            key: self.key.to_owned(),
+            key: self.key.clone(),
             why,
         })?;
         STANDARD
@@ -87,11 +88,11 @@ impl Kms<'_> {
         let body = body.to_string();
         let call = Call {
             service: "KMS",
-            url: self.url,
+            url: &self.url,
             signed: Some((
-                self.credentials,
+                &self.credentials,
                 Scope {
-                    region: self.region,
+                    region: &self.region,
                     service: "kms",
                 },
             )),
@@ -113,11 +114,11 @@ impl Kms<'_> {
         if let Some(err) = refused.credentials_error(&self.credentials.from) {
             return err;
         }
-        let key = self.key.to_owned();
+        let key = self.key.clone();
         match refused.code.as_str() {
             "NotFoundException" => AwsError::NotFound {
                 key,
-                region: self.region.to_owned(),
+                region: self.region.clone(),
             },
             "DisabledException" | "KMSInvalidStateException" => AwsError::Disabled {
                 key,

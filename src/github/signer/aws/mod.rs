@@ -21,7 +21,6 @@ pub(crate) use self::credentials::ActionsIdentity;
 pub(crate) use self::error::AwsError;
 pub(crate) use self::http::Aws;
 
-use self::credentials::Credentials;
 use self::endpoints::Service;
 use self::kms::Kms;
 use crate::env::Env;
@@ -30,7 +29,7 @@ use crate::github::exchange::IdentityRequest;
 use crate::github::signer::{PublicKey, SignError};
 
 /// The App's key in AWS KMS, as a signer: what names it (nothing secret), and, once a process
-/// first signs, the key opened there. Clones share the opened key.
+/// first signs, the key reached there and its public key. Clones share them.
 #[derive(Clone)]
 pub(crate) struct AwsKms {
     /// Key id, alias (`alias/…`) or ARN.
@@ -41,7 +40,7 @@ pub(crate) struct AwsKms {
 }
 
 struct Opened {
-    key: KmsKey,
+    kms: Kms,
     public: PublicKey,
 }
 
@@ -66,16 +65,16 @@ impl AwsKms {
     ) -> Result<(), AwsError> {
         self.opened
             .get_or_try_init(|| async {
-                let aws = Aws::new(gh.options(), gh.clock().offset())?;
+                let aws = Aws::new(gh)?;
                 let actions = identity.map(|request| ActionsIdentity { gh, request });
-                let key =
-                    KmsKey::open(aws, env, &self.key, self.region.as_deref(), actions).await?;
-                let public =
-                    PublicKey::parse(key.public_key()).map_err(|e| AwsError::WrongKeyType {
+                let kms = reach(aws, env, &self.key, self.region.as_deref(), actions).await?;
+                let public = PublicKey::parse(&kms.public_key().await?).map_err(|e| {
+                    AwsError::WrongKeyType {
                         key: self.key.clone(),
                         why: e.to_string(),
-                    })?;
-                Ok(Opened { key, public })
+                    }
+                })?;
+                Ok(Opened { kms, public })
             })
             .await
             .map(|_| ())
@@ -84,7 +83,7 @@ impl AwsKms {
     /// The region in use, once opened.
     pub(crate) fn region(&self) -> Option<&str> {
         match self.opened.get() {
-            Some(opened) => Some(&opened.key.region),
+            Some(opened) => Some(&opened.kms.region),
             None => self.region.as_deref(),
         }
     }
@@ -98,7 +97,7 @@ impl AwsKms {
             ))
         })?;
         let signature = opened
-            .key
+            .kms
             .sign(message)
             .await
             .map_err(|e| SignError::Aws(e.to_string()))?;
@@ -113,82 +112,41 @@ impl std::fmt::Debug for AwsKms {
     }
 }
 
-/// A KMS key ready to sign: where it is, the credentials that reach it, and its public key.
-struct KmsKey {
+/// The key `key` in `region` (or the region `env` names), reached with the credentials `env`
+/// configures.
+async fn reach(
     aws: Aws,
-    url: url::Url,
-    region: String,
-    key: String,
-    credentials: Credentials,
-    public_key: Vec<u8>,
+    env: &Env,
+    key: &str,
+    region: Option<&str>,
+    actions: Option<ActionsIdentity<'_>>,
+) -> Result<Kms, AwsError> {
+    if key.is_empty() {
+        return Err(AwsError::Setup(
+            "the KMS key is empty: give its id, alias (`alias/…`) or ARN".into(),
+        ));
+    }
+    let region = endpoints::region(region, env, key)?;
+    endpoints::check_key_region(key, &region)?;
+    let url = endpoints::endpoint(env, Service::Kms, &region)?;
+    let credentials = credentials::find(&aws, env, &region, actions).await?;
+    Ok(Kms {
+        aws,
+        url,
+        region,
+        key: key.to_owned(),
+        credentials,
+    })
 }
 
-impl KmsKey {
-    /// The key `key` in `region` (or the region `env` names), reached with the credentials
-    /// `env` configures; its public key asked for and checked to sign RS256.
-    async fn open(
-        aws: Aws,
-        env: &Env,
-        key: &str,
-        region: Option<&str>,
-        actions: Option<ActionsIdentity<'_>>,
-    ) -> Result<Self, AwsError> {
-        if key.is_empty() {
-            return Err(AwsError::Setup(
-                "the KMS key is empty: give its id, alias (`alias/…`) or ARN".into(),
-            ));
-        }
-        let region = endpoints::region(region, env, key)?;
-        endpoints::check_key_region(key, &region)?;
-        let url = endpoints::endpoint(env, Service::Kms, &region)?;
-        let credentials = credentials::find(&aws, env, &region, actions).await?;
-        let public_key = Kms {
-            aws: &aws,
-            url: &url,
-            region: &region,
-            key,
-            credentials: &credentials,
-        }
-        .public_key()
-        .await?;
-        Ok(Self {
-            aws,
-            url,
-            region,
-            key: key.to_owned(),
-            credentials,
-            public_key,
-        })
-    }
-
-    /// The key's public key, DER SubjectPublicKeyInfo.
-    fn public_key(&self) -> &[u8] {
-        &self.public_key
-    }
-
-    /// The RS256 signature of `message`.
-    async fn sign(&self, message: &[u8]) -> Result<Vec<u8>, AwsError> {
-        Kms {
-            aws: &self.aws,
-            url: &self.url,
-            region: &self.region,
-            key: &self.key,
-            credentials: &self.credentials,
-        }
-        .sign(message)
-        .await
-    }
-}
-
-/// For tests against a KMS API: `message` signed by the KMS signer of `key`, and the key's
-/// public key (DER SubjectPublicKeyInfo), with the credentials, endpoints and region `vars`
-/// configure; or the one line that says why not.
+/// For tests against a KMS API: `message` signed by the KMS signer of `key`, with the
+/// credentials, endpoints and region `vars` configure; or the one line that says why not.
 pub fn sign_for_test(
     vars: &[(&str, &str)],
     key: &str,
     region: Option<&str>,
     message: &[u8],
-) -> Result<(Vec<u8>, Vec<u8>), String> {
+) -> Result<Vec<u8>, String> {
     let env = Env::from_pairs(vars.iter().copied());
     let http_env = crate::github::client::HttpEnv::from_env(&env).map_err(|e| e.to_string())?;
     let unused = crate::github::client::Server {
@@ -205,8 +163,6 @@ pub fn sign_for_test(
     let kms = AwsKms::new(key, region);
     runtime.block_on(async {
         kms.open(&gh, &env, None).await.map_err(|e| e.to_string())?;
-        let signature = kms.sign(message).await.map_err(|e| e.to_string())?;
-        let public = kms.opened.get().map(|o| o.key.public_key().to_vec());
-        Ok((signature, public.unwrap_or_default()))
+        kms.sign(message).await.map_err(|e| e.to_string())
     })
 }

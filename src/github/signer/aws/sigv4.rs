@@ -1,13 +1,15 @@
 //! SigV4: an AWS request signed with its credentials, by hand with ring's HMAC and SHA-256.
 //!
-//! Pure: the time comes in, in AWS's clock. Only what our calls need is here: a path already
-//! percent-encoded as a URL holds it (encoded once more, as every service but S3 wants), query
-//! pairs, and the headers the caller names, all of which are signed.
+//! Pure: the time comes in, in AWS's clock. Only what our calls need is here: the URL's host,
+//! its path as the URL percent-encodes it (encoded once more, as every service but S3 wants) and
+//! its query, and the headers the caller names, all of which are signed.
 
 use ring::{digest, hmac};
+use url::Url;
 
 use super::credentials::Credentials;
-use crate::clock::rfc3339;
+use crate::clock::ServerTime;
+use crate::github::hosts::host_and_port;
 
 /// The service and region a request is signed for: the credential scope's middle.
 #[derive(Debug, Clone, Copy)]
@@ -20,23 +22,20 @@ pub(crate) struct Scope<'a> {
 #[derive(Debug)]
 pub(crate) struct Unsigned<'a> {
     pub(crate) method: &'a str,
-    /// As the `Host` header carries it: the host, and the port when the URL names one.
-    pub(crate) host: &'a str,
-    /// The URL's path, percent-encoded as in the URL.
-    pub(crate) path: &'a str,
-    pub(crate) query: &'a [(&'a str, &'a str)],
+    /// Its host and port make the `Host` header, as the client sends it.
+    pub(crate) url: &'a Url,
     /// Headers sent and signed besides `host`, `x-amz-date` and `x-amz-security-token`.
     pub(crate) headers: &'a [(&'a str, &'a str)],
     pub(crate) body: &'a [u8],
 }
 
 /// The headers that sign `request`, to be sent with it: `x-amz-date`, `x-amz-security-token`
-/// with a session token, and `authorization`. `at` is unix seconds.
+/// with a session token, and `authorization`. `at` is on AWS's clock.
 pub(crate) fn sign(
     request: &Unsigned<'_>,
     credentials: &Credentials,
     scope: Scope<'_>,
-    at: i64,
+    at: ServerTime,
 ) -> Vec<(&'static str, String)> {
     let stamp = amz_date(at);
     let date = &stamp[..8];
@@ -44,7 +43,8 @@ pub(crate) fn sign(
     if let Some(token) = &credentials.session_token {
         added.push(("x-amz-security-token", token.expose().to_owned()));
     }
-    let mut headers: Vec<(String, String)> = std::iter::once(("host", request.host))
+    let host = host_and_port(request.url).unwrap_or_default();
+    let mut headers: Vec<(String, String)> = std::iter::once(("host", host.as_str()))
         .chain(added.iter().map(|(name, value)| (*name, value.as_str())))
         .chain(request.headers.iter().copied())
         .map(|(name, value)| (name.to_ascii_lowercase(), collapse(value)))
@@ -71,16 +71,16 @@ pub(crate) fn sign(
 }
 
 /// `YYYYMMDD'T'HHMMSS'Z'` in UTC.
-pub(crate) fn amz_date(at: i64) -> String {
-    rfc3339(at).replace(['-', ':'], "")
+pub(crate) fn amz_date(at: ServerTime) -> String {
+    at.rfc3339().replace(['-', ':'], "")
 }
 
 fn canonical_request(request: &Unsigned<'_>, headers: &[(String, String)], signed: &str) -> String {
     let mut text = format!(
         "{}\n{}\n{}\n",
         request.method,
-        canonical_path(request.path),
-        canonical_query(request.query)
+        canonical_path(request.url.path()),
+        canonical_query(request.url)
     );
     for (name, value) in headers {
         text.push_str(&format!("{name}:{value}\n"));
@@ -100,11 +100,12 @@ fn canonical_path(path: &str) -> String {
     path.split('/').map(encode).collect::<Vec<_>>().join("/")
 }
 
-/// Pairs encoded, sorted by name then value, joined with `&`; none is the empty line.
-fn canonical_query(query: &[(&str, &str)]) -> String {
-    let mut pairs: Vec<(String, String)> = query
-        .iter()
-        .map(|(name, value)| (encode(name), encode(value)))
+/// The query's pairs encoded, sorted by name then value, joined with `&`; none is the empty
+/// line.
+fn canonical_query(url: &Url) -> String {
+    let mut pairs: Vec<(String, String)> = url
+        .query_pairs()
+        .map(|(name, value)| (encode(&name), encode(&value)))
         .collect();
     pairs.sort();
     pairs
@@ -155,7 +156,7 @@ mod tests {
     use crate::secret::Secret;
 
     /// 2015-08-30T12:36:00Z, the time of AWS's published SigV4 test suite.
-    const SUITE_TIME: i64 = 1_440_938_160;
+    const SUITE_TIME: ServerTime = ServerTime(1_440_938_160);
 
     fn credentials(session_token: Option<&str>) -> Credentials {
         Credentials {
@@ -187,12 +188,14 @@ mod tests {
         service: "kms",
     };
 
+    fn url(text: &str) -> &'static Url {
+        Box::leak(Box::new(Url::parse(text).unwrap()))
+    }
+
     fn vanilla(method: &'static str) -> Unsigned<'static> {
         Unsigned {
             method,
-            host: "example.amazonaws.com",
-            path: "/",
-            query: &[],
+            url: url("https://example.amazonaws.com/"),
             headers: &[],
             body: b"",
         }
@@ -219,9 +222,7 @@ mod tests {
     fn kms_sign(headers: &'static [(&'static str, &'static str)]) -> Unsigned<'static> {
         Unsigned {
             method: "POST",
-            host: "kms.us-east-1.amazonaws.com",
-            path: "/",
-            query: &[],
+            url: url("https://kms.us-east-1.amazonaws.com/"),
             headers,
             body: br#"{"KeyId":"alias/app"}"#,
         }
@@ -270,14 +271,12 @@ mod tests {
     fn a_query_is_sorted_and_encoded_and_a_path_kept() {
         let request = Unsigned {
             method: "POST",
-            host: "127.0.0.1:4566",
-            path: "/base/",
-            query: &[("b", "2"), ("a", "x y")],
+            url: url("http://127.0.0.1:4566/base/?b=2&a=x%20y"),
             headers: &[("Content-Type", "application/x-amz-json-1.1")],
             body: b"",
         };
-        assert_eq!(canonical_query(request.query), "a=x%20y&b=2");
-        assert_eq!(canonical_query(&[]), "");
+        assert_eq!(canonical_query(request.url), "a=x%20y&b=2");
+        assert_eq!(canonical_query(url("http://127.0.0.1:4566/")), "");
         assert_eq!(
             authorization(&request, None, KMS),
             "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/kms/aws4_request, SignedHeaders=content-type;host;x-amz-date, Signature=dc58fe7e6cf5d8fe87edc259b2d47eec066bd88bce3a33bef7c20013f7cbead0"

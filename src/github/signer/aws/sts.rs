@@ -47,11 +47,7 @@ pub(crate) async fn assume_role_with_web_identity(
             return Err(AwsError::Credentials(format!(
                 "STS refused to assume `{shown_role}` with {whence} ({}{}): check the role's trust policy for this identity",
                 refused.code,
-                if refused.message.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {}", refused.message)
-                }
+                messages::colon_then(&refused.message)
             )));
         }
     };

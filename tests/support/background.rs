@@ -1,1 +1,0 @@
-../kit/src/background.rs
