@@ -358,13 +358,17 @@ gh api installation/repositories --jq .total_count"#;
         masks.len(),
         "a token masked twice: {masks:?}"
     );
-    let state = job.host_path(&main.state["dir"]);
-    let left: Vec<_> = fs::read_dir(&state)
+    let left = gh_config_dirs(&job.host_path(&main.state["dir"]));
+    assert!(left.is_empty(), "the private GH_CONFIG_DIR is gone");
+}
+
+/// The private `GH_CONFIG_DIR`s `exec --keep-fresh` made in the store `state`, and left.
+fn gh_config_dirs(state: &Path) -> Vec<fs::DirEntry> {
+    fs::read_dir(state)
         .unwrap()
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().starts_with("gh-config"))
-        .collect();
-    assert!(left.is_empty(), "the private GH_CONFIG_DIR is gone");
+        .collect()
 }
 
 #[tokio::test]
@@ -398,11 +402,7 @@ async fn a_cancelled_keep_fresh_ends_its_child_and_leaves_nothing() {
     assert_eq!(status.code(), Some(128 + libc::SIGTERM), "{status:?}");
     // SAFETY: as above; signal 0 only asks whether the process exists.
     assert_ne!(unsafe { libc::kill(child, 0) }, 0, "the child is gone");
-    let left: Vec<_> = fs::read_dir(&state)
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with("gh-config"))
-        .collect();
+    let left = gh_config_dirs(&state);
     assert!(left.is_empty(), "nothing left behind");
 }
 
