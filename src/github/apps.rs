@@ -286,11 +286,11 @@ pub(crate) async fn create_token(
         }
         Err(err) => return Err(classify_auth(err)),
     };
-    read_minted(&bytes, gh.clock().server_now()).map_err(|detail| {
+    read_minted(&bytes, gh.clock().server_now()).map_err(|why| {
         MintError::Api(ApiError::Decode {
             method: Method::POST,
             url,
-            detail,
+            detail: why.to_string(),
         })
     })
 }
@@ -329,8 +329,18 @@ fn unusable(minted: &MintedToken, server_now: ServerTime) -> Option<String> {
     ))
 }
 
+/// Why a token request's answer gives no token we can use.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum NoToken {
+    /// The answer has no `token` string: the detail says where it stopped reading.
+    #[error("no token in it: it {0}")]
+    Missing(String),
+    #[error("its token {0}")]
+    Unfit(&'static str),
+}
+
 /// A token request's answer: the token, checked, then the rest as far as it reads.
-pub(crate) fn read_minted(bytes: &[u8], server_now: ServerTime) -> Result<MintedToken, String> {
+pub(crate) fn read_minted(bytes: &[u8], server_now: ServerTime) -> Result<MintedToken, NoToken> {
     #[derive(Deserialize)]
     struct Token {
         token: String,
@@ -347,9 +357,9 @@ pub(crate) fn read_minted(bytes: &[u8], server_now: ServerTime) -> Result<Minted
         repositories: Vec<Repo>,
     }
     let token = serde_json::from_slice::<Token>(bytes)
-        .map_err(|e| format!("no token in it: it {}", json_error(&e)))?
+        .map_err(|e| NoToken::Missing(json_error(&e)))?
         .token;
-    let token = Secret::checked(token).map_err(|why| format!("its token {why}"))?;
+    let token = Secret::checked(token).map_err(NoToken::Unfit)?;
     let rest: Rest = serde_json::from_slice(bytes).unwrap_or_default();
     let expires_at = rest
         .expires_at
@@ -652,6 +662,7 @@ mod tests {
         assert!(
             read_minted(b"{}", ServerTime(0))
                 .unwrap_err()
+                .to_string()
                 .starts_with("no token in it")
         );
         assert!(read_minted(b"not json", ServerTime(0)).is_err());
@@ -659,6 +670,7 @@ mod tests {
         assert!(
             read_minted(injected, ServerTime(0))
                 .unwrap_err()
+                .to_string()
                 .starts_with("its token")
         );
     }
