@@ -284,7 +284,7 @@ async fn container(aws: &Aws, env: &Env, url: Url) -> Result<Credentials, AwsErr
     let answer = aws
         .metadata(Method::GET, url.clone(), &headers)
         .await
-        .map_err(broken)?;
+        .map_err(|why| broken(why.to_string()))?;
     if answer.status != 200 {
         return Err(broken(format!("it answered {}", answer.status)));
     }
@@ -316,7 +316,7 @@ async fn instance_metadata(aws: &Aws, endpoint: &str) -> Result<Credentials, Imd
             &[("x-aws-ec2-metadata-token-ttl-seconds", "300")],
         )
         .await
-        .map_err(Imds::Unreachable)?;
+        .map_err(|why| Imds::Unreachable(why.to_string()))?;
     if token.status != 200 {
         return Err(Imds::Unreachable(format!(
             "its session token was refused with {}",
@@ -330,7 +330,7 @@ async fn instance_metadata(aws: &Aws, endpoint: &str) -> Result<Credentials, Imd
         let answer = aws
             .metadata(Method::GET, url(&path)?, &session)
             .await
-            .map_err(Imds::Broken)?;
+            .map_err(|why| Imds::Broken(why.to_string()))?;
         match answer.status {
             200 => Ok(answer.body),
             404 => Err(Imds::Broken("the instance has no IAM role".into())),
