@@ -15,7 +15,7 @@ use super::inputs::{self, Config};
 use super::summary::{origin, summary};
 use crate::env::Env;
 use crate::git;
-use crate::github::apps::BotUser;
+use crate::github::apps::{BotUser, NoBotId};
 use crate::github::{Signer, hosts};
 use crate::keeper::job::{self, Begun, Start};
 use crate::keeper::settings::Setting;
@@ -112,10 +112,10 @@ fn mint_and_export(plan: &Plan, dir: &StateDir, reporter: &dyn Reporter) -> Resu
     let bot = match &begun.accepted {
         Ok(bot) => bot.clone(),
         Err(err) => {
-            let why = format!("the new token is not accepted yet: {err}");
+            let why = NoBotId::NotAccepted(err.to_string());
             // With `git-identity`, the warning that the bot's id is unknown gives the reason.
             if !(config.git_identity && source.app_slug().is_some()) {
-                reporter.warn(&why);
+                reporter.warn(&why.to_string());
             }
             source
                 .app_slug()

@@ -392,11 +392,25 @@ const NEW_TOKEN_GRACE: Duration = Duration::from_secs(8);
 pub(crate) struct BotUser {
     pub(crate) login: String,
     /// Its numeric id, or why GitHub did not say (a server without the user, an odd answer).
-    pub(crate) id: Result<u64, String>,
+    pub(crate) id: Result<u64, NoBotId>,
+}
+
+/// Why the bot user's id is not known, each with its detail (an error's own text).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum NoBotId {
+    /// The lookup's answer did not read: the detail says where.
+    #[error("the answer to its lookup {0}")]
+    Unreadable(String),
+    /// GitHub answered the lookup with a failure other than 401.
+    #[error("{0}")]
+    LookupFailed(String),
+    /// GitHub did not accept the new token, so the lookup did not happen.
+    #[error("the new token is not accepted yet: {0}")]
+    NotAccepted(String),
 }
 
 impl BotUser {
-    pub(crate) fn of_app(slug: &str, id: Result<u64, String>) -> Self {
+    pub(crate) fn of_app(slug: &str, id: Result<u64, NoBotId>) -> Self {
         Self {
             login: format!("{slug}[bot]"),
             id,
@@ -436,12 +450,13 @@ pub(crate) async fn check_new(
         Ok(bytes) => {
             let id = serde_json::from_slice::<Body>(&bytes)
                 .map(|b| b.id)
-                .map_err(|e| format!("the answer to its lookup {}", json_error(&e)));
+                .map_err(|e| NoBotId::Unreadable(json_error(&e)));
             Ok(Some(BotUser::of_app(app_slug, id)))
         }
-        Err(err) if err.status().is_some_and(|s| s != 401) => {
-            Ok(Some(BotUser::of_app(app_slug, Err(err.to_string()))))
-        }
+        Err(err) if err.status().is_some_and(|s| s != 401) => Ok(Some(BotUser::of_app(
+            app_slug,
+            Err(NoBotId::LookupFailed(err.to_string())),
+        ))),
         Err(err) => Err(err),
     }
 }
@@ -637,7 +652,8 @@ mod tests {
             "41+keeper[bot]@users.noreply.github.com"
         );
         assert_eq!(
-            BotUser::of_app("keeper", Err("no answer".into())).email("ghes.example.com"),
+            BotUser::of_app("keeper", Err(NoBotId::LookupFailed("no answer".into())))
+                .email("ghes.example.com"),
             "keeper[bot]@users.noreply.ghes.example.com"
         );
     }
