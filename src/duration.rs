@@ -8,8 +8,17 @@ use std::time::Duration;
 
 use crate::messages::short;
 
+/// Why a text is no duration we take; each holds the text, shortened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum BadDuration {
+    #[error("`{0}` is not a duration")]
+    NotADuration(String),
+    #[error("`{0}` is too long")]
+    TooLong(String),
+}
+
 /// `90s`, `50m`, `1h`, `250ms` or bare seconds.
-pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, BadDuration> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())
@@ -17,18 +26,18 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let (digits, unit) = text.split_at(split);
     let number: u64 = digits
         .parse()
-        .map_err(|_| format!("`{}` is not a duration", short(text)))?;
+        .map_err(|_| BadDuration::NotADuration(short(text)))?;
     let unit_ms: u64 = match unit.trim() {
         "" | "s" => 1000,
         "ms" => 1,
         "m" => 60_000,
         "h" => 3_600_000,
-        _ => return Err(format!("`{}` is not a duration", short(text))),
+        _ => return Err(BadDuration::NotADuration(short(text))),
     };
     number
         .checked_mul(unit_ms)
         .map(Duration::from_millis)
-        .ok_or_else(|| format!("`{}` is too long", short(text)))
+        .ok_or_else(|| BadDuration::TooLong(short(text)))
 }
 
 #[cfg(test)]

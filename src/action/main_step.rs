@@ -15,14 +15,14 @@ use super::inputs::{self, Config};
 use super::summary::{origin, summary};
 use crate::env::Env;
 use crate::git;
-use crate::github::apps::BotUser;
+use crate::github::apps::{BotUser, NoBotId};
 use crate::github::{Signer, hosts};
-use crate::keeper::Caller;
 use crate::keeper::job::{self, Begun, Start};
 use crate::keeper::settings::Setting;
 use crate::keeper::store::StateDir;
 use crate::keeper::store::layout::{self, Layout, Place};
 use crate::keeper::store::locate::Platform;
+use crate::keeper::{Caller, NoIdentityRequest};
 use crate::report::Reporter;
 
 /// The main step may wait longer than a git command: nobody is blocked on it yet.
@@ -66,9 +66,7 @@ pub(crate) fn run(env: &Env, place: Place, reporter: &dyn Reporter) -> Result<()
     if git_server.is_some() || !config.export_env.is_empty() || config.git_identity {
         files.require(&[FileCommand::Env])?;
     }
-    let caller = Caller::new(env, || {
-        "keyless mode needs the job's identity, and `ACTIONS_ID_TOKEN_REQUEST_URL` is not set: add `permissions: id-token: write` to the job".to_owned()
-    })?;
+    let caller = Caller::new(env, NoIdentityRequest::NoPermission)?;
     let layout = Layout::detect(env, place)?;
     let step = layout::step_name(env);
     let plan = Plan {
@@ -114,10 +112,10 @@ fn mint_and_export(plan: &Plan, dir: &StateDir, reporter: &dyn Reporter) -> Resu
     let bot = match &begun.accepted {
         Ok(bot) => bot.clone(),
         Err(err) => {
-            let why = format!("the new token is not accepted yet: {err}");
+            let why = NoBotId::NotAccepted(err.to_string());
             // With `git-identity`, the warning that the bot's id is unknown gives the reason.
             if !(config.git_identity && source.app_slug().is_some()) {
-                reporter.warn(&why);
+                reporter.warn(&why.to_string());
             }
             source
                 .app_slug()

@@ -25,7 +25,7 @@ use crate::keeper::job::{self, Begun, End, Start};
 use crate::keeper::settings::Settings;
 use crate::keeper::store::StateDir;
 use crate::keeper::store::locate;
-use crate::keeper::{Caller, Keeper, Unended};
+use crate::keeper::{Caller, Keeper, NoIdentityRequest, Unended};
 use crate::messages;
 use crate::private::{Owner, check_mine, create_private_dir};
 use crate::process;
@@ -47,9 +47,7 @@ pub(crate) fn run(args: &Args, env: &Env, reporter: &dyn Reporter) -> Result<Exi
             messages::short(settings.api.url.as_str())
         );
     };
-    let caller = Caller::new(env, || {
-        "keyless mode without `--identity-env` or `--identity-command` asks the Actions runner for the job's identity, and `ACTIONS_ID_TOKEN_REQUEST_URL` is not set: name where this CI keeps the job's identity token".to_owned()
-    })?;
+    let caller = Caller::new(env, NoIdentityRequest::NotActions)?;
     let dir = new_store(args.state.as_deref(), &settings.api, env)?;
     let start = Start {
         settings: &settings,

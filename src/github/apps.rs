@@ -286,11 +286,11 @@ pub(crate) async fn create_token(
         }
         Err(err) => return Err(classify_auth(err)),
     };
-    read_minted(&bytes, gh.clock().server_now()).map_err(|detail| {
+    read_minted(&bytes, gh.clock().server_now()).map_err(|why| {
         MintError::Api(ApiError::Decode {
             method: Method::POST,
             url,
-            detail,
+            detail: why.to_string(),
         })
     })
 }
@@ -329,8 +329,18 @@ fn unusable(minted: &MintedToken, server_now: ServerTime) -> Option<String> {
     ))
 }
 
+/// Why a token request's answer gives no token we can use.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum NoToken {
+    /// The answer has no `token` string: the detail says where it stopped reading.
+    #[error("no token in it: it {0}")]
+    Missing(String),
+    #[error("its token {0}")]
+    Unfit(&'static str),
+}
+
 /// A token request's answer: the token, checked, then the rest as far as it reads.
-pub(crate) fn read_minted(bytes: &[u8], server_now: ServerTime) -> Result<MintedToken, String> {
+pub(crate) fn read_minted(bytes: &[u8], server_now: ServerTime) -> Result<MintedToken, NoToken> {
     #[derive(Deserialize)]
     struct Token {
         token: String,
@@ -347,9 +357,9 @@ pub(crate) fn read_minted(bytes: &[u8], server_now: ServerTime) -> Result<Minted
         repositories: Vec<Repo>,
     }
     let token = serde_json::from_slice::<Token>(bytes)
-        .map_err(|e| format!("no token in it: it {}", json_error(&e)))?
+        .map_err(|e| NoToken::Missing(json_error(&e)))?
         .token;
-    let token = Secret::checked(token).map_err(|why| format!("its token {why}"))?;
+    let token = Secret::checked(token).map_err(NoToken::Unfit)?;
     let rest: Rest = serde_json::from_slice(bytes).unwrap_or_default();
     let expires_at = rest
         .expires_at
@@ -382,11 +392,25 @@ const NEW_TOKEN_GRACE: Duration = Duration::from_secs(8);
 pub(crate) struct BotUser {
     pub(crate) login: String,
     /// Its numeric id, or why GitHub did not say (a server without the user, an odd answer).
-    pub(crate) id: Result<u64, String>,
+    pub(crate) id: Result<u64, NoBotId>,
+}
+
+/// Why the bot user's id is not known, each with its detail (an error's own text).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum NoBotId {
+    /// The lookup's answer did not read: the detail says where.
+    #[error("the answer to its lookup {0}")]
+    Unreadable(String),
+    /// GitHub answered the lookup with a failure other than 401.
+    #[error("{0}")]
+    LookupFailed(String),
+    /// GitHub did not accept the new token, so the lookup did not happen.
+    #[error("the new token is not accepted yet: {0}")]
+    NotAccepted(String),
 }
 
 impl BotUser {
-    pub(crate) fn of_app(slug: &str, id: Result<u64, String>) -> Self {
+    pub(crate) fn of_app(slug: &str, id: Result<u64, NoBotId>) -> Self {
         Self {
             login: format!("{slug}[bot]"),
             id,
@@ -426,12 +450,13 @@ pub(crate) async fn check_new(
         Ok(bytes) => {
             let id = serde_json::from_slice::<Body>(&bytes)
                 .map(|b| b.id)
-                .map_err(|e| format!("the answer to its lookup {}", json_error(&e)));
+                .map_err(|e| NoBotId::Unreadable(json_error(&e)));
             Ok(Some(BotUser::of_app(app_slug, id)))
         }
-        Err(err) if err.status().is_some_and(|s| s != 401) => {
-            Ok(Some(BotUser::of_app(app_slug, Err(err.to_string()))))
-        }
+        Err(err) if err.status().is_some_and(|s| s != 401) => Ok(Some(BotUser::of_app(
+            app_slug,
+            Err(NoBotId::LookupFailed(err.to_string())),
+        ))),
         Err(err) => Err(err),
     }
 }
@@ -627,7 +652,8 @@ mod tests {
             "41+keeper[bot]@users.noreply.github.com"
         );
         assert_eq!(
-            BotUser::of_app("keeper", Err("no answer".into())).email("ghes.example.com"),
+            BotUser::of_app("keeper", Err(NoBotId::LookupFailed("no answer".into())))
+                .email("ghes.example.com"),
             "keeper[bot]@users.noreply.ghes.example.com"
         );
     }
@@ -652,6 +678,7 @@ mod tests {
         assert!(
             read_minted(b"{}", ServerTime(0))
                 .unwrap_err()
+                .to_string()
                 .starts_with("no token in it")
         );
         assert!(read_minted(b"not json", ServerTime(0)).is_err());
@@ -659,6 +686,7 @@ mod tests {
         assert!(
             read_minted(injected, ServerTime(0))
                 .unwrap_err()
+                .to_string()
                 .starts_with("its token")
         );
     }

@@ -156,11 +156,11 @@ pub(crate) async fn mint(
         }
         Err(err) => return Err(err.into()),
     };
-    read_minted(&bytes, server_now).map_err(|detail| {
+    read_minted(&bytes, server_now).map_err(|why| {
         ExchangeError::Api(ApiError::Decode {
             method: Method::GET,
             url,
-            detail,
+            detail: why.to_string(),
         })
     })
 }

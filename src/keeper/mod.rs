@@ -59,17 +59,40 @@ pub(crate) struct Served {
 #[derive(Debug, Clone)]
 pub(crate) struct Caller {
     pub(crate) http_env: HttpEnv,
-    pub(crate) actions: Result<IdentityRequest, String>,
+    pub(crate) actions: Result<IdentityRequest, NoIdentityRequest>,
     pub(crate) env: Env,
+}
+
+/// Why a process has no identity request of the Actions runner's, in the words of its door.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum NoIdentityRequest {
+    /// The action's job lacks the `id-token: write` permission.
+    #[error(
+        "keyless mode needs the job's identity, and `ACTIONS_ID_TOKEN_REQUEST_URL` is not set: add `permissions: id-token: write` to the job"
+    )]
+    NoPermission,
+    /// `setup` runs in a CI that is not Actions, and was told of no other identity.
+    #[error(
+        "keyless mode without `--identity-env` or `--identity-command` asks the Actions runner for the job's identity, and `ACTIONS_ID_TOKEN_REQUEST_URL` is not set: name where this CI keeps the job's identity token"
+    )]
+    NotActions,
+    /// A tool runs where the step's variables did not reach.
+    #[error(
+        "this step cannot ask for the job's identity: `ACTIONS_ID_TOKEN_REQUEST_URL` and `ACTIONS_ID_TOKEN_REQUEST_TOKEN` are not set here (a container step, or a tool that clears its environment); run it as an ordinary step, or pass the two variables on"
+    )]
+    NotPassedOn,
+    #[cfg(test)]
+    #[error("no identity in tests")]
+    InTests,
 }
 
 impl Caller {
     /// A process with `env`: its `TOKEN_KEEPER_*` bounds, and the runner's identity request, or
     /// `no_request` to say why there is none.
-    pub(crate) fn new(env: &Env, no_request: impl FnOnce() -> String) -> Result<Self> {
+    pub(crate) fn new(env: &Env, no_request: NoIdentityRequest) -> Result<Self> {
         Ok(Self {
             http_env: HttpEnv::from_env(env)?,
-            actions: source::runner_identity_request(env).ok_or_else(no_request),
+            actions: source::runner_identity_request(env).ok_or(no_request),
             env: env.clone(),
         })
     }
@@ -80,7 +103,7 @@ impl Default for Caller {
     fn default() -> Self {
         Self {
             http_env: HttpEnv::default(),
-            actions: Err("no identity in tests".into()),
+            actions: Err(NoIdentityRequest::InTests),
             env: Env::default(),
         }
     }

@@ -392,7 +392,7 @@ fn signer(given: &Given, door: Door) -> Result<Signer, Refusal> {
                 ),
             ));
         }
-        check_kms_key(kms_key).map_err(|why| bad(kms, why))?;
+        check_kms_key(kms_key).map_err(|why| bad(kms, why.to_string()))?;
         return Ok(Signer::AwsKms(AwsKms::new(kms_key, region)));
     }
     if region.is_some() {
@@ -454,21 +454,35 @@ fn signer(given: &Given, door: Door) -> Result<Signer, Refusal> {
     }
 }
 
+/// How to name a KMS key, the end of each refusal of one.
+const KMS_KEY_FIX: &str = "name the key by its id, alias (`alias/…`) or ARN";
+
+/// Why a KMS key's name is refused: a secret in it, characters or a length no name has.
+#[derive(Debug, thiserror::Error)]
+enum BadKmsKey {
+    /// The kind of secret it holds, in words (`a private key`).
+    #[error("holds {0}: {KMS_KEY_FIX}")]
+    Secret(&'static str),
+    #[error(
+        "has characters no key id, alias or ARN has (only letters, digits, `:`, `/`, `_` and `-`): {KMS_KEY_FIX}"
+    )]
+    Characters,
+    #[error("is longer than any key id, alias or ARN: {KMS_KEY_FIX}")]
+    TooLong,
+}
+
 /// A KMS key's id, alias or ARN, which the state keeps and messages name: nothing secret,
 /// and only the characters and length AWS allows them (`KeyId` is 1 to 2048 characters).
-fn check_kms_key(key: &str) -> Result<(), String> {
-    const FIX: &str = "name the key by its id, alias (`alias/…`) or ARN";
+fn check_kms_key(key: &str) -> Result<(), BadKmsKey> {
     if let Some(kind) = secret::kind_in(key) {
-        return Err(format!("holds {}: {FIX}", kind.what()));
+        return Err(BadKmsKey::Secret(kind.what()));
     }
     let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, ':' | '/' | '_' | '-');
     if !key.chars().all(allowed) {
-        return Err(format!(
-            "has characters no key id, alias or ARN has (only letters, digits, `:`, `/`, `_` and `-`): {FIX}"
-        ));
+        return Err(BadKmsKey::Characters);
     }
     if key.len() > 2048 {
-        return Err(format!("is longer than any key id, alias or ARN: {FIX}"));
+        return Err(BadKmsKey::TooLong);
     }
     Ok(())
 }

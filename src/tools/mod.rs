@@ -23,7 +23,7 @@ use crate::env::Env;
 use crate::keeper::settings::Door;
 use crate::keeper::store::State;
 use crate::keeper::store::locate;
-use crate::keeper::{Caller, Keeper, Served, Unfound};
+use crate::keeper::{Caller, Keeper, NoIdentityRequest, Served, Unfound};
 use crate::process::{self, CannotRun};
 use crate::report::Reporter;
 
@@ -163,9 +163,7 @@ impl ExecFailure {
 
 /// What this process brings to a re-mint: its `TOKEN_KEEPER_*` bounds and its step's identity.
 fn caller(env: &Env) -> Result<Caller> {
-    Caller::new(env, || {
-        "this step cannot ask for the job's identity: `ACTIONS_ID_TOKEN_REQUEST_URL` and `ACTIONS_ID_TOKEN_REQUEST_TOKEN` are not set here (a container step, or a tool that clears its environment); run it as an ordinary step, or pass the two variables on".to_owned()
-    })
+    Caller::new(env, NoIdentityRequest::NotPassedOn)
 }
 
 /// The job's store that `state` names, or the only one (for `owner`).

@@ -4,23 +4,32 @@ use std::sync::Arc;
 
 use super::ApiError;
 
+/// Why PEM text gives no usable CA certificates, in words that follow the text's name.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum UnusableCertificates {
+    #[error("is not valid PEM ({0})")]
+    NotPem(rustls::pki_types::pem::Error),
+    #[error("holds no certificate")]
+    None,
+    #[error("holds a certificate that cannot be used ({0})")]
+    Unusable(rustls::Error),
+}
+
 /// The trust anchors of extra CA certificates given as PEM text: at least one certificate, each
 /// one rustls can use. Why not, in words that follow the text's name (`… is not valid PEM`).
-pub(crate) fn ca_certificates(pem: &str) -> Result<rustls::RootCertStore, String> {
+pub(crate) fn ca_certificates(pem: &str) -> Result<rustls::RootCertStore, UnusableCertificates> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
 
     let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("is not valid PEM ({e})"))?;
+        .map_err(UnusableCertificates::NotPem)?;
     if certs.is_empty() {
-        return Err("holds no certificate".into());
+        return Err(UnusableCertificates::None);
     }
     let mut anchors = rustls::RootCertStore::empty();
     for cert in certs {
-        anchors
-            .add(cert)
-            .map_err(|e| format!("holds a certificate that cannot be used ({e})"))?;
+        anchors.add(cert).map_err(UnusableCertificates::Unusable)?;
     }
     Ok(anchors)
 }

@@ -591,29 +591,41 @@ fn is_ours(name: &str) -> bool {
         })
 }
 
+/// Why a state file does not read as this token-keeper's state.
+#[derive(Debug, thiserror::Error)]
+enum UnreadState {
+    /// Not a state at all: the detail says where (serde's message can quote a value of the
+    /// file, a token among them).
+    #[error("it {0}")]
+    Unreadable(String),
+    #[error(
+        "it is of format {0}, and this token-keeper reads format {STATE_VERSION}: run the tools of the token-keeper step that wrote it"
+    )]
+    OtherFormat(u32),
+}
+
+impl UnreadState {
+    fn unreadable(err: &serde_json::Error) -> Self {
+        Self::Unreadable(json_error(err))
+    }
+}
+
 /// The state in `bytes`, of this format only: another version of token-keeper wrote any other.
-fn read_state(bytes: &[u8]) -> Result<State, String> {
+fn read_state(bytes: &[u8]) -> Result<State, UnreadState> {
     #[derive(Deserialize)]
     struct Versioned {
         version: u32,
     }
-    // serde's message can quote a value of the file, a token among them: only where.
-    let unreadable = |err: serde_json::Error| format!("it {}", json_error(&err));
-    let other_format = |version: u32| {
-        format!(
-            "it is of format {version}, and this token-keeper reads format {STATE_VERSION}: run the tools of the token-keeper step that wrote it"
-        )
-    };
     match serde_json::from_slice::<State>(bytes) {
         Ok(state) if state.version == STATE_VERSION => Ok(state),
-        Ok(state) => Err(other_format(state.version)),
+        Ok(state) => Err(UnreadState::OtherFormat(state.version)),
         // Read again only to word the error: another format need not read as this one.
         Err(err) => match serde_json::from_slice::<Versioned>(bytes) {
             Ok(versioned) if versioned.version != STATE_VERSION => {
-                Err(other_format(versioned.version))
+                Err(UnreadState::OtherFormat(versioned.version))
             }
-            Ok(_) => Err(unreadable(err)),
-            Err(probe) => Err(unreadable(probe)),
+            Ok(_) => Err(UnreadState::unreadable(&err)),
+            Err(probe) => Err(UnreadState::unreadable(&probe)),
         },
     }
 }
@@ -884,9 +896,13 @@ mod tests {
         assert_eq!(read_state(&bytes).unwrap(), state);
         let mut older: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         older["version"] = 1.into();
-        let err = read_state(&serde_json::to_vec(&older).unwrap()).unwrap_err();
+        let err = read_state(&serde_json::to_vec(&older).unwrap())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("format 1"), "{err}");
-        let damaged = read_state(br#"{"version": "ghs_quoted"}"#).unwrap_err();
+        let damaged = read_state(br#"{"version": "ghs_quoted"}"#)
+            .unwrap_err()
+            .to_string();
         assert!(!damaged.contains("ghs_"), "{damaged}");
     }
 

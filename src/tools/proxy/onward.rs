@@ -30,8 +30,8 @@ pub(super) struct Onwards {
 impl Onwards {
     /// The proxies `env` names. One that is not an `http://` URL is refused: our connections to
     /// it would not be what the user meant.
-    pub(super) fn from_env(env: &Env) -> Result<Self, String> {
-        let pick = |names: [&'static str; 2]| -> Result<Option<Onward>, String> {
+    pub(super) fn from_env(env: &Env) -> Result<Self, BadOnward> {
+        let pick = |names: [&'static str; 2]| -> Result<Option<Onward>, BadOnward> {
             names
                 .into_iter()
                 .find_map(|name| env.given(name).map(|url| onward(name, url)))
@@ -57,22 +57,39 @@ impl Onwards {
     }
 }
 
-fn onward(name: &str, text: &str) -> Result<Onward, String> {
-    let bad = |why: &str| format!("`{name}`: {why}: use `http://[USER:PASSWORD@]HOST:PORT`");
+/// A proxy variable of the user's that names no proxy ours can go through, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("`{name}`: {why}: use `http://[USER:PASSWORD@]HOST:PORT`")]
+pub(super) struct BadOnward {
+    name: &'static str,
+    why: Unfit,
+}
+
+/// What is wrong with a proxy's URL.
+#[derive(Debug, thiserror::Error)]
+enum Unfit {
+    #[error("not a URL")]
+    NotUrl,
+    /// Its scheme, shortened.
+    #[error("a `{0}` proxy is not one token-keeper's proxy can go through")]
+    Scheme(String),
+    #[error("no host")]
+    NoHost,
+}
+
+fn onward(name: &'static str, text: &str) -> Result<Onward, BadOnward> {
+    let bad = |why: Unfit| BadOnward { name, why };
     // curl takes a bare `host:port` as an http proxy.
     let text = if text.contains("://") {
         text.to_owned()
     } else {
         format!("http://{text}")
     };
-    let url = Url::parse(&text).map_err(|_| bad("not a URL"))?;
+    let url = Url::parse(&text).map_err(|_| bad(Unfit::NotUrl))?;
     if url.scheme() != "http" {
-        return Err(bad(&format!(
-            "a `{}` proxy is not one token-keeper's proxy can go through",
-            messages::short(url.scheme())
-        )));
+        return Err(bad(Unfit::Scheme(messages::short(url.scheme()))));
     }
-    let host = url.host_str().ok_or_else(|| bad("no host"))?;
+    let host = url.host_str().ok_or_else(|| bad(Unfit::NoHost))?;
     let authorization = (!url.username().is_empty()).then(|| {
         let user = percent(url.username());
         let password = percent(url.password().unwrap_or_default());
@@ -129,7 +146,7 @@ mod tests {
         let none = Onwards::from_env(&Env::default()).unwrap();
         assert_eq!(none.for_host("api.github.com", true), None);
         let socks = Env::from_pairs([("https_proxy", "socks5://127.0.0.1:1080")]);
-        let err = Onwards::from_env(&socks).unwrap_err();
+        let err = Onwards::from_env(&socks).unwrap_err().to_string();
         assert!(err.starts_with("`https_proxy`: a `socks5` proxy"), "{err}");
     }
 }

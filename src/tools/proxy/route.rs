@@ -187,26 +187,33 @@ fn in_range(entry: &str, host: &str) -> bool {
     false
 }
 
-/// Whether `name` may name a token variable: ASCII letters, digits and `_`, not starting with a
-/// digit, at most `LONGEST_NAME` characters. The refusal quotes the name only when it cannot be a secret.
-pub(crate) fn check_variable_name(name: &str) -> Result<(), String> {
-    let looks = format!(
+/// Why a name cannot name a token variable: a secret in it, or no variable's name at all.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum BadVariableName {
+    #[error("a token variable's name holds {0}: {looks}", looks = looks())]
+    Secret(&'static str),
+    #[error("`{0}` is not a variable's name: {looks}", looks = looks())]
+    NotAName(String),
+}
+
+/// What a variable's name looks like, the end of each refusal of one.
+fn looks() -> String {
+    format!(
         "a variable's name is ASCII letters, digits and `_`, not starting with a digit, \
          at most {LONGEST_NAME} characters, like `RENOVATE_TOKEN`"
-    );
+    )
+}
+
+/// Whether `name` may name a token variable: ASCII letters, digits and `_`, not starting with a
+/// digit, at most `LONGEST_NAME` characters. The refusal quotes the name only when it cannot be a secret.
+pub(crate) fn check_variable_name(name: &str) -> Result<(), BadVariableName> {
     if let Some(kind) = secret::kind_in(name) {
-        return Err(format!(
-            "a token variable's name holds {}: {looks}",
-            kind.what()
-        ));
+        return Err(BadVariableName::Secret(kind.what()));
     }
     if name.len() <= LONGEST_NAME && crate::env::is_name(name) {
         Ok(())
     } else {
-        Err(format!(
-            "`{}` is not a variable's name: {looks}",
-            messages::short(name)
-        ))
+        Err(BadVariableName::NotAName(messages::short(name)))
     }
 }
 
@@ -432,13 +439,13 @@ mod tests {
             format!("RENOVATE_TOKEN={token}"),
             format!("1{token}"),
         ] {
-            let err = check_variable_name(&bad).unwrap_err();
+            let err = check_variable_name(&bad).unwrap_err().to_string();
             assert!(
                 !err.contains(&token) && err.contains("like `RENOVATE_TOKEN`"),
                 "{err}"
             );
         }
-        let err = check_variable_name("MY-TOKEN").unwrap_err();
+        let err = check_variable_name("MY-TOKEN").unwrap_err().to_string();
         assert!(
             err.starts_with("`MY-TOKEN` is not a variable's name"),
             "{err}"

@@ -138,18 +138,54 @@ fn connect(shared: Arc<Shared>, request: Request<Incoming>) -> Response<Body> {
     status(StatusCode::OK)
 }
 
+/// Why a connection through the proxy ended, or a request in it got no answer.
+#[derive(Debug, thiserror::Error)]
+enum Broken {
+    #[error("the client's TLS handshake stalled")]
+    ClientStalled,
+    #[error("the TLS name is not the CONNECT target")]
+    NotTheTarget,
+    #[error("no connection to the host")]
+    NoConnection,
+    #[error("a plain request without its host")]
+    NoHost,
+    #[error("the host did not answer in time")]
+    HostLate,
+    #[error("the host's TLS handshake stalled")]
+    HostStalled,
+    #[error("the user's proxy did not answer in time")]
+    ProxyLate,
+    #[error("the user's proxy: {0}")]
+    ProxyFailed(std::io::Error),
+    /// The status it answered with, cleaned.
+    #[error("the user's proxy answered `CONNECT` with {0}")]
+    ProxyRefused(String),
+    #[error(transparent)]
+    Authority(anyhow::Error),
+    #[error(transparent)]
+    Io(std::io::Error),
+    #[error(transparent)]
+    Http(hyper::Error),
+    #[error(transparent)]
+    Header(hyper::header::InvalidHeaderValue),
+    #[error(transparent)]
+    Uri(hyper::http::uri::InvalidUri),
+    #[error(transparent)]
+    Name(tokio_rustls::rustls::pki_types::InvalidDnsNameError),
+}
+
 /// Untouched bytes both ways between the client and `host:port`.
 async fn tunnel(
     shared: &Shared,
     mut client: impl AsyncRead + AsyncWrite + Unpin,
     host: &str,
     port: u16,
-) -> Result<(), String> {
+) -> Result<(), Broken> {
     let mut upstream = dial(shared, host, port).await?;
     tokio::io::copy_bidirectional(&mut client, &mut upstream)
         .await
         .map(drop)
-        .map_err(|e| e.to_string())
+        .map_err(Broken::Io)
 }
 
 /// End the client's TLS as `host`, and forward each request it sends over one connection of
@@ -159,20 +195,20 @@ async fn intercept(
     client: impl AsyncRead + AsyncWrite + Unpin + Send + 'static,
     host: &str,
     port: u16,
-) -> Result<(), String> {
+) -> Result<(), Broken> {
     let config = shared
         .authority
         .server_config(host)
-        .map_err(|e| e.to_string())?;
+        .map_err(Broken::Authority)?;
     let accepted =
         tokio::time::timeout(HANDSHAKE_TIMEOUT, TlsAcceptor::from(config).accept(client))
             .await
-            .map_err(|_| "the client's TLS handshake stalled".to_owned())?
-            .map_err(|e| e.to_string())?;
+            .map_err(|_| Broken::ClientStalled)?
+            .map_err(Broken::Io)?;
     // The certificate names the CONNECT target: a client that asked for another name gets none.
     let named = accepted.get_ref().1.server_name();
     if !named.is_some_and(|name| name.eq_ignore_ascii_case(host)) {
-        return Err("the TLS name is not the CONNECT target".into());
+        return Err(Broken::NotTheTarget);
     }
     let upstream: Arc<Mutex<Option<SendRequest<Incoming>>>> = Arc::default();
     let (shared, host) = (shared.clone(), host.to_owned());
@@ -193,7 +229,7 @@ async fn intercept(
         .serve_connection(TokioIo::new(accepted), service)
         .with_upgrades()
         .await
-        .map_err(|e| e.to_string())
+        .map_err(Broken::Http)
 }
 
 /// One request to a host we serve: checked to be for it, our token swapped for the live one,
@@ -204,7 +240,7 @@ async fn forward(
     port: u16,
     upstream: &Mutex<Option<SendRequest<Incoming>>>,
     mut request: Request<Incoming>,
-) -> Result<Response<Body>, String> {
+) -> Result<Response<Body>, Broken> {
     if !for_host(&request, host, port) {
         return Ok(status(StatusCode::MISDIRECTED_REQUEST));
     }
@@ -218,7 +254,7 @@ async fn forward(
     if let Some(value) = carried.filter(|value| swapped(value, ours, "").is_some()) {
         let live = shared.live().await;
         if let Some(value) = swapped(&value, ours, live.expose()) {
-            let value = HeaderValue::from_str(&value).map_err(|e| e.to_string())?;
+            let value = HeaderValue::from_str(&value).map_err(Broken::Header)?;
             request.headers_mut().insert(AUTHORIZATION, value);
         }
     }
@@ -233,7 +269,7 @@ async fn send_upstream(
     port: u16,
     upstream: &Mutex<Option<SendRequest<Incoming>>>,
     request: Request<Incoming>,
-) -> Result<Response<Body>, String> {
+) -> Result<Response<Body>, Broken> {
     tracing::debug!(
         "proxy: {} https://{}{}",
         request.method(),
@@ -247,9 +283,9 @@ async fn send_upstream(
         *sender = Some(handshake(tls).await?);
     }
     let Some(sender) = sender.as_mut() else {
-        return Err("no connection to the host".into());
+        return Err(Broken::NoConnection);
     };
-    sender.ready().await.map_err(|e| e.to_string())?;
+    sender.ready().await.map_err(Broken::Http)?;
     send(sender, request).await
 }
 
@@ -259,17 +295,17 @@ async fn send_upstream(
 async fn forward_plain(
     shared: &Shared,
     mut request: Request<Incoming>,
-) -> Result<Response<Body>, String> {
+) -> Result<Response<Body>, Broken> {
     let (host, port) = request
         .uri()
         .authority()
         .map(|a| (a.host().to_owned(), a.port_u16().unwrap_or(80)))
-        .ok_or("a plain request without its host")?;
+        .ok_or(Broken::NoHost)?;
     request.headers_mut().remove(PROXY_AUTHORIZATION);
     let stream = match shared.onwards.for_host(&host, false) {
         Some(onward) => {
             if let Some(value) = &onward.authorization {
-                let value = HeaderValue::from_str(value).map_err(|e| e.to_string())?;
+                let value = HeaderValue::from_str(value).map_err(Broken::Header)?;
                 request.headers_mut().insert(PROXY_AUTHORIZATION, value);
             }
             connect_to(shared, &onward.host, onward.port).await?
@@ -280,7 +316,7 @@ async fn forward_plain(
                 .path_and_query()
                 .map_or("/", |p| p.as_str())
                 .parse::<Uri>()
-                .map_err(|e| e.to_string())?;
+                .map_err(Broken::Uri)?;
             *request.uri_mut() = path;
             connect_to(shared, &host, port).await?
         }
@@ -293,12 +329,9 @@ async fn forward_plain(
 async fn send(
     sender: &mut SendRequest<Incoming>,
     mut request: Request<Incoming>,
-) -> Result<Response<Body>, String> {
+) -> Result<Response<Body>, Broken> {
     let client_side = hyper::upgrade::on(&mut request);
-    let mut response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut response = sender.send_request(request).await.map_err(Broken::Http)?;
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         let host_side = hyper::upgrade::on(&mut response);
         tokio::spawn(async move {
@@ -327,7 +360,7 @@ fn for_host(request: &Request<Incoming>, host: &str, port: u16) -> bool {
 
 /// A connection for TLS or a tunnel to `host:port`: through the user's own proxy when they have
 /// one for it, else straight.
-async fn dial(shared: &Shared, host: &str, port: u16) -> Result<TcpStream, String> {
+async fn dial(shared: &Shared, host: &str, port: u16) -> Result<TcpStream, Broken> {
     let Some(onward) = shared.onwards.for_host(host, true) else {
         return connect_to(shared, host, port).await;
     };
@@ -342,18 +375,15 @@ async fn dial(shared: &Shared, host: &str, port: u16) -> Result<TcpStream, Strin
         read_head(&mut stream).await
     })
     .await
-    .map_err(|_| "the user's proxy did not answer in time".to_owned())?
-    .map_err(|e| format!("the user's proxy: {e}"))?;
+    .map_err(|_| Broken::ProxyLate)?
+    .map_err(Broken::ProxyFailed)?;
     let status = answer
         .split_whitespace()
         .nth(1)
         .unwrap_or_default()
         .to_owned();
     if status != "200" {
-        return Err(format!(
-            "the user's proxy answered `CONNECT` with {}",
-            messages::foreign(&status)
-        ));
+        return Err(Broken::ProxyRefused(messages::foreign(&status)));
     }
     Ok(stream)
 }
@@ -372,7 +402,7 @@ async fn read_head(stream: &mut TcpStream) -> std::io::Result<String> {
 }
 
 /// A TCP connection to `host:port`, or to where the caller's `TOKEN_KEEPER_RESOLVE` sends it.
-async fn connect_to(shared: &Shared, host: &str, port: u16) -> Result<TcpStream, String> {
+async fn connect_to(shared: &Shared, host: &str, port: u16) -> Result<TcpStream, Broken> {
     let connecting = match shared.http_env.address_of(host) {
         Some(to) => {
             let port = to.port.unwrap_or(port);
@@ -381,8 +411,8 @@ async fn connect_to(shared: &Shared, host: &str, port: u16) -> Result<TcpStream,
         None => tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host, port))).await,
     };
     let stream = connecting
-        .map_err(|_| "the host did not answer in time".to_owned())?
-        .map_err(|e| e.to_string())?;
+        .map_err(|_| Broken::HostLate)?
+        .map_err(Broken::Io)?;
     let _ = stream.set_nodelay(true);
     Ok(stream)
 }
@@ -392,25 +422,25 @@ async fn dial_tls(
     shared: &Shared,
     host: &str,
     port: u16,
-) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, Broken> {
     let stream = dial(shared, host, port).await?;
-    let name = ServerName::try_from(host.to_owned()).map_err(|e| e.to_string())?;
+    let name = ServerName::try_from(host.to_owned()).map_err(Broken::Name)?;
     tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
         TlsConnector::from(shared.upstream.clone()).connect(name, stream),
     )
     .await
-    .map_err(|_| "the host's TLS handshake stalled".to_owned())?
-    .map_err(|e| e.to_string())
+    .map_err(|_| Broken::HostStalled)?
+    .map_err(Broken::Io)
 }
 
 async fn handshake(
     io: impl AsyncRead + AsyncWrite + Unpin + Send + 'static,
-) -> Result<SendRequest<Incoming>, String> {
+) -> Result<SendRequest<Incoming>, Broken> {
     let (sender, connection) = hyper::client::conn::http1::Builder::new()
         .handshake(TokioIo::new(io))
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(Broken::Http)?;
     tokio::spawn(async move {
         let _ = connection.with_upgrades().await;
     });

@@ -222,17 +222,29 @@ struct Served {
     message: Option<String>,
 }
 
+/// Why a metadata service's answer gives no credentials.
+#[derive(Debug, thiserror::Error)]
+enum NotServed {
+    /// Not the JSON of credentials: the detail says where.
+    #[error("its answer is not credentials ({0})")]
+    Unreadable(String),
+    /// A failure the service reported, its code and message cleaned.
+    #[error("it answered `{code}`: {said}")]
+    Failed { code: String, said: String },
+    #[error("its answer has no `AccessKeyId` and `SecretAccessKey`")]
+    NoKeys,
+}
+
 impl Served {
-    fn read(body: &[u8], from: String) -> Result<Credentials, String> {
-        let served: Served = serde_json::from_slice(body).map_err(|e| {
-            format!(
-                "its answer is not credentials ({})",
-                messages::json_error(&e)
-            )
-        })?;
+    fn read(body: &[u8], from: String) -> Result<Credentials, NotServed> {
+        let served: Served = serde_json::from_slice(body)
+            .map_err(|e| NotServed::Unreadable(messages::json_error(&e)))?;
         if let Some(code) = served.code.as_deref().filter(|c| *c != "Success") {
             let said = messages::foreign(served.message.as_deref().unwrap_or(""));
-            return Err(format!("it answered `{}`: {said}", code_name(code)));
+            return Err(NotServed::Failed {
+                code: code_name(code),
+                said,
+            });
         }
         match (served.access_key_id, served.secret_access_key) {
             (Some(id), Some(secret)) if !id.is_empty() && !secret.is_empty() => Ok(Credentials {
@@ -241,7 +253,7 @@ impl Served {
                 session_token: served.token.filter(|t| !t.is_empty()).map(Secret::new),
                 from,
             }),
-            _ => Err("its answer has no `AccessKeyId` and `SecretAccessKey`".into()),
+            _ => Err(NotServed::NoKeys),
         }
     }
 }
@@ -272,11 +284,12 @@ async fn container(aws: &Aws, env: &Env, url: Url) -> Result<Credentials, AwsErr
     let answer = aws
         .metadata(Method::GET, url.clone(), &headers)
         .await
-        .map_err(broken)?;
+        .map_err(|why| broken(why.to_string()))?;
     if answer.status != 200 {
         return Err(broken(format!("it answered {}", answer.status)));
     }
-    Served::read(&answer.body, "the container's credentials service".into()).map_err(broken)
+    Served::read(&answer.body, "the container's credentials service".into())
+        .map_err(|why| broken(why.to_string()))
 }
 
 /// Why IMDS gave nothing: not there (off EC2), or there and failing.
@@ -303,7 +316,7 @@ async fn instance_metadata(aws: &Aws, endpoint: &str) -> Result<Credentials, Imd
             &[("x-aws-ec2-metadata-token-ttl-seconds", "300")],
         )
         .await
-        .map_err(Imds::Unreachable)?;
+        .map_err(|why| Imds::Unreachable(why.to_string()))?;
     if token.status != 200 {
         return Err(Imds::Unreachable(format!(
             "its session token was refused with {}",
@@ -317,7 +330,7 @@ async fn instance_metadata(aws: &Aws, endpoint: &str) -> Result<Credentials, Imd
         let answer = aws
             .metadata(Method::GET, url(&path)?, &session)
             .await
-            .map_err(Imds::Broken)?;
+            .map_err(|why| Imds::Broken(why.to_string()))?;
         match answer.status {
             200 => Ok(answer.body),
             404 => Err(Imds::Broken("the instance has no IAM role".into())),
@@ -333,7 +346,8 @@ async fn instance_metadata(aws: &Aws, endpoint: &str) -> Result<Credentials, Imd
         .find(|l| !l.is_empty())
         .ok_or_else(|| Imds::Broken("the instance has no IAM role".into()))?;
     let body = get(format!("{ROLES}{role}")).await?;
-    Served::read(&body, "EC2's instance metadata".into()).map_err(Imds::Broken)
+    Served::read(&body, "EC2's instance metadata".into())
+        .map_err(|why| Imds::Broken(why.to_string()))
 }
 
 #[cfg(test)]
@@ -418,7 +432,7 @@ mod tests {
         assert!(found.session_token.is_some());
         let failed = br#"{"Code":"AssumeRoleUnauthorizedAccess","Message":"no role"}"#;
         assert_eq!(
-            Served::read(failed, "x".into()).unwrap_err(),
+            Served::read(failed, "x".into()).unwrap_err().to_string(),
             "it answered `AssumeRoleUnauthorizedAccess`: no role"
         );
         assert!(Served::read(b"<html>", "x".into()).is_err());
@@ -465,7 +479,7 @@ mod tests {
     fn a_served_code_keeps_a_names_characters_only() {
         let failed = br#"{"Code":"Denied_ASIA0123456789\u001b[31m","Message":"m"}"#;
         assert_eq!(
-            Served::read(failed, "x".into()).unwrap_err(),
+            Served::read(failed, "x".into()).unwrap_err().to_string(),
             "it answered `Denied_ASIAm`: m"
         );
     }

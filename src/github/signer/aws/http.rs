@@ -180,20 +180,26 @@ impl Aws {
         method: Method,
         url: Url,
         headers: &[(&str, &str)],
-    ) -> Result<Answer, String> {
+    ) -> Result<Answer, NoAnswer> {
         let mut request = self.local.request(method, url);
         for (name, value) in headers {
             request = with_header(request, name, value);
         }
         match tokio::time::timeout(METADATA_TIMEOUT * 2, read(request)).await {
-            Err(_) => Err(format!(
-                "no answer within {}s",
-                (METADATA_TIMEOUT * 2).as_secs()
-            )),
-            Ok(Err(err)) => Err(cause(&err)),
+            Err(_) => Err(NoAnswer::Late((METADATA_TIMEOUT * 2).as_secs())),
+            Ok(Err(err)) => Err(NoAnswer::Failed(cause(&err))),
             Ok(Ok(answer)) => Ok(answer),
         }
     }
+}
+
+/// Why a metadata service gave no answer: none in time, or the request failed (its cause).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum NoAnswer {
+    #[error("no answer within {0}s")]
+    Late(u64),
+    #[error("{0}")]
+    Failed(String),
 }
 
 /// `request` with the header `name`, marked sensitive when it carries a credential.

@@ -46,7 +46,7 @@ impl Kms {
         let answer: PublicKeyAnswer = self.call("GetPublicKey", &body).await?;
         check_signs_rs256(&answer).map_err(|why| AwsError::WrongKeyType {
             key: self.key.clone(),
-            why,
+            why: why.to_string(),
         })?;
         STANDARD
             .decode(answer.public_key.trim())
@@ -143,23 +143,31 @@ impl Kms {
     }
 }
 
+/// Why a key cannot sign RS256: its type, its usage or its algorithms (cleaned, as KMS named them).
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+enum CannotSignRs256 {
+    #[error("it is a `{0}` key, and only RSA keys sign RS256")]
+    NotRsa(String),
+    #[error("its key usage is `{0}`")]
+    Usage(String),
+    #[error("it does not offer `{ALGORITHM}`")]
+    NoPkcs1Sha256,
+}
+
 /// Why a key cannot sign RS256, if it cannot: its usage, its type, its algorithms.
-fn check_signs_rs256(answer: &PublicKeyAnswer) -> Result<(), String> {
+fn check_signs_rs256(answer: &PublicKeyAnswer) -> Result<(), CannotSignRs256> {
     let spec = answer
         .key_spec
         .as_deref()
         .or(answer.customer_master_key_spec.as_deref())
         .unwrap_or("");
     if !spec.is_empty() && !spec.starts_with("RSA_") {
-        return Err(format!(
-            "it is a `{}` key, and only RSA keys sign RS256",
-            messages::foreign(spec)
-        ));
+        return Err(CannotSignRs256::NotRsa(messages::foreign(spec)));
     }
     match answer.key_usage.as_deref() {
         Some("SIGN_VERIFY") | None => {}
         Some(other) => {
-            return Err(format!("its key usage is `{}`", messages::foreign(other)));
+            return Err(CannotSignRs256::Usage(messages::foreign(other)));
         }
     }
     if !answer
@@ -168,7 +176,7 @@ fn check_signs_rs256(answer: &PublicKeyAnswer) -> Result<(), String> {
         .flatten()
         .any(|a| a == ALGORITHM)
     {
-        return Err(format!("it does not offer `{ALGORITHM}`"));
+        return Err(CannotSignRs256::NoPkcs1Sha256);
     }
     Ok(())
 }
@@ -215,7 +223,7 @@ mod tests {
             &["ECDSA_SHA_256"],
         );
         assert_eq!(
-            check_signs_rs256(&ecc).unwrap_err(),
+            check_signs_rs256(&ecc).unwrap_err().to_string(),
             "it is a `ECC_NIST_P256` key, and only RSA keys sign RS256"
         );
         let legacy = answer(
@@ -231,7 +239,7 @@ mod tests {
     fn an_encryption_key_is_refused_by_its_usage() {
         let encrypting = answer(Some("RSA_2048"), None, "ENCRYPT_DECRYPT", &[]);
         assert_eq!(
-            check_signs_rs256(&encrypting).unwrap_err(),
+            check_signs_rs256(&encrypting).unwrap_err().to_string(),
             "its key usage is `ENCRYPT_DECRYPT`"
         );
         let pss_only = answer(
@@ -243,6 +251,7 @@ mod tests {
         assert!(
             check_signs_rs256(&pss_only)
                 .unwrap_err()
+                .to_string()
                 .contains(ALGORITHM)
         );
     }
