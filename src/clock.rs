@@ -58,6 +58,11 @@ impl Sub for LocalTime {
 pub(crate) struct Offset(pub(crate) i64);
 
 impl Offset {
+    /// The offset that a server's moment `theirs`, seen at our moment `ours`, shows.
+    pub(crate) fn between(theirs: ServerTime, ours: LocalTime) -> Self {
+        Offset(theirs.0 - ours.0)
+    }
+
     /// The server's moment `at`, on our clock.
     pub(crate) fn ours(self, at: ServerTime) -> LocalTime {
         LocalTime(at.0 - self.0)

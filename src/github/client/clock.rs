@@ -30,10 +30,10 @@ impl Clock {
         let Some(server) = header_date(headers) else {
             return;
         };
-        let measured = server - unix_now().0;
+        let measured = Offset::between(server, unix_now());
         // `Date` has one-second resolution: ignore jitter around the known offset.
-        if (measured - self.offset().0).abs() > 2 {
-            self.set(Offset(measured));
+        if (measured.0 - self.offset().0).abs() > 2 {
+            self.set(measured);
         }
     }
 
@@ -43,13 +43,15 @@ impl Clock {
     }
 }
 
-/// The time an answer's `Date` header gives, unix seconds.
-fn header_date(headers: &HeaderMap) -> Option<i64> {
+/// The time an answer's `Date` header gives.
+fn header_date(headers: &HeaderMap) -> Option<ServerTime> {
     http_date(headers.get(reqwest::header::DATE)?.to_str().ok()?)
 }
 
-/// An HTTP date (`Thu, 01 Jan 1970 00:00:30 GMT`), unix seconds.
-pub(super) fn http_date(text: &str) -> Option<i64> {
+/// An HTTP date (`Thu, 01 Jan 1970 00:00:30 GMT`), on the clock of the server that sent it.
+pub(super) fn http_date(text: &str) -> Option<ServerTime> {
     let at = httpdate::parse_http_date(text).ok()?;
-    Some(at.duration_since(UNIX_EPOCH).ok()?.as_secs() as i64)
+    Some(ServerTime(
+        at.duration_since(UNIX_EPOCH).ok()?.as_secs() as i64
+    ))
 }

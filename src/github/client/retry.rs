@@ -214,7 +214,7 @@ fn retry_after(value: Option<&str>, server_now: ServerTime) -> Option<Duration> 
     }
     let at = http_date(value)?;
     Some(Duration::from_secs(
-        at.saturating_sub(server_now.0).max(0) as u64
+        at.0.saturating_sub(server_now.0).max(0) as u64,
     ))
 }
 
