@@ -36,7 +36,7 @@ impl Secret {
             return Err("is empty");
         }
         if value.len() > MAX_LEN {
-            return Err("is longer than any token (4 KiB)");
+            return Err("is longer than any token GitHub issues");
         }
         let allowed = |c: char| c.is_ascii_alphanumeric() || "_-.~+/=".contains(c);
         if !value.chars().all(allowed) {

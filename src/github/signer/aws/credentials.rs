@@ -152,7 +152,7 @@ async fn web_identity(
     sts::assume_role_with_web_identity(aws, env, region, role, session, &token, whence).await
 }
 
-/// A token in a file a variable names, trimmed, and checked to fit in a header.
+/// A token in a file a variable names, trimmed, and checked as `header_token` checks it.
 fn read_token_file(path: &str, variable: &str) -> Result<Secret, AwsError> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         AwsError::Credentials(format!(
@@ -160,12 +160,28 @@ fn read_token_file(path: &str, variable: &str) -> Result<Secret, AwsError> {
             messages::short(path)
         ))
     })?;
-    Secret::checked(text.trim().to_owned()).map_err(|why| {
+    header_token(text.trim()).map_err(|why| {
         AwsError::Credentials(format!(
             "`{variable}`'s file `{}` {why}",
             messages::short(path)
         ))
     })
+}
+
+/// A token for a header or STS's form, as AWS's tools hand them over: not empty, no longer
+/// than STS takes a web identity, and with no control character, which would end the header.
+/// Blanks are allowed: a container's token may be `Basic …`.
+fn header_token(token: &str) -> Result<Secret, &'static str> {
+    if token.is_empty() {
+        return Err("is empty");
+    }
+    if token.chars().count() > 20_000 {
+        return Err("is longer than any web identity STS takes (20,000 characters)");
+    }
+    if token.chars().any(char::is_control) {
+        return Err("has a control character (a line break, say), which no token has");
+    }
+    Ok(Secret::new(token.to_owned()))
 }
 
 /// The container credentials' URL: `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI` under ECS's
@@ -265,7 +281,7 @@ async fn container(aws: &Aws, env: &Env, url: Url) -> Result<Credentials, AwsErr
             "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
         )?),
         None => match env.given("AWS_CONTAINER_AUTHORIZATION_TOKEN") {
-            Some(token) => Some(Secret::checked(token.trim().to_owned()).map_err(|why| {
+            Some(token) => Some(header_token(token.trim()).map_err(|why| {
                 AwsError::Credentials(format!("`AWS_CONTAINER_AUTHORIZATION_TOKEN` {why}"))
             })?),
             None => None,
@@ -447,11 +463,17 @@ mod tests {
         assert!(
             err.unwrap_err()
                 .to_string()
-                .ends_with("has characters no token has (a blank, a line break or a symbol)")
+                .ends_with("has a control character (a line break, say), which no token has")
         );
+        assert!(
+            header_token("Basic dXNlcjpwYXNz").is_ok(),
+            "a blank is a header's"
+        );
+        assert!(header_token(&"j".repeat(20_000)).is_ok());
+        assert!(header_token(&"j".repeat(20_001)).is_err());
         let env = Env::from_pairs([
             ("AWS_CONTAINER_CREDENTIALS_FULL_URI", "http://127.0.0.1:9/"),
-            ("AWS_CONTAINER_AUTHORIZATION_TOKEN", "a b"),
+            ("AWS_CONTAINER_AUTHORIZATION_TOKEN", "a\rb"),
         ]);
         let url = container_url(&env).unwrap().unwrap();
         let server = crate::github::client::Server {
@@ -470,7 +492,7 @@ mod tests {
         let err = runtime.block_on(container(&aws, &env, url)).unwrap_err();
         assert!(
             err.to_string()
-                .starts_with("`AWS_CONTAINER_AUTHORIZATION_TOKEN` has characters"),
+                .starts_with("`AWS_CONTAINER_AUTHORIZATION_TOKEN` has a control character"),
             "{err}"
         );
     }
