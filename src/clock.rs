@@ -60,17 +60,17 @@ pub(crate) struct Offset(pub(crate) i64);
 impl Offset {
     /// The offset that a server's moment `theirs`, seen at our moment `ours`, shows.
     pub(crate) fn between(theirs: ServerTime, ours: LocalTime) -> Self {
-        Offset(theirs.0 - ours.0)
+        Offset(theirs.0.saturating_sub(ours.0))
     }
 
     /// The server's moment `at`, on our clock.
     pub(crate) fn ours(self, at: ServerTime) -> LocalTime {
-        LocalTime(at.0 - self.0)
+        LocalTime(at.0.saturating_sub(self.0))
     }
 
     /// Our moment `now`, on the server's clock.
     pub(crate) fn theirs(self, now: LocalTime) -> ServerTime {
-        ServerTime(now.0 + self.0)
+        ServerTime(now.0.saturating_add(self.0))
     }
 }
 
