@@ -391,7 +391,8 @@ const NEW_TOKEN_GRACE: Duration = Duration::from_secs(8);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct BotUser {
     pub(crate) login: String,
-    /// Its numeric id, or why GitHub did not say (a server without the user, an odd answer).
+    /// Its numeric id, or why it is not known (a server without the user, an odd answer, a new
+    /// token not accepted yet).
     pub(crate) id: Result<u64, NoBotId>,
 }
 

@@ -1133,7 +1133,12 @@ mod tests {
         for (key, words) in refusals {
             let refusal = app(|g| g.aws_kms_key = Some(key.clone())).unwrap_err();
             assert_refused(&refusal, Setting::AwsKmsKey, words);
-            assert!(!refusal.message.contains(&key), "{}", refusal.message);
+            let quoted = |part: &str| refusal.message.contains(part);
+            assert!(
+                !quoted(token) && !quoted("app key") && !quoted("aaaaaaaa"),
+                "{}",
+                refusal.message
+            );
         }
         let arn = "arn:aws-us-gov:kms:us-gov-west-1:111122223333:key/mrk-1234abcd12ab34cd56ef1234567890ab";
         assert!(app(|g| g.aws_kms_key = Some(arn.into())).is_ok());

@@ -14,7 +14,6 @@ use crate::fake_github::{APP_ID, APP_KEY};
 use crate::runner::binary;
 use crate::scene::Scene;
 
-/// [`crate::assert_success`] under the name `tests/kms.rs` calls it by.
 /// Nothing of the job's stores is left in its temporary folder.
 #[track_caller]
 pub fn assert_nothing_left(job: &CiJob) {

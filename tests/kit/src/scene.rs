@@ -137,7 +137,6 @@ impl KeylessScene {
     }
 }
 
-/// [`crate::assert_success`] of git, under the name `tests/kms.rs` calls it by.
 /// Nothing in the job's state is, or names, a private key.
 pub fn assert_no_key_material(dir: &Path) {
     if !dir.exists() {
