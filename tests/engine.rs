@@ -125,10 +125,7 @@ async fn on_old_runners_the_built_image_keeps_the_state_under_github_home() {
     main.assert_ok();
     assert!(main.env["GIT_CONFIG_VALUE_1"].contains("$RUNNER_TEMP/_github_home/token-keeper/"));
     let step = LaterStep::after(&w.job, &main);
-    assert_success(
-        "git",
-        &step.git(&["ls-remote", &w.repo_url("Octo-Org", "app")]),
-    );
+    step.assert_git(&["ls-remote", &w.repo_url("Octo-Org", "app")]);
 
     w.job.post(&inputs, &main.state, view).assert_ok();
     assert!(w.github.world().live_tokens().is_empty());
@@ -172,10 +169,7 @@ async fn a_keyless_job_runs_on_the_built_image() {
     assert_no_key_material(&root);
     let step = k.later(&main);
     age_cached_token(&k.job, &main, 50 * 60);
-    assert_success(
-        "git",
-        &step.git(&["ls-remote", &k.repo_url("Octo-Org", "app")]),
-    );
+    step.assert_git(&["ls-remote", &k.repo_url("Octo-Org", "app")]);
     assert_eq!(k.sts.world().exchanges, 2, "the later step exchanged again");
     k.job.post(&inputs, &main.state, view).assert_ok();
     assert!(k.github.world().live_tokens().is_empty());

@@ -52,10 +52,7 @@ async fn a_keyless_long_build_pushes_after_an_hour_and_post_revokes_everything()
 
     let step = k.later(&main);
     let repo = step.dir.path().join("app");
-    assert_success(
-        "git",
-        &step.git(&["clone", "--quiet", &k.repo_url("Octo-Org", "app"), "app"]),
-    );
+    step.assert_git(&["clone", "--quiet", &k.repo_url("Octo-Org", "app"), "app"]);
     age_cached_token(&k.job, &main, 50 * 60);
     fs::write(repo.join("late.txt"), "built an hour later\n").unwrap();
     assert_success("git", &step.git_in(&repo, &["add", "late.txt"]));
@@ -222,14 +219,8 @@ async fn keyless_and_keyed_steps_work_side_by_side() {
     );
     keyed.assert_ok();
     let step = k.later(&keyed);
-    assert_success(
-        "git",
-        &step.git(&["ls-remote", &k.repo_url("Octo-Org", "app")]),
-    );
-    assert_success(
-        "git",
-        &step.git(&["ls-remote", &k.repo_url("Other-Org", "tools")]),
-    );
+    step.assert_git(&["ls-remote", &k.repo_url("Octo-Org", "app")]);
+    step.assert_git(&["ls-remote", &k.repo_url("Other-Org", "tools")]);
     let dirs: Vec<_> = [&keyless, &keyed]
         .iter()
         .map(|run| k.job.host_path(&run.state["dir"]))

@@ -48,10 +48,7 @@ async fn with_git_identity_later_commits_are_the_bots() {
         .main(&w.inputs(&[("git-identity", "true")]), View::Host);
     main.assert_ok();
     let step = LaterStep::after(&w.job, &main);
-    assert_success(
-        "git",
-        &step.git(&["clone", "--quiet", &w.repo_url("Octo-Org", "app"), "app"]),
-    );
+    step.assert_git(&["clone", "--quiet", &w.repo_url("Octo-Org", "app"), "app"]);
     let repo = step.dir.path().join("app");
     fs::write(repo.join("bot.txt"), "committed by the App\n").unwrap();
     assert_success("git", &step.git_in(&repo, &["add", "bot.txt"]));
@@ -430,7 +427,7 @@ async fn without_the_shim_a_late_push_fails() {
         "http://",
         &format!("http://x-access-token:{}@", main.outputs["token"]),
     );
-    assert_success("git", &step.git(&["clone", "--quiet", &url, "app"]));
+    step.assert_git(&["clone", "--quiet", &url, "app"]);
     std::thread::sleep(Duration::from_millis(2500));
     let output = step.git_in(
         &step.dir.path().join("app"),
@@ -482,14 +479,8 @@ async fn the_shim_answers_only_inside_the_token_scope() {
     let main = w.job.main(&inputs, View::Host);
     main.assert_ok();
     let step = LaterStep::after(&w.job, &main);
-    assert_success(
-        "git",
-        &step.git(&["ls-remote", &w.repo_url("Octo-Org", "app")]),
-    );
-    assert_success(
-        "git",
-        &step.git(&["ls-remote", &w.repo_url("octo-org", "app")]),
-    );
+    step.assert_git(&["ls-remote", &w.repo_url("Octo-Org", "app")]);
+    step.assert_git(&["ls-remote", &w.repo_url("octo-org", "app")]);
     // Another repository of the owner, another owner, another host: nothing from us.
     for url in [
         w.repo_url("Octo-Org", "lib"),
@@ -567,15 +558,9 @@ async fn a_stale_checkout_header_is_neutralised_only_in_scope() {
     );
 
     // Octo-Org: the header (a token that does not cover it) is cleared, the helper answers.
-    assert_success(
-        "git",
-        &step.git(&["ls-remote", &w.repo_url("Octo-Org", "app")]),
-    );
+    step.assert_git(&["ls-remote", &w.repo_url("Octo-Org", "app")]);
     // Other-Org: its header still works.
-    assert_success(
-        "git",
-        &step.git(&["ls-remote", &w.repo_url("Other-Org", "tools")]),
-    );
+    step.assert_git(&["ls-remote", &w.repo_url("Other-Org", "tools")]);
     // The earlier step's entries survive.
     let alias = step.git(&["config", "alias.earlier"]);
     assert_eq!(String::from_utf8_lossy(&alias.stdout).trim(), "status");
@@ -595,7 +580,7 @@ async fn erase_of_a_refused_token_makes_the_next_call_remint() {
     let refused = step.git(&["ls-remote", &url]);
     assert!(!refused.status.success());
     assert_eq!(w.github.mints(), 1, "a get does not re-mint a young token");
-    assert_success("git", &step.git(&["ls-remote", &url]));
+    step.assert_git(&["ls-remote", &url]);
     assert_eq!(w.github.mints(), 2, "the erase made the next get re-mint");
 }
 
@@ -716,10 +701,7 @@ async fn post_revokes_every_token_of_the_job_and_removes_everything() {
     main.assert_ok();
     let step = LaterStep::after(&w.job, &main);
     age_cached_token(&w.job, &main, 50 * 60);
-    assert_success(
-        "git",
-        &step.git(&["ls-remote", &w.repo_url("Octo-Org", "app")]),
-    );
+    step.assert_git(&["ls-remote", &w.repo_url("Octo-Org", "app")]);
     assert_eq!(w.github.mints(), 2);
     assert_eq!(w.github.world().live_tokens().len(), 2);
 
@@ -777,7 +759,7 @@ async fn the_runner_user_uses_the_shim_after_a_root_main_step() {
 
     // Due for a refresh: a root process re-mints (sudo git), then the runner user reads what it wrote.
     age_cached_token(&w.job, &main, 50 * 60);
-    assert_success("git", &step.git(&["ls-remote", &url]));
+    step.assert_git(&["ls-remote", &url]);
     assert_eq!(w.github.mints(), 2);
     assert_success("git", &as_runner(&["ls-remote", &url]));
     for entry in walk(&root_dir) {
@@ -797,7 +779,7 @@ async fn the_runner_user_uses_the_shim_after_a_root_main_step() {
     moved
         .env
         .insert("RUNNER_TEMP".into(), link.to_string_lossy().into_owned());
-    assert_success("git", &moved.git(&["ls-remote", &url]));
+    moved.assert_git(&["ls-remote", &url]);
 }
 
 /// What `token-keeper token --owner OWNER` prints in a later step.
@@ -828,14 +810,8 @@ async fn steps_whose_ids_differ_only_by_punctuation_keep_their_own_state() {
     other.assert_ok();
     assert_ne!(octo.state["dir"], other.state["dir"]);
     let step = LaterStep::after(&w.job, &other);
-    assert_success(
-        "git",
-        &step.git(&["ls-remote", &w.repo_url("Octo-Org", "app")]),
-    );
-    assert_success(
-        "git",
-        &step.git(&["ls-remote", &w.repo_url("Other-Org", "tools")]),
-    );
+    step.assert_git(&["ls-remote", &w.repo_url("Octo-Org", "app")]);
+    step.assert_git(&["ls-remote", &w.repo_url("Other-Org", "tools")]);
     let token = |owner: &str| token_for(&step, owner);
     assert_eq!(token("Octo-Org"), octo.outputs["token"]);
     assert_eq!(token("Other-Org"), other.outputs["token"]);
@@ -858,14 +834,8 @@ async fn two_steps_for_two_owners_coexist() {
         other.env["GIT_CONFIG_KEY_6"],
         format!("credential.{}/Other-Org.helper", w.git_url)
     );
-    assert_success(
-        "git",
-        &step.git(&["ls-remote", &w.repo_url("Octo-Org", "app")]),
-    );
-    assert_success(
-        "git",
-        &step.git(&["ls-remote", &w.repo_url("Other-Org", "tools")]),
-    );
+    step.assert_git(&["ls-remote", &w.repo_url("Octo-Org", "app")]);
+    step.assert_git(&["ls-remote", &w.repo_url("Other-Org", "tools")]);
     assert_eq!(w.github.mints(), 2);
 
     let token = |owner: &str| token_for(&step, owner);
@@ -883,10 +853,7 @@ async fn two_steps_for_two_owners_coexist() {
         bin.exists(),
         "the first step's state still needs the binary"
     );
-    assert_success(
-        "git",
-        &step.git(&["ls-remote", &w.repo_url("Octo-Org", "app")]),
-    );
+    step.assert_git(&["ls-remote", &w.repo_url("Octo-Org", "app")]);
     w.job
         .post_as("octo", &w.inputs(&[]), &octo.state, View::Host)
         .assert_ok();
@@ -910,10 +877,7 @@ async fn old_runners_keep_the_state_under_github_home() {
         main.path
     );
     let step = LaterStep::after(&w.job, &main);
-    assert_success(
-        "git",
-        &step.git(&["ls-remote", &w.repo_url("Octo-Org", "app")]),
-    );
+    step.assert_git(&["ls-remote", &w.repo_url("Octo-Org", "app")]);
 }
 
 #[tokio::test]
@@ -1031,10 +995,7 @@ async fn system_and_global_helpers_are_not_asked_inside_the_scope_nor_given_our_
     step.env.insert("GIT_CONFIG_NOSYSTEM".into(), "0".into());
 
     // It succeeds, so git runs `store` on the scope's helpers.
-    assert_success(
-        "git",
-        &step.git(&["ls-remote", &w.repo_url("Octo-Org", "app")]),
-    );
+    step.assert_git(&["ls-remote", &w.repo_url("Octo-Org", "app")]);
     let asked = fs::read_to_string(&log).unwrap_or_default();
     for token in w.github.tokens() {
         assert!(

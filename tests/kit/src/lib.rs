@@ -13,7 +13,7 @@
 //!     main.assert_ok();
 //!     std::thread::sleep(Duration::from_secs(4));
 //!     let step = LaterStep::after(&s.job, &main);
-//!     assert_success("git", &step.git(&["ls-remote", &s.repo_url("Octo-Org", "app")]));
+//!     step.assert_git(&["ls-remote", &s.repo_url("Octo-Org", "app")]);
 //!     // A slow machine may re-mint again: tokens this short are replaced at half their life.
 //!     assert!(s.github.mints() >= 2, "git asked the shim, which re-minted");
 //! }

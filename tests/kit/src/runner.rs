@@ -641,6 +641,12 @@ impl LaterStep {
         self.git_in(self.dir.path(), args)
     }
 
+    /// git with `args` in this step, which must succeed.
+    #[track_caller]
+    pub fn assert_git(&self, args: &[&str]) {
+        crate::assert_success("git", &self.git(args));
+    }
+
     pub fn git_in(&self, dir: &Path, args: &[&str]) -> Output {
         git_command(dir)
             .envs(&self.env)

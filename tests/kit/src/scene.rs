@@ -58,10 +58,7 @@ impl Scene {
     /// In `step`: clone `Octo-Org/app`, wait `wait` (past the first token's expiry), then commit
     /// and push. Every git command but the push must succeed; the push's output comes back.
     pub fn push_late(&self, step: &LaterStep, wait: Duration) -> Output {
-        crate::assert_success(
-            "git",
-            &step.git(&["clone", "--quiet", &self.repo_url("Octo-Org", "app"), "app"]),
-        );
+        step.assert_git(&["clone", "--quiet", &self.repo_url("Octo-Org", "app"), "app"]);
         std::thread::sleep(wait);
         let repo = step.dir.path().join("app");
         fs::write(
